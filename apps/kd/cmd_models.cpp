@@ -1,0 +1,58 @@
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "commands.h"
+#include "kd/eval/profile.h"
+#include "kd/models/model.h"
+#include "kd/models/registry.h"
+
+namespace kd::cli {
+namespace {
+
+struct ModelsArgs {
+  std::string layers;
+  std::vector<std::string> arch_options;
+  int channels = 1, size = 28, classes = 10;
+};
+
+std::unique_ptr<Model> build(const std::string& arch, const ModelsArgs& a) {
+  ModelSpec spec;
+  spec.arch = arch;
+  spec.options = parse_arch_options(a.arch_options);
+  spec.input_shape = {a.channels, a.size, a.size};
+  for (int c = 0; c < a.classes; ++c) spec.class_names.push_back(std::to_string(c));
+  return create_model(spec);
+}
+
+void run(const ModelsArgs& a) {
+  if (!a.layers.empty()) {
+    auto m = build(a.layers, a);
+    for (const auto& [name, type] : m->layers()) fmt::print("{:<24} {}\n", name, type);
+    return;
+  }
+  fmt::print("{:<16} {:>10} {:>12}  {}\n", "architecture", "params", "MACs", "description and options");
+  fmt::print("(params and MACs for {}x{}x{} input, {} classes)\n", a.channels, a.size, a.size, a.classes);
+  for (const auto& arch : architectures()) {
+    ModelsArgs defaults = a;
+    defaults.arch_options.clear();
+    auto m = build(arch.name, defaults);
+    fmt::print("{:<16} {:>10} {:>12}  {}\n{:<41}options: {}\n", arch.name, m->num_parameters(),
+               count_macs(*m, torch::kCPU), arch.description, "", arch.defaults.dump());
+  }
+}
+
+}  // namespace
+
+void add_models_command(CLI::App& app) {
+  auto a = std::make_shared<ModelsArgs>();
+  auto* c = app.add_subcommand("models", "list architectures with params and MACs, or one's layers");
+  c->footer("Examples: kd models\n          kd models --layers fmnist-teacher");
+  c->add_option("--layers", a->layers, "list the module paths of ARCH (names for --hint)");
+  c->add_option("--arch-opt", a->arch_options, "architecture option KEY=VALUE for --layers");
+  c->add_option("--channels", a->channels)->capture_default_str();
+  c->add_option("--size", a->size)->capture_default_str();
+  c->add_option("--classes", a->classes)->capture_default_str();
+  c->callback([a] { run(*a); });
+}
+
+}  // namespace kd::cli

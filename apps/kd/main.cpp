@@ -1,0 +1,44 @@
+// kd: knowledge distillation in C++. Exit codes: 0 ok, 1 bad input or failure, 2 usage error.
+#include <cstdio>
+#include <string>
+
+#include <CLI/CLI.hpp>
+#include <c10/util/Exception.h>
+#include <spdlog/spdlog.h>
+
+#include "commands.h"
+#include "kd/core/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"kd: train a teacher, distill a small student, measure and compare them.\n"
+               "Example: kd train --arch fmnist-teacher --epochs 15 --out runs/teacher"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "kd 0.1.0");
+  spdlog::set_pattern("[%H:%M:%S] %v");
+  kd::cli::add_train_commands(app);
+  kd::cli::add_eval_command(app);
+  kd::cli::add_data_commands(app);
+  kd::cli::add_models_command(app);
+  kd::cli::add_compare_command(app);
+  kd::cli::add_run_command(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? 0 : 2;
+  } catch (const kd::UsageError& e) {
+    std::fprintf(stderr, "kd: error: %s\n", e.what());
+    return 2;
+  } catch (const kd::Error& e) {
+    std::fprintf(stderr, "kd: error: %s\n", e.what());
+    return 1;
+  } catch (const c10::Error& e) {
+    std::string msg = e.what_without_backtrace();
+    std::fprintf(stderr, "kd: error: %s\n", msg.substr(0, msg.find('\n')).c_str());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kd: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,53 @@
+#include "options.h"
+
+namespace kd::cli {
+
+void add_data_options(CLI::App& cmd, DataConfig& d) {
+  cmd.add_option("--data", d.source,
+                 "fashion-mnist, a folder of IDX files, or an image folder (one sub-folder per class)")
+      ->capture_default_str();
+  cmd.add_option("--split", d.split, "split manifest from `kd data split` (default: split here)");
+  cmd.add_option("--train-ratio", d.train_ratio, "train share of the train/eval split")
+      ->capture_default_str();
+  cmd.add_option("--split-seed", d.split_seed, "seed of the train/eval split")->capture_default_str();
+  cmd.add_option("--limit", d.limit, "use a stratified slice of N training images (smoke tests)");
+  cmd.add_option("--channels", d.channels, "1 (grayscale) or 3 (RGB); default: the source's");
+  cmd.add_option_function<int>("--size", [&d](int s) { d.height = d.width = s; },
+                               "resize images to SIZE x SIZE");
+}
+
+void add_runtime_options(CLI::App& cmd, RuntimeConfig& r) {
+  cmd.add_option("--device", r.device, "cpu, cuda or auto (cuda when available)")->capture_default_str();
+  cmd.add_option("--threads", r.threads, "intra-op threads (0: one per core)")->capture_default_str();
+  cmd.add_option("--seed", r.seed, "seed for weights, shuffling and augmentation")->capture_default_str();
+  cmd.add_flag("--deterministic", r.deterministic, "use only deterministic kernels");
+}
+
+void add_training_options(CLI::App& cmd, RunConfig& c, bool& no_augment) {
+  auto& t = c.train;
+  cmd.add_option("--out,-o", c.out, "run directory to create")->required();
+  cmd.add_option("--name", c.name, "label for `kd compare` (default: the run folder's name)");
+  cmd.add_option("--arch-opt", c.arch_options, "architecture option KEY=VALUE (see `kd models`)");
+  cmd.add_option("--epochs", t.epochs)->capture_default_str();
+  cmd.add_option("--batch-size", t.batch_size)->capture_default_str();
+  cmd.add_option("--optimizer", t.optim.name, "sgd, adam or adamw")->capture_default_str();
+  cmd.add_option("--lr", t.optim.lr, "peak learning rate")->capture_default_str();
+  cmd.add_option("--momentum", t.optim.momentum)->capture_default_str();
+  cmd.add_option("--nesterov", t.optim.nesterov, "true or false")->capture_default_str();
+  cmd.add_option("--weight-decay", t.optim.weight_decay)->capture_default_str();
+  cmd.add_option("--schedule", t.schedule.name, "cosine, step or constant")->capture_default_str();
+  cmd.add_option("--warmup", t.schedule.warmup_epochs, "linear warm-up, in epochs")->capture_default_str();
+  cmd.add_option("--step-size", t.schedule.step_size, "step schedule: epochs per decay")->capture_default_str();
+  cmd.add_option("--gamma", t.schedule.gamma, "step schedule: decay factor")->capture_default_str();
+  cmd.add_option("--crop-padding", t.crop_padding, "random-crop padding in pixels (0: off)")
+      ->capture_default_str();
+  cmd.add_option("--hflip", t.hflip, "random horizontal flips (true/false)")->capture_default_str();
+  cmd.add_flag("--no-augment", no_augment, "switch off crop and flip augmentation");
+  cmd.add_option("--label-smoothing", t.label_smoothing)->capture_default_str();
+  cmd.add_flag("--no-latency", [&c](int64_t) { c.measure_latency = false; },
+               "skip the latency measurement in the summary");
+  add_data_options(cmd, c.data);
+  add_runtime_options(cmd, c.runtime);
+}
+
+}  // namespace kd::cli

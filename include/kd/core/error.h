@@ -1,0 +1,39 @@
+#pragma once
+// Errors kd reports to users: one line naming the file, key or value that was wrong.
+#include <stdexcept>
+#include <string>
+
+#include <fmt/format.h>
+
+namespace kd {
+
+// Something in the user's input (a file, a config value, a request) is wrong. Exit code 1.
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// The command line itself is wrong (unknown flag value, missing argument). Exit code 2.
+class UsageError : public Error {
+ public:
+  using Error::Error;
+};
+
+template <typename... Args>
+[[noreturn]] void fail(fmt::format_string<Args...> f, Args&&... args) {
+  throw Error(fmt::format(f, std::forward<Args>(args)...));
+}
+
+template <typename... Args>
+[[noreturn]] void usage_fail(fmt::format_string<Args...> f, Args&&... args) {
+  throw UsageError(fmt::format(f, std::forward<Args>(args)...));
+}
+
+}  // namespace kd
+
+#define KD_CHECK(cond, ...)     \
+  do {                          \
+    if (!(cond)) {              \
+      ::kd::fail(__VA_ARGS__);  \
+    }                           \
+  } while (0)

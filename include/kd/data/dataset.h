@@ -1,0 +1,47 @@
+#pragma once
+// An in-memory image classification dataset: uint8 pixels plus int64 labels.
+#include <string>
+#include <vector>
+
+#include <torch/types.h>
+
+namespace kd {
+
+struct ImageOptions {
+  int channels = 0;  // 0: keep the source's (1 for IDX, 3 for image folders)
+  int height = 0;    // 0: keep the source's size (image folders need one: default 32)
+  int width = 0;
+};
+
+struct Dataset {
+  torch::Tensor images;  // uint8 [N, C, H, W]
+  torch::Tensor labels;  // int64 [N]
+  std::vector<std::string> class_names;
+  std::string source;  // where it came from, for logs and manifests
+
+  int64_t size() const { return images.size(0); }
+  int64_t num_classes() const { return static_cast<int64_t>(class_names.size()); }
+  Dataset subset(const torch::Tensor& index) const;
+  Dataset head(int64_t n) const;  // first n samples (small slices for tests and smoke runs)
+};
+
+// Per-channel mean and std of pixels scaled to [0, 1]; stored with every model trained on it.
+struct Normalization {
+  std::vector<double> mean;
+  std::vector<double> std;
+};
+Normalization compute_normalization(const Dataset& data);
+
+// `spec` is "fashion-mnist" (Debian's dataset-fashion-mnist), a directory holding IDX files
+// (train-images-idx3-ubyte[.gz] ...), or an image folder (one sub-folder per class, or
+// train/ and test/ each holding one sub-folder per class). `part` is "train" or "test".
+// Returns false from has_part() when the source has no such part (e.g. no test split).
+Dataset load_dataset(const std::string& spec, const std::string& part, const ImageOptions& opts);
+bool has_part(const std::string& spec, const std::string& part);
+
+// Image folder: root/<class>/<image>, PNG or JPEG, decoded with OpenCV.
+Dataset load_image_folder(const std::string& root, const ImageOptions& opts);
+// IDX pair: images [N,H,W] or [N,C,H,W] and labels [N].
+Dataset load_idx_pair(const std::string& images, const std::string& labels);
+
+}  // namespace kd

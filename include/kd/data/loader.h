@@ -1,0 +1,53 @@
+#pragma once
+// Batches by tensor indexing (one index_select per batch, no per-sample stacking), with seeded
+// shuffling and batch-level augmentation.
+#include <cstdint>
+
+#include <torch/types.h>
+
+#include "kd/data/dataset.h"
+
+namespace kd {
+
+struct Augment {
+  int crop_padding = 0;  // random crop of the original size from a zero-padded image
+  bool hflip = false;    // random horizontal flip with probability 1/2
+  bool enabled() const { return crop_padding > 0 || hflip; }
+};
+
+struct Batch {
+  torch::Tensor x;      // float [B, C, H, W] in [0, 1] (normalization lives in the model)
+  torch::Tensor y;      // int64 [B]
+  torch::Tensor index;  // int64 [B], positions in the loader's dataset (teacher cache key)
+};
+
+struct LoaderOptions {
+  int64_t batch_size = 128;
+  bool shuffle = false;
+  bool drop_last = false;
+  Augment augment;
+  uint64_t seed = 0;
+};
+
+class Loader {
+ public:
+  Loader(const Dataset& data, LoaderOptions opts, torch::Device device);
+  // Reshuffles deterministically from (seed, epoch) so a resumed or repeated run sees the same
+  // order.
+  void start_epoch(int64_t epoch);
+  int64_t num_batches() const;
+  int64_t size() const { return images_.size(0); }
+  Batch get(int64_t i) const;
+
+ private:
+  torch::Tensor images_;  // uint8, kept on the target device
+  torch::Tensor labels_;
+  LoaderOptions opts_;
+  torch::Tensor order_;
+  torch::Device device_;
+  mutable torch::Generator gen_;  // augmentation draws advance it inside get()
+};
+
+torch::Tensor augment_batch(const torch::Tensor& x, const Augment& aug, torch::Generator& gen);
+
+}  // namespace kd

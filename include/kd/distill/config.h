@@ -1,0 +1,86 @@
+#pragma once
+// The fully resolved configuration of one training run. CLI flags and experiment YAML files
+// both fill this struct; the run directory stores it back as config.yaml. No torch here.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace YAML {
+class Node;
+}
+
+namespace kd {
+
+struct DataConfig {
+  std::string source = "fashion-mnist";  // see load_dataset()
+  std::string split;                     // split manifest; empty: make one from ratio + seed
+  double train_ratio = 0.8;
+  uint64_t split_seed = 0;
+  int64_t limit = 0;       // use only the first N training (and N/4 test) samples; 0: all
+  int channels = 0;        // 0: the source's
+  int height = 0;          // 0: the source's
+  int width = 0;
+};
+
+struct OptimConfig {
+  std::string name = "sgd";  // sgd | adam | adamw
+  double lr = 0.05;
+  double momentum = 0.9;
+  bool nesterov = true;
+  double weight_decay = 5e-4;
+};
+
+struct ScheduleConfig {
+  std::string name = "cosine";  // cosine | step | constant
+  double warmup_epochs = 1.0;   // linear warm-up from 0, per iteration
+  int64_t step_size = 10;       // step: multiply by gamma every step_size epochs
+  double gamma = 0.1;
+  double min_lr = 0.0;          // cosine floor
+};
+
+struct TrainConfig {
+  int64_t epochs = 10;
+  int64_t batch_size = 128;
+  int64_t eval_batch_size = 1000;
+  OptimConfig optim;
+  ScheduleConfig schedule;
+  int crop_padding = 2;  // batch-level augmentation; 0 and hflip=false switch it off
+  bool hflip = true;
+  double label_smoothing = 0.0;
+};
+
+struct DistillConfig {
+  std::string teacher;  // run directory or TorchScript .pt
+  double temperature = 4.0;
+  double alpha = 0.9;
+  bool teacher_cache = true;  // reuse teacher logits across epochs when augmentation is off
+  std::string cache_dir;      // empty: $KD_CACHE_DIR, else ~/.cache/kd
+};
+
+struct RuntimeConfig {
+  std::string device = "auto";
+  int threads = 0;
+  uint64_t seed = 0;
+  bool deterministic = false;
+};
+
+struct RunConfig {
+  std::string name;           // label used by `kd compare` to group seeds
+  std::string mode = "train";  // train | offline
+  std::string out;             // run directory
+  std::string arch = "fmnist-student";  // registry name or a TorchScript .pt
+  std::vector<std::string> arch_options;  // key=value
+  DataConfig data;
+  TrainConfig train;
+  DistillConfig distill;
+  RuntimeConfig runtime;
+  bool measure_latency = true;
+};
+
+std::string to_yaml(const RunConfig& cfg);
+// Overlays the keys present in `node` onto `cfg`; an unknown key or a value of the wrong type
+// throws kd::Error naming `where` and the key path (e.g. "exp.yaml: train.optim.lr").
+void apply_yaml(RunConfig& cfg, const YAML::Node& node, const std::string& where);
+void validate(const RunConfig& cfg);
+
+}  // namespace kd

@@ -1,0 +1,33 @@
+#pragma once
+// `kd run EXPERIMENT.yaml`: a whole experiment (teacher, student, distilled student, ...) over
+// one or more seeds, then a comparison table.
+//
+//   out: runs/fmnist            # each stage writes out/<stage>-s<seed>
+//   seeds: [0, 1, 2]
+//   defaults: {train: {epochs: 10}, data: {source: fashion-mnist}}   # any RunConfig keys
+//   stages:
+//     - {name: teacher, arch: fmnist-teacher}
+//     - {name: student, arch: fmnist-student}
+//     - {name: distilled, mode: offline, arch: fmnist-student, distill: {teacher: teacher}}
+//
+// A distill.teacher naming an earlier stage means that stage's run with the same seed.
+// Stages whose run directory already holds a summary.json are kept (an interrupted experiment
+// resumes at stage granularity) unless `force`.
+#include <string>
+#include <vector>
+
+#include "kd/distill/config.h"
+#include "kd/eval/compare.h"
+
+namespace kd {
+
+struct ExperimentPlan {
+  std::string out;
+  std::vector<RunConfig> runs;  // in execution order
+};
+
+ExperimentPlan load_experiment(const std::string& path, const std::vector<uint64_t>& seeds_override);
+// Runs the plan; writes out/compare.md and out/compare.json atomically and returns the table.
+Comparison run_experiment(const ExperimentPlan& plan, bool force);
+
+}  // namespace kd

@@ -1,0 +1,32 @@
+#pragma once
+// One `kd train` / `kd distill` run from a resolved config to a complete run directory:
+//   config.yaml     the resolved configuration (written first)
+//   metrics.jsonl   one JSON record per epoch
+//   model.json      model description (architecture, options, classes, normalization)
+//   model.pt        best weights by eval top-1 (or the TorchScript module)
+//   checkpoints/    last.pt, last-optimizer.pt, best.pt
+//   summary.json    test metrics, params, MACs, latency (written last: its presence means the
+//                   run is complete; error.txt instead means it failed)
+#include <nlohmann/json.hpp>
+
+#include "kd/distill/config.h"
+#include "kd/data/dataset.h"
+
+namespace kd {
+
+struct RunData {
+  Dataset train, eval, test;  // test is the source's test part, or eval when it has none
+  std::string test_name;      // "test" or "eval"
+};
+
+// Loads the source, applies the split (manifest or ratio + seed) and the slice limit.
+RunData load_run_data(const DataConfig& cfg);
+
+// Executes the run and returns its summary. `overwrite` removes an existing run directory.
+nlohmann::json execute_run(const RunConfig& cfg, bool overwrite);
+
+// Reads a run's summary.json; throws naming the run if it is missing (incomplete run).
+nlohmann::json read_summary(const std::string& run_dir);
+RunConfig read_run_config(const std::string& run_dir);
+
+}  // namespace kd

@@ -1,0 +1,26 @@
+#pragma once
+// Teacher logits over a dataset, computed once and kept on disk. The key hashes the teacher's
+// description and every parameter and buffer, and the dataset's pixels: change either and the
+// key changes, so a stale entry can never be read.
+#include <string>
+
+#include <torch/types.h>
+
+#include "kd/data/dataset.h"
+#include "kd/models/model.h"
+
+namespace kd {
+
+std::string default_cache_dir();
+std::string teacher_cache_key(Model& teacher, const Dataset& data);
+
+struct CachedLogits {
+  torch::Tensor logits;  // [N, C] on CPU
+  bool hit = false;
+  std::string path;
+};
+
+CachedLogits cached_teacher_logits(Model& teacher, const Dataset& data, const std::string& dir,
+                                   int64_t batch_size, torch::Device device);
+
+}  // namespace kd

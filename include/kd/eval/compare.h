@@ -1,0 +1,35 @@
+#pragma once
+// `kd compare`: runs grouped by name (seeds of one recipe share a name), mean and spread of
+// each metric, and the share of the teacher-student gap that distillation closed.
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace kd {
+
+struct Stat {
+  double mean = 0.0, std = 0.0;  // std: sample standard deviation (0 for one run)
+  int n = 0;
+};
+Stat stat_of(const std::vector<double>& v);
+
+struct CompareRow {
+  std::string name, mode, arch, teacher;  // teacher: the teacher group's name (distilled rows)
+  Stat top1, params, macs, latency_ms, throughput;
+};
+
+struct Comparison {
+  std::vector<CompareRow> rows;
+  // For each distilled group: (name, gap closed) where gap closed = (D - S) / (T - S) with S the
+  // plain-trained group of the same architecture and T its teacher's group.
+  std::vector<std::pair<std::string, Stat>> gap_closed;
+  std::string markdown() const;
+  nlohmann::json to_json() const;
+};
+
+// `summaries` are summary.json documents; a distilled run names its teacher's group in
+// "teacher_name".
+Comparison compare_runs(const std::vector<nlohmann::json>& summaries);
+
+}  // namespace kd

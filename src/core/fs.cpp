@@ -1,0 +1,51 @@
+#include "kd/core/fs.h"
+
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "kd/core/error.h"
+
+namespace kd {
+
+void write_atomically(const fs::path& path, const std::function<void(const fs::path&)>& write) {
+  if (path.has_parent_path()) fs::create_directories(path.parent_path());
+  fs::path tmp = path;
+  tmp += ".tmp." + std::to_string(::getpid());
+  try {
+    write(tmp);
+    fs::rename(tmp, path);
+  } catch (...) {
+    std::error_code ec;
+    fs::remove(tmp, ec);
+    throw;
+  }
+}
+
+void write_text_atomically(const fs::path& path, const std::string& text) {
+  write_atomically(path, [&](const fs::path& tmp) {
+    std::ofstream out(tmp, std::ios::binary);
+    KD_CHECK(out, "cannot write {}", tmp.string());
+    out << text;
+    out.close();
+    KD_CHECK(out, "write failed: {}", tmp.string());
+  });
+}
+
+std::string read_text(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  KD_CHECK(in, "cannot read {}", path.string());
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void append_line(const fs::path& path, const std::string& line) {
+  std::ofstream out(path, std::ios::app);
+  KD_CHECK(out, "cannot append to {}", path.string());
+  out << line << '\n';
+  out.flush();
+}
+
+}  // namespace kd

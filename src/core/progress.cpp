@@ -1,0 +1,44 @@
+#include "kd/core/progress.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+
+#include <fmt/format.h>
+
+namespace kd {
+
+Progress::Progress(std::string label, int64_t total)
+    : label_(std::move(label)),
+      total_(total),
+      tty_(::isatty(STDERR_FILENO) == 1),
+      next_log_(total / 4),
+      start_(std::chrono::steady_clock::now()),
+      last_draw_(start_) {}
+
+void Progress::update(int64_t done, int64_t items, double loss, double acc) {
+  items_ += items;
+  auto now = std::chrono::steady_clock::now();
+  const double elapsed = std::chrono::duration<double>(now - start_).count();
+  const double rate = elapsed > 0 ? static_cast<double>(items_) / elapsed : 0.0;
+  const double eta = done > 0 ? elapsed * static_cast<double>(total_ - done) / static_cast<double>(done) : 0.0;
+  if (tty_) {
+    if (done < total_ && now - last_draw_ < std::chrono::milliseconds(100)) return;
+    last_draw_ = now;
+    const int width = 24;
+    const int filled = total_ > 0 ? static_cast<int>(width * done / total_) : width;
+    fmt::print(stderr, "\r{} [{}{}] {}/{} loss {:.4f} acc {:.2f}% {:.0f} img/s ETA {:.0f}s\033[K",
+               label_, std::string(filled, '#'), std::string(width - filled, '.'), done, total_,
+               loss, 100.0 * acc, rate, eta);
+  } else if (done >= next_log_ && done < total_) {
+    fmt::print(stderr, "{} {}/{} loss {:.4f} acc {:.2f}% {:.0f} img/s ETA {:.0f}s\n", label_, done,
+               total_, loss, 100.0 * acc, rate, eta);
+    next_log_ += std::max<int64_t>(1, total_ / 4);
+  }
+}
+
+void Progress::finish() {
+  if (tty_) fmt::print(stderr, "\r\033[K");
+}
+
+}  // namespace kd

@@ -1,0 +1,81 @@
+#include "kd/core/runtime.h"
+
+#include <dlfcn.h>
+#include <malloc.h>
+
+#include <thread>
+
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include "kd/core/error.h"
+
+namespace kd {
+namespace {
+
+std::string g_blas = "unknown";
+bool g_malloc_tuned = false;
+
+// glibc serves every allocation above 128 KiB with a fresh mmap and gives it back with munmap
+// when freed, so each batch's activations fault their pages in again: over a million minor
+// faults per 150 teacher batches. Raising both thresholds keeps freed tensor memory in the heap
+// for reuse (measured in docs/performance.md).
+void tune_malloc() {
+  if (g_malloc_tuned) return;
+  mallopt(M_MMAP_THRESHOLD, 1 << 30);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  mallopt(M_TOP_PAD, 64 << 20);
+  g_malloc_tuned = true;
+}
+
+// OpenBLAS's pthread pool and LibTorch's OpenMP pool oversubscribe two cores; LibTorch already
+// parallelises around BLAS calls, so OpenBLAS runs single-threaded.
+void tune_blas() {
+  using SetThreads = void (*)(int);
+  using GetConfig = char* (*)();
+  auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  auto cfg = reinterpret_cast<GetConfig>(dlsym(RTLD_DEFAULT, "openblas_get_config"));
+  if (set) {
+    set(1);
+    g_blas = cfg ? fmt::format("OpenBLAS ({}), 1 thread", cfg()) : "OpenBLAS, 1 thread";
+  } else {
+    g_blas = "reference BLAS (install libopenblas0-pthread: Linear layers are ~50x slower)";
+  }
+}
+
+}  // namespace
+
+torch::Device parse_device(const std::string& name) {
+  if (name == "auto") return torch::cuda::is_available() ? torch::kCUDA : torch::kCPU;
+  if (name == "cpu") return torch::kCPU;
+  if (name == "cuda" || name.rfind("cuda:", 0) == 0) {
+    if (!torch::cuda::is_available())
+      usage_fail("--device {}: this LibTorch build has no CUDA device available", name);
+    return torch::Device(name);
+  }
+  usage_fail("--device {}: expected cpu, cuda or auto", name);
+}
+
+void seed_everything(uint64_t seed) {
+  torch::manual_seed(seed);
+  if (torch::cuda::is_available()) torch::cuda::manual_seed_all(seed);
+}
+
+torch::Device init_runtime(const RuntimeOptions& opts) {
+  tune_malloc();
+  tune_blas();
+  if (opts.threads < 0) usage_fail("--threads {}: must be >= 0", opts.threads);
+  int threads = opts.threads > 0 ? opts.threads
+                                 : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  torch::set_num_threads(threads);
+  seed_everything(opts.seed);
+  if (opts.deterministic) at::globalContext().setDeterministicAlgorithms(true, true);
+  return parse_device(opts.device);
+}
+
+std::string runtime_summary() {
+  return fmt::format("threads={} blas={} malloc={}", torch::get_num_threads(), g_blas,
+                     g_malloc_tuned ? "tuned (mmap/trim thresholds 1 GiB)" : "default");
+}
+
+}  // namespace kd

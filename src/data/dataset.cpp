@@ -1,0 +1,145 @@
+#include "kd/data/dataset.h"
+
+#include <filesystem>
+
+#include <torch/torch.h>
+
+#include "kd/core/error.h"
+#include "kd/core/fs.h"
+#include "kd/data/idx.h"
+
+namespace kd {
+namespace {
+
+const char* kFashionMnistDir = "/usr/share/datasets/fashion-mnist";
+const std::vector<std::string> kFashionMnistClasses = {
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
+
+std::string resolve_alias(const std::string& spec) {
+  if (spec == "fashion-mnist") return kFashionMnistDir;
+  return spec;
+}
+
+// Finds "<prefix>-images-idx3-ubyte" with or without .gz.
+std::string find_idx(const fs::path& dir, const std::string& stem) {
+  for (const char* ext : {"", ".gz"}) {
+    fs::path p = dir / (stem + ext);
+    if (fs::exists(p)) return p.string();
+  }
+  return "";
+}
+
+bool is_idx_dir(const fs::path& dir) { return !find_idx(dir, "train-images-idx3-ubyte").empty(); }
+
+std::vector<std::string> class_names_for(const fs::path& dir, int64_t num_classes) {
+  fs::path names = dir / "classes.txt";
+  std::vector<std::string> out;
+  if (fs::exists(names)) {
+    std::istringstream in(read_text(names));
+    for (std::string line; std::getline(in, line);)
+      if (!line.empty()) out.push_back(line);
+    KD_CHECK(static_cast<int64_t>(out.size()) >= num_classes,
+             "{}: lists {} class names but labels go up to {}", names.string(), out.size(),
+             num_classes - 1);
+    return out;
+  }
+  if (fs::equivalent(dir, kFashionMnistDir) || dir.filename() == "fashion-mnist")
+    return kFashionMnistClasses;
+  for (int64_t c = 0; c < num_classes; ++c) out.push_back(std::to_string(c));
+  return out;
+}
+
+}  // namespace
+
+Dataset Dataset::subset(const torch::Tensor& index) const {
+  return {images.index_select(0, index), labels.index_select(0, index), class_names,
+          source};
+}
+
+Dataset Dataset::head(int64_t n) const {
+  n = std::min(n, size());
+  return {images.narrow(0, 0, n).clone(), labels.narrow(0, 0, n).clone(), class_names,
+          source};
+}
+
+Normalization compute_normalization(const Dataset& data) {
+  KD_CHECK(data.size() > 0, "{}: cannot compute normalization of an empty dataset",
+           data.source);
+  auto x = data.images.to(torch::kFloat64).div_(255.0);
+  auto mean = x.mean({0, 2, 3});
+  auto std = x.std({0, 2, 3}).clamp_min(1e-6);
+  Normalization n;
+  for (int64_t c = 0; c < mean.size(0); ++c) {
+    n.mean.push_back(mean[c].item<double>());
+    n.std.push_back(std[c].item<double>());
+  }
+  return n;
+}
+
+Dataset load_idx_pair(const std::string& images_path, const std::string& labels_path) {
+  auto images = read_idx(images_path);
+  auto labels = read_idx(labels_path);
+  KD_CHECK(images.dim() == 3 || images.dim() == 4,
+           "{}: expected images of 3 or 4 dimensions, got {}", images_path, images.dim());
+  KD_CHECK(labels.dim() == 1, "{}: expected 1-D labels, got {} dimensions", labels_path,
+           labels.dim());
+  KD_CHECK(images.size(0) == labels.size(0), "{} has {} images but {} has {} labels",
+           images_path, images.size(0), labels_path, labels.size(0));
+  if (images.dim() == 3) images = images.unsqueeze(1);
+  Dataset d;
+  d.images = images.contiguous();
+  d.labels = labels.to(torch::kInt64);
+  d.source = images_path;
+  int64_t num_classes = d.labels.numel() ? d.labels.max().item<int64_t>() + 1 : 0;
+  d.class_names = class_names_for(fs::path(images_path).parent_path(), num_classes);
+  return d;
+}
+
+bool has_part(const std::string& spec, const std::string& part) {
+  fs::path root = resolve_alias(spec);
+  if (is_idx_dir(root)) {
+    const std::string stem = part == "train" ? "train" : "t10k";
+    return !find_idx(root, stem + "-images-idx3-ubyte").empty();
+  }
+  if (fs::is_directory(root / "train")) return fs::is_directory(root / part);
+  return part == "train" && fs::is_directory(root);
+}
+
+Dataset load_dataset(const std::string& spec, const std::string& part, const ImageOptions& opts) {
+  KD_CHECK(part == "train" || part == "test", "unknown dataset part '{}'", part);
+  fs::path root = resolve_alias(spec);
+  if (spec == "fashion-mnist" && !fs::exists(root))
+    fail("fashion-mnist: {} is missing (apt-get install dataset-fashion-mnist)", root.string());
+  KD_CHECK(fs::exists(root), "--data {}: no such file or directory", spec);
+  KD_CHECK(fs::is_directory(root), "--data {}: not a directory", spec);
+  Dataset d;
+  if (is_idx_dir(root)) {
+    const std::string stem = part == "train" ? "train" : "t10k";
+    std::string images = find_idx(root, stem + "-images-idx3-ubyte");
+    std::string labels = find_idx(root, stem + "-labels-idx1-ubyte");
+    KD_CHECK(!images.empty(), "{}: no {}-images-idx3-ubyte[.gz]", root.string(), stem);
+    KD_CHECK(!labels.empty(), "{}: no {}-labels-idx1-ubyte[.gz]", root.string(), stem);
+    d = load_idx_pair(images, labels);
+    if (opts.height > 0 || opts.channels > 0) {
+      // Resizing/recolouring IDX data goes through the same float path as image folders.
+      auto x = d.images.to(torch::kFloat32);
+      if (opts.height > 0)
+        x = torch::nn::functional::interpolate(
+            x, torch::nn::functional::InterpolateFuncOptions()
+                   .size(std::vector<int64_t>{opts.height, opts.width > 0 ? opts.width
+                                                                          : opts.height})
+                   .mode(torch::kBilinear)
+                   .align_corners(false));
+      if (opts.channels == 3 && x.size(1) == 1) x = x.expand({-1, 3, -1, -1});
+      d.images = x.round().clamp(0, 255).to(torch::kUInt8).contiguous();
+    }
+  } else {
+    fs::path dir = fs::is_directory(root / "train") ? root / part : root;
+    KD_CHECK(fs::is_directory(dir), "{}: has no '{}' folder", root.string(), part);
+    d = load_image_folder(dir.string(), opts);
+  }
+  return d;
+}
+
+}  // namespace kd

@@ -1,0 +1,73 @@
+#include "kd/data/loader.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/torch.h>
+
+#include "kd/core/error.h"
+
+namespace kd {
+
+Loader::Loader(const Dataset& data, LoaderOptions opts, torch::Device device)
+    : images_(data.images.to(device)),
+      labels_(data.labels.to(device)),
+      opts_(opts),
+      order_(torch::arange(data.size(), torch::kInt64)),
+      device_(device),
+      gen_(at::make_generator<at::CPUGeneratorImpl>(opts.seed)) {
+  KD_CHECK(opts.batch_size > 0, "batch size must be positive, got {}", opts.batch_size);
+  KD_CHECK(data.size() > 0, "{}: dataset is empty", data.source);
+}
+
+void Loader::start_epoch(int64_t epoch) {
+  {
+    std::lock_guard<std::mutex> lock(gen_.mutex());
+    gen_.set_current_seed(opts_.seed * 1000003ULL + static_cast<uint64_t>(epoch));
+  }
+  if (opts_.shuffle) order_ = torch::randperm(size(), gen_, torch::kInt64);
+}
+
+int64_t Loader::num_batches() const {
+  return opts_.drop_last ? size() / opts_.batch_size
+                         : (size() + opts_.batch_size - 1) / opts_.batch_size;
+}
+
+Batch Loader::get(int64_t i) const {
+  const int64_t start = i * opts_.batch_size;
+  const int64_t n = std::min(opts_.batch_size, size() - start);
+  auto idx = order_.narrow(0, start, n).to(device_);
+  Batch b;
+  b.index = idx;
+  b.x = images_.index_select(0, idx).to(torch::kFloat32).div_(255.0f);
+  b.y = labels_.index_select(0, idx);
+  if (opts_.augment.enabled()) {
+    b.x = augment_batch(b.x, opts_.augment, gen_);
+  }
+  return b;
+}
+
+torch::Tensor augment_batch(const torch::Tensor& x, const Augment& aug, torch::Generator& gen) {
+  using torch::indexing::Slice;
+  torch::Tensor out = x;
+  const int64_t B = x.size(0), H = x.size(2), W = x.size(3);
+  if (aug.crop_padding > 0) {
+    const int64_t p = aug.crop_padding;
+    auto padded = torch::constant_pad_nd(x, {p, p, p, p}, 0.0);
+    // One gather for the whole batch: per-sample offsets turn into row/column index grids.
+    auto dy = torch::randint(0, 2 * p + 1, {B}, gen, torch::kInt64).to(x.device());
+    auto dx = torch::randint(0, 2 * p + 1, {B}, gen, torch::kInt64).to(x.device());
+    auto ar_h = torch::arange(H, torch::TensorOptions().dtype(torch::kInt64).device(x.device()));
+    auto ar_w = torch::arange(W, torch::TensorOptions().dtype(torch::kInt64).device(x.device()));
+    auto rows = (dy.unsqueeze(1) + ar_h).view({B, H, 1});
+    auto cols = (dx.unsqueeze(1) + ar_w).view({B, 1, W});
+    auto bidx = torch::arange(B, rows.options()).view({B, 1, 1});
+    // Advanced indices separated by a slice move to the front: result is [B, H, W, C].
+    out = padded.permute({0, 2, 3, 1}).index({bidx, rows, cols}).permute({0, 3, 1, 2});
+  }
+  if (aug.hflip) {
+    auto flip = torch::rand({B}, gen).lt(0.5).to(x.device()).view({B, 1, 1, 1});
+    out = torch::where(flip, out.flip({3}), out);
+  }
+  return out.contiguous();
+}
+
+}  // namespace kd

@@ -1,0 +1,83 @@
+#include "kd/distill/experiment.h"
+
+#include <set>
+
+#include <spdlog/spdlog.h>
+#include <yaml-cpp/yaml.h>
+
+#include "kd/core/error.h"
+#include "kd/core/fs.h"
+#include "kd/distill/run.h"
+
+namespace kd {
+
+ExperimentPlan load_experiment(const std::string& path, const std::vector<uint64_t>& seeds_override) {
+  KD_CHECK(fs::is_regular_file(path), "{}: no such experiment file", path);
+  YAML::Node doc;
+  try {
+    doc = YAML::LoadFile(path);
+  } catch (const YAML::Exception& e) {
+    fail("{}: {}", path, e.what());
+  }
+  KD_CHECK(doc.IsMap(), "{}: expected a mapping with out, seeds, defaults, stages", path);
+  for (const auto& kv : doc) {
+    const auto key = kv.first.as<std::string>();
+    if (key != "out" && key != "seeds" && key != "defaults" && key != "stages")
+      fail("{}: unknown key '{}' (expected out, seeds, defaults, stages)", path, key);
+  }
+  ExperimentPlan plan;
+  KD_CHECK(doc["out"] && doc["out"].IsScalar(), "{}: missing 'out' (the experiment's folder)", path);
+  plan.out = doc["out"].as<std::string>();
+  std::vector<uint64_t> seeds = {0};
+  try {
+    if (doc["seeds"]) seeds = doc["seeds"].as<std::vector<uint64_t>>();
+  } catch (const YAML::Exception&) {
+    fail("{}: seeds must be a list of non-negative integers", path);
+  }
+  if (!seeds_override.empty()) seeds = seeds_override;
+  KD_CHECK(doc["stages"] && doc["stages"].IsSequence() && doc["stages"].size() > 0,
+           "{}: 'stages' must be a non-empty list", path);
+  std::set<std::string> names;
+  for (uint64_t seed : seeds) {
+    for (size_t i = 0; i < doc["stages"].size(); ++i) {
+      const std::string where = fmt::format("{}: stages[{}]", path, i);
+      RunConfig cfg;
+      apply_yaml(cfg, doc["defaults"], path + ": defaults");
+      apply_yaml(cfg, doc["stages"][i], where);
+      KD_CHECK(!cfg.name.empty(), "{}: every stage needs a name", where);
+      cfg.runtime.seed = seed;
+      cfg.out = (fs::path(plan.out) / fmt::format("{}-s{}", cfg.name, seed)).string();
+      if (cfg.mode != "train") {
+        KD_CHECK(!cfg.distill.teacher.empty(), "{}: distill.teacher is required for mode {}", where, cfg.mode);
+        if (names.count(cfg.distill.teacher))
+          cfg.distill.teacher = (fs::path(plan.out) / fmt::format("{}-s{}", cfg.distill.teacher, seed)).string();
+        else
+          KD_CHECK(fs::exists(cfg.distill.teacher),
+                   "{}: distill.teacher '{}' is neither an earlier stage nor an existing path", where,
+                   cfg.distill.teacher);
+      }
+      validate(cfg);
+      names.insert(cfg.name);
+      plan.runs.push_back(cfg);
+    }
+  }
+  return plan;
+}
+
+Comparison run_experiment(const ExperimentPlan& plan, bool force) {
+  std::vector<nlohmann::json> summaries;
+  for (const auto& cfg : plan.runs) {
+    if (!force && fs::exists(fs::path(cfg.out) / "summary.json")) {
+      spdlog::info("{}: complete, kept (pass --force to redo)", cfg.out);
+    } else {
+      execute_run(cfg, /*overwrite=*/true);
+    }
+    summaries.push_back(read_summary(cfg.out));
+  }
+  Comparison c = compare_runs(summaries);
+  write_text_atomically(fs::path(plan.out) / "compare.md", c.markdown());
+  write_text_atomically(fs::path(plan.out) / "compare.json", c.to_json().dump(2) + "\n");
+  return c;
+}
+
+}  // namespace kd

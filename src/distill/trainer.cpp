@@ -1,0 +1,148 @@
+#include "kd/distill/trainer.h"
+
+#include <chrono>
+#include <cmath>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
+#include "kd/core/error.h"
+#include "kd/core/fs.h"
+#include "kd/core/progress.h"
+#include "kd/eval/classify.h"
+
+namespace kd {
+namespace {
+
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const OptimConfig& o,
+                                                        std::vector<torch::Tensor> params) {
+  namespace optim = torch::optim;
+  if (o.name == "sgd")
+    return std::make_unique<optim::SGD>(
+        params, optim::SGDOptions(o.lr).momentum(o.momentum).nesterov(o.nesterov && o.momentum > 0)
+                    .weight_decay(o.weight_decay));
+  if (o.name == "adam")
+    return std::make_unique<optim::Adam>(params,
+                                         optim::AdamOptions(o.lr).weight_decay(o.weight_decay));
+  if (o.name == "adamw")
+    return std::make_unique<optim::AdamW>(params,
+                                          optim::AdamWOptions(o.lr).weight_decay(o.weight_decay));
+  usage_fail("optimizer '{}': expected sgd, adam or adamw", o.name);
+}
+
+void set_lr(torch::optim::Optimizer& opt, double lr) {
+  for (auto& group : opt.param_groups()) group.options().set_lr(lr);
+}
+
+}  // namespace
+
+double scheduled_lr(const TrainConfig& cfg, int64_t it, int64_t iters_per_epoch) {
+  const auto& s = cfg.schedule;
+  const double base = cfg.optim.lr;
+  const double warmup = s.warmup_epochs * static_cast<double>(iters_per_epoch);
+  const double x = static_cast<double>(it);
+  if (x < warmup) return base * (x + 1.0) / warmup;
+  const double total = static_cast<double>(cfg.epochs * iters_per_epoch);
+  if (s.name == "cosine") {
+    const double t = std::min(1.0, (x - warmup) / std::max(1.0, total - warmup));
+    return s.min_lr + 0.5 * (base - s.min_lr) * (1.0 + std::cos(M_PI * t));
+  }
+  if (s.name == "step") {
+    const int64_t epoch = it / std::max<int64_t>(1, iters_per_epoch);
+    return base * std::pow(s.gamma, static_cast<double>(epoch / std::max<int64_t>(1, s.step_size)));
+  }
+  return base;
+}
+
+Trainer::Trainer(TrainConfig cfg, torch::Device device, uint64_t seed)
+    : cfg_(std::move(cfg)), device_(device), seed_(seed) {}
+
+TrainResult Trainer::fit(Model& student, Strategy& strategy, const Dataset& train,
+                         const Dataset& eval, const std::string& run_dir) {
+  const Augment augment{cfg_.crop_padding, cfg_.hflip};
+  Loader loader(train, {cfg_.batch_size, true, false, augment, seed_}, device_);
+  student.to(device_);
+  strategy.prepare(train, augment, device_);
+  auto optimizer = make_optimizer(cfg_.optim, student.parameters());
+  const int64_t iters = loader.num_batches();
+  const fs::path dir(run_dir);
+  const bool write = !run_dir.empty();
+  if (write) fs::create_directories(dir / "checkpoints");
+
+  TrainResult result;
+  result.best_eval_top1 = -1.0;
+  double images_per_s_sum = 0.0;
+  auto run_start = std::chrono::steady_clock::now();
+  for (int64_t epoch = 1; epoch <= cfg_.epochs; ++epoch) {
+    student.train(true);
+    loader.start_epoch(epoch);
+    double loss_sum = 0.0;
+    int64_t seen = 0, correct = 0;
+    Progress progress(fmt::format("epoch {}/{}", epoch, cfg_.epochs), iters);
+    auto t0 = std::chrono::steady_clock::now();
+    for (int64_t i = 0; i < iters; ++i) {
+      set_lr(*optimizer, scheduled_lr(cfg_, (epoch - 1) * iters + i, iters));
+      Batch batch = loader.get(i);
+      StepResult r = strategy.step(student, batch);
+      const double loss = r.loss.item<double>();
+      if (!std::isfinite(loss))
+        fail("epoch {} batch {}: loss is {} (learning rate {:.4g}); lower --lr or check the data",
+             epoch, i, loss, scheduled_lr(cfg_, (epoch - 1) * iters + i, iters));
+      optimizer->zero_grad();
+      r.loss.backward();
+      optimizer->step();
+      const int64_t b = batch.y.size(0);
+      loss_sum += loss * static_cast<double>(b);
+      seen += b;
+      correct += r.logits.detach().argmax(1).eq(batch.y).sum().item<int64_t>();
+      progress.update(i + 1, b, loss_sum / static_cast<double>(seen),
+                      static_cast<double>(correct) / static_cast<double>(seen));
+    }
+    progress.finish();
+    const double train_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    images_per_s_sum += static_cast<double>(seen) / train_s;
+
+    ClassificationReport ev = evaluate_classifier(student, eval, cfg_.eval_batch_size, device_);
+    nlohmann::json rec = {{"epoch", epoch},
+                          {"lr", scheduled_lr(cfg_, epoch * iters - 1, iters)},
+                          {"train_loss", loss_sum / static_cast<double>(seen)},
+                          {"train_top1", static_cast<double>(correct) / static_cast<double>(seen)},
+                          {"eval_loss", ev.loss},
+                          {"eval_top1", ev.top1},
+                          {"eval_top5", ev.top5},
+                          {"train_seconds", train_s},
+                          {"train_images_per_s", static_cast<double>(seen) / train_s}};
+    result.history.push_back(rec);
+    spdlog::info("epoch {}/{}: train loss {:.4f} top1 {:.2f}% | eval loss {:.4f} top1 {:.2f}% | {:.0f} img/s",
+                 epoch, cfg_.epochs, rec["train_loss"].get<double>(),
+                 100 * rec["train_top1"].get<double>(), ev.loss, 100 * ev.top1,
+                 rec["train_images_per_s"].get<double>());
+    const bool best = ev.top1 > result.best_eval_top1;
+    if (best) {
+      result.best_eval_top1 = ev.top1;
+      result.best_epoch = epoch;
+    }
+    if (write) {
+      write_atomically(dir / "checkpoints" / "last.pt",
+                       [&](const fs::path& tmp) { student.save(tmp.string()); });
+      write_atomically(dir / "checkpoints" / "last-optimizer.pt", [&](const fs::path& tmp) {
+        torch::serialize::OutputArchive archive;
+        optimizer->save(archive);
+        archive.save_to(tmp.string());
+      });
+      if (best) {
+        write_atomically(dir / "checkpoints" / "best.pt",
+                         [&](const fs::path& tmp) { student.save(tmp.string()); });
+        save_model(student, run_dir);
+      }
+      append_line(dir / "metrics.jsonl", rec.dump());
+    }
+  }
+  result.train_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
+  result.train_images_per_s = images_per_s_sum / static_cast<double>(cfg_.epochs);
+  return result;
+}
+
+}  // namespace kd

@@ -1,0 +1,121 @@
+#include "kd/eval/compare.h"
+
+#include <cmath>
+#include <map>
+
+#include <fmt/format.h>
+
+namespace kd {
+
+Stat stat_of(const std::vector<double>& v) {
+  Stat s;
+  s.n = static_cast<int>(v.size());
+  if (v.empty()) return s;
+  for (double x : v) s.mean += x;
+  s.mean /= static_cast<double>(v.size());
+  if (v.size() > 1) {
+    double ss = 0;
+    for (double x : v) ss += (x - s.mean) * (x - s.mean);
+    s.std = std::sqrt(ss / static_cast<double>(v.size() - 1));
+  }
+  return s;
+}
+
+Comparison compare_runs(const std::vector<nlohmann::json>& summaries) {
+  struct Group {
+    CompareRow row;
+    std::vector<double> top1, params, macs, lat, thr;
+    std::map<uint64_t, double> top1_by_seed;
+  };
+  std::vector<std::string> order;
+  std::map<std::string, Group> groups;
+  for (size_t i = 0; i < summaries.size(); ++i) {
+    const auto& s = summaries[i];
+    const std::string name = s.value("name", "run" + std::to_string(i));
+    if (!groups.count(name)) {
+      order.push_back(name);
+      groups[name].row = {name, s.value("mode", ""), s.value("arch", ""), s.value("teacher_name", ""), {}, {}, {}, {}, {}};
+    }
+    Group& g = groups[name];
+    const double top1 = s["test"].value("top1", 0.0);
+    g.top1.push_back(top1);
+    g.top1_by_seed[s.value("seed", uint64_t{0})] = top1;
+    g.params.push_back(s.value("params", 0.0));
+    g.macs.push_back(s.value("macs", 0.0));
+    if (s.contains("latency")) {
+      g.lat.push_back(s["latency"].value("batch1_median_ms", 0.0));
+      g.thr.push_back(s["latency"].value("throughput_per_s", 0.0));
+    }
+  }
+  Comparison c;
+  for (const auto& name : order) {
+    Group& g = groups[name];
+    g.row.top1 = stat_of(g.top1);
+    g.row.params = stat_of(g.params);
+    g.row.macs = stat_of(g.macs);
+    g.row.latency_ms = stat_of(g.lat);
+    g.row.throughput = stat_of(g.thr);
+    c.rows.push_back(g.row);
+  }
+  for (const auto& name : order) {
+    const Group& d = groups[name];
+    if (d.row.mode == "train" || d.row.teacher.empty() || !groups.count(d.row.teacher)) continue;
+    const Group* student = nullptr;
+    for (const auto& other : order)
+      if (groups[other].row.mode == "train" && groups[other].row.arch == d.row.arch)
+        student = &groups[other];
+    if (!student) continue;
+    const Group& t = groups[d.row.teacher];
+    // Gap closed per seed when every group has that seed (paired), else on the means.
+    std::vector<double> gaps;
+    for (const auto& [seed, dv] : d.top1_by_seed) {
+      auto si = student->top1_by_seed.find(seed);
+      auto ti = t.top1_by_seed.find(seed);
+      if (si == student->top1_by_seed.end() || ti == t.top1_by_seed.end()) continue;
+      if (std::abs(ti->second - si->second) > 1e-12)
+        gaps.push_back((dv - si->second) / (ti->second - si->second));
+    }
+    if (gaps.empty() && std::abs(t.row.top1.mean - student->row.top1.mean) > 1e-12)
+      gaps.push_back((d.row.top1.mean - student->row.top1.mean) /
+                     (t.row.top1.mean - student->row.top1.mean));
+    if (!gaps.empty()) c.gap_closed.emplace_back(name, stat_of(gaps));
+  }
+  return c;
+}
+
+namespace {
+std::string fmt_stat(const Stat& s, double scale, const char* spec) {
+  if (s.n == 0) return "-";
+  std::string m = fmt::format(fmt::runtime(spec), s.mean * scale);
+  if (s.n > 1) m += fmt::format(" ± " + std::string(spec), s.std * scale);
+  return m;
+}
+}  // namespace
+
+std::string Comparison::markdown() const {
+  std::string out =
+      "| run | mode | arch | top-1 % | params | MACs | latency b1 (ms) | throughput b256 (img/s) | seeds |\n"
+      "|---|---|---|---|---|---|---|---|---|\n";
+  for (const auto& r : rows)
+    out += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n", r.name, r.mode, r.arch,
+                       fmt_stat(r.top1, 100, "{:.2f}"), fmt_stat(r.params, 1, "{:.0f}"),
+                       fmt_stat(r.macs, 1, "{:.0f}"), fmt_stat(r.latency_ms, 1, "{:.3f}"),
+                       fmt_stat(r.throughput, 1, "{:.0f}"), r.top1.n);
+  for (const auto& [name, s] : gap_closed)
+    out += fmt::format("\n{}: closes {} % of the teacher-student gap", name, fmt_stat(s, 100, "{:.1f}"));
+  if (!gap_closed.empty()) out += "\n";
+  return out;
+}
+
+nlohmann::json Comparison::to_json() const {
+  auto js = [](const Stat& s) { return nlohmann::json{{"mean", s.mean}, {"std", s.std}, {"n", s.n}}; };
+  nlohmann::json j = {{"rows", nlohmann::json::array()}, {"gap_closed", nlohmann::json::object()}};
+  for (const auto& r : rows)
+    j["rows"].push_back({{"name", r.name}, {"mode", r.mode}, {"arch", r.arch}, {"teacher", r.teacher},
+                         {"top1", js(r.top1)}, {"params", js(r.params)}, {"macs", js(r.macs)},
+                         {"latency_ms", js(r.latency_ms)}, {"throughput", js(r.throughput)}});
+  for (const auto& [name, s] : gap_closed) j["gap_closed"][name] = js(s);
+  return j;
+}
+
+}  // namespace kd

@@ -1,0 +1,40 @@
+#include "kd/losses/classification.h"
+
+#include <torch/torch.h>
+
+#include "kd/core/error.h"
+
+namespace kd {
+
+torch::Tensor cross_entropy(const torch::Tensor& logits, const torch::Tensor& target,
+                            double label_smoothing) {
+  KD_CHECK(label_smoothing >= 0.0 && label_smoothing < 1.0,
+           "label smoothing {} must be in [0, 1)", label_smoothing);
+  namespace F = torch::nn::functional;
+  return F::cross_entropy(logits, target,
+                          F::CrossEntropyFuncOptions().label_smoothing(label_smoothing));
+}
+
+torch::Tensor soft_target_kl(const torch::Tensor& student_logits,
+                             const torch::Tensor& teacher_logits, double temperature) {
+  KD_CHECK(temperature > 0.0, "temperature {} must be > 0", temperature);
+  KD_CHECK(student_logits.sizes() == teacher_logits.sizes(),
+           "student logits {} and teacher logits {} differ in shape",
+           c10::str(student_logits.sizes()), c10::str(teacher_logits.sizes()));
+  auto log_p_s = torch::log_softmax(student_logits / temperature, 1);
+  auto log_p_t = torch::log_softmax(teacher_logits.detach() / temperature, 1);
+  return (log_p_t.exp() * (log_p_t - log_p_s)).sum(1).mean();
+}
+
+torch::Tensor soft_target_loss(const torch::Tensor& student_logits,
+                               const torch::Tensor& teacher_logits, const torch::Tensor& target,
+                               const SoftTargetLossOptions& opts) {
+  KD_CHECK(opts.alpha >= 0.0 && opts.alpha <= 1.0, "alpha {} must be in [0, 1]", opts.alpha);
+  const double T = opts.temperature;
+  auto soft = soft_target_kl(student_logits, teacher_logits, T) * (T * T);
+  if (opts.alpha == 1.0) return soft;
+  auto hard = cross_entropy(student_logits, target, opts.label_smoothing);
+  return opts.alpha * soft + (1.0 - opts.alpha) * hard;
+}
+
+}  // namespace kd

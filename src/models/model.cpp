@@ -1,0 +1,255 @@
+#include "kd/models/model.h"
+
+#include <filesystem>
+
+#include <torch/script.h>
+#include <torch/torch.h>
+
+#include "kd/core/error.h"
+#include "kd/core/fs.h"
+#include "kd/models/registry.h"
+
+namespace kd {
+
+nlohmann::json ModelSpec::to_json() const {
+  return {{"kind", kind},
+          {"arch", arch},
+          {"options", options},
+          {"input_shape", input_shape},
+          {"class_names", class_names},
+          {"normalization", {{"mean", norm.mean}, {"std", norm.std}}}};
+}
+
+ModelSpec ModelSpec::from_json(const nlohmann::json& j, const std::string& where) {
+  ModelSpec s;
+  try {
+    s.kind = j.at("kind").get<std::string>();
+    s.arch = j.at("arch").get<std::string>();
+    s.options = j.value("options", nlohmann::json::object());
+    s.input_shape = j.at("input_shape").get<std::vector<int64_t>>();
+    s.class_names = j.at("class_names").get<std::vector<std::string>>();
+    s.norm.mean = j.at("normalization").at("mean").get<std::vector<double>>();
+    s.norm.std = j.at("normalization").at("std").get<std::vector<double>>();
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: bad model description ({})", where, e.what());
+  }
+  KD_CHECK(s.kind == "native" || s.kind == "torchscript", "{}: unknown model kind '{}'", where,
+           s.kind);
+  KD_CHECK(s.input_shape.size() == 3, "{}: input_shape must be [C, H, W]", where);
+  KD_CHECK(!s.class_names.empty(), "{}: class_names is empty", where);
+  KD_CHECK(s.norm.mean.size() == s.norm.std.size() &&
+               (s.norm.mean.size() == 1 || s.norm.mean.size() == size_t(s.input_shape[0])),
+           "{}: normalization must have 1 or C entries for mean and std", where);
+  return s;
+}
+
+Model::Model(ModelSpec spec) : spec_(std::move(spec)) {
+  if (spec_.norm.mean.empty()) spec_.norm = {{0.0}, {1.0}};
+  auto to_t = [](const std::vector<double>& v) {
+    return torch::tensor(v, torch::kFloat32).view({1, -1, 1, 1});
+  };
+  mean_ = to_t(spec_.norm.mean);
+  inv_std_ = 1.0 / to_t(spec_.norm.std);
+}
+
+torch::Tensor Model::forward(const torch::Tensor& x) {
+  return forward_normalized((x - mean_) * inv_std_);
+}
+
+void Model::to(torch::Device device) {
+  mean_ = mean_.to(device);
+  inv_std_ = inv_std_.to(device);
+  move_to(device);
+}
+
+int64_t Model::num_parameters() {
+  int64_t n = 0;
+  for (const auto& p : parameters()) n += p.numel();
+  return n;
+}
+
+namespace {
+
+torch::jit::Module load_script_module(const std::string& path, torch::Device device) {
+  try {
+    return torch::jit::load(path, device);
+  } catch (const c10::Error& e) {
+    fail("{}: not a TorchScript module saved by torch.jit.save ({})", path,
+         std::string(e.what_without_backtrace()).substr(0, 200));
+  }
+}
+
+class NativeModel final : public Model {
+ public:
+  NativeModel(ModelSpec spec, Network net) : Model(std::move(spec)), net_(std::move(net)) {}
+
+  std::vector<torch::Tensor> parameters() override { return net_.module->parameters(); }
+  std::vector<std::pair<std::string, torch::Tensor>> state() override {
+    std::vector<std::pair<std::string, torch::Tensor>> out;
+    for (const auto& p : net_.module->named_parameters()) out.emplace_back(p.key(), p.value());
+    for (const auto& b : net_.module->named_buffers()) out.emplace_back(b.key(), b.value());
+    return out;
+  }
+  void train(bool on) override { net_.module->train(on); }
+  void save(const std::string& path) override {
+    torch::serialize::OutputArchive archive;
+    net_.module->save(archive);
+    archive.save_to(path);
+  }
+  void load(const std::string& path) override {
+    torch::serialize::InputArchive archive;
+    try {
+      archive.load_from(path, device());
+      net_.module->load(archive);
+    } catch (const c10::Error& e) {
+      fail("{}: cannot load weights for {} ({})", path, spec_.arch,
+           std::string(e.what_without_backtrace()).substr(0, 200));
+    }
+  }
+  std::unique_ptr<Model> clone() const override {
+    // Rebuild from the spec and copy the state by name: works for every architecture without
+    // each module implementing Cloneable.
+    auto copy = create_model(spec_);
+    copy->to(device());
+    torch::NoGradGuard no_grad;
+    auto src = const_cast<NativeModel*>(this)->state();
+    auto dst = copy->state();
+    for (size_t i = 0; i < src.size(); ++i) dst[i].second.copy_(src[i].second);
+    return copy;
+  }
+  std::vector<std::pair<std::string, std::string>> layers() const override {
+    std::vector<std::pair<std::string, std::string>> out;
+    for (const auto& m : net_.module->named_modules("", false)) out.emplace_back(m.key(), m.value()->name());
+    return out;
+  }
+
+ protected:
+  torch::Tensor forward_normalized(const torch::Tensor& x) override {
+    return net_.forward(x);
+  }
+  void move_to(torch::Device device) override { net_.module->to(device); }
+
+ private:
+  Network net_;
+};
+
+class ScriptModel final : public Model {
+ public:
+  ScriptModel(ModelSpec spec, torch::jit::Module module)
+      : Model(std::move(spec)), module_(std::move(module)) {}
+
+  std::vector<torch::Tensor> parameters() override {
+    std::vector<torch::Tensor> out;
+    for (const auto& p : module_.parameters()) out.push_back(p);
+    return out;
+  }
+  std::vector<std::pair<std::string, torch::Tensor>> state() override {
+    std::vector<std::pair<std::string, torch::Tensor>> out;
+    for (const auto& p : module_.named_parameters()) out.emplace_back(p.name, p.value);
+    for (const auto& b : module_.named_buffers()) out.emplace_back(b.name, b.value);
+    return out;
+  }
+  void train(bool on) override {
+    module_.train(on);
+    // torch.jit.load leaves requires_grad as saved; a TorchScript student trains through them.
+    for (auto p : module_.parameters()) p.requires_grad_(on ? true : p.requires_grad());
+  }
+  void save(const std::string& path) override { module_.save(path); }
+  void load(const std::string& path) override { module_ = load_script_module(path, device()); }
+  std::unique_ptr<Model> clone() const override {
+    auto copy = std::make_unique<ScriptModel>(spec_, module_.deepcopy());
+    copy->Model::to(device());
+    return copy;
+  }
+  std::vector<std::pair<std::string, std::string>> layers() const override {
+    std::vector<std::pair<std::string, std::string>> out;
+    for (const auto& m : module_.named_modules()) {
+      if (m.name.empty()) continue;
+      auto type = m.value.type()->name();
+      out.emplace_back(m.name, type ? type->name() : "?");
+    }
+    return out;
+  }
+
+ protected:
+  torch::Tensor forward_normalized(const torch::Tensor& x) override {
+    auto out = module_.forward({x});
+    if (out.isTensor()) return out.toTensor();
+    if (out.isTuple()) return out.toTupleRef().elements().at(0).toTensor();
+    fail("TorchScript model {}: forward must return a tensor (or a tuple starting with one)",
+         spec_.arch);
+  }
+  void move_to(torch::Device device) override { module_.to(device); }
+
+ private:
+  torch::jit::Module module_;
+};
+
+}  // namespace
+
+std::unique_ptr<Model> create_model(const ModelSpec& spec) {
+  if (spec.kind == "torchscript") {
+    KD_CHECK(fs::is_regular_file(spec.arch), "{}: no such TorchScript file", spec.arch);
+    return std::make_unique<ScriptModel>(spec, load_script_module(spec.arch, torch::kCPU));
+  }
+  KD_CHECK(spec.input_shape.size() == 3, "model {}: input shape must be [C, H, W]", spec.arch);
+  const ArchInfo& arch = find_architecture(spec.arch);
+  ArchContext ctx{spec.input_shape[0], spec.input_shape[1], spec.input_shape[2],
+                  spec.num_classes()};
+  KD_CHECK(ctx.num_classes > 0, "model {}: no classes", spec.arch);
+  ModelSpec resolved = spec;
+  resolved.options = resolve_arch_options(spec.arch, spec.options);
+  return std::make_unique<NativeModel>(resolved, arch.build(resolved.options, ctx));
+}
+
+std::unique_ptr<Model> load_torchscript(const std::string& path) {
+  ModelSpec spec;
+  spec.kind = "torchscript";
+  spec.arch = path;
+  for (const std::string sidecar : {path + ".json", fs::path(path).replace_extension(".json").string()}) {
+    if (!fs::exists(sidecar)) continue;
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(read_text(sidecar));
+      spec.class_names = j.value("class_names", std::vector<std::string>{});
+      spec.input_shape = j.value("input_shape", std::vector<int64_t>{});
+      spec.norm.mean = j.value("mean", std::vector<double>{});
+      spec.norm.std = j.value("std", std::vector<double>{});
+    } catch (const nlohmann::json::exception& e) {
+      fail("{}: bad TorchScript sidecar ({})", sidecar, e.what());
+    }
+    break;
+  }
+  return create_model(spec);
+}
+
+std::unique_ptr<Model> load_model(const std::string& run_or_pt) {
+  fs::path p(run_or_pt);
+  if (fs::is_regular_file(p)) return load_torchscript(run_or_pt);
+  KD_CHECK(fs::is_directory(p), "{}: neither a run directory nor a TorchScript file", run_or_pt);
+  fs::path desc = p / "model.json", weights = p / "model.pt";
+  KD_CHECK(fs::exists(desc), "{}: no model.json (is the run incomplete?)", run_or_pt);
+  KD_CHECK(fs::exists(weights), "{}: no model.pt (is the run incomplete?)", run_or_pt);
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(read_text(desc));
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: not valid JSON ({})", desc.string(), e.what());
+  }
+  ModelSpec spec = ModelSpec::from_json(j, desc.string());
+  std::unique_ptr<Model> model;
+  if (spec.kind == "torchscript") {
+    model = std::make_unique<ScriptModel>(spec, load_script_module(weights.string(), torch::kCPU));
+  } else {
+    model = create_model(spec);
+    model->load(weights.string());
+  }
+  return model;
+}
+
+void save_model(Model& model, const std::string& dir) {
+  write_atomically(fs::path(dir) / "model.pt", [&](const fs::path& tmp) { model.save(tmp.string()); });
+  write_text_atomically(fs::path(dir) / "model.json", model.spec().to_json().dump(2) + "\n");
+}
+
+}  // namespace kd
