@@ -20,8 +20,9 @@ void run(TrainArgs& a) {
     a.cfg.train.crop_padding = 0;
     a.cfg.train.hflip = false;
   }
-  auto summary = execute_run(a.cfg, a.force);
-  std::cout << summary.dump(2) << std::endl;
+  // The summary (and the logged result line) live in the run directory; stdout gets its path.
+  execute_run(a.cfg, a.force);
+  std::cout << a.cfg.out << std::endl;
 }
 
 }  // namespace

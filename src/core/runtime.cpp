@@ -3,6 +3,7 @@
 #include <dlfcn.h>
 #include <malloc.h>
 
+#include <cstdlib>
 #include <thread>
 
 #include <fmt/format.h>
@@ -20,12 +21,19 @@ bool g_malloc_tuned = false;
 // when freed, so each batch's activations fault their pages in again: over a million minor
 // faults per 150 teacher batches. Raising both thresholds keeps freed tensor memory in the heap
 // for reuse (measured in docs/performance.md).
+std::string g_malloc = "glibc default";
+
 void tune_malloc() {
-  if (g_malloc_tuned) return;
-  mallopt(M_MMAP_THRESHOLD, 1 << 30);
-  mallopt(M_TRIM_THRESHOLD, 1 << 30);
-  mallopt(M_TOP_PAD, 64 << 20);
-  g_malloc_tuned = true;
+  if (dlsym(RTLD_DEFAULT, "tc_malloc") != nullptr) {
+    g_malloc = "tcmalloc";
+    return;
+  }
+  // KD_DEFAULT_MALLOC=1 keeps glibc's defaults, for measuring what the tuning buys.
+  if (g_malloc_tuned || std::getenv("KD_DEFAULT_MALLOC")) return;
+  // 32 MiB is the largest mmap threshold glibc accepts on 64-bit (HEAP_MAX_SIZE / 2).
+  g_malloc_tuned = mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1 &&
+                   mallopt(M_TRIM_THRESHOLD, 1 << 30) == 1 && mallopt(M_TOP_PAD, 64 << 20) == 1;
+  if (g_malloc_tuned) g_malloc = "glibc tuned (mmap 32 MiB, trim 1 GiB)";
 }
 
 // OpenBLAS's pthread pool and LibTorch's OpenMP pool oversubscribe two cores; LibTorch already
@@ -75,7 +83,7 @@ torch::Device init_runtime(const RuntimeOptions& opts) {
 
 std::string runtime_summary() {
   return fmt::format("threads={} blas={} malloc={}", torch::get_num_threads(), g_blas,
-                     g_malloc_tuned ? "tuned (mmap/trim thresholds 1 GiB)" : "default");
+                     g_malloc);
 }
 
 }  // namespace kd

@@ -97,6 +97,7 @@ std::string to_yaml(const RunConfig& cfg) {
   RunConfig copy = cfg;
   Fields fs = fields(copy);
   YAML::Emitter e;
+  e.SetDoublePrecision(15);  // 0.8, not 0.80000000000000004
   e << YAML::BeginMap;
   std::vector<std::string> open;  // the section path currently open in the emitter
   for (auto& [key, f] : fs) {

@@ -81,7 +81,9 @@ torch::jit::Module load_script_module(const std::string& path, torch::Device dev
 
 class NativeModel final : public Model {
  public:
-  NativeModel(ModelSpec spec, Network net) : Model(std::move(spec)), net_(std::move(net)) {}
+  NativeModel(ModelSpec spec, Network net) : Model(std::move(spec)), net_(std::move(net)) {
+    to_channels_last();
+  }
 
   std::vector<torch::Tensor> parameters() override { return net_.module->parameters(); }
   std::vector<std::pair<std::string, torch::Tensor>> state() override {
@@ -125,11 +127,22 @@ class NativeModel final : public Model {
 
  protected:
   torch::Tensor forward_normalized(const torch::Tensor& x) override {
-    return net_.forward(x);
+    return net_.forward(x.dim() == 4 ? x.contiguous(at::MemoryFormat::ChannelsLast) : x);
   }
-  void move_to(torch::Device device) override { net_.module->to(device); }
+  void move_to(torch::Device device) override {
+    net_.module->to(device);
+    to_channels_last();
+  }
 
  private:
+  // oneDNN's convolutions run 12-15% faster on NHWC than on NCHW here (bench/README.md), in
+  // both directions; 4-D weights and inputs are kept channels-last.
+  void to_channels_last() {
+    torch::NoGradGuard no_grad;
+    for (auto& p : net_.module->parameters())
+      if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
+  }
+
   Network net_;
 };
 

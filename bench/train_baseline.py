@@ -1,0 +1,74 @@
+#!/usr/bin/python3
+"""PyTorch-Python baseline for `make bench`: the same reference models and the same training
+loop as kd (tensor-indexed batches, SGD with Nesterov momentum, cross-entropy), one epoch over
+the 48,000-image training split of Fashion-MNIST. Prints one JSON line per model."""
+import argparse
+import gzip
+import json
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ROOT = "/usr/share/datasets/fashion-mnist"
+
+
+def load_idx(path):
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def teacher():
+    return nn.Sequential(
+        nn.Conv2d(1, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(64, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(128, 256, 3, padding=1), nn.BatchNorm2d(256), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(256 * 3 * 3, 256), nn.ReLU(), nn.Dropout(0.3), nn.Linear(256, 10))
+
+
+def student():
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(16 * 7 * 7, 10))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", default="fmnist-teacher,fmnist-student")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--images", type=int, default=48000)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    x_all = torch.from_numpy(load_idx(f"{ROOT}/train-images-idx3-ubyte.gz").copy())
+    y_all = torch.from_numpy(load_idx(f"{ROOT}/train-labels-idx1-ubyte.gz").astype(np.int64))
+    x_all, y_all = x_all[: args.images].unsqueeze(1), y_all[: args.images]
+    for name in args.models.split(","):
+        model = {"fmnist-teacher": teacher, "fmnist-student": student}[name]()
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True,
+                              weight_decay=5e-4)
+        mean, std = 0.2860, 0.3530
+        model.train()
+        order = torch.randperm(len(y_all))
+        t0 = time.perf_counter()
+        for s in range(0, len(order), args.batch_size):
+            idx = order[s:s + args.batch_size]
+            x = (x_all[idx].float().div_(255.0) - mean) / std
+            loss = F.cross_entropy(model(x), y_all[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        dt = time.perf_counter() - t0
+        print(json.dumps({"impl": "pytorch-python", "model": name, "images": len(order),
+                          "seconds": dt, "images_per_s": len(order) / dt}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

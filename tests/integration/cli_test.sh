@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# The real CLI on a small slice of Fashion-MNIST: train a teacher and a student, distill, eval,
+# compare, run an experiment file, and check that bad input fails with one clear line.
+# Usage: cli_test.sh KD_BINARY FIXTURE_DIR WORK_DIR
+set -euo pipefail
+KD=$1 FIX=$2 WORK=$3
+rm -rf "$WORK" && mkdir -p "$WORK" && cd "$WORK"
+export KD_CACHE_DIR=$WORK/cache
+fails=0
+check() {  # check DESCRIPTION COMMAND...: the command must succeed
+  if "${@:2}" >"$WORK/out.txt" 2>"$WORK/err.txt"; then echo "ok   $1"; else
+    echo "FAIL $1"; cat "$WORK/err.txt"; fails=$((fails + 1)); fi
+}
+expect_error() {  # expect_error CODE NEEDLE COMMAND...: exit CODE, one stderr line with NEEDLE
+  set +e; "${@:3}" >"$WORK/out.txt" 2>"$WORK/err.txt"; local rc=$?; set -e
+  local msg; msg=$(grep -v '^\[' "$WORK/err.txt" || true)
+  if [ "$rc" -eq "$1" ] && grep -qF -- "$2" <<<"$msg" && [ "$(wc -l <<<"$msg")" -eq 1 ]; then
+    echo "ok   exit $1: $2"; else
+    echo "FAIL expected exit $1 with '$2', got $rc:"; cat "$WORK/err.txt"; fails=$((fails + 1)); fi
+}
+json() { /usr/bin/python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$@"; }
+
+COMMON=(--limit 3000 --epochs 2 --threads 2 --no-latency)
+check "train teacher" "$KD" train --arch fmnist-teacher --arch-opt width=16 --out teacher "${COMMON[@]}"
+check "train student" "$KD" train --arch fmnist-student --out student --lr 0.1 "${COMMON[@]}"
+check "distill (augmented, teacher per batch)" "$KD" distill --teacher teacher --student fmnist-student \
+  --out distilled --lr 0.1 -T 4 --alpha 0.9 "${COMMON[@]}"
+check "distill (no augmentation: teacher cache miss)" "$KD" distill --teacher teacher --out cached1 \
+  --no-augment --lr 0.1 "${COMMON[@]}"
+check "distill (teacher cache hit)" "$KD" distill --teacher teacher --out cached2 --no-augment --lr 0.1 "${COMMON[@]}"
+check "distill from a TorchScript teacher" "$KD" distill --teacher "$FIX/student_ts.pt" --out from_ts \
+  --no-augment "${COMMON[@]}"
+check "train a TorchScript student" "$KD" train --arch "$FIX/student_ts.pt" --out ts_student "${COMMON[@]}"
+
+for run in teacher student distilled cached1 cached2 from_ts ts_student; do
+  for f in config.yaml metrics.jsonl model.json model.pt summary.json checkpoints/last.pt checkpoints/best.pt; do
+    [ -f "$run/$f" ] || { echo "FAIL $run/$f missing"; fails=$((fails + 1)); }
+  done
+  [ "$(wc -l <"$run/metrics.jsonl")" -eq 2 ] || { echo "FAIL $run: expected 2 epochs of metrics"; fails=$((fails + 1)); }
+  top1=$(json "$run/summary.json" 'd["test"]["top1"]')
+  # Two epochs on 2,400 images: far above chance (10%), below perfect.
+  /usr/bin/python3 -c "import sys; t=float(sys.argv[1]); sys.exit(0 if 0.5 < t < 1.0 else 1)" "$top1" \
+    && echo "ok   $run test top-1 $top1" || { echo "FAIL $run top-1 $top1"; fails=$((fails + 1)); }
+done
+[ "$(json cached1/summary.json 'd["strategy"]["teacher_cache"]')" = "miss (computed)" ] && echo "ok   cache miss" || { echo "FAIL cache miss"; fails=$((fails+1)); }
+[ "$(json cached2/summary.json 'd["strategy"]["teacher_cache"]')" = "hit" ] && echo "ok   cache hit" || { echo "FAIL cache hit"; fails=$((fails+1)); }
+[ "$(json distilled/summary.json 'd["params"]')" = 9098 ] && echo "ok   distilled params" || { echo "FAIL params"; fails=$((fails+1)); }
+
+check "eval a run" "$KD" eval distilled --json
+[ "$(json out.txt 'd["metrics"]["samples"]')" = 750 ] && echo "ok   eval on the run's test slice" || { echo "FAIL eval samples"; fails=$((fails+1)); }
+check "compare" "$KD" compare teacher student distilled
+grep -q "closes" out.txt && echo "ok   compare reports the gap closed" || { echo "FAIL compare"; cat out.txt; fails=$((fails+1)); }
+check "data split" "$KD" data split --data fashion-mnist --out split.json --seed 3
+check "train on a split manifest" "$KD" train --arch fmnist-student --split split.json --out on_split "${COMMON[@]}"
+check "models" "$KD" models
+check "data info" "$KD" data info --data fashion-mnist
+
+cat > exp.yaml <<YAML
+out: $WORK/exp
+seeds: [0]
+defaults: {data: {limit: 2000}, train: {epochs: 1}, measure_latency: false}
+stages:
+  - {name: teacher, arch: fmnist-teacher, arch_options: [width=8]}
+  - {name: student, arch: fmnist-student}
+  - {name: distilled, mode: offline, arch: fmnist-student, distill: {teacher: teacher}}
+YAML
+check "kd run experiment" "$KD" run exp.yaml
+[ -f exp/compare.md ] && [ -f exp/distilled-s0/summary.json ] && echo "ok   experiment outputs" || { echo "FAIL experiment outputs"; fails=$((fails+1)); }
+
+# A 4-class IDX set and a PNG image folder, written here.
+/usr/bin/python3 - <<'PY'
+import os, struct, zlib, random
+random.seed(0)
+os.makedirs("fourclass", exist_ok=True)
+n = 200
+with open("fourclass/train-images-idx3-ubyte", "wb") as f:
+    f.write(struct.pack(">BBBBIII", 0, 0, 8, 3, n, 28, 28) + bytes(random.randrange(256) for _ in range(n * 784)))
+with open("fourclass/train-labels-idx1-ubyte", "wb") as f:
+    f.write(struct.pack(">BBBBI", 0, 0, 8, 1, n) + bytes(i % 4 for i in range(n)))
+def png(path, w, h, rows):
+    chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+    raw = b"".join(b"\0" + bytes(r) for r in rows)
+    open(path, "wb").write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+                           + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+for c, name in enumerate(["dark", "mid", "bright"]):
+    os.makedirs(f"folder/{name}", exist_ok=True)
+    for i in range(12):
+        png(f"folder/{name}/{i}.png", 20, 20, [[min(255, 40 + 90 * c + random.randrange(30))] * 20 for _ in range(20)])
+os.makedirs("folder/empty_class_is_fine", exist_ok=True)
+open("folder/bright/broken.png", "wb").write(b"not a png")
+PY
+expect_error 1 "broken.png: cannot decode image" "$KD" train --data folder --size 28 --channels 1 --out bad0 "${COMMON[@]}"
+rm folder/bright/broken.png; rmdir folder/empty_class_is_fine
+check "train on a PNG image folder" "$KD" train --data folder --size 28 --channels 1 --arch fmnist-student \
+  --out from_folder --epochs 3 --lr 0.1 --no-latency
+[ "$(json from_folder/model.json 'd["class_names"]')" = "['bright', 'dark', 'mid']" ] && echo "ok   folder classes" || { echo "FAIL folder classes"; fails=$((fails+1)); }
+
+# Bad input: one line, exit 2 for usage errors and 1 for bad files or data, no complete-looking run.
+mkdir -p badidx && printf '\x12\x34\x08\x03' > badidx/train-images-idx3-ubyte && cp badidx/train-images-idx3-ubyte badidx/train-labels-idx1-ubyte
+expect_error 1 "bad IDX magic number" "$KD" train --data badidx --out bad1 "${COMMON[@]}"
+[ ! -f bad1/summary.json ] && [ -f bad1/error.txt ] && echo "ok   failed run marked" || { echo "FAIL failed run marker"; fails=$((fails+1)); }
+expect_error 2 "unknown architecture 'resnet9000'" "$KD" train --arch resnet9000 --out bad2 "${COMMON[@]}"
+expect_error 1 "no such file or directory" "$KD" train --data /nonexistent --out bad3 "${COMMON[@]}"
+expect_error 1 "teacher teacher knows 10 classes but the data" "$KD" distill --teacher teacher --out bad4 \
+  --data fourclass "${COMMON[@]}"
+expect_error 2 "run directory exists" "$KD" train --out teacher "${COMMON[@]}"
+printf 'out: x\nstages:\n  - {name: a, train: {epoch: 3}}\n' > bad.yaml
+expect_error 1 "unknown key 'train.epoch'" "$KD" run bad.yaml
+expect_error 2 "--lr" "$KD" train --out bad5 --lr fast
+expect_error 1 "incomplete run" "$KD" compare bad1
+expect_error 1 "loss is nan" "$KD" train --arch fmnist-student --lr 1e30 --out bad6 "${COMMON[@]}"
+
+echo "$fails failed"
+[ "$fails" -eq 0 ]

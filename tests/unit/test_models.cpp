@@ -1,0 +1,84 @@
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "kd/core/error.h"
+#include "kd/eval/profile.h"
+#include "kd/models/model.h"
+#include "kd/models/registry.h"
+#include "test_util.h"
+
+namespace {
+
+kd::ModelSpec spec_for(const std::string& arch, nlohmann::json options = nlohmann::json::object()) {
+  kd::ModelSpec s;
+  s.arch = arch;
+  s.options = std::move(options);
+  s.input_shape = {1, 28, 28};
+  for (int c = 0; c < 10; ++c) s.class_names.push_back(std::to_string(c));
+  s.norm = {{0.286}, {0.353}};
+  return s;
+}
+
+// Expected counts are PyTorch's sum(p.numel()) for the same layers (bench/train_baseline.py),
+// and MACs by hand: teacher 28*28*64*9 + 14*14*128*576 + 7*7*256*1152 + 2304*256 + 256*10.
+TEST(Models, ReferencePairParamsAndMacs) {
+  auto teacher = kd::create_model(spec_for("fmnist-teacher"));
+  auto student = kd::create_model(spec_for("fmnist-student"));
+  EXPECT_EQ(teacher->num_parameters(), 963210);
+  EXPECT_EQ(student->num_parameters(), 9098);
+  EXPECT_EQ(kd::count_macs(*teacher, torch::kCPU), 29945344);
+  EXPECT_EQ(kd::count_macs(*student, torch::kCPU), 290080);
+}
+
+TEST(Models, EveryArchitectureGivesLogits) {
+  for (const auto& arch : kd::architectures()) {
+    auto m = kd::create_model(spec_for(arch.name));
+    m->train(false);
+    auto y = m->forward(torch::rand({3, 1, 28, 28}));
+    EXPECT_EQ(y.sizes(), (std::vector<int64_t>{3, 10})) << arch.name;
+    EXPECT_GT(kd::count_macs(*m, torch::kCPU), 0) << arch.name;
+  }
+}
+
+TEST(Models, WidthScalesTheFamily) {
+  auto narrow = kd::create_model(spec_for("cnn", {{"width", 8}}));
+  auto wide = kd::create_model(spec_for("cnn", {{"width", 32}}));
+  EXPECT_GT(wide->num_parameters(), 8 * narrow->num_parameters());
+  auto r = kd::create_model(spec_for("resnet", {{"blocks", {1, 1}}, {"width", 8}}));
+  EXPECT_EQ(r->forward(torch::rand({2, 1, 28, 28})).size(1), 10);
+}
+
+TEST(Models, BadOptionsAndNames) {
+  EXPECT_KD_ERROR(kd::create_model(spec_for("nope")), "unknown architecture 'nope'");
+  EXPECT_KD_ERROR(kd::create_model(spec_for("cnn", {{"depth", 3}})), "has no option 'depth'");
+  EXPECT_KD_ERROR(kd::create_model(spec_for("cnn", {{"width", "wide"}})), "option 'width'");
+}
+
+TEST(Models, CheckpointRoundTripAndClone) {
+  TempDir dir;
+  auto m = kd::create_model(spec_for("fmnist-teacher"));
+  m->train(false);
+  auto x = torch::rand({4, 1, 28, 28});
+  auto y = m->forward(x);
+  kd::save_model(*m, dir.path.string());
+  auto loaded = kd::load_model(dir.path.string());
+  loaded->train(false);
+  EXPECT_TRUE(torch::allclose(loaded->forward(x), y));
+  EXPECT_EQ(loaded->spec().norm.mean, m->spec().norm.mean);
+  auto copy = m->clone();
+  copy->train(false);
+  EXPECT_TRUE(torch::allclose(copy->forward(x), y));
+  // A deep copy: changing the copy leaves the original alone.
+  {
+    torch::NoGradGuard g;
+    copy->parameters()[0].add_(1.0);
+  }
+  EXPECT_TRUE(torch::allclose(m->forward(x), y));
+}
+
+TEST(Models, IncompleteRunIsReported) {
+  TempDir dir;
+  EXPECT_KD_ERROR(kd::load_model(dir.path.string()), "no model.json");
+}
+
+}  // namespace

@@ -1,0 +1,186 @@
+// Config, loader, schedule, teacher cache and the training loop on small synthetic data.
+#include <ATen/CPUGeneratorImpl.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+#include <yaml-cpp/yaml.h>
+
+#include "kd/core/error.h"
+#include "kd/core/runtime.h"
+#include "kd/data/loader.h"
+#include "kd/distill/config.h"
+#include "kd/distill/teacher_cache.h"
+#include "kd/distill/trainer.h"
+#include "kd/eval/compare.h"
+#include "kd/models/model.h"
+#include "test_util.h"
+
+namespace {
+
+kd::Dataset toy(int64_t n = 64) {
+  // Class = which quadrant is bright: learnable in a few steps.
+  auto labels = torch::arange(n, torch::kInt64).remainder(4);
+  auto images = torch::zeros({n, 1, 8, 8}, torch::kUInt8);
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t q = labels[i].item<int64_t>();
+    images[i].narrow(1, (q / 2) * 4, 4).narrow(2, (q % 2) * 4, 4).fill_(200);
+  }
+  return {images, labels, {"a", "b", "c", "d"}, "toy"};
+}
+
+kd::ModelSpec toy_spec(const std::string& arch = "mlp") {
+  kd::ModelSpec s;
+  s.arch = arch;
+  s.input_shape = {1, 8, 8};
+  s.class_names = {"a", "b", "c", "d"};
+  return s;
+}
+
+TEST(Config, YamlRoundTripAndStrictKeys) {
+  kd::RunConfig c;
+  c.out = "x";
+  c.train.optim.lr = 0.123;
+  c.arch_options = {"width=4"};
+  c.distill.temperature = 7;
+  kd::RunConfig r;
+  kd::apply_yaml(r, YAML::Load(kd::to_yaml(c)), "t");
+  EXPECT_EQ(r.train.optim.lr, 0.123);
+  EXPECT_EQ(r.arch_options, c.arch_options);
+  EXPECT_EQ(r.distill.temperature, 7);
+  EXPECT_EQ(kd::to_yaml(r), kd::to_yaml(c));
+  EXPECT_KD_ERROR(kd::apply_yaml(r, YAML::Load("train: {optim: {lrr: 1}}"), "exp.yaml"),
+                  "exp.yaml: unknown key 'train.optim.lrr'");
+  EXPECT_KD_ERROR(kd::apply_yaml(r, YAML::Load("train: {epochs: many}"), "exp.yaml"),
+                  "exp.yaml: train.epochs: bad value");
+}
+
+TEST(Loader, CoversEveryIndexOnceAndIsSeeded) {
+  auto d = toy(50);
+  kd::Loader a(d, {16, true, false, {}, 3}, torch::kCPU), b(d, {16, true, false, {}, 3}, torch::kCPU);
+  a.start_epoch(1);
+  b.start_epoch(1);
+  EXPECT_EQ(a.num_batches(), 4);
+  std::vector<torch::Tensor> idx;
+  for (int64_t i = 0; i < a.num_batches(); ++i) {
+    auto ba = a.get(i), bb = b.get(i);
+    EXPECT_TRUE(torch::equal(ba.index, bb.index));
+    EXPECT_TRUE(torch::equal(ba.y, d.labels.index_select(0, ba.index)));
+    idx.push_back(ba.index);
+  }
+  EXPECT_TRUE(torch::equal(std::get<0>(torch::cat(idx).sort()), torch::arange(50, torch::kInt64)));
+  a.start_epoch(2);
+  EXPECT_FALSE(torch::equal(a.get(0).index, b.get(0).index));
+}
+
+TEST(Loader, AugmentationCropsAndFlipsPerSample) {
+  torch::Generator gen = at::make_generator<at::CPUGeneratorImpl>(1);
+  auto x = torch::rand({32, 1, 8, 8});
+  auto flipped = kd::augment_batch(x, {0, true}, gen);
+  int64_t n_flipped = 0;
+  for (int64_t i = 0; i < 32; ++i) {
+    const bool same = torch::equal(flipped[i], x[i]);
+    EXPECT_TRUE(same || torch::equal(flipped[i], x[i].flip({2})));
+    n_flipped += !same;
+  }
+  EXPECT_GT(n_flipped, 4);
+  EXPECT_LT(n_flipped, 28);
+  auto cropped = kd::augment_batch(x, {2, false}, gen);
+  EXPECT_EQ(cropped.sizes(), x.sizes());
+  // Every crop is x shifted by (dy, dx) in [-2, 2] with zero fill: check one sample exhaustively.
+  bool found = false;
+  auto padded = torch::constant_pad_nd(x[0], {2, 2, 2, 2}, 0.0);
+  for (int dy = 0; dy <= 4 && !found; ++dy)
+    for (int dx = 0; dx <= 4 && !found; ++dx)
+      found = torch::equal(cropped[0], padded.narrow(1, dy, 8).narrow(2, dx, 8));
+  EXPECT_TRUE(found);
+}
+
+TEST(Schedule, WarmupThenCosine) {
+  kd::TrainConfig c;
+  c.epochs = 10;
+  c.optim.lr = 1.0;
+  c.schedule.warmup_epochs = 1;
+  EXPECT_NEAR(kd::scheduled_lr(c, 0, 10), 0.1, 1e-12);
+  EXPECT_NEAR(kd::scheduled_lr(c, 9, 10), 1.0, 1e-12);
+  EXPECT_NEAR(kd::scheduled_lr(c, 10, 10), 1.0, 1e-12);
+  EXPECT_NEAR(kd::scheduled_lr(c, 55, 10), 0.5, 1e-12);
+  c.schedule.name = "step";
+  c.schedule.warmup_epochs = 0;
+  c.schedule.step_size = 3;
+  EXPECT_NEAR(kd::scheduled_lr(c, 65, 10), 0.01, 1e-12);
+}
+
+TEST(Trainer, LearnsToyTaskAndIsRepeatable) {
+  auto run = [] {
+    kd::seed_everything(5);
+    auto m = kd::create_model(toy_spec());
+    kd::TrainConfig c;
+    c.epochs = 5;
+    c.batch_size = 16;
+    c.crop_padding = 0;
+    c.hflip = false;
+    c.optim.lr = 0.1;
+    kd::SupervisedStrategy s(0.0);
+    kd::Trainer t(c, torch::kCPU, 5);
+    auto r = t.fit(*m, s, toy(), toy(16), "");
+    return std::make_pair(r, m->parameters()[0].clone());
+  };
+  auto [r1, w1] = run();
+  auto [r2, w2] = run();
+  EXPECT_GT(r1.best_eval_top1, 0.95);
+  EXPECT_TRUE(torch::equal(w1, w2));  // seeded and repeatable on CPU
+}
+
+TEST(Trainer, NanLossIsReportedWithEpochAndBatch) {
+  auto m = kd::create_model(toy_spec());
+  kd::TrainConfig c;
+  c.epochs = 1;
+  c.batch_size = 16;
+  kd::SupervisedStrategy s(0.0);
+  kd::Trainer t(c, torch::kCPU, 0);
+  auto bad = toy();
+  {
+    torch::NoGradGuard g;
+    m->parameters()[0].fill_(std::numeric_limits<float>::quiet_NaN());
+  }
+  EXPECT_KD_ERROR(t.fit(*m, s, bad, bad, ""), "epoch 1 batch 0: loss is nan");
+}
+
+TEST(TeacherCache, HitsAndInvalidates) {
+  TempDir dir;
+  auto teacher = kd::create_model(toy_spec());
+  auto d = toy();
+  auto first = kd::cached_teacher_logits(*teacher, d, dir.path.string(), 32, torch::kCPU);
+  EXPECT_FALSE(first.hit);
+  auto second = kd::cached_teacher_logits(*teacher, d, dir.path.string(), 32, torch::kCPU);
+  EXPECT_TRUE(second.hit);
+  EXPECT_TRUE(torch::equal(first.logits, second.logits));
+  // New weights -> new key.
+  {
+    torch::NoGradGuard g;
+    teacher->parameters()[0].mul_(2.0);
+  }
+  EXPECT_FALSE(kd::cached_teacher_logits(*teacher, d, dir.path.string(), 32, torch::kCPU).hit);
+  // New data -> new key.
+  d.images[0].fill_(7);
+  EXPECT_FALSE(kd::cached_teacher_logits(*teacher, d, dir.path.string(), 32, torch::kCPU).hit);
+}
+
+TEST(Compare, GapClosedPairsSeeds) {
+  auto summary = [](std::string name, std::string mode, std::string arch, double top1, int seed,
+                    std::string teacher = "") {
+    return nlohmann::json{{"name", name}, {"mode", mode}, {"arch", arch}, {"seed", seed},
+                          {"test", {{"top1", top1}}}, {"params", 1}, {"macs", 1},
+                          {"teacher_name", teacher}};
+  };
+  auto c = kd::compare_runs({summary("t", "train", "big", 0.92, 0), summary("t", "train", "big", 0.94, 1),
+                             summary("s", "train", "small", 0.88, 0), summary("s", "train", "small", 0.88, 1),
+                             summary("d", "offline", "small", 0.90, 0, "t"),
+                             summary("d", "offline", "small", 0.91, 1, "t")});
+  ASSERT_EQ(c.rows.size(), 3u);
+  EXPECT_NEAR(c.rows[0].top1.mean, 0.93, 1e-12);
+  ASSERT_EQ(c.gap_closed.size(), 1u);
+  EXPECT_EQ(c.gap_closed[0].first, "d");
+  EXPECT_NEAR(c.gap_closed[0].second.mean, (0.5 + 0.5) / 2, 1e-9);  // 0.02/0.04, 0.03/0.06
+}
+
+}  // namespace
