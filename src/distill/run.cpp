@@ -171,7 +171,10 @@ nlohmann::json read_summary(const std::string& run_dir) {
   const fs::path p = fs::path(run_dir) / "summary.json";
   if (!fs::exists(p)) {
     if (fs::exists(fs::path(run_dir) / "error.txt"))
-      fail("{}: run failed: {}", run_dir, read_text(fs::path(run_dir) / "error.txt"));
+    {
+      std::string why = read_text(fs::path(run_dir) / "error.txt");
+      fail("{}: run failed: {}", run_dir, why.substr(0, why.find('\n')));
+    }
     fail("{}: incomplete run (no summary.json)", run_dir);
   }
   try {

@@ -88,7 +88,8 @@ TrainResult Trainer::fit(Model& student, Strategy& strategy, const Dataset& trai
       const double loss = r.loss.item<double>();
       if (!std::isfinite(loss))
         fail("epoch {} batch {}: loss is {} (learning rate {:.4g}); lower --lr or check the data",
-             epoch, i, loss, scheduled_lr(cfg_, (epoch - 1) * iters + i, iters));
+             epoch, i, std::isnan(loss) ? "NaN" : "infinite",
+             scheduled_lr(cfg_, (epoch - 1) * iters + i, iters));
       optimizer->zero_grad();
       r.loss.backward();
       optimizer->step();

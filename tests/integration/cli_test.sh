@@ -20,7 +20,7 @@ expect_error() {  # expect_error CODE NEEDLE COMMAND...: exit CODE, one stderr l
 }
 json() { /usr/bin/python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$@"; }
 
-COMMON=(--limit 3000 --epochs 2 --threads 2 --no-latency)
+COMMON=(--limit 3000 --epochs 2 --warmup 0 --threads 2 --no-latency)
 check "train teacher" "$KD" train --arch fmnist-teacher --arch-opt width=16 --out teacher "${COMMON[@]}"
 check "train student" "$KD" train --arch fmnist-student --out student --lr 0.1 "${COMMON[@]}"
 check "distill (augmented, teacher per batch)" "$KD" distill --teacher teacher --student fmnist-student \
@@ -39,7 +39,7 @@ for run in teacher student distilled cached1 cached2 from_ts ts_student; do
   [ "$(wc -l <"$run/metrics.jsonl")" -eq 2 ] || { echo "FAIL $run: expected 2 epochs of metrics"; fails=$((fails + 1)); }
   top1=$(json "$run/summary.json" 'd["test"]["top1"]')
   # Two epochs on 2,400 images: far above chance (10%), below perfect.
-  /usr/bin/python3 -c "import sys; t=float(sys.argv[1]); sys.exit(0 if 0.5 < t < 1.0 else 1)" "$top1" \
+  /usr/bin/python3 -c "import sys; t=float(sys.argv[1]); sys.exit(0 if 0.4 < t < 1.0 else 1)" "$top1" \
     && echo "ok   $run test top-1 $top1" || { echo "FAIL $run top-1 $top1"; fails=$((fails + 1)); }
 done
 [ "$(json cached1/summary.json 'd["strategy"]["teacher_cache"]')" = "miss (computed)" ] && echo "ok   cache miss" || { echo "FAIL cache miss"; fails=$((fails+1)); }
@@ -47,7 +47,7 @@ done
 [ "$(json distilled/summary.json 'd["params"]')" = 9098 ] && echo "ok   distilled params" || { echo "FAIL params"; fails=$((fails+1)); }
 
 check "eval a run" "$KD" eval distilled --json
-[ "$(json out.txt 'd["metrics"]["samples"]')" = 750 ] && echo "ok   eval on the run's test slice" || { echo "FAIL eval samples"; fails=$((fails+1)); }
+[ "$(json out.txt 'd["metrics"]["samples"]')" = 10000 ] && echo "ok   eval on the full test set" || { echo "FAIL eval samples"; fails=$((fails+1)); }
 check "compare" "$KD" compare teacher student distilled
 grep -q "closes" out.txt && echo "ok   compare reports the gap closed" || { echo "FAIL compare"; cat out.txt; fails=$((fails+1)); }
 check "data split" "$KD" data split --data fashion-mnist --out split.json --seed 3
@@ -106,9 +106,11 @@ expect_error 1 "teacher teacher knows 10 classes but the data" "$KD" distill --t
 expect_error 2 "run directory exists" "$KD" train --out teacher "${COMMON[@]}"
 printf 'out: x\nstages:\n  - {name: a, train: {epoch: 3}}\n' > bad.yaml
 expect_error 1 "unknown key 'train.epoch'" "$KD" run bad.yaml
-expect_error 2 "--lr" "$KD" train --out bad5 --lr fast
-expect_error 1 "incomplete run" "$KD" compare bad1
-expect_error 1 "loss is nan" "$KD" train --arch fmnist-student --lr 1e30 --out bad6 "${COMMON[@]}"
+expect_error 2 "--lr = fast" "$KD" train --out bad5 --lr fast
+expect_error 1 "bad1: run failed: badidx/train-images-idx3-ubyte: bad IDX magic" "$KD" compare bad1
+mkdir -p half && cp teacher/config.yaml half/
+expect_error 1 "half: incomplete run (no summary.json)" "$KD" compare half
+expect_error 1 "loss is NaN" "$KD" train --arch fmnist-student --lr 1e30 --out bad6 "${COMMON[@]}"
 
 echo "$fails failed"
 [ "$fails" -eq 0 ]

@@ -142,7 +142,7 @@ TEST(Trainer, NanLossIsReportedWithEpochAndBatch) {
     torch::NoGradGuard g;
     m->parameters()[0].fill_(std::numeric_limits<float>::quiet_NaN());
   }
-  EXPECT_KD_ERROR(t.fit(*m, s, bad, bad, ""), "epoch 1 batch 0: loss is nan");
+  EXPECT_KD_ERROR(t.fit(*m, s, bad, bad, ""), "epoch 1 batch 0: loss is NaN");
 }
 
 TEST(TeacherCache, HitsAndInvalidates) {

@@ -1,0 +1,37 @@
+# User-facing verbs. Each installs what is missing, configures and builds as needed.
+BUILD ?= build
+JOBS ?= 2
+KD := $(BUILD)/kd
+GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
+
+.PHONY: all deps configure build demo test bench reproduce clean
+
+all: build
+
+deps:
+	@scripts/install-deps
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) $(GENERATOR) -DCMAKE_BUILD_TYPE=Release
+
+configure: deps $(BUILD)/CMakeCache.txt
+
+build: configure
+	cmake --build $(BUILD) -j $(JOBS)
+
+# Teacher, student and distilled student on Fashion-MNIST, then the comparison table.
+demo: build
+	$(KD) run experiments/fmnist-demo.yaml
+
+test: build
+	cd $(BUILD) && ctest --output-on-failure -j 1
+
+bench: build
+	bench/run.sh $(KD)
+
+# The full recipe over 3 seeds: the README's results table.
+reproduce: build
+	$(KD) run experiments/fmnist.yaml
+
+clean:
+	rm -rf $(BUILD)
