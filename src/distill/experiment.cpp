@@ -67,9 +67,13 @@ ExperimentPlan load_experiment(const std::string& path, const std::vector<uint64
 Comparison run_experiment(const ExperimentPlan& plan, bool force) {
   std::vector<nlohmann::json> summaries;
   for (const auto& cfg : plan.runs) {
-    if (!force && fs::exists(fs::path(cfg.out) / "summary.json")) {
+    const bool complete = fs::exists(fs::path(cfg.out) / "summary.json");
+    // A finished stage is kept only if it ran with exactly this configuration.
+    const bool same = complete && to_yaml(read_run_config(cfg.out)) == to_yaml(cfg);
+    if (!force && same) {
       spdlog::info("{}: complete, kept (pass --force to redo)", cfg.out);
     } else {
+      if (complete && !same) spdlog::info("{}: configuration changed, running it again", cfg.out);
       execute_run(cfg, /*overwrite=*/true);
     }
     summaries.push_back(read_summary(cfg.out));

@@ -11,8 +11,8 @@
 //     - {name: distilled, mode: offline, arch: fmnist-student, distill: {teacher: teacher}}
 //
 // A distill.teacher naming an earlier stage means that stage's run with the same seed.
-// Stages whose run directory already holds a summary.json are kept (an interrupted experiment
-// resumes at stage granularity) unless `force`.
+// Stages whose run directory already holds a summary.json made with the same configuration are
+// kept (an interrupted experiment resumes at stage granularity) unless `force`.
 #include <string>
 #include <vector>
 
