@@ -28,7 +28,7 @@ for arch in fmnist-teacher fmnist-student; do
   p=$(grep "\"$arch\"" "$WORK/python.jsonl" | /usr/bin/python3 -c "import json,sys; print(json.load(sys.stdin)['images_per_s'])")
   printf "%-16s %14.0f %14.0f %7.2fx\n" "$arch" "$k" "$p" "$(div "$k" "$p")"
 done
-echo "($(grep -o 'threads=.*' "$WORK/fmnist-teacher.log" | head -1))"
+echo "(kd: $(grep -o 'threads=.*' "$WORK/fmnist-teacher.log" | head -1))"
 
 echo "== distillation epoch vs plain student epoch (teacher: the 1-epoch fmnist-teacher above)"
 "$KD" distill --teacher "$WORK/fmnist-teacher" --epochs 1 --no-augment --no-teacher-cache --threads 2 --no-latency --out "$WORK/nocache" >/dev/null 2>&1

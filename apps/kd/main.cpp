@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 #include <c10/util/Exception.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include "commands.h"
@@ -14,6 +15,8 @@ int main(int argc, char** argv) {
                "Example: kd train --arch fmnist-teacher --epochs 15 --out runs/teacher"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "kd 0.1.0");
+  // Logs go to stderr so stdout carries only results (tables, JSON, run paths).
+  spdlog::set_default_logger(spdlog::stderr_color_mt("kd"));
   spdlog::set_pattern("[%H:%M:%S] %v");
   kd::cli::add_train_commands(app);
   kd::cli::add_eval_command(app);

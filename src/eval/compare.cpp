@@ -87,7 +87,7 @@ namespace {
 std::string fmt_stat(const Stat& s, double scale, const char* spec) {
   if (s.n == 0) return "-";
   std::string m = fmt::format(fmt::runtime(spec), s.mean * scale);
-  if (s.n > 1) m += fmt::format(" ± " + std::string(spec), s.std * scale);
+  if (s.n > 1 && s.std > 0) m += fmt::format(" ± " + std::string(spec), s.std * scale);
   return m;
 }
 }  // namespace
