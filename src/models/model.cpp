@@ -164,8 +164,9 @@ class ScriptModel final : public Model {
   }
   void train(bool on) override {
     module_.train(on);
-    // torch.jit.load leaves requires_grad as saved; a TorchScript student trains through them.
-    for (auto p : module_.parameters()) p.requires_grad_(on ? true : p.requires_grad());
+    // torch.jit.load keeps requires_grad as saved; a TorchScript student trains through them.
+    if (on)
+      for (auto p : module_.parameters()) p.requires_grad_(true);
   }
   void save(const std::string& path) override { module_.save(path); }
   void load(const std::string& path) override { module_ = load_script_module(path, device()); }
