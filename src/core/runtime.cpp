@@ -15,25 +15,23 @@ namespace kd {
 namespace {
 
 std::string g_blas = "unknown";
-bool g_malloc_tuned = false;
-
-// glibc serves every allocation above 128 KiB with a fresh mmap and gives it back with munmap
-// when freed, so each batch's activations fault their pages in again: over a million minor
-// faults per 150 teacher batches. Raising both thresholds keeps freed tensor memory in the heap
-// for reuse (measured in docs/performance.md).
 std::string g_malloc = "glibc default";
 
+// glibc serves large allocations with a fresh mmap and gives them back with munmap when freed,
+// so each batch's activations fault their pages in again (7.7 million minor faults in one
+// 12,000-image teacher epoch). tcmalloc, which the CLI links, keeps freed memory for reuse; without
+// it, raising glibc's thresholds does the same (measured in bench/README.md).
 void tune_malloc() {
   if (dlsym(RTLD_DEFAULT, "tc_malloc") != nullptr) {
     g_malloc = "tcmalloc";
     return;
   }
   // KD_DEFAULT_MALLOC=1 keeps glibc's defaults, for measuring what the tuning buys.
-  if (g_malloc_tuned || std::getenv("KD_DEFAULT_MALLOC")) return;
+  if (std::getenv("KD_DEFAULT_MALLOC")) return;
   // 32 MiB is the largest mmap threshold glibc accepts on 64-bit (HEAP_MAX_SIZE / 2).
-  g_malloc_tuned = mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1 &&
-                   mallopt(M_TRIM_THRESHOLD, 1 << 30) == 1 && mallopt(M_TOP_PAD, 64 << 20) == 1;
-  if (g_malloc_tuned) g_malloc = "glibc tuned (mmap 32 MiB, trim 1 GiB)";
+  if (mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1 && mallopt(M_TRIM_THRESHOLD, 1 << 30) == 1 &&
+      mallopt(M_TOP_PAD, 64 << 20) == 1)
+    g_malloc = "glibc tuned (mmap 32 MiB, trim 1 GiB)";
 }
 
 // OpenBLAS's pthread pool and LibTorch's OpenMP pool oversubscribe two cores; LibTorch already

@@ -82,14 +82,14 @@ TrainResult Trainer::fit(Model& student, Strategy& strategy, const Dataset& trai
     Progress progress(fmt::format("epoch {}/{}", epoch, cfg_.epochs), iters);
     auto t0 = std::chrono::steady_clock::now();
     for (int64_t i = 0; i < iters; ++i) {
-      set_lr(*optimizer, scheduled_lr(cfg_, (epoch - 1) * iters + i, iters));
+      const double lr = scheduled_lr(cfg_, (epoch - 1) * iters + i, iters);
+      set_lr(*optimizer, lr);
       Batch batch = loader.get(i);
       StepResult r = strategy.step(student, batch);
       const double loss = r.loss.item<double>();
       if (!std::isfinite(loss))
         fail("epoch {} batch {}: loss is {} (learning rate {:.4g}); lower --lr or check the data",
-             epoch, i, std::isnan(loss) ? "NaN" : "infinite",
-             scheduled_lr(cfg_, (epoch - 1) * iters + i, iters));
+             epoch, i, std::isnan(loss) ? "NaN" : "infinite", lr);
       optimizer->zero_grad();
       r.loss.backward();
       optimizer->step();
