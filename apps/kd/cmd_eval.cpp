@@ -46,6 +46,8 @@ void run(const EvalArgs& a) {
   } else {
     data = read_run_config(a.run).data;
     data.limit = 0;
+    data.labeled_fraction = 1.0;  // labels and unlabeled extras only matter for training
+    data.unlabeled.clear();
   }
   if (model->spec().input_shape.size() == 3) {
     data.channels = static_cast<int>(model->spec().input_shape[0]);

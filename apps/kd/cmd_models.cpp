@@ -1,4 +1,7 @@
+#include <filesystem>
+
 #include <CLI/CLI.hpp>
+#include <torch/torch.h>
 #include <fmt/format.h>
 
 #include "commands.h"
@@ -26,8 +29,23 @@ std::unique_ptr<Model> build(const std::string& arch, const ModelsArgs& a) {
 
 void run(const ModelsArgs& a) {
   if (!a.layers.empty()) {
-    auto m = build(a.layers, a);
-    for (const auto& [name, type] : m->layers()) fmt::print("{:<24} {}\n", name, type);
+    // An architecture name, or a run directory / TorchScript file (a teacher to take hints from).
+    auto m = std::filesystem::exists(a.layers) ? load_model(a.layers) : build(a.layers, a);
+    m->train(false);
+    const auto& shape = m->spec().input_shape;
+    auto x = shape.size() == 3 ? torch::zeros({1, shape[0], shape[1], shape[2]})
+                               : torch::zeros({1, a.channels, a.size, a.size});
+    fmt::print("{:<24} {:<20} {}\n", "layer (for --hint)", "type", "output shape");
+    for (const auto& [name, type] : m->layers()) {
+      std::string out = "-";
+      try {
+        torch::NoGradGuard no_grad;
+        out = c10::str(m->forward_with_features(x, {name}).second[0].sizes().slice(1));
+      } catch (const std::exception&) {
+        // Not reachable as a hint layer (a TorchScript module whose forward is not a chain).
+      }
+      fmt::print("{:<24} {:<20} {}\n", name, type, out);
+    }
     return;
   }
   fmt::print("{:<16} {:>10} {:>12}  {}\n", "architecture", "params", "MACs", "description and options");
@@ -47,7 +65,8 @@ void add_models_command(CLI::App& app) {
   auto a = std::make_shared<ModelsArgs>();
   auto* c = app.add_subcommand("models", "list architectures with params and MACs, or one's layers");
   c->footer("Examples: kd models\n          kd models --layers fmnist-teacher");
-  c->add_option("--layers", a->layers, "list the module paths of ARCH (names for --hint)");
+  c->add_option("--layers", a->layers,
+                "list the layers of ARCH, a run directory or a TorchScript .pt, with output shapes (names for --hint)");
   c->add_option("--arch-opt", a->arch_options, "architecture option KEY=VALUE for --layers");
   c->add_option("--channels", a->channels)->capture_default_str();
   c->add_option("--size", a->size)->capture_default_str();

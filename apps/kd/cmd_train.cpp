@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 
 #include "commands.h"
+#include "kd/core/error.h"
 #include "kd/distill/run.h"
 #include "options.h"
 
@@ -13,9 +14,17 @@ struct TrainArgs {
   RunConfig cfg;
   bool force = false;
   bool no_augment = false;
+  std::vector<std::string> teachers;
 };
 
 void run(TrainArgs& a) {
+  if (a.cfg.mode == "merge") {
+    a.cfg.distill.teachers = a.teachers;
+  } else if (a.teachers.size() == 1) {
+    a.cfg.distill.teacher = a.teachers[0];
+  } else if (a.teachers.size() > 1) {
+    usage_fail("{} teachers given: several teachers are combined with --mode merge", a.teachers.size());
+  }
   if (a.no_augment) {
     a.cfg.train.crop_padding = 0;
     a.cfg.train.hflip = false;
@@ -40,17 +49,40 @@ void add_train_commands(CLI::App& app) {
   auto distill = std::make_shared<TrainArgs>();
   distill->cfg.mode = "offline";
   auto& d = distill->cfg.distill;
-  auto* k = app.add_subcommand("distill", "distill a student from a frozen teacher (Hinton soft targets)");
+  auto* k = app.add_subcommand("distill", "distill a student: offline, semi-supervised, self, multi-teacher merge, feature hints");
   k->footer(
-      "Example: kd distill --teacher runs/teacher --student fmnist-student -T 4 --alpha 0.9 "
-      "--out runs/distilled");
-  k->add_option("--teacher", d.teacher, "teacher run directory or TorchScript .pt")->required();
+      "Examples:\n"
+      "  kd distill --teacher runs/teacher --student fmnist-student -T 4 --alpha 0.9 --out runs/distilled\n"
+      "  kd distill --mode semi --teacher runs/teacher10 --labeled-fraction 0.1 --out runs/semi\n"
+      "  kd distill --mode self --generations 3 --student fmnist-student --out runs/ban\n"
+      "  kd distill --mode merge --teacher runs/teacherA --teacher runs/teacherB --out runs/merged\n"
+      "  kd distill --teacher runs/teacher --hint 7:5:1 --out runs/hinted");
+  k->add_option("--teacher", distill->teachers,
+                "teacher run directory or TorchScript .pt (repeat for --mode merge)");
   k->add_option("--student", distill->cfg.arch, "student architecture, or a TorchScript .pt")
       ->capture_default_str();
-  k->add_option("--mode", distill->cfg.mode, "distillation mode")
-      ->check(CLI::IsMember({"offline"}))->capture_default_str();
+  k->add_option("--mode", distill->cfg.mode,
+                "offline: frozen teacher; semi: the teacher labels unlabeled data; self: the student's "
+                "earlier self teaches; merge: teachers of different classes")
+      ->check(CLI::IsMember({"offline", "semi", "self", "merge"}))->capture_default_str();
   k->add_option("--temperature,-T", d.temperature, "softmax temperature")->capture_default_str();
-  k->add_option("--alpha", d.alpha, "weight of the soft-target term")->capture_default_str();
+  k->add_option("--alpha", d.alpha, "weight of the soft-target term on labeled samples")
+      ->capture_default_str();
+  k->add_option("--targets", d.targets, "soft (distributions) or hard (pseudo-labels)")
+      ->check(CLI::IsMember({"soft", "hard"}))->capture_default_str();
+  k->add_option("--threshold", d.threshold, "hard targets: minimum teacher probability of a pseudo-label")
+      ->capture_default_str();
+  k->add_option("--ensemble", d.ensemble,
+                "average the teacher over N views of each image (identity, flip, 4 one-pixel shifts)")
+      ->capture_default_str();
+  k->add_option("--generations", d.generations, "self: born-again generations (N >= 2)");
+  k->add_option("--teach-last", d.teach_last, "self: a frozen snapshot of the student teaches the last M epochs");
+  k->add_option("--hint", d.hints,
+                "feature hint TEACHER_LAYER:STUDENT_LAYER[:WEIGHT] (layers: kd models --layers ARCH)");
+  k->add_option("--hint-loss", d.hint_loss, "mse or nmse (normalised)")
+      ->check(CLI::IsMember({"mse", "nmse"}))->capture_default_str();
+  k->add_option("--unlabeled", distill->cfg.data.unlabeled,
+                "semi: unlabeled images (an image folder or an IDX images file)");
   k->add_flag("--no-teacher-cache", [&d](int64_t) { d.teacher_cache = false; },
               "run the teacher on every batch even without augmentation");
   k->add_option("--cache-dir", d.cache_dir, "teacher cache folder (default $KD_CACHE_DIR or ~/.cache/kd)");

@@ -2,6 +2,8 @@
 
 #include <filesystem>
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/torch.h>
 
 #include "kd/core/error.h"
@@ -51,6 +53,69 @@ std::vector<std::string> class_names_for(const fs::path& dir, int64_t num_classe
 }
 
 }  // namespace
+
+torch::Tensor resize_images(const torch::Tensor& images, const ImageOptions& opts) {
+  if (opts.height <= 0 && opts.channels <= 0) return images;
+  // Resizing/recolouring IDX data goes through the same float path as image folders.
+  auto x = images.to(torch::kFloat32);
+  if (opts.height > 0)
+    x = torch::nn::functional::interpolate(
+        x, torch::nn::functional::InterpolateFuncOptions()
+               .size(std::vector<int64_t>{opts.height, opts.width > 0 ? opts.width : opts.height})
+               .mode(torch::kBilinear)
+               .align_corners(false));
+  if (opts.channels == 3 && x.size(1) == 1) x = x.expand({-1, 3, -1, -1});
+  if (opts.channels == 1 && x.size(1) == 3) x = x.mean(1, true);
+  return x.round().clamp(0, 255).to(torch::kUInt8).contiguous();
+}
+
+Dataset Dataset::without_labels() const {
+  return {images, torch::full_like(labels, kUnlabeled), class_names, source};
+}
+
+Dataset concat(const Dataset& a, const Dataset& b) {
+  KD_CHECK(a.images.sizes().slice(1) == b.images.sizes().slice(1),
+           "{} has images of {} but {} has {}", a.source, c10::str(a.images.sizes().slice(1)),
+           b.source, c10::str(b.images.sizes().slice(1)));
+  return {torch::cat({a.images, b.images}), torch::cat({a.labels, b.labels}), a.class_names,
+          a.source + " + " + b.source};
+}
+
+Dataset select_classes(const Dataset& data, const std::vector<std::string>& classes) {
+  const int64_t n = data.num_classes();
+  std::vector<bool> keep(static_cast<size_t>(n), false);
+  auto index_of = [&](const std::string& item) -> int64_t {
+    for (int64_t c = 0; c < n; ++c)
+      if (data.class_names[static_cast<size_t>(c)] == item) return c;
+    char* end = nullptr;
+    const long v = std::strtol(item.c_str(), &end, 10);
+    if (!item.empty() && *end == '\0' && v >= 0 && v < n) return v;
+    fail("--classes: '{}' is neither a class of {} nor an index below {} (classes: {})", item,
+         data.source, n, fmt::join(data.class_names, ", "));
+  };
+  for (const auto& item : classes) {
+    const auto dash = item.find('-', 1);
+    const bool is_range = dash != std::string::npos &&
+                          std::find(data.class_names.begin(), data.class_names.end(), item) ==
+                              data.class_names.end();
+    const int64_t lo = index_of(is_range ? item.substr(0, dash) : item);
+    const int64_t hi = is_range ? index_of(item.substr(dash + 1)) : lo;
+    KD_CHECK(lo <= hi, "--classes: empty range '{}'", item);
+    for (int64_t c = lo; c <= hi; ++c) keep[static_cast<size_t>(c)] = true;
+  }
+  auto remap = torch::full({n}, int64_t{-1}, torch::kInt64);
+  std::vector<std::string> names;
+  for (int64_t c = 0; c < n; ++c)
+    if (keep[static_cast<size_t>(c)]) {
+      remap[c] = static_cast<int64_t>(names.size());
+      names.push_back(data.class_names[static_cast<size_t>(c)]);
+    }
+  KD_CHECK(!names.empty(), "--classes: no class selected");
+  auto new_labels = remap.index_select(0, data.labels.clamp_min(0));
+  auto index = (new_labels >= 0).logical_and(data.labels >= 0).nonzero().flatten();
+  return {data.images.index_select(0, index), new_labels.index_select(0, index), names,
+          data.source};
+}
 
 Dataset Dataset::subset(const torch::Tensor& index) const {
   return {images.index_select(0, index), labels.index_select(0, index), class_names,
@@ -121,19 +186,7 @@ Dataset load_dataset(const std::string& spec, const std::string& part, const Ima
     KD_CHECK(!images.empty(), "{}: no {}-images-idx3-ubyte[.gz]", root.string(), stem);
     KD_CHECK(!labels.empty(), "{}: no {}-labels-idx1-ubyte[.gz]", root.string(), stem);
     d = load_idx_pair(images, labels);
-    if (opts.height > 0 || opts.channels > 0) {
-      // Resizing/recolouring IDX data goes through the same float path as image folders.
-      auto x = d.images.to(torch::kFloat32);
-      if (opts.height > 0)
-        x = torch::nn::functional::interpolate(
-            x, torch::nn::functional::InterpolateFuncOptions()
-                   .size(std::vector<int64_t>{opts.height, opts.width > 0 ? opts.width
-                                                                          : opts.height})
-                   .mode(torch::kBilinear)
-                   .align_corners(false));
-      if (opts.channels == 3 && x.size(1) == 1) x = x.expand({-1, 3, -1, -1});
-      d.images = x.round().clamp(0, 255).to(torch::kUInt8).contiguous();
-    }
+    d.images = resize_images(d.images, opts);
   } else {
     fs::path dir = fs::is_directory(root / "train") ? root / part : root;
     KD_CHECK(fs::is_directory(dir), "{}: has no '{}' folder", root.string(), part);

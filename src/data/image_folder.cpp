@@ -7,6 +7,7 @@
 
 #include "kd/core/error.h"
 #include "kd/data/dataset.h"
+#include "kd/data/idx.h"
 
 namespace kd {
 namespace {
@@ -17,7 +18,50 @@ bool is_image(const std::filesystem::path& p) {
   return ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp";
 }
 
+torch::Tensor decode_images(const std::vector<std::string>& files, const ImageOptions& opts) {
+  const int channels = opts.channels > 0 ? opts.channels : 3;
+  KD_CHECK(channels == 1 || channels == 3, "image channels must be 1 or 3, got {}", channels);
+  const int h = opts.height > 0 ? opts.height : 32;
+  const int w = opts.width > 0 ? opts.width : h;
+  auto images = torch::empty({static_cast<int64_t>(files.size()), channels, h, w}, torch::kUInt8);
+  for (size_t i = 0; i < files.size(); ++i) {
+    cv::Mat img = cv::imread(files[i], channels == 1 ? cv::IMREAD_GRAYSCALE : cv::IMREAD_COLOR);
+    KD_CHECK(!img.empty(), "{}: cannot decode image", files[i]);
+    if (img.rows != h || img.cols != w) cv::resize(img, img, cv::Size(w, h), 0, 0, cv::INTER_AREA);
+    if (channels == 3) cv::cvtColor(img, img, cv::COLOR_BGR2RGB);
+    auto hwc = torch::from_blob(img.data, {h, w, channels}, torch::kUInt8);
+    images[static_cast<int64_t>(i)].copy_(hwc.permute({2, 0, 1}));
+  }
+  return images;
+}
+
 }  // namespace
+
+Dataset load_unlabeled(const std::string& path, const ImageOptions& opts) {
+  namespace fs = std::filesystem;
+  KD_CHECK(fs::exists(path), "unlabeled data {}: no such file or directory", path);
+  Dataset d;
+  d.source = path;
+  if (fs::is_directory(path)) {
+    std::vector<std::string> files;
+    for (const auto& e : fs::recursive_directory_iterator(path))
+      if (e.is_regular_file() && is_image(e.path())) files.push_back(e.path().string());
+    std::sort(files.begin(), files.end());
+    KD_CHECK(!files.empty(), "unlabeled data {}: no PNG/JPEG images in the folder", path);
+    d.images = decode_images(files, opts);
+  } else {
+    auto images = read_idx(path);
+    KD_CHECK(images.dim() == 3 || images.dim() == 4,
+             "unlabeled data {}: expected IDX images of 3 or 4 dimensions, got {}", path,
+             images.dim());
+    KD_CHECK(images.scalar_type() == torch::kUInt8, "unlabeled data {}: expected uint8 pixels", path);
+    if (images.dim() == 3) images = images.unsqueeze(1);
+    KD_CHECK(images.size(0) > 0, "unlabeled data {}: no images", path);
+    d.images = resize_images(images, opts);
+  }
+  d.labels = torch::full({d.images.size(0)}, kUnlabeled, torch::kInt64);
+  return d;
+}
 
 Dataset load_image_folder(const std::string& root, const ImageOptions& opts) {
   namespace fs = std::filesystem;
@@ -39,23 +83,13 @@ Dataset load_image_folder(const std::string& root, const ImageOptions& opts) {
   }
   KD_CHECK(!files.empty(), "{}: no PNG/JPEG images in any class folder", root);
 
-  const int channels = opts.channels > 0 ? opts.channels : 3;
-  KD_CHECK(channels == 1 || channels == 3, "image channels must be 1 or 3, got {}", channels);
-  const int h = opts.height > 0 ? opts.height : 32;
-  const int w = opts.width > 0 ? opts.width : h;
-  auto images = torch::empty({static_cast<int64_t>(files.size()), channels, h, w}, torch::kUInt8);
+  std::vector<std::string> paths;
   auto labels = torch::empty({static_cast<int64_t>(files.size())}, torch::kInt64);
   for (size_t i = 0; i < files.size(); ++i) {
-    cv::Mat img = cv::imread(files[i].first, channels == 1 ? cv::IMREAD_GRAYSCALE
-                                                           : cv::IMREAD_COLOR);
-    KD_CHECK(!img.empty(), "{}: cannot decode image", files[i].first);
-    if (img.rows != h || img.cols != w) cv::resize(img, img, cv::Size(w, h), 0, 0, cv::INTER_AREA);
-    if (channels == 3) cv::cvtColor(img, img, cv::COLOR_BGR2RGB);
-    auto hwc = torch::from_blob(img.data, {h, w, channels}, torch::kUInt8);
-    images[static_cast<int64_t>(i)].copy_(hwc.permute({2, 0, 1}));
+    paths.push_back(files[i].first);
     labels[static_cast<int64_t>(i)] = files[i].second;
   }
-  return {images, labels, classes, root};
+  return {decode_images(paths, opts), labels, classes, root};
 }
 
 }  // namespace kd

@@ -41,6 +41,9 @@ Fields fields(RunConfig& c) {
       {"data.channels", field(c.data.channels)},
       {"data.height", field(c.data.height)},
       {"data.width", field(c.data.width)},
+      {"data.labeled_fraction", field(c.data.labeled_fraction)},
+      {"data.unlabeled", field(c.data.unlabeled)},
+      {"data.classes", field(c.data.classes)},
       {"train.epochs", field(c.train.epochs)},
       {"train.batch_size", field(c.train.batch_size)},
       {"train.eval_batch_size", field(c.train.eval_batch_size)},
@@ -58,8 +61,16 @@ Fields fields(RunConfig& c) {
       {"train.schedule.gamma", field(c.train.schedule.gamma)},
       {"train.schedule.min_lr", field(c.train.schedule.min_lr)},
       {"distill.teacher", field(c.distill.teacher)},
+      {"distill.teachers", field(c.distill.teachers)},
       {"distill.temperature", field(c.distill.temperature)},
       {"distill.alpha", field(c.distill.alpha)},
+      {"distill.targets", field(c.distill.targets)},
+      {"distill.threshold", field(c.distill.threshold)},
+      {"distill.ensemble", field(c.distill.ensemble)},
+      {"distill.generations", field(c.distill.generations)},
+      {"distill.teach_last", field(c.distill.teach_last)},
+      {"distill.hints", field(c.distill.hints)},
+      {"distill.hint_loss", field(c.distill.hint_loss)},
       {"distill.teacher_cache", field(c.distill.teacher_cache)},
       {"distill.cache_dir", field(c.distill.cache_dir)},
       {"runtime.device", field(c.runtime.device)},
@@ -137,11 +148,41 @@ void apply_yaml(RunConfig& cfg, const YAML::Node& node, const std::string& where
 }
 
 void validate(const RunConfig& c) {
-  if (c.mode != "train" && c.mode != "offline")
-    usage_fail("mode '{}': expected train or offline", c.mode);
+  const auto& m = c.mode;
+  const auto& d = c.distill;
+  if (m != "train" && m != "offline" && m != "semi" && m != "self" && m != "merge")
+    usage_fail("mode '{}': expected train, offline, semi, self or merge", m);
   if (c.out.empty()) usage_fail("no output run directory (--out)");
-  if (c.mode == "offline" && c.distill.teacher.empty())
-    usage_fail("distillation needs a teacher (--teacher RUN_OR_PT)");
+  if ((m == "offline" || m == "semi") && d.teacher.empty())
+    usage_fail("mode {} needs a teacher (--teacher RUN_OR_PT)", m);
+  if ((m == "offline" || m == "semi") && !d.teachers.empty())
+    usage_fail("mode {} takes one teacher; several teachers are merged with --mode merge", m);
+  if (m == "merge" && (d.teachers.size() < 2 || !d.teacher.empty()))
+    usage_fail("mode merge needs two or more teachers (--teacher A --teacher B)");
+  if (m == "self" && (!d.teacher.empty() || !d.teachers.empty()))
+    usage_fail("mode self has no teacher: the student's earlier self teaches it");
+  if (m == "self" && (d.generations >= 2) == (d.teach_last >= 1))
+    usage_fail("mode self needs exactly one of --generations N (N >= 2) or --teach-last M (M >= 1)");
+  if (m != "self" && (d.generations != 1 || d.teach_last != 0))
+    usage_fail("--generations and --teach-last belong to --mode self");
+  if (d.teach_last >= c.train.epochs)
+    usage_fail("--teach-last {} must be below --epochs {}: the student first trains alone", d.teach_last,
+               c.train.epochs);
+  if (d.generations < 1 || d.generations > 100) usage_fail("generations must be in [1, 100], got {}", d.generations);
+  if (d.targets != "soft" && d.targets != "hard")
+    usage_fail("targets '{}': expected soft or hard", d.targets);
+  if (d.threshold < 0 || d.threshold >= 1) usage_fail("threshold must be in [0, 1), got {}", d.threshold);
+  if (d.ensemble < 1 || d.ensemble > 6) usage_fail("ensemble must be in [1, 6] transforms, got {}", d.ensemble);
+  if (d.hint_loss != "mse" && d.hint_loss != "nmse")
+    usage_fail("hint loss '{}': expected mse or nmse", d.hint_loss);
+  if (!d.hints.empty() && (m == "train" || m == "merge"))
+    usage_fail("--hint needs a single teacher (modes offline, semi, self)");
+  if (!(c.data.labeled_fraction > 0 && c.data.labeled_fraction <= 1))
+    usage_fail("labeled fraction must be in (0, 1], got {}", c.data.labeled_fraction);
+  if (m == "semi" && c.data.labeled_fraction == 1.0 && c.data.unlabeled.empty())
+    usage_fail("mode semi needs unlabeled data: --labeled-fraction F below 1, or --unlabeled PATH");
+  if (m != "semi" && !c.data.unlabeled.empty())
+    usage_fail("--unlabeled data is used by --mode semi only");
   if (c.train.epochs < 1) usage_fail("epochs must be >= 1, got {}", c.train.epochs);
   if (c.train.batch_size < 1) usage_fail("batch size must be >= 1, got {}", c.train.batch_size);
   if (c.train.optim.lr <= 0) usage_fail("learning rate must be > 0, got {}", c.train.optim.lr);

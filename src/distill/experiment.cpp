@@ -47,15 +47,19 @@ ExperimentPlan load_experiment(const std::string& path, const std::vector<uint64
       KD_CHECK(!cfg.name.empty(), "{}: every stage needs a name", where);
       cfg.runtime.seed = seed;
       cfg.out = (fs::path(plan.out) / fmt::format("{}-s{}", cfg.name, seed)).string();
-      if (cfg.mode != "train") {
-        KD_CHECK(!cfg.distill.teacher.empty(), "{}: distill.teacher is required for mode {}", where, cfg.mode);
-        if (names.count(cfg.distill.teacher))
-          cfg.distill.teacher = (fs::path(plan.out) / fmt::format("{}-s{}", cfg.distill.teacher, seed)).string();
+      // A teacher is an earlier stage (same seed) or an existing path, where "{seed}" stands
+      // for the seed (a teacher from another experiment).
+      auto resolve = [&](std::string& teacher) {
+        for (size_t at; (at = teacher.find("{seed}")) != std::string::npos;)
+          teacher.replace(at, 6, std::to_string(seed));
+        if (names.count(teacher))
+          teacher = (fs::path(plan.out) / fmt::format("{}-s{}", teacher, seed)).string();
         else
-          KD_CHECK(fs::exists(cfg.distill.teacher),
-                   "{}: distill.teacher '{}' is neither an earlier stage nor an existing path", where,
-                   cfg.distill.teacher);
-      }
+          KD_CHECK(fs::exists(teacher), "{}: teacher '{}' is neither an earlier stage nor an existing path",
+                   where, teacher);
+      };
+      if (!cfg.distill.teacher.empty()) resolve(cfg.distill.teacher);
+      for (auto& t : cfg.distill.teachers) resolve(t);
       validate(cfg);
       names.insert(cfg.name);
       plan.runs.push_back(cfg);

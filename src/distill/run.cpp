@@ -49,22 +49,9 @@ std::unique_ptr<Model> build_student(const RunConfig& cfg, const Dataset& train)
   return create_model(spec);
 }
 
-void check_teacher(Model& teacher, const Dataset& train, const std::string& where) {
-  const auto& ts = teacher.spec();
-  if (!ts.class_names.empty())
-    KD_CHECK(ts.num_classes() == train.num_classes(),
-             "teacher {} knows {} classes but the data {} has {}", where, ts.num_classes(),
-             train.source, train.num_classes());
-  if (ts.input_shape.size() == 3)
-    KD_CHECK(ts.input_shape[0] == train.images.size(1) && ts.input_shape[1] == train.images.size(2) &&
-                 ts.input_shape[2] == train.images.size(3),
-             "teacher {} expects input {} but the data is {}", where, c10::str(ts.input_shape),
-             c10::str(train.images.sizes().slice(1)));
-}
-
 }  // namespace
 
-RunData load_run_data(const DataConfig& cfg) {
+RunData load_run_data(const DataConfig& cfg, const std::string& mode) {
   ImageOptions img{cfg.channels, cfg.height, cfg.width};
   Dataset full = load_dataset(cfg.source, "train", img);
   Split split = cfg.split.empty() ? make_split(full.labels, cfg.train_ratio, cfg.split_seed, cfg.source)
@@ -88,9 +75,69 @@ RunData load_run_data(const DataConfig& cfg) {
     d.eval = d.eval.head(std::max<int64_t>(1, cfg.limit / 4));
     d.test = d.test.head(std::max<int64_t>(1, cfg.limit / 4));
   }
+  if (!cfg.classes.empty()) {
+    d.train = select_classes(d.train, cfg.classes);
+    d.eval = select_classes(d.eval, cfg.classes);
+    d.test = select_classes(d.test, cfg.classes);
+  }
   KD_CHECK(d.train.size() > 0, "{}: no training samples", cfg.source);
+  if (cfg.labeled_fraction < 1.0) {
+    auto [labeled, rest] = stratified_fraction(d.train.labels, cfg.labeled_fraction, cfg.split_seed);
+    KD_CHECK(labeled.numel() > 0, "labeled fraction {} of {} training images keeps no labels",
+             cfg.labeled_fraction, d.train.size());
+    d.train = mode == "semi" ? concat(d.train.subset(labeled), d.train.subset(rest).without_labels())
+                             : d.train.subset(labeled);
+  }
+  if (!cfg.unlabeled.empty()) {
+    ImageOptions like_train{static_cast<int>(d.train.images.size(1)),
+                            static_cast<int>(d.train.images.size(2)),
+                            static_cast<int>(d.train.images.size(3))};
+    d.train = concat(d.train, load_unlabeled(cfg.unlabeled, like_train));
+  }
+  // Merged teachers teach from images alone.
+  if (mode == "merge") d.train = d.train.without_labels();
   return d;
 }
+
+namespace {
+
+std::string teacher_name(const std::string& teacher) {
+  return fs::exists(fs::path(teacher) / "summary.json") ? read_summary(teacher).value("name", "")
+                                                        : fs::path(teacher).stem().string();
+}
+
+DistillOptions distill_options(const RunConfig& cfg) {
+  DistillOptions o;
+  const auto& d = cfg.distill;
+  o.loss = {d.temperature, d.alpha, cfg.train.label_smoothing};
+  o.targets = d.targets;
+  o.threshold = d.threshold;
+  o.ensemble = d.ensemble;
+  for (const auto& h : d.hints) o.hints.push_back(parse_hint(h));
+  o.hint_loss = d.hint_loss;
+  o.use_cache = d.teacher_cache;
+  o.cache_dir = d.cache_dir;
+  o.teacher_batch_size = cfg.train.eval_batch_size;
+  if (cfg.mode == "self" && d.teach_last > 0) o.snapshot_epoch = cfg.train.epochs - d.teach_last + 1;
+  return o;
+}
+
+std::shared_ptr<Model> load_teacher(const std::string& path, const Dataset& train) {
+  std::shared_ptr<Model> teacher = load_model(path);
+  const auto& ts = teacher->spec();
+  if (ts.input_shape.size() == 3)
+    KD_CHECK(ts.input_shape[0] == train.images.size(1) && ts.input_shape[1] == train.images.size(2) &&
+                 ts.input_shape[2] == train.images.size(3),
+             "teacher {} expects input {} but the data is {}", path, c10::str(ts.input_shape),
+             c10::str(train.images.sizes().slice(1)));
+  return teacher;
+}
+
+double top1_of(const torch::Tensor& probs, const torch::Tensor& labels) {
+  return probs.argmax(1).to(torch::kCPU).eq(labels).to(torch::kFloat64).mean().item<double>();
+}
+
+}  // namespace
 
 nlohmann::json execute_run(const RunConfig& cfg, bool overwrite) {
   validate(cfg);
@@ -105,42 +152,83 @@ nlohmann::json execute_run(const RunConfig& cfg, bool overwrite) {
   write_text_atomically(dir / "config.yaml", to_yaml(cfg));
   spdlog::info("run {} ({}), {}", cfg.out, cfg.mode, runtime_summary());
   try {
-    RunData data = load_run_data(cfg.data);
-    spdlog::info("data {}: train {} / eval {} / {} {}, {} classes", cfg.data.source, data.train.size(),
-                 data.eval.size(), data.test_name, data.test.size(), data.train.num_classes());
-    auto student = build_student(cfg, data.train);
-    std::unique_ptr<Strategy> strategy;
-    std::shared_ptr<Model> teacher;
-    if (cfg.mode == "offline") {
-      teacher = load_model(cfg.distill.teacher);
-      check_teacher(*teacher, data.train, cfg.distill.teacher);
-      OfflineDistillOptions o;
-      o.loss = {cfg.distill.temperature, cfg.distill.alpha, cfg.train.label_smoothing};
-      o.use_cache = cfg.distill.teacher_cache;
-      o.cache_dir = cfg.distill.cache_dir;
-      o.teacher_batch_size = cfg.train.eval_batch_size;
-      strategy = std::make_unique<OfflineDistillStrategy>(teacher, o);
-    } else {
-      strategy = std::make_unique<SupervisedStrategy>(cfg.train.label_smoothing);
-    }
+    RunData data = load_run_data(cfg.data, cfg.mode);
+    const int64_t unlabeled = (data.train.labels < 0).sum().item<int64_t>();
+    spdlog::info("data {}: train {} ({} unlabeled) / eval {} / {} {}, {} classes", cfg.data.source,
+                 data.train.size(), unlabeled, data.eval.size(), data.test_name, data.test.size(),
+                 data.train.num_classes());
+    nlohmann::json summary = {{"name", cfg.name.empty() ? dir.filename().string() : cfg.name},
+                              {"task", "classify"},
+                              {"mode", cfg.mode},
+                              {"seed", cfg.runtime.seed},
+                              {"epochs", cfg.train.epochs},
+                              {"train_samples", data.train.size()},
+                              {"train_unlabeled", unlabeled}};
     Trainer trainer(cfg.train, device, cfg.runtime.seed);
-    TrainResult tr = trainer.fit(*student, *strategy, data.train, data.eval, cfg.out);
+    auto test_top1 = [&](Model& m) {
+      m.to(device);
+      return evaluate_classifier(m, data.test, cfg.train.eval_batch_size, device);
+    };
+
+    std::unique_ptr<Strategy> strategy;
+    TrainResult tr;
+    if (cfg.mode == "self" && cfg.distill.generations > 1) {
+      // Born-again networks: generation g + 1, freshly initialised, learns from generation g.
+      nlohmann::json gens = nlohmann::json::array();
+      std::shared_ptr<Model> previous;
+      double seconds = 0;
+      for (int g = 1; g <= cfg.distill.generations; ++g) {
+        const fs::path gen_dir = dir / "generations" / fmt::format("gen-{}", g);
+        torch::manual_seed(cfg.runtime.seed + 7919 * static_cast<uint64_t>(g - 1));
+        auto student = build_student(cfg, data.train);
+        if (g == 1)
+          strategy = std::make_unique<SupervisedStrategy>(cfg.train.label_smoothing);
+        else
+          strategy = std::make_unique<DistillStrategy>(
+              "self", std::vector<DistillStrategy::NamedModel>{{fmt::format("generation {}", g - 1), previous}},
+              distill_options(cfg));
+        spdlog::info("generation {}/{}{}", g, cfg.distill.generations,
+                     g == 1 ? " (trained alone)" : " (taught by the previous generation)");
+        tr = trainer.fit(*student, *strategy, data.train, data.eval, gen_dir.string());
+        seconds += tr.train_seconds;
+        previous = load_model(gen_dir.string());
+        auto rep = test_top1(*previous);
+        gens.push_back({{"generation", g}, {"best_epoch", tr.best_epoch},
+                        {"best_eval_top1", tr.best_eval_top1}, {"test_top1", rep.top1}});
+        for (auto rec : tr.history) {
+          rec["generation"] = g;
+          append_line(dir / "metrics.jsonl", rec.dump());
+        }
+      }
+      save_model(*previous, cfg.out);
+      tr.train_seconds = seconds;
+      summary["generations"] = gens;
+    } else {
+      auto student = build_student(cfg, data.train);
+      std::vector<DistillStrategy::NamedModel> teachers;
+      if (!cfg.distill.teacher.empty())
+        teachers.emplace_back(cfg.distill.teacher, load_teacher(cfg.distill.teacher, data.train));
+      for (const auto& t : cfg.distill.teachers) teachers.emplace_back(t, load_teacher(t, data.train));
+      if (cfg.mode == "train")
+        strategy = std::make_unique<SupervisedStrategy>(cfg.train.label_smoothing);
+      else
+        strategy = std::make_unique<DistillStrategy>(cfg.mode, teachers, distill_options(cfg));
+      tr = trainer.fit(*student, *strategy, data.train, data.eval, cfg.out);
+      if (auto* ds = dynamic_cast<DistillStrategy*>(strategy.get())) {
+        // How good the targets the student learned from are, on labeled test images.
+        summary["teacher_targets_top1"] = top1_of(ds->targets_for(data.test), data.test.labels);
+      }
+    }
 
     auto best = load_model(cfg.out);
-    best->to(device);
-    ClassificationReport test = evaluate_classifier(*best, data.test, cfg.train.eval_batch_size, device);
-    nlohmann::json summary = {
-        {"name", cfg.name.empty() ? dir.filename().string() : cfg.name},
-        {"task", "classify"},
-        {"mode", cfg.mode},
+    ClassificationReport test = test_top1(*best);
+    summary.update({
         {"arch", best->spec().arch},
         {"options", best->spec().options},
-        {"seed", cfg.runtime.seed},
         {"params", best->num_parameters()},
         {"macs", count_macs(*best, device)},
         {"best_epoch", tr.best_epoch},
         {"best_eval_top1", tr.best_eval_top1},
-        {"epochs", cfg.train.epochs},
         {"train_seconds", tr.train_seconds},
         {"train_images_per_s", tr.train_images_per_s},
         {"test_set", data.test_name},
@@ -148,13 +236,12 @@ nlohmann::json execute_run(const RunConfig& cfg, bool overwrite) {
         {"strategy", strategy->describe()},
         {"finished", now_iso8601()},
         {"device", device.str()},
-    };
-    if (teacher) {
+    });
+    if (!cfg.distill.teacher.empty()) {
       summary["teacher"] = cfg.distill.teacher;
-      summary["teacher_name"] = fs::exists(fs::path(cfg.distill.teacher) / "summary.json")
-                                    ? read_summary(cfg.distill.teacher).value("name", "")
-                                    : fs::path(cfg.distill.teacher).stem().string();
+      summary["teacher_name"] = teacher_name(cfg.distill.teacher);
     }
+    if (!cfg.distill.teachers.empty()) summary["teachers"] = cfg.distill.teachers;
     if (cfg.measure_latency) summary["latency"] = measure_latency(*best, device).to_json();
     write_text_atomically(dir / "summary.json", summary.dump(2) + "\n");
     spdlog::info("{}: {} top-1 {:.2f}% top-5 {:.2f}% (best epoch {})", cfg.out, data.test_name,

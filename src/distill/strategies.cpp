@@ -1,56 +1,396 @@
+#include <algorithm>
+#include <cctype>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
 #include "kd/core/error.h"
 #include "kd/distill/strategy.h"
 #include "kd/distill/teacher_cache.h"
+#include "kd/eval/classify.h"
 
 namespace kd {
+namespace {
+
+namespace F = torch::nn::functional;
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
+  return s;
+}
+
+// Hint features of the whole pool are kept in memory only up to this size.
+constexpr double kMaxCachedFeatureBytes = 4.0 * (1 << 30);
+
+}  // namespace
 
 StepResult SupervisedStrategy::step(Model& student, const Batch& batch) {
   auto logits = student.forward(batch.x);
   return {cross_entropy(logits, batch.y, label_smoothing_), logits};
 }
 
-OfflineDistillStrategy::OfflineDistillStrategy(std::shared_ptr<Model> teacher,
-                                               OfflineDistillOptions opts)
-    : teacher_(std::move(teacher)), opts_(std::move(opts)) {}
-
-void OfflineDistillStrategy::prepare(const Dataset& train, const Augment& augment,
-                                     torch::Device device) {
-  teacher_->to(device);
-  teacher_->train(false);
-  for (auto& p : teacher_->parameters()) p.requires_grad_(false);
-  if (!opts_.use_cache || augment.enabled()) {
-    cache_status_ = augment.enabled() ? "off (augmentation on)" : "off";
-    return;
+HintSpec parse_hint(const std::string& text) {
+  std::vector<std::string> parts;
+  for (size_t s = 0, d; s <= text.size(); s = d + 1) {
+    d = text.find(':', s);
+    if (d == std::string::npos) d = text.size();
+    parts.push_back(text.substr(s, d - s));
   }
-  auto cached = cached_teacher_logits(*teacher_, train,
-                                      opts_.cache_dir.empty() ? default_cache_dir() : opts_.cache_dir,
-                                      opts_.teacher_batch_size, device);
-  cache_status_ = cached.hit ? "hit" : "miss (computed)";
-  spdlog::info("teacher cache {}: {}", cache_status_, cached.path);
-  cached_logits_ = cached.logits.to(device);
+  if (parts.size() < 2 || parts.size() > 3 || parts[0].empty() || parts[1].empty())
+    usage_fail("--hint '{}': expected TEACHER_LAYER:STUDENT_LAYER[:WEIGHT]", text);
+  HintSpec h{parts[0], parts[1], 1.0};
+  if (parts.size() == 3) {
+    char* end = nullptr;
+    h.weight = std::strtod(parts[2].c_str(), &end);
+    if (parts[2].empty() || *end != '\0' || !(h.weight > 0))
+      usage_fail("--hint '{}': weight '{}' must be a positive number", text, parts[2]);
+  }
+  return h;
 }
 
-StepResult OfflineDistillStrategy::step(Model& student, const Batch& batch) {
-  torch::Tensor teacher_logits;
-  if (cached_logits_.defined()) {
-    teacher_logits = cached_logits_.index_select(0, batch.index);
-  } else {
+torch::Tensor ensemble_view(const torch::Tensor& images, int k) {
+  KD_CHECK(k >= 0 && k < 6, "ensemble view {} out of range [0, 6)", k);
+  if (k == 0) return images;
+  if (k == 1) return images.flip({3});
+  // Shift by one pixel with zero fill: pad one side, cut the other.
+  static const int64_t shifts[4][2] = {{0, 1}, {0, -1}, {1, 0}, {-1, 0}};  // dy, dx
+  const int64_t dy = shifts[k - 2][0], dx = shifts[k - 2][1];
+  const int64_t h = images.size(2), w = images.size(3);
+  auto padded = F::pad(images, F::PadFuncOptions({1, 1, 1, 1}));
+  return padded.narrow(2, 1 - dy, h).narrow(3, 1 - dx, w).contiguous();
+}
+
+DistillStrategy::DistillStrategy(std::string mode, std::vector<NamedModel> teachers,
+                                 DistillOptions opts)
+    : mode_(std::move(mode)), opts_(std::move(opts)) {
+  KD_CHECK(!teachers.empty() || opts_.snapshot_epoch > 0, "{}: no teacher", mode_);
+  for (auto& [label, model] : teachers) teachers_.push_back({label, std::move(model), {}});
+}
+
+void DistillStrategy::prepare(Model& student, const Dataset& train, const Augment& augment,
+                              torch::Device device) {
+  train_ = &train;
+  augment_ = augment;
+  device_ = device;
+  class_names_ = student.spec().class_names;
+  num_classes_ = student.spec().num_classes();
+  if (!teachers_.empty()) attach_teachers(student);
+}
+
+void DistillStrategy::begin_epoch(int64_t epoch, Model& student) {
+  if (epoch != opts_.snapshot_epoch) return;
+  std::shared_ptr<Model> snapshot = student.clone();
+  teachers_ = {{fmt::format("snapshot at epoch {}", epoch), snapshot, {}}};
+  spdlog::info("epoch {}: a frozen snapshot of the student becomes its teacher", epoch);
+  attach_teachers(student);
+}
+
+void DistillStrategy::attach_teachers(Model& student) {
+  // Class matching by name, case-insensitively.
+  std::vector<int> owners(static_cast<size_t>(num_classes_), 0);
+  for (auto& t : teachers_) {
+    const auto& names = t.model->spec().class_names;
+    std::vector<int64_t> map;
+    if (names.empty()) {
+      // A TorchScript teacher without a names file is taken to use the student's classes.
+      for (int64_t c = 0; c < num_classes_; ++c) map.push_back(c);
+    }
+    for (const auto& n : names) {
+      int64_t found = -1;
+      for (int64_t c = 0; c < num_classes_; ++c)
+        if (lower(class_names_[static_cast<size_t>(c)]) == lower(n)) found = c;
+      if (found < 0)
+        fail("teacher {}: class '{}' matches no class of the data (classes: {})",
+             t.label, n, fmt::join(class_names_, ", "));
+      KD_CHECK(std::find(map.begin(), map.end(), found) == map.end(),
+               "teacher {}: class '{}' is listed twice", t.label, n);
+      map.push_back(found);
+    }
+    for (int64_t c : map) owners[static_cast<size_t>(c)]++;
+    if (mode_ != "merge")
+      KD_CHECK(static_cast<int64_t>(map.size()) == num_classes_,
+               "teacher {} knows {} of the data's {} classes; teachers of part of the classes are "
+               "combined with --mode merge", t.label, map.size(), num_classes_);
+    t.class_map = torch::tensor(map, torch::kInt64);
+  }
+  for (int64_t c = 0; c < num_classes_; ++c)
+    KD_CHECK(owners[static_cast<size_t>(c)] > 0, "class '{}' of the data is known by no teacher",
+             class_names_[static_cast<size_t>(c)]);
+  for (auto& t : teachers_) {
+    t.model->to(device_);
+    t.model->train(false);
+    for (auto& p : t.model->parameters()) p.requires_grad_(false);
+  }
+
+  // Hint adapters, sized by a dry run on two training images.
+  std::vector<std::string> t_layers, s_layers;
+  for (const auto& h : opts_.hints) {
+    teachers_[0].model->check_layer(h.teacher_layer);
+    student.check_layer(h.student_layer);
+    t_layers.push_back(h.teacher_layer);
+    s_layers.push_back(h.student_layer);
+  }
+  if (!opts_.hints.empty() && adapters_.empty()) {
     torch::NoGradGuard no_grad;
-    teacher_logits = teacher_->forward(batch.x);
+    auto x = train_->images.narrow(0, 0, std::min<int64_t>(2, train_->size())).to(device_)
+                 .to(torch::kFloat32).div_(255.0);
+    student.train(false);
+    auto sf = student.forward_with_features(x, s_layers).second;
+    auto tf = teachers_[0].model->forward_with_features(x, t_layers).second;
+    for (size_t i = 0; i < opts_.hints.size(); ++i) {
+      const auto& h = opts_.hints[i];
+      auto ss = sf[i].sizes().slice(1).vec(), ts = tf[i].sizes().slice(1).vec();
+      torch::nn::AnyModule adapter;
+      if (ss == ts) {
+        // Same shape: compared directly.
+      } else if (ss.size() == 3 && ts.size() == 3 && ss[1] == ts[1] && ss[2] == ts[2]) {
+        adapter = torch::nn::AnyModule(torch::nn::Conv2d(torch::nn::Conv2dOptions(ss[0], ts[0], 1)));
+      } else if (ss.size() == 1 && ts.size() == 1) {
+        adapter = torch::nn::AnyModule(torch::nn::Linear(ss[0], ts[0]));
+      } else {
+        fail("hint {}:{}: no adapter maps the student's {} output {} to the teacher's {} output {} "
+             "(a 1x1 conv needs equal height and width, a linear layer needs flat features)",
+             h.teacher_layer, h.student_layer, h.student_layer, c10::str(c10::IntArrayRef(ss)),
+             h.teacher_layer, c10::str(c10::IntArrayRef(ts)));
+      }
+      if (!adapter.is_empty()) adapter.ptr()->to(device_);
+      adapters_.push_back(std::move(adapter));
+      info_["hints"].push_back({{"teacher_layer", h.teacher_layer},
+                                {"student_layer", h.student_layer},
+                                {"weight", h.weight},
+                                {"teacher_shape", ts},
+                                {"student_shape", ss},
+                                {"adapter", ss == ts ? "none" : (ss.size() == 3 ? "conv1x1" : "linear")}});
+    }
   }
-  auto logits = student.forward(batch.x);
-  return {soft_target_loss(logits, teacher_logits, batch.y, opts_.loss), logits};
+
+  // Teacher outputs over the whole pool: needed for the merge offsets, and reused every epoch
+  // when the images do not change between epochs.
+  const bool cacheable = opts_.use_cache && !augment_.enabled();
+  std::vector<std::vector<torch::Tensor>> logits;
+  if (cacheable || teachers_.size() > 1) logits = pool_logits(*train_);
+  if (teachers_.size() > 1) fit_class_offsets(logits);
+  cached_targets_ = torch::Tensor();
+  cached_feats_.clear();
+  info_["teacher_cache"] = cacheable ? cache_status_
+                                     : (augment_.enabled() ? "off (augmentation on)" : "off");
+  if (!cacheable) return;
+  cached_targets_ = combine(logits, target_temperature()).to(device_);
+  if (!opts_.hints.empty()) {
+    double bytes = 0;
+    {
+      torch::NoGradGuard no_grad;
+      auto x = train_->images.narrow(0, 0, 1).to(device_).to(torch::kFloat32).div_(255.0);
+      for (auto& f : teachers_[0].model->forward_with_features(x, t_layers).second)
+        bytes += static_cast<double>(f.numel()) * 4.0 * static_cast<double>(train_->size());
+    }
+    if (bytes <= kMaxCachedFeatureBytes) {
+      torch::NoGradGuard no_grad;
+      std::vector<std::vector<torch::Tensor>> parts(t_layers.size());
+      for (int64_t s = 0; s < train_->size(); s += opts_.teacher_batch_size) {
+        const int64_t n = std::min(opts_.teacher_batch_size, train_->size() - s);
+        auto x = train_->images.narrow(0, s, n).to(device_).to(torch::kFloat32).div_(255.0);
+        auto f = teachers_[0].model->forward_with_features(x, t_layers).second;
+        for (size_t i = 0; i < f.size(); ++i) parts[i].push_back(f[i].contiguous());
+      }
+      for (auto& p : parts) cached_feats_.push_back(torch::cat(p));
+      info_["hint_features"] = fmt::format("cached in memory ({:.0f} MiB)", bytes / (1 << 20));
+    } else {
+      info_["hint_features"] = fmt::format("teacher run per batch ({:.0f} MiB would not be cached)",
+                                           bytes / (1 << 20));
+    }
+  }
+  auto unlabeled = (train_->labels < 0).to(device_);
+  const int64_t n_unlabeled = unlabeled.sum().item<int64_t>();
+  info_["unlabeled_samples"] = n_unlabeled;
+  if (opts_.targets == "hard" && n_unlabeled > 0) {
+    auto conf = std::get<0>(cached_targets_.max(1));
+    const double covered = (conf >= opts_.threshold).logical_and(unlabeled).sum().item<double>();
+    info_["pseudo_label_coverage"] = covered / static_cast<double>(n_unlabeled);
+    spdlog::info("pseudo-labels: {:.1f}% of {} unlabeled images reach probability {}",
+                 100 * covered / static_cast<double>(n_unlabeled), n_unlabeled, opts_.threshold);
+  }
 }
 
-nlohmann::json OfflineDistillStrategy::describe() const {
-  return {{"strategy", name()},
-          {"teacher", teacher_->spec().arch},
-          {"temperature", opts_.loss.temperature},
-          {"alpha", opts_.loss.alpha},
-          {"teacher_cache", cache_status_}};
+std::vector<std::vector<torch::Tensor>> DistillStrategy::pool_logits(const Dataset& data) {
+  std::vector<std::vector<torch::Tensor>> out(teachers_.size());
+  const std::string dir = opts_.cache_dir.empty() ? default_cache_dir() : opts_.cache_dir;
+  int hits = 0, total = 0;
+  for (size_t t = 0; t < teachers_.size(); ++t) {
+    for (int k = 0; k < opts_.ensemble; ++k) {
+      Dataset view = data;
+      view.images = ensemble_view(data.images, k);
+      if (opts_.use_cache) {
+        auto c = cached_teacher_logits(*teachers_[t].model, view, dir, opts_.teacher_batch_size, device_);
+        hits += c.hit ? 1 : 0;
+        out[t].push_back(c.logits);
+      } else {
+        out[t].push_back(predict_logits(*teachers_[t].model, view, opts_.teacher_batch_size, device_));
+      }
+      ++total;
+    }
+  }
+  if (opts_.use_cache) {
+    cache_status_ = hits == total ? "hit" : hits == 0 ? "miss (computed)" : fmt::format("{} of {} hit", hits, total);
+    spdlog::info("teacher cache {} ({} teacher pass(es) over {} images, in {})", cache_status_, total,
+                 data.size(), dir);
+  }
+  return out;
+}
+
+torch::Tensor DistillStrategy::teacher_columns(
+    const std::vector<std::vector<torch::Tensor>>& logits) const {
+  std::vector<torch::Tensor> cols;
+  for (size_t t = 0; t < teachers_.size(); ++t) {
+    auto z = torch::zeros_like(logits[t][0], torch::kFloat32);
+    for (const auto& v : logits[t]) {
+      KD_CHECK(v.size(1) == teachers_[t].class_map.numel(), "teacher {} returns {} outputs for {} classes",
+               teachers_[t].label, v.size(1), teachers_[t].class_map.numel());
+      z += v.to(torch::kFloat32);
+    }
+    cols.push_back(z / static_cast<double>(logits[t].size()));
+  }
+  return torch::cat(cols, 1);
+}
+
+torch::Tensor DistillStrategy::column_classes() const {
+  std::vector<torch::Tensor> maps;
+  for (const auto& t : teachers_) maps.push_back(t.class_map);
+  return torch::cat(maps);
+}
+
+void DistillStrategy::fit_class_offsets(const std::vector<std::vector<torch::Tensor>>& logits) {
+  auto Z = teacher_columns(logits);
+  auto col_class = column_classes();
+  class_offsets_ = fit_merge_offsets(Z, col_class, num_classes_);
+  auto marginal = merge_teacher_logits(Z, col_class, num_classes_, class_offsets_, 1.0).mean(0);
+  auto b = class_offsets_.to(torch::kFloat64);
+  std::vector<double> offs(b.data_ptr<double>(), b.data_ptr<double>() + b.numel());
+  auto m = marginal.to(torch::kFloat64);
+  std::vector<double> marg(m.data_ptr<double>(), m.data_ptr<double>() + m.numel());
+  info_["merge"] = {{"rule", "softmax over all teachers' logits minus per-class offsets fitted so the "
+                             "pool's class marginals are uniform"},
+                    {"offsets", offs},
+                    {"pool_class_marginals", marg}};
+  spdlog::info("merge: per-class offsets fitted on {} images; pool class marginals {:.3f}", Z.size(0),
+               fmt::join(marg, ", "));
+}
+
+torch::Tensor DistillStrategy::combine(const std::vector<std::vector<torch::Tensor>>& logits,
+                                       double T) const {
+  return merge_teacher_logits(teacher_columns(logits), column_classes(), num_classes_,
+                              class_offsets_, T);
+}
+
+torch::Tensor fit_merge_offsets(const torch::Tensor& columns, const torch::Tensor& column_class,
+                                int64_t num_classes) {
+  auto Z = columns.to(torch::kFloat64);
+  auto owners = torch::zeros({num_classes}, torch::kFloat64)
+                    .index_add_(0, column_class, torch::ones({column_class.numel()}, torch::kFloat64));
+  // A class's prior 1/C is split equally between the teachers that know it.
+  auto prior = 1.0 / (owners.index_select(0, column_class) * static_cast<double>(num_classes));
+  auto b = torch::zeros({Z.size(1)}, torch::kFloat64);
+  for (int it = 0; it < 500; ++it) b += (torch::softmax(Z - b, 1).mean(0) / prior).log();
+  return (b - b.mean()).to(torch::kFloat32);
+}
+
+torch::Tensor merge_teacher_logits(const torch::Tensor& columns, const torch::Tensor& column_class,
+                                   int64_t num_classes, const torch::Tensor& offsets, double T) {
+  auto Z = offsets.defined() ? columns - offsets.to(columns.device()) : columns;
+  return torch::zeros({Z.size(0), num_classes}, Z.options())
+      .index_add_(1, column_class.to(Z.device()), torch::softmax(Z / T, 1));
+}
+
+torch::Tensor DistillStrategy::batch_targets(const torch::Tensor& x, double T,
+                                             std::vector<torch::Tensor>* feats) {
+  torch::NoGradGuard no_grad;
+  std::vector<std::string> t_layers;
+  for (const auto& h : opts_.hints) t_layers.push_back(h.teacher_layer);
+  std::vector<std::vector<torch::Tensor>> logits(teachers_.size());
+  for (size_t t = 0; t < teachers_.size(); ++t) {
+    for (int k = 0; k < opts_.ensemble; ++k) {
+      auto xv = ensemble_view(x, k);
+      if (t == 0 && k == 0 && feats) {
+        auto [z, f] = teachers_[t].model->forward_with_features(xv, t_layers);
+        *feats = std::move(f);
+        logits[t].push_back(z);
+      } else {
+        logits[t].push_back(teachers_[t].model->forward(xv));
+      }
+    }
+  }
+  return combine(logits, T);
+}
+
+StepResult DistillStrategy::step(Model& student, const Batch& batch) {
+  const auto& o = opts_;
+  if (teachers_.empty()) {  // before the snapshot epoch
+    auto logits = student.forward(batch.x);
+    return {cross_entropy(logits, batch.y, o.loss.label_smoothing), logits};
+  }
+  std::vector<std::string> s_layers;
+  for (const auto& h : o.hints) s_layers.push_back(h.student_layer);
+  auto [logits, s_feats] = student.forward_with_features(batch.x, s_layers);
+
+  torch::Tensor targets;
+  std::vector<torch::Tensor> t_feats;
+  const bool need_feats = !o.hints.empty() && cached_feats_.empty();
+  if (cached_targets_.defined()) {
+    targets = cached_targets_.index_select(0, batch.index);
+    if (need_feats) {
+      torch::NoGradGuard no_grad;
+      std::vector<std::string> t_layers;
+      for (const auto& h : o.hints) t_layers.push_back(h.teacher_layer);
+      t_feats = teachers_[0].model->forward_with_features(batch.x, t_layers).second;
+    }
+  } else {
+    targets = batch_targets(batch.x, target_temperature(), need_feats ? &t_feats : nullptr);
+  }
+  for (const auto& f : cached_feats_) t_feats.push_back(f.index_select(0, batch.index));
+
+  auto loss = distill_loss(logits, targets, batch.y, o.loss, o.targets == "hard", o.threshold);
+  for (size_t i = 0; i < o.hints.size(); ++i) {
+    auto s = adapters_[i].is_empty() ? s_feats[i] : adapters_[i].forward(s_feats[i]);
+    loss = loss + o.hints[i].weight * hint_loss(s, t_feats[i], o.hint_loss);
+  }
+  return {loss, logits};
+}
+
+std::vector<torch::Tensor> DistillStrategy::parameters() {
+  std::vector<torch::Tensor> out;
+  for (auto& a : adapters_)
+    if (!a.is_empty())
+      for (auto& p : a.ptr()->parameters()) out.push_back(p);
+  return out;
+}
+
+torch::Tensor DistillStrategy::targets_for(const Dataset& data) {
+  KD_CHECK(!teachers_.empty(), "{}: no teacher yet", mode_);
+  return combine(pool_logits(data), 1.0);
+}
+
+nlohmann::json DistillStrategy::describe() const {
+  nlohmann::json j = info_;
+  j["strategy"] = mode_;
+  std::vector<std::string> names;
+  for (const auto& t : teachers_) names.push_back(t.label);
+  if (opts_.snapshot_epoch > 0) {
+    j["teacher"] = "snapshot of the student";
+    j["snapshot_epoch"] = opts_.snapshot_epoch;
+  } else if (names.size() == 1) {
+    j["teacher"] = names[0];
+  } else {
+    j["teachers"] = names;
+  }
+  j["temperature"] = opts_.loss.temperature;
+  j["alpha"] = opts_.loss.alpha;
+  j["targets"] = opts_.targets;
+  if (opts_.targets == "hard") j["threshold"] = opts_.threshold;
+  j["ensemble"] = opts_.ensemble;
+  if (!opts_.hints.empty()) j["hint_loss"] = opts_.hint_loss;
+  return j;
 }
 
 }  // namespace kd

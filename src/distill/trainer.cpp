@@ -63,8 +63,10 @@ TrainResult Trainer::fit(Model& student, Strategy& strategy, const Dataset& trai
   const Augment augment{cfg_.crop_padding, cfg_.hflip};
   Loader loader(train, {cfg_.batch_size, true, false, augment, seed_}, device_);
   student.to(device_);
-  strategy.prepare(train, augment, device_);
-  auto optimizer = make_optimizer(cfg_.optim, student.parameters());
+  strategy.prepare(student, train, augment, device_);
+  auto params = student.parameters();
+  for (auto& p : strategy.parameters()) params.push_back(p);
+  auto optimizer = make_optimizer(cfg_.optim, params);
   const int64_t iters = loader.num_batches();
   const fs::path dir(run_dir);
   const bool write = !run_dir.empty();
@@ -75,10 +77,11 @@ TrainResult Trainer::fit(Model& student, Strategy& strategy, const Dataset& trai
   double images_per_s_sum = 0.0;
   auto run_start = std::chrono::steady_clock::now();
   for (int64_t epoch = 1; epoch <= cfg_.epochs; ++epoch) {
+    strategy.begin_epoch(epoch, student);
     student.train(true);
     loader.start_epoch(epoch);
     double loss_sum = 0.0;
-    int64_t seen = 0, correct = 0;
+    int64_t seen = 0, labeled = 0, correct = 0;  // train accuracy counts labeled samples only
     Progress progress(fmt::format("epoch {}/{}", epoch, cfg_.epochs), iters);
     auto t0 = std::chrono::steady_clock::now();
     for (int64_t i = 0; i < iters; ++i) {
@@ -96,9 +99,10 @@ TrainResult Trainer::fit(Model& student, Strategy& strategy, const Dataset& trai
       const int64_t b = batch.y.size(0);
       loss_sum += loss * static_cast<double>(b);
       seen += b;
+      labeled += (batch.y >= 0).sum().item<int64_t>();
       correct += r.logits.detach().argmax(1).eq(batch.y).sum().item<int64_t>();
       progress.update(i + 1, b, loss_sum / static_cast<double>(seen),
-                      static_cast<double>(correct) / static_cast<double>(seen));
+                      static_cast<double>(correct) / static_cast<double>(std::max<int64_t>(1, labeled)));
     }
     progress.finish();
     const double train_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -108,7 +112,7 @@ TrainResult Trainer::fit(Model& student, Strategy& strategy, const Dataset& trai
     nlohmann::json rec = {{"epoch", epoch},
                           {"lr", scheduled_lr(cfg_, epoch * iters - 1, iters)},
                           {"train_loss", loss_sum / static_cast<double>(seen)},
-                          {"train_top1", static_cast<double>(correct) / static_cast<double>(seen)},
+                          {"train_top1", static_cast<double>(correct) / static_cast<double>(std::max<int64_t>(1, labeled))},
                           {"eval_loss", ev.loss},
                           {"eval_top1", ev.top1},
                           {"eval_top5", ev.top5},

@@ -26,6 +26,32 @@ torch::Tensor soft_target_kl(const torch::Tensor& student_logits,
   return (log_p_t.exp() * (log_p_t - log_p_s)).sum(1).mean();
 }
 
+torch::Tensor soft_target_kl_per_sample(const torch::Tensor& student_logits,
+                                        const torch::Tensor& target_probs, double temperature) {
+  KD_CHECK(temperature > 0.0, "temperature {} must be > 0", temperature);
+  KD_CHECK(student_logits.sizes() == target_probs.sizes(),
+           "student logits {} and targets {} differ in shape", c10::str(student_logits.sizes()),
+           c10::str(target_probs.sizes()));
+  auto q = target_probs.detach();
+  auto log_p_s = torch::log_softmax(student_logits / temperature, 1);
+  // xlogy: 0 * log 0 = 0 for classes a teacher gives no mass (merged or hard targets).
+  return (torch::xlogy(q, q) - q * log_p_s).sum(1) * (temperature * temperature);
+}
+
+torch::Tensor hint_loss(const torch::Tensor& student_feature, const torch::Tensor& teacher_feature,
+                        const std::string& kind) {
+  KD_CHECK(student_feature.sizes() == teacher_feature.sizes(),
+           "hint: student feature {} and teacher feature {} differ in shape",
+           c10::str(student_feature.sizes()), c10::str(teacher_feature.sizes()));
+  auto t = teacher_feature.detach();
+  if (kind == "mse") return (student_feature - t).pow(2).mean();
+  KD_CHECK(kind == "nmse", "hint loss '{}': expected mse or nmse", kind);
+  namespace F = torch::nn::functional;
+  auto opts = F::NormalizeFuncOptions().dim(1).eps(1e-8);
+  auto s = F::normalize(student_feature.flatten(1), opts);
+  return (s - F::normalize(t.flatten(1), opts)).pow(2).sum(1).mean();
+}
+
 torch::Tensor soft_target_loss(const torch::Tensor& student_logits,
                                const torch::Tensor& teacher_logits, const torch::Tensor& target,
                                const SoftTargetLossOptions& opts) {
@@ -35,6 +61,29 @@ torch::Tensor soft_target_loss(const torch::Tensor& student_logits,
   if (opts.alpha == 1.0) return soft;
   auto hard = cross_entropy(student_logits, target, opts.label_smoothing);
   return opts.alpha * soft + (1.0 - opts.alpha) * hard;
+}
+
+torch::Tensor distill_loss(const torch::Tensor& student_logits, const torch::Tensor& targets,
+                           const torch::Tensor& labels, const SoftTargetLossOptions& opts,
+                           bool hard, double threshold) {
+  namespace F = torch::nn::functional;
+  auto ce_of = [&](const torch::Tensor& y) {
+    return F::cross_entropy(student_logits, y, F::CrossEntropyFuncOptions()
+                                                   .reduction(torch::kNone)
+                                                   .label_smoothing(opts.label_smoothing));
+  };
+  auto labeled = labels >= 0;
+  auto ce = ce_of(labels.clamp_min(0));
+  torch::Tensor per_sample;
+  if (!hard) {
+    auto kd = soft_target_kl_per_sample(student_logits, targets, opts.temperature);
+    per_sample = torch::where(labeled, (1.0 - opts.alpha) * ce + opts.alpha * kd, kd);
+  } else {
+    auto [conf, pseudo] = targets.max(1);
+    auto use = (conf >= threshold).logical_and(labeled.logical_not());
+    per_sample = torch::where(labeled, ce, ce_of(pseudo) * use);
+  }
+  return per_sample.mean();
 }
 
 }  // namespace kd

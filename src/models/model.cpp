@@ -2,6 +2,8 @@
 
 #include <filesystem>
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/script.h>
 #include <torch/torch.h>
 
@@ -60,6 +62,20 @@ void Model::to(torch::Device device) {
   mean_ = mean_.to(device);
   inv_std_ = inv_std_.to(device);
   move_to(device);
+}
+
+std::pair<torch::Tensor, std::vector<torch::Tensor>> Model::forward_with_features(
+    const torch::Tensor& x, const std::vector<std::string>& layers) {
+  return forward_features_normalized((x - mean_) * inv_std_, layers);
+}
+
+void Model::check_layer(const std::string& name) const {
+  std::vector<std::string> names;
+  for (const auto& [n, type] : layers()) {
+    if (n == name) return;
+    names.push_back(n);
+  }
+  fail("model {} has no layer '{}' (layers: {})", spec_.arch, name, fmt::join(names, ", "));
 }
 
 int64_t Model::num_parameters() {
@@ -121,13 +137,34 @@ class NativeModel final : public Model {
   }
   std::vector<std::pair<std::string, std::string>> layers() const override {
     std::vector<std::pair<std::string, std::string>> out;
-    for (const auto& m : net_.module->named_modules("", false)) out.emplace_back(m.key(), m.value()->name());
+    for (const auto& m : net_.module->named_children()) {
+      std::string type = m.value()->name();  // "torch::nn::Conv2dImpl" -> "Conv2d"
+      if (type.rfind("torch::nn::", 0) == 0) type = type.substr(11);
+      if (type.size() > 4 && type.compare(type.size() - 4, 4, "Impl") == 0) type.resize(type.size() - 4);
+      out.emplace_back(m.key(), type);
+    }
     return out;
   }
 
  protected:
   torch::Tensor forward_normalized(const torch::Tensor& x) override {
-    return net_.forward(x.dim() == 4 ? x.contiguous(at::MemoryFormat::ChannelsLast) : x);
+    return net_.module->forward(x.dim() == 4 ? x.contiguous(at::MemoryFormat::ChannelsLast) : x);
+  }
+  std::pair<torch::Tensor, std::vector<torch::Tensor>> forward_features_normalized(
+      const torch::Tensor& x, const std::vector<std::string>& layers) override {
+    std::vector<torch::Tensor> taps(layers.size());
+    auto h = x.dim() == 4 ? x.contiguous(at::MemoryFormat::ChannelsLast) : x;
+    const auto names = net_.module->named_children();
+    size_t i = 0;
+    for (auto& layer : *net_.module) {
+      h = layer.forward(h);
+      for (size_t k = 0; k < layers.size(); ++k)
+        if (layers[k] == names[i].key()) taps[k] = h;
+      ++i;
+    }
+    for (size_t k = 0; k < layers.size(); ++k)
+      if (!taps[k].defined()) check_layer(layers[k]);
+    return {h, taps};
   }
   void move_to(torch::Device device) override {
     net_.module->to(device);
@@ -193,9 +230,39 @@ class ScriptModel final : public Model {
     fail("TorchScript model {}: forward must return a tensor (or a tuple starting with one)",
          spec_.arch);
   }
+  std::pair<torch::Tensor, std::vector<torch::Tensor>> forward_features_normalized(
+      const torch::Tensor& x, const std::vector<std::string>& layers) override {
+    std::vector<torch::Tensor> taps;
+    for (const auto& name : layers) {
+      check_layer(name);
+      taps.push_back(run_to(module_, name, x));
+    }
+    return {forward_normalized(x), taps};
+  }
   void move_to(torch::Device device) override { module_.to(device); }
 
  private:
+  // Runs the children of `m` in order on `x` until the one on `path` (dot-separated), descending
+  // into the child that contains it.
+  torch::Tensor run_to(torch::jit::Module m, const std::string& path, torch::Tensor x) {
+    const auto dot = path.find('.');
+    const std::string head = path.substr(0, dot);
+    for (const auto& child : m.named_children()) {
+      auto sub = child.value;
+      if (child.name == head && dot != std::string::npos) return run_to(sub, path.substr(dot + 1), x);
+      try {
+        x = sub.forward({x}).toTensor();
+      } catch (const std::exception& e) {  // c10::Error or the interpreter's JITException
+        std::string why = e.what();
+        why = why.substr(0, why.find('\n'));
+        fail("TorchScript model {}: cannot reach layer '{}' by running the layers before it in "
+             "order ({} fails: {})", spec_.arch, path, child.name, why.substr(0, 120));
+      }
+      if (child.name == head) return x;
+    }
+    fail("TorchScript model {}: no layer '{}'", spec_.arch, path);
+  }
+
   torch::jit::Module module_;
 };
 
@@ -220,7 +287,7 @@ std::unique_ptr<Model> load_torchscript(const std::string& path) {
   ModelSpec spec;
   spec.kind = "torchscript";
   spec.arch = path;
-  for (const std::string sidecar : {path + ".json", fs::path(path).replace_extension(".json").string()}) {
+  for (const std::string& sidecar : {path + ".json", fs::path(path).replace_extension(".json").string()}) {
     if (!fs::exists(sidecar)) continue;
     nlohmann::json j;
     try {

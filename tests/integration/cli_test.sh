@@ -90,6 +90,11 @@ for c, name in enumerate(["dark", "mid", "bright"]):
         png(f"folder/{name}/{i}.png", 20, 20, [[min(255, 40 + 90 * c + random.randrange(30))] * 20 for _ in range(20)])
 os.makedirs("folder/empty_class_is_fine", exist_ok=True)
 open("folder/bright/broken.png", "wb").write(b"not a png")
+os.makedirs("unlabeled/batch1", exist_ok=True)
+for i in range(30):
+    png(f"unlabeled/batch1/{i}.png", 28, 28, [[random.randrange(256) for _ in range(28)] for _ in range(28)])
+os.makedirs("no_images", exist_ok=True)
+open("no_images/readme.txt", "w").write("no images here")
 PY
 expect_error 1 "broken.png: cannot decode image" "$KD" train --data folder --size 28 --channels 1 --out bad0 "${COMMON[@]}"
 rm folder/bright/broken.png; rmdir folder/empty_class_is_fine
@@ -97,14 +102,78 @@ check "train on a PNG image folder" "$KD" train --data folder --size 28 --channe
   --out from_folder --epochs 3 --lr 0.1 --no-latency
 [ "$(json from_folder/model.json 'd["class_names"]')" = "['bright', 'dark', 'mid']" ] && echo "ok   folder classes" || { echo "FAIL folder classes"; fails=$((fails+1)); }
 
+# Every distillation mode on the slice (issue 3).
+KDC=(--no-augment --lr 0.02 "${COMMON[@]}")
+check "semi: 10% labels, soft targets, 2-view ensemble" "$KD" distill --mode semi --teacher teacher \
+  --labeled-fraction 0.1 --ensemble 2 --out semi "${KDC[@]}"
+check "semi: hard pseudo-labels above a threshold" "$KD" distill --mode semi --teacher teacher \
+  --labeled-fraction 0.1 --targets hard --threshold 0.5 --out semi_hard "${KDC[@]}"
+check "semi: an unlabeled image folder" "$KD" distill --mode semi --teacher teacher --unlabeled unlabeled \
+  --out semi_folder "${KDC[@]}"
+check "self: born-again generations" "$KD" distill --mode self --generations 2 --out ban "${KDC[@]}"
+check "self: snapshot teaches the last epoch" "$KD" distill --mode self --teach-last 1 --out snap "${KDC[@]}"
+check "teacher for classes 0-6" "$KD" train --arch fmnist-student --classes 0-6 --out t07 --lr 0.1 "${COMMON[@]}"
+check "teacher for classes 3-9, by name and range" "$KD" train --arch fmnist-student \
+  --classes Dress,Coat,Sandal,Shirt,7-9 --out t39 --lr 0.1 "${COMMON[@]}"
+check "merge two teachers with shared classes" "$KD" distill --mode merge --teacher t07 --teacher t39 \
+  --out merged "${KDC[@]}"
+check "hint with soft targets (1x1-conv adapter)" "$KD" distill --teacher teacher --hint 7:5 --out hinted "${KDC[@]}"
+check "hint alone, mse, teacher per batch" "$KD" distill --teacher teacher --alpha 0 --hint 7:5:0.5 \
+  --hint-loss mse --out hinted_alone --lr 0.02 "${COMMON[@]}"
+check "hint from a TorchScript teacher's submodule" "$KD" distill --teacher "$FIX/student_ts.pt" \
+  --hint features.5:5 --out ts_hint "${KDC[@]}"
+check "layers of a run, with shapes" "$KD" models --layers teacher
+grep -q "^7  *MaxPool2d  *\[32, 7, 7\]" out.txt && echo "ok   layer shapes" || { echo "FAIL layer shapes"; cat out.txt; fails=$((fails+1)); }
+for run in semi semi_hard semi_folder ban snap merged hinted hinted_alone ts_hint; do
+  [ -f "$run/summary.json" ] && [ -f "$run/model.pt" ] || { echo "FAIL $run incomplete"; fails=$((fails + 1)); continue; }
+  top1=$(json "$run/summary.json" 'd["test"]["top1"]')
+  /usr/bin/python3 -c "import sys; t=float(sys.argv[1]); sys.exit(0 if 0.3 < t < 1.0 else 1)" "$top1" \
+    && echo "ok   $run test top-1 $top1" || { echo "FAIL $run top-1 $top1"; fails=$((fails + 1)); }
+done
+expect_json() {  # expect_json RUN EXPRESSION VALUE
+  local v; v=$(json "$1/summary.json" "$2")
+  [ "$v" = "$3" ] && echo "ok   $1: $2 = $3" || { echo "FAIL $1: $2 = $v, expected $3"; fails=$((fails+1)); }
+}
+expect_json semi 'd["train_unlabeled"]' 2700
+expect_json semi 'd["strategy"]["ensemble"]' 2
+expect_json semi_folder 'd["train_unlabeled"]' 30
+expect_json semi_hard '0 <= d["strategy"]["pseudo_label_coverage"] <= 1' True
+expect_json ban 'len(d["generations"])' 2
+expect_json ban 'len(open("ban/metrics.jsonl").readlines())' 4
+expect_json snap 'd["strategy"]["snapshot_epoch"]' 2
+expect_json merged 'd["train_unlabeled"]' 3000
+expect_json merged 'round(sum(d["strategy"]["merge"]["pool_class_marginals"]), 6)' 1.0
+expect_json merged 'len(d["test"]["per_class"])' 10
+expect_json hinted 'd["strategy"]["hints"][0]["adapter"]' conv1x1
+expect_json hinted_alone 'd["strategy"]["hint_features"] if "hint_features" in d["strategy"] else "per batch"' "per batch"
+expect_json t39 'len(d["test"]["per_class"])' 7
+
+# Bad input for the modes.
+expect_error 1 "teacher from_folder: class 'bright' matches no class of the data" "$KD" distill \
+  --teacher from_folder --out bad10 "${KDC[@]}"
+expect_error 1 "knows 7 of the data's 10 classes; teachers of part of the classes are combined with --mode merge" \
+  "$KD" distill --teacher t07 --out bad11 "${KDC[@]}"
+expect_error 2 "labeled fraction must be in (0, 1], got 0" "$KD" distill --mode semi --teacher teacher \
+  --labeled-fraction 0 --out bad12 "${KDC[@]}"
+expect_error 2 "labeled fraction must be in (0, 1], got 1.5" "$KD" train --labeled-fraction 1.5 --out bad13 "${COMMON[@]}"
+expect_error 1 "unlabeled data no_images: no PNG/JPEG images in the folder" "$KD" distill --mode semi \
+  --teacher teacher --unlabeled no_images --out bad14 "${KDC[@]}"
+expect_error 1 "has no layer 'conv9' (layers: 0, 1, 2" "$KD" distill --teacher teacher --hint conv9:5 --out bad15 "${KDC[@]}"
+expect_error 1 "hint 7:2: no adapter maps the student's 2 output [8, 14, 14] to the teacher's 7 output [32, 7, 7]" \
+  "$KD" distill --teacher teacher --hint 7:2 --out bad16 "${KDC[@]}"
+expect_error 2 "mode merge needs two or more teachers" "$KD" distill --mode merge --teacher t07 --out bad17 "${KDC[@]}"
+expect_error 2 "exactly one of --generations N (N >= 2) or --teach-last M" "$KD" distill --mode self \
+  --generations 2 --teach-last 1 --out bad18 "${KDC[@]}"
+expect_error 1 "'Cat' is neither a class of" "$KD" train --classes Cat --out bad19 "${COMMON[@]}"
+
 # Bad input: one line, exit 2 for usage errors and 1 for bad files or data, no complete-looking run.
 mkdir -p badidx && printf '\x12\x34\x08\x03' > badidx/train-images-idx3-ubyte && cp badidx/train-images-idx3-ubyte badidx/train-labels-idx1-ubyte
 expect_error 1 "bad IDX magic number" "$KD" train --data badidx --out bad1 "${COMMON[@]}"
 [ ! -f bad1/summary.json ] && [ -f bad1/error.txt ] && echo "ok   failed run marked" || { echo "FAIL failed run marker"; fails=$((fails+1)); }
 expect_error 2 "unknown architecture 'resnet9000'" "$KD" train --arch resnet9000 --out bad2 "${COMMON[@]}"
 expect_error 1 "no such file or directory" "$KD" train --data /nonexistent --out bad3 "${COMMON[@]}"
-expect_error 1 "teacher teacher knows 10 classes but the data" "$KD" distill --teacher teacher --out bad4 \
-  --data fourclass "${COMMON[@]}"
+expect_error 1 "teacher teacher: class 'T-shirt/top' matches no class of the data (classes: 0, 1, 2, 3)" \
+  "$KD" distill --teacher teacher --out bad4 --data fourclass "${COMMON[@]}"
 expect_error 2 "run directory exists" "$KD" train --out teacher "${COMMON[@]}"
 printf 'out: x\nstages:\n  - {name: a, train: {epoch: 3}}\n' > bad.yaml
 expect_error 1 "unknown key 'train.epoch'" "$KD" run bad.yaml

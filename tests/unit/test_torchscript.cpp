@@ -32,10 +32,10 @@ TEST(TorchScript, SameOutputsAsPyTorch) {
 TEST(TorchScript, UsableAsFrozenTeacher) {
   auto teacher = std::shared_ptr<kd::Model>(kd::load_model(fixture("student_ts.pt")));
   auto student = kd::load_model(fixture("student_ts.pt"));
-  kd::OfflineDistillStrategy strategy(teacher, {});
+  kd::DistillStrategy strategy("offline", {{"fixture", teacher}}, {});
   kd::Dataset d{torch::randint(0, 255, {8, 1, 28, 28}).to(torch::kUInt8),
                 torch::arange(8, torch::kInt64).remainder(10), teacher->spec().class_names, "t"};
-  strategy.prepare(d, kd::Augment{2, true}, torch::kCPU);  // augmentation on: no cache
+  strategy.prepare(*student, d, kd::Augment{2, true}, torch::kCPU);  // augmentation on: no cache
   kd::Loader loader(d, {8, false, false, {}, 0}, torch::kCPU);
   student->train(true);
   auto r = strategy.step(*student, loader.get(0));
@@ -45,6 +45,19 @@ TEST(TorchScript, UsableAsFrozenTeacher) {
   for (auto& p : student->parameters()) any_grad |= p.grad().defined() && p.grad().abs().sum().item<double>() > 0;
   EXPECT_TRUE(any_grad);
   for (auto& p : teacher->parameters()) EXPECT_FALSE(p.grad().defined());
+}
+
+TEST(TorchScript, HintLayersByModulePath) {
+  auto m = kd::load_model(fixture("student_ts.pt"));
+  m->train(false);
+  auto x = torch::rand({2, 1, 28, 28});
+  auto [logits, f] = m->forward_with_features(x, {"features.3", "features"});
+  EXPECT_TRUE(torch::allclose(logits, m->forward(x)));
+  EXPECT_EQ(f[0].sizes(), (std::vector<int64_t>{2, 16, 14, 14}));
+  EXPECT_EQ(f[1].sizes(), (std::vector<int64_t>{2, 16, 7, 7}));
+  // The classifier follows a flatten inside forward(): not reachable by running layers in order.
+  EXPECT_KD_ERROR(m->forward_with_features(x, {"classifier"}), "cannot reach layer 'classifier'");
+  EXPECT_KD_ERROR(m->forward_with_features(x, {"features.9"}), "has no layer 'features.9'");
 }
 
 TEST(TorchScript, NotTorchScriptIsAClearError) {

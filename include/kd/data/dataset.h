@@ -13,6 +13,9 @@ struct ImageOptions {
   int width = 0;
 };
 
+// The label of an image without one (semi-supervised pools, merged-teacher training).
+constexpr int64_t kUnlabeled = -1;
+
 struct Dataset {
   torch::Tensor images;  // uint8 [N, C, H, W]
   torch::Tensor labels;  // int64 [N]
@@ -23,7 +26,23 @@ struct Dataset {
   int64_t num_classes() const { return static_cast<int64_t>(class_names.size()); }
   Dataset subset(const torch::Tensor& index) const;
   Dataset head(int64_t n) const;  // first n samples (small slices for tests and smoke runs)
+  Dataset without_labels() const;  // every label set to kUnlabeled
 };
+
+// Appends b's samples to a's (same image shape); a's class names are kept.
+Dataset concat(const Dataset& a, const Dataset& b);
+
+// Keeps the samples of the listed classes and relabels them 0..k-1 in the source's class
+// order. Items are class names, indices, or index ranges "A-B"; unknown ones are errors.
+Dataset select_classes(const Dataset& data, const std::vector<std::string>& classes);
+
+// uint8 [N, C, H, W] resized (bilinear) and converted to opts' channels; unchanged when opts
+// asks for neither.
+torch::Tensor resize_images(const torch::Tensor& images, const ImageOptions& opts);
+
+// Images without labels: an image folder (all PNG/JPEG files under it, sorted) or an IDX
+// images file. Resized/recoloured to `opts` like labeled images.
+Dataset load_unlabeled(const std::string& path, const ImageOptions& opts);
 
 // Per-channel mean and std of pixels scaled to [0, 1]; stored with every model trained on it.
 struct Normalization {

@@ -20,6 +20,14 @@ struct DataConfig {
   int channels = 0;        // 0: the source's
   int height = 0;          // 0: the source's
   int width = 0;
+  // Semi-supervised data: keep the labels of a stratified fraction of the training split
+  // (seeded by split_seed, so teacher and student runs see the same labeled part). `train`
+  // and `offline` runs use only the labeled part; `semi` runs also use the rest, unlabeled.
+  double labeled_fraction = 1.0;
+  std::string unlabeled;  // extra unlabeled images: an image folder (flat) or IDX images file
+  // Keep only these classes (names, indices or ranges like 0-4), relabelled 0..k-1 in the
+  // source's order: teachers for one domain of a multi-teacher merge.
+  std::vector<std::string> classes;
 };
 
 struct OptimConfig {
@@ -50,9 +58,17 @@ struct TrainConfig {
 };
 
 struct DistillConfig {
-  std::string teacher;  // run directory or TorchScript .pt
+  std::string teacher;                // run directory or TorchScript .pt
+  std::vector<std::string> teachers;  // merge: two or more, each knowing some of the classes
   double temperature = 4.0;
-  double alpha = 0.9;
+  double alpha = 0.9;  // labeled samples: alpha * soft term + (1 - alpha) * cross-entropy
+  std::string targets = "soft";  // soft | hard (pseudo-labels: the teacher's top class)
+  double threshold = 0.0;        // hard: keep pseudo-labels whose probability is >= this
+  int ensemble = 1;              // average the teacher over this many transforms of each image
+  int generations = 1;           // self: born-again generations (>= 2)
+  int teach_last = 0;            // self: a frozen snapshot of the student teaches the last M epochs
+  std::vector<std::string> hints;  // TEACHER_LAYER:STUDENT_LAYER[:WEIGHT]
+  std::string hint_loss = "nmse";  // mse | nmse
   bool teacher_cache = true;  // reuse teacher logits across epochs when augmentation is off
   std::string cache_dir;      // empty: $KD_CACHE_DIR, else ~/.cache/kd
 };
@@ -66,7 +82,7 @@ struct RuntimeConfig {
 
 struct RunConfig {
   std::string name;           // label used by `kd compare` to group seeds
-  std::string mode = "train";  // train | offline
+  std::string mode = "train";  // train | offline | semi | self | merge
   std::string out;             // run directory
   std::string arch = "fmnist-student";  // registry name or a TorchScript .pt
   std::vector<std::string> arch_options;  // key=value

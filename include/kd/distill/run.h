@@ -5,6 +5,7 @@
 //   model.json      model description (architecture, options, classes, normalization)
 //   model.pt        best weights by eval top-1 (or the TorchScript module)
 //   checkpoints/    last.pt, last-optimizer.pt, best.pt
+//   generations/    self-distillation with --generations: one such folder per generation
 //   summary.json    test metrics, params, MACs, latency (written last: its presence means the
 //                   run is complete; error.txt instead means it failed)
 #include <nlohmann/json.hpp>
@@ -19,8 +20,10 @@ struct RunData {
   std::string test_name;      // "test" or "eval"
 };
 
-// Loads the source, applies the split (manifest or ratio + seed) and the slice limit.
-RunData load_run_data(const DataConfig& cfg);
+// Loads the source and applies the split (manifest or ratio + seed), the slice limit, the class
+// selection, and the labeled fraction and unlabeled data as `mode` uses them (semi keeps the
+// unlabeled rest with label kUnlabeled; merge hides every training label).
+RunData load_run_data(const DataConfig& cfg, const std::string& mode = "train");
 
 // Executes the run and returns its summary. `overwrite` removes an existing run directory.
 nlohmann::json execute_run(const RunConfig& cfg, bool overwrite);

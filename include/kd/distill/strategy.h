@@ -1,10 +1,14 @@
 #pragma once
 // A distillation mode is a Strategy on the one training loop (trainer.h): it decides what the
-// student's loss is for a batch. Plain supervised training is the trivial strategy.
+// student's loss is for a batch. Plain supervised training is the trivial strategy; every
+// teacher-based mode (offline, semi, self, merge, with or without feature hints) is one
+// DistillStrategy configured differently.
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
+#include <torch/nn/modules/container/any.h>
 #include <torch/types.h>
 
 #include "kd/data/loader.h"
@@ -23,8 +27,13 @@ class Strategy {
   virtual ~Strategy() = default;
   virtual std::string name() const = 0;
   // Called once before the first epoch with the training set the loader batches from.
-  virtual void prepare(const Dataset& /*train*/, const Augment& /*augment*/, torch::Device) {}
+  virtual void prepare(Model& /*student*/, const Dataset& /*train*/, const Augment& /*augment*/,
+                       torch::Device) {}
+  // Called at the start of every epoch (1-based), before the student switches to training.
+  virtual void begin_epoch(int64_t /*epoch*/, Model& /*student*/) {}
   virtual StepResult step(Model& student, const Batch& batch) = 0;
+  // Trainable parameters besides the student's (hint adapters); optimised with it.
+  virtual std::vector<torch::Tensor> parameters() { return {}; }
   virtual nlohmann::json describe() const { return {{"strategy", name()}}; }
 };
 
@@ -38,28 +47,106 @@ class SupervisedStrategy final : public Strategy {
   double label_smoothing_;
 };
 
-struct OfflineDistillOptions {
-  SoftTargetLossOptions loss;
-  bool use_cache = true;
+// --hint TEACHER_LAYER:STUDENT_LAYER[:WEIGHT]
+struct HintSpec {
+  std::string teacher_layer, student_layer;
+  double weight = 1.0;
+};
+HintSpec parse_hint(const std::string& text);
+
+struct DistillOptions {
+  SoftTargetLossOptions loss;      // temperature, alpha (labeled samples), label smoothing
+  std::string targets = "soft";    // soft | hard
+  double threshold = 0.0;          // hard: minimum teacher probability of a pseudo-label
+  int ensemble = 1;                // teacher averaged over this many views (ensemble_view)
+  std::vector<HintSpec> hints;
+  std::string hint_loss = "nmse";  // mse | nmse
+  bool use_cache = true;           // teacher logits on disk, targets and hint features in memory
   std::string cache_dir;
   int64_t teacher_batch_size = 1000;
+  int64_t snapshot_epoch = 0;  // > 0: no teacher before this epoch; at its start a frozen copy
+                               // of the student becomes the teacher (self-distillation)
 };
 
-// Frozen teacher, Hinton soft targets. With augmentation off the teacher's logits for the
-// whole training set come from a TeacherCache instead of a forward pass per batch.
-class OfflineDistillStrategy final : public Strategy {
+// View k of a batch for teacher ensembling: 0 identity, 1 horizontal flip, 2-5 one-pixel
+// shifts right, left, down, up (zero fill). Works on uint8 and float images.
+torch::Tensor ensemble_view(const torch::Tensor& images, int k);
+
+// The merge rule, on teacher logits concatenated column-wise (`columns` [N, J]; column j belongs
+// to class column_class[j] of the student). Offsets [J] make the merged class marginals over the
+// pool uniform, a class's mass split equally among the columns of the teachers that know it.
+torch::Tensor fit_merge_offsets(const torch::Tensor& columns, const torch::Tensor& column_class,
+                                int64_t num_classes);
+// softmax((columns - offsets) / T), each column's mass added to its class: [N, num_classes].
+// Undefined offsets: none (a single teacher).
+torch::Tensor merge_teacher_logits(const torch::Tensor& columns, const torch::Tensor& column_class,
+                                   int64_t num_classes, const torch::Tensor& offsets, double T);
+
+// Frozen teachers turned into one target distribution over the student's classes per image,
+// then a loss on the student:
+// - labeled samples (label >= 0): (1 - alpha) CE + alpha T^2 KL(targets || student) (soft) or
+//   CE alone (hard);
+// - unlabeled samples: T^2 KL(targets || student) (soft) or CE on the teacher's top class when
+//   its probability reaches the threshold (hard);
+// - plus each hint's weight times the distance between the adapted student feature and the
+//   teacher feature.
+// Teachers are matched to the student's classes by name; views of the ensemble are averaged in
+// logit space. With several teachers (merge), all teachers' logits are concatenated and one
+// softmax taken over them (as in Shen et al., "Amalgamating knowledge towards comprehensive
+// classification", AAAI 2019), a class several teachers know receiving the mass of all its
+// columns. Separately trained networks are overconfident outside their classes and their logits
+// are not on one scale, so a per-class offset is subtracted first, fitted on the training pool
+// (EM prior adjustment, Saerens et al. 2002) so that the merged class marginals over the pool
+// are uniform: without it, a teacher's catch-all class (Shirt for the footwear-and-bags teacher)
+// claims images of the other teacher's classes. README.md has the measurements behind this.
+class DistillStrategy final : public Strategy {
  public:
-  OfflineDistillStrategy(std::shared_ptr<Model> teacher, OfflineDistillOptions opts);
-  std::string name() const override { return "offline"; }
-  void prepare(const Dataset& train, const Augment& augment, torch::Device device) override;
+  // teachers: (label for messages and the summary, model).
+  using NamedModel = std::pair<std::string, std::shared_ptr<Model>>;
+  DistillStrategy(std::string mode, std::vector<NamedModel> teachers, DistillOptions opts);
+  std::string name() const override { return mode_; }
+  void prepare(Model& student, const Dataset& train, const Augment& augment,
+               torch::Device device) override;
+  void begin_epoch(int64_t epoch, Model& student) override;
   StepResult step(Model& student, const Batch& batch) override;
+  std::vector<torch::Tensor> parameters() override;
   nlohmann::json describe() const override;
 
+  // The teachers' combined target distribution (at temperature 1) for every image of `data`:
+  // what the student learns from, scored against labels in the run summary.
+  torch::Tensor targets_for(const Dataset& data);
+
  private:
-  std::shared_ptr<Model> teacher_;
-  OfflineDistillOptions opts_;
-  torch::Tensor cached_logits_;  // [N, C] on the device, or undefined when not cached
-  std::string cache_status_ = "off";
+  struct Teacher {
+    std::string label;
+    std::shared_ptr<Model> model;
+    torch::Tensor class_map;  // [C_teacher] student class index of each teacher class
+  };
+  void attach_teachers(Model& student);
+  // logits[t][k]: teacher t on view k, [B, C_t]. Returns [B, C_student] at temperature T.
+  torch::Tensor combine(const std::vector<std::vector<torch::Tensor>>& logits, double T) const;
+  // Views averaged, teachers concatenated: [B, sum of C_t].
+  torch::Tensor teacher_columns(const std::vector<std::vector<torch::Tensor>>& logits) const;
+  torch::Tensor column_classes() const;
+  void fit_class_offsets(const std::vector<std::vector<torch::Tensor>>& logits);
+  torch::Tensor batch_targets(const torch::Tensor& x, double T, std::vector<torch::Tensor>* feats);
+  std::vector<std::vector<torch::Tensor>> pool_logits(const Dataset& data);
+  double target_temperature() const { return opts_.targets == "hard" ? 1.0 : opts_.loss.temperature; }
+
+  std::string mode_;
+  DistillOptions opts_;
+  std::vector<Teacher> teachers_;
+  std::vector<torch::nn::AnyModule> adapters_;  // per hint; empty: shapes already match
+  const Dataset* train_ = nullptr;
+  Augment augment_;
+  torch::Device device_ = torch::kCPU;
+  int64_t num_classes_ = 0;
+  std::vector<std::string> class_names_;
+  torch::Tensor class_offsets_;              // [sum of C_t] (merge)
+  torch::Tensor cached_targets_;             // [N, C] on the device, or undefined
+  std::vector<torch::Tensor> cached_feats_;  // per hint [N, ...], or empty
+  std::string cache_status_;  // of the last pass over a dataset
+  nlohmann::json info_ = nlohmann::json::object();
 };
 
 }  // namespace kd

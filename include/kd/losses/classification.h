@@ -1,5 +1,7 @@
 #pragma once
 // Classification losses: cross-entropy and Hinton soft-target distillation.
+#include <string>
+
 #include <torch/types.h>
 
 namespace kd {
@@ -12,6 +14,17 @@ torch::Tensor cross_entropy(const torch::Tensor& logits, const torch::Tensor& ta
 torch::Tensor soft_target_kl(const torch::Tensor& student_logits,
                              const torch::Tensor& teacher_logits, double temperature);
 
+// Per-sample T^2 * KL(q || softmax(student/T)) for target distributions q [B, C] (rows sum to
+// 1, already at temperature T): what every distillation mode reduces its teachers to.
+torch::Tensor soft_target_kl_per_sample(const torch::Tensor& student_logits,
+                                        const torch::Tensor& target_probs, double temperature);
+
+// Feature-hint distance, averaged over the batch. "mse": mean squared error over all elements
+// (FitNets). "nmse": squared distance between the per-sample L2-normalised feature vectors, in
+// [0, 4], independent of the teacher's activation scale.
+torch::Tensor hint_loss(const torch::Tensor& student_feature, const torch::Tensor& teacher_feature,
+                        const std::string& kind);
+
 struct SoftTargetLossOptions {
   double temperature = 4.0;
   double alpha = 0.9;  // weight of the soft-target term
@@ -23,5 +36,14 @@ struct SoftTargetLossOptions {
 torch::Tensor soft_target_loss(const torch::Tensor& student_logits,
                                const torch::Tensor& teacher_logits, const torch::Tensor& target,
                                const SoftTargetLossOptions& opts);
+
+// The loss of every teacher-based mode, given target distributions q [B, C] (at temperature T
+// for soft targets, at 1 for hard ones) and labels (kUnlabeled = -1 for images without one),
+// averaged over the batch:
+//   soft: labeled (1 - alpha) CE + alpha T^2 KL(q || p_s^T); unlabeled T^2 KL(q || p_s^T)
+//   hard: labeled CE(label); unlabeled CE(argmax q) when max q >= threshold, else 0
+torch::Tensor distill_loss(const torch::Tensor& student_logits, const torch::Tensor& targets,
+                           const torch::Tensor& labels, const SoftTargetLossOptions& opts,
+                           bool hard, double threshold);
 
 }  // namespace kd

@@ -33,6 +33,12 @@ class Model {
 
   // x: float [B, C, H, W] with pixels in [0, 1]; the stored normalization is applied here.
   torch::Tensor forward(const torch::Tensor& x);
+  // The logits plus the outputs of the named layers (feature hints), in the order asked.
+  // Native models run their top-level layers in order; a TorchScript module runs its children
+  // in order from the input down to each named layer (descending into nested modules), which
+  // is what nn.Sequential and the usual features -> classifier modules compute.
+  std::pair<torch::Tensor, std::vector<torch::Tensor>> forward_with_features(
+      const torch::Tensor& x, const std::vector<std::string>& layers);
   const ModelSpec& spec() const { return spec_; }
 
   virtual std::vector<torch::Tensor> parameters() = 0;
@@ -43,14 +49,18 @@ class Model {
   virtual void save(const std::string& path) = 0;  // weights (native) or the whole module (TS)
   virtual void load(const std::string& path) = 0;
   virtual std::unique_ptr<Model> clone() const = 0;  // deep copy (snapshot teachers, EMA)
-  // Sub-module paths and their types, as `kd models --layers` lists them (hint layer names).
+  // Module paths usable as hint layers and their types, as `kd models --layers` lists them.
   virtual std::vector<std::pair<std::string, std::string>> layers() const = 0;
+  // Throws, listing the valid names, unless `name` is one of layers().
+  void check_layer(const std::string& name) const;
   torch::Device device() const { return mean_.device(); }
 
   int64_t num_parameters();
 
  protected:
   virtual torch::Tensor forward_normalized(const torch::Tensor& x) = 0;
+  virtual std::pair<torch::Tensor, std::vector<torch::Tensor>> forward_features_normalized(
+      const torch::Tensor& x, const std::vector<std::string>& layers) = 0;
   virtual void move_to(torch::Device device) = 0;
   ModelSpec spec_;
   torch::Tensor mean_, inv_std_;  // [1, C, 1, 1]

@@ -5,7 +5,7 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
-#include <torch/nn/module.h>
+#include <torch/nn/modules/container/sequential.h>
 
 namespace kd {
 
@@ -15,15 +15,13 @@ struct ArchContext {
 
 // A built architecture: the module tree (parameters, buffers, train/eval, save/load) and its
 // forward. std::function rather than nn::AnyModule because AnyModule cannot hold nn::Sequential.
+// Every zoo architecture is a top-level nn::Sequential, so its layers can be run one by one to
+// tap intermediate outputs for feature hints (LibTorch has no forward hooks).
 struct Network {
-  std::shared_ptr<torch::nn::Module> module;
-  std::function<torch::Tensor(const torch::Tensor&)> forward;
+  torch::nn::Sequential module;
 };
 
-template <typename Holder>
-Network make_network(Holder holder) {
-  return {holder.ptr(), [holder](const torch::Tensor& x) mutable { return holder->forward(x); }};
-}
+inline Network make_network(torch::nn::Sequential seq) { return {std::move(seq)}; }
 
 struct ArchInfo {
   std::string name;

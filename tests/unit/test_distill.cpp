@@ -1,0 +1,258 @@
+// Distillation modes: the mode losses, hint losses and the merge rule against PyTorch-Python
+// values (tests/golden/make_golden.py), and the strategy's behaviour on tiny models.
+#include <fstream>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "kd/core/error.h"
+#include "kd/data/dataset.h"
+#include "kd/distill/strategy.h"
+#include "kd/losses/classification.h"
+#include "kd/models/model.h"
+#include "test_util.h"
+
+namespace {
+
+torch::Tensor matrix(const nlohmann::json& j) {
+  std::vector<double> flat;
+  for (const auto& row : j)
+    for (double v : row) flat.push_back(v);
+  return torch::tensor(flat, torch::kFloat64).view({static_cast<int64_t>(j.size()), -1});
+}
+
+nlohmann::json golden() {
+  std::ifstream in(std::string(KD_GOLDEN_DIR) + "/losses.json");
+  return nlohmann::json::parse(in);
+}
+
+const std::vector<std::string> kNames = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                         "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
+
+kd::Dataset tiny_dataset(int64_t n, uint64_t seed = 0) {
+  torch::manual_seed(seed);
+  return {torch::randint(0, 255, {n, 1, 28, 28}).to(torch::kUInt8),
+          torch::arange(n, torch::kInt64).remainder(10), kNames, "tiny"};
+}
+
+std::shared_ptr<kd::Model> model(const std::string& arch, std::vector<std::string> classes,
+                                 nlohmann::json options = nlohmann::json::object()) {
+  kd::ModelSpec spec;
+  spec.arch = arch;
+  spec.options = std::move(options);
+  spec.input_shape = {1, 28, 28};
+  spec.class_names = std::move(classes);
+  return kd::create_model(spec);
+}
+
+std::vector<std::string> names(int64_t lo, int64_t hi) {
+  return {kNames.begin() + lo, kNames.begin() + hi + 1};
+}
+
+TEST(DistillLoss, EveryModeMatchesPyTorch) {
+  auto cases = golden()["distill_cases"];
+  ASSERT_EQ(cases.size(), 4u);
+  for (const auto& c : cases) {
+    auto s = matrix(c["student"]).requires_grad_(true);
+    auto q = matrix(c["targets"]);
+    auto y = torch::tensor(c["labels"].get<std::vector<int64_t>>(), torch::kInt64);
+    kd::SoftTargetLossOptions o{c["temperature"], c["alpha"], c["label_smoothing"]};
+    auto loss = kd::distill_loss(s, q, y, o, c["hard"].get<bool>(), c["threshold"].get<double>());
+    EXPECT_NEAR(loss.item<double>(), c["loss"].get<double>(), 1e-10);
+    loss.backward();
+    EXPECT_LT((s.grad() - matrix(c["grad"])).abs().max().item<double>(), 1e-10);
+  }
+}
+
+TEST(DistillLoss, SoftTargetsFromLogitsEqualTheLogitForm) {
+  // All samples labeled and q = softmax(teacher / T): the offline loss of the foundation issue.
+  torch::manual_seed(3);
+  auto s = torch::randn({6, 10}, torch::kFloat64), t = torch::randn({6, 10}, torch::kFloat64);
+  auto y = torch::randint(0, 10, {6});
+  kd::SoftTargetLossOptions o{4.0, 0.7, 0.0};
+  auto a = kd::distill_loss(s, torch::softmax(t / 4.0, 1), y, o, false, 0.0);
+  EXPECT_NEAR(a.item<double>(), kd::soft_target_loss(s, t, y, o).item<double>(), 1e-12);
+}
+
+TEST(HintLoss, MatchesPyTorch) {
+  for (const auto& c : golden()["hint_cases"]) {
+    auto shape = c["shape"].get<std::vector<int64_t>>();
+    auto t = torch::tensor(c["teacher"].get<std::vector<double>>(), torch::kFloat64).view(shape);
+    for (const std::string kind : {"mse", "nmse"}) {
+      auto s = torch::tensor(c["student"].get<std::vector<double>>(), torch::kFloat64).view(shape)
+                   .requires_grad_(true);
+      auto loss = kd::hint_loss(s, t, kind);
+      EXPECT_NEAR(loss.item<double>(), c[kind].get<double>(), 1e-10) << kind;
+      loss.backward();
+      auto g = torch::tensor(c[kind + "_grad"].get<std::vector<double>>(), torch::kFloat64).view(shape);
+      EXPECT_LT((s.grad() - g).abs().max().item<double>(), 1e-10) << kind;
+    }
+  }
+  EXPECT_KD_ERROR(kd::hint_loss(torch::zeros({2, 3}), torch::zeros({2, 4}), "mse"), "differ in shape");
+  EXPECT_KD_ERROR(kd::hint_loss(torch::zeros({2, 3}), torch::zeros({2, 3}), "l1"), "expected mse or nmse");
+}
+
+TEST(Merge, OffsetsAndTargetsMatchPyTorch) {
+  auto c = golden()["merge_case"];
+  auto Z = matrix(c["columns"]).to(torch::kFloat32);
+  auto cls = torch::tensor(c["column_class"].get<std::vector<int64_t>>(), torch::kInt64);
+  const int64_t C = c["num_classes"];
+  auto b = kd::fit_merge_offsets(Z, cls, C);
+  auto expected_b = torch::tensor(c["offsets"].get<std::vector<double>>(), torch::kFloat64);
+  EXPECT_LT((b.to(torch::kFloat64) - expected_b).abs().max().item<double>(), 1e-3);
+  for (double T : {1.0, 4.0}) {
+    auto q = kd::merge_teacher_logits(Z, cls, C, b, T);
+    auto expected = matrix(c["merged"][T == 1.0 ? "1.0" : "4.0"]);
+    EXPECT_LT((q.to(torch::kFloat64) - expected).abs().max().item<double>(), 1e-4) << "T " << T;
+    EXPECT_LT((q.sum(1) - 1).abs().max().item<double>(), 1e-5);
+  }
+  // Fitted offsets make every class's mean merged probability 1/C.
+  auto marg = kd::merge_teacher_logits(Z, cls, C, b, 1.0).mean(0);
+  EXPECT_LT((marg - 1.0 / C).abs().max().item<double>(), 1e-4);
+}
+
+TEST(Hints, ParseHint) {
+  auto h = kd::parse_hint("7:5:0.5");
+  EXPECT_EQ(h.teacher_layer, "7");
+  EXPECT_EQ(h.student_layer, "5");
+  EXPECT_DOUBLE_EQ(h.weight, 0.5);
+  EXPECT_DOUBLE_EQ(kd::parse_hint("features.2:3").weight, 1.0);
+  EXPECT_KD_ERROR(kd::parse_hint("7"), "expected TEACHER_LAYER:STUDENT_LAYER");
+  EXPECT_KD_ERROR(kd::parse_hint("7:5:heavy"), "must be a positive number");
+  EXPECT_KD_ERROR(kd::parse_hint("7:5:-1"), "must be a positive number");
+}
+
+TEST(Hints, NativeFeaturesAreTheLayerOutputs) {
+  auto m = model("fmnist-student", kNames);
+  m->train(false);
+  auto x = torch::rand({2, 1, 28, 28});
+  auto [logits, feats] = m->forward_with_features(x, {"5", "2"});
+  EXPECT_TRUE(torch::allclose(logits, m->forward(x)));
+  EXPECT_EQ(feats[0].sizes(), (std::vector<int64_t>{2, 16, 7, 7}));
+  EXPECT_EQ(feats[1].sizes(), (std::vector<int64_t>{2, 8, 14, 14}));
+  EXPECT_KD_ERROR(m->forward_with_features(x, {"conv9"}), "no layer 'conv9' (layers: 0, 1, 2");
+}
+
+TEST(Hints, AdapterBridgesWidthsAndUnbridgeableShapesAreErrors) {
+  auto data = tiny_dataset(20);
+  auto teacher = model("fmnist-teacher", kNames, {{"width", 8}});
+  auto student = model("fmnist-student", kNames);
+  kd::DistillOptions o;
+  o.hints = {kd::parse_hint("7:5")};  // teacher 16x7x7, student 16x7x7 -> none; width 8 -> 16
+  o.use_cache = false;
+  kd::DistillStrategy ok("offline", {{"t", teacher}}, o);
+  ok.prepare(*student, data, {}, torch::kCPU);
+  EXPECT_TRUE(ok.parameters().empty());  // same shape: no adapter
+  auto wide = model("fmnist-teacher", kNames, {{"width", 16}});  // 32x7x7: 1x1 conv 16 -> 32
+  kd::DistillStrategy adapted("offline", {{"t", wide}}, o);
+  adapted.prepare(*student, data, {}, torch::kCPU);
+  ASSERT_EQ(adapted.parameters().size(), 2u);
+  EXPECT_EQ(adapted.parameters()[0].sizes(), (std::vector<int64_t>{32, 16, 1, 1}));
+  kd::Loader loader(data, {10, false, false, {}, 0}, torch::kCPU);
+  student->train(true);
+  auto r = adapted.step(*student, loader.get(0));
+  r.loss.backward();
+  EXPECT_TRUE(adapted.parameters()[0].grad().defined());  // the adapter trains with the student
+
+  o.hints = {kd::parse_hint("7:2")};  // 32x7x7 vs 8x14x14
+  kd::DistillStrategy bad("offline", {{"t", wide}}, o);
+  EXPECT_KD_ERROR(bad.prepare(*student, data, {}, torch::kCPU), "no adapter maps the student's 2 output");
+  o.hints = {kd::parse_hint("99:5")};
+  kd::DistillStrategy missing("offline", {{"t", wide}}, o);
+  EXPECT_KD_ERROR(missing.prepare(*student, data, {}, torch::kCPU), "has no layer '99' (layers: 0, 1");
+}
+
+TEST(Merge, TeachersOfPartOfTheClassesCoverTheStudent) {
+  auto data = tiny_dataset(40).without_labels();
+  auto student = model("fmnist-student", kNames);
+  kd::DistillOptions o;
+  o.use_cache = false;
+  kd::DistillStrategy merge("merge", {{"a", model("fmnist-student", names(0, 6))},
+                                      {"b", model("fmnist-student", names(3, 9))}}, o);
+  merge.prepare(*student, data, {}, torch::kCPU);
+  auto q = merge.targets_for(data);
+  EXPECT_EQ(q.sizes(), (std::vector<int64_t>{40, 10}));
+  EXPECT_LT((q.sum(1) - 1).abs().max().item<double>(), 1e-5);
+  // On the pool the offsets were fitted on, every class gets 1/10 of the mass.
+  EXPECT_LT((q.mean(0) - 0.1).abs().max().item<double>(), 1e-3);
+  EXPECT_TRUE(merge.describe().contains("merge"));
+
+  kd::DistillStrategy gap("merge", {{"a", model("fmnist-student", names(0, 4))},
+                                    {"b", model("fmnist-student", names(6, 9))}}, o);
+  EXPECT_KD_ERROR(gap.prepare(*student, data, {}, torch::kCPU), "class 'Sandal' of the data is known by no teacher");
+  kd::DistillStrategy alien("merge", {{"a", model("fmnist-student", names(0, 4))},
+                                      {"cats", model("fmnist-student", {"Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot", "Cat"})}}, o);
+  EXPECT_KD_ERROR(alien.prepare(*student, data, {}, torch::kCPU), "teacher cats: class 'Cat' matches no class");
+  kd::DistillStrategy partial("offline", {{"a", model("fmnist-student", names(0, 4))}}, o);
+  EXPECT_KD_ERROR(partial.prepare(*student, data, {}, torch::kCPU), "knows 5 of the data's 10 classes");
+}
+
+TEST(Semi, HardTargetsIgnoreUnconfidentUnlabeledSamples) {
+  auto data = tiny_dataset(16);
+  data.labels.narrow(0, 8, 8).fill_(kd::kUnlabeled);
+  auto teacher = model("fmnist-student", kNames);
+  auto student = model("fmnist-student", kNames);
+  kd::DistillOptions o;
+  o.targets = "hard";
+  o.threshold = 0.999;  // an untrained teacher is never this sure: only labeled samples count
+  kd::DistillStrategy semi("semi", {{"t", teacher}}, o);  // cached targets: coverage is reported
+  semi.prepare(*student, data, {}, torch::kCPU);
+  EXPECT_DOUBLE_EQ(semi.describe()["pseudo_label_coverage"].get<double>(), 0.0);
+  kd::Loader loader(data, {16, false, false, {}, 0}, torch::kCPU);
+  auto b = loader.get(0);
+  student->train(false);
+  auto r = semi.step(*student, b);
+  auto ce_labeled = torch::nn::functional::cross_entropy(
+      r.logits.narrow(0, 0, 8), b.y.narrow(0, 0, 8),
+      torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum)) / 16.0;
+  EXPECT_NEAR(r.loss.item<double>(), ce_labeled.item<double>(), 1e-5);
+}
+
+TEST(Self, SnapshotTeachesFromItsEpoch) {
+  auto data = tiny_dataset(20);
+  auto student = model("fmnist-student", kNames);
+  kd::DistillOptions o;
+  o.snapshot_epoch = 3;
+  o.use_cache = false;
+  kd::DistillStrategy self("self", {}, o);
+  self.prepare(*student, data, {}, torch::kCPU);
+  kd::Loader loader(data, {20, false, false, {}, 0}, torch::kCPU);
+  auto b = loader.get(0);
+  for (int64_t epoch = 1; epoch <= 3; ++epoch) self.begin_epoch(epoch, *student);
+  EXPECT_EQ(self.describe()["teacher"], "snapshot of the student");
+  // The snapshot equals the student now: the soft term is zero, only (1 - alpha) CE remains.
+  student->train(false);
+  auto r = self.step(*student, b);
+  auto ce = kd::cross_entropy(r.logits, b.y);
+  EXPECT_NEAR(r.loss.item<double>(), (1.0 - o.loss.alpha) * ce.item<double>(), 1e-4);
+}
+
+TEST(Ensemble, ViewsFlipAndShift) {
+  auto x = torch::arange(9, torch::kFloat32).view({1, 1, 3, 3});
+  EXPECT_TRUE(torch::equal(kd::ensemble_view(x, 0), x));
+  EXPECT_TRUE(torch::equal(kd::ensemble_view(x, 1), x.flip({3})));
+  // View 2 shifts right by one pixel: column 0 becomes zero, column 1 the old column 0.
+  auto right = kd::ensemble_view(x, 2);
+  EXPECT_EQ(right[0][0][1][0].item<float>(), 0.0f);
+  EXPECT_EQ(right[0][0][1][1].item<float>(), 3.0f);
+  auto up = kd::ensemble_view(x.to(torch::kUInt8), 5);  // uint8 works too
+  EXPECT_EQ(up[0][0][0][0].item<uint8_t>(), 3);
+  EXPECT_EQ(up[0][0][2][0].item<uint8_t>(), 0);
+}
+
+TEST(Data, SelectClassesRelabels) {
+  auto d = tiny_dataset(30);
+  auto a = kd::select_classes(d, {"0-2", "Bag"});
+  EXPECT_EQ(a.class_names, (std::vector<std::string>{"T-shirt/top", "Trouser", "Pullover", "Bag"}));
+  EXPECT_EQ(a.size(), 12);
+  EXPECT_EQ(a.labels.max().item<int64_t>(), 3);
+  EXPECT_EQ(kd::select_classes(d, {"T-shirt/top"}).size(), 3);  // a name with a dash is not a range
+  EXPECT_KD_ERROR(kd::select_classes(d, {"Cat"}), "'Cat' is neither a class of tiny");
+  EXPECT_KD_ERROR(kd::select_classes(d, {"5-2"}), "empty range");
+  auto u = d.without_labels();
+  EXPECT_EQ((u.labels == kd::kUnlabeled).sum().item<int64_t>(), 30);
+  EXPECT_EQ(kd::concat(d, u).size(), 60);
+}
+
+}  // namespace
