@@ -27,10 +27,29 @@ Comparison compare_runs(const std::vector<nlohmann::json>& summaries) {
     std::vector<double> top1, params, macs, lat, thr;
     std::map<uint64_t, double> top1_by_seed;
   };
+  // Born-again runs carry every generation's test accuracy: each earlier generation becomes a
+  // row of its own ("ban gen 1"), the run itself being the last generation.
+  std::vector<nlohmann::json> expanded;
+  for (const auto& s : summaries) {
+    if (s.contains("generations") && s["generations"].size() > 1) {
+      const auto& gens = s["generations"];
+      for (size_t g = 0; g + 1 < gens.size(); ++g) {
+        nlohmann::json row = {{"name", fmt::format("{} gen {}", s.value("name", ""), g + 1)},
+                              {"mode", g == 0 ? "train" : s.value("mode", "")},
+                              {"arch", s.value("arch", "")},
+                              {"seed", s.value("seed", uint64_t{0})},
+                              {"params", s.value("params", 0.0)},
+                              {"macs", s.value("macs", 0.0)},
+                              {"test", {{"top1", gens[g].value("test_top1", 0.0)}}}};
+        expanded.push_back(row);
+      }
+    }
+    expanded.push_back(s);
+  }
   std::vector<std::string> order;
   std::map<std::string, Group> groups;
-  for (size_t i = 0; i < summaries.size(); ++i) {
-    const auto& s = summaries[i];
+  for (size_t i = 0; i < expanded.size(); ++i) {
+    const auto& s = expanded[i];
     const std::string name = s.value("name", "run" + std::to_string(i));
     if (!groups.count(name)) {
       order.push_back(name);
