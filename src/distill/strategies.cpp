@@ -299,8 +299,15 @@ torch::Tensor fit_merge_offsets(const torch::Tensor& columns, const torch::Tenso
 torch::Tensor merge_teacher_logits(const torch::Tensor& columns, const torch::Tensor& column_class,
                                    int64_t num_classes, const torch::Tensor& offsets, double T) {
   auto Z = offsets.defined() ? columns - offsets.to(columns.device()) : columns;
-  return torch::zeros({Z.size(0), num_classes}, Z.options())
-      .index_add_(1, column_class.to(Z.device()), torch::softmax(Z / T, 1));
+  // One logit per class first (the log of its columns' summed mass), then the temperature: a
+  // class two teachers know must not get twice the mass once the distribution is softened.
+  auto cls = column_class.to(torch::kCPU);
+  std::vector<torch::Tensor> class_logits;
+  for (int64_t c = 0; c < num_classes; ++c) {
+    auto cols = (cls == c).nonzero().flatten().to(Z.device());
+    class_logits.push_back(torch::logsumexp(Z.index_select(1, cols), 1));
+  }
+  return torch::softmax(torch::stack(class_logits, 1) / T, 1);
 }
 
 torch::Tensor DistillStrategy::batch_targets(const torch::Tensor& x, double T,

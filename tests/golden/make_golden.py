@@ -84,8 +84,9 @@ for _ in range(2000):
 b -= b.mean()
 merged = {}
 for T in (1.0, 4.0):
-    p = torch.softmax((Z - b) / T, 1)
-    merged[str(T)] = torch.zeros(40, 5, dtype=torch.float64).index_add_(1, col_class, p).tolist()
+    # The merged distribution at T = 1 (each class gets its columns' mass), then tempered.
+    p1 = torch.zeros(40, 5, dtype=torch.float64).index_add_(1, col_class, torch.softmax(Z - b, 1))
+    merged[str(T)] = torch.softmax(torch.log(p1) / T, 1).tolist()
 merge_case = {"columns": Z.tolist(), "column_class": col_class.tolist(), "num_classes": 5,
               "offsets": b.tolist(), "merged": merged}
 

@@ -77,8 +77,8 @@ torch::Tensor ensemble_view(const torch::Tensor& images, int k);
 // pool uniform, a class's mass split equally among the columns of the teachers that know it.
 torch::Tensor fit_merge_offsets(const torch::Tensor& columns, const torch::Tensor& column_class,
                                 int64_t num_classes);
-// softmax((columns - offsets) / T), each column's mass added to its class: [N, num_classes].
-// Undefined offsets: none (a single teacher).
+// Merged targets [N, num_classes]: class logit = logsumexp of its columns minus offsets, then
+// softmax(class logits / T). Undefined offsets: none (a single teacher).
 torch::Tensor merge_teacher_logits(const torch::Tensor& columns, const torch::Tensor& column_class,
                                    int64_t num_classes, const torch::Tensor& offsets, double T);
 
@@ -94,7 +94,7 @@ torch::Tensor merge_teacher_logits(const torch::Tensor& columns, const torch::Te
 // logit space. With several teachers (merge), all teachers' logits are concatenated and one
 // softmax taken over them (as in Shen et al., "Amalgamating knowledge towards comprehensive
 // classification", AAAI 2019), a class several teachers know receiving the mass of all its
-// columns. Separately trained networks are overconfident outside their classes and their logits
+// columns (at temperature 1; softer targets temper the merged class distribution). Separately trained networks are overconfident outside their classes and their logits
 // are not on one scale, so a per-class offset is subtracted first, fitted on the training pool
 // (EM prior adjustment, Saerens et al. 2002) so that the merged class marginals over the pool
 // are uniform: without it, a teacher's catch-all class (Shirt for the footwear-and-bags teacher)
