@@ -11,21 +11,12 @@
 #include "kd/distill/strategy.h"
 #include "kd/losses/classification.h"
 #include "kd/models/model.h"
+#include "golden.h"
 #include "test_util.h"
 
 namespace {
 
-torch::Tensor matrix(const nlohmann::json& j) {
-  std::vector<double> flat;
-  for (const auto& row : j)
-    for (double v : row) flat.push_back(v);
-  return torch::tensor(flat, torch::kFloat64).view({static_cast<int64_t>(j.size()), -1});
-}
-
-nlohmann::json golden() {
-  std::ifstream in(std::string(KD_GOLDEN_DIR) + "/losses.json");
-  return nlohmann::json::parse(in);
-}
+using kd_test::matrix;
 
 const std::vector<std::string> kNames = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                                          "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
@@ -51,7 +42,7 @@ std::vector<std::string> names(int64_t lo, int64_t hi) {
 }
 
 TEST(DistillLoss, EveryModeMatchesPyTorch) {
-  auto cases = golden()["distill_cases"];
+  auto cases = kd_test::golden_losses()["distill_cases"];
   ASSERT_EQ(cases.size(), 4u);
   for (const auto& c : cases) {
     auto s = matrix(c["student"]).requires_grad_(true);
@@ -76,7 +67,7 @@ TEST(DistillLoss, SoftTargetsFromLogitsEqualTheLogitForm) {
 }
 
 TEST(HintLoss, MatchesPyTorch) {
-  for (const auto& c : golden()["hint_cases"]) {
+  for (const auto& c : kd_test::golden_losses()["hint_cases"]) {
     auto shape = c["shape"].get<std::vector<int64_t>>();
     auto t = torch::tensor(c["teacher"].get<std::vector<double>>(), torch::kFloat64).view(shape);
     for (const std::string kind : {"mse", "nmse"}) {
@@ -94,7 +85,7 @@ TEST(HintLoss, MatchesPyTorch) {
 }
 
 TEST(Merge, OffsetsAndTargetsMatchPyTorch) {
-  auto c = golden()["merge_case"];
+  auto c = kd_test::golden_losses()["merge_case"];
   auto Z = matrix(c["columns"]).to(torch::kFloat32);
   auto cls = torch::tensor(c["column_class"].get<std::vector<int64_t>>(), torch::kInt64);
   const int64_t C = c["num_classes"];

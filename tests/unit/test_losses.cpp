@@ -7,24 +7,15 @@
 
 #include "kd/core/error.h"
 #include "kd/losses/classification.h"
+#include "golden.h"
 #include "test_util.h"
 
 namespace {
 
-torch::Tensor matrix(const nlohmann::json& j) {
-  std::vector<double> flat;
-  for (const auto& row : j)
-    for (double v : row) flat.push_back(v);
-  return torch::tensor(flat, torch::kFloat64).view({static_cast<int64_t>(j.size()), -1});
-}
-
-nlohmann::json golden() {
-  std::ifstream in(std::string(KD_GOLDEN_DIR) + "/losses.json");
-  return nlohmann::json::parse(in);
-}
+using kd_test::matrix;
 
 TEST(Losses, MatchPyTorch) {
-  auto cases = golden()["cases"];
+  auto cases = kd_test::golden_losses()["cases"];
   ASSERT_EQ(cases.size(), 4u);
   for (const auto& c : cases) {
     auto s = matrix(c["student"]).requires_grad_(true);
