@@ -1,3 +1,5 @@
+#include <algorithm>
+#include <cmath>
 #include <iostream>
 
 #include <CLI/CLI.hpp>
@@ -8,6 +10,8 @@
 #include "kd/core/error.h"
 #include "kd/data/dataset.h"
 #include "kd/data/split.h"
+#include "kd/detect/data.h"
+#include "kd/detect/make.h"
 
 namespace kd::cli {
 namespace {
@@ -24,14 +28,42 @@ struct InfoArgs {
 };
 
 void split(const SplitArgs& a) {
-  Dataset d = load_dataset(a.data, "train", {});
-  Split s = make_split(d.labels, a.ratio, a.seed, a.data);
+  // Detection sets are split by image (one label each: a seeded shuffle), as runs split them.
+  torch::Tensor labels = is_detection_source(a.data)
+                             ? torch::zeros({load_detection(a.data, "train", 32).size()}, torch::kLong)
+                             : load_dataset(a.data, "train", {}).labels;
+  Split s = make_split(labels, a.ratio, a.seed, a.data);
   save_split(s, a.out);
   fmt::print("{}: {} train / {} eval of {} ({} seed {}) -> {}\n", a.data, s.train.numel(),
              s.eval.numel(), s.num_samples, a.ratio, a.seed, a.out);
 }
 
+void detection_info(const InfoArgs& a) {
+  for (const char* part : {"train", "test"}) {
+    if (!has_detection_part(a.data, part)) continue;
+    DetectionDataset d = load_detection(a.data, part, 32);
+    std::vector<int64_t> per_class(static_cast<size_t>(d.num_classes()), 0);
+    std::vector<double> sides;
+    int64_t ignored = 0;
+    for (const auto& g : d.ground_truth) {
+      auto k = std::find(d.category_ids.begin(), d.category_ids.end(), g.category_id) - d.category_ids.begin();
+      ++per_class[static_cast<size_t>(k)];
+      sides.push_back(std::sqrt(g.bbox[2] * g.bbox[3]));
+      ignored += g.iscrowd || g.ignore;
+    }
+    std::sort(sides.begin(), sides.end());
+    auto q = [&](double f) { return sides.empty() ? 0.0 : sides[static_cast<size_t>(f * double(sides.size() - 1))]; };
+    fmt::print("{} [{}]: {} images, {} boxes ({} crowd/ignored), {} classes; box side sqrt(w*h) "
+               "min {:.0f} median {:.0f} max {:.0f} px\n", a.data, part, d.size(), sides.size(), ignored,
+               d.num_classes(), q(0), q(0.5), q(1));
+    for (int64_t c = 0; c < d.num_classes(); ++c)
+      fmt::print("  {:>3} {:<16} (id {}) {} boxes\n", c, d.class_names[static_cast<size_t>(c)],
+                 d.category_ids[static_cast<size_t>(c)], per_class[static_cast<size_t>(c)]);
+  }
+}
+
 void info(const InfoArgs& a) {
+  if (is_detection_source(a.data)) return detection_info(a);
   for (const char* part : {"train", "test"}) {
     if (!has_part(a.data, part)) {
       fmt::print("{}: no {} part\n", a.data, part);
@@ -62,6 +94,30 @@ void add_data_commands(CLI::App& app) {
   sc->add_option("--seed", s->seed, "shuffle seed")->capture_default_str();
   sc->add_option("--out,-o", s->out, "manifest to write (JSON)")->required();
   sc->callback([s] { split(*s); });
+
+  auto m = std::make_shared<MakeDetectionOptions>();
+  auto* mc = data->add_subcommand("make-detection",
+                                  "build a detection dataset: Fashion-MNIST items pasted on textured canvases "
+                                  "(PNG + COCO JSON, VOC XML with --voc)");
+  mc->footer("Example: kd data make-detection --out data/det --images 3000 --test-images 600 --seed 0");
+  mc->add_option("--out,-o", m->out, "folder to write (images/, train.json, test.json, info.json)")->required();
+  mc->add_option("--source", m->source, "labeled images to cut items from")->capture_default_str();
+  mc->add_option("--classes", m->classes, "item classes (names or indices), comma-separated")
+      ->delimiter(',')->capture_default_str();
+  mc->add_option("--images", m->train_images, "training canvases (from the source's train part)")->capture_default_str();
+  mc->add_option("--test-images", m->test_images, "test canvases (from the source's test part; 0: none)")
+      ->capture_default_str();
+  mc->add_option("--canvas", m->canvas, "canvas side in pixels")->capture_default_str();
+  mc->add_option("--min-objects", m->min_objects)->capture_default_str();
+  mc->add_option("--max-objects", m->max_objects)->capture_default_str();
+  mc->add_option("--min-size", m->min_size, "smallest item side in pixels")->capture_default_str();
+  mc->add_option("--max-size", m->max_size, "largest item side in pixels")->capture_default_str();
+  mc->add_option("--seed", m->seed)->capture_default_str();
+  mc->add_flag("--voc", m->voc, "also write Pascal VOC XML (voc/Annotations, voc/JPEGImages)");
+  mc->callback([m] {
+    auto info = make_detection_dataset(*m);
+    fmt::print("{}\n", info.dump(2));
+  });
 
   auto i = std::make_shared<InfoArgs>();
   auto* ic = data->add_subcommand("info", "sizes, classes, class counts and pixel statistics");

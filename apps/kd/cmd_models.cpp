@@ -23,6 +23,11 @@ std::unique_ptr<Model> build(const std::string& arch, const ModelsArgs& a) {
   spec.arch = arch;
   spec.options = parse_arch_options(a.arch_options);
   spec.input_shape = {a.channels, a.size, a.size};
+  if (find_architecture(arch).task == "detect") {
+    // Detectors take RGB at their own input size (the image_size option).
+    const auto size = resolve_arch_options(arch, spec.options)["image_size"].get<int64_t>();
+    spec.input_shape = {3, size, size};
+  }
   for (int c = 0; c < a.classes; ++c) spec.class_names.push_back(std::to_string(c));
   return create_model(spec);
 }
@@ -35,6 +40,7 @@ void run(const ModelsArgs& a) {
     const auto& shape = m->spec().input_shape;
     auto x = shape.size() == 3 ? torch::zeros({1, shape[0], shape[1], shape[2]})
                                : torch::zeros({1, a.channels, a.size, a.size});
+    m->to(torch::kCPU);
     fmt::print("{:<24} {:<20} {}\n", "layer (for --hint)", "type", "output shape");
     for (const auto& [name, type] : m->layers()) {
       std::string out = "-";
@@ -48,14 +54,21 @@ void run(const ModelsArgs& a) {
     }
     return;
   }
-  fmt::print("{:<16} {:>10} {:>12}  {}\n", "architecture", "params", "MACs", "description and options");
-  fmt::print("(params and MACs for {}x{}x{} input, {} classes)\n", a.channels, a.size, a.size, a.classes);
-  for (const auto& arch : architectures()) {
-    ModelsArgs defaults = a;
-    defaults.arch_options.clear();
-    auto m = build(arch.name, defaults);
-    fmt::print("{:<16} {:>10} {:>12}  {}\n{:<41}options: {}\n", arch.name, m->num_parameters(),
-               count_macs(*m, torch::kCPU), arch.description, "", arch.defaults.dump());
+  for (const std::string task : {"classify", "detect"}) {
+    fmt::print("{}{:<10} {:<16} {:>10} {:>12}  {}\n", task == "detect" ? "\n" : "", "task", "architecture",
+               "params", "MACs", "description and options");
+    if (task == "classify")
+      fmt::print("(classifiers: params and MACs for {}x{}x{} input, {} classes)\n", a.channels, a.size, a.size, a.classes);
+    else
+      fmt::print("(detectors: params and MACs for 3 x image_size x image_size input, {} classes, 9 anchors per location)\n", a.classes);
+    for (const auto& arch : architectures()) {
+      if (arch.task != task) continue;
+      ModelsArgs defaults = a;
+      defaults.arch_options.clear();
+      auto m = build(arch.name, defaults);
+      fmt::print("{:<10} {:<16} {:>10} {:>12}  {}\n{:<52}options: {}\n", task, arch.name, m->num_parameters(),
+                 count_macs(*m, torch::kCPU), arch.description, "", arch.defaults.dump());
+    }
   }
 }
 

@@ -28,7 +28,9 @@ void run(TrainArgs& a) {
   if (a.no_augment) {
     a.cfg.train.crop_padding = 0;
     a.cfg.train.hflip = false;
+    a.cfg.detect.scale_jitter = 0;
   }
+
   // The summary (and the logged result line) live in the run directory; stdout gets its path.
   execute_run(a.cfg, a.force);
   std::cout << a.cfg.out << std::endl;
@@ -56,7 +58,8 @@ void add_train_commands(CLI::App& app) {
       "  kd distill --mode semi --teacher runs/teacher10 --labeled-fraction 0.1 --out runs/semi\n"
       "  kd distill --mode self --generations 3 --student fmnist-student --out runs/ban\n"
       "  kd distill --mode merge --teacher runs/teacherA --teacher runs/teacherB --out runs/merged\n"
-      "  kd distill --teacher runs/teacher --hint 7:5:1 --out runs/hinted");
+      "  kd distill --teacher runs/teacher --hint 7:5:1 --out runs/hinted\n"
+      "  kd distill --teacher runs/det-d3 --student effdet-d0 --data data/det --out runs/det-d0-kd");
   k->add_option("--teacher", distill->teachers,
                 "teacher run directory or TorchScript .pt (repeat for --mode merge)");
   k->add_option("--student", distill->cfg.arch, "student architecture, or a TorchScript .pt")
@@ -83,6 +86,13 @@ void add_train_commands(CLI::App& app) {
       ->check(CLI::IsMember({"mse", "nmse"}))->capture_default_str();
   k->add_option("--unlabeled", distill->cfg.data.unlabeled,
                 "semi: unlabeled images (an image folder or an IDX images file)");
+  auto& det = distill->cfg.detect;
+  k->add_option("--kd-class", det.kd_class, "detection: weight of the class-head KL (at -T)")->capture_default_str();
+  k->add_option("--kd-box", det.kd_box, "detection: weight of the box-head loss, weighted by teacher confidence")
+      ->capture_default_str();
+  k->add_option("--kd-feature", det.kd_feature, "detection: weight of the pyramid feature imitation (NMSE)")
+      ->capture_default_str();
+  k->add_option("--kd-levels", det.kd_levels, "detection: pyramid levels imitated (P3,P4,P5)")->delimiter(',');
   k->add_flag("--no-teacher-cache", [&d](int64_t) { d.teacher_cache = false; },
               "run the teacher on every batch even without augmentation");
   k->add_option("--cache-dir", d.cache_dir, "teacher cache folder (default $KD_CACHE_DIR or ~/.cache/kd)");

@@ -13,5 +13,6 @@ void add_data_commands(CLI::App& app);   // data split, data info
 void add_models_command(CLI::App& app);
 void add_compare_command(CLI::App& app);
 void add_run_command(CLI::App& app);
+void add_predict_command(CLI::App& app);
 
 }  // namespace kd::cli

@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
   kd::cli::add_models_command(app);
   kd::cli::add_compare_command(app);
   kd::cli::add_run_command(app);
+  kd::cli::add_predict_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

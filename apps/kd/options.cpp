@@ -4,7 +4,8 @@ namespace kd::cli {
 
 void add_data_options(CLI::App& cmd, DataConfig& d) {
   cmd.add_option("--data", d.source,
-                 "fashion-mnist, a folder of IDX files, or an image folder (one sub-folder per class)")
+                 "fashion-mnist, a folder of IDX files, or an image folder (one sub-folder per class); "
+                 "detection: a COCO .json, a folder with train.json [test.json], or a VOC folder")
       ->capture_default_str();
   cmd.add_option("--split", d.split, "split manifest from `kd data split` (default: split here)");
   cmd.add_option("--train-ratio", d.train_ratio, "train share of the train/eval split")
@@ -18,7 +19,8 @@ void add_data_options(CLI::App& cmd, DataConfig& d) {
       ->delimiter(',');
   cmd.add_option("--channels", d.channels, "1 (grayscale) or 3 (RGB); default: the source's");
   cmd.add_option_function<int>("--size", [&d](int s) { d.height = d.width = s; },
-                               "resize images to SIZE x SIZE");
+                               "resize images to SIZE x SIZE (detection: letterbox to it; default the "
+                               "detector's image_size)");
 }
 
 void add_runtime_options(CLI::App& cmd, RuntimeConfig& r) {
@@ -49,6 +51,11 @@ void add_training_options(CLI::App& cmd, RunConfig& c, bool& no_augment) {
   cmd.add_option("--hflip", t.hflip, "random horizontal flips (true/false)")->capture_default_str();
   cmd.add_flag("--no-augment", no_augment, "switch off crop and flip augmentation");
   cmd.add_option("--label-smoothing", t.label_smoothing)->capture_default_str();
+  cmd.add_option("--task", c.task, "classify or detect (default: what --arch/--student is)")
+      ->check(CLI::IsMember({"classify", "detect"}));
+  cmd.add_option("--scale-jitter", c.detect.scale_jitter,
+                 "detection: rescale training images by [1-J, 1+J] at a random place (0: off)")
+      ->capture_default_str();
   cmd.add_flag("--no-latency", [&c](int64_t) { c.measure_latency = false; },
                "skip the latency measurement in the summary");
   add_data_options(cmd, c.data);

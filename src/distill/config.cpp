@@ -27,6 +27,7 @@ using Fields = std::vector<std::pair<std::string, Field>>;
 
 Fields fields(RunConfig& c) {
   return {
+      {"task", field(c.task)},
       {"name", field(c.name)},
       {"mode", field(c.mode)},
       {"out", field(c.out)},
@@ -73,6 +74,17 @@ Fields fields(RunConfig& c) {
       {"distill.hint_loss", field(c.distill.hint_loss)},
       {"distill.teacher_cache", field(c.distill.teacher_cache)},
       {"distill.cache_dir", field(c.distill.cache_dir)},
+      {"detect.scale_jitter", field(c.detect.scale_jitter)},
+      {"detect.focal_alpha", field(c.detect.focal_alpha)},
+      {"detect.focal_gamma", field(c.detect.focal_gamma)},
+      {"detect.huber_delta", field(c.detect.huber_delta)},
+      {"detect.box_weight", field(c.detect.box_weight)},
+      {"detect.kd_class", field(c.detect.kd_class)},
+      {"detect.kd_box", field(c.detect.kd_box)},
+      {"detect.kd_feature", field(c.detect.kd_feature)},
+      {"detect.kd_levels", field(c.detect.kd_levels)},
+      {"detect.score_threshold", field(c.detect.score_threshold)},
+      {"detect.nms_iou", field(c.detect.nms_iou)},
       {"runtime.device", field(c.runtime.device)},
       {"runtime.threads", field(c.runtime.threads)},
       {"runtime.seed", field(c.runtime.seed)},
@@ -150,6 +162,20 @@ void apply_yaml(RunConfig& cfg, const YAML::Node& node, const std::string& where
 void validate(const RunConfig& c) {
   const auto& m = c.mode;
   const auto& d = c.distill;
+  if (c.task != "classify" && c.task != "detect") usage_fail("task '{}': expected classify or detect", c.task);
+  if (c.task == "detect") {
+    if (m != "train" && m != "offline")
+      usage_fail("detection runs support modes train and offline (a detector teacher), not {}", m);
+    if (c.data.labeled_fraction != 1.0 || !c.data.unlabeled.empty() || !c.data.classes.empty() || !d.hints.empty())
+      usage_fail("--labeled-fraction, --unlabeled, --classes and --hint are classification options; "
+                 "detection distillation uses --kd-feature for pyramid features");
+    const auto& k = c.detect;
+    if (k.scale_jitter < 0 || k.scale_jitter >= 1) usage_fail("scale jitter must be in [0, 1), got {}", k.scale_jitter);
+    if (k.kd_class < 0 || k.kd_box < 0 || k.kd_feature < 0) usage_fail("--kd-class, --kd-box and --kd-feature must be >= 0");
+    for (const auto& l : k.kd_levels)
+      if (l != "P3" && l != "P4" && l != "P5") usage_fail("kd level '{}': expected P3, P4 or P5", l);
+    if (k.nms_iou <= 0 || k.nms_iou > 1) usage_fail("nms iou must be in (0, 1], got {}", k.nms_iou);
+  }
   if (m != "train" && m != "offline" && m != "semi" && m != "self" && m != "merge")
     usage_fail("mode '{}': expected train, offline, semi, self or merge", m);
   if (c.out.empty()) usage_fail("no output run directory (--out)");

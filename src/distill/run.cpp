@@ -11,6 +11,7 @@
 #include "kd/core/fs.h"
 #include "kd/core/runtime.h"
 #include "kd/data/split.h"
+#include "kd/detect/run.h"
 #include "kd/distill/trainer.h"
 #include "kd/eval/classify.h"
 #include "kd/eval/profile.h"
@@ -139,7 +140,10 @@ double top1_of(const torch::Tensor& probs, const torch::Tensor& labels) {
 
 }  // namespace
 
-nlohmann::json execute_run(const RunConfig& cfg, bool overwrite) {
+nlohmann::json execute_run(const RunConfig& requested, bool overwrite) {
+  RunConfig cfg = requested;
+  // A detector architecture makes a detection run without saying so.
+  if (!is_torchscript_path(cfg.arch) && find_architecture(cfg.arch).task == "detect") cfg.task = "detect";
   validate(cfg);
   const fs::path dir(cfg.out);
   if (fs::exists(dir) && !fs::is_empty(dir)) {
@@ -152,6 +156,7 @@ nlohmann::json execute_run(const RunConfig& cfg, bool overwrite) {
   write_text_atomically(dir / "config.yaml", to_yaml(cfg));
   spdlog::info("run {} ({}), {}", cfg.out, cfg.mode, runtime_summary());
   try {
+    if (cfg.task == "detect") return execute_detect_run(cfg, cfg.out, device);
     RunData data = load_run_data(cfg.data, cfg.mode);
     const int64_t unlabeled = (data.train.labels < 0).sum().item<int64_t>();
     spdlog::info("data {}: train {} ({} unlabeled) / eval {} / {} {}, {} classes", cfg.data.source,

@@ -13,7 +13,6 @@
 #include "kd/eval/classify.h"
 
 namespace kd {
-namespace {
 
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const OptimConfig& o,
                                                         std::vector<torch::Tensor> params) {
@@ -34,8 +33,6 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const OptimConfig& o,
 void set_lr(torch::optim::Optimizer& opt, double lr) {
   for (auto& group : opt.param_groups()) group.options().set_lr(lr);
 }
-
-}  // namespace
 
 double scheduled_lr(const TrainConfig& cfg, int64_t it, int64_t iters_per_epoch) {
   const auto& s = cfg.schedule;

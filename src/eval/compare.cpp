@@ -24,7 +24,7 @@ Stat stat_of(const std::vector<double>& v) {
 Comparison compare_runs(const std::vector<nlohmann::json>& summaries) {
   struct Group {
     CompareRow row;
-    std::vector<double> top1, params, macs, lat, thr;
+    std::vector<double> top1, score50, params, macs, lat, thr;
     std::map<uint64_t, double> top1_by_seed;
   };
   // Born-again runs carry every generation's test accuracy: each earlier generation becomes a
@@ -53,10 +53,13 @@ Comparison compare_runs(const std::vector<nlohmann::json>& summaries) {
     const std::string name = s.value("name", "run" + std::to_string(i));
     if (!groups.count(name)) {
       order.push_back(name);
-      groups[name].row = {name, s.value("mode", ""), s.value("arch", ""), s.value("teacher_name", ""), {}, {}, {}, {}, {}};
+      groups[name].row = {name, s.value("mode", ""), s.value("arch", ""), s.value("teacher_name", ""),
+                          s.value("task", "classify"), {}, {}, {}, {}, {}, {}};
     }
     Group& g = groups[name];
-    const double top1 = s["test"].value("top1", 0.0);
+    const bool detect = s.value("task", "classify") == "detect";
+    const double top1 = detect ? s["test"].value("map", 0.0) : s["test"].value("top1", 0.0);
+    if (detect) g.score50.push_back(s["test"].value("map50", 0.0));
     g.top1.push_back(top1);
     g.top1_by_seed[s.value("seed", uint64_t{0})] = top1;
     g.params.push_back(s.value("params", 0.0));
@@ -69,7 +72,8 @@ Comparison compare_runs(const std::vector<nlohmann::json>& summaries) {
   Comparison c;
   for (const auto& name : order) {
     Group& g = groups[name];
-    g.row.top1 = stat_of(g.top1);
+    g.row.score = stat_of(g.top1);
+    g.row.score50 = stat_of(g.score50);
     g.row.params = stat_of(g.params);
     g.row.macs = stat_of(g.macs);
     g.row.latency_ms = stat_of(g.lat);
@@ -94,9 +98,9 @@ Comparison compare_runs(const std::vector<nlohmann::json>& summaries) {
       if (std::abs(ti->second - si->second) > 1e-12)
         gaps.push_back((dv - si->second) / (ti->second - si->second));
     }
-    if (gaps.empty() && std::abs(t.row.top1.mean - student->row.top1.mean) > 1e-12)
-      gaps.push_back((d.row.top1.mean - student->row.top1.mean) /
-                     (t.row.top1.mean - student->row.top1.mean));
+    if (gaps.empty() && std::abs(t.row.score.mean - student->row.score.mean) > 1e-12)
+      gaps.push_back((d.row.score.mean - student->row.score.mean) /
+                     (t.row.score.mean - student->row.score.mean));
     if (!gaps.empty()) c.gap_closed.emplace_back(name, stat_of(gaps));
   }
   return c;
@@ -112,14 +116,18 @@ std::string fmt_stat(const Stat& s, double scale, const char* spec) {
 }  // namespace
 
 std::string Comparison::markdown() const {
+  const bool detect = !rows.empty() && rows[0].task == "detect";
   std::string out =
-      "| run | mode | arch | top-1 % | params | MACs | latency b1 (ms) | throughput b256 (img/s) | seeds |\n"
-      "|---|---|---|---|---|---|---|---|---|\n";
+      detect ? "| run | mode | arch | mAP@[.5:.95] % | mAP@.5 % | params | MACs | latency b1 (ms) | throughput b256 (img/s) | seeds |\n"
+               "|---|---|---|---|---|---|---|---|---|---|\n"
+             : "| run | mode | arch | top-1 % | params | MACs | latency b1 (ms) | throughput b256 (img/s) | seeds |\n"
+               "|---|---|---|---|---|---|---|---|---|\n";
   for (const auto& r : rows)
-    out += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n", r.name, r.mode, r.arch,
-                       fmt_stat(r.top1, 100, "{:.2f}"), fmt_stat(r.params, 1, "{:.0f}"),
-                       fmt_stat(r.macs, 1, "{:.0f}"), fmt_stat(r.latency_ms, 1, "{:.3f}"),
-                       fmt_stat(r.throughput, 1, "{:.0f}"), r.top1.n);
+    out += fmt::format("| {} | {} | {} | {}{} | {} | {} | {} | {} | {} |\n", r.name, r.mode, r.arch,
+                       fmt_stat(r.score, 100, "{:.2f}"),
+                       detect ? " | " + fmt_stat(r.score50, 100, "{:.2f}") : std::string(),
+                       fmt_stat(r.params, 1, "{:.0f}"), fmt_stat(r.macs, 1, "{:.0f}"),
+                       fmt_stat(r.latency_ms, 1, "{:.3f}"), fmt_stat(r.throughput, 1, "{:.0f}"), r.score.n);
   for (const auto& [name, s] : gap_closed)
     out += fmt::format("\n{}: closes {} % of the teacher-student gap", name, fmt_stat(s, 100, "{:.1f}"));
   if (!gap_closed.empty()) out += "\n";
@@ -129,10 +137,13 @@ std::string Comparison::markdown() const {
 nlohmann::json Comparison::to_json() const {
   auto js = [](const Stat& s) { return nlohmann::json{{"mean", s.mean}, {"std", s.std}, {"n", s.n}}; };
   nlohmann::json j = {{"rows", nlohmann::json::array()}, {"gap_closed", nlohmann::json::object()}};
-  for (const auto& r : rows)
+  for (const auto& r : rows) {
     j["rows"].push_back({{"name", r.name}, {"mode", r.mode}, {"arch", r.arch}, {"teacher", r.teacher},
-                         {"top1", js(r.top1)}, {"params", js(r.params)}, {"macs", js(r.macs)},
+                         {"task", r.task}, {r.task == "detect" ? "map" : "top1", js(r.score)},
+                         {"params", js(r.params)}, {"macs", js(r.macs)},
                          {"latency_ms", js(r.latency_ms)}, {"throughput", js(r.throughput)}});
+    if (r.task == "detect") j["rows"].back()["map50"] = js(r.score50);
+  }
   for (const auto& [name, s] : gap_closed) j["gap_closed"][name] = js(s);
   return j;
 }

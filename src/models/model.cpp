@@ -15,6 +15,7 @@ namespace kd {
 
 nlohmann::json ModelSpec::to_json() const {
   return {{"kind", kind},
+          {"task", task},
           {"arch", arch},
           {"options", options},
           {"input_shape", input_shape},
@@ -27,6 +28,7 @@ ModelSpec ModelSpec::from_json(const nlohmann::json& j, const std::string& where
   try {
     s.kind = j.at("kind").get<std::string>();
     s.arch = j.at("arch").get<std::string>();
+    s.task = j.value("task", "classify");
     s.options = j.value("options", nlohmann::json::object());
     s.input_shape = j.at("input_shape").get<std::vector<int64_t>>();
     s.class_names = j.at("class_names").get<std::vector<std::string>>();
@@ -37,6 +39,7 @@ ModelSpec ModelSpec::from_json(const nlohmann::json& j, const std::string& where
   }
   KD_CHECK(s.kind == "native" || s.kind == "torchscript", "{}: unknown model kind '{}'", where,
            s.kind);
+  KD_CHECK(s.task == "classify" || s.task == "detect", "{}: unknown task '{}'", where, s.task);
   KD_CHECK(s.input_shape.size() == 3, "{}: input_shape must be [C, H, W]", where);
   KD_CHECK(!s.class_names.empty(), "{}: class_names is empty", where);
   KD_CHECK(s.norm.mean.size() == s.norm.std.size() &&
@@ -135,36 +138,18 @@ class NativeModel final : public Model {
     for (size_t i = 0; i < src.size(); ++i) dst[i].second.copy_(src[i].second);
     return copy;
   }
-  std::vector<std::pair<std::string, std::string>> layers() const override {
-    std::vector<std::pair<std::string, std::string>> out;
-    for (const auto& m : net_.module->named_children()) {
-      std::string type = m.value()->name();  // "torch::nn::Conv2dImpl" -> "Conv2d"
-      if (type.rfind("torch::nn::", 0) == 0) type = type.substr(11);
-      if (type.size() > 4 && type.compare(type.size() - 4, 4, "Impl") == 0) type.resize(type.size() - 4);
-      out.emplace_back(m.key(), type);
-    }
-    return out;
-  }
+  std::vector<std::pair<std::string, std::string>> layers() const override { return net_.layers; }
 
  protected:
   torch::Tensor forward_normalized(const torch::Tensor& x) override {
-    return net_.module->forward(x.dim() == 4 ? x.contiguous(at::MemoryFormat::ChannelsLast) : x);
+    return net_.forward(x.dim() == 4 ? x.contiguous(at::MemoryFormat::ChannelsLast) : x);
   }
   std::pair<torch::Tensor, std::vector<torch::Tensor>> forward_features_normalized(
       const torch::Tensor& x, const std::vector<std::string>& layers) override {
-    std::vector<torch::Tensor> taps(layers.size());
-    auto h = x.dim() == 4 ? x.contiguous(at::MemoryFormat::ChannelsLast) : x;
-    const auto names = net_.module->named_children();
-    size_t i = 0;
-    for (auto& layer : *net_.module) {
-      h = layer.forward(h);
-      for (size_t k = 0; k < layers.size(); ++k)
-        if (layers[k] == names[i].key()) taps[k] = h;
-      ++i;
-    }
+    auto out = net_.forward_features(x.dim() == 4 ? x.contiguous(at::MemoryFormat::ChannelsLast) : x, layers);
     for (size_t k = 0; k < layers.size(); ++k)
-      if (!taps[k].defined()) check_layer(layers[k]);
-    return {h, taps};
+      if (!out.second[k].defined()) check_layer(layers[k]);
+    return out;
   }
   void move_to(torch::Device device) override {
     net_.module->to(device);
@@ -279,6 +264,7 @@ std::unique_ptr<Model> create_model(const ModelSpec& spec) {
                   spec.num_classes()};
   KD_CHECK(ctx.num_classes > 0, "model {}: no classes", spec.arch);
   ModelSpec resolved = spec;
+  resolved.task = arch.task;
   resolved.options = resolve_arch_options(spec.arch, spec.options);
   return std::make_unique<NativeModel>(resolved, arch.build(resolved.options, ctx));
 }
@@ -292,6 +278,7 @@ std::unique_ptr<Model> load_torchscript(const std::string& path) {
     nlohmann::json j;
     try {
       j = nlohmann::json::parse(read_text(sidecar));
+      spec.task = j.value("task", "classify");
       spec.class_names = j.value("class_names", std::vector<std::string>{});
       spec.input_shape = j.value("input_shape", std::vector<int64_t>{});
       spec.norm.mean = j.value("mean", std::vector<double>{});

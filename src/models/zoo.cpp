@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "kd/core/error.h"
+#include "kd/models/effdet.h"
 #include "kd/models/registry.h"
 
 namespace kd {
@@ -124,19 +125,49 @@ Network resnet(const nlohmann::json& o, const ArchContext& c) {
 
 }  // namespace
 
+Network make_network(nn::Sequential seq) {
+  Network net;
+  net.module = seq.ptr();
+  net.forward = [seq](const torch::Tensor& x) mutable { return seq->forward(x); };
+  net.forward_features = [seq](const torch::Tensor& x, const std::vector<std::string>& layers) mutable {
+    std::vector<torch::Tensor> taps(layers.size());
+    auto h = x;
+    const auto names = seq->named_children();
+    size_t i = 0;
+    for (auto& layer : *seq) {
+      h = layer.forward(h);
+      for (size_t k = 0; k < layers.size(); ++k)
+        if (layers[k] == names[i].key()) taps[k] = h;
+      ++i;
+    }
+    return Network::Features{h, taps};
+  };
+  for (const auto& m : seq->named_children()) {
+    std::string type = m.value()->name();  // "torch::nn::Conv2dImpl" -> "Conv2d"
+    if (type.rfind("torch::nn::", 0) == 0) type = type.substr(11);
+    if (type.size() > 4 && type.compare(type.size() - 4, 4, "Impl") == 0) type.resize(type.size() - 4);
+    net.layers.emplace_back(m.key(), type);
+  }
+  return net;
+}
+
 const std::vector<ArchInfo>& architectures() {
-  static const std::vector<ArchInfo> archs = {
-      {"fmnist-teacher",
+  static const std::vector<ArchInfo> archs = [] {
+    std::vector<ArchInfo> v = {
+      {"classify", "fmnist-teacher",
        "reference teacher: 3x [conv3x3, BN, ReLU, maxpool] (64-128-256), FC 256, dropout, FC",
        {{"width", 64}, {"hidden", 256}, {"dropout", 0.3}}, reference_teacher},
-      {"fmnist-student", "reference student: 2x [conv3x3, ReLU, maxpool] (8-16), FC",
+      {"classify", "fmnist-student", "reference student: 2x [conv3x3, ReLU, maxpool] (8-16), FC",
        {{"width", 8}}, reference_student},
-      {"mlp", "multi-layer perceptron", {{"hidden", {256, 128}}, {"dropout", 0.0}}, mlp},
-      {"cnn", "width-scalable CNN: stages of conv-BN-ReLU + maxpool, global pool, FC",
+      {"classify", "mlp", "multi-layer perceptron", {{"hidden", {256, 128}}, {"dropout", 0.0}}, mlp},
+      {"classify", "cnn", "width-scalable CNN: stages of conv-BN-ReLU + maxpool, global pool, FC",
        {{"width", 16}, {"stages", 3}, {"convs_per_stage", 1}}, cnn},
-      {"resnet", "CIFAR-style ResNet of basic blocks (blocks per stage, width doubles per stage)",
+      {"classify", "resnet", "CIFAR-style ResNet of basic blocks (blocks per stage, width doubles per stage)",
        {{"width", 16}, {"blocks", {2, 2, 2}}}, resnet},
-  };
+    };
+    for (auto& d : detector_architectures()) v.push_back(d);
+    return v;
+  }();
   return archs;
 }
 

@@ -90,9 +90,44 @@ for T in (1.0, 4.0):
 merge_case = {"columns": Z.tolist(), "column_class": col_class.tolist(), "num_classes": 5,
               "offsets": b.tolist(), "merged": merged}
 
+# Detection: torchvision's NMS, IoU and focal loss, and the detection distillation terms.
+import torchvision.ops as ops
+
+xy = torch.rand(40, 2, dtype=torch.float64) * 50
+wh = torch.rand(40, 2, dtype=torch.float64) * 30 + 2
+boxes = torch.cat([xy, xy + wh], 1)
+scores = torch.rand(40, dtype=torch.float64)
+classes = torch.randint(0, 3, (40,))
+logits = (torch.randn(6, 5, dtype=torch.float64) * 3).requires_grad_(True)
+onehot = (torch.rand(6, 5) < 0.3).double()
+focal = ops.sigmoid_focal_loss(logits, onehot, alpha=0.25, gamma=1.5, reduction="sum")
+focal_grad, = torch.autograd.grad(focal, logits)
+T, norm = 2.0, 3.0
+s_cls = (torch.randn(2, 7, 3, dtype=torch.float64) * 3).requires_grad_(True)
+t_cls = torch.randn(2, 7, 3, dtype=torch.float64) * 3
+q, p = torch.sigmoid(t_cls / T), torch.sigmoid(s_cls / T)
+cls_kd = (q * torch.log(q / p) + (1 - q) * torch.log((1 - q) / (1 - p))).sum() * T * T / norm
+cls_kd_grad, = torch.autograd.grad(cls_kd, s_cls)
+s_box = torch.randn(2, 7, 4, dtype=torch.float64).mul(0.3).requires_grad_(True)
+t_box = torch.randn(2, 7, 4, dtype=torch.float64) * 0.3
+w = torch.sigmoid(t_cls).max(-1).values
+box_kd = (F.huber_loss(s_box, t_box, reduction="none", delta=0.1).sum(-1) * w).sum() / (w.sum() * 4)
+box_kd_grad, = torch.autograd.grad(box_kd, s_box)
+detect_case = {
+    "boxes": boxes.tolist(), "scores": scores.tolist(), "classes": classes.tolist(),
+    "nms_0.5": ops.nms(boxes, scores, 0.5).tolist(), "nms_0.3": ops.nms(boxes, scores, 0.3).tolist(),
+    "batched_nms_0.5": ops.batched_nms(boxes, scores, classes, 0.5).tolist(),
+    "iou_first5_first8": ops.box_iou(boxes[:5], boxes[:8]).tolist(),
+    "focal_logits": logits.tolist(), "focal_targets": onehot.tolist(), "focal_sum": focal.item(),
+    "focal_grad": focal_grad.tolist(), "temperature": T, "normalizer": norm,
+    "s_cls": s_cls.flatten().tolist(), "t_cls": t_cls.flatten().tolist(), "class_kd": cls_kd.item(),
+    "class_kd_grad": cls_kd_grad.flatten().tolist(), "s_box": s_box.flatten().tolist(),
+    "t_box": t_box.flatten().tolist(), "box_kd": box_kd.item(), "box_kd_grad": box_kd_grad.flatten().tolist()}
+
 out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "losses.json")
 with open(out, "w") as f:
     json.dump({"generator": "tests/golden/make_golden.py", "torch": torch.__version__,
                "cases": cases,
-               "distill_cases": distill_cases, "hint_cases": hint_cases, "merge_case": merge_case}, f, indent=1)
+               "distill_cases": distill_cases, "hint_cases": hint_cases, "merge_case": merge_case,
+               "detect_case": detect_case}, f, indent=1)
 print(out)

@@ -177,7 +177,7 @@ TEST(Compare, GapClosedPairsSeeds) {
                              summary("d", "offline", "small", 0.90, 0, "t"),
                              summary("d", "offline", "small", 0.91, 1, "t")});
   ASSERT_EQ(c.rows.size(), 3u);
-  EXPECT_NEAR(c.rows[0].top1.mean, 0.93, 1e-12);
+  EXPECT_NEAR(c.rows[0].score.mean, 0.93, 1e-12);
   ASSERT_EQ(c.gap_closed.size(), 1u);
   EXPECT_EQ(c.gap_closed[0].first, "d");
   EXPECT_NEAR(c.gap_closed[0].second.mean, (0.5 + 0.5) / 2, 1e-9);  // 0.02/0.04, 0.03/0.06

@@ -9,7 +9,7 @@ namespace kd {
 class Progress {
  public:
   Progress(std::string label, int64_t total);
-  // Call after each unit of work; `items` counts images for the rate.
+  // Call after each unit of work; `items` counts images for the rate; acc < 0: none shown.
   void update(int64_t done, int64_t items, double loss, double acc);
   void finish();
 

@@ -73,6 +73,22 @@ struct DistillConfig {
   std::string cache_dir;      // empty: $KD_CACHE_DIR, else ~/.cache/kd
 };
 
+// Detection runs (task detect): augmentation, loss and distillation weights.
+struct DetectConfig {
+  double scale_jitter = 0.2;  // training images rescaled by [1 - j, 1 + j] at a random place
+  double focal_alpha = 0.25;
+  double focal_gamma = 1.5;
+  double huber_delta = 0.1;
+  double box_weight = 50.0;   // box loss weight against the focal loss (EfficientDet's)
+  // Distillation from a detector teacher (run at the student's input size, same anchors).
+  double kd_class = 1.0;      // class-head KL at distill.temperature
+  double kd_box = 1.0;        // box-head Huber, weighted by the teacher's confidence
+  double kd_feature = 1.0;    // normalized MSE on pyramid levels, through learned adapters
+  std::vector<std::string> kd_levels = {"P3", "P4", "P5"};
+  double score_threshold = 0.001;  // evaluation: keep detections at or above this score
+  double nms_iou = 0.5;
+};
+
 struct RuntimeConfig {
   std::string device = "auto";
   int threads = 0;
@@ -81,6 +97,7 @@ struct RuntimeConfig {
 };
 
 struct RunConfig {
+  std::string task = "classify";  // classify | detect
   std::string name;           // label used by `kd compare` to group seeds
   std::string mode = "train";  // train | offline | semi | self | merge
   std::string out;             // run directory
@@ -89,6 +106,7 @@ struct RunConfig {
   DataConfig data;
   TrainConfig train;
   DistillConfig distill;
+  DetectConfig detect;
   RuntimeConfig runtime;
   bool measure_latency = true;
 };

@@ -1,11 +1,16 @@
 #pragma once
 // The one training loop. Strategies (strategy.h) supply the loss; the loop owns optimisation,
 // the schedule, per-epoch evaluation, checkpoints and metrics.
+#include <memory>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 #include <torch/types.h>
+
+namespace torch::optim {
+class Optimizer;
+}
 
 #include "kd/distill/config.h"
 #include "kd/distill/strategy.h"
@@ -19,6 +24,10 @@ struct TrainResult {
   double train_images_per_s = 0.0;  // mean over epochs, training steps only
   std::vector<nlohmann::json> history;
 };
+
+// The optimizer a config names over `params`; set_lr sets every group's learning rate.
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const OptimConfig& o, std::vector<torch::Tensor> params);
+void set_lr(torch::optim::Optimizer& opt, double lr);
 
 // Learning rate at iteration `it` of `total` (warm-up, then cosine / step / constant).
 double scheduled_lr(const TrainConfig& cfg, int64_t it, int64_t iters_per_epoch);

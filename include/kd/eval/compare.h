@@ -16,13 +16,14 @@ Stat stat_of(const std::vector<double>& v);
 
 struct CompareRow {
   std::string name, mode, arch, teacher;  // teacher: the teacher group's name (distilled rows)
-  Stat top1, params, macs, latency_ms, throughput;
+  std::string task;                       // classify: score is top-1; detect: mAP@[.5:.95]
+  Stat score, score50, params, macs, latency_ms, throughput;  // score50: detect's mAP@.5
 };
 
 struct Comparison {
   std::vector<CompareRow> rows;
   // For each distilled group: (name, gap closed) where gap closed = (D - S) / (T - S) with S the
-  // plain-trained group of the same architecture and T its teacher's group.
+  // plain-trained group of the same architecture and T its teacher's group, on the score.
   std::vector<std::pair<std::string, Stat>> gap_closed;
   std::string markdown() const;
   nlohmann::json to_json() const;

@@ -5,6 +5,9 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+#include <memory>
+#include <utility>
+
 #include <torch/nn/modules/container/sequential.h>
 
 namespace kd {
@@ -13,17 +16,24 @@ struct ArchContext {
   int64_t channels = 1, height = 28, width = 28, num_classes = 10;
 };
 
-// A built architecture: the module tree (parameters, buffers, train/eval, save/load) and its
-// forward. std::function rather than nn::AnyModule because AnyModule cannot hold nn::Sequential.
-// Every zoo architecture is a top-level nn::Sequential, so its layers can be run one by one to
-// tap intermediate outputs for feature hints (LibTorch has no forward hooks).
+// A built architecture: the module tree (parameters, buffers, train/eval, save/load), its
+// forward, and a forward that also returns the outputs of named layers (feature hints; LibTorch
+// has no forward hooks). std::function rather than nn::AnyModule because AnyModule cannot hold
+// nn::Sequential. Classifiers are a top-level nn::Sequential run layer by layer (make_network);
+// detectors name their pyramid levels.
 struct Network {
-  torch::nn::Sequential module;
+  using Features = std::pair<torch::Tensor, std::vector<torch::Tensor>>;
+  std::shared_ptr<torch::nn::Module> module;
+  std::function<torch::Tensor(const torch::Tensor&)> forward;
+  // Output plus the named layers' outputs in the order asked; an empty tensor for unknown names.
+  std::function<Features(const torch::Tensor&, const std::vector<std::string>&)> forward_features;
+  std::vector<std::pair<std::string, std::string>> layers;  // (name, type) usable as features
 };
 
-inline Network make_network(torch::nn::Sequential seq) { return {std::move(seq)}; }
+Network make_network(torch::nn::Sequential seq);
 
 struct ArchInfo {
+  std::string task;  // classify | detect
   std::string name;
   std::string description;
   nlohmann::json defaults;  // every option the architecture accepts, with its default

@@ -1,0 +1,403 @@
+#include "kd/detect/data.h"
+
+#include <algorithm>
+#include <map>
+#include <set>
+
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+#include <pugixml.hpp>
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
+#include "kd/core/error.h"
+#include "kd/core/fs.h"
+
+namespace kd {
+
+DetectionDataset DetectionDataset::subset(const torch::Tensor& index) const {
+  DetectionDataset d;
+  d.class_names = class_names;
+  d.category_ids = category_ids;
+  d.source = source;
+  auto idx = index.to(torch::kCPU, torch::kLong).contiguous();
+  d.images = images.index_select(0, idx);
+  std::set<int64_t> ids;
+  for (int64_t i = 0; i < idx.size(0); ++i) {
+    const auto k = static_cast<size_t>(idx[i].item<int64_t>());
+    d.boxes.push_back(boxes[k]);
+    d.labels.push_back(labels[k]);
+    d.ignore.push_back(ignore[k]);
+    d.info.push_back(info[k]);
+    ids.insert(info[k].id);
+  }
+  for (const auto& g : ground_truth)
+    if (ids.count(g.image_id)) d.ground_truth.push_back(g);
+  return d;
+}
+
+std::vector<int64_t> DetectionDataset::image_ids() const {
+  std::vector<int64_t> ids;
+  for (const auto& i : info) ids.push_back(i.id);
+  return ids;
+}
+
+torch::Tensor letterbox_image(const std::string& file, int64_t size, double* scale, int64_t* width,
+                              int64_t* height) {
+  cv::Mat img = cv::imread(file, cv::IMREAD_COLOR);
+  KD_CHECK(!img.empty(), "{}: cannot read or decode the image", file);
+  if (width) *width = img.cols;
+  if (height) *height = img.rows;
+  const double s = std::min(static_cast<double>(size) / img.cols, static_cast<double>(size) / img.rows);
+  const int w = std::max(1, static_cast<int>(std::lround(img.cols * s)));
+  const int h = std::max(1, static_cast<int>(std::lround(img.rows * s)));
+  if (w != img.cols || h != img.rows)
+    cv::resize(img, img, cv::Size(w, h), 0, 0, s < 1 ? cv::INTER_AREA : cv::INTER_LINEAR);
+  cv::cvtColor(img, img, cv::COLOR_BGR2RGB);
+  auto out = torch::zeros({3, size, size}, torch::kUInt8);
+  auto hwc = torch::from_blob(img.data, {h, w, 3}, {static_cast<int64_t>(img.step[0]), 3, 1}, torch::kUInt8);
+  out.narrow(1, 0, h).narrow(2, 0, w).copy_(hwc.permute({2, 0, 1}));
+  *scale = s;
+  return out;
+}
+
+namespace {
+
+struct RawBox {
+  int64_t ann_id;
+  int64_t class_index;
+  double x, y, w, h, area;
+  bool crowd, ignore;
+};
+
+// Validates a box against its image; bad ones are counted and skipped (one warning per file),
+// boxes reaching past the border are clipped to it.
+bool clip_box(RawBox& b, int64_t width, int64_t height) {
+  const double x2 = std::min<double>(b.x + b.w, static_cast<double>(width));
+  const double y2 = std::min<double>(b.y + b.h, static_cast<double>(height));
+  const double x1 = std::max(0.0, b.x), y1 = std::max(0.0, b.y);
+  if (!(b.w > 0 && b.h > 0) || x2 - x1 <= 0 || y2 - y1 <= 0) return false;
+  b.x = x1;
+  b.y = y1;
+  b.w = x2 - x1;
+  b.h = y2 - y1;
+  return true;
+}
+
+// Decodes the images and fills the tensors from boxes in original pixels.
+DetectionDataset assemble(std::vector<DetectionImage> info, const std::vector<std::vector<RawBox>>& raw,
+                          std::vector<std::string> class_names, std::vector<int64_t> category_ids,
+                          const std::string& source, int64_t size) {
+  KD_CHECK(!info.empty(), "{}: the dataset has no images", source);
+  KD_CHECK(!class_names.empty(), "{}: the dataset has no categories", source);
+  DetectionDataset d;
+  d.source = source;
+  d.class_names = std::move(class_names);
+  d.category_ids = std::move(category_ids);
+  d.images = torch::empty({static_cast<int64_t>(info.size()), 3, size, size}, torch::kUInt8);
+  for (size_t i = 0; i < info.size(); ++i) {
+    int64_t w = 0, h = 0;
+    d.images[static_cast<int64_t>(i)].copy_(letterbox_image(info[i].file, size, &info[i].scale, &w, &h));
+    if (info[i].width > 0 && info[i].height > 0 && (info[i].width != w || info[i].height != h))
+      spdlog::warn("{}: image is {}x{} but the annotations say {}x{}; using the file's size",
+                   info[i].file, w, h, info[i].width, info[i].height);
+    info[i].width = w;
+    info[i].height = h;
+    std::vector<float> boxes;
+    std::vector<int64_t> labels;
+    std::vector<uint8_t> ignore;
+    for (const auto& b : raw[i]) {
+      const double s = info[i].scale;
+      for (double v : {b.x * s, b.y * s, (b.x + b.w) * s, (b.y + b.h) * s}) boxes.push_back(static_cast<float>(v));
+      labels.push_back(b.class_index);
+      ignore.push_back(b.crowd || b.ignore);
+      GroundTruthBox g;
+      g.image_id = info[i].id;
+      g.category_id = d.category_ids[static_cast<size_t>(b.class_index)];
+      g.bbox = {b.x, b.y, b.w, b.h};
+      g.area = b.area;
+      g.iscrowd = b.crowd;
+      g.ignore = b.ignore;
+      d.ground_truth.push_back(g);
+    }
+    const auto n = static_cast<int64_t>(labels.size());
+    d.boxes.push_back(torch::tensor(boxes, torch::kFloat).view({n, 4}));
+    d.labels.push_back(torch::tensor(labels, torch::kLong).view({n}));
+    d.ignore.push_back(torch::tensor(std::vector<int64_t>(ignore.begin(), ignore.end()), torch::kLong).view({n}).to(torch::kBool));
+  }
+  d.info = std::move(info);
+  return d;
+}
+
+template <typename T>
+T field(const nlohmann::json& obj, const char* key, const std::string& where) {
+  if (!obj.is_object() || !obj.contains(key)) fail("{}: missing '{}'", where, key);
+  try {
+    return obj.at(key).get<T>();
+  } catch (const nlohmann::json::exception&) {
+    fail("{}: '{}' has the wrong type ({})", where, key, obj.at(key).dump().substr(0, 60));
+  }
+}
+
+}  // namespace
+
+DetectionDataset load_coco(const std::string& json_path, int64_t size) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(read_text(json_path));
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: not valid JSON ({})", json_path, e.what());
+  }
+  for (const char* key : {"images", "annotations", "categories"})
+    KD_CHECK(j.is_object() && j.contains(key) && j[key].is_array(), "{}: missing the '{}' list", json_path, key);
+  const fs::path dir = fs::path(json_path).parent_path();
+
+  std::map<int64_t, size_t> class_of;  // category id -> class index (ids sorted)
+  std::map<int64_t, std::string> categories;
+  for (size_t i = 0; i < j["categories"].size(); ++i) {
+    const auto where = fmt::format("{}: category {}", json_path, i);
+    const auto id = field<int64_t>(j["categories"][i], "id", where);
+    KD_CHECK(!categories.count(id), "{}: category id {} appears twice", json_path, id);
+    categories[id] = field<std::string>(j["categories"][i], "name", where);
+  }
+  std::vector<std::string> names;
+  std::vector<int64_t> cat_ids;
+  for (const auto& [id, name] : categories) {
+    class_of[id] = names.size();
+    names.push_back(name);
+    cat_ids.push_back(id);
+  }
+
+  std::vector<DetectionImage> info;
+  std::map<int64_t, size_t> image_of;
+  for (size_t i = 0; i < j["images"].size(); ++i) {
+    const auto& im = j["images"][i];
+    const auto where = fmt::format("{}: image {}", json_path, i);
+    DetectionImage d;
+    d.id = field<int64_t>(im, "id", where);
+    const auto name = field<std::string>(im, "file_name", where);
+    d.width = im.value("width", 0);
+    d.height = im.value("height", 0);
+    fs::path file = dir / name;
+    if (!fs::exists(file) && fs::exists(dir / "images" / name)) file = dir / "images" / name;
+    KD_CHECK(fs::exists(file), "{}: image id {}: {} not found (looked in {} and {}/images)", json_path, d.id,
+             name, dir.string(), dir.string());
+    d.file = file.string();
+    KD_CHECK(!image_of.count(d.id), "{}: image id {} appears twice", json_path, d.id);
+    image_of[d.id] = info.size();
+    info.push_back(d);
+  }
+  KD_CHECK(!info.empty(), "{}: the dataset has no images", json_path);
+
+  std::vector<std::vector<RawBox>> raw(info.size());
+  int64_t skipped = 0;
+  std::string first_skipped;
+  for (size_t i = 0; i < j["annotations"].size(); ++i) {
+    const auto& a = j["annotations"][i];
+    const auto id = a.is_object() && a.contains("id") && a["id"].is_number() ? a["id"].get<int64_t>() : static_cast<int64_t>(i);
+    const auto where = fmt::format("{}: annotation id {}", json_path, id);
+    const auto image_id = field<int64_t>(a, "image_id", where);
+    const auto cat = field<int64_t>(a, "category_id", where);
+    auto bbox = field<std::vector<double>>(a, "bbox", where);
+    KD_CHECK(bbox.size() == 4, "{}: bbox must be [x, y, width, height], got {} numbers", where, bbox.size());
+    auto im = image_of.find(image_id);
+    KD_CHECK(im != image_of.end(), "{}: unknown image_id {}", where, image_id);
+    auto c = class_of.find(cat);
+    KD_CHECK(c != class_of.end(), "{}: unknown category_id {}", where, cat);
+    RawBox b{id, static_cast<int64_t>(c->second), bbox[0], bbox[1], bbox[2], bbox[3], 0.0,
+             a.value("iscrowd", 0) != 0, a.value("ignore", 0) != 0};
+    const auto& img = info[im->second];
+    // Width/height may be absent from the image entry; clip once the file is decoded then.
+    if (!clip_box(b, img.width > 0 ? img.width : INT64_MAX / 4, img.height > 0 ? img.height : INT64_MAX / 4)) {
+      if (skipped++ == 0) first_skipped = where;
+      continue;
+    }
+    b.area = a.contains("area") && a["area"].is_number() ? a["area"].get<double>() : b.w * b.h;
+    raw[im->second].push_back(b);
+  }
+  if (skipped > 0)
+    spdlog::warn("{}: skipped {} box(es) with zero area or outside their image (first: {})", json_path,
+                 skipped, first_skipped);
+  return assemble(std::move(info), raw, names, cat_ids, json_path, size);
+}
+
+DetectionDataset load_voc(const std::string& root, int64_t size) {
+  const fs::path ann_dir = fs::path(root) / "Annotations";
+  KD_CHECK(fs::is_directory(ann_dir), "{}: no Annotations/ folder (expected a Pascal VOC layout)", root);
+  std::vector<fs::path> files;
+  for (const auto& e : fs::directory_iterator(ann_dir))
+    if (e.is_regular_file() && e.path().extension() == ".xml") files.push_back(e.path());
+  std::sort(files.begin(), files.end());
+  KD_CHECK(!files.empty(), "{}: no .xml files in Annotations/", root);
+
+  struct Obj { std::string name; RawBox box; };
+  std::vector<DetectionImage> info;
+  std::vector<std::vector<Obj>> objs;
+  std::set<std::string> name_set;
+  int64_t skipped = 0;
+  std::string first_skipped;
+  for (size_t i = 0; i < files.size(); ++i) {
+    const std::string f = files[i].string();
+    pugi::xml_document doc;
+    auto ok = doc.load_file(f.c_str());
+    KD_CHECK(ok, "{}: not valid XML ({} at offset {})", f, ok.description(), ok.offset);
+    auto ann = doc.child("annotation");
+    KD_CHECK(ann, "{}: no <annotation> element", f);
+    const std::string filename = ann.child_value("filename");
+    KD_CHECK(!filename.empty(), "{}: missing <filename>", f);
+    DetectionImage d;
+    d.id = static_cast<int64_t>(i) + 1;
+    d.file = (fs::path(root) / "JPEGImages" / filename).string();
+    KD_CHECK(fs::exists(d.file), "{}: image {} not found", f, d.file);
+    d.width = ann.child("size").child("width").text().as_llong(0);
+    d.height = ann.child("size").child("height").text().as_llong(0);
+    std::vector<Obj> here;
+    int64_t k = 0;
+    for (auto o : ann.children("object")) {
+      const auto where = fmt::format("{}: object {}", f, k++);
+      Obj ob;
+      ob.name = o.child_value("name");
+      KD_CHECK(!ob.name.empty(), "{}: missing <name>", where);
+      auto bb = o.child("bndbox");
+      KD_CHECK(bb && bb.child("xmin") && bb.child("ymin") && bb.child("xmax") && bb.child("ymax"),
+               "{}: missing <bndbox> with xmin, ymin, xmax, ymax", where);
+      // VOC pixel indices are 1-based and inclusive.
+      const double x1 = bb.child("xmin").text().as_double() - 1, y1 = bb.child("ymin").text().as_double() - 1;
+      const double x2 = bb.child("xmax").text().as_double(), y2 = bb.child("ymax").text().as_double();
+      ob.box = {k - 1, 0, x1, y1, x2 - x1, y2 - y1, 0.0, false, o.child("difficult").text().as_int(0) != 0};
+      if (!clip_box(ob.box, d.width > 0 ? d.width : INT64_MAX / 4, d.height > 0 ? d.height : INT64_MAX / 4)) {
+        if (skipped++ == 0) first_skipped = where;
+        continue;
+      }
+      ob.box.area = ob.box.w * ob.box.h;
+      name_set.insert(ob.name);
+      here.push_back(ob);
+    }
+    info.push_back(d);
+    objs.push_back(here);
+  }
+  if (skipped > 0)
+    spdlog::warn("{}: skipped {} box(es) with zero area or outside their image (first: {})", root, skipped,
+                 first_skipped);
+  std::vector<std::string> names(name_set.begin(), name_set.end());
+  std::vector<int64_t> ids;
+  for (size_t c = 0; c < names.size(); ++c) ids.push_back(static_cast<int64_t>(c) + 1);
+  std::vector<std::vector<RawBox>> raw(objs.size());
+  for (size_t i = 0; i < objs.size(); ++i)
+    for (auto& o : objs[i]) {
+      o.box.class_index = std::find(names.begin(), names.end(), o.name) - names.begin();
+      raw[i].push_back(o.box);
+    }
+  return assemble(std::move(info), raw, names, ids, root, size);
+}
+
+bool is_detection_source(const std::string& source) {
+  const fs::path p(source);
+  return (fs::is_regular_file(p) && p.extension() == ".json") ||
+         (fs::is_directory(p) && (fs::exists(p / "train.json") || fs::is_directory(p / "Annotations")));
+}
+
+bool has_detection_part(const std::string& source, const std::string& part) {
+  const fs::path p(source);
+  if (part == "train") return true;
+  return fs::is_directory(p) && fs::exists(p / (part + ".json"));
+}
+
+DetectionDataset load_detection(const std::string& source, const std::string& part, int64_t size) {
+  const fs::path p(source);
+  KD_CHECK(fs::exists(p), "{}: no such file or directory", source);
+  if (fs::is_regular_file(p)) {
+    KD_CHECK(part == "train", "{}: a single annotation file has no '{}' part", source, part);
+    return load_coco(source, size);
+  }
+  if (fs::exists(p / (part + ".json"))) return load_coco((p / (part + ".json")).string(), size);
+  if (fs::is_directory(p / "Annotations")) {
+    KD_CHECK(part == "train", "{}: a VOC folder has no '{}' part here", source, part);
+    return load_voc(source, size);
+  }
+  fail("{}: not a detection dataset (expected a COCO .json, a folder with {}.json, or a VOC folder)",
+       source, part);
+}
+
+DetectionLoader::DetectionLoader(const DetectionDataset& data, int64_t batch_size, bool shuffle,
+                                 DetectionAugment augment, uint64_t seed, torch::Device device)
+    : data_(data), batch_size_(batch_size), shuffle_(shuffle), augment_(augment), seed_(seed), device_(device),
+      gen_(at::detail::createCPUGenerator(seed)) {
+  order_ = torch::arange(data.size(), torch::kLong);
+}
+
+void DetectionLoader::start_epoch(int64_t epoch) {
+  const uint64_t s = seed_ * 1000003ULL + static_cast<uint64_t>(epoch);
+  gen_ = at::detail::createCPUGenerator(s);
+  if (shuffle_) order_ = torch::randperm(data_.size(), gen_, torch::kLong);
+}
+
+int64_t DetectionLoader::num_batches() const { return (data_.size() + batch_size_ - 1) / batch_size_; }
+
+DetectionBatch DetectionLoader::get(int64_t i) const {
+  const int64_t start = i * batch_size_, n = std::min(batch_size_, data_.size() - start);
+  auto idx = order_.narrow(0, start, n);
+  DetectionBatch b;
+  b.index = idx;
+  b.x = data_.images.index_select(0, idx).to(torch::kFloat).div_(255.0);
+  int64_t g = 1;
+  for (int64_t k = 0; k < n; ++k) g = std::max(g, data_.boxes[static_cast<size_t>(idx[k].item<int64_t>())].size(0));
+  b.boxes = torch::zeros({n, g, 4});
+  b.labels = torch::full({n, g}, -1, torch::kLong);
+  for (int64_t k = 0; k < n; ++k) {
+    const auto j = static_cast<size_t>(idx[k].item<int64_t>());
+    const int64_t m = data_.boxes[j].size(0);
+    if (m == 0) continue;
+    b.boxes[k].narrow(0, 0, m).copy_(data_.boxes[j]);
+    b.labels[k].narrow(0, 0, m).copy_(torch::where(data_.ignore[j], torch::full_like(data_.labels[j], -2), data_.labels[j]));
+  }
+  if (augment_.enabled()) augment_detection_batch(b, augment_, gen_);
+  b.x = b.x.to(device_);
+  b.boxes = b.boxes.to(device_);
+  b.labels = b.labels.to(device_);
+  return b;
+}
+
+void augment_detection_batch(DetectionBatch& b, const DetectionAugment& aug, torch::Generator& gen) {
+  const int64_t n = b.x.size(0);
+  const double S = static_cast<double>(b.x.size(3)), H = static_cast<double>(b.x.size(2));
+  auto opts = torch::TensorOptions().dtype(torch::kFloat);
+  auto flip = aug.hflip ? torch::rand({n}, gen, opts) < 0.5 : torch::zeros({n}, torch::kBool);
+  auto s = aug.scale_jitter > 0 ? 1.0 + (torch::rand({n}, gen, opts) * 2 - 1) * aug.scale_jitter : torch::ones({n}, opts);
+  // Placement: anywhere that keeps the scaled image covering (s >= 1) or inside (s < 1) the frame.
+  auto room_x = (1 - s) * S, room_y = (1 - s) * H;
+  auto tx = torch::minimum(room_x, torch::zeros_like(room_x)) + torch::rand({n}, gen, opts) * room_x.abs();
+  auto ty = torch::minimum(room_y, torch::zeros_like(room_y)) + torch::rand({n}, gen, opts) * room_y.abs();
+  // Output pixel X samples input (X - t) / s (flip first: X -> S - X). In affine_grid's
+  // normalized coordinates (align_corners=false) x_n = 2X/S - 1.
+  auto sign = torch::where(flip, -torch::ones_like(s), torch::ones_like(s));
+  auto theta = torch::zeros({n, 2, 3}, opts);
+  theta.select(1, 0).select(1, 0).copy_(sign / s);
+  theta.select(1, 0).select(1, 2).copy_(sign * (1 / s - 1 - 2 * tx / (s * S)));
+  theta.select(1, 1).select(1, 1).copy_(1 / s);
+  theta.select(1, 1).select(1, 2).copy_(1 / s - 1 - 2 * ty / (s * H));
+  auto grid = torch::nn::functional::affine_grid(theta, b.x.sizes().vec(), /*align_corners=*/false);
+  b.x = torch::nn::functional::grid_sample(
+      b.x, grid, torch::nn::functional::GridSampleFuncOptions().mode(torch::kBilinear).padding_mode(torch::kZeros).align_corners(false));
+
+  auto bx = b.boxes;
+  auto x1 = torch::where(flip.unsqueeze(1), S - bx.select(2, 2), bx.select(2, 0));
+  auto x2 = torch::where(flip.unsqueeze(1), S - bx.select(2, 0), bx.select(2, 2));
+  auto sc = s.unsqueeze(1);
+  x1 = x1 * sc + tx.unsqueeze(1);
+  x2 = x2 * sc + tx.unsqueeze(1);
+  auto y1 = bx.select(2, 1) * sc + ty.unsqueeze(1), y2 = bx.select(2, 3) * sc + ty.unsqueeze(1);
+  const auto area = (x2 - x1) * (y2 - y1);
+  x1 = x1.clamp(0, S);
+  x2 = x2.clamp(0, S);
+  y1 = y1.clamp(0, H);
+  y2 = y2.clamp(0, H);
+  const auto kept_area = (x2 - x1) * (y2 - y1);
+  auto lost = (kept_area < 0.4 * area) | ((x2 - x1) < 2) | ((y2 - y1) < 2);
+  b.boxes = torch::stack({x1, y1, x2, y2}, 2);
+  // A box mostly pushed out of the frame becomes an ignore region while part of it shows.
+  auto gone = torch::where(kept_area > 0, torch::full_like(b.labels, -2), torch::full_like(b.labels, -1));
+  b.labels = torch::where(lost & (b.labels >= 0), gone, b.labels);
+}
+
+}  // namespace kd

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Detection through the real CLI on a small generated dataset: make-detection (COCO + VOC),
+# train d0 and a teacher, distill, eval (a run, and a COCO results file against COCO ground
+# truth), compare, predict; and bad input failing with one clear line.
+# Usage: detect_test.sh KD_BINARY WORK_DIR
+set -euo pipefail
+KD=$1 WORK=$2
+rm -rf "$WORK" && mkdir -p "$WORK" && cd "$WORK"
+fails=0
+check() {  # check DESCRIPTION COMMAND...: the command must succeed
+  if "${@:2}" >"$WORK/out.txt" 2>"$WORK/err.txt"; then echo "ok   $1"; else
+    echo "FAIL $1"; cat "$WORK/err.txt"; fails=$((fails + 1)); fi
+}
+expect_error() {  # expect_error CODE NEEDLE COMMAND...: exit CODE, one stderr line with NEEDLE
+  set +e; "${@:3}" >"$WORK/out.txt" 2>"$WORK/err.txt"; local rc=$?; set -e
+  local msg; msg=$(grep -v '^\[' "$WORK/err.txt" | grep -v '^make \|^epoch ' || true)
+  if [ "$rc" -eq "$1" ] && grep -qF -- "$2" <<<"$msg" && [ "$(wc -l <<<"$msg")" -eq 1 ]; then
+    echo "ok   exit $1: $2"; else
+    echo "FAIL expected exit $1 with '$2', got $rc:"; cat "$WORK/err.txt"; fails=$((fails + 1)); fi
+}
+json() { /usr/bin/python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$@"; }
+ok_if() {  # ok_if DESCRIPTION PYTHON_CONDITION
+  if /usr/bin/python3 -c "import sys; sys.exit(0 if ($2) else 1)"; then echo "ok   $1"; else
+    echo "FAIL $1 ($2)"; fails=$((fails + 1)); fi
+}
+
+check "make-detection" "$KD" data make-detection --out det --images 200 --test-images 40 --canvas 64 \
+  --min-size 14 --max-size 36 --voc --seed 1
+ok_if "240 canvases written" "$(ls det/images | wc -l) == 240"
+ok_if "VOC annotations for every canvas" "$(ls det/voc/Annotations | wc -l) == 240"
+check "data info (COCO)" "$KD" data info --data det
+grep -q "det \[test\]: 40 images" out.txt && echo "ok   info sees the test part" || { echo "FAIL info"; cat out.txt; fails=$((fails+1)); }
+check "data split by image" "$KD" data split --data det --out split.json --seed 2
+ok_if "split is 8:2" "$(json split.json 'len(d["train"])') == 160"
+
+COMMON=(--data det --size 64 --epochs 2 --batch-size 16 --lr 0.05 --threads 2 --no-latency)
+check "train d0" "$KD" train --arch effdet-d0 --out d0 "${COMMON[@]}"
+check "train a teacher (d1)" "$KD" train --arch effdet-d1 --out d1 "${COMMON[@]}"
+check "distill d0 from d1" "$KD" distill --teacher d1 --student effdet-d0 --out d0kd -T 2 --kd-levels P3,P4 "${COMMON[@]}"
+check "train on VOC annotations" "$KD" train --arch effdet-d0 --data det/voc --size 64 --epochs 1 --no-latency --out d0voc
+for run in d0 d1 d0kd; do
+  for f in config.yaml metrics.jsonl model.json model.pt summary.json checkpoints/last.pt checkpoints/best.pt; do
+    [ -f "$run/$f" ] || { echo "FAIL $run/$f missing"; fails=$((fails + 1)); }
+  done
+  ok_if "$run: 2 epochs of metrics" "$(wc -l <"$run/metrics.jsonl") == 2"
+  ok_if "$run: test mAP is a number in [0, 1]" "0 <= $(json $run/summary.json 'd["test"]["map"]') <= 1"
+done
+ok_if "distilled run records its teacher at the student's size" \
+  "'$(json d0kd/summary.json 'd["teacher_name"]')' == 'd1' and $(json d0kd/summary.json '"map" in d["teacher_at_student_size"]')"
+
+check "eval a detector run, saving COCO results" "$KD" eval d0kd --json --save-results d0kd-results.json
+# The saved detections, scored as an outside tool's would be, give the run's own test mAP.
+check "eval a COCO results file" "$KD" eval --gt det/test.json --results d0kd-results.json --json
+ok_if "results file scores as the run" \
+  "abs($(json out.txt 'd["metrics"]["map"]') - $(json d0kd/summary.json 'd["test"]["map"]')) < 1e-9"
+check "compare detectors" "$KD" compare d1 d0 d0kd
+grep -q "mAP" out.txt && echo "ok   compare shows mAP" || { echo "FAIL compare"; cat out.txt; fails=$((fails+1)); }
+check "predict" "$KD" predict d0kd det/images/test_000001.png det/images/test_000002.png --score 0 --out-dir pred
+ok_if "one JSON line per image, boxes drawn" \
+  "$(wc -l <out.txt) == 2 and $(ls pred/*.boxes.png | wc -l) == 2"
+ok_if "predictions have class, score, bbox" \
+  "$(head -1 out.txt | /usr/bin/python3 -c 'import json,sys; d=json.load(sys.stdin)["detections"]; print(len(d) > 0 and set(d[0]) == {"class","score","bbox"})')"
+check "models lists the detector family" "$KD" models
+ok_if "d0..d3 listed" "$(grep -c 'effdet-d[0-3]' out.txt) == 4"
+
+# Bad input: one line, the file and the annotation named.
+/usr/bin/python3 - <<'PY'
+import json
+d = json.load(open("det/train.json"))
+del d["annotations"][3]["bbox"]
+json.dump(d, open("bad.json", "w"))
+d = json.load(open("det/train.json"))
+d["annotations"][0]["category_id"] = 99
+json.dump(d, open("badcat.json", "w"))
+PY
+cp -r det/images images
+expect_error 1 "annotation id 4: missing 'bbox'" "$KD" train --arch effdet-d0 --data bad.json --out bad1 --epochs 1
+expect_error 1 "unknown category_id 99" "$KD" train --arch effdet-d0 --data badcat.json --out bad2 --epochs 1
+[ -f bad1/error.txt ] && [ ! -f bad1/summary.json ] && echo "ok   failed run is visibly incomplete" || { echo "FAIL bad1 state"; fails=$((fails+1)); }
+expect_error 1 "cannot read or decode" "$KD" predict d0 /etc/hostname
+expect_error 2 "detection runs support modes train and offline" "$KD" distill --mode semi --teacher d1 --student effdet-d0 --labeled-fraction 0.5 --out bad3 "${COMMON[@]}"
+expect_error 1 "teacher d0 detects" "$KD" distill --teacher d0 --student effdet-d0 --data det/voc --size 64 --out bad4 --epochs 1
+expect_error 1 "not a detection dataset" "$KD" train --arch effdet-d0 --data /tmp --out bad5 --epochs 1
+expect_error 2 "--gt and --results go together" "$KD" eval --gt det/test.json
+
+echo "$fails failure(s)"
+[ "$fails" -eq 0 ]
