@@ -4,7 +4,7 @@ JOBS ?= 2
 KD := $(BUILD)/kd
 GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
 
-.PHONY: all deps configure build demo test bench reproduce clean
+.PHONY: all deps configure build demo test bench reproduce reproduce-classify reproduce-detect clean
 
 all: build
 
@@ -30,10 +30,21 @@ bench: build
 	bench/run.sh $(KD)
 
 # The full recipes over 3 seeds: the README's results tables (fmnist-modes reuses fmnist's teacher).
-reproduce: build
+reproduce: reproduce-classify reproduce-detect
+
+reproduce-classify: build
 	$(KD) run experiments/fmnist.yaml
 	$(KD) run experiments/fmnist-modes.yaml
 	$(KD) run experiments/fmnist-self.yaml
+
+# Detection: the generated dataset (seeded), then d0, d3 and d0 distilled from d3 (~1 h);
+# the comparison table lands in runs/detect/compare.md.
+DETECT_DATA := data/fmnist-det
+$(DETECT_DATA)/train.json: | build
+	$(KD) data make-detection --out $(DETECT_DATA) --images 3000 --test-images 600 --seed 0
+
+reproduce-detect: build $(DETECT_DATA)/train.json
+	$(KD) run experiments/detect.yaml
 
 clean:
 	rm -rf $(BUILD)

@@ -20,6 +20,7 @@ namespace {
 struct EvalArgs {
   std::string run;
   std::string gt, results, save_results;
+  std::string task;
   std::string data;
   std::string part = "test";
   bool latency = false;
@@ -102,12 +103,15 @@ void eval_detector(const EvalArgs& a, Model& model, torch::Device device) {
 void run(const EvalArgs& a) {
   if (!a.gt.empty() || !a.results.empty()) {
     if (a.gt.empty() || a.results.empty()) usage_fail("--gt and --results go together");
+    if (a.task == "classify") usage_fail("--gt and --results score detections (--task detect)");
     return eval_results_file(a);
   }
   if (a.run.empty()) usage_fail("give a run directory (or --gt FILE --results FILE)");
   torch::Device device = init_runtime({a.runtime.device, a.runtime.threads, a.runtime.seed, false});
   auto model = load_model(a.run);
   model->to(device);
+  if (!a.task.empty() && a.task != model->spec().task)
+    usage_fail("--task {}: {} is a {} model", a.task, a.run, model->spec().task == "detect" ? "detection" : "classification");
   if (model->spec().task == "detect") return eval_detector(a, *model, device);
   if (!a.save_results.empty()) usage_fail("--save-results is for detectors");
   model->to(device);
@@ -154,6 +158,8 @@ void add_eval_command(CLI::App& app) {
             "          kd eval runs/det-d0 --save-results d0.json\n"
             "          kd eval --gt data/det/test.json --results d0.json");
   c->add_option("run", a->run, "run directory or TorchScript .pt");
+  c->add_option("--task", a->task, "classify or detect (default: what the run is)")
+      ->check(CLI::IsMember({"classify", "detect"}));
   c->add_option("--gt", a->gt, "detection: a COCO ground-truth JSON to score --results against");
   c->add_option("--results", a->results, "detection: a COCO results JSON (image_id, category_id, bbox, score)");
   c->add_option("--save-results", a->save_results, "detection: write the run's detections as a COCO results JSON");

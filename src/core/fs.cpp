@@ -1,5 +1,7 @@
 #include "kd/core/fs.h"
 
+#include <ctime>
+
 #include <unistd.h>
 
 #include <fstream>
@@ -46,6 +48,13 @@ void append_line(const fs::path& path, const std::string& line) {
   KD_CHECK(out, "cannot append to {}", path.string());
   out << line << '\n';
   out.flush();
+}
+
+std::string utc_timestamp() {
+  std::time_t t = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+  return buf;
 }
 
 }  // namespace kd

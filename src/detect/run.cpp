@@ -112,13 +112,6 @@ CocoMetrics evaluate_detector(Model& model, const DetectionDataset& data, int64_
 
 namespace {
 
-std::string now_iso8601() {
-  std::time_t t = std::time(nullptr);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
-  return buf;
-}
-
 std::unique_ptr<Model> build_detector(const RunConfig& cfg, const DetectionDataset& train, int64_t size) {
   KD_CHECK(find_architecture(cfg.arch).task == "detect", "architecture {} is not a detector (see kd models)",
            cfg.arch);
@@ -310,7 +303,7 @@ nlohmann::json execute_detect_run(const RunConfig& cfg, const std::string& run_d
                             {"train_images_per_s", images_per_s_sum / static_cast<double>(tc.epochs)},
                             {"test_set", data.test_name},
                             {"test", test.to_json(best->spec().class_names)},
-                            {"finished", now_iso8601()},
+                            {"finished", utc_timestamp()},
                             {"device", device.str()}};
   if (teacher) {
     summary["teacher"] = cfg.distill.teacher;

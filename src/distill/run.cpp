@@ -20,13 +20,6 @@
 namespace kd {
 namespace {
 
-std::string now_iso8601() {
-  std::time_t t = std::time(nullptr);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
-  return buf;
-}
-
 bool is_torchscript_path(const std::string& arch) {
   return arch.size() > 3 && (arch.rfind(".pt") == arch.size() - 3 ||
                              arch.rfind(".pth") == arch.size() - 4) && fs::is_regular_file(arch);
@@ -239,7 +232,7 @@ nlohmann::json execute_run(const RunConfig& requested, bool overwrite) {
         {"test_set", data.test_name},
         {"test", test.to_json(best->spec().class_names)},
         {"strategy", strategy->describe()},
-        {"finished", now_iso8601()},
+        {"finished", utc_timestamp()},
         {"device", device.str()},
     });
     if (!cfg.distill.teacher.empty()) {

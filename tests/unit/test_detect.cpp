@@ -141,6 +141,24 @@ TEST(DetectData, CocoAndVocReadTheSameBoxes) {
   EXPECT_EQ(big.info[0].scale, 2.0);
 }
 
+TEST(DetectData, MakeDetectionIsSeeded) {
+  TempDir d;
+  auto make = [&](const std::string& out, uint64_t seed) {
+    kd::MakeDetectionOptions o;
+    o.out = d / out;
+    o.train_images = 6;
+    o.test_images = 0;
+    o.canvas = 48;
+    o.min_size = 10;
+    o.max_size = 24;
+    o.seed = seed;
+    kd::make_detection_dataset(o);
+    return kd::read_text(d / (out + "/train.json")) + kd::read_text(d / (out + "/images/train_000006.png"));
+  };
+  EXPECT_EQ(make("a", 5), make("b", 5));
+  EXPECT_NE(make("a", 5), make("c", 6));
+}
+
 std::string write(const TempDir& d, const std::string& name, const std::string& text) {
   std::ofstream(d / name) << text;
   return d / name;

@@ -15,5 +15,7 @@ void write_text_atomically(const fs::path& path, const std::string& text);
 std::string read_text(const fs::path& path);
 // Appends one line and flushes; used for metrics.jsonl where each line is a complete record.
 void append_line(const fs::path& path, const std::string& line);
+// "2026-11-28T10:47:23Z": when a run finished, as summaries record it.
+std::string utc_timestamp();
 
 }  // namespace kd
