@@ -30,13 +30,32 @@ TEST(Models, ReferencePairParamsAndMacs) {
   EXPECT_EQ(kd::count_macs(*student, torch::kCPU), 290080);
 }
 
-TEST(Models, EveryArchitectureGivesLogits) {
+TEST(Models, EveryClassifierGivesLogits) {
   for (const auto& arch : kd::architectures()) {
+    if (arch.task != "classify") continue;  // detectors: test_detect.cpp
     auto m = kd::create_model(spec_for(arch.name));
     m->train(false);
     auto y = m->forward(torch::rand({3, 1, 28, 28}));
     EXPECT_EQ(y.sizes(), (std::vector<int64_t>{3, 10})) << arch.name;
     EXPECT_GT(kd::count_macs(*m, torch::kCPU), 0) << arch.name;
+  }
+}
+
+TEST(Models, DetectorsScaleTogether) {
+  // Compound scaling: every step up grows input, params and MACs.
+  int64_t last_params = 0, last_macs = 0, last_size = 0;
+  for (const char* name : {"effdet-d0", "effdet-d1", "effdet-d2", "effdet-d3"}) {
+    kd::ModelSpec s;
+    s.arch = name;
+    const auto size = kd::resolve_arch_options(name, nlohmann::json::object())["image_size"].get<int64_t>();
+    s.input_shape = {3, size, size};
+    s.class_names = {"a", "b"};
+    auto m = kd::create_model(s);
+    const int64_t params = m->num_parameters(), macs = kd::count_macs(*m, torch::kCPU);
+    EXPECT_GT(size, last_size) << name;
+    EXPECT_GT(params, last_params) << name;
+    EXPECT_GT(macs, last_macs) << name;
+    last_params = params, last_macs = macs, last_size = size;
   }
 }
 
