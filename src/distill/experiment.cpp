@@ -60,6 +60,7 @@ ExperimentPlan load_experiment(const std::string& path, const std::vector<uint64
       };
       if (!cfg.distill.teacher.empty()) resolve(cfg.distill.teacher);
       for (auto& t : cfg.distill.teachers) resolve(t);
+      resolve_task(cfg);
       validate(cfg);
       names.insert(cfg.name);
       plan.runs.push_back(cfg);

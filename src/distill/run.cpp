@@ -133,10 +133,14 @@ double top1_of(const torch::Tensor& probs, const torch::Tensor& labels) {
 
 }  // namespace
 
-nlohmann::json execute_run(const RunConfig& requested, bool overwrite) {
-  RunConfig cfg = requested;
+void resolve_task(RunConfig& cfg) {
   // A detector architecture makes a detection run without saying so.
   if (!is_torchscript_path(cfg.arch) && find_architecture(cfg.arch).task == "detect") cfg.task = "detect";
+}
+
+nlohmann::json execute_run(const RunConfig& requested, bool overwrite) {
+  RunConfig cfg = requested;
+  resolve_task(cfg);
   validate(cfg);
   const fs::path dir(cfg.out);
   if (fs::exists(dir) && !fs::is_empty(dir)) {

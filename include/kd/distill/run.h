@@ -25,6 +25,10 @@ struct RunData {
 // unlabeled rest with label kUnlabeled; merge hides every training label).
 RunData load_run_data(const DataConfig& cfg, const std::string& mode = "train");
 
+// Fills what the config implies but does not say (a detector architecture: task detect), as
+// execute_run does before writing config.yaml; experiments compare configs after it.
+void resolve_task(RunConfig& cfg);
+
 // Executes the run and returns its summary. `overwrite` removes an existing run directory.
 nlohmann::json execute_run(const RunConfig& cfg, bool overwrite);
 
