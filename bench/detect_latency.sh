@@ -21,5 +21,6 @@ def f(v, spec):
 print("| run | latency b1 median (ms) | p95 (ms) | throughput b256 (img/s) | runs |")
 print("|---|---|---|---|---|")
 for name, v in rows.items():
-    print(f"| {name} | {f([x[0] for x in v], "{:.2f}")} | {f([x[1] for x in v], "{:.2f}")} | {f([x[2] for x in v], "{:.0f}")} | {len(v)} |")
+    med, p95, thr = f([x[0] for x in v], "{:.2f}"), f([x[1] for x in v], "{:.2f}"), f([x[2] for x in v], "{:.0f}")
+    print("| %s | %s | %s | %s | %d |" % (name, med, p95, thr, len(v)))
 '
