@@ -92,4 +92,13 @@ Split load_split(const std::string& path) {
   return s;
 }
 
+Split resolve_split(const std::string& manifest, const torch::Tensor& labels, double train_ratio,
+                    uint64_t seed, const std::string& source) {
+  if (manifest.empty()) return make_split(labels, train_ratio, seed, source);
+  Split split = load_split(manifest);
+  KD_CHECK(split.num_samples == labels.size(0), "{}: made for {} samples but {} has {}", manifest,
+           split.num_samples, source, labels.size(0));
+  return split;
+}
+
 }  // namespace kd

@@ -36,11 +36,8 @@ DetectionRunData load_detection_run_data(const DataConfig& cfg, int64_t size) {
   DetectionDataset full = load_detection(cfg.source, "train", size);
   // Images, not boxes, are split: one label per image makes the stratified split a plain
   // seeded shuffle, the same manifest format `kd data split` writes.
-  Split split = cfg.split.empty() ? make_split(torch::zeros({full.size()}, torch::kLong), cfg.train_ratio,
-                                               cfg.split_seed, cfg.source)
-                                  : load_split(cfg.split);
-  KD_CHECK(split.num_samples == full.size(), "{}: made for {} images but {} has {}", cfg.split,
-           split.num_samples, cfg.source, full.size());
+  Split split = resolve_split(cfg.split, torch::zeros({full.size()}, torch::kLong), cfg.train_ratio,
+                              cfg.split_seed, cfg.source);
   DetectionRunData d;
   d.train = full.subset(split.train);
   d.eval = full.subset(split.eval);
@@ -307,9 +304,7 @@ nlohmann::json execute_detect_run(const RunConfig& cfg, const std::string& run_d
                             {"device", device.str()}};
   if (teacher) {
     summary["teacher"] = cfg.distill.teacher;
-    summary["teacher_name"] = fs::exists(fs::path(cfg.distill.teacher) / "summary.json")
-                                  ? read_summary(cfg.distill.teacher).value("name", "")
-                                  : fs::path(cfg.distill.teacher).stem().string();
+    summary["teacher_name"] = teacher_name(cfg.distill.teacher);
     // The teacher as the student saw it: at the student's input size.
     summary["teacher_at_student_size"] = evaluate_detector(*teacher, data.test, tc.eval_batch_size, device, po).to_json();
     summary["strategy"] = {{"strategy", "offline"}, {"temperature", cfg.distill.temperature},

@@ -48,10 +48,7 @@ std::unique_ptr<Model> build_student(const RunConfig& cfg, const Dataset& train)
 RunData load_run_data(const DataConfig& cfg, const std::string& mode) {
   ImageOptions img{cfg.channels, cfg.height, cfg.width};
   Dataset full = load_dataset(cfg.source, "train", img);
-  Split split = cfg.split.empty() ? make_split(full.labels, cfg.train_ratio, cfg.split_seed, cfg.source)
-                                  : load_split(cfg.split);
-  KD_CHECK(split.num_samples == full.size(), "{}: made for {} samples but {} has {}", cfg.split,
-           split.num_samples, cfg.source, full.size());
+  Split split = resolve_split(cfg.split, full.labels, cfg.train_ratio, cfg.split_seed, cfg.source);
   RunData d;
   d.train = full.subset(split.train);
   d.eval = full.subset(split.eval);
@@ -93,12 +90,12 @@ RunData load_run_data(const DataConfig& cfg, const std::string& mode) {
   return d;
 }
 
-namespace {
-
 std::string teacher_name(const std::string& teacher) {
   return fs::exists(fs::path(teacher) / "summary.json") ? read_summary(teacher).value("name", "")
                                                         : fs::path(teacher).stem().string();
 }
+
+namespace {
 
 DistillOptions distill_options(const RunConfig& cfg) {
   DistillOptions o;

@@ -23,6 +23,10 @@ Split make_split(const torch::Tensor& labels, double train_ratio, uint64_t seed,
                  const std::string& source);
 void save_split(const Split& split, const std::string& path);
 Split load_split(const std::string& path);
+// The split a run uses: the manifest when one is named (checked against the source's size),
+// else make_split(labels, train_ratio, seed, source).
+Split resolve_split(const std::string& manifest, const torch::Tensor& labels, double train_ratio,
+                    uint64_t seed, const std::string& source);
 
 // Hides the labels of all but `fraction` of each class (stratified, seeded). Returns the
 // indices (into `labels`) that keep their labels and those that become unlabeled.

@@ -34,6 +34,8 @@ nlohmann::json execute_run(const RunConfig& cfg, bool overwrite);
 
 // Reads a run's summary.json; throws naming the run if it is missing (incomplete run).
 nlohmann::json read_summary(const std::string& run_dir);
+// The name `kd compare` groups a teacher under: its run's name, or a .pt file's stem.
+std::string teacher_name(const std::string& teacher);
 RunConfig read_run_config(const std::string& run_dir);
 
 }  // namespace kd
