@@ -14,5 +14,7 @@ void add_models_command(CLI::App& app);
 void add_compare_command(CLI::App& app);
 void add_run_command(CLI::App& app);
 void add_predict_command(CLI::App& app);
+void add_export_command(CLI::App& app);
+void add_serve_command(CLI::App& app);
 
 }  // namespace kd::cli

@@ -25,6 +25,8 @@ int main(int argc, char** argv) {
   kd::cli::add_compare_command(app);
   kd::cli::add_run_command(app);
   kd::cli::add_predict_command(app);
+  kd::cli::add_export_command(app);
+  kd::cli::add_serve_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

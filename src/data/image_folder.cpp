@@ -8,6 +8,7 @@
 #include "kd/core/error.h"
 #include "kd/data/dataset.h"
 #include "kd/data/idx.h"
+#include "opencv_image.h"
 
 namespace kd {
 namespace {
@@ -27,10 +28,7 @@ torch::Tensor decode_images(const std::vector<std::string>& files, const ImageOp
   for (size_t i = 0; i < files.size(); ++i) {
     cv::Mat img = cv::imread(files[i], channels == 1 ? cv::IMREAD_GRAYSCALE : cv::IMREAD_COLOR);
     KD_CHECK(!img.empty(), "{}: cannot decode image", files[i]);
-    if (img.rows != h || img.cols != w) cv::resize(img, img, cv::Size(w, h), 0, 0, cv::INTER_AREA);
-    if (channels == 3) cv::cvtColor(img, img, cv::COLOR_BGR2RGB);
-    auto hwc = torch::from_blob(img.data, {h, w, channels}, torch::kUInt8);
-    images[static_cast<int64_t>(i)].copy_(hwc.permute({2, 0, 1}));
+    images[static_cast<int64_t>(i)].copy_(fit_image(img, channels, h, w));
   }
   return images;
 }

@@ -12,6 +12,7 @@
 
 #include "kd/core/error.h"
 #include "kd/core/fs.h"
+#include "kd/data/image.h"
 
 namespace kd {
 
@@ -42,12 +43,9 @@ std::vector<int64_t> DetectionDataset::image_ids() const {
   return ids;
 }
 
-torch::Tensor letterbox_image(const std::string& file, int64_t size, double* scale, int64_t* width,
-                              int64_t* height) {
-  cv::Mat img = cv::imread(file, cv::IMREAD_COLOR);
-  KD_CHECK(!img.empty(), "{}: cannot read or decode the image", file);
-  if (width) *width = img.cols;
-  if (height) *height = img.rows;
+namespace {
+
+torch::Tensor letterbox(cv::Mat img, int64_t size, double* scale) {
   const double s = std::min(static_cast<double>(size) / img.cols, static_cast<double>(size) / img.rows);
   const int w = std::max(1, static_cast<int>(std::lround(img.cols * s)));
   const int h = std::max(1, static_cast<int>(std::lround(img.rows * s)));
@@ -59,6 +57,28 @@ torch::Tensor letterbox_image(const std::string& file, int64_t size, double* sca
   out.narrow(1, 0, h).narrow(2, 0, w).copy_(hwc.permute({2, 0, 1}));
   *scale = s;
   return out;
+}
+
+}  // namespace
+
+torch::Tensor letterbox_image(const std::string& file, int64_t size, double* scale, int64_t* width,
+                              int64_t* height) {
+  cv::Mat img = cv::imread(file, cv::IMREAD_COLOR);
+  KD_CHECK(!img.empty(), "{}: cannot read or decode the image", file);
+  if (width) *width = img.cols;
+  if (height) *height = img.rows;
+  return letterbox(img, size, scale);
+}
+
+torch::Tensor letterbox_encoded(std::string_view bytes, int64_t size, int64_t max_pixels, double* scale,
+                                int64_t* width, int64_t* height) {
+  // decode_image checks the header's size against max_pixels before decoding; 3 channels, no resize.
+  auto rgb = decode_image(bytes, ImageOptions{3, 0, 0}, max_pixels);
+  if (width) *width = rgb.size(2);
+  if (height) *height = rgb.size(1);
+  auto bgr = rgb.flip(0).permute({1, 2, 0}).contiguous();
+  cv::Mat img(static_cast<int>(bgr.size(0)), static_cast<int>(bgr.size(1)), CV_8UC3, bgr.data_ptr<uint8_t>());
+  return letterbox(img, size, scale);
 }
 
 namespace {

@@ -188,7 +188,8 @@ struct HeadImpl : nn::Module {
       for (size_t i = 0; i < convs.size(); ++i)
         h = torch::relu6(bns[i * static_cast<size_t>(n_levels) + static_cast<size_t>(l)]->forward(convs[i]->forward(h)));
       h = predict(h);
-      out.push_back(h.permute({0, 2, 3, 1}).reshape({h.size(0), -1, outputs}));
+      // No size() here: a traced export (kd export) must keep the batch dimension free.
+      out.push_back(h.permute({0, 2, 3, 1}).flatten(1).unflatten(1, {-1, outputs}));
     }
     return torch::cat(out, 1);
   }

@@ -279,6 +279,7 @@ std::unique_ptr<Model> load_torchscript(const std::string& path) {
     try {
       j = nlohmann::json::parse(read_text(sidecar));
       spec.task = j.value("task", "classify");
+      spec.options = j.value("options", nlohmann::json::object());
       spec.class_names = j.value("class_names", std::vector<std::string>{});
       spec.input_shape = j.value("input_shape", std::vector<int64_t>{});
       spec.norm.mean = j.value("mean", std::vector<double>{});

@@ -4,6 +4,7 @@
 // Images are kept in memory as uint8, boxes in input pixels; each image remembers its scale so
 // detections map back to the original pixels for COCO evaluation.
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <torch/types.h>
@@ -50,6 +51,9 @@ DetectionDataset load_voc(const std::string& root, int64_t size);
 // Decodes an image file to RGB uint8 [3, size, size] letterboxed; returns the scale.
 torch::Tensor letterbox_image(const std::string& file, int64_t size, double* scale,
                               int64_t* width = nullptr, int64_t* height = nullptr);
+// The same from encoded PNG/JPEG bytes, refusing images over max_pixels before decoding them.
+torch::Tensor letterbox_encoded(std::string_view bytes, int64_t size, int64_t max_pixels, double* scale,
+                                int64_t* width = nullptr, int64_t* height = nullptr);
 
 struct DetectionBatch {
   torch::Tensor x;       // float [B, 3, S, S] in [0, 1]

@@ -7,7 +7,7 @@
 //
 // A detector's forward returns one tensor [B, A, C + 4]: per anchor, C class logits (sigmoid, no
 // background class) then the box deltas (dy, dx, dh, dw) relative to that anchor
-// (kd/detect/anchors.h). Anchors are ordered by level, row, column, then the 9 anchors of a
+// (kd/detect/boxes.h). Anchors are ordered by level, row, column, then the 9 anchors of a
 // location (3 scales x 3 aspect ratios). forward_with_features taps the BiFPN outputs "P3".."P5"
 // and the backbone outputs "C3".."C5".
 #include <vector>

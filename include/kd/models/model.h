@@ -27,6 +27,8 @@ struct ModelSpec {
   static ModelSpec from_json(const nlohmann::json& j, const std::string& where);
 };
 
+struct ExportResult;
+
 class Model {
  public:
   explicit Model(ModelSpec spec);
@@ -59,6 +61,8 @@ class Model {
   int64_t num_parameters();
 
  protected:
+  // Export traces the network itself: the exported file takes normalized input.
+  friend ExportResult export_torchscript(Model& model, const std::string& path);
   virtual torch::Tensor forward_normalized(const torch::Tensor& x) = 0;
   virtual std::pair<torch::Tensor, std::vector<torch::Tensor>> forward_features_normalized(
       const torch::Tensor& x, const std::vector<std::string>& layers) = 0;
@@ -70,7 +74,8 @@ class Model {
 // Builds a fresh model from the registry (spec.kind == native) or loads a TorchScript file.
 std::unique_ptr<Model> create_model(const ModelSpec& spec);
 // Loads a TorchScript module saved by torch.jit.save. Class names and normalization come from
-// a sidecar "<file>.json" (keys class_names, mean, std, input_shape) when present.
+// a sidecar "<file>.json" (keys task, class_names, mean, std, input_shape, options) when present,
+// which is what `kd export` writes beside its .pt.
 std::unique_ptr<Model> load_torchscript(const std::string& path);
 // Rebuilds a model from a run directory (model.json + model.pt) or a TorchScript file.
 std::unique_ptr<Model> load_model(const std::string& run_or_pt);

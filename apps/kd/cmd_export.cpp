@@ -1,0 +1,50 @@
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "commands.h"
+#include "kd/core/error.h"
+#include "kd/core/fs.h"
+#include "kd/models/export.h"
+#include "kd/models/model.h"
+
+namespace kd::cli {
+namespace {
+
+struct ExportArgs {
+  std::string run;
+  std::string format = "torchscript";
+  std::string out;
+};
+
+void run(const ExportArgs& a) {
+  if (a.format != "torchscript") usage_fail("--format {}: only torchscript is supported", a.format);
+  auto model = load_model(a.run);
+  const std::string out = a.out.empty() ? (fs::path(a.run) / "export" / "model.pt").string() : a.out;
+  KD_CHECK(fs::path(out).extension() == ".pt", "--out {}: the TorchScript file must end in .pt", out);
+  auto r = export_torchscript(*model, out);
+  std::cout << nlohmann::json{{"module", r.module_path},
+                              {"description", r.description_path},
+                              {"task", r.description["task"]},
+                              {"input_shape", r.description["input"]["shape"]},
+                              {"check_max_abs_diff", r.max_abs_diff}}
+                   .dump()
+            << std::endl;
+}
+
+}  // namespace
+
+void add_export_command(CLI::App& app) {
+  auto a = std::make_shared<ExportArgs>();
+  auto* c = app.add_subcommand("export", "write a run's model as a TorchScript .pt (torch.jit.load) plus its description JSON");
+  c->footer(
+      "Example: kd export runs/fmnist/distilled-s0 --out student.pt   (writes student.pt and student.json)\n"
+      "The module takes normalized input: (pixels in [0, 1] - mean) / std, as the JSON says.");
+  c->add_option("run", a->run, "run directory (or a TorchScript file with its sidecar)")->required();
+  c->add_option("--format", a->format, "export format")->capture_default_str();
+  c->add_option("--out,-o", a->out, "the .pt to write (default RUN/export/model.pt)");
+  c->callback([a] { run(*a); });
+}
+
+}  // namespace kd::cli

@@ -1,0 +1,124 @@
+#include <csignal>
+#include <iostream>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <pthread.h>
+#include <spdlog/spdlog.h>
+
+#include "commands.h"
+#include "kd/core/error.h"
+#include "kd/core/fs.h"
+#include "kd/core/runtime.h"
+#include "kd/serve/http.h"
+#include "kd/serve/runner.h"
+#include "kd/serve/service.h"
+#include "options.h"
+
+namespace kd::cli {
+namespace {
+
+struct ServeArgs {
+  std::vector<std::string> runs;
+  HttpOptions http;
+  ServiceOptions service;
+  double max_wait_ms = 2;
+  double max_body_mb = 32;
+  RuntimeConfig runtime;
+};
+
+// "NAME=PATH" names a model; a bare PATH is named after its directory (or file stem).
+std::unique_ptr<ModelRunner> load_runner(const std::string& arg, torch::Device device) {
+  std::string name, path = arg;
+  if (const auto eq = arg.find('='); eq != std::string::npos && !fs::exists(arg)) {
+    name = arg.substr(0, eq);
+    path = arg.substr(eq + 1);
+  }
+  fs::path p = fs::path(path).lexically_normal();
+  if (p.filename().empty()) p = p.parent_path();
+  if (name.empty()) name = fs::is_regular_file(p) ? p.stem().string() : p.filename().string();
+  KD_CHECK(!name.empty() && name.find_first_of("/:?#% ") == std::string::npos,
+           "{}: '{}' cannot be a model name in a URL; name it with NAME=RUN", arg, name);
+  auto model = load_model(path);
+  model->to(device);
+  return std::make_unique<ModelRunner>(name, path, std::move(model));
+}
+
+void run(ServeArgs& a) {
+  const torch::Device device = init_runtime({a.runtime.device, a.runtime.threads, a.runtime.seed, false});
+  if (a.service.api_key.empty())
+    if (const char* k = std::getenv("KD_API_KEY")) a.service.api_key = k;
+  a.service.batch.max_wait = std::chrono::microseconds(static_cast<int64_t>(a.max_wait_ms * 1000));
+  a.http.max_body_bytes = static_cast<int64_t>(a.max_body_mb * (1 << 20));
+  KD_CHECK(a.max_wait_ms >= 0, "--max-wait-ms must not be negative");
+  KD_CHECK(a.http.max_body_bytes > 0, "--max-body-mb must be positive");
+
+  // Signals are taken by one thread (sigwait) so a Ctrl-C or SIGTERM stops the server cleanly:
+  // blocked here, before any other thread exists, so every thread inherits the mask.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  std::vector<std::unique_ptr<ModelRunner>> runners;
+  for (const auto& r : a.runs) runners.push_back(load_runner(r, device));
+  nlohmann::json models = nlohmann::json::array();
+  for (const auto& r : runners) models.push_back({{"name", r->name()}, {"task", r->spec().task}, {"source", r->source()}});
+  Service service(std::move(runners), a.service);
+  HttpServer server(service, a.http);
+  const int port = server.bind();
+  if (a.http.host != "127.0.0.1" && a.http.host != "localhost" && a.http.host != "::1" && a.service.api_key.empty())
+    spdlog::warn("listening on {} without --api-key: anyone who can reach this address can use the models", a.http.host);
+  std::thread signals([&server, stop_signals] {
+    int sig = 0;
+    sigwait(&stop_signals, &sig);
+    spdlog::info("signal {}: stopping", sig);
+    server.stop();
+  });
+  signals.detach();
+  // One line on stdout for scripts: where the server is and what it serves.
+  std::cout << nlohmann::json{{"listening", fmt::format("http://{}:{}", a.http.host, port)}, {"models", models}}.dump()
+            << std::endl;
+  spdlog::info("serving {} model(s) on http://{}:{} (max batch {}, max wait {} ms, queue {})", models.size(),
+               a.http.host, port, a.service.batch.max_batch, a.max_wait_ms, a.service.batch.max_queue);
+  server.run();
+}
+
+}  // namespace
+
+void add_serve_command(CLI::App& app) {
+  auto a = std::make_shared<ServeArgs>();
+  auto* c = app.add_subcommand("serve", "serve runs' models over HTTP (Open Inference Protocol v2), with a web page and metrics");
+  c->footer(
+      "Example: kd serve runs/fmnist/distilled-s0 runs/detect/d0-distilled-s0 --port 8080\n"
+      "Then open http://127.0.0.1:8080/ or POST /v2/models/distilled-s0/infer (see README).");
+  c->add_option("runs", a->runs, "run directories or TorchScript files, each as RUN or NAME=RUN")->required();
+  c->add_option("--host", a->http.host, "address to listen on (0.0.0.0: every interface)")->capture_default_str();
+  c->add_option("--port", a->http.port, "port (0: any free port, printed on stdout)")->capture_default_str()
+      ->check(CLI::Range(0, 65535));
+  c->add_option("--api-key", a->service.api_key, "require 'Authorization: Bearer KEY' (also from $KD_API_KEY)");
+  c->add_option("--max-batch", a->service.batch.max_batch, "inputs per batched forward pass")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  c->add_option("--max-wait-ms", a->max_wait_ms, "how long a request waits for others to batch with")->capture_default_str();
+  c->add_option("--max-queue", a->service.batch.max_queue, "requests waiting per model before 503")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  c->add_option("--workers", a->service.batch.workers, "batch threads per model")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  c->add_option("--http-threads", a->http.threads, "connections handled at once")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  c->add_option("--max-body-mb", a->max_body_mb, "largest request body")->capture_default_str();
+  c->add_option("--max-tensor-elements", a->service.max_tensor_elements, "largest input tensor per request")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  c->add_option("--max-image-pixels", a->service.max_image_pixels, "largest image (width x height)")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  c->add_option("--top-k", a->service.top_k, "classes listed per image")->capture_default_str()->check(CLI::PositiveNumber);
+  c->add_option("--score", a->service.score_threshold, "lowest box score returned")->capture_default_str()
+      ->check(CLI::Range(0.0, 1.0));
+  add_runtime_options(*c, a->runtime);
+  c->callback([a] { run(*a); });
+}
+
+}  // namespace kd::cli

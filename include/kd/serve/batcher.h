@@ -1,0 +1,68 @@
+#pragma once
+// Dynamic batching for one served model: requests from many HTTP threads wait in a bounded
+// queue; worker threads take up to max_batch inputs at a time (waiting at most max_wait after
+// the oldest one arrived for more to join), run them as one batch under inference mode, and
+// hand each request its rows of the output. A full queue refuses new work instead of growing.
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <future>
+#include <mutex>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include <torch/types.h>
+
+namespace kd {
+
+struct BatchOptions {
+  int64_t max_batch = 32;                      // inputs (rows) per forward pass
+  std::chrono::microseconds max_wait{2000};   // how long the oldest request waits for company
+  int64_t max_queue = 256;                     // requests waiting; more are refused
+  int workers = 1;                             // threads running batches (each with its own forward)
+};
+
+// Thrown by submit() when the queue is full (the server answers 503).
+class QueueFull : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+class Batcher {
+ public:
+  // run: float [B, ...] -> [B, ...]; called on worker threads, never concurrently with itself
+  // on one worker. on_batch(size, seconds) reports each batch (metrics).
+  Batcher(std::function<torch::Tensor(const torch::Tensor&)> run, BatchOptions options,
+          std::function<void(int64_t, double)> on_batch = {});
+  ~Batcher();  // stops the workers; requests still queued fail with an error
+  Batcher(const Batcher&) = delete;
+  Batcher& operator=(const Batcher&) = delete;
+
+  // Queues input [n, ...] (n >= 1; inputs larger than max_batch run as a batch of their own) and
+  // returns its output rows. Throws QueueFull when max_queue requests are already waiting.
+  std::future<torch::Tensor> submit(torch::Tensor input);
+  int64_t depth() const;
+  const BatchOptions& options() const { return options_; }
+
+ private:
+  struct Job {
+    torch::Tensor input;
+    std::promise<torch::Tensor> result;
+    std::chrono::steady_clock::time_point queued;
+  };
+  void work();
+  std::vector<Job> take_batch(std::unique_lock<std::mutex>& lock);
+
+  std::function<torch::Tensor(const torch::Tensor&)> run_;
+  BatchOptions options_;
+  std::function<void(int64_t, double)> on_batch_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Job> queue_;
+  bool stopping_ = false;
+  std::vector<std::thread> workers_;
+};
+
+}  // namespace kd

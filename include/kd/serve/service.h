@@ -1,0 +1,78 @@
+#pragma once
+// What `kd serve` answers, independent of the HTTP library: a request (method, path, headers,
+// body) in, a response (status, type, body) out. Routes:
+//   GET  /                                  the prediction web page (no key needed)
+//   GET  /v2/health/live, /v2/health/ready  Open Inference Protocol v2 health (no key needed)
+//   GET  /v2                                server metadata
+//   GET  /v2/models                         the served models (kd extension, used by the page)
+//   GET  /v2/models/{m}[/versions/1]        model metadata: inputs, outputs, datatypes, shapes
+//   GET  /v2/models/{m}[/versions/1]/ready
+//   POST /v2/models/{m}[/versions/1]/infer  tensors in JSON (FP32 pixels, or BYTES images)
+//   POST /v2/models/{m}/image               one PNG/JPEG (raw body or {"b64": ...}) -> classes/boxes
+//   GET  /v1/models/{m}, POST /v1/models/{m}:predict   TF-Serving style {"instances": [...]}
+//   GET  /metrics                           Prometheus text format
+// Bad requests get a 4xx with {"error": "..."}; handle() never throws.
+#include <chrono>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kd/serve/batcher.h"
+#include "kd/serve/metrics.h"
+#include "kd/serve/runner.h"
+
+namespace kd {
+
+struct ServiceOptions {
+  std::string api_key;                    // empty: no key; else "Authorization: Bearer <key>"
+  int64_t max_tensor_elements = 1 << 24;  // per request, checked before anything is allocated
+  int64_t max_image_pixels = 1 << 24;     // per image, checked from the header before decoding
+  int64_t max_images = 64;                // images per request
+  BatchOptions batch;
+  int64_t top_k = 5;                      // classes listed per image
+  double score_threshold = 0.3;           // boxes below are dropped
+  int64_t max_detections = 100;           // boxes per image
+};
+
+struct HttpRequest {
+  std::string method, path, body;
+  std::map<std::string, std::string> headers;  // names lower-cased
+  std::map<std::string, std::string> query;
+  std::string header(const std::string& lower_name) const;
+};
+
+struct HttpResponse {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;
+};
+
+class Service {
+ public:
+  Service(std::vector<std::unique_ptr<ModelRunner>> runners, ServiceOptions options);
+  ~Service();
+  HttpResponse handle(const HttpRequest& request) noexcept;
+  // A response the transport itself produces (body too large, unreadable request), counted.
+  HttpResponse transport_error(int status, const std::string& message);
+  Metrics& metrics() { return metrics_; }
+  std::vector<std::string> model_names() const;
+
+ private:
+  struct Served;
+  struct Routed;
+  HttpResponse route(const HttpRequest& request, Routed& routed);
+  Served& find(const std::string& name);
+  HttpResponse infer(Served& m, const HttpRequest& request);
+  HttpResponse predict_v1(Served& m, const HttpRequest& request);
+  HttpResponse image(Served& m, const HttpRequest& request);
+  torch::Tensor run(Served& m, const torch::Tensor& input);
+  std::vector<PreparedImage> prepare_images(Served& m, const std::vector<std::string>& encoded);
+
+  ServiceOptions options_;
+  Metrics metrics_;
+  std::map<std::string, std::unique_ptr<Served>> models_;
+};
+
+}  // namespace kd

@@ -1,0 +1,130 @@
+#include "kd/models/export.h"
+
+#include <set>
+
+#include <torch/csrc/jit/frontend/tracer.h>
+#include <torch/script.h>
+#include <torch/torch.h>
+
+#include "kd/core/error.h"
+#include "kd/core/fs.h"
+#include "kd/models/model.h"
+
+namespace kd {
+namespace {
+
+using torch::jit::Module;
+
+// The module that owns `name`'s last component, creating the submodules on the way, so the
+// exported module's state_dict() keys are kd's parameter names ("features.0.weight").
+Module owner_of(Module root, const std::string& name, std::string* leaf,
+                const std::shared_ptr<torch::jit::CompilationUnit>& cu) {
+  size_t start = 0;
+  for (size_t dot = name.find('.'); dot != std::string::npos; dot = name.find('.', start)) {
+    const std::string part = name.substr(start, dot - start);
+    if (!root.hasattr(part)) {
+      Module sub(c10::QualifiedName("__torch__.kd.Submodule"), cu, /*shouldMangle=*/true);
+      root.register_module(part, sub);
+    }
+    root = root.attr(part).toModule();
+    start = dot + 1;
+  }
+  *leaf = name.substr(start);
+  return root;
+}
+
+nlohmann::json describe(const Model& model, int64_t outputs_per_row, int64_t params) {
+  const ModelSpec& s = model.spec();
+  const auto& in = s.input_shape;
+  nlohmann::json d = {
+      {"format", "torchscript"},
+      {"produced_by", "kd export (traced)"},
+      {"task", s.task},
+      {"arch", s.arch},
+      {"options", s.options},
+      {"class_names", s.class_names},
+      {"input_shape", in},
+      {"mean", s.norm.mean},
+      {"std", s.norm.std},
+      {"parameters", params},
+      {"input",
+       {{"shape", {-1, in.at(0), in.at(1), in.at(2)}},
+        {"dtype", "float32"},
+        {"preprocess", "pixels scaled to [0, 1], then (x - mean) / std per channel"}}}};
+  if (s.task == "detect") {
+    d["output"] = {{"shape", {-1, outputs_per_row, s.num_classes() + 4}},
+                   {"dtype", "float32"},
+                   {"layout",
+                    "per anchor: one logit per class (sigmoid, no background class), then box deltas "
+                    "(dy, dx, dh, dw) relative to the anchor: cy = cya + dy * ha, cx = cxa + dx * wa, "
+                    "h = ha * exp(dh), w = wa * exp(dw)"},
+                   {"anchors",
+                    "levels 3..5 (stride 2^l), row, column, then 3 scales (2^0, 2^(1/3), 2^(2/3)) x 3 "
+                    "aspect ratios (1:1, 1.4:0.7, 0.7:1.4); side anchor_scale * stride * scale, "
+                    "centred on the cells (options.anchor_scale)"}};
+  } else {
+    d["output"] = {{"shape", {-1, s.num_classes()}}, {"dtype", "float32"}, {"layout", "class logits"}};
+  }
+  return d;
+}
+
+}  // namespace
+
+ExportResult export_torchscript(Model& model, const std::string& path) {
+  const ModelSpec& spec = model.spec();
+  KD_CHECK(spec.input_shape.size() == 3, "model {}: no input shape to export with", spec.arch);
+  model.train(false);
+  torch::NoGradGuard no_grad;
+
+  auto cu = std::make_shared<torch::jit::CompilationUnit>();
+  Module root(c10::QualifiedName("__torch__.kd.ExportedModel"), cu, /*shouldMangle=*/true);
+  std::set<const void*> params;
+  for (const auto& p : model.parameters()) params.insert(p.unsafeGetTensorImpl());
+  for (auto& [name, t] : model.state()) {
+    std::string leaf;
+    Module owner = owner_of(root, name, &leaf, cu);
+    owner.register_parameter(leaf, t, /*is_buffer=*/params.count(t.unsafeGetTensorImpl()) == 0);
+  }
+
+  // The tracer maps each parameter used by the forward pass to an attribute read on `root`
+  // (it is given `root` as self), so weights stay parameters instead of graph constants.
+  const auto& in = spec.input_shape;
+  torch::manual_seed(0);
+  auto example = torch::randn({2, in[0], in[1], in[2]});
+  auto traced = torch::jit::tracer::trace(
+      {example},
+      [&](torch::jit::Stack inputs) -> torch::jit::Stack {
+        return {model.forward_normalized(inputs.at(0).toTensor())};
+      },
+      [](const torch::autograd::Variable&) { return std::string(); }, /*strict=*/false,
+      /*force_outplace=*/false, &root);
+  auto forward = cu->create_function(c10::QualifiedName(*root.type()->name(), "forward"),
+                                     traced.first->graph);
+  root.type()->addMethod(forward);
+
+  ExportResult r;
+  r.module_path = path;
+  r.description_path = fs::path(path).replace_extension(".json").string();
+  if (fs::path(path).has_parent_path()) fs::create_directories(fs::path(path).parent_path());
+  write_atomically(path, [&](const fs::path& tmp) { root.save(tmp.string()); });
+
+  // Check the file as a user will load it, at a batch size other than the traced one.
+  auto reloaded = torch::jit::load(path, torch::kCPU);
+  reloaded.eval();
+  for (int64_t batch : {1, 3}) {
+    auto x = torch::randn({batch, in[0], in[1], in[2]});
+    auto want = model.forward_normalized(x.to(model.device())).to(torch::kCPU);
+    auto got = reloaded.forward({x}).toTensor();
+    KD_CHECK(got.sizes() == want.sizes(), "{}: exported module gives shape {} where kd gives {}", path,
+             c10::str(got.sizes()), c10::str(want.sizes()));
+    r.max_abs_diff = std::max(r.max_abs_diff, (got - want).abs().max().item<double>());
+    KD_CHECK(torch::allclose(got, want, 1e-4, 1e-5), "{}: exported module differs from kd (max |diff| {:.3g})",
+             path, r.max_abs_diff);
+    if (batch == 1) r.description = describe(model, want.size(1), model.num_parameters());
+  }
+  r.description["check_max_abs_diff"] = r.max_abs_diff;
+  write_text_atomically(r.description_path, r.description.dump(2) + "\n");
+  return r;
+}
+
+}  // namespace kd

@@ -1,0 +1,102 @@
+#include "kd/serve/batcher.h"
+
+#include <torch/torch.h>
+
+#include "kd/core/error.h"
+
+namespace kd {
+
+Batcher::Batcher(std::function<torch::Tensor(const torch::Tensor&)> run, BatchOptions options,
+                 std::function<void(int64_t, double)> on_batch)
+    : run_(std::move(run)), options_(options), on_batch_(std::move(on_batch)) {
+  KD_CHECK(options_.max_batch >= 1, "max batch must be at least 1 (got {})", options_.max_batch);
+  KD_CHECK(options_.max_queue >= 1, "max queue must be at least 1 (got {})", options_.max_queue);
+  KD_CHECK(options_.workers >= 1, "workers must be at least 1 (got {})", options_.workers);
+  KD_CHECK(options_.max_wait.count() >= 0, "max wait must not be negative");
+  for (int i = 0; i < options_.workers; ++i) workers_.emplace_back([this] { work(); });
+}
+
+Batcher::~Batcher() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  for (auto& t : workers_) t.join();
+  for (auto& job : queue_)
+    job.result.set_exception(std::make_exception_ptr(QueueFull("the server is shutting down")));
+}
+
+std::future<torch::Tensor> Batcher::submit(torch::Tensor input) {
+  KD_CHECK(input.dim() >= 1 && input.size(0) >= 1, "a request needs at least one input");
+  Job job{std::move(input), {}, std::chrono::steady_clock::now()};
+  auto future = job.result.get_future();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) throw QueueFull("the server is shutting down");
+    if (static_cast<int64_t>(queue_.size()) >= options_.max_queue)
+      throw QueueFull(fmt::format("the queue is full ({} requests waiting); retry later", queue_.size()));
+    queue_.push_back(std::move(job));
+  }
+  cv_.notify_one();
+  return future;
+}
+
+int64_t Batcher::depth() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<int64_t>(queue_.size());
+}
+
+// Waits until the oldest request has company enough to fill a batch or has waited max_wait,
+// then takes the longest run of requests that fits max_batch (at least the oldest one).
+std::vector<Batcher::Job> Batcher::take_batch(std::unique_lock<std::mutex>& lock) {
+  auto rows_waiting = [this] {
+    int64_t n = 0;
+    for (const auto& j : queue_) n += j.input.size(0);
+    return n;
+  };
+  const auto deadline = queue_.front().queued + options_.max_wait;
+  while (!stopping_ && rows_waiting() < options_.max_batch && std::chrono::steady_clock::now() < deadline)
+    cv_.wait_until(lock, deadline);
+  std::vector<Job> batch;
+  int64_t rows = 0;
+  while (!queue_.empty() && (batch.empty() || rows + queue_.front().input.size(0) <= options_.max_batch)) {
+    rows += queue_.front().input.size(0);
+    batch.push_back(std::move(queue_.front()));
+    queue_.pop_front();
+  }
+  return batch;
+}
+
+void Batcher::work() {
+  // Inference mode on this thread: no autograd bookkeeping, no version counters.
+  c10::InferenceMode inference;
+  std::unique_lock<std::mutex> lock(mu_);
+  while (true) {
+    cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+    if (stopping_) return;
+    auto batch = take_batch(lock);
+    if (batch.empty()) continue;
+    lock.unlock();
+    if (!queue_.empty()) cv_.notify_one();  // another worker may start on what is left
+    const auto start = std::chrono::steady_clock::now();
+    try {
+      std::vector<torch::Tensor> inputs;
+      for (const auto& j : batch) inputs.push_back(j.input);
+      auto output = run_(inputs.size() == 1 ? inputs[0] : torch::cat(inputs));
+      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      if (on_batch_) on_batch_(output.size(0), seconds);
+      int64_t row = 0;
+      for (auto& j : batch) {
+        const int64_t n = j.input.size(0);
+        j.result.set_value(output.narrow(0, row, n));
+        row += n;
+      }
+    } catch (...) {
+      for (auto& j : batch) j.result.set_exception(std::current_exception());
+    }
+    lock.lock();
+  }
+}
+
+}  // namespace kd
