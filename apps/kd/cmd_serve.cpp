@@ -4,7 +4,6 @@
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
-#include <pthread.h>
 #include <spdlog/spdlog.h>
 
 #include "commands.h"
@@ -28,6 +27,9 @@ struct ServeArgs {
   RuntimeConfig runtime;
 };
 
+volatile std::sig_atomic_t g_stop_signal = 0;
+extern "C" void on_stop_signal(int sig) { g_stop_signal = sig; }
+
 // "NAME=PATH" names a model; a bare PATH is named after its directory (or file stem).
 std::unique_ptr<ModelRunner> load_runner(const std::string& arg, torch::Device device) {
   std::string name, path = arg;
@@ -46,6 +48,8 @@ std::unique_ptr<ModelRunner> load_runner(const std::string& arg, torch::Device d
 }
 
 void run(ServeArgs& a) {
+  std::signal(SIGPIPE, SIG_IGN);
+
   const torch::Device device = init_runtime({a.runtime.device, a.runtime.threads, a.runtime.seed, false});
   if (a.service.api_key.empty())
     if (const char* k = std::getenv("KD_API_KEY")) a.service.api_key = k;
@@ -54,14 +58,6 @@ void run(ServeArgs& a) {
   KD_CHECK(a.max_wait_ms >= 0, "--max-wait-ms must not be negative");
   KD_CHECK(a.http.max_body_bytes > 0, "--max-body-mb must be positive");
 
-  // Signals are taken by one thread (sigwait) so a Ctrl-C or SIGTERM stops the server cleanly:
-  // blocked here, before any other thread exists, so every thread inherits the mask.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-  std::signal(SIGPIPE, SIG_IGN);
 
   std::vector<std::unique_ptr<ModelRunner>> runners;
   for (const auto& r : a.runs) runners.push_back(load_runner(r, device));
@@ -72,13 +68,16 @@ void run(ServeArgs& a) {
   const int port = server.bind();
   if (a.http.host != "127.0.0.1" && a.http.host != "localhost" && a.http.host != "::1" && a.service.api_key.empty())
     spdlog::warn("listening on {} without --api-key: anyone who can reach this address can use the models", a.http.host);
-  std::thread signals([&server, stop_signals] {
-    int sig = 0;
-    sigwait(&stop_signals, &sig);
-    spdlog::info("signal {}: stopping", sig);
+  // Ctrl-C or SIGTERM stops the server cleanly. Libraries start threads of their own, so the
+  // signal may land on any of them: the handler only sets a flag that a watcher thread polls.
+  std::signal(SIGINT, on_stop_signal);
+  std::signal(SIGTERM, on_stop_signal);
+  std::thread watcher([&server] {
+    while (g_stop_signal == 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    spdlog::info("signal {}: stopping", static_cast<int>(g_stop_signal));
     server.stop();
   });
-  signals.detach();
+  watcher.detach();
   // One line on stdout for scripts: where the server is and what it serves.
   std::cout << nlohmann::json{{"listening", fmt::format("http://{}:{}", a.http.host, port)}, {"models", models}}.dump()
             << std::endl;

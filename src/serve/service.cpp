@@ -203,6 +203,13 @@ HttpResponse Service::route(const HttpRequest& req, Routed& routed) {
     method_check(get, "GET");
     return json_response(200, {{p == "/v2/health/live" ? "live" : "ready", true}});
   }
+  if (p == "/favicon.ico") {  // browsers ask; answering keeps their consoles free of 404s
+    routed.route = "page";
+    HttpResponse r;
+    r.status = 204;
+    r.content_type = "image/x-icon";
+    return r;
+  }
   if (p == "/" || p == "/index.html") {
     routed.route = "page";
     method_check(get, "GET");
@@ -291,7 +298,9 @@ HttpResponse Service::route(const HttpRequest& req, Routed& routed) {
         outputs = {{{"name", "num_detections"}, {"datatype", "INT32"}, {"shape", {-1, 1}}},
                    {{"name", "detection_boxes"}, {"datatype", "FP32"}, {"shape", {-1, k, 4}}},
                    {{"name", "detection_scores"}, {"datatype", "FP32"}, {"shape", {-1, k}}},
-                   {{"name", "detection_classes"}, {"datatype", "INT32"}, {"shape", {-1, k}}}};
+                   {{"name", "detection_classes"}, {"datatype", "INT32"}, {"shape", {-1, k}}},
+                   // Only when asked for by name: the head's outputs before decoding and NMS.
+                   {{"name", "raw"}, {"datatype", "FP32"}, {"shape", {-1, r.num_anchors(), r.spec().num_classes() + 4}}}};
       } else {
         outputs = {{{"name", "logits"}, {"datatype", "FP32"}, {"shape", {-1, r.spec().num_classes()}}},
                    {{"name", "probabilities"}, {"datatype", "FP32"}, {"shape", {-1, r.spec().num_classes()}}}};
@@ -417,10 +426,11 @@ HttpResponse Service::infer(Served& m, const HttpRequest& req) {
   std::vector<std::string> names = r.is_detector()
       ? std::vector<std::string>{"num_detections", "detection_boxes", "detection_scores", "detection_classes"}
       : std::vector<std::string>{"logits", "probabilities"};
+  if (wanted.empty()) wanted = names;
+  if (r.is_detector()) names.push_back("raw");
   for (const auto& w : wanted)
     if (std::find(names.begin(), names.end(), w) == names.end())
       bad_request("model '{}' has no output '{}' (outputs: {})", r.name(), w, fmt::join(names, ", "));
-  if (wanted.empty()) wanted = names;
 
   auto y = run(m, x);
   std::map<std::string, torch::Tensor> outputs;
@@ -435,7 +445,7 @@ HttpResponse Service::infer(Served& m, const HttpRequest& req) {
       c.push_back(d.classes);
     }
     outputs = {{"num_detections", torch::stack(n)}, {"detection_boxes", torch::stack(b)},
-               {"detection_scores", torch::stack(s)}, {"detection_classes", torch::stack(c)}};
+               {"detection_scores", torch::stack(s)}, {"detection_classes", torch::stack(c)}, {"raw", y}};
   } else {
     outputs = {{"logits", y}, {"probabilities", torch::softmax(y, 1)}};
   }
@@ -512,7 +522,9 @@ HttpResponse Service::predict_v1(Served& m, const HttpRequest& req) {
 
 HttpResponse Service::image(Served& m, const HttpRequest& req) {
   std::string encoded;
-  if (req.header("content-type").rfind("application/json", 0) == 0) {
+  // JSON ({"b64": ...}) or the image itself; neither PNG nor JPEG can start with '{'.
+  const auto first = req.body.find_first_not_of(" \t\r\n");
+  if (first != std::string::npos && req.body[first] == '{') {
     const json body = parse_body(req.body);
     if (!body.contains("b64") || !body["b64"].is_string()) bad_request("expected {{\"b64\": \"<base64 PNG or JPEG>\"}}");
     try {

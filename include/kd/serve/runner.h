@@ -39,6 +39,7 @@ class ModelRunner {
   const ModelSpec& spec() const { return model_->spec(); }
   bool is_detector() const { return spec().task == "detect"; }
   int64_t num_parameters() const { return params_; }
+  int64_t num_anchors() const { return anchors_.defined() ? anchors_.size(0) : 0; }
   std::vector<int64_t> input_shape() const;  // [-1, C, H, W]
 
   // float [B, C, H, W] pixels in [0, 1] -> raw outputs: class logits [B, K] or the detector's
