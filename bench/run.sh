@@ -42,3 +42,6 @@ for run in fmnist-student:"plain student" nocache:"distill, teacher run per batc
   printf "%-40s %8.2f %7.2fx\n" "$label" "$t" "$(div "$t" "$s")"
 done
 echo "(filling the cache once: one teacher pass over the 48,000 images, $(get "$WORK/fill/summary.json" "d['strategy']['teacher_cache']"))"
+
+echo "== serving: the distilled student above, kd serve vs FastAPI + uvicorn + PyTorch (wrk, 10 s each)"
+"$HERE/serve.sh" "$KD" "$WORK/cached" 10

@@ -24,7 +24,9 @@ struct ServeArgs {
   ServiceOptions service;
   double max_wait_ms = 2;
   double max_body_mb = 32;
-  RuntimeConfig runtime;
+  // One intra-op thread per batch worker by default: on a small machine the HTTP threads need the
+  // other cores, and OpenMP's spinning workers would take them (bench/README.md).
+  RuntimeConfig runtime{"auto", 1};
 };
 
 volatile std::sig_atomic_t g_stop_signal = 0;

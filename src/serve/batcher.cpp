@@ -27,7 +27,23 @@ Batcher::~Batcher() {
     job.result.set_exception(std::make_exception_ptr(QueueFull("the server is shutting down")));
 }
 
-std::future<torch::Tensor> Batcher::submit(torch::Tensor input) {
+Batcher::Arrival Batcher::expect() {
+  std::lock_guard<std::mutex> lock(mu_);
+  ++expected_;
+  return Arrival(this);
+}
+
+void Batcher::Arrival::release() {
+  if (!batcher_) return;
+  {
+    std::lock_guard<std::mutex> lock(batcher_->mu_);
+    --batcher_->expected_;
+  }
+  batcher_->cv_.notify_all();
+  batcher_ = nullptr;
+}
+
+std::future<torch::Tensor> Batcher::submit(torch::Tensor input, Arrival* arrival) {
   KD_CHECK(input.dim() >= 1 && input.size(0) >= 1, "a request needs at least one input");
   Job job{std::move(input), {}, std::chrono::steady_clock::now()};
   auto future = job.result.get_future();
@@ -38,7 +54,8 @@ std::future<torch::Tensor> Batcher::submit(torch::Tensor input) {
       throw QueueFull(fmt::format("the queue is full ({} requests waiting); retry later", queue_.size()));
     queue_.push_back(std::move(job));
   }
-  cv_.notify_one();
+  if (arrival) arrival->release();
+  cv_.notify_all();
   return future;
 }
 
@@ -47,8 +64,9 @@ int64_t Batcher::depth() const {
   return static_cast<int64_t>(queue_.size());
 }
 
-// Waits until the oldest request has company enough to fill a batch or has waited max_wait,
-// then takes the longest run of requests that fits max_batch (at least the oldest one).
+// Waits while more requests are on their way, until the oldest has company enough to fill a
+// batch or has waited max_wait; then takes the longest run of requests that fits max_batch (at
+// least the oldest one).
 std::vector<Batcher::Job> Batcher::take_batch(std::unique_lock<std::mutex>& lock) {
   auto rows_waiting = [this] {
     int64_t n = 0;
@@ -56,7 +74,8 @@ std::vector<Batcher::Job> Batcher::take_batch(std::unique_lock<std::mutex>& lock
     return n;
   };
   const auto deadline = queue_.front().queued + options_.max_wait;
-  while (!stopping_ && rows_waiting() < options_.max_batch && std::chrono::steady_clock::now() < deadline)
+  while (!stopping_ && expected_ > 0 && rows_waiting() < options_.max_batch &&
+         std::chrono::steady_clock::now() < deadline)
     cv_.wait_until(lock, deadline);
   std::vector<Job> batch;
   int64_t rows = 0;

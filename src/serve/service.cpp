@@ -7,6 +7,7 @@
 
 #include "kd/core/base64.h"
 #include "kd/core/error.h"
+#include "kd/serve/protocol.h"
 #include "web_page.h"
 
 namespace kd {
@@ -71,18 +72,6 @@ void flatten_numbers(const json& j, std::vector<float>& out, int64_t limit, cons
   if (!j.is_number()) bad_request("{}: element {} is {}, not a number", where, out.size(), j.type_name());
   if (static_cast<int64_t>(out.size()) >= limit) bad_request("{}: more than {} values", where, limit);
   out.push_back(j.get<float>());
-}
-
-void flatten_strings(const json& j, std::vector<std::string>& out, int64_t limit, const std::string& where,
-                     int depth = 0) {
-  if (j.is_array()) {
-    if (depth >= kMaxNesting) bad_request("{}: arrays nested deeper than {}", where, kMaxNesting);
-    for (const auto& v : j) flatten_strings(v, out, limit, where, depth + 1);
-    return;
-  }
-  if (!j.is_string()) bad_request("{}: element {} is {}, not a base64 string", where, out.size(), j.type_name());
-  if (static_cast<int64_t>(out.size()) >= limit) bad_request("{}: more than {} images", where, limit);
-  out.push_back(j.get<std::string>());
 }
 
 std::string shape_str(const std::vector<int64_t>& s) { return fmt::format("[{}]", fmt::join(s, ", ")); }
@@ -157,6 +146,8 @@ HttpResponse Service::handle(const HttpRequest& request) noexcept {
     response = route(request, routed);
   } catch (const HttpError& e) {
     response = error_response(e.status, e.what());
+  } catch (const BadRequest& e) {
+    response = error_response(400, e.what());
   } catch (const QueueFull& e) {
     response = error_response(503, e.what());
     response.headers.emplace_back("Retry-After", "1");
@@ -337,8 +328,8 @@ HttpResponse Service::route(const HttpRequest& req, Routed& routed) {
   throw HttpError(404, fmt::format("no route {} {}", req.method, p));
 }
 
-torch::Tensor Service::run(Served& m, const torch::Tensor& input) {
-  return m.batcher->submit(input).get();
+torch::Tensor Service::run(Served& m, const torch::Tensor& input, Batcher::Arrival& arrival) {
+  return m.batcher->submit(input, &arrival).get();
 }
 
 std::vector<PreparedImage> Service::prepare_images(Served& m, const std::vector<std::string>& encoded) {
@@ -357,40 +348,22 @@ std::vector<PreparedImage> Service::prepare_images(Served& m, const std::vector<
 }
 
 HttpResponse Service::infer(Served& m, const HttpRequest& req) {
+  auto arrival = m.batcher->expect();
   if (!req.header("inference-header-content-length").empty())
     bad_request("the binary tensor data extension is not supported: send tensors as JSON");
-  const json body = parse_body(req.body);
-  if (!body.contains("inputs") || !body["inputs"].is_array() || body["inputs"].empty())
-    bad_request("'inputs' must be a non-empty array of tensors");
-  if (body["inputs"].size() != 1) bad_request("model '{}' takes one input, got {}", m.runner->name(), body["inputs"].size());
-  const json& in = body["inputs"][0];
-  if (!in.is_object()) bad_request("inputs[0] must be an object with name, shape, datatype and data");
-  for (const char* key : {"name", "shape", "datatype", "data"})
-    if (!in.contains(key)) bad_request("inputs[0] has no '{}'", key);
-  if (!in["datatype"].is_string()) bad_request("inputs[0].datatype must be a string");
-  if (!in["shape"].is_array()) bad_request("inputs[0].shape must be an array of integers");
-  std::vector<int64_t> shape;
-  int64_t count = 1;
-  for (const auto& d : in["shape"]) {
-    if (!d.is_number_integer() || d.get<int64_t>() < 0) bad_request("inputs[0].shape must hold non-negative integers");
-    shape.push_back(d.get<int64_t>());
-    count = std::min<int64_t>(count * std::max<int64_t>(shape.back(), 1), int64_t(1) << 40);
-  }
-  const std::string dtype = in["datatype"].get<std::string>();
+  InferRequest request = parse_infer_request(req.body, {options_.max_tensor_elements, options_.max_images});
   const ModelRunner& r = *m.runner;
+  if (request.inputs.size() != 1) bad_request("model '{}' takes one input, got {}", r.name(), request.inputs.size());
+  InferInput& in = request.inputs[0];
   const auto want = r.input_shape();
 
   torch::Tensor x;
   std::vector<PreparedImage> images;
-  if (dtype == "BYTES") {
-    std::vector<std::string> encoded;
-    flatten_strings(in["data"], encoded, options_.max_images, "inputs[0].data");
-    if (static_cast<int64_t>(encoded.size()) != count)
-      bad_request("inputs[0]: shape {} holds {} elements but data has {}", shape_str(shape), count, encoded.size());
+  if (in.datatype == "BYTES") {
     std::vector<std::string> decoded;
-    for (size_t i = 0; i < encoded.size(); ++i) {
+    for (size_t i = 0; i < in.strings.size(); ++i) {
       try {
-        decoded.push_back(base64_decode(encoded[i]));
+        decoded.push_back(base64_decode(in.strings[i]));
       } catch (const Error& e) {
         bad_request("inputs[0].data[{}]: {}", i, e.what());
       }
@@ -399,30 +372,13 @@ HttpResponse Service::infer(Served& m, const HttpRequest& req) {
     std::vector<torch::Tensor> px;
     for (const auto& im : images) px.push_back(im.pixels);
     x = torch::stack(px);
-  } else if (dtype == "FP32" || dtype == "FP64") {
+  } else {
+    const auto& shape = in.shape;
     if (shape.size() != 4 || shape[0] < 1 || shape[1] != want[1] || shape[2] != want[2] || shape[3] != want[3])
       bad_request("inputs[0]: shape {} does not match the model's input {} (N >= 1)", shape_str(shape), shape_str(want));
-    if (count > options_.max_tensor_elements)
-      bad_request("inputs[0]: {} elements, more than the limit of {}", count, options_.max_tensor_elements);
-    std::vector<float> data;
-    data.reserve(static_cast<size_t>(count));
-    flatten_numbers(in["data"], data, count, "inputs[0].data");
-    if (static_cast<int64_t>(data.size()) != count)
-      bad_request("inputs[0]: shape {} holds {} elements but data has {}", shape_str(shape), count, data.size());
-    x = torch::from_blob(data.data(), shape, torch::kFloat).clone();
-  } else {
-    bad_request("inputs[0].datatype {} is not supported: send FP32 pixels in [0, 1] or BYTES (base64 images)", dtype);
+    x = torch::from_blob(in.numbers.data(), shape, torch::kFloat).clone();
   }
-
-  std::vector<std::string> wanted;
-  if (body.contains("outputs")) {
-    if (!body["outputs"].is_array()) bad_request("'outputs' must be an array of {{\"name\": ...}}");
-    for (const auto& o : body["outputs"]) {
-      if (!o.is_object() || !o.contains("name") || !o["name"].is_string())
-        bad_request("each of 'outputs' must be an object with a 'name'");
-      wanted.push_back(o["name"].get<std::string>());
-    }
-  }
+  std::vector<std::string> wanted = request.outputs;
   std::vector<std::string> names = r.is_detector()
       ? std::vector<std::string>{"num_detections", "detection_boxes", "detection_scores", "detection_classes"}
       : std::vector<std::string>{"logits", "probabilities"};
@@ -432,7 +388,7 @@ HttpResponse Service::infer(Served& m, const HttpRequest& req) {
     if (std::find(names.begin(), names.end(), w) == names.end())
       bad_request("model '{}' has no output '{}' (outputs: {})", r.name(), w, fmt::join(names, ", "));
 
-  auto y = run(m, x);
+  auto y = run(m, x, arrival);
   std::map<std::string, torch::Tensor> outputs;
   if (r.is_detector()) {
     std::vector<torch::Tensor> n, b, s, c;
@@ -450,12 +406,13 @@ HttpResponse Service::infer(Served& m, const HttpRequest& req) {
     outputs = {{"logits", y}, {"probabilities", torch::softmax(y, 1)}};
   }
   json out = {{"model_name", r.name()}, {"model_version", "1"}, {"outputs", json::array()}};
-  if (body.contains("id")) out["id"] = body["id"];
+  if (request.has_id) out["id"] = request.id;
   for (const auto& w : wanted) out["outputs"].push_back(tensor_json(w, outputs.at(w)));
   return json_response(200, out);
 }
 
 HttpResponse Service::predict_v1(Served& m, const HttpRequest& req) {
+  auto arrival = m.batcher->expect();
   const json body = parse_body(req.body);
   if (!body.contains("instances") || !body["instances"].is_array() || body["instances"].empty())
     bad_request("'instances' must be a non-empty array (tensors [C][H][W] or {{\"b64\": image}})");
@@ -500,7 +457,7 @@ HttpResponse Service::predict_v1(Served& m, const HttpRequest& req) {
     }
     x = torch::from_blob(data.data(), {n, want[1], want[2], want[3]}, torch::kFloat).clone();
   }
-  auto y = run(m, x);
+  auto y = run(m, x, arrival);
   json predictions = json::array();
   for (int64_t i = 0; i < y.size(0); ++i) {
     if (r.is_detector()) {
@@ -521,6 +478,7 @@ HttpResponse Service::predict_v1(Served& m, const HttpRequest& req) {
 }
 
 HttpResponse Service::image(Served& m, const HttpRequest& req) {
+  auto arrival = m.batcher->expect();
   std::string encoded;
   // JSON ({"b64": ...}) or the image itself; neither PNG nor JPEG can start with '{'.
   const auto first = req.body.find_first_not_of(" \t\r\n");
@@ -549,7 +507,7 @@ HttpResponse Service::image(Served& m, const HttpRequest& req) {
   };
   const ModelRunner& r = *m.runner;
   auto images = prepare_images(m, {encoded});
-  auto y = run(m, images[0].pixels.unsqueeze(0));
+  auto y = run(m, images[0].pixels.unsqueeze(0), arrival);
   json out = {{"model_name", r.name()}, {"task", r.spec().task}, {"width", images[0].width}, {"height", images[0].height}};
   if (r.is_detector()) {
     const double score = get_number("score", options_.score_threshold, 0, 1);

@@ -159,7 +159,7 @@ bad_cases = [
      "more than the limit"),
     ("nesting too deep", "/v2/models/cls/infer",
      dict(data='{"inputs":[{"name":"i","shape":[1,1,28,28],"datatype":"FP32","data":' + "[" * 5000 + "]" * 5000 + "}]}"),
-     400, "nested deeper"),
+     400, "deep"),
     ("unknown output", "/v2/models/cls/infer", dict(body={**good, "outputs": [{"name": "boxes"}]}), 400,
      "has no output 'boxes'"),
     ("binary tensor extension", "/v2/models/cls/infer",

@@ -40,9 +40,25 @@ class Batcher {
   Batcher(const Batcher&) = delete;
   Batcher& operator=(const Batcher&) = delete;
 
+  // A request on its way (its body still being parsed). Workers wait for company (up to
+  // max_wait) only while some are announced: a lone request runs at once, without max_wait's
+  // latency, while under load batches still fill. Released by submit() or when it goes out of scope.
+  class Arrival {
+   public:
+    explicit Arrival(Batcher* b) : batcher_(b) {}
+    Arrival(Arrival&& o) noexcept : batcher_(o.batcher_) { o.batcher_ = nullptr; }
+    Arrival(const Arrival&) = delete;
+    ~Arrival() { release(); }
+    void release();
+
+   private:
+    Batcher* batcher_;
+  };
+  Arrival expect();
+
   // Queues input [n, ...] (n >= 1; inputs larger than max_batch run as a batch of their own) and
   // returns its output rows. Throws QueueFull when max_queue requests are already waiting.
-  std::future<torch::Tensor> submit(torch::Tensor input);
+  std::future<torch::Tensor> submit(torch::Tensor input, Arrival* arrival = nullptr);
   int64_t depth() const;
   const BatchOptions& options() const { return options_; }
 
@@ -62,6 +78,7 @@ class Batcher {
   std::condition_variable cv_;
   std::deque<Job> queue_;
   bool stopping_ = false;
+  int64_t expected_ = 0;  // announced requests not yet submitted
   std::vector<std::thread> workers_;
 };
 

@@ -67,7 +67,7 @@ class Service {
   HttpResponse infer(Served& m, const HttpRequest& request);
   HttpResponse predict_v1(Served& m, const HttpRequest& request);
   HttpResponse image(Served& m, const HttpRequest& request);
-  torch::Tensor run(Served& m, const torch::Tensor& input);
+  torch::Tensor run(Served& m, const torch::Tensor& input, Batcher::Arrival& arrival);
   std::vector<PreparedImage> prepare_images(Served& m, const std::vector<std::string>& encoded);
 
   ServiceOptions options_;

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Serving benchmark: one Fashion-MNIST student run served by `kd serve` and, exported with
+# `kd export`, by FastAPI + uvicorn + PyTorch Python (bench/serve_baseline.py); wrk posts the same
+# Open Inference Protocol v2 request (one 28x28 image as FP32 JSON) at concurrency 1 and 32, to
+# one server at a time, in the same run. Prints requests/s and p50/p99 latency for both.
+# Usage: bench/serve.sh path/to/kd RUN [SECONDS]
+set -euo pipefail
+KD=$(realpath "$1") RUN=$2 SECONDS_EACH=${3:-10}
+HERE=$(cd "$(dirname "$0")" && pwd)
+WORK=$(mktemp -d /tmp/kd-serve-bench.XXXXXX)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+command -v wrk >/dev/null || { echo "serve bench: wrk is not installed (scripts/install-deps)"; exit 1; }
+
+"$KD" export "$RUN" --out "$WORK/student.pt" >/dev/null
+/usr/bin/python3 - "$WORK/body.json" <<'PY'
+import gzip, json, sys
+import numpy as np
+with gzip.open("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz") as f:
+    x = np.frombuffer(f.read()[16:16 + 784], dtype=np.uint8).astype(np.float32) / 255
+json.dump({"inputs": [{"name": "input", "shape": [1, 1, 28, 28], "datatype": "FP32",
+                       "data": [round(float(v), 6) for v in x]}]}, open(sys.argv[1], "w"))
+PY
+cat > "$WORK/post.lua" <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local f = assert(io.open(os.getenv("KD_BENCH_BODY"), "r"))
+wrk.body = f:read("*a")
+f:close()
+LUA
+export KD_BENCH_BODY=$WORK/body.json
+
+wait_ready() {  # wait_ready URL
+  for _ in $(seq 100); do curl -sf "$1/v2/health/ready" >/dev/null && return 0; sleep 0.1; done
+  echo "serve bench: server at $1 did not come up"; exit 1
+}
+# load NAME URL: wrk at concurrency 1 and 32 (one wrk thread: wrk shares the 2 cores), one line each
+load() {
+  for c in 1 32; do
+    wrk -t1 -c"$c" -d"${SECONDS_EACH}s" --latency -s "$WORK/post.lua" "$2/v2/models/student/infer" >"$WORK/wrk.txt"
+    /usr/bin/python3 - "$1" "$c" "$WORK/wrk.txt" <<'PY'
+import re, sys
+name, c, text = sys.argv[1], sys.argv[2], open(sys.argv[3]).read()
+if "Requests/sec" not in text:
+    sys.exit(f"serve bench: wrk failed:\n{text}")
+def ms(v):
+    n, u = re.match(r"([\d.]+)(\w+)", v).groups()
+    return float(n) * {"us": 1e-3, "ms": 1, "s": 1e3, "m": 6e4}[u]
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+p50 = ms(re.search(r"50%\s+(\S+)", text).group(1))
+p99 = ms(re.search(r"99%\s+(\S+)", text).group(1))
+non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+errors = re.search(r"Socket errors: (.*)", text)
+open(sys.argv[3] + ".all", "a").write(f"{name}\t{c}\t{rps}\t{p99}\n")
+print(f"{name:<26} {c:>5} {rps:>10.0f} {p50:>9.2f} {p99:>9.2f}"
+      + (f"  ({non2xx.group(1)} non-2xx)" if non2xx else "") + (f"  (socket errors: {errors.group(1)})" if errors else ""))
+PY
+  done
+}
+
+printf "%-26s %5s %10s %9s %9s\n" server clients "req/s" "p50 ms" "p99 ms"
+"$KD" serve "student=$RUN" --port 0 >"$WORK/kd.json" 2>"$WORK/kd.log" &
+PIDS+=($!)
+sleep 0.5
+for _ in $(seq 100); do [ -s "$WORK/kd.json" ] && break; sleep 0.1; done
+KD_URL=$(/usr/bin/python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['listening'])" "$WORK/kd.json")
+wait_ready "$KD_URL"
+load "kd serve" "$KD_URL"
+kill "${PIDS[0]}"; wait "${PIDS[0]}" 2>/dev/null || true
+
+PORT=$(/usr/bin/python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+/usr/bin/python3 "$HERE/serve_baseline.py" "$WORK/student.pt" "$PORT" 2>"$WORK/py.log" &
+PIDS+=($!)
+wait_ready "http://127.0.0.1:$PORT"
+load "FastAPI+uvicorn+PyTorch" "http://127.0.0.1:$PORT"
+/usr/bin/python3 - "$WORK/wrk.txt.all" <<'PY'
+import sys
+rows = [l.split("\t") for l in open(sys.argv[1]).read().splitlines()]
+r = {(n, c): (float(rps), float(p99)) for n, c, rps, p99 in rows}
+for c in ("1", "32"):
+    k, p = r[("kd serve", c)], r[("FastAPI+uvicorn+PyTorch", c)]
+    print(f"concurrency {c:>2}: kd {k[0] / p[0]:.2f}x the Python server's requests/s; p99 {k[1]:.2f} vs {p[1]:.2f} ms")
+PY

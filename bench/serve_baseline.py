@@ -1,0 +1,42 @@
+"""The Python serving baseline for `make bench`: the same model (kd export's TorchScript file)
+behind FastAPI + uvicorn + PyTorch, answering the same Open Inference Protocol v2 request with
+the same outputs (logits and probabilities). Written the fast way: raw body and json.loads
+instead of pydantic validation, inference mode, one uvicorn worker (one process, as kd is).
+Usage: serve_baseline.py MODEL.pt PORT"""
+import json
+import sys
+
+import torch
+import uvicorn
+from fastapi import FastAPI, Request, Response
+
+MODEL, PORT = sys.argv[1], int(sys.argv[2])
+desc = json.load(open(MODEL[:-3] + ".json"))
+model = torch.jit.load(MODEL).eval()
+mean = torch.tensor(desc["mean"]).view(1, -1, 1, 1)
+std = torch.tensor(desc["std"]).view(1, -1, 1, 1)
+name = "student"
+app = FastAPI()
+
+
+@app.get("/v2/health/ready")
+async def ready():
+    return {"ready": True}
+
+
+@app.post("/v2/models/{model_name}/infer")
+async def infer(model_name: str, request: Request):
+    body = json.loads(await request.body())
+    inp = body["inputs"][0]
+    x = torch.tensor(inp["data"], dtype=torch.float32).reshape(inp["shape"])
+    with torch.inference_mode():
+        logits = model((x - mean) / std)
+        probs = torch.softmax(logits, 1)
+    outputs = [{"name": n, "datatype": "FP32", "shape": list(t.shape), "data": t.flatten().tolist()}
+               for n, t in (("logits", logits), ("probabilities", probs))]
+    return Response(json.dumps({"model_name": model_name, "model_version": "1", "outputs": outputs}),
+                    media_type="application/json")
+
+
+if __name__ == "__main__":
+    uvicorn.run(app, host="127.0.0.1", port=PORT, log_level="warning", access_log=False)
