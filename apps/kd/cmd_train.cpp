@@ -12,12 +12,22 @@ namespace {
 
 struct TrainArgs {
   RunConfig cfg;
+  std::string resume;
   bool force = false;
   bool no_augment = false;
   std::vector<std::string> teachers;
 };
 
 void run(TrainArgs& a) {
+  if (!a.resume.empty()) {
+    // Everything comes from the run's own config.yaml; the run continues where it stopped.
+    RunConfig cfg = read_run_config(a.resume);
+    cfg.out = a.resume;
+    execute_run(cfg, false, true);
+    std::cout << cfg.out << std::endl;
+    return;
+  }
+  if (a.cfg.out.empty()) usage_fail("--out is required");
   if (a.cfg.mode == "merge") {
     a.cfg.distill.teachers = a.teachers;
   } else if (a.teachers.size() == 1) {
@@ -45,6 +55,7 @@ void add_train_commands(CLI::App& app) {
   t->add_option("--arch", train->cfg.arch, "architecture from `kd models`, or a TorchScript .pt")
       ->capture_default_str();
   t->add_flag("--force", train->force, "replace an existing run directory");
+  t->add_option("--resume", train->resume, "continue an interrupted run from its last good checkpoint (other flags are ignored)");
   add_training_options(*t, train->cfg, train->no_augment);
   t->callback([train] { run(*train); });
 
@@ -97,6 +108,7 @@ void add_train_commands(CLI::App& app) {
               "run the teacher on every batch even without augmentation");
   k->add_option("--cache-dir", d.cache_dir, "teacher cache folder (default $KD_CACHE_DIR or ~/.cache/kd)");
   k->add_flag("--force", distill->force, "replace an existing run directory");
+  k->add_option("--resume", distill->resume, "continue an interrupted run from its last good checkpoint (other flags are ignored)");
   add_training_options(*k, distill->cfg, distill->no_augment);
   k->callback([distill] { run(*distill); });
 }

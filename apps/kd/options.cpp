@@ -32,7 +32,7 @@ void add_runtime_options(CLI::App& cmd, RuntimeConfig& r) {
 
 void add_training_options(CLI::App& cmd, RunConfig& c, bool& no_augment) {
   auto& t = c.train;
-  cmd.add_option("--out,-o", c.out, "run directory to create")->required();
+  cmd.add_option("--out,-o", c.out, "run directory to create");  // required unless --resume (checked by the command)
   cmd.add_option("--name", c.name, "label for `kd compare` (default: the run folder's name)");
   cmd.add_option("--arch-opt", c.arch_options, "architecture option KEY=VALUE (see `kd models`)");
   cmd.add_option("--epochs", t.epochs)->capture_default_str();

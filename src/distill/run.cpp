@@ -135,19 +135,25 @@ void resolve_task(RunConfig& cfg) {
   if (!is_torchscript_path(cfg.arch) && find_architecture(cfg.arch).task == "detect") cfg.task = "detect";
 }
 
-nlohmann::json execute_run(const RunConfig& requested, bool overwrite) {
+nlohmann::json execute_run(const RunConfig& requested, bool overwrite, bool resume) {
   RunConfig cfg = requested;
   resolve_task(cfg);
   validate(cfg);
   const fs::path dir(cfg.out);
-  if (fs::exists(dir) && !fs::is_empty(dir)) {
+  if (resume) {
+    KD_CHECK(!fs::exists(dir / "summary.json"), "{}: the run has finished (summary.json); nothing to resume", cfg.out);
+    if (cfg.task == "detect") usage_fail("{}: --resume does not support detection runs yet", cfg.out);
+    if (cfg.mode == "self" && cfg.distill.generations > 1)
+      usage_fail("{}: --resume does not support born-again generations yet", cfg.out);
+    fs::remove(dir / "error.txt");
+  } else if (fs::exists(dir) && !fs::is_empty(dir)) {
     if (!overwrite) usage_fail("{}: run directory exists (pass --force to replace it)", cfg.out);
     fs::remove_all(dir);
   }
   torch::Device device = init_runtime(
       {cfg.runtime.device, cfg.runtime.threads, cfg.runtime.seed, cfg.runtime.deterministic});
   fs::create_directories(dir);
-  write_text_atomically(dir / "config.yaml", to_yaml(cfg));
+  if (!resume) write_text_atomically(dir / "config.yaml", to_yaml(cfg));
   spdlog::info("run {} ({}), {}", cfg.out, cfg.mode, runtime_summary());
   try {
     if (cfg.task == "detect") return execute_detect_run(cfg, cfg.out, device);
@@ -164,6 +170,7 @@ nlohmann::json execute_run(const RunConfig& requested, bool overwrite) {
                               {"train_samples", data.train.size()},
                               {"train_unlabeled", unlabeled}};
     Trainer trainer(cfg.train, device, cfg.runtime.seed);
+    trainer.set_resume(resume);
     auto test_top1 = [&](Model& m) {
       m.to(device);
       return evaluate_classifier(m, data.test, cfg.train.eval_batch_size, device);

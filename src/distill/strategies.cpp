@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include "kd/core/error.h"
+#include "kd/core/fs.h"
 #include "kd/distill/strategy.h"
 #include "kd/distill/teacher_cache.h"
 #include "kd/eval/classify.h"
@@ -84,6 +85,22 @@ void DistillStrategy::begin_epoch(int64_t epoch, Model& student) {
   std::shared_ptr<Model> snapshot = student.clone();
   teachers_ = {{fmt::format("snapshot at epoch {}", epoch), snapshot, {}}};
   spdlog::info("epoch {}: a frozen snapshot of the student becomes its teacher", epoch);
+  attach_teachers(student);
+}
+
+// The snapshot teacher is the student of an earlier epoch: a run resumed after the snapshot
+// epoch gets it back from the checkpoint.
+void DistillStrategy::save_state(const std::string& folder) const {
+  if (opts_.snapshot_epoch > 0 && !teachers_.empty())
+    teachers_[0].model->save((fs::path(folder) / "snapshot.pt").string());
+}
+
+void DistillStrategy::load_state(const std::string& folder, Model& student) {
+  const fs::path snapshot = fs::path(folder) / "snapshot.pt";
+  if (opts_.snapshot_epoch <= 0 || !fs::exists(snapshot)) return;
+  std::shared_ptr<Model> teacher = student.clone();
+  teacher->load(snapshot.string());
+  teachers_ = {{fmt::format("snapshot at epoch {}", opts_.snapshot_epoch), teacher, {}}};
   attach_teachers(student);
 }
 

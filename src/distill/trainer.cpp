@@ -5,11 +5,13 @@
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
 #include "kd/core/error.h"
 #include "kd/core/fs.h"
 #include "kd/core/progress.h"
+#include "kd/distill/checkpoint.h"
 #include "kd/eval/classify.h"
 
 namespace kd {
@@ -52,6 +54,21 @@ double scheduled_lr(const TrainConfig& cfg, int64_t it, int64_t iters_per_epoch)
   return base;
 }
 
+namespace {
+
+void load_archive(const fs::path& p, torch::Device device, const std::function<void(torch::serialize::InputArchive&)>& read) {
+  try {
+    torch::serialize::InputArchive a;
+    a.load_from(p.string(), device);
+    read(a);
+  } catch (const c10::Error& e) {
+    const std::string why = e.what_without_backtrace();
+    fail("{}: cannot load ({})", p.string(), why.substr(0, why.find('\n')));
+  }
+}
+
+}  // namespace
+
 Trainer::Trainer(TrainConfig cfg, torch::Device device, uint64_t seed)
     : cfg_(std::move(cfg)), device_(device), seed_(seed) {}
 
@@ -72,8 +89,46 @@ TrainResult Trainer::fit(Model& student, Strategy& strategy, const Dataset& trai
   TrainResult result;
   result.best_eval_top1 = -1.0;
   double images_per_s_sum = 0.0;
+  int64_t first_epoch = 1;
+  auto extra = strategy.parameters();
+  if (resume_ && write) {
+    if (auto found = find_checkpoint(dir)) {
+      const fs::path f = found->folder;
+      student.load((f / "model.pt").string());
+      load_archive(f / "optimizer.pt", device_, [&](torch::serialize::InputArchive& a) { optimizer->load(a); });
+      if (!extra.empty())
+        load_archive(f / "strategy.pt", device_, [&](torch::serialize::InputArchive& a) {
+          torch::NoGradGuard no_grad;
+          for (size_t k = 0; k < extra.size(); ++k) {
+            torch::Tensor t;
+            a.read(fmt::format("p{}", k), t);
+            extra[k].copy_(t);
+          }
+        });
+      strategy.load_state(f.string(), student);
+      torch::Tensor rng;
+      torch::load(rng, (f / "rng.pt").string());
+      auto gen = at::detail::getDefaultCPUGenerator();
+      {
+        std::lock_guard<std::mutex> lock(gen.mutex());
+        gen.set_state(rng);
+      }
+      first_epoch = found->state.epoch + 1;
+      result.best_eval_top1 = found->state.best_eval_top1;
+      result.best_epoch = found->state.best_epoch;
+      result.history = found->state.history;
+      images_per_s_sum = found->state.images_per_s_sum;
+      spdlog::info("{}: resuming after epoch {} ({})", run_dir, found->state.epoch, f.filename().string());
+    } else {
+      spdlog::warn("{}: no usable checkpoint; training from epoch 1", run_dir);
+    }
+    // metrics.jsonl again holds exactly the checkpoint's epochs: later lines were lost work.
+    std::string lines;
+    for (const auto& rec : result.history) lines += rec.dump() + "\n";
+    write_text_atomically(dir / "metrics.jsonl", lines);
+  }
   auto run_start = std::chrono::steady_clock::now();
-  for (int64_t epoch = 1; epoch <= cfg_.epochs; ++epoch) {
+  for (int64_t epoch = first_epoch; epoch <= cfg_.epochs; ++epoch) {
     strategy.begin_epoch(epoch, student);
     student.train(true);
     loader.start_epoch(epoch);
@@ -126,13 +181,20 @@ TrainResult Trainer::fit(Model& student, Strategy& strategy, const Dataset& trai
       result.best_epoch = epoch;
     }
     if (write) {
-      write_atomically(dir / "checkpoints" / "last.pt",
-                       [&](const fs::path& tmp) { student.save(tmp.string()); });
-      write_atomically(dir / "checkpoints" / "last-optimizer.pt", [&](const fs::path& tmp) {
-        torch::serialize::OutputArchive archive;
-        optimizer->save(archive);
-        archive.save_to(tmp.string());
-      });
+      write_checkpoint(dir, {epoch, result.best_eval_top1, result.best_epoch, images_per_s_sum, result.history},
+                       [&](const fs::path& folder) {
+                         student.save((folder / "model.pt").string());
+                         torch::serialize::OutputArchive opt;
+                         optimizer->save(opt);
+                         opt.save_to((folder / "optimizer.pt").string());
+                         if (!extra.empty()) {
+                           torch::serialize::OutputArchive a;
+                           for (size_t k = 0; k < extra.size(); ++k) a.write(fmt::format("p{}", k), extra[k]);
+                           a.save_to((folder / "strategy.pt").string());
+                         }
+                         torch::save(at::detail::getDefaultCPUGenerator().get_state(), (folder / "rng.pt").string());
+                         strategy.save_state(folder.string());
+                       });
       if (best) {
         write_atomically(dir / "checkpoints" / "best.pt",
                          [&](const fs::path& tmp) { student.save(tmp.string()); });

@@ -3,22 +3,11 @@
 # compare, run an experiment file, and check that bad input fails with one clear line.
 # Usage: cli_test.sh KD_BINARY FIXTURE_DIR WORK_DIR
 set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
 KD=$1 FIX=$2 WORK=$3
 rm -rf "$WORK" && mkdir -p "$WORK" && cd "$WORK"
 export KD_CACHE_DIR=$WORK/cache
-fails=0
-check() {  # check DESCRIPTION COMMAND...: the command must succeed
-  if "${@:2}" >"$WORK/out.txt" 2>"$WORK/err.txt"; then echo "ok   $1"; else
-    echo "FAIL $1"; cat "$WORK/err.txt"; fails=$((fails + 1)); fi
-}
-expect_error() {  # expect_error CODE NEEDLE COMMAND...: exit CODE, one stderr line with NEEDLE
-  set +e; "${@:3}" >"$WORK/out.txt" 2>"$WORK/err.txt"; local rc=$?; set -e
-  local msg; msg=$(grep -v '^\[' "$WORK/err.txt" || true)
-  if [ "$rc" -eq "$1" ] && grep -qF -- "$2" <<<"$msg" && [ "$(wc -l <<<"$msg")" -eq 1 ]; then
-    echo "ok   exit $1: $2"; else
-    echo "FAIL expected exit $1 with '$2', got $rc:"; cat "$WORK/err.txt"; fails=$((fails + 1)); fi
-}
-json() { /usr/bin/python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$@"; }
+source "$HERE/lib.sh"
 
 COMMON=(--limit 3000 --epochs 2 --warmup 0 --threads 2 --no-latency)
 check "train teacher" "$KD" train --arch fmnist-teacher --arch-opt width=16 --out teacher "${COMMON[@]}"
@@ -35,7 +24,7 @@ check "distill from a TorchScript teacher" "$KD" distill --teacher "$FIX/student
 check "train a TorchScript student" "$KD" train --arch "$FIX/student_ts.pt" --out ts_student "${COMMON[@]}"
 
 for run in teacher student distilled cached1 cached2 from_ts ts_student; do
-  for f in config.yaml metrics.jsonl model.json model.pt summary.json checkpoints/last.pt checkpoints/best.pt; do
+  for f in config.yaml metrics.jsonl model.json model.pt summary.json checkpoints/epoch-0002/state.json checkpoints/best.pt; do
     [ -f "$run/$f" ] || { echo "FAIL $run/$f missing"; fails=$((fails + 1)); }
   done
   [ "$(wc -l <"$run/metrics.jsonl")" -eq 2 ] || { echo "FAIL $run: expected 2 epochs of metrics"; fails=$((fails + 1)); }
@@ -183,5 +172,4 @@ mkdir -p half && cp teacher/config.yaml half/
 expect_error 1 "half: incomplete run (no summary.json)" "$KD" compare half
 expect_error 1 "loss is NaN" "$KD" train --arch fmnist-student --lr 1e30 --out bad6 "${COMMON[@]}"
 
-echo "$fails failed"
-[ "$fails" -eq 0 ]
+finish

@@ -4,25 +4,10 @@
 # truth), compare, predict; and bad input failing with one clear line.
 # Usage: detect_test.sh KD_BINARY WORK_DIR
 set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
 KD=$1 WORK=$2
 rm -rf "$WORK" && mkdir -p "$WORK" && cd "$WORK"
-fails=0
-check() {  # check DESCRIPTION COMMAND...: the command must succeed
-  if "${@:2}" >"$WORK/out.txt" 2>"$WORK/err.txt"; then echo "ok   $1"; else
-    echo "FAIL $1"; cat "$WORK/err.txt"; fails=$((fails + 1)); fi
-}
-expect_error() {  # expect_error CODE NEEDLE COMMAND...: exit CODE, one stderr line with NEEDLE
-  set +e; "${@:3}" >"$WORK/out.txt" 2>"$WORK/err.txt"; local rc=$?; set -e
-  local msg; msg=$(grep -v '^\[' "$WORK/err.txt" | grep -v '^make \|^epoch ' || true)
-  if [ "$rc" -eq "$1" ] && grep -qF -- "$2" <<<"$msg" && [ "$(wc -l <<<"$msg")" -eq 1 ]; then
-    echo "ok   exit $1: $2"; else
-    echo "FAIL expected exit $1 with '$2', got $rc:"; cat "$WORK/err.txt"; fails=$((fails + 1)); fi
-}
-json() { /usr/bin/python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$@"; }
-ok_if() {  # ok_if DESCRIPTION PYTHON_CONDITION
-  if /usr/bin/python3 -c "import sys; sys.exit(0 if ($2) else 1)"; then echo "ok   $1"; else
-    echo "FAIL $1 ($2)"; fails=$((fails + 1)); fi
-}
+source "$HERE/lib.sh"
 
 check "make-detection" "$KD" data make-detection --out det --images 200 --test-images 40 --canvas 64 \
   --min-size 14 --max-size 36 --voc --seed 1
@@ -83,5 +68,4 @@ expect_error 1 "teacher d0 detects" "$KD" distill --teacher d0 --student effdet-
 expect_error 1 "not a detection dataset" "$KD" train --arch effdet-d0 --data /tmp --out bad5 --epochs 1
 expect_error 2 "--gt and --results go together" "$KD" eval --gt det/test.json
 
-echo "$fails failure(s)"
-[ "$fails" -eq 0 ]
+finish

@@ -30,7 +30,7 @@ RunData load_run_data(const DataConfig& cfg, const std::string& mode = "train");
 void resolve_task(RunConfig& cfg);
 
 // Executes the run and returns its summary. `overwrite` removes an existing run directory.
-nlohmann::json execute_run(const RunConfig& cfg, bool overwrite);
+nlohmann::json execute_run(const RunConfig& cfg, bool overwrite, bool resume = false);
 
 // Reads a run's summary.json; throws naming the run if it is missing (incomplete run).
 nlohmann::json read_summary(const std::string& run_dir);

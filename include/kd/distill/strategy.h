@@ -34,6 +34,10 @@ class Strategy {
   virtual StepResult step(Model& student, const Batch& batch) = 0;
   // Trainable parameters besides the student's (hint adapters); optimised with it.
   virtual std::vector<torch::Tensor> parameters() { return {}; }
+  // State a resumed run needs beyond the student, the optimizer and parameters() (a snapshot
+  // teacher): files written into a checkpoint folder, read back after prepare().
+  virtual void save_state(const std::string& /*folder*/) const {}
+  virtual void load_state(const std::string& /*folder*/, Model& /*student*/) {}
   virtual nlohmann::json describe() const { return {{"strategy", name()}}; }
 };
 
@@ -110,6 +114,8 @@ class DistillStrategy final : public Strategy {
   void begin_epoch(int64_t epoch, Model& student) override;
   StepResult step(Model& student, const Batch& batch) override;
   std::vector<torch::Tensor> parameters() override;
+  void save_state(const std::string& folder) const override;
+  void load_state(const std::string& folder, Model& student) override;
   nlohmann::json describe() const override;
 
   // The teachers' combined target distribution (at temperature 1) for every image of `data`:

@@ -35,6 +35,9 @@ double scheduled_lr(const TrainConfig& cfg, int64_t it, int64_t iters_per_epoch)
 class Trainer {
  public:
   Trainer(TrainConfig cfg, torch::Device device, uint64_t seed);
+  // Continue from the run directory's newest good checkpoint (kd/distill/checkpoint.h) instead
+  // of epoch 1: weights, optimizer, schedule position, RNG, strategy state, metrics so far.
+  void set_resume(bool on) { resume_ = on; }
   // Trains `student` in place. When run_dir is non-empty, writes metrics.jsonl, checkpoints
   // and model.pt/model.json (the best weights by eval top-1) into it as training goes.
   TrainResult fit(Model& student, Strategy& strategy, const Dataset& train, const Dataset& eval,
@@ -44,6 +47,7 @@ class Trainer {
   TrainConfig cfg_;
   torch::Device device_;
   uint64_t seed_;
+  bool resume_ = false;
 };
 
 }  // namespace kd
