@@ -75,8 +75,16 @@ Comparison run_experiment(const ExperimentPlan& plan, bool force) {
     const bool complete = fs::exists(fs::path(cfg.out) / "summary.json");
     // A finished stage is kept only if it ran with exactly this configuration.
     const bool same = complete && to_yaml(read_run_config(cfg.out)) == to_yaml(cfg);
+    // An interrupted stage with this configuration continues from its last checkpoint.
+    const fs::path config_file = fs::path(cfg.out) / "config.yaml";
+    const bool interrupted = !complete && fs::exists(config_file) && fs::exists(fs::path(cfg.out) / "checkpoints") &&
+                             to_yaml(read_run_config(cfg.out)) == to_yaml(cfg) && cfg.task == "classify" &&
+                             !(cfg.mode == "self" && cfg.distill.generations > 1);
     if (!force && same) {
       spdlog::info("{}: complete, kept (pass --force to redo)", cfg.out);
+    } else if (!force && interrupted) {
+      spdlog::info("{}: interrupted, resuming", cfg.out);
+      execute_run(cfg, /*overwrite=*/false, /*resume=*/true);
     } else {
       if (complete && !same) spdlog::info("{}: configuration changed, running it again", cfg.out);
       execute_run(cfg, /*overwrite=*/true);

@@ -64,5 +64,12 @@ kill_after 3 self_killed "$KD" distill "${D[@]}" --out self_killed
 check "resume it" "$KD" distill --resume self_killed
 same_run self_whole self_killed
 
+# An experiment killed mid-stage: running it again resumes the stage.
+printf 'out: exp\ndefaults: {data: {limit: 12000}, train: {epochs: 4}, measure_latency: false}\nstages:\n  - {name: s, arch: fmnist-student}\n' > exp.yaml
+kill_after 2 exp/s-s0 "$KD" run exp.yaml
+check "run the experiment again" "$KD" run exp.yaml
+grep -q "exp/s-s0: interrupted, resuming" err.txt && grep -q "resuming after epoch" err.txt \
+  && echo "ok   the interrupted stage resumed" || { echo "FAIL experiment resume"; cat err.txt; fails=$((fails + 1)); }
+
 expect_error 1 "no config.yaml" "$KD" train --resume nowhere
 finish
