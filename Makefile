@@ -4,7 +4,7 @@ JOBS ?= 2
 KD := $(BUILD)/kd
 GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
 
-.PHONY: all deps configure build demo test bench reproduce reproduce-classify reproduce-detect clean
+.PHONY: all deps configure build demo test bench fuzz reproduce reproduce-classify reproduce-detect clean
 
 all: build
 
@@ -29,6 +29,17 @@ test: build
 bench: build
 	bench/run.sh $(KD)
 
+# libFuzzer targets (clang, ASan + UBSan) for the parsers of outside input, FUZZ_SECONDS each,
+# after replaying fuzz/regressions/; a separate build folder, since the main build uses GCC.
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
+$(FUZZ_BUILD)/CMakeCache.txt:
+	CC=clang CXX=clang++ cmake -S fuzz -B $(FUZZ_BUILD) $(GENERATOR) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+
+fuzz: deps $(FUZZ_BUILD)/CMakeCache.txt
+	cmake --build $(FUZZ_BUILD) -j $(JOBS)
+	fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
 # The full recipes over 3 seeds: the README's results tables (fmnist-modes reuses fmnist's teacher).
 reproduce: reproduce-classify reproduce-detect
 
@@ -47,4 +58,4 @@ reproduce-detect: build $(DETECT_DATA)/train.json
 	$(KD) run experiments/detect.yaml
 
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) $(FUZZ_BUILD)

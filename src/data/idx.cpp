@@ -54,6 +54,9 @@ torch::Tensor read_idx(const std::string& path) {
     KD_CHECK(dims[d] > 0 && dims[d] < (int64_t(1) << 31), "{}: bad IDX dimension {}", path,
              dims[d]);
     expected *= static_cast<size_t>(dims[d]);
+    // Checked per dimension, before the product can wrap around (found by fuzz_idx).
+    KD_CHECK(expected <= buf.size(), "{}: truncated IDX data ({} bytes, header says at least {})", path,
+             buf.size() - header, expected);
   }
   const size_t have = buf.size() - header;
   KD_CHECK(have >= expected, "{}: truncated IDX data ({} bytes, header says {})", path, have,

@@ -75,7 +75,9 @@ InferInput read_input(simdjson::dom::object o, size_t index, const InferLimits& 
     int64_t v = 0;
     if (d.get_int64().get(v) || v < 0) bad("{}.shape must hold non-negative integers", where);
     in.shape.push_back(v);
-    count = std::min<int64_t>(count * std::max<int64_t>(v, 1), int64_t(1) << 40);
+    // Saturating: the product of hostile dimensions must not overflow (found by fuzz_infer_request).
+    constexpr int64_t kCap = int64_t(1) << 40;
+    count = v > 0 && count > kCap / v ? kCap : count * std::max<int64_t>(v, 1);
   }
   const bool numbers = in.datatype == "FP32" || in.datatype == "FP64";
   if (!numbers && in.datatype != "BYTES")
