@@ -4,7 +4,7 @@ JOBS ?= 2
 KD := $(BUILD)/kd
 GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
 
-.PHONY: all deps configure build demo test bench fuzz reproduce reproduce-classify reproduce-detect clean
+.PHONY: all deps configure build demo test test-sanitize bench fuzz reproduce reproduce-classify reproduce-detect clean
 
 all: build
 
@@ -25,6 +25,18 @@ demo: build
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j 1
+
+# The test suite under AddressSanitizer + UndefinedBehaviorSanitizer, in its own build folder.
+# Leak reports are limited to kd's code (tests/sanitize.supp silences third-party libraries).
+SAN_BUILD ?= build-sanitize
+$(SAN_BUILD)/CMakeCache.txt:
+	cmake -S . -B $(SAN_BUILD) $(GENERATOR) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKD_SANITIZE=ON -DKD_BUILD_BENCH=OFF
+
+test-sanitize: deps $(SAN_BUILD)/CMakeCache.txt
+	cmake --build $(SAN_BUILD) -j $(JOBS)
+	cd $(SAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	  LSAN_OPTIONS=suppressions=$(CURDIR)/tests/sanitize.supp:print_suppressions=0 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j 1
 
 bench: build
 	bench/run.sh $(KD)
@@ -58,4 +70,4 @@ reproduce-detect: build $(DETECT_DATA)/train.json
 	$(KD) run experiments/detect.yaml
 
 clean:
-	rm -rf $(BUILD) $(FUZZ_BUILD)
+	rm -rf $(BUILD) $(FUZZ_BUILD) $(SAN_BUILD)
