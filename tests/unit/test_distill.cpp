@@ -67,7 +67,9 @@ TEST(DistillLoss, SoftTargetsFromLogitsEqualTheLogitForm) {
 }
 
 TEST(HintLoss, MatchesPyTorch) {
-  for (const auto& c : kd_test::golden_losses()["hint_cases"]) {
+  // A named copy: ranging over a member of the temporary would read freed memory (found by ASan).
+  const auto cases = kd_test::golden_losses()["hint_cases"];
+  for (const auto& c : cases) {
     auto shape = c["shape"].get<std::vector<int64_t>>();
     auto t = torch::tensor(c["teacher"].get<std::vector<double>>(), torch::kFloat64).view(shape);
     for (const std::string kind : {"mse", "nmse"}) {
