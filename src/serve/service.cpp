@@ -332,19 +332,22 @@ torch::Tensor Service::run(Served& m, const torch::Tensor& input, Batcher::Arriv
   return m.batcher->submit(input, &arrival).get();
 }
 
-std::vector<PreparedImage> Service::prepare_images(Served& m, const std::vector<std::string>& encoded) {
+Service::ImageBatch Service::prepare_images(Served& m, const std::vector<std::string>& encoded) {
   if (encoded.empty()) bad_request("no images in the request");
   if (static_cast<int64_t>(encoded.size()) > options_.max_images)
     bad_request("{} images in one request; the limit is {}", encoded.size(), options_.max_images);
-  std::vector<PreparedImage> out;
+  ImageBatch batch;
+  std::vector<torch::Tensor> pixels;
   for (size_t i = 0; i < encoded.size(); ++i) {
     try {
-      out.push_back(m.runner->prepare_image(encoded[i], options_.max_image_pixels));
+      batch.images.push_back(m.runner->prepare_image(encoded[i], options_.max_image_pixels));
     } catch (const Error& e) {
       bad_request("image {}: {}", i, e.what());
     }
+    pixels.push_back(batch.images.back().pixels);
   }
-  return out;
+  batch.pixels = torch::stack(pixels);
+  return batch;
 }
 
 HttpResponse Service::infer(Served& m, const HttpRequest& req) {
@@ -368,10 +371,9 @@ HttpResponse Service::infer(Served& m, const HttpRequest& req) {
         bad_request("inputs[0].data[{}]: {}", i, e.what());
       }
     }
-    images = prepare_images(m, decoded);
-    std::vector<torch::Tensor> px;
-    for (const auto& im : images) px.push_back(im.pixels);
-    x = torch::stack(px);
+    auto batch = prepare_images(m, decoded);
+    images = std::move(batch.images);
+    x = batch.pixels;
   } else {
     const auto& shape = in.shape;
     if (shape.size() != 4 || shape[0] < 1 || shape[1] != want[1] || shape[2] != want[2] || shape[3] != want[3])
@@ -437,10 +439,9 @@ HttpResponse Service::predict_v1(Served& m, const HttpRequest& req) {
         bad_request("instances[{}].b64: {}", i, e.what());
       }
     }
-    images = prepare_images(m, decoded);
-    std::vector<torch::Tensor> px;
-    for (const auto& im : images) px.push_back(im.pixels);
-    x = torch::stack(px);
+    auto batch = prepare_images(m, decoded);
+    images = std::move(batch.images);
+    x = batch.pixels;
   } else {
     const auto n = static_cast<int64_t>(instances.size());
     if (n * per > options_.max_tensor_elements)
@@ -506,8 +507,9 @@ HttpResponse Service::image(Served& m, const HttpRequest& req) {
     bad_request("query parameter {}={} must be a number in [{}, {}]", key, v, lo, hi);
   };
   const ModelRunner& r = *m.runner;
-  auto images = prepare_images(m, {encoded});
-  auto y = run(m, images[0].pixels.unsqueeze(0), arrival);
+  auto batch = prepare_images(m, {encoded});
+  const auto& images = batch.images;
+  auto y = run(m, batch.pixels, arrival);
   json out = {{"model_name", r.name()}, {"task", r.spec().task}, {"width", images[0].width}, {"height", images[0].height}};
   if (r.is_detector()) {
     const double score = get_number("score", options_.score_threshold, 0, 1);

@@ -68,7 +68,12 @@ class Service {
   HttpResponse predict_v1(Served& m, const HttpRequest& request);
   HttpResponse image(Served& m, const HttpRequest& request);
   torch::Tensor run(Served& m, const torch::Tensor& input, Batcher::Arrival& arrival);
-  std::vector<PreparedImage> prepare_images(Served& m, const std::vector<std::string>& encoded);
+  // Decoded, resized or letterboxed images and their pixels stacked into one input batch.
+  struct ImageBatch {
+    std::vector<PreparedImage> images;
+    torch::Tensor pixels;  // float [N, C, H, W]
+  };
+  ImageBatch prepare_images(Served& m, const std::vector<std::string>& encoded);
 
   ServiceOptions options_;
   Metrics metrics_;
