@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 
 #include "commands.h"
+#include "kd/core/distributed.h"
 #include "kd/core/error.h"
 #include "kd/distill/run.h"
 #include "options.h"
@@ -24,7 +25,7 @@ void run(TrainArgs& a) {
     RunConfig cfg = read_run_config(a.resume);
     cfg.out = a.resume;
     execute_run(cfg, false, true);
-    std::cout << cfg.out << std::endl;
+    if (dist::is_main()) std::cout << cfg.out << std::endl;
     return;
   }
   if (a.cfg.out.empty()) usage_fail("--out is required");
@@ -43,7 +44,7 @@ void run(TrainArgs& a) {
 
   // The summary (and the logged result line) live in the run directory; stdout gets its path.
   execute_run(a.cfg, a.force);
-  std::cout << a.cfg.out << std::endl;
+  if (dist::is_main()) std::cout << a.cfg.out << std::endl;
 }
 
 }  // namespace

@@ -6,6 +6,8 @@
 
 #include <fmt/format.h>
 
+#include "kd/core/distributed.h"
+
 namespace kd {
 
 Progress::Progress(std::string label, int64_t total)
@@ -17,6 +19,7 @@ Progress::Progress(std::string label, int64_t total)
       last_draw_(start_) {}
 
 void Progress::update(int64_t done, int64_t items, double loss, double acc) {
+  if (!dist::is_main()) return;  // one progress display per job, not one per rank
   items_ += items;
   auto now = std::chrono::steady_clock::now();
   const double elapsed = std::chrono::duration<double>(now - start_).count();
@@ -40,7 +43,7 @@ void Progress::update(int64_t done, int64_t items, double loss, double acc) {
 }
 
 void Progress::finish() {
-  if (tty_) fmt::print(stderr, "\r\033[K");
+  if (tty_ && dist::is_main()) fmt::print(stderr, "\r\033[K");
 }
 
 }  // namespace kd

@@ -71,8 +71,17 @@ torch::Device init_runtime(const RuntimeOptions& opts) {
   tune_malloc();
   tune_blas();
   if (opts.threads < 0) usage_fail("--threads {}: must be >= 0", opts.threads);
-  int threads = opts.threads > 0 ? opts.threads
-                                 : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  // Default: OMP_NUM_THREADS when set, else the cores shared among the processes of this
+  // machine (LOCAL_WORLD_SIZE, set by `kd launch` and torchrun), so ranks do not oversubscribe.
+  int threads = opts.threads;
+  if (threads == 0) {
+    const char* omp = std::getenv("OMP_NUM_THREADS");
+    const char* local = std::getenv("LOCAL_WORLD_SIZE");
+    const int procs = local && std::atoi(local) > 0 ? std::atoi(local) : 1;
+    threads = omp && std::atoi(omp) > 0
+                  ? std::atoi(omp)
+                  : std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / procs);
+  }
   torch::set_num_threads(threads);
   seed_everything(opts.seed);
   if (opts.deterministic) at::globalContext().setDeterministicAlgorithms(true, true);

@@ -16,6 +16,17 @@ Loader::Loader(const Dataset& data, LoaderOptions opts, torch::Device device)
       gen_(at::make_generator<at::CPUGeneratorImpl>(opts.seed)) {
   KD_CHECK(opts.batch_size > 0, "batch size must be positive, got {}", opts.batch_size);
   KD_CHECK(data.size() > 0, "{}: dataset is empty", data.source);
+  KD_CHECK(opts.world_size >= 1 && opts.rank >= 0 && opts.rank < opts.world_size,
+           "loader: rank {} of {} is out of range", opts.rank, opts.world_size);
+  shard();
+}
+
+void Loader::shard() {
+  if (opts_.world_size == 1) return;
+  const int64_t n = order_.size(0), w = opts_.world_size;
+  const int64_t padded = (n + w - 1) / w * w;
+  auto full = padded == n ? order_ : torch::cat({order_, order_.narrow(0, 0, padded - n)});
+  order_ = full.slice(0, opts_.rank, padded, w).contiguous();
 }
 
 void Loader::start_epoch(int64_t epoch) {
@@ -24,16 +35,24 @@ void Loader::start_epoch(int64_t epoch) {
     gen_.set_current_seed(opts_.seed * 1000003ULL + static_cast<uint64_t>(epoch));
   }
   if (opts_.shuffle) order_ = torch::randperm(size(), gen_, torch::kInt64);
+  else order_ = torch::arange(size(), torch::kInt64);
+  if (opts_.world_size > 1) {
+    shard();
+    // Same order on every rank (drawn above), different augmentation draws per rank.
+    std::lock_guard<std::mutex> lock(gen_.mutex());
+    gen_.set_current_seed((opts_.seed * 1000003ULL + static_cast<uint64_t>(epoch)) * 65537ULL +
+                          static_cast<uint64_t>(opts_.rank));
+  }
 }
 
 int64_t Loader::num_batches() const {
-  return opts_.drop_last ? size() / opts_.batch_size
-                         : (size() + opts_.batch_size - 1) / opts_.batch_size;
+  const int64_t n = order_.size(0);
+  return opts_.drop_last ? n / opts_.batch_size : (n + opts_.batch_size - 1) / opts_.batch_size;
 }
 
 Batch Loader::get(int64_t i) const {
   const int64_t start = i * opts_.batch_size;
-  const int64_t n = std::min(opts_.batch_size, size() - start);
+  const int64_t n = std::min(opts_.batch_size, order_.size(0) - start);
   auto idx = order_.narrow(0, start, n).to(device_);
   Batch b;
   b.index = idx;

@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 #include <yaml-cpp/yaml.h>
 
+#include "kd/core/distributed.h"
 #include "kd/core/error.h"
 #include "kd/core/fs.h"
 #include "kd/core/runtime.h"
@@ -140,21 +141,31 @@ nlohmann::json execute_run(const RunConfig& requested, bool overwrite, bool resu
   resolve_task(cfg);
   validate(cfg);
   const fs::path dir(cfg.out);
-  if (resume) {
+  // Data parallel when launched with torchrun-style variables; rank 0 alone owns the run
+  // directory, the others train and return once the weights are final.
+  dist::init_from_environment();
+  const bool main_rank = dist::is_main();
+  if (dist::active() && cfg.task == "detect")
+    usage_fail("{}: detection runs train on one process for now (unset WORLD_SIZE)", cfg.out);
+  if (main_rank && resume) {
     KD_CHECK(!fs::exists(dir / "summary.json"), "{}: the run has finished (summary.json); nothing to resume", cfg.out);
     if (cfg.task == "detect") usage_fail("{}: --resume does not support detection runs yet", cfg.out);
     if (cfg.mode == "self" && cfg.distill.generations > 1)
       usage_fail("{}: --resume does not support born-again generations yet", cfg.out);
     fs::remove(dir / "error.txt");
-  } else if (fs::exists(dir) && !fs::is_empty(dir)) {
+  } else if (main_rank && fs::exists(dir) && !fs::is_empty(dir)) {
     if (!overwrite) usage_fail("{}: run directory exists (pass --force to replace it)", cfg.out);
     fs::remove_all(dir);
   }
   torch::Device device = init_runtime(
       {cfg.runtime.device, cfg.runtime.threads, cfg.runtime.seed, cfg.runtime.deterministic});
-  fs::create_directories(dir);
-  if (!resume) write_text_atomically(dir / "config.yaml", to_yaml(cfg));
-  spdlog::info("run {} ({}), {}", cfg.out, cfg.mode, runtime_summary());
+  if (main_rank) {
+    fs::create_directories(dir);
+    if (!resume) write_text_atomically(dir / "config.yaml", to_yaml(cfg));
+  }
+  dist::barrier();  // the directory is ready (and a resume's checkpoint is in place)
+  spdlog::info("run {} ({}), {}{}", cfg.out, cfg.mode, runtime_summary(),
+               dist::active() ? fmt::format(", rank {} of {}", dist::rank(), dist::world_size()) : "");
   try {
     if (cfg.task == "detect") return execute_detect_run(cfg, cfg.out, device);
     RunData data = load_run_data(cfg.data, cfg.mode);
@@ -197,7 +208,9 @@ nlohmann::json execute_run(const RunConfig& requested, bool overwrite, bool resu
                      g == 1 ? " (trained alone)" : " (taught by the previous generation)");
         tr = trainer.fit(*student, *strategy, data.train, data.eval, gen_dir.string());
         seconds += tr.train_seconds;
+        dist::barrier();  // rank 0 has written the generation's best weights
         previous = load_model(gen_dir.string());
+        if (!main_rank) continue;
         auto rep = test_top1(*previous);
         gens.push_back({{"generation", g}, {"best_epoch", tr.best_epoch},
                         {"best_eval_top1", tr.best_eval_top1}, {"test_top1", rep.top1}});
@@ -206,6 +219,7 @@ nlohmann::json execute_run(const RunConfig& requested, bool overwrite, bool resu
           append_line(dir / "metrics.jsonl", rec.dump());
         }
       }
+      if (!main_rank) return {{"rank", dist::rank()}};
       save_model(*previous, cfg.out);
       tr.train_seconds = seconds;
       summary["generations"] = gens;
@@ -220,6 +234,7 @@ nlohmann::json execute_run(const RunConfig& requested, bool overwrite, bool resu
       else
         strategy = std::make_unique<DistillStrategy>(cfg.mode, teachers, distill_options(cfg));
       tr = trainer.fit(*student, *strategy, data.train, data.eval, cfg.out);
+      if (!main_rank) return {{"rank", dist::rank()}};
       if (auto* ds = dynamic_cast<DistillStrategy*>(strategy.get())) {
         // How good the targets the student learned from are, on labeled test images.
         summary["teacher_targets_top1"] = top1_of(ds->targets_for(data.test), data.test.labels);
@@ -242,6 +257,7 @@ nlohmann::json execute_run(const RunConfig& requested, bool overwrite, bool resu
         {"strategy", strategy->describe()},
         {"finished", utc_timestamp()},
         {"device", device.str()},
+        {"ranks", dist::world_size()},
     });
     if (!cfg.distill.teacher.empty()) {
       summary["teacher"] = cfg.distill.teacher;
@@ -255,7 +271,7 @@ nlohmann::json execute_run(const RunConfig& requested, bool overwrite, bool resu
     return summary;
   } catch (const std::exception& e) {
     // Leave the run visibly failed: no summary.json, and the reason beside the config.
-    write_text_atomically(dir / "error.txt", std::string(e.what()) + "\n");
+    if (main_rank) write_text_atomically(dir / "error.txt", std::string(e.what()) + "\n");
     throw;
   }
 }

@@ -8,6 +8,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
+#include "kd/core/distributed.h"
 #include "kd/core/error.h"
 #include "kd/core/fs.h"
 #include "kd/core/progress.h"
@@ -67,6 +68,31 @@ void load_archive(const fs::path& p, torch::Device device, const std::function<v
   }
 }
 
+// Parameters and buffers of the model (and the strategy's adapters) in a fixed order; DDP
+// starts every rank from rank 0's copy of them.
+std::vector<torch::Tensor> buffers_of(Model& m) {
+  std::vector<torch::Tensor> out;
+  auto params = m.parameters();
+  for (auto& [name, t] : m.state()) {
+    const bool is_param = std::any_of(params.begin(), params.end(),
+                                      [&](const torch::Tensor& p) { return p.is_same(t); });
+    if (!is_param) out.push_back(t);
+  }
+  return out;
+}
+
+// Each rank scores every world_size-th eval image; the counts are summed across ranks.
+ClassificationReport evaluate_sharded(Model& model, const Dataset& data, int64_t batch_size,
+                                      torch::Device device) {
+  if (!dist::active()) return evaluate_classifier(model, data, batch_size, device);
+  auto index = torch::arange(dist::rank(), data.size(), dist::world_size(), torch::kInt64);
+  Dataset part = data.subset(index);
+  ClassificationMeter meter(model.spec().num_classes());
+  if (part.size() > 0) meter.add(predict_logits(model, part, batch_size, device), part.labels);
+  meter.all_reduce();
+  return meter.report();
+}
+
 }  // namespace
 
 Trainer::Trainer(TrainConfig cfg, torch::Device device, uint64_t seed)
@@ -75,23 +101,30 @@ Trainer::Trainer(TrainConfig cfg, torch::Device device, uint64_t seed)
 TrainResult Trainer::fit(Model& student, Strategy& strategy, const Dataset& train,
                          const Dataset& eval, const std::string& run_dir) {
   const Augment augment{cfg_.crop_padding, cfg_.hflip};
-  Loader loader(train, {cfg_.batch_size, true, false, augment, seed_}, device_);
+  // With several ranks the configured batch is the global one: each rank takes its share, so
+  // the optimisation matches one process with that batch.
+  const int world = dist::world_size();
+  KD_CHECK(cfg_.batch_size % world == 0, "batch size {} does not split evenly over {} ranks",
+           cfg_.batch_size, world);
+  Loader loader(train, {cfg_.batch_size / world, true, false, augment, seed_, dist::rank(), world}, device_);
   student.to(device_);
   strategy.prepare(student, train, augment, device_);
   auto params = student.parameters();
-  for (auto& p : strategy.parameters()) params.push_back(p);
+  auto extra = strategy.parameters();
+  for (auto& p : extra) params.push_back(p);
   auto optimizer = make_optimizer(cfg_.optim, params);
   const int64_t iters = loader.num_batches();
   const fs::path dir(run_dir);
-  const bool write = !run_dir.empty();
+  const bool has_dir = !run_dir.empty();
+  const bool write = has_dir && dist::is_main();  // only rank 0 writes the run directory
   if (write) fs::create_directories(dir / "checkpoints");
 
   TrainResult result;
   result.best_eval_top1 = -1.0;
   double images_per_s_sum = 0.0;
   int64_t first_epoch = 1;
-  auto extra = strategy.parameters();
-  if (resume_ && write) {
+  // Every rank reads the checkpoint (the run directory must be visible to all of them).
+  if (resume_ && has_dir) {
     if (auto found = find_checkpoint(dir)) {
       const fs::path f = found->folder;
       student.load((f / "model.pt").string());
@@ -122,11 +155,20 @@ TrainResult Trainer::fit(Model& student, Strategy& strategy, const Dataset& trai
     } else {
       spdlog::warn("{}: no usable checkpoint; training from epoch 1", run_dir);
     }
+    if (dist::active() && dist::sum({static_cast<double>(first_epoch)})[0] != static_cast<double>(first_epoch * world))
+      fail("{}: the ranks found different checkpoints; the run directory must be one folder all ranks share", run_dir);
     // metrics.jsonl again holds exactly the checkpoint's epochs: later lines were lost work.
     std::string lines;
     for (const auto& rec : result.history) lines += rec.dump() + "\n";
-    write_text_atomically(dir / "metrics.jsonl", lines);
+    if (write) write_text_atomically(dir / "metrics.jsonl", lines);
   }
+  std::vector<torch::Tensor> buffers = buffers_of(student);
+  if (dist::active()) {
+    std::vector<torch::Tensor> all = params;
+    all.insert(all.end(), buffers.begin(), buffers.end());
+    dist::broadcast(all);
+  }
+  dist::GradientSync sync(params, !extra.empty());
   auto run_start = std::chrono::steady_clock::now();
   for (int64_t epoch = first_epoch; epoch <= cfg_.epochs; ++epoch) {
     strategy.begin_epoch(epoch, student);
@@ -140,13 +182,15 @@ TrainResult Trainer::fit(Model& student, Strategy& strategy, const Dataset& trai
       const double lr = scheduled_lr(cfg_, (epoch - 1) * iters + i, iters);
       set_lr(*optimizer, lr);
       Batch batch = loader.get(i);
+      // As DDP with broadcast_buffers: rank 0's running statistics are everyone's.
+      dist::broadcast(buffers);
       StepResult r = strategy.step(student, batch);
       const double loss = r.loss.item<double>();
       if (!std::isfinite(loss))
         fail("epoch {} batch {}: loss is {} (learning rate {:.4g}); lower --lr or check the data",
              epoch, i, std::isnan(loss) ? "NaN" : "infinite", lr);
       optimizer->zero_grad();
-      r.loss.backward();
+      sync.backward(r.loss);
       optimizer->step();
       const int64_t b = batch.y.size(0);
       loss_sum += loss * static_cast<double>(b);
@@ -158,9 +202,17 @@ TrainResult Trainer::fit(Model& student, Strategy& strategy, const Dataset& trai
     }
     progress.finish();
     const double train_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (dist::active()) {
+      auto total = dist::sum({loss_sum, static_cast<double>(seen), static_cast<double>(labeled),
+                              static_cast<double>(correct)});
+      loss_sum = total[0];
+      seen = static_cast<int64_t>(total[1]);
+      labeled = static_cast<int64_t>(total[2]);
+      correct = static_cast<int64_t>(total[3]);
+    }
     images_per_s_sum += static_cast<double>(seen) / train_s;
 
-    ClassificationReport ev = evaluate_classifier(student, eval, cfg_.eval_batch_size, device_);
+    ClassificationReport ev = evaluate_sharded(student, eval, cfg_.eval_batch_size, device_);
     nlohmann::json rec = {{"epoch", epoch},
                           {"lr", scheduled_lr(cfg_, epoch * iters - 1, iters)},
                           {"train_loss", loss_sum / static_cast<double>(seen)},

@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include "kd/core/distributed.h"
 #include "kd/core/error.h"
 #include "kd/data/loader.h"
 #include "kd/losses/classification.h"
@@ -33,6 +34,15 @@ void ClassificationMeter::add(const torch::Tensor& logits, const torch::Tensor& 
   auto topk = std::get<1>(l.topk(k, 1));
   top5_hits_ += topk.eq(t.unsqueeze(1)).any(1).sum().item<int64_t>();
   n_ += t.numel();
+}
+
+void ClassificationMeter::all_reduce() {
+  if (!dist::active()) return;
+  auto totals = dist::sum({loss_sum_, static_cast<double>(top5_hits_), static_cast<double>(n_)});
+  loss_sum_ = totals[0];
+  top5_hits_ = static_cast<int64_t>(totals[1]);
+  n_ = static_cast<int64_t>(totals[2]);
+  dist::all_reduce_sum(confusion_);
 }
 
 ClassificationReport ClassificationMeter::report() const {

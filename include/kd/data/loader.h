@@ -27,6 +27,12 @@ struct LoaderOptions {
   bool drop_last = false;
   Augment augment;
   uint64_t seed = 0;
+  // Data parallelism: this process reads every world_size-th sample of each epoch's order,
+  // starting at `rank` (torch's DistributedSampler), the order padded by wrapping around so all
+  // ranks get the same number of batches. Rank r's batch i together with the other ranks' batch
+  // i is exactly the one-process batch i of world_size * batch_size samples.
+  int rank = 0;
+  int world_size = 1;
 };
 
 class Loader {
@@ -36,10 +42,11 @@ class Loader {
   // order.
   void start_epoch(int64_t epoch);
   int64_t num_batches() const;
-  int64_t size() const { return images_.size(0); }
+  int64_t size() const { return images_.size(0); }  // the whole dataset, all ranks together
   Batch get(int64_t i) const;
 
  private:
+  void shard();
   torch::Tensor images_;  // uint8, kept on the target device
   torch::Tensor labels_;
   LoaderOptions opts_;

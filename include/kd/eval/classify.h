@@ -27,6 +27,8 @@ class ClassificationMeter {
   explicit ClassificationMeter(int64_t num_classes);
   void add(const torch::Tensor& logits, const torch::Tensor& target);
   ClassificationReport report() const;
+  // Sums the counts of every rank into each rank's meter (data-parallel evaluation).
+  void all_reduce();
 
  private:
   int64_t num_classes_;
