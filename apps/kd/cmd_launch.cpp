@@ -69,7 +69,6 @@ int launch(LaunchArgs& a) {
   if (a.nproc < 1) usage_fail("--nproc {}: must be at least 1", a.nproc);
   if (a.nnodes < 1 || a.node_rank < 0 || a.node_rank >= a.nnodes)
     usage_fail("--node-rank {} of --nnodes {}: out of range", a.node_rank, a.nnodes);
-  if (a.command.empty()) usage_fail("no command to launch (kd launch --nproc 2 -- kd distill ...)");
   if (a.master_port == 0) {
     if (a.nnodes > 1) usage_fail("--master-port is required with --nnodes > 1 (every machine must use the same one)");
     a.master_port = free_port();

@@ -340,22 +340,31 @@ DetectionDataset load_detection(const std::string& source, const std::string& pa
 }
 
 DetectionLoader::DetectionLoader(const DetectionDataset& data, int64_t batch_size, bool shuffle,
-                                 DetectionAugment augment, uint64_t seed, torch::Device device)
+                                 DetectionAugment augment, uint64_t seed, torch::Device device, int rank,
+                                 int world_size)
     : data_(data), batch_size_(batch_size), shuffle_(shuffle), augment_(augment), seed_(seed), device_(device),
-      gen_(at::detail::createCPUGenerator(seed)) {
-  order_ = torch::arange(data.size(), torch::kLong);
+      rank_(rank), world_size_(world_size), gen_(at::detail::createCPUGenerator(seed)) {
+  KD_CHECK(world_size >= 1 && rank >= 0 && rank < world_size, "loader: rank {} of {} is out of range", rank,
+           world_size);
+  start_epoch(0);
 }
 
 void DetectionLoader::start_epoch(int64_t epoch) {
   const uint64_t s = seed_ * 1000003ULL + static_cast<uint64_t>(epoch);
   gen_ = at::detail::createCPUGenerator(s);
-  if (shuffle_) order_ = torch::randperm(data_.size(), gen_, torch::kLong);
+  order_ = shuffle_ ? torch::randperm(data_.size(), gen_, torch::kLong) : torch::arange(data_.size(), torch::kLong);
+  if (world_size_ > 1) {
+    const int64_t n = order_.size(0), w = world_size_, padded = (n + w - 1) / w * w;
+    if (padded > n) order_ = torch::cat({order_, order_.narrow(0, 0, padded - n)});
+    order_ = order_.slice(0, rank_, padded, w).contiguous();
+    gen_ = at::detail::createCPUGenerator(s * 65537ULL + static_cast<uint64_t>(rank_));  // own augmentation draws
+  }
 }
 
-int64_t DetectionLoader::num_batches() const { return (data_.size() + batch_size_ - 1) / batch_size_; }
+int64_t DetectionLoader::num_batches() const { return (order_.size(0) + batch_size_ - 1) / batch_size_; }
 
 DetectionBatch DetectionLoader::get(int64_t i) const {
-  const int64_t start = i * batch_size_, n = std::min(batch_size_, data_.size() - start);
+  const int64_t start = i * batch_size_, n = std::min(batch_size_, order_.size(0) - start);
   auto idx = order_.narrow(0, start, n);
   DetectionBatch b;
   b.index = idx;

@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
+#include "kd/core/distributed.h"
 #include "kd/core/error.h"
 #include "kd/core/fs.h"
 #include "kd/core/progress.h"
@@ -184,13 +185,26 @@ nlohmann::json execute_detect_run(const RunConfig& cfg, const std::string& run_d
   po.iou_threshold = k.nms_iou;
 
   const auto& tc = cfg.train;
-  DetectionLoader loader(data.train, tc.batch_size, true, {tc.hflip, k.scale_jitter}, cfg.runtime.seed, device);
+  // Data parallel (kd/core/distributed.h): --batch-size is the global batch, each rank takes its
+  // share; rank 0 writes the run directory.
+  const int world = dist::world_size();
+  KD_CHECK(tc.batch_size % world == 0, "batch size {} does not split evenly over {} ranks", tc.batch_size, world);
+  DetectionLoader loader(data.train, tc.batch_size / world, true, {tc.hflip, k.scale_jitter}, cfg.runtime.seed,
+                         device, dist::rank(), world);
   auto params = student->parameters();
   for (auto& a : adapters)
     for (auto& p : a->parameters()) params.push_back(p);
   auto optimizer = make_optimizer(tc.optim, params);
   const int64_t iters = loader.num_batches();
-  fs::create_directories(dir / "checkpoints");
+  const bool write = dist::is_main();
+  if (write) fs::create_directories(dir / "checkpoints");
+  const auto buffers = model_buffers(*student);
+  if (dist::active()) {
+    std::vector<torch::Tensor> all = params;
+    all.insert(all.end(), buffers.begin(), buffers.end());
+    dist::broadcast(all);
+  }
+  dist::GradientSync sync(params, false);
 
   nlohmann::json history = nlohmann::json::array();
   double best_map = -1, images_per_s_sum = 0;
@@ -208,6 +222,7 @@ nlohmann::json execute_detect_run(const RunConfig& cfg, const std::string& run_d
       const double lr = scheduled_lr(tc, (epoch - 1) * iters + i, iters);
       set_lr(*optimizer, lr);
       DetectionBatch b = loader.get(i);
+      dist::broadcast(buffers);  // rank 0's BatchNorm statistics, as DDP's broadcast_buffers
       auto targets = assign_anchors(anchors, b.boxes, b.labels, C);
       auto [out, feats] = student->forward_with_features(b.x, levels);
       auto det = detection_loss(out, targets, C, lo);
@@ -233,7 +248,7 @@ nlohmann::json execute_detect_run(const RunConfig& cfg, const std::string& run_d
         fail("epoch {} batch {}: loss is {} (learning rate {:.4g}); lower --lr or check the boxes", epoch, i,
              std::isnan(lv) ? "NaN" : "infinite", lr);
       optimizer->zero_grad();
-      loss.backward();
+      sync.backward(loss);
       // Detection losses spike on early batches; clip as EfficientDet does (norm 10).
       torch::nn::utils::clip_grad_norm_(params, 10.0);
       optimizer->step();
@@ -247,7 +262,15 @@ nlohmann::json execute_detect_run(const RunConfig& cfg, const std::string& run_d
     }
     progress.finish();
     const double train_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (dist::active()) {
+      auto total = dist::sum({sums[0], sums[1], sums[2], sums[3], static_cast<double>(seen)});
+      std::copy(total.begin(), total.begin() + 4, sums);
+      seen = static_cast<int64_t>(total[4]);
+      dist::broadcast(buffers);
+    }
     images_per_s_sum += static_cast<double>(seen) / train_s;
+    // Every rank scores the whole eval set (the same weights give the same mAP); no rank waits
+    // on another's evaluation.
     CocoMetrics ev = evaluate_detector(*student, data.eval, tc.eval_batch_size, device, po);
     const double ns = static_cast<double>(seen);
     nlohmann::json rec = {{"epoch", epoch},
@@ -264,6 +287,7 @@ nlohmann::json execute_detect_run(const RunConfig& cfg, const std::string& run_d
     spdlog::info("epoch {}/{}: loss {:.4f} (class {:.4f} box {:.4f}{}) | eval mAP {:.2f} mAP50 {:.2f} | {:.0f} img/s",
                  epoch, tc.epochs, sums[0] / ns, sums[1] / ns, sums[2] / ns,
                  teacher ? fmt::format(" kd {:.4f}", sums[3] / ns) : "", 100 * ev.map(), 100 * ev.map50(), ns / train_s);
+    if (!write) continue;
     write_atomically(dir / "checkpoints" / "last.pt", [&](const fs::path& tmp) { student->save(tmp.string()); });
     write_atomically(dir / "checkpoints" / "last-optimizer.pt", [&](const fs::path& tmp) {
       torch::serialize::OutputArchive archive;
@@ -279,6 +303,7 @@ nlohmann::json execute_detect_run(const RunConfig& cfg, const std::string& run_d
     append_line(dir / "metrics.jsonl", rec.dump());
   }
   const double train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
+  if (!write) return {{"rank", dist::rank()}};
 
   auto best = load_model(run_dir);
   best->to(device);
@@ -296,6 +321,7 @@ nlohmann::json execute_detect_run(const RunConfig& cfg, const std::string& run_d
                             {"macs", count_macs(*best, device)},
                             {"best_epoch", best_epoch},
                             {"best_eval_map", best_map},
+                            {"ranks", dist::world_size()},
                             {"train_seconds", train_seconds},
                             {"train_images_per_s", images_per_s_sum / static_cast<double>(tc.epochs)},
                             {"test_set", data.test_name},

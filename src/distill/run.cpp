@@ -145,8 +145,6 @@ nlohmann::json execute_run(const RunConfig& requested, bool overwrite, bool resu
   // directory, the others train and return once the weights are final.
   dist::init_from_environment();
   const bool main_rank = dist::is_main();
-  if (dist::active() && cfg.task == "detect")
-    usage_fail("{}: detection runs train on one process for now (unset WORLD_SIZE)", cfg.out);
   if (main_rank && resume) {
     KD_CHECK(!fs::exists(dir / "summary.json"), "{}: the run has finished (summary.json); nothing to resume", cfg.out);
     if (cfg.task == "detect") usage_fail("{}: --resume does not support detection runs yet", cfg.out);

@@ -68,19 +68,6 @@ void load_archive(const fs::path& p, torch::Device device, const std::function<v
   }
 }
 
-// Parameters and buffers of the model (and the strategy's adapters) in a fixed order; DDP
-// starts every rank from rank 0's copy of them.
-std::vector<torch::Tensor> buffers_of(Model& m) {
-  std::vector<torch::Tensor> out;
-  auto params = m.parameters();
-  for (auto& [name, t] : m.state()) {
-    const bool is_param = std::any_of(params.begin(), params.end(),
-                                      [&](const torch::Tensor& p) { return p.is_same(t); });
-    if (!is_param) out.push_back(t);
-  }
-  return out;
-}
-
 // Each rank scores every world_size-th eval image; the counts are summed across ranks.
 ClassificationReport evaluate_sharded(Model& model, const Dataset& data, int64_t batch_size,
                                       torch::Device device) {
@@ -162,7 +149,7 @@ TrainResult Trainer::fit(Model& student, Strategy& strategy, const Dataset& trai
     for (const auto& rec : result.history) lines += rec.dump() + "\n";
     if (write) write_text_atomically(dir / "metrics.jsonl", lines);
   }
-  std::vector<torch::Tensor> buffers = buffers_of(student);
+  std::vector<torch::Tensor> buffers = model_buffers(student);
   if (dist::active()) {
     std::vector<torch::Tensor> all = params;
     all.insert(all.end(), buffers.begin(), buffers.end());
@@ -210,6 +197,7 @@ TrainResult Trainer::fit(Model& student, Strategy& strategy, const Dataset& trai
       labeled = static_cast<int64_t>(total[2]);
       correct = static_cast<int64_t>(total[3]);
     }
+    dist::broadcast(buffers);  // evaluate and save rank 0's statistics, the same on every rank
     images_per_s_sum += static_cast<double>(seen) / train_s;
 
     ClassificationReport ev = evaluate_sharded(student, eval, cfg_.eval_batch_size, device_);

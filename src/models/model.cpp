@@ -316,6 +316,17 @@ std::unique_ptr<Model> load_model(const std::string& run_or_pt) {
   return model;
 }
 
+std::vector<torch::Tensor> model_buffers(Model& model) {
+  std::vector<torch::Tensor> out;
+  const auto params = model.parameters();
+  for (auto& [name, t] : model.state()) {
+    const bool is_param = std::any_of(params.begin(), params.end(),
+                                      [&](const torch::Tensor& p) { return p.is_same(t); });
+    if (!is_param) out.push_back(t);
+  }
+  return out;
+}
+
 void save_model(Model& model, const std::string& dir) {
   write_atomically(fs::path(dir) / "model.pt", [&](const fs::path& tmp) { model.save(tmp.string()); });
   write_text_atomically(fs::path(dir) / "model.json", model.spec().to_json().dump(2) + "\n");

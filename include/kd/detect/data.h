@@ -70,8 +70,10 @@ struct DetectionAugment {
 
 class DetectionLoader {
  public:
+  // rank / world_size: this process's share of each epoch, as kd::Loader (loader.h) shards it.
   DetectionLoader(const DetectionDataset& data, int64_t batch_size, bool shuffle,
-                  DetectionAugment augment, uint64_t seed, torch::Device device);
+                  DetectionAugment augment, uint64_t seed, torch::Device device, int rank = 0,
+                  int world_size = 1);
   void start_epoch(int64_t epoch);
   int64_t num_batches() const;
   DetectionBatch get(int64_t i) const;
@@ -83,6 +85,7 @@ class DetectionLoader {
   DetectionAugment augment_;
   uint64_t seed_;
   torch::Device device_;
+  int rank_, world_size_;
   torch::Tensor order_;
   mutable torch::Generator gen_;
 };

@@ -83,4 +83,7 @@ std::unique_ptr<Model> load_model(const std::string& run_or_pt);
 // Writes model.json and model.pt into `dir`, each atomically.
 void save_model(Model& model, const std::string& dir);
 
+// The model's buffers (state() minus parameters: BatchNorm running statistics), in state order.
+std::vector<torch::Tensor> model_buffers(Model& model);
+
 }  // namespace kd
