@@ -187,7 +187,7 @@ void DistillStrategy::attach_teachers(Model& student) {
   // when the images do not change between epochs.
   const bool cacheable = opts_.use_cache && !augment_.enabled();
   std::vector<std::vector<torch::Tensor>> logits;
-  if (cacheable || teachers_.size() > 1) logits = pool_logits(*train_);
+  if (cacheable || teachers_.size() > 1) logits = pool_logits(*train_, true);
   if (teachers_.size() > 1) fit_class_offsets(logits);
   cached_targets_ = torch::Tensor();
   cached_feats_.clear();
@@ -231,7 +231,7 @@ void DistillStrategy::attach_teachers(Model& student) {
   }
 }
 
-std::vector<std::vector<torch::Tensor>> DistillStrategy::pool_logits(const Dataset& data) {
+std::vector<std::vector<torch::Tensor>> DistillStrategy::pool_logits(const Dataset& data, bool all_ranks) {
   std::vector<std::vector<torch::Tensor>> out(teachers_.size());
   const std::string dir = opts_.cache_dir.empty() ? default_cache_dir() : opts_.cache_dir;
   int hits = 0, total = 0;
@@ -240,11 +240,12 @@ std::vector<std::vector<torch::Tensor>> DistillStrategy::pool_logits(const Datas
       Dataset view = data;
       view.images = ensemble_view(data.images, k);
       if (opts_.use_cache) {
-        auto c = cached_teacher_logits(*teachers_[t].model, view, dir, opts_.teacher_batch_size, device_);
+        auto c = cached_teacher_logits(*teachers_[t].model, view, dir, opts_.teacher_batch_size, device_, all_ranks);
         hits += c.hit ? 1 : 0;
         out[t].push_back(c.logits);
       } else {
-        out[t].push_back(predict_logits(*teachers_[t].model, view, opts_.teacher_batch_size, device_));
+        out[t].push_back(all_ranks ? predict_logits_all_ranks(*teachers_[t].model, view, opts_.teacher_batch_size, device_)
+                                   : predict_logits(*teachers_[t].model, view, opts_.teacher_batch_size, device_));
       }
       ++total;
     }

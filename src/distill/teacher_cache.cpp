@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include "kd/core/distributed.h"
 #include "kd/core/error.h"
 #include "kd/core/fs.h"
 #include "kd/eval/classify.h"
@@ -48,21 +49,24 @@ std::string teacher_cache_key(Model& teacher, const Dataset& data) {
 }
 
 CachedLogits cached_teacher_logits(Model& teacher, const Dataset& data, const std::string& dir,
-                                   int64_t batch_size, torch::Device device) {
+                                   int64_t batch_size, torch::Device device, bool all_ranks) {
+  all_ranks = all_ranks && dist::active();
   CachedLogits out;
   out.path = (fs::path(dir) / ("teacher-" + teacher_cache_key(teacher, data) + ".pt")).string();
   if (fs::exists(out.path)) {
     try {
       torch::load(out.logits, out.path);
-      if (out.logits.dim() == 2 && out.logits.size(0) == data.size()) {
-        out.hit = true;
-        return out;
-      }
+      out.hit = out.logits.dim() == 2 && out.logits.size(0) == data.size();
     } catch (const c10::Error&) {
       // A damaged entry is recomputed and replaced below.
     }
   }
-  out.logits = predict_logits(teacher, data, batch_size, device);
+  // Ranks on other machines have other caches: use the entry only if every rank has it.
+  if (all_ranks) out.hit = dist::sum({out.hit ? 1.0 : 0.0})[0] == static_cast<double>(dist::world_size());
+  if (out.hit) return out;
+  out.logits = all_ranks ? predict_logits_all_ranks(teacher, data, batch_size, device)
+                         : predict_logits(teacher, data, batch_size, device);
+  if (all_ranks && !dist::is_main()) return out;
   try {
     write_atomically(out.path, [&](const fs::path& tmp) { torch::save(out.logits, tmp.string()); });
   } catch (const std::exception&) {

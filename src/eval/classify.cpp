@@ -73,6 +73,17 @@ torch::Tensor predict_logits(Model& model, const Dataset& data, int64_t batch_si
   return torch::cat(out).to(torch::kCPU);
 }
 
+torch::Tensor predict_logits_all_ranks(Model& model, const Dataset& data, int64_t batch_size,
+                                       torch::Device device) {
+  if (!dist::active()) return predict_logits(model, data, batch_size, device);
+  const int64_t n = data.size(), w = dist::world_size(), per = (n + w - 1) / w;
+  // Rank r scores samples r, r + w, ...; the last ranks repeat sample 0 to keep shapes equal.
+  auto index = torch::arange(dist::rank(), per * w, w, torch::kInt64).remainder(n);
+  auto gathered = dist::all_gather_rows(predict_logits(model, data.subset(index), batch_size, device));
+  // Gathered row r * per + k is sample k * w + r.
+  return gathered.view({w, per, -1}).transpose(0, 1).reshape({per * w, -1}).narrow(0, 0, n).contiguous();
+}
+
 ClassificationReport evaluate_classifier(Model& model, const Dataset& data, int64_t batch_size,
                                          torch::Device device) {
   KD_CHECK(model.spec().num_classes() == data.num_classes() || data.num_classes() == 0,

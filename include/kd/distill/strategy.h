@@ -136,7 +136,8 @@ class DistillStrategy final : public Strategy {
   torch::Tensor column_classes() const;
   void fit_class_offsets(const std::vector<std::vector<torch::Tensor>>& logits);
   torch::Tensor batch_targets(const torch::Tensor& x, double T, std::vector<torch::Tensor>* feats);
-  std::vector<std::vector<torch::Tensor>> pool_logits(const Dataset& data);
+  // all_ranks: every data-parallel rank calls it together and each computes a share.
+  std::vector<std::vector<torch::Tensor>> pool_logits(const Dataset& data, bool all_ranks = false);
   double target_temperature() const { return opts_.targets == "hard" ? 1.0 : opts_.loss.temperature; }
 
   std::string mode_;

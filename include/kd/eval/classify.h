@@ -43,5 +43,9 @@ ClassificationReport evaluate_classifier(Model& model, const Dataset& data, int6
 // Logits for every sample in order, in eval mode without autograd (teacher cache, pseudo-labels).
 torch::Tensor predict_logits(Model& model, const Dataset& data, int64_t batch_size,
                              torch::Device device);
+// The same, computed by all data-parallel ranks together (each scores every world_size-th
+// sample) and gathered, so every rank gets every row. Every rank must call it.
+torch::Tensor predict_logits_all_ranks(Model& model, const Dataset& data, int64_t batch_size,
+                                       torch::Device device);
 
 }  // namespace kd
