@@ -10,6 +10,7 @@
 
 #include "kd/core/distributed.h"
 #include "kd/core/error.h"
+#include "kd/distill/checkpoint.h"
 #include "kd/core/fs.h"
 #include "kd/core/progress.h"
 #include "kd/data/split.h"
@@ -142,7 +143,8 @@ std::shared_ptr<Model> load_detector_teacher(const std::string& path, const Mode
 
 }  // namespace
 
-nlohmann::json execute_detect_run(const RunConfig& cfg, const std::string& run_dir, torch::Device device) {
+nlohmann::json execute_detect_run(const RunConfig& cfg, const std::string& run_dir, torch::Device device,
+                                  bool resume) {
   const fs::path dir(run_dir);
   const int64_t size = detection_input_size(cfg);
   DetectionRunData data = load_detection_run_data(cfg.data, size);
@@ -199,6 +201,32 @@ nlohmann::json execute_detect_run(const RunConfig& cfg, const std::string& run_d
   const bool write = dist::is_main();
   if (write) fs::create_directories(dir / "checkpoints");
   const auto buffers = model_buffers(*student);
+
+  std::vector<nlohmann::json> history;
+  double best_map = -1, images_per_s_sum = 0;
+  int64_t best_epoch = 0, first_epoch = 1;
+  std::vector<torch::Tensor> adapter_params;
+  for (auto& a : adapters)
+    for (auto& p : a->parameters()) adapter_params.push_back(p);
+  if (resume) {
+    // The same epoch checkpoints as classification runs (kd/distill/checkpoint.h); every rank reads them.
+    if (auto found = find_checkpoint(dir)) {
+      load_training_state(found->folder, *student, *optimizer, adapter_params, device);
+      first_epoch = found->state.epoch + 1;
+      best_map = found->state.best_score;
+      best_epoch = found->state.best_epoch;
+      history = found->state.history;
+      images_per_s_sum = found->state.images_per_s_sum;
+      spdlog::info("{}: resuming after epoch {} ({})", run_dir, found->state.epoch, found->folder.filename().string());
+    } else {
+      spdlog::warn("{}: no usable checkpoint; training from epoch 1", run_dir);
+    }
+    if (dist::active() && dist::sum({static_cast<double>(first_epoch)})[0] != static_cast<double>(first_epoch * world))
+      fail("{}: the ranks found different checkpoints; the run directory must be one folder all ranks share", run_dir);
+    std::string lines;
+    for (const auto& rec : history) lines += rec.dump() + "\n";
+    if (write) write_text_atomically(dir / "metrics.jsonl", lines);
+  }
   if (dist::active()) {
     std::vector<torch::Tensor> all = params;
     all.insert(all.end(), buffers.begin(), buffers.end());
@@ -206,11 +234,8 @@ nlohmann::json execute_detect_run(const RunConfig& cfg, const std::string& run_d
   }
   dist::GradientSync sync(params, false);
 
-  nlohmann::json history = nlohmann::json::array();
-  double best_map = -1, images_per_s_sum = 0;
-  int64_t best_epoch = 0;
   const auto run_start = std::chrono::steady_clock::now();
-  for (int64_t epoch = 1; epoch <= tc.epochs; ++epoch) {
+  for (int64_t epoch = first_epoch; epoch <= tc.epochs; ++epoch) {
     student->train(true);
     for (auto& a : adapters) a->train(true);
     loader.start_epoch(epoch);
@@ -288,15 +313,15 @@ nlohmann::json execute_detect_run(const RunConfig& cfg, const std::string& run_d
                  epoch, tc.epochs, sums[0] / ns, sums[1] / ns, sums[2] / ns,
                  teacher ? fmt::format(" kd {:.4f}", sums[3] / ns) : "", 100 * ev.map(), 100 * ev.map50(), ns / train_s);
     if (!write) continue;
-    write_atomically(dir / "checkpoints" / "last.pt", [&](const fs::path& tmp) { student->save(tmp.string()); });
-    write_atomically(dir / "checkpoints" / "last-optimizer.pt", [&](const fs::path& tmp) {
-      torch::serialize::OutputArchive archive;
-      optimizer->save(archive);
-      archive.save_to(tmp.string());
-    });
-    if (ev.map() > best_map) {
+    const bool best = ev.map() > best_map;
+    if (best) {
       best_map = ev.map();
       best_epoch = epoch;
+    }
+    write_checkpoint(dir, {epoch, best_map, best_epoch, images_per_s_sum, history}, [&](const fs::path& folder) {
+      save_training_state(folder, *student, *optimizer, adapter_params);
+    });
+    if (best) {
       write_atomically(dir / "checkpoints" / "best.pt", [&](const fs::path& tmp) { student->save(tmp.string()); });
       save_model(*student, run_dir);
     }

@@ -6,8 +6,12 @@
 #include <spdlog/spdlog.h>
 #include <zlib.h>
 
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/torch.h>
+
 #include "kd/core/error.h"
 #include "kd/core/fs.h"
+#include "kd/models/model.h"
 
 namespace kd {
 namespace {
@@ -63,7 +67,7 @@ ResumeState read_state(const fs::path& folder) {
     }
     ResumeState s;
     s.epoch = j.at("epoch").get<int64_t>();
-    s.best_eval_top1 = j.at("best_eval_top1").get<double>();
+    s.best_score = j.at("best_score").get<double>();
     s.best_epoch = j.at("best_epoch").get<int64_t>();
     s.images_per_s_sum = j.at("images_per_s_sum").get<double>();
     s.history = j.at("history").get<std::vector<nlohmann::json>>();
@@ -88,7 +92,7 @@ void write_checkpoint(const fs::path& run_dir, const ResumeState& state,
     const uint32_t crc = file_crc(e.path(), &size);
     files[e.path().filename().string()] = {{"bytes", size}, {"crc32", crc}};
   }
-  nlohmann::json j = {{"epoch", state.epoch},           {"best_eval_top1", state.best_eval_top1},
+  nlohmann::json j = {{"epoch", state.epoch},           {"best_score", state.best_score},
                       {"best_epoch", state.best_epoch}, {"images_per_s_sum", state.images_per_s_sum},
                       {"history", state.history},       {"files", files},
                       {"written", utc_timestamp()}};
@@ -109,6 +113,56 @@ std::optional<FoundCheckpoint> find_checkpoint(const fs::path& run_dir) {
     }
   }
   return std::nullopt;
+}
+
+namespace {
+
+void load_archive(const fs::path& p, torch::Device device,
+                  const std::function<void(torch::serialize::InputArchive&)>& read) {
+  try {
+    torch::serialize::InputArchive a;
+    a.load_from(p.string(), device);
+    read(a);
+  } catch (const c10::Error& e) {
+    const std::string why = e.what_without_backtrace();
+    fail("{}: cannot load ({})", p.string(), why.substr(0, why.find('\n')));
+  }
+}
+
+}  // namespace
+
+void save_training_state(const fs::path& folder, Model& model, torch::optim::Optimizer& optimizer,
+                         const std::vector<torch::Tensor>& extra) {
+  model.save((folder / "model.pt").string());
+  torch::serialize::OutputArchive opt;
+  optimizer.save(opt);
+  opt.save_to((folder / "optimizer.pt").string());
+  if (!extra.empty()) {
+    torch::serialize::OutputArchive a;
+    for (size_t k = 0; k < extra.size(); ++k) a.write(fmt::format("p{}", k), extra[k]);
+    a.save_to((folder / "strategy.pt").string());
+  }
+  torch::save(at::detail::getDefaultCPUGenerator().get_state(), (folder / "rng.pt").string());
+}
+
+void load_training_state(const fs::path& folder, Model& model, torch::optim::Optimizer& optimizer,
+                         const std::vector<torch::Tensor>& extra, torch::Device device) {
+  model.load((folder / "model.pt").string());
+  load_archive(folder / "optimizer.pt", device, [&](torch::serialize::InputArchive& a) { optimizer.load(a); });
+  if (!extra.empty())
+    load_archive(folder / "strategy.pt", device, [&](torch::serialize::InputArchive& a) {
+      torch::NoGradGuard no_grad;
+      for (size_t k = 0; k < extra.size(); ++k) {
+        torch::Tensor t;
+        a.read(fmt::format("p{}", k), t);
+        extra[k].copy_(t);
+      }
+    });
+  torch::Tensor rng;
+  torch::load(rng, (folder / "rng.pt").string());
+  auto gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_state(rng);
 }
 
 }  // namespace kd

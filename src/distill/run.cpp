@@ -147,9 +147,6 @@ nlohmann::json execute_run(const RunConfig& requested, bool overwrite, bool resu
   const bool main_rank = dist::is_main();
   if (main_rank && resume) {
     KD_CHECK(!fs::exists(dir / "summary.json"), "{}: the run has finished (summary.json); nothing to resume", cfg.out);
-    if (cfg.task == "detect") usage_fail("{}: --resume does not support detection runs yet", cfg.out);
-    if (cfg.mode == "self" && cfg.distill.generations > 1)
-      usage_fail("{}: --resume does not support born-again generations yet", cfg.out);
     fs::remove(dir / "error.txt");
   } else if (main_rank && fs::exists(dir) && !fs::is_empty(dir)) {
     if (!overwrite) usage_fail("{}: run directory exists (pass --force to replace it)", cfg.out);
@@ -165,7 +162,7 @@ nlohmann::json execute_run(const RunConfig& requested, bool overwrite, bool resu
   spdlog::info("run {} ({}), {}{}", cfg.out, cfg.mode, runtime_summary(),
                dist::active() ? fmt::format(", rank {} of {}", dist::rank(), dist::world_size()) : "");
   try {
-    if (cfg.task == "detect") return execute_detect_run(cfg, cfg.out, device);
+    if (cfg.task == "detect") return execute_detect_run(cfg, cfg.out, device, resume);
     RunData data = load_run_data(cfg.data, cfg.mode);
     const int64_t unlabeled = (data.train.labels < 0).sum().item<int64_t>();
     spdlog::info("data {}: train {} ({} unlabeled) / eval {} / {} {}, {} classes", cfg.data.source,
@@ -189,11 +186,39 @@ nlohmann::json execute_run(const RunConfig& requested, bool overwrite, bool resu
     TrainResult tr;
     if (cfg.mode == "self" && cfg.distill.generations > 1) {
       // Born-again networks: generation g + 1, freshly initialised, learns from generation g.
+      // A finished generation leaves generations/gen-N/generation.json; a resumed run reuses
+      // those and continues the first unfinished one from its own epoch checkpoints.
       nlohmann::json gens = nlohmann::json::array();
       std::shared_ptr<Model> previous;
       double seconds = 0;
+      std::string metric_lines;  // metrics.jsonl: every finished generation's epochs
       for (int g = 1; g <= cfg.distill.generations; ++g) {
         const fs::path gen_dir = dir / "generations" / fmt::format("gen-{}", g);
+        const fs::path done = gen_dir / "generation.json";
+        auto add_generation = [&](const nlohmann::json& record) {
+          gens.push_back(record["result"]);
+          seconds += record["train_seconds"].get<double>();
+          tr.best_epoch = record["result"]["best_epoch"].get<int64_t>();
+          tr.best_eval_top1 = record["result"]["best_eval_top1"].get<double>();
+          tr.train_images_per_s = record["train_images_per_s"].get<double>();
+          for (auto rec : record["history"]) {
+            rec["generation"] = g;
+            metric_lines += rec.dump() + "\n";
+          }
+          if (main_rank) write_text_atomically(dir / "metrics.jsonl", metric_lines);
+        };
+        if (resume && fs::exists(done)) {
+          nlohmann::json record;
+          try {
+            record = nlohmann::json::parse(read_text(done));
+            add_generation(record);
+          } catch (const nlohmann::json::exception& e) {
+            fail("{}: unreadable ({}); remove it to train generation {} again", done.string(), e.what(), g);
+          }
+          previous = load_model(gen_dir.string());
+          spdlog::info("generation {}/{}: finished before the interruption", g, cfg.distill.generations);
+          continue;
+        }
         torch::manual_seed(cfg.runtime.seed + 7919 * static_cast<uint64_t>(g - 1));
         auto student = build_student(cfg, data.train);
         if (g == 1)
@@ -205,17 +230,17 @@ nlohmann::json execute_run(const RunConfig& requested, bool overwrite, bool resu
         spdlog::info("generation {}/{}{}", g, cfg.distill.generations,
                      g == 1 ? " (trained alone)" : " (taught by the previous generation)");
         tr = trainer.fit(*student, *strategy, data.train, data.eval, gen_dir.string());
-        seconds += tr.train_seconds;
         dist::barrier();  // rank 0 has written the generation's best weights
         previous = load_model(gen_dir.string());
         if (!main_rank) continue;
         auto rep = test_top1(*previous);
-        gens.push_back({{"generation", g}, {"best_epoch", tr.best_epoch},
-                        {"best_eval_top1", tr.best_eval_top1}, {"test_top1", rep.top1}});
-        for (auto rec : tr.history) {
-          rec["generation"] = g;
-          append_line(dir / "metrics.jsonl", rec.dump());
-        }
+        nlohmann::json record = {{"result", {{"generation", g}, {"best_epoch", tr.best_epoch},
+                                             {"best_eval_top1", tr.best_eval_top1}, {"test_top1", rep.top1}}},
+                                 {"train_seconds", tr.train_seconds},
+                                 {"train_images_per_s", tr.train_images_per_s},
+                                 {"history", tr.history}};
+        add_generation(record);
+        write_text_atomically(done, record.dump(1) + "\n");
       }
       if (!main_rank) return {{"rank", dist::rank()}};
       save_model(*previous, cfg.out);

@@ -5,7 +5,6 @@
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
-#include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
 #include "kd/core/distributed.h"
@@ -57,17 +56,6 @@ double scheduled_lr(const TrainConfig& cfg, int64_t it, int64_t iters_per_epoch)
 
 namespace {
 
-void load_archive(const fs::path& p, torch::Device device, const std::function<void(torch::serialize::InputArchive&)>& read) {
-  try {
-    torch::serialize::InputArchive a;
-    a.load_from(p.string(), device);
-    read(a);
-  } catch (const c10::Error& e) {
-    const std::string why = e.what_without_backtrace();
-    fail("{}: cannot load ({})", p.string(), why.substr(0, why.find('\n')));
-  }
-}
-
 // Each rank scores every world_size-th eval image; the counts are summed across ranks.
 ClassificationReport evaluate_sharded(Model& model, const Dataset& data, int64_t batch_size,
                                       torch::Device device) {
@@ -114,27 +102,10 @@ TrainResult Trainer::fit(Model& student, Strategy& strategy, const Dataset& trai
   if (resume_ && has_dir) {
     if (auto found = find_checkpoint(dir)) {
       const fs::path f = found->folder;
-      student.load((f / "model.pt").string());
-      load_archive(f / "optimizer.pt", device_, [&](torch::serialize::InputArchive& a) { optimizer->load(a); });
-      if (!extra.empty())
-        load_archive(f / "strategy.pt", device_, [&](torch::serialize::InputArchive& a) {
-          torch::NoGradGuard no_grad;
-          for (size_t k = 0; k < extra.size(); ++k) {
-            torch::Tensor t;
-            a.read(fmt::format("p{}", k), t);
-            extra[k].copy_(t);
-          }
-        });
+      load_training_state(f, student, *optimizer, extra, device_);
       strategy.load_state(f.string(), student);
-      torch::Tensor rng;
-      torch::load(rng, (f / "rng.pt").string());
-      auto gen = at::detail::getDefaultCPUGenerator();
-      {
-        std::lock_guard<std::mutex> lock(gen.mutex());
-        gen.set_state(rng);
-      }
       first_epoch = found->state.epoch + 1;
-      result.best_eval_top1 = found->state.best_eval_top1;
+      result.best_eval_top1 = found->state.best_score;
       result.best_epoch = found->state.best_epoch;
       result.history = found->state.history;
       images_per_s_sum = found->state.images_per_s_sum;
@@ -223,16 +194,7 @@ TrainResult Trainer::fit(Model& student, Strategy& strategy, const Dataset& trai
     if (write) {
       write_checkpoint(dir, {epoch, result.best_eval_top1, result.best_epoch, images_per_s_sum, result.history},
                        [&](const fs::path& folder) {
-                         student.save((folder / "model.pt").string());
-                         torch::serialize::OutputArchive opt;
-                         optimizer->save(opt);
-                         opt.save_to((folder / "optimizer.pt").string());
-                         if (!extra.empty()) {
-                           torch::serialize::OutputArchive a;
-                           for (size_t k = 0; k < extra.size(); ++k) a.write(fmt::format("p{}", k), extra[k]);
-                           a.save_to((folder / "strategy.pt").string());
-                         }
-                         torch::save(at::detail::getDefaultCPUGenerator().get_state(), (folder / "rng.pt").string());
+                         save_training_state(folder, student, *optimizer, extra);
                          strategy.save_state(folder.string());
                        });
       if (best) {

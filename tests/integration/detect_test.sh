@@ -24,7 +24,7 @@ check "train a teacher (d1)" "$KD" train --arch effdet-d1 --out d1 "${COMMON[@]}
 check "distill d0 from d1" "$KD" distill --teacher d1 --student effdet-d0 --out d0kd -T 2 --kd-levels P3,P4 "${COMMON[@]}"
 check "train on VOC annotations" "$KD" train --arch effdet-d0 --data det/voc --size 64 --epochs 1 --no-latency --out d0voc
 for run in d0 d1 d0kd; do
-  for f in config.yaml metrics.jsonl model.json model.pt summary.json checkpoints/last.pt checkpoints/best.pt; do
+  for f in config.yaml metrics.jsonl model.json model.pt summary.json checkpoints/epoch-0002/state.json checkpoints/best.pt; do
     [ -f "$run/$f" ] || { echo "FAIL $run/$f missing"; fails=$((fails + 1)); }
   done
   ok_if "$run: 2 epochs of metrics" "$(wc -l <"$run/metrics.jsonl") == 2"

@@ -64,6 +64,32 @@ kill_after 3 self_killed "$KD" distill "${D[@]}" --out self_killed
 check "resume it" "$KD" distill --resume self_killed
 same_run self_whole self_killed
 
+# Born-again generations: killed after generation 1 has finished (metrics.jsonl gets a
+# generation's epochs when it ends), the finished ones are kept and the next continues from its
+# own checkpoint.
+G=(--mode self --generations 3 --student fmnist-student --limit 6000 --epochs 3 --warmup 0 --lr 0.05
+   --threads 2 --no-latency --deterministic)
+check "uninterrupted born-again generations" "$KD" distill "${G[@]}" --out gens_whole
+kill_after 3 gens_killed "$KD" distill "${G[@]}" --out gens_killed
+ok_if "killed after generation 1, before the last" "__import__('os').path.exists('gens_killed/generations/gen-1/generation.json') and \
+  not __import__('os').path.exists('gens_killed/generations/gen-3/generation.json')"
+check "resume the generations" "$KD" distill --resume gens_killed
+grep -q "generation 1/3: finished before the interruption" err.txt && echo "ok   generation 1 reused" \
+  || { echo "FAIL generation 1 not reused"; cat err.txt; fails=$((fails + 1)); }
+same_run gens_whole gens_killed
+ok_if "same per-generation results" "__import__('json').load(open('gens_whole/summary.json'))['generations'] == \
+  __import__('json').load(open('gens_killed/summary.json'))['generations']"
+
+# Detection: the same epoch checkpoints.
+check "make-detection" "$KD" data make-detection --out det --images 96 --test-images 16 --canvas 64 --seed 1
+T=(--arch effdet-d0 --data det --size 64 --epochs 4 --batch-size 16 --threads 2 --no-latency --deterministic)
+check "uninterrupted detection run" "$KD" train "${T[@]}" --out det_whole
+kill_after 2 det_killed "$KD" train "${T[@]}" --out det_killed
+check "resume the detection run" "$KD" train --resume det_killed
+grep -q "resuming after epoch" err.txt && echo "ok   detection resumed from a checkpoint" \
+  || { echo "FAIL detection resume"; cat err.txt; fails=$((fails + 1)); }
+same_run det_whole det_killed
+
 # An experiment killed mid-stage: running it again resumes the stage.
 printf 'out: exp\ndefaults: {data: {limit: 12000}, train: {epochs: 4}, measure_latency: false}\nstages:\n  - {name: s, arch: fmnist-student}\n' > exp.yaml
 kill_after 2 exp/s-s0 "$KD" run exp.yaml

@@ -31,8 +31,10 @@ std::vector<DetectionBox> detect_boxes(Model& model, const DetectionDataset& dat
 CocoMetrics evaluate_detector(Model& model, const DetectionDataset& data, int64_t batch_size,
                               torch::Device device, const PostprocessOptions& opts = {});
 
-// Trains (and with mode offline, distills) a detector into `dir`, returning summary.json's content.
-nlohmann::json execute_detect_run(const RunConfig& cfg, const std::string& dir, torch::Device device);
+// Trains (and with mode offline, distills) a detector into `dir`, returning summary.json's content;
+// resume: continue from the newest good epoch checkpoint in `dir`.
+nlohmann::json execute_detect_run(const RunConfig& cfg, const std::string& dir, torch::Device device,
+                                  bool resume = false);
 
 // One image file through a detector: boxes as JSON ([{class, score, bbox: [x, y, w, h]}] in the
 // image's pixels), and the image with the boxes drawn written to `drawn` (when non-empty).
