@@ -11,7 +11,7 @@ if [[ $SECONDS_EACH == RUNS:* ]]; then LIMIT=(-runs="${SECONDS_EACH#RUNS:}" -see
 HERE=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$OUT"
 status=0
-for target in infer_request image_bytes run_config idx; do
+for target in infer_request image_bytes run_config idx model_spec checkpoint_state coco_json voc_xml image_folder; do
   bin=$BUILD/fuzz_$target
   if compgen -G "$HERE/regressions/$target/*" >/dev/null; then
     "$bin" -rss_limit_mb=2048 "$HERE"/regressions/$target/* >"$OUT/$target-regressions.log" 2>&1 \

@@ -1,17 +1,14 @@
 #include "kd/distill/checkpoint.h"
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
 
 #include <spdlog/spdlog.h>
 #include <zlib.h>
 
-#include <ATen/CPUGeneratorImpl.h>
-#include <torch/torch.h>
-
 #include "kd/core/error.h"
 #include "kd/core/fs.h"
-#include "kd/models/model.h"
 
 namespace kd {
 namespace {
@@ -57,6 +54,10 @@ ResumeState read_state(const fs::path& folder) {
   }
   try {
     for (const auto& [name, f] : j.at("files").items()) {
+      // Only files inside this folder: a name like "/dev/zero" or "../x" is a damaged description.
+      KD_CHECK(!name.empty() && name.find('/') == std::string::npos && name != "." && name != ".." &&
+                   name.find('\0') == std::string::npos,
+               "{}: bad file name '{}'", state_file.string(), name.substr(0, 80));
       uint64_t size = 0;
       const fs::path p = folder / name;
       KD_CHECK(fs::exists(p), "{}: missing", p.string());
@@ -71,6 +72,15 @@ ResumeState read_state(const fs::path& folder) {
     s.best_epoch = j.at("best_epoch").get<int64_t>();
     s.images_per_s_sum = j.at("images_per_s_sum").get<double>();
     s.history = j.at("history").get<std::vector<nlohmann::json>>();
+    const std::string expected = fmt::format("epoch-{:04d}", s.epoch);
+    KD_CHECK(s.epoch >= 1 && folder.filename() == expected, "{}: epoch {} does not match the folder name",
+             state_file.string(), s.epoch);
+    KD_CHECK(s.best_epoch >= 0 && s.best_epoch <= s.epoch && std::isfinite(s.best_score) &&
+                 std::isfinite(s.images_per_s_sum),
+             "{}: best epoch or scores out of range", state_file.string());
+    KD_CHECK(static_cast<int64_t>(s.history.size()) == s.epoch &&
+                 std::all_of(s.history.begin(), s.history.end(), [](const nlohmann::json& r) { return r.is_object(); }),
+             "{}: history must hold one record per epoch", state_file.string());
     return s;
   } catch (const nlohmann::json::exception& e) {
     fail("{}: bad checkpoint description ({})", state_file.string(), e.what());
@@ -113,56 +123,6 @@ std::optional<FoundCheckpoint> find_checkpoint(const fs::path& run_dir) {
     }
   }
   return std::nullopt;
-}
-
-namespace {
-
-void load_archive(const fs::path& p, torch::Device device,
-                  const std::function<void(torch::serialize::InputArchive&)>& read) {
-  try {
-    torch::serialize::InputArchive a;
-    a.load_from(p.string(), device);
-    read(a);
-  } catch (const c10::Error& e) {
-    const std::string why = e.what_without_backtrace();
-    fail("{}: cannot load ({})", p.string(), why.substr(0, why.find('\n')));
-  }
-}
-
-}  // namespace
-
-void save_training_state(const fs::path& folder, Model& model, torch::optim::Optimizer& optimizer,
-                         const std::vector<torch::Tensor>& extra) {
-  model.save((folder / "model.pt").string());
-  torch::serialize::OutputArchive opt;
-  optimizer.save(opt);
-  opt.save_to((folder / "optimizer.pt").string());
-  if (!extra.empty()) {
-    torch::serialize::OutputArchive a;
-    for (size_t k = 0; k < extra.size(); ++k) a.write(fmt::format("p{}", k), extra[k]);
-    a.save_to((folder / "strategy.pt").string());
-  }
-  torch::save(at::detail::getDefaultCPUGenerator().get_state(), (folder / "rng.pt").string());
-}
-
-void load_training_state(const fs::path& folder, Model& model, torch::optim::Optimizer& optimizer,
-                         const std::vector<torch::Tensor>& extra, torch::Device device) {
-  model.load((folder / "model.pt").string());
-  load_archive(folder / "optimizer.pt", device, [&](torch::serialize::InputArchive& a) { optimizer.load(a); });
-  if (!extra.empty())
-    load_archive(folder / "strategy.pt", device, [&](torch::serialize::InputArchive& a) {
-      torch::NoGradGuard no_grad;
-      for (size_t k = 0; k < extra.size(); ++k) {
-        torch::Tensor t;
-        a.read(fmt::format("p{}", k), t);
-        extra[k].copy_(t);
-      }
-    });
-  torch::Tensor rng;
-  torch::load(rng, (folder / "rng.pt").string());
-  auto gen = at::detail::getDefaultCPUGenerator();
-  std::lock_guard<std::mutex> lock(gen.mutex());
-  gen.set_state(rng);
 }
 
 }  // namespace kd

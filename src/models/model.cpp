@@ -13,41 +13,6 @@
 
 namespace kd {
 
-nlohmann::json ModelSpec::to_json() const {
-  return {{"kind", kind},
-          {"task", task},
-          {"arch", arch},
-          {"options", options},
-          {"input_shape", input_shape},
-          {"class_names", class_names},
-          {"normalization", {{"mean", norm.mean}, {"std", norm.std}}}};
-}
-
-ModelSpec ModelSpec::from_json(const nlohmann::json& j, const std::string& where) {
-  ModelSpec s;
-  try {
-    s.kind = j.at("kind").get<std::string>();
-    s.arch = j.at("arch").get<std::string>();
-    s.task = j.value("task", "classify");
-    s.options = j.value("options", nlohmann::json::object());
-    s.input_shape = j.at("input_shape").get<std::vector<int64_t>>();
-    s.class_names = j.at("class_names").get<std::vector<std::string>>();
-    s.norm.mean = j.at("normalization").at("mean").get<std::vector<double>>();
-    s.norm.std = j.at("normalization").at("std").get<std::vector<double>>();
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: bad model description ({})", where, e.what());
-  }
-  KD_CHECK(s.kind == "native" || s.kind == "torchscript", "{}: unknown model kind '{}'", where,
-           s.kind);
-  KD_CHECK(s.task == "classify" || s.task == "detect", "{}: unknown task '{}'", where, s.task);
-  KD_CHECK(s.input_shape.size() == 3, "{}: input_shape must be [C, H, W]", where);
-  KD_CHECK(!s.class_names.empty(), "{}: class_names is empty", where);
-  KD_CHECK(s.norm.mean.size() == s.norm.std.size() &&
-               (s.norm.mean.size() == 1 || s.norm.mean.size() == size_t(s.input_shape[0])),
-           "{}: normalization must have 1 or C entries for mean and std", where);
-  return s;
-}
-
 Model::Model(ModelSpec spec) : spec_(std::move(spec)) {
   if (spec_.norm.mean.empty()) spec_.norm = {{0.0}, {1.0}};
   auto to_t = [](const std::vector<double>& v) {

@@ -1,0 +1,31 @@
+// COCO annotation files (kd/detect/data.h): images, categories, boxes in any shape or type.
+// Accepted data must hold boxes inside the letterboxed frame and labels within the classes.
+#include <cstddef>
+#include <cstdint>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "detection_annotations.h"
+#include "kd/core/error.h"
+#include "kd/detect/data.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  static const auto root = scratch_dataset("coco");
+  std::ofstream(root / "train.json", std::ios::binary)
+      .write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(size));
+  try {
+    auto d = kd::load_detection(root.string(), "train", 32);
+    for (size_t i = 0; i < d.boxes.size(); ++i) {
+      if (d.boxes[i].numel() == 0) continue;
+      if (d.boxes[i].min().item<float>() < 0 || d.boxes[i].max().item<float>() > 32) __builtin_trap();
+      if (d.labels[i].min().item<int64_t>() < 0 || d.labels[i].max().item<int64_t>() >= d.num_classes())
+        __builtin_trap();
+    }
+  } catch (const kd::Error&) {
+  } catch (const nlohmann::json::exception&) {
+    __builtin_trap();  // must have been turned into one clear kd::Error
+  }
+  return 0;
+}

@@ -1,0 +1,27 @@
+// Pascal VOC annotations (kd/detect/data.h): one XML file per image, any content.
+#include <cstddef>
+#include <cstdint>
+#include <fstream>
+
+#include <torch/torch.h>
+
+#include "detection_annotations.h"
+#include "kd/core/error.h"
+#include "kd/detect/data.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  static const auto root = scratch_dataset("voc");
+  std::ofstream(root / "Annotations" / "a.xml", std::ios::binary)
+      .write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(size));
+  try {
+    auto d = kd::load_detection(root.string(), "train", 32);
+    for (size_t i = 0; i < d.boxes.size(); ++i) {
+      if (d.boxes[i].numel() == 0) continue;
+      if (d.boxes[i].min().item<float>() < 0 || d.boxes[i].max().item<float>() > 32) __builtin_trap();
+      if (d.labels[i].min().item<int64_t>() < 0 || d.labels[i].max().item<int64_t>() >= d.num_classes())
+        __builtin_trap();
+    }
+  } catch (const kd::Error&) {
+  }
+  return 0;
+}
