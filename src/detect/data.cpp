@@ -115,6 +115,7 @@ DetectionDataset assemble(std::vector<DetectionImage> info, const std::vector<st
   d.class_names = std::move(class_names);
   d.category_ids = std::move(category_ids);
   d.images = torch::empty({static_cast<int64_t>(info.size()), 3, size, size}, torch::kUInt8);
+  int64_t outside = 0;
   for (size_t i = 0; i < info.size(); ++i) {
     int64_t w = 0, h = 0;
     d.images[static_cast<int64_t>(i)].copy_(letterbox_image(info[i].file, size, &info[i].scale, &w, &h));
@@ -126,7 +127,15 @@ DetectionDataset assemble(std::vector<DetectionImage> info, const std::vector<st
     std::vector<float> boxes;
     std::vector<int64_t> labels;
     std::vector<uint8_t> ignore;
-    for (const auto& b : raw[i]) {
+    for (RawBox b : raw[i]) {
+      // Boxes were clipped to the size the annotations declare; the file's size is what counts
+      // (found by fuzz/voc_xml: a <size> wider than the image let boxes leave the frame).
+      const double declared_w = b.w, declared_h = b.h;
+      if (!clip_box(b, w, h)) {
+        ++outside;
+        continue;
+      }
+      if (b.w != declared_w || b.h != declared_h) b.area = b.w * b.h;
       const double s = info[i].scale;
       for (double v : {b.x * s, b.y * s, (b.x + b.w) * s, (b.y + b.h) * s}) boxes.push_back(static_cast<float>(v));
       labels.push_back(b.class_index);
@@ -145,6 +154,8 @@ DetectionDataset assemble(std::vector<DetectionImage> info, const std::vector<st
     d.labels.push_back(torch::tensor(labels, torch::kLong).view({n}));
     d.ignore.push_back(torch::tensor(std::vector<int64_t>(ignore.begin(), ignore.end()), torch::kLong).view({n}).to(torch::kBool));
   }
+  if (outside > 0)
+    spdlog::warn("{}: skipped {} box(es) outside their image's actual size", source, outside);
   d.info = std::move(info);
   return d;
 }
