@@ -186,6 +186,15 @@ TEST(DetectData, BadAnnotationsNameTheFileAndAnnotation) {
                                   {"id": 3, "image_id": 7, "category_id": 3, "bbox": [60, 60, 10, 10]})"), 64);
   ASSERT_EQ(ok.boxes[0].size(0), 1);
   EXPECT_TRUE(torch::allclose(ok.boxes[0][0], torch::tensor({60.f, 60.f, 64.f, 64.f})));
+  // Annotations declaring a larger image than the file: boxes are clipped to the file's 64x64
+  // (fuzz/regressions/voc_xml), and one wholly beyond it is dropped.
+  const std::string wide = R"("images": [{"id": 7, "file_name": "a.png", "width": 200, "height": 100}])";
+  auto clipped = kd::load_coco(write(d, "wide.json", "{" + wide + ", " + cat + R"(, "annotations": [
+      {"id": 1, "image_id": 7, "category_id": 3, "bbox": [50, 10, 100, 20]},
+      {"id": 2, "image_id": 7, "category_id": 3, "bbox": [120, 10, 30, 20]}]})"), 64);
+  ASSERT_EQ(clipped.boxes[0].size(0), 1);
+  EXPECT_TRUE(torch::allclose(clipped.boxes[0][0], torch::tensor({50.f, 10.f, 64.f, 30.f})));
+  EXPECT_DOUBLE_EQ(clipped.ground_truth.at(0).area, 14.0 * 20.0);
   EXPECT_KD_ERROR(kd::load_coco(write(d, "y.json", "{\"images\": [], " + cat + ", \"annotations\": []}"), 64),
                   "no images");
   EXPECT_KD_ERROR(kd::load_coco(write(d, "z.json", "{\"images\": [1, 2"), 64), "not valid JSON");
