@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 
 #include "commands.h"
+#include "kd/core/distributed.h"
 #include "kd/distill/experiment.h"
 
 namespace kd::cli {
@@ -17,7 +18,7 @@ struct RunArgs {
 void run(const RunArgs& a) {
   ExperimentPlan plan = load_experiment(a.file, a.seeds);
   Comparison c = run_experiment(plan, a.force);
-  std::cout << c.markdown();
+  if (dist::is_main()) std::cout << c.markdown();
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 #include <yaml-cpp/yaml.h>
 
+#include "kd/core/distributed.h"
 #include "kd/core/error.h"
 #include "kd/core/fs.h"
 #include "kd/distill/run.h"
@@ -78,11 +79,15 @@ Comparison run_experiment(const ExperimentPlan& plan, bool force) {
     // An interrupted stage with this configuration continues from its last checkpoint.
     const fs::path config_file = fs::path(cfg.out) / "config.yaml";
     const bool interrupted = !complete && fs::exists(config_file) && fs::exists(fs::path(cfg.out) / "checkpoints") &&
-                             to_yaml(read_run_config(cfg.out)) == to_yaml(cfg) && cfg.task == "classify" &&
-                             !(cfg.mode == "self" && cfg.distill.generations > 1);
-    if (!force && same) {
+                             to_yaml(read_run_config(cfg.out)) == to_yaml(cfg);
+    // Under data parallelism rank 0's reading of the disk decides for every rank.
+    enum Action { kKeep, kResume, kRun };
+    Action action = !force && same ? kKeep : !force && interrupted ? kResume : kRun;
+    if (dist::active())
+      action = static_cast<Action>(dist::sum({dist::is_main() ? static_cast<double>(action) : 0.0})[0]);
+    if (action == kKeep) {
       spdlog::info("{}: complete, kept (pass --force to redo)", cfg.out);
-    } else if (!force && interrupted) {
+    } else if (action == kResume) {
       spdlog::info("{}: interrupted, resuming", cfg.out);
       execute_run(cfg, /*overwrite=*/false, /*resume=*/true);
     } else {
@@ -92,8 +97,10 @@ Comparison run_experiment(const ExperimentPlan& plan, bool force) {
     summaries.push_back(read_summary(cfg.out));
   }
   Comparison c = compare_runs(summaries);
-  write_text_atomically(fs::path(plan.out) / "compare.md", c.markdown());
-  write_text_atomically(fs::path(plan.out) / "compare.json", c.to_json().dump(2) + "\n");
+  if (dist::is_main()) {
+    write_text_atomically(fs::path(plan.out) / "compare.md", c.markdown());
+    write_text_atomically(fs::path(plan.out) / "compare.json", c.to_json().dump(2) + "\n");
+  }
   return c;
 }
 

@@ -161,8 +161,13 @@ nlohmann::json execute_run(const RunConfig& requested, bool overwrite, bool resu
   dist::barrier();  // the directory is ready (and a resume's checkpoint is in place)
   spdlog::info("run {} ({}), {}{}", cfg.out, cfg.mode, runtime_summary(),
                dist::active() ? fmt::format(", rank {} of {}", dist::rank(), dist::world_size()) : "");
+  // Every rank leaves together, once rank 0 has written summary.json (`kd run` reads it next).
+  auto done = [](nlohmann::json result) {
+    dist::barrier();
+    return result;
+  };
   try {
-    if (cfg.task == "detect") return execute_detect_run(cfg, cfg.out, device, resume);
+    if (cfg.task == "detect") return done(execute_detect_run(cfg, cfg.out, device, resume));
     RunData data = load_run_data(cfg.data, cfg.mode);
     const int64_t unlabeled = (data.train.labels < 0).sum().item<int64_t>();
     spdlog::info("data {}: train {} ({} unlabeled) / eval {} / {} {}, {} classes", cfg.data.source,
@@ -242,7 +247,7 @@ nlohmann::json execute_run(const RunConfig& requested, bool overwrite, bool resu
         add_generation(record);
         write_text_atomically(done, record.dump(1) + "\n");
       }
-      if (!main_rank) return {{"rank", dist::rank()}};
+      if (!main_rank) return done({{"rank", dist::rank()}});
       save_model(*previous, cfg.out);
       tr.train_seconds = seconds;
       summary["generations"] = gens;
@@ -257,7 +262,7 @@ nlohmann::json execute_run(const RunConfig& requested, bool overwrite, bool resu
       else
         strategy = std::make_unique<DistillStrategy>(cfg.mode, teachers, distill_options(cfg));
       tr = trainer.fit(*student, *strategy, data.train, data.eval, cfg.out);
-      if (!main_rank) return {{"rank", dist::rank()}};
+      if (!main_rank) return done({{"rank", dist::rank()}});
       if (auto* ds = dynamic_cast<DistillStrategy*>(strategy.get())) {
         // How good the targets the student learned from are, on labeled test images.
         summary["teacher_targets_top1"] = top1_of(ds->targets_for(data.test), data.test.labels);
@@ -291,7 +296,7 @@ nlohmann::json execute_run(const RunConfig& requested, bool overwrite, bool resu
     write_text_atomically(dir / "summary.json", summary.dump(2) + "\n");
     spdlog::info("{}: {} top-1 {:.2f}% top-5 {:.2f}% (best epoch {})", cfg.out, data.test_name,
                  100 * test.top1, 100 * test.top5, tr.best_epoch);
-    return summary;
+    return done(summary);
   } catch (const std::exception& e) {
     // Leave the run visibly failed: no summary.json, and the reason beside the config.
     if (main_rank) write_text_atomically(dir / "error.txt", std::string(e.what()) + "\n");

@@ -123,11 +123,18 @@ class NativeModel final : public Model {
 
  private:
   // oneDNN's convolutions run 12-15% faster on NHWC than on NCHW here (bench/README.md), in
-  // both directions; 4-D weights and inputs are kept channels-last.
+  // both directions; 4-D weights and inputs are kept channels-last. The strides are spelled out
+  // because contiguous(ChannelsLast) leaves a weight with one input channel in NCHW strides (the
+  // same memory), while its gradients come back with NHWC strides, and DDP's Reducer compares
+  // strides literally (a warning per rank, and a strided copy each step).
   void to_channels_last() {
     torch::NoGradGuard no_grad;
-    for (auto& p : net_.module->parameters())
-      if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
+    for (auto& p : net_.module->parameters()) {
+      if (p.dim() != 4) continue;
+      const int64_t C = p.size(1), H = p.size(2), W = p.size(3);
+      auto nhwc = torch::empty_strided(p.sizes(), {H * W * C, 1, W * C, C}, p.options());
+      p.set_data(nhwc.copy_(p));
+    }
   }
 
   Network net_;

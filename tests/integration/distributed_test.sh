@@ -38,6 +38,12 @@ check "distill on 2 ranks" "$KD" launch --nproc 2 -- kd distill --teacher teache
 same_weights kd1 kd2 1e-5
 check "self-distillation with a hint adapter on 2 ranks" "$KD" launch --nproc 2 -- kd distill --mode self \
   --student fmnist-student --teach-last 1 --hint 5:5 --limit 800 --epochs 2 --no-latency --out self2
+check "semi-supervised on 2 ranks" "$KD" launch --nproc 2 -- kd distill --mode semi --teacher teacher \
+  --labeled-fraction 0.2 --limit 800 --epochs 1 --no-latency --out semi2
+printf 'out: exp\ndefaults: {data: {limit: 800}, train: {epochs: 1}, measure_latency: false}\nstages:\n  - {name: t, arch: fmnist-student}\n  - {name: k, mode: offline, arch: fmnist-student, distill: {teacher: t}}\n' > exp.yaml
+check "an experiment (kd run) on 2 ranks" "$KD" launch --nproc 2 -- kd run exp.yaml
+ok_if "one comparison table, both stages" "open('out.txt').read().count('| run |') == 1 and \
+  all(__import__('os').path.exists(f'exp/{s}-s0/summary.json') for s in 'tk')"
 check "make-detection" "$KD" data make-detection --out det --images 64 --test-images 16 --canvas 64 --seed 1
 check "detection on 2 ranks" "$KD" launch --nproc 2 -- kd train --arch effdet-d0 --data det --size 64 --epochs 1 \
   --batch-size 16 --no-latency --out det2
