@@ -9,6 +9,7 @@
 
 #include "kd/core/error.h"
 #include "kd/core/fs.h"
+#include "kd/core/json.h"
 
 namespace kd {
 namespace {
@@ -77,11 +78,11 @@ Split load_split(const std::string& path) {
   Split s;
   try {
     s.source = j.at("source").get<std::string>();
-    s.num_samples = j.at("num_samples").get<int64_t>();
+    s.num_samples = json_int<int64_t>(j.at("num_samples"), path + ": num_samples");
     s.train_ratio = j.at("train_ratio").get<double>();
-    s.seed = j.at("seed").get<uint64_t>();
-    s.train = to_tensor(j.at("train").get<std::vector<int64_t>>());
-    s.eval = to_tensor(j.at("eval").get<std::vector<int64_t>>());
+    s.seed = json_int<uint64_t>(j.at("seed"), path + ": seed");
+    s.train = to_tensor(json_ints<int64_t>(j.at("train"), path + ": train"));
+    s.eval = to_tensor(json_ints<int64_t>(j.at("eval"), path + ": eval"));
   } catch (const nlohmann::json::exception& e) {
     fail("{}: bad split manifest ({})", path, e.what());
   }

@@ -12,6 +12,7 @@
 
 #include "kd/core/error.h"
 #include "kd/core/fs.h"
+#include "kd/core/json.h"
 #include "kd/data/image.h"
 
 namespace kd {
@@ -163,6 +164,9 @@ DetectionDataset assemble(std::vector<DetectionImage> info, const std::vector<st
 template <typename T>
 T field(const nlohmann::json& obj, const char* key, const std::string& where) {
   if (!obj.is_object() || !obj.contains(key)) fail("{}: missing '{}'", where, key);
+  if constexpr (std::is_integral_v<T>) {
+    return json_int<T>(obj.at(key), fmt::format("{}: '{}'", where, key));
+  }
   try {
     return obj.at(key).get<T>();
   } catch (const nlohmann::json::exception&) {
@@ -225,7 +229,7 @@ DetectionDataset load_coco(const std::string& json_path, int64_t size) {
   std::string first_skipped;
   for (size_t i = 0; i < j["annotations"].size(); ++i) {
     const auto& a = j["annotations"][i];
-    const auto id = a.is_object() && a.contains("id") && a["id"].is_number() ? a["id"].get<int64_t>() : static_cast<int64_t>(i);
+    const auto id = a.is_object() && a.contains("id") && a["id"].is_number_integer() ? json_int<int64_t>(a["id"], "id") : static_cast<int64_t>(i);
     const auto where = fmt::format("{}: annotation id {}", json_path, id);
     const auto image_id = field<int64_t>(a, "image_id", where);
     const auto cat = field<int64_t>(a, "category_id", where);

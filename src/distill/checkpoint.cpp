@@ -9,6 +9,7 @@
 
 #include "kd/core/error.h"
 #include "kd/core/fs.h"
+#include "kd/core/json.h"
 
 namespace kd {
 namespace {
@@ -62,14 +63,15 @@ ResumeState read_state(const fs::path& folder) {
       const fs::path p = folder / name;
       KD_CHECK(fs::exists(p), "{}: missing", p.string());
       const uint32_t crc = file_crc(p, &size);
-      KD_CHECK(size == f.at("bytes").get<uint64_t>(), "{}: {} bytes, expected {} (truncated?)", p.string(), size,
-               f.at("bytes").get<uint64_t>());
-      KD_CHECK(crc == f.at("crc32").get<uint32_t>(), "{}: CRC-32 mismatch (corrupt)", p.string());
+      const auto bytes = json_int<uint64_t>(f.at("bytes"), state_file.string() + ": bytes");
+      KD_CHECK(size == bytes, "{}: {} bytes, expected {} (truncated?)", p.string(), size, bytes);
+      KD_CHECK(crc == json_int<uint32_t>(f.at("crc32"), state_file.string() + ": crc32"), "{}: CRC-32 mismatch (corrupt)",
+               p.string());
     }
     ResumeState s;
-    s.epoch = j.at("epoch").get<int64_t>();
+    s.epoch = json_int<int64_t>(j.at("epoch"), state_file.string() + ": epoch");
     s.best_score = j.at("best_score").get<double>();
-    s.best_epoch = j.at("best_epoch").get<int64_t>();
+    s.best_epoch = json_int<int64_t>(j.at("best_epoch"), state_file.string() + ": best_epoch");
     s.images_per_s_sum = j.at("images_per_s_sum").get<double>();
     s.history = j.at("history").get<std::vector<nlohmann::json>>();
     const std::string expected = fmt::format("epoch-{:04d}", s.epoch);

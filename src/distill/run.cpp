@@ -10,6 +10,7 @@
 #include "kd/core/distributed.h"
 #include "kd/core/error.h"
 #include "kd/core/fs.h"
+#include "kd/core/json.h"
 #include "kd/core/runtime.h"
 #include "kd/data/split.h"
 #include "kd/detect/run.h"
@@ -203,7 +204,7 @@ nlohmann::json execute_run(const RunConfig& requested, bool overwrite, bool resu
         auto add_generation = [&](const nlohmann::json& record) {
           gens.push_back(record["result"]);
           seconds += record["train_seconds"].get<double>();
-          tr.best_epoch = record["result"]["best_epoch"].get<int64_t>();
+          tr.best_epoch = json_int<int64_t>(record["result"]["best_epoch"], done.string() + ": best_epoch");
           tr.best_eval_top1 = record["result"]["best_eval_top1"].get<double>();
           tr.train_images_per_s = record["train_images_per_s"].get<double>();
           for (auto rec : record["history"]) {

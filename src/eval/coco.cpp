@@ -8,6 +8,7 @@
 
 #include "kd/core/error.h"
 #include "kd/core/fs.h"
+#include "kd/core/json.h"
 
 namespace kd {
 namespace {
@@ -237,8 +238,9 @@ std::vector<DetectionBox> read_coco_results(const std::string& path) {
     const auto& r = j[i];
     try {
       DetectionBox d;
-      d.image_id = r.at("image_id").get<int64_t>();
-      d.category_id = r.at("category_id").get<int64_t>();
+      const std::string where = fmt::format("{}: detection {}", path, i);
+      d.image_id = json_int<int64_t>(r.at("image_id"), where + ": image_id");
+      d.category_id = json_int<int64_t>(r.at("category_id"), where + ": category_id");
       auto b = r.at("bbox").get<std::vector<double>>();
       KD_CHECK(b.size() == 4, "{}: detection {}: bbox must be [x, y, w, h]", path, i);
       d.bbox = {b[0], b[1], b[2], b[3]};

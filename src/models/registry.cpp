@@ -25,11 +25,21 @@ nlohmann::json resolve_arch_options(const std::string& name, const nlohmann::jso
       usage_fail("architecture {} has no option '{}' (options: {})", name, key, known);
     }
     const auto& def = arch.defaults[key];
-    const bool same_kind = (def.is_number() && value.is_number()) ||
-                           (def.type() == value.type());
+    // Integers stay integers (of sane size): the builders read them with get<int64_t>().
+    auto like = [](const nlohmann::json& d, const nlohmann::json& v) {
+      constexpr int64_t kMax = int64_t{1} << 30;
+      if (d.is_number_integer())
+        return v.is_number_unsigned() ? v.get<uint64_t>() <= static_cast<uint64_t>(kMax)
+                                      : v.is_number_integer() && v.get<int64_t>() >= -kMax && v.get<int64_t>() <= kMax;
+      if (d.is_number()) return v.is_number();
+      return d.type() == v.type();
+    };
+    bool same_kind = like(def, value);
+    if (same_kind && def.is_array() && !def.empty())
+      for (const auto& x : value) same_kind = same_kind && like(def[0], x);
     if (!same_kind)
       usage_fail("architecture {} option '{}': expected a value like {}, got {}", name, key,
-                 def.dump(), value.dump());
+                 def.dump(), value.dump().substr(0, 60));
     out[key] = value;
   }
   return out;

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "kd/core/error.h"
+#include "kd/core/json.h"
 #include "kd/models/model.h"
 
 namespace kd {
@@ -29,7 +30,7 @@ ModelSpec ModelSpec::from_json(const nlohmann::json& j, const std::string& where
     s.arch = j.at("arch").get<std::string>();
     s.task = j.value("task", "classify");
     s.options = j.value("options", nlohmann::json::object());
-    s.input_shape = j.at("input_shape").get<std::vector<int64_t>>();
+    s.input_shape = json_ints<int64_t>(j.at("input_shape"), where + ": input_shape");
     s.class_names = j.at("class_names").get<std::vector<std::string>>();
     s.norm.mean = j.at("normalization").at("mean").get<std::vector<double>>();
     s.norm.std = j.at("normalization").at("std").get<std::vector<double>>();
