@@ -45,3 +45,6 @@ echo "(filling the cache once: one teacher pass over the 48,000 images, $(get "$
 
 echo "== serving: the distilled student above, kd serve vs FastAPI + uvicorn + PyTorch (wrk, 10 s each)"
 "$HERE/serve.sh" "$KD" "$WORK/cached" 10
+
+echo "== data-parallel training: 1 process vs 2 ranks (kd launch)"
+"$HERE/distributed.sh" "$KD"
