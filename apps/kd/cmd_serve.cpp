@@ -61,6 +61,7 @@ void run(ServeArgs& a) {
   KD_CHECK(a.http.max_body_bytes > 0, "--max-body-mb must be positive");
 
 
+  if (a.runs.empty() && a.service.runs_dir.empty()) usage_fail("nothing to serve: give run directories, or --runs DIR");
   std::vector<std::unique_ptr<ModelRunner>> runners;
   for (const auto& r : a.runs) runners.push_back(load_runner(r, device));
   nlohmann::json models = nlohmann::json::array();
@@ -95,8 +96,11 @@ void add_serve_command(CLI::App& app) {
   auto* c = app.add_subcommand("serve", "serve runs' models over HTTP (Open Inference Protocol v2), with a web page and metrics");
   c->footer(
       "Example: kd serve runs/fmnist/distilled-s0 runs/detect/d0-distilled-s0 --port 8080\n"
+      "         kd serve runs/fmnist/distilled-s0 --runs runs   (adds the runs dashboard at /runs)\n"
       "Then open http://127.0.0.1:8080/ or POST /v2/models/distilled-s0/infer (see README).");
-  c->add_option("runs", a->runs, "run directories or TorchScript files, each as RUN or NAME=RUN")->required();
+  c->add_option("runs", a->runs, "run directories or TorchScript files, each as RUN or NAME=RUN");
+  c->add_option("--runs", a->service.runs_dir, "a folder of runs: a dashboard at /runs lists them, with reports")
+      ->check(CLI::ExistingDirectory);
   c->add_option("--host", a->http.host, "address to listen on (0.0.0.0: every interface)")->capture_default_str();
   c->add_option("--port", a->http.port, "port (0: any free port, printed on stdout)")->capture_default_str()
       ->check(CLI::Range(0, 65535));

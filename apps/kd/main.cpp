@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
   kd::cli::add_export_command(app);
   kd::cli::add_serve_command(app);
   kd::cli::add_launch_command(app);
+  kd::cli::add_report_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -206,6 +206,7 @@ CocoMetrics evaluate_coco(const std::vector<GroundTruthBox>& gt, const std::vect
       }
     out.per_class_ap.push_back(mean_valid(all));
     out.per_class_ap50.push_back(mean_valid(at50));
+    out.per_class_pr50.push_back(at50);
   }
   return out;
 }

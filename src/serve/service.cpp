@@ -110,7 +110,10 @@ std::string HttpRequest::header(const std::string& lower_name) const {
 
 Service::Service(std::vector<std::unique_ptr<ModelRunner>> runners, ServiceOptions options)
     : options_(std::move(options)) {
-  KD_CHECK(!runners.empty(), "no models to serve");
+  KD_CHECK(!runners.empty() || !options_.runs_dir.empty(), "no models to serve (and no --runs folder)");
+  std::map<std::string, std::string> served_runs;
+  for (const auto& r : runners) served_runs[r->source()] = r->name();
+  if (!options_.runs_dir.empty()) dashboard_ = std::make_unique<Dashboard>(options_.runs_dir, served_runs);
   for (auto& r : runners) {
     const std::string name = r->name();
     KD_CHECK(!models_.count(name), "two models are named '{}' ({} and {}): name them with NAME=RUN", name,
@@ -208,6 +211,18 @@ HttpResponse Service::route(const HttpRequest& req, Routed& routed) {
     r.content_type = "text/html; charset=utf-8";
     r.body = kWebPage;
     return r;
+  }
+  if (dashboard_ && (p == "/runs" || p == "/runs/" || p == "/runs/report")) {
+    routed.route = "runs";
+    method_check(get, "GET");
+    // Links cannot carry headers: the pages also take the key as ?key=.
+    const std::string key = req.query.count("key") ? req.query.at("key") : "";
+    const std::string auth = req.header("authorization");
+    if (!options_.api_key.empty() && !same_key(key, options_.api_key) &&
+        !(auth.rfind("Bearer ", 0) == 0 && same_key(auth.substr(7), options_.api_key)))
+      return error_response(401, "missing or wrong API key: add ?key=<key> to the address");
+    if (p == "/runs/report") return dashboard_->report(req.query.count("runs") ? req.query.at("runs") : "", key);
+    return dashboard_->list(key);
   }
   if (!options_.api_key.empty()) {
     const std::string auth = req.header("authorization");

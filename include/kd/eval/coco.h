@@ -35,6 +35,9 @@ struct CocoMetrics {
   std::vector<int64_t> category_ids;
   std::vector<double> per_class_ap;    // AP@[.5:.95], area all, maxDets 100; -1: no ground truth
   std::vector<double> per_class_ap50;
+  // Precision at the 101 recall thresholds 0, 0.01, .., 1 at IoU 0.5 (area all, maxDets 100)
+  // per class: the class's precision-recall curve; -1 where undefined.
+  std::vector<std::vector<double>> per_class_pr50;
   double map() const { return stats[0]; }
   double map50() const { return stats[1]; }
   nlohmann::json to_json(const std::vector<std::string>& category_names = {}) const;

@@ -11,6 +11,7 @@
 //   POST /v2/models/{m}/image               one PNG/JPEG (raw body or {"b64": ...}) -> classes/boxes
 //   GET  /v1/models/{m}, POST /v1/models/{m}:predict   TF-Serving style {"instances": [...]}
 //   GET  /metrics                           Prometheus text format
+//   GET  /runs, /runs/report?runs=A,B       the runs dashboard and reports (with --runs DIR)
 // Bad requests get a 4xx with {"error": "..."}; handle() never throws.
 #include <chrono>
 #include <map>
@@ -19,6 +20,7 @@
 #include <vector>
 
 #include "kd/serve/batcher.h"
+#include "kd/serve/dashboard.h"
 #include "kd/serve/metrics.h"
 #include "kd/serve/runner.h"
 
@@ -33,6 +35,7 @@ struct ServiceOptions {
   int64_t top_k = 5;                      // classes listed per image
   double score_threshold = 0.3;           // boxes below are dropped
   int64_t max_detections = 100;           // boxes per image
+  std::string runs_dir;                   // non-empty: the runs dashboard under /runs (dashboard.h)
 };
 
 struct HttpRequest {
@@ -78,6 +81,7 @@ class Service {
   ServiceOptions options_;
   Metrics metrics_;
   std::map<std::string, std::unique_ptr<Served>> models_;
+  std::unique_ptr<Dashboard> dashboard_;
 };
 
 }  // namespace kd

@@ -1,0 +1,101 @@
+"""`kd report` and the runs dashboard of `kd serve --runs`, in headless Chromium: the reports of a
+teacher / student / distilled classifier set (plus an incomplete run) and of a detector load with
+no console errors, every chart has data points, the confusion heatmap and the sample predictions
+are there, the incomplete run is reported as such; the dashboard lists the runs and opens their
+reports. Screenshots are kept in ARTIFACT_DIR.
+Usage: report_test.py KD_BINARY WORK_DIR ARTIFACT_DIR"""
+import os
+import shutil
+import subprocess
+import sys
+
+import requests
+
+sys.path.insert(0, os.path.dirname(__file__))
+from browser import Browser  # noqa: E402
+from serve_common import Checks, Server, make_runs, run  # noqa: E402
+
+KD, WORK, ARTIFACTS = sys.argv[1], sys.argv[2], sys.argv[3]
+os.makedirs(ARTIFACTS, exist_ok=True)
+c = Checks()
+cls_run, det_run, _ = make_runs(KD, os.path.join(WORK, "runs"))  # made by the ctest fixture
+runs = os.path.join(WORK, "runs")
+env = dict(os.environ, KD_CACHE_DIR=os.path.join(WORK, "cache"))
+common = ["--limit", "3000", "--epochs", "2", "--warmup", "0", "--lr", "0.1", "--threads", "2"]
+student, distilled = os.path.join(runs, "student"), os.path.join(runs, "distilled")
+if not os.path.exists(os.path.join(student, "summary.json")):
+    run([KD, "train", "--arch", "fmnist-student", "--arch-opt", "width=4", *common, "--out", student], env=env)
+if not os.path.exists(os.path.join(distilled, "summary.json")):
+    run([KD, "distill", "--teacher", cls_run, "--student", "fmnist-student", "--arch-opt", "width=4", *common,
+         "--out", distilled], env=env)
+# An interrupted run: its checkpoints and metrics, no summary.json.
+broken = os.path.join(WORK, "incomplete")
+shutil.rmtree(broken, ignore_errors=True)
+shutil.copytree(distilled, broken)
+os.remove(os.path.join(broken, "summary.json"))
+
+
+def open_report(browser, url, shot):
+    browser.goto(url)
+    state = browser.wait_for("document.body && document.body.dataset.state === 'ready' && 'ready'")
+    charts = browser.eval("window.kdCharts.map(ch => [ch.kdId, ch.data.datasets.reduce((n, d) => n + d.data.length, 0)])")
+    browser.screenshot(os.path.join(ARTIFACTS, shot))
+    c.ok(f"{shot}: screenshot kept", os.path.getsize(os.path.join(ARTIFACTS, shot)) > 10000)
+    return state, dict(charts)
+
+
+browser = Browser(1280, 2000)
+try:
+    out = os.path.join(WORK, "report-classify.html")
+    run([KD, "report", cls_run, student, distilled, broken, "-o", out])
+    html = open(out).read()
+    c.ok("the report is one file with Chart.js inside (no external scripts or styles)",
+         "Chart.js v3" in html and "<script src" not in html and "<link" not in html)
+    state, charts = open_report(browser, "file://" + out, "report-classify.png")
+    c.ok("classifier report loads", state == "ready")
+    want = {"loss", "score", "latency", "params", "per-class-0", "per-class-1", "per-class-2"}
+    c.ok(f"every chart has data points ({len(charts)} charts)", want <= set(charts) and all(n > 0 for n in charts.values()),
+         charts)
+    c.ok("learning curves overlay the 4 runs (2 epochs each; train and eval loss)", charts["loss"] == 4 * 2 * 2, charts["loss"])
+    c.ok("trade-off: one point per complete run", charts["params"] == 3, charts["params"])
+    roles = browser.eval("[...document.querySelectorAll('#runs .role')].map(e => e.textContent).join()")
+    c.ok("roles: teacher, student, distilled (and the incomplete distilled run)", roles == "teacher,student,distilled,distilled", roles)
+    c.ok("the share of the gap closed is stated", "gap closed by distillation: distilled" in browser.eval("document.getElementById('gap').textContent"))
+    cells = browser.eval("document.querySelectorAll('[data-heatmap] td').length")
+    c.ok("confusion heatmaps: 3 x 10 x 10 cells", cells == 300, cells)
+    warn = browser.eval("document.getElementById('warnings').textContent")
+    c.ok("the incomplete run is reported as incomplete", "incomplete: no summary.json" in warn, warn)
+    c.ok("configs are collapsible", browser.eval("document.querySelectorAll('details pre').length") == 4)
+
+    out = os.path.join(WORK, "report-detect.html")
+    run([KD, "report", det_run, "-o", out, "--samples", "6", "--score", "0.01"])
+    state, charts = open_report(browser, "file://" + out, "report-detect.png")
+    c.ok("detector report loads, PR curves have points", state == "ready" and charts.get("pr-0", 0) > 0, charts)
+    c.ok("6 sample predictions with boxes", browser.eval("document.querySelectorAll('[data-samples] img').length") == 6)
+    c.ok("no console errors in the reports", not browser.errors, browser.errors)
+
+    r = subprocess.run([KD, "report", os.path.join(WORK, "nowhere"), "-o", os.path.join(WORK, "x.html")],
+                       capture_output=True, text=True)
+    c.ok("a missing run: exit 1, one line", r.returncode == 1 and r.stderr.strip().count("\n") == 0 and
+         "no such run directory" in r.stderr, r.stderr)
+
+    server = Server(KD, [cls_run, "--runs", runs], os.path.join(WORK, "server-dash.log"))
+    try:
+        browser.goto(server.url + "/runs")
+        n = browser.wait_for("document.body && document.body.dataset.runs")
+        listed = browser.eval("[...document.querySelectorAll('#runs tr[data-run]')].map(r => r.dataset.run).sort().join()")
+        c.ok("the dashboard lists the runs under --runs", listed == "cls,det0,distilled,student", listed)
+        c.ok("the served classifier links to the prediction page",
+             browser.eval("!!document.querySelector('tr[data-run=\"cls\"] a[href=\"/?model=cls\"]')"))
+        browser.screenshot(os.path.join(ARTIFACTS, "dashboard.png"))
+        browser.eval("document.querySelectorAll('input[value=\"cls\"], input[value=\"distilled\"]').forEach(i => i.checked = true);"
+                     "document.getElementById('compare').click()")
+        state, charts = open_report(browser, server.url + "/runs/report?runs=cls,distilled", "dashboard-report.png")
+        c.ok("its report of two selected runs loads with data", state == "ready" and charts.get("params") == 2, charts)
+        c.ok("no console errors in the dashboard", not browser.errors, browser.errors)
+        c.ok("a path outside --runs is refused (404)", requests.get(server.url + "/runs/report?runs=../runs/cls").status_code == 404)
+    finally:
+        server.stop()
+finally:
+    browser.close()
+c.done()
