@@ -22,6 +22,7 @@ build: configure
 # Teacher, student and distilled student on Fashion-MNIST, then the comparison table.
 demo: build
 	$(KD) run experiments/fmnist-demo.yaml
+	$(KD) report runs/demo/teacher-s0 runs/demo/student-s0 runs/demo/distilled-s0 -o runs/demo/report.html
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j 1

@@ -49,7 +49,7 @@ body { font: 14px/1.45 system-ui, sans-serif; margin: 0; color: #1d2330; backgro
 header { background: #1d2330; color: #fff; padding: 14px 28px; } header h1 { margin: 0; font-size: 20px; }
 header a { color: #9cc3ff; margin-right: 16px; } main { padding: 16px 28px; }
 table { border-collapse: collapse; background: #fff; box-shadow: 0 1px 3px rgba(0,0,0,.08); }
-th, td { padding: 5px 10px; text-align: right; border-bottom: 1px solid #e4e8ef; }
+th, td { padding: 5px 10px; text-align: right; border-bottom: 1px solid #e4e8ef; white-space: nowrap; }
 th:nth-child(-n+3), td:nth-child(-n+3) { text-align: left; }
 .state { color: #b05a00; } button { margin: 10px 0; padding: 6px 12px; }
 </style>)";
