@@ -192,9 +192,10 @@ nlohmann::json collect_report(const std::vector<std::string>& dirs, const Report
 }
 
 std::string render_report(const nlohmann::json& report) {
-  // The data goes into a <script type="application/json">: "</" must not close it early.
-  std::string data = report.dump();
-  for (size_t p = 0; (p = data.find("</", p)) != std::string::npos; p += 3) data.replace(p, 2, "<\\/");
+  // The data goes into a <script type="application/json">: no "<" at all, so neither "</script>"
+  // nor "<!--" can end or change it ('<' only occurs inside JSON strings, where \u003c is '<').
+  std::string data;
+  for (char ch : report.dump()) data += ch == '<' ? std::string("\\u003c") : std::string(1, ch);
   std::string page = kReportPage;
   auto put = [&](const std::string& marker, const std::string& text) {
     const auto at = page.find(marker);
