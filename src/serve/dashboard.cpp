@@ -116,7 +116,23 @@ HttpResponse Dashboard::report(const std::string& runs_param, const std::string&
     dirs.push_back(it->second);
   }
   if (dirs.empty()) return html(400, "<!doctype html><p>runs=A,B: which runs to report on</p>");
-  return html(200, render_report(collect_report(dirs, {})));
+  std::string stamp;
+  for (const auto& dir : dirs)
+    for (const char* file : {"summary.json", "metrics.jsonl"}) {  // a running run's metrics grow
+      std::error_code ec;
+      const auto t = fs::last_write_time(fs::path(dir) / file, ec);
+      stamp += ec ? std::string("-,") : std::to_string(t.time_since_epoch().count()) + ",";
+    }
+  {
+    std::lock_guard<std::mutex> lock(cache_mutex_);
+    auto it = cache_.find(runs_param);
+    if (it != cache_.end() && it->second.stamp == stamp) return html(200, it->second.page);
+  }
+  std::string page = render_report(collect_report(dirs, {}));
+  std::lock_guard<std::mutex> lock(cache_mutex_);
+  if (cache_.size() >= 64) cache_.clear();  // bounded: a few MB per detection report
+  cache_[runs_param] = {stamp, page};
+  return html(200, page);
 }
 
 }  // namespace kd

@@ -4,6 +4,7 @@
 // GET /runs/report?runs=A,B renders kd report's page for those runs (paths relative to DIR,
 // only ones the listing shows). Served models link to the prediction page.
 #include <map>
+#include <mutex>
 #include <string>
 
 namespace kd {
@@ -20,6 +21,13 @@ class Dashboard {
  private:
   std::string root_;
   std::map<std::string, std::string> served_;
+  // Reports already made (a detector's evaluates its model on the test images), by the runs
+  // asked for, valid while the runs' summary.json and metrics.jsonl files are unchanged.
+  struct Cached {
+    std::string stamp, page;
+  };
+  mutable std::mutex cache_mutex_;
+  mutable std::map<std::string, Cached> cache_;
 };
 
 }  // namespace kd
