@@ -105,6 +105,8 @@ double latency_ms(const nlohmann::json& summary) {
 
 std::string metric_name(const std::string& task) { return task == "detect" ? "mAP@[.5:.95]" : "top-1"; }
 
+void fill_complete_run(nlohmann::json& run, const std::string& dir, const RunConfig& cfg, const ReportOptions& opts);
+
 }  // namespace
 
 nlohmann::json collect_run(const std::string& dir, const ReportOptions& opts) {
@@ -129,6 +131,19 @@ nlohmann::json collect_run(const std::string& dir, const ReportOptions& opts) {
                                                  run["history"].size(), cfg.train.epochs);
     return run;
   }
+  try {
+    fill_complete_run(run, dir, cfg, opts);
+  } catch (const nlohmann::json::exception& e) {  // a damaged summary: shown, not fatal
+    run["complete"] = false;
+    run["state"] = fmt::format("unreadable: {}: {}", (d / "summary.json").string(), e.what());
+  }
+  return run;
+}
+
+namespace {
+
+void fill_complete_run(nlohmann::json& run, const std::string& dir, const RunConfig& cfg, const ReportOptions& opts) {
+  const fs::path d(dir);
   const nlohmann::json s = read_json_file(d / "summary.json");
   run["complete"] = true;
   run["state"] = "complete";
@@ -158,8 +173,9 @@ nlohmann::json collect_run(const std::string& dir, const ReportOptions& opts) {
     run["per_class"] = per;
     run["confusion"] = test.at("confusion");
   }
-  return run;
 }
+
+}  // namespace
 
 nlohmann::json collect_report(const std::vector<std::string>& dirs, const ReportOptions& opts) {
   KD_CHECK(!dirs.empty(), "no runs given");
@@ -246,8 +262,9 @@ nlohmann::json run_row(const std::string& dir) {
     } else {
       row["state"] = fs::exists(d / "error.txt") ? "failed" : "incomplete";
     }
-  } catch (const Error& e) {
-    row["state"] = std::string("unreadable: ") + e.what();
+  } catch (const std::exception& e) {  // one damaged run must not take the whole list down
+    row["complete"] = false;
+    row["state"] = std::string("unreadable: ") + std::string(e.what()).substr(0, 200);
   }
   return row;
 }
