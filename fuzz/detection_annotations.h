@@ -6,9 +6,12 @@
 #include <filesystem>
 #include <string>
 
+#include <torch/torch.h>
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <spdlog/spdlog.h>
+
+#include "kd/detect/data.h"
 
 inline std::filesystem::path scratch_dataset(const std::string& name) {
   namespace fs = std::filesystem;
@@ -21,4 +24,14 @@ inline std::filesystem::path scratch_dataset(const std::string& name) {
     cv::imwrite((root / sub / "b.jpg").string(), img);
   }
   return root;
+}
+
+// What loading must guarantee for anything it accepts: boxes inside the letterboxed frame of
+// side `size`, labels among the classes.
+inline void check_boxes(const kd::DetectionDataset& d, float size) {
+  for (size_t i = 0; i < d.boxes.size(); ++i) {
+    if (d.boxes[i].numel() == 0) continue;
+    if (d.boxes[i].min().item<float>() < 0 || d.boxes[i].max().item<float>() > size) __builtin_trap();
+    if (d.labels[i].min().item<int64_t>() < 0 || d.labels[i].max().item<int64_t>() >= d.num_classes()) __builtin_trap();
+  }
 }
