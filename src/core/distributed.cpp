@@ -150,6 +150,26 @@ std::vector<double> sum(std::vector<double> values) {
   return {t.data_ptr<double>(), t.data_ptr<double>() + t.numel()};
 }
 
+bool same_on_all_ranks(int64_t value) {
+  if (!active()) return true;
+  // One MIN over (v, -v) gives the smallest and (negated) the largest value of all ranks.
+  auto t = torch::tensor({static_cast<double>(value), -static_cast<double>(value)}, torch::kFloat64);
+  collective("allreduce", [&] {
+    std::vector<torch::Tensor> v{t};
+    c10d::AllreduceOptions o;
+    o.reduceOp = c10d::ReduceOp::MIN;
+    pg().allreduce(v, o)->wait();
+  });
+  return t[0].item<double>() == -t[1].item<double>();
+}
+
+void start_from_main(const std::vector<torch::Tensor>& params, const std::vector<torch::Tensor>& buffers) {
+  if (!active()) return;
+  std::vector<torch::Tensor> all = params;
+  all.insert(all.end(), buffers.begin(), buffers.end());
+  broadcast(all);
+}
+
 struct GradientSync::Impl {
   std::unique_ptr<c10d::Reducer> reducer;
 };

@@ -221,17 +221,13 @@ nlohmann::json execute_detect_run(const RunConfig& cfg, const std::string& run_d
     } else {
       spdlog::warn("{}: no usable checkpoint; training from epoch 1", run_dir);
     }
-    if (dist::active() && dist::sum({static_cast<double>(first_epoch)})[0] != static_cast<double>(first_epoch * world))
+    if (!dist::same_on_all_ranks(first_epoch))
       fail("{}: the ranks found different checkpoints; the run directory must be one folder all ranks share", run_dir);
     std::string lines;
     for (const auto& rec : history) lines += rec.dump() + "\n";
     if (write) write_text_atomically(dir / "metrics.jsonl", lines);
   }
-  if (dist::active()) {
-    std::vector<torch::Tensor> all = params;
-    all.insert(all.end(), buffers.begin(), buffers.end());
-    dist::broadcast(all);
-  }
+  dist::start_from_main(params, buffers);
   dist::GradientSync sync(params, false);
 
   const auto run_start = std::chrono::steady_clock::now();

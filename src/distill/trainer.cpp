@@ -113,7 +113,7 @@ TrainResult Trainer::fit(Model& student, Strategy& strategy, const Dataset& trai
     } else {
       spdlog::warn("{}: no usable checkpoint; training from epoch 1", run_dir);
     }
-    if (dist::active() && dist::sum({static_cast<double>(first_epoch)})[0] != static_cast<double>(first_epoch * world))
+    if (!dist::same_on_all_ranks(first_epoch))
       fail("{}: the ranks found different checkpoints; the run directory must be one folder all ranks share", run_dir);
     // metrics.jsonl again holds exactly the checkpoint's epochs: later lines were lost work.
     std::string lines;
@@ -121,11 +121,7 @@ TrainResult Trainer::fit(Model& student, Strategy& strategy, const Dataset& trai
     if (write) write_text_atomically(dir / "metrics.jsonl", lines);
   }
   std::vector<torch::Tensor> buffers = model_buffers(student);
-  if (dist::active()) {
-    std::vector<torch::Tensor> all = params;
-    all.insert(all.end(), buffers.begin(), buffers.end());
-    dist::broadcast(all);
-  }
+  dist::start_from_main(params, buffers);
   dist::GradientSync sync(params, !extra.empty());
   auto run_start = std::chrono::steady_clock::now();
   for (int64_t epoch = first_epoch; epoch <= cfg_.epochs; ++epoch) {

@@ -44,6 +44,10 @@ torch::Tensor all_gather_rows(const torch::Tensor& part);
 
 // Sums a few host-side counters across ranks.
 std::vector<double> sum(std::vector<double> values);
+// Whether every rank holds the same value (e.g. the epoch each resumed from).
+bool same_on_all_ranks(int64_t value);
+// Every rank starts from rank 0's parameters and buffers, as DistributedDataParallel does.
+void start_from_main(const std::vector<torch::Tensor>& params, const std::vector<torch::Tensor>& buffers);
 
 // Gradient averaging for one model: PyTorch's DDP Reducer over `params` (25 MiB buckets, the
 // first 1 MiB, in reverse registration order as DDP does). backward(loss) runs autograd with the
