@@ -200,11 +200,11 @@ nlohmann::json execute_run(const RunConfig& requested, bool overwrite, bool resu
       std::string metric_lines;  // metrics.jsonl: every finished generation's epochs
       for (int g = 1; g <= cfg.distill.generations; ++g) {
         const fs::path gen_dir = dir / "generations" / fmt::format("gen-{}", g);
-        const fs::path done = gen_dir / "generation.json";
+        const fs::path finished = gen_dir / "generation.json";
         auto add_generation = [&](const nlohmann::json& record) {
           gens.push_back(record["result"]);
           seconds += record["train_seconds"].get<double>();
-          tr.best_epoch = json_int<int64_t>(record["result"]["best_epoch"], done.string() + ": best_epoch");
+          tr.best_epoch = json_int<int64_t>(record["result"]["best_epoch"], finished.string() + ": best_epoch");
           tr.best_eval_top1 = record["result"]["best_eval_top1"].get<double>();
           tr.train_images_per_s = record["train_images_per_s"].get<double>();
           for (auto rec : record["history"]) {
@@ -213,13 +213,13 @@ nlohmann::json execute_run(const RunConfig& requested, bool overwrite, bool resu
           }
           if (main_rank) write_text_atomically(dir / "metrics.jsonl", metric_lines);
         };
-        if (resume && fs::exists(done)) {
+        if (resume && fs::exists(finished)) {
           nlohmann::json record;
           try {
-            record = nlohmann::json::parse(read_text(done));
+            record = nlohmann::json::parse(read_text(finished));
             add_generation(record);
           } catch (const nlohmann::json::exception& e) {
-            fail("{}: unreadable ({}); remove it to train generation {} again", done.string(), e.what(), g);
+            fail("{}: unreadable ({}); remove it to train generation {} again", finished.string(), e.what(), g);
           }
           previous = load_model(gen_dir.string());
           spdlog::info("generation {}/{}: finished before the interruption", g, cfg.distill.generations);
@@ -246,7 +246,7 @@ nlohmann::json execute_run(const RunConfig& requested, bool overwrite, bool resu
                                  {"train_images_per_s", tr.train_images_per_s},
                                  {"history", tr.history}};
         add_generation(record);
-        write_text_atomically(done, record.dump(1) + "\n");
+        write_text_atomically(finished, record.dump(1) + "\n");
       }
       if (!main_rank) return done({{"rank", dist::rank()}});
       save_model(*previous, cfg.out);
