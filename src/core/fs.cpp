@@ -1,5 +1,8 @@
 #include "kd/core/fs.h"
 
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <ctime>
 
 #include <unistd.h>
@@ -26,13 +29,17 @@ void write_atomically(const fs::path& path, const std::function<void(const fs::p
 }
 
 void write_text_atomically(const fs::path& path, const std::string& text) {
-  write_atomically(path, [&](const fs::path& tmp) {
-    std::ofstream out(tmp, std::ios::binary);
-    KD_CHECK(out, "cannot write {}", tmp.string());
-    out << text;
-    out.close();
-    KD_CHECK(out, "write failed: {}", tmp.string());
-  });
+  write_atomically(path, [&](const fs::path& tmp) { write_file(tmp, text); });
+}
+
+void write_file(const fs::path& path, std::string_view bytes) {
+  std::FILE* f = std::fopen(path.c_str(), "wb");
+  if (!f) fail("cannot write {}: {}", path.string(), std::strerror(errno));
+  const size_t written = std::fwrite(bytes.data(), 1, bytes.size(), f);
+  const int write_errno = errno;
+  const bool closed = std::fclose(f) == 0;
+  if (written != bytes.size() || !closed)
+    fail("cannot write {}: {}", path.string(), std::strerror(written != bytes.size() ? write_errno : errno));
 }
 
 std::string read_text(const fs::path& path) {
@@ -48,6 +55,7 @@ void append_line(const fs::path& path, const std::string& line) {
   KD_CHECK(out, "cannot append to {}", path.string());
   out << line << '\n';
   out.flush();
+  KD_CHECK(out, "cannot append to {}: {}", path.string(), std::strerror(errno));
 }
 
 std::string utc_timestamp() {

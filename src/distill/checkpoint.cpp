@@ -89,14 +89,9 @@ ResumeState read_state(const fs::path& folder) {
   }
 }
 
-}  // namespace
-
-void write_checkpoint(const fs::path& run_dir, const ResumeState& state,
-                      const std::function<void(const fs::path&)>& write_files) {
-  const fs::path final_dir = run_dir / "checkpoints" / fmt::format("epoch-{:04d}", state.epoch);
-  const fs::path tmp = final_dir.string() + ".tmp";
-  fs::remove_all(tmp);
-  fs::create_directories(tmp);
+// The checkpoint's files, then state.json with each one's size and CRC-32.
+void write_checkpoint_files(const fs::path& tmp, const ResumeState& state,
+                            const std::function<void(const fs::path&)>& write_files) {
   write_files(tmp);
   nlohmann::json files = nlohmann::json::object();
   for (const auto& e : fs::directory_iterator(tmp)) {
@@ -109,6 +104,23 @@ void write_checkpoint(const fs::path& run_dir, const ResumeState& state,
                       {"history", state.history},       {"files", files},
                       {"written", utc_timestamp()}};
   write_text_atomically(tmp / "state.json", j.dump(1) + "\n");
+}
+
+}  // namespace
+
+void write_checkpoint(const fs::path& run_dir, const ResumeState& state,
+                      const std::function<void(const fs::path&)>& write_files) {
+  const fs::path final_dir = run_dir / "checkpoints" / fmt::format("epoch-{:04d}", state.epoch);
+  const fs::path tmp = final_dir.string() + ".tmp";
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  try {
+    write_checkpoint_files(tmp, state, write_files);
+  } catch (...) {  // a full disk: no half-written folder left behind
+    std::error_code ec;
+    fs::remove_all(tmp, ec);
+    throw;
+  }
   fs::remove_all(final_dir);
   fs::rename(tmp, final_dir);
   auto folders = checkpoint_folders(run_dir);

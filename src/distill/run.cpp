@@ -300,7 +300,11 @@ nlohmann::json execute_run(const RunConfig& requested, bool overwrite, bool resu
     return done(summary);
   } catch (const std::exception& e) {
     // Leave the run visibly failed: no summary.json, and the reason beside the config.
-    if (main_rank) write_text_atomically(dir / "error.txt", std::string(e.what()) + "\n");
+    try {
+      if (main_rank) write_text_atomically(dir / "error.txt", std::string(e.what()) + "\n");
+    } catch (const std::exception&) {
+      // (a full disk may refuse this too; the error itself is what the user must see)
+    }
     throw;
   }
 }

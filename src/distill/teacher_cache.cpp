@@ -68,7 +68,9 @@ CachedLogits cached_teacher_logits(Model& teacher, const Dataset& data, const st
                          : predict_logits(teacher, data, batch_size, device);
   if (all_ranks && !dist::is_main()) return out;
   try {
-    write_atomically(out.path, [&](const fs::path& tmp) { torch::save(out.logits, tmp.string()); });
+    write_atomically(out.path, [&](const fs::path& tmp) {
+      write_serialized(tmp, [&](std::ostream& s) { torch::save(out.logits, s); });
+    });
   } catch (const std::exception&) {
     // The cache is an optimisation: a read-only or full disk must not fail the run.
   }

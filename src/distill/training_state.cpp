@@ -32,13 +32,14 @@ void save_training_state(const fs::path& folder, Model& model, torch::optim::Opt
   model.save((folder / "model.pt").string());
   torch::serialize::OutputArchive opt;
   optimizer.save(opt);
-  opt.save_to((folder / "optimizer.pt").string());
+  write_serialized(folder / "optimizer.pt", [&](std::ostream& out) { opt.save_to(out); });
   if (!extra.empty()) {
     torch::serialize::OutputArchive a;
     for (size_t k = 0; k < extra.size(); ++k) a.write(fmt::format("p{}", k), extra[k]);
-    a.save_to((folder / "strategy.pt").string());
+    write_serialized(folder / "strategy.pt", [&](std::ostream& out) { a.save_to(out); });
   }
-  torch::save(at::detail::getDefaultCPUGenerator().get_state(), (folder / "rng.pt").string());
+  const auto rng = at::detail::getDefaultCPUGenerator().get_state();
+  write_serialized(folder / "rng.pt", [&](std::ostream& out) { torch::save(rng, out); });
 }
 
 void load_training_state(const fs::path& folder, Model& model, torch::optim::Optimizer& optimizer,

@@ -106,7 +106,9 @@ ExportResult export_torchscript(Model& model, const std::string& path) {
   r.module_path = path;
   r.description_path = fs::path(path).replace_extension(".json").string();
   if (fs::path(path).has_parent_path()) fs::create_directories(fs::path(path).parent_path());
-  write_atomically(path, [&](const fs::path& tmp) { root.save(tmp.string()); });
+  write_atomically(path, [&](const fs::path& tmp) {
+    write_serialized(tmp, [&](std::ostream& out) { root.save(out); });
+  });
 
   // Check the file as a user will load it, at a batch size other than the traced one.
   auto reloaded = torch::jit::load(path, torch::kCPU);

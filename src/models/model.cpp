@@ -80,7 +80,7 @@ class NativeModel final : public Model {
   void save(const std::string& path) override {
     torch::serialize::OutputArchive archive;
     net_.module->save(archive);
-    archive.save_to(path);
+    write_serialized(path, [&](std::ostream& out) { archive.save_to(out); });
   }
   void load(const std::string& path) override {
     torch::serialize::InputArchive archive;
@@ -162,7 +162,9 @@ class ScriptModel final : public Model {
     if (on)
       for (auto p : module_.parameters()) p.requires_grad_(true);
   }
-  void save(const std::string& path) override { module_.save(path); }
+  void save(const std::string& path) override {
+    write_serialized(path, [&](std::ostream& out) { module_.save(out); });
+  }
   void load(const std::string& path) override { module_ = load_script_module(path, device()); }
   std::unique_ptr<Model> clone() const override {
     auto copy = std::make_unique<ScriptModel>(spec_, module_.deepcopy());

@@ -97,5 +97,19 @@ check "run the experiment again" "$KD" run exp.yaml
 grep -q "exp/s-s0: interrupted, resuming" err.txt && grep -q "resuming after epoch" err.txt \
   && echo "ok   the interrupted stage resumed" || { echo "FAIL experiment resume"; cat err.txt; fails=$((fails + 1)); }
 
+# A full disk (a 220 kB tmpfs, where the system lets us mount one): one clear error, no
+# half-written checkpoint, and after space is freed the run resumes.
+mkdir -p full
+if mount -t tmpfs -o size=220k tmpfs full 2>/dev/null; then
+  trap 'umount "$WORK/full" 2>/dev/null || true' EXIT
+  expect_error 1 "No space left on device" "$KD" train "${R[@]}" --out full/run
+  ok_if "the run is marked failed, no temporary checkpoint folder is left" \
+    "__import__('os').path.exists('full/run/error.txt') and not __import__('glob').glob('full/run/checkpoints/*.tmp*')"
+  mount -o remount,size=4m full
+  check "resume once there is space" "$KD" train --resume full/run
+  same_run whole full/run
+else
+  echo "ok   (full disk not simulated: mounting a tmpfs is not permitted here)"
+fi
 expect_error 1 "no config.yaml" "$KD" train --resume nowhere
 finish

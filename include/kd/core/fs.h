@@ -3,7 +3,9 @@
 // so a reader never sees a half-written file.
 #include <filesystem>
 #include <functional>
+#include <sstream>
 #include <string>
+#include <string_view>
 
 namespace kd {
 
@@ -12,6 +14,18 @@ namespace fs = std::filesystem;
 // Calls write(tmp_path), fsyncs nothing (speed) but renames atomically onto `path`.
 void write_atomically(const fs::path& path, const std::function<void(const fs::path&)>& write);
 void write_text_atomically(const fs::path& path, const std::string& text);
+// Writes `bytes` to `path` (not atomically); a failed write (a full disk) is a kd::Error naming
+// the file and the reason.
+void write_file(const fs::path& path, std::string_view bytes);
+// save(stream) serializes into memory, then write_file writes it. For LibTorch archives: their
+// writer reports a failed write from its destructor, which terminates the process (found by
+// filling a small tmpfs mid-run); in memory it cannot fail, and the file write is checked here.
+template <typename Save>
+void write_serialized(const fs::path& path, Save&& save) {
+  std::ostringstream buffer(std::ios::out | std::ios::binary);
+  save(buffer);
+  write_file(path, buffer.str());
+}
 std::string read_text(const fs::path& path);
 // Appends one line and flushes; used for metrics.jsonl where each line is a complete record.
 void append_line(const fs::path& path, const std::string& line);
