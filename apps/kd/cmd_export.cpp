@@ -23,6 +23,16 @@ void run(const ExportArgs& a) {
   auto model = load_model(a.run);
   const std::string out = a.out.empty() ? (fs::path(a.run) / "export" / "model.pt").string() : a.out;
   KD_CHECK(fs::path(out).extension() == ".pt", "--out {}: the TorchScript file must end in .pt", out);
+  // The export and its .json description must not replace what it is exported from.
+  const fs::path parent = fs::absolute(out).parent_path();
+  const fs::path sidecar = fs::path(out).replace_extension(".json");
+  if (fs::is_directory(a.run) && fs::exists(parent) && fs::equivalent(parent, a.run))
+    usage_fail("--out {}: inside the run directory itself it would replace the run's own files; "
+               "write it elsewhere (default RUN/export/model.pt)", out);
+  for (const fs::path& target : {fs::path(out), sidecar})
+    for (const fs::path& source : {fs::path(a.run), fs::path(a.run + ".json"), fs::path(a.run).replace_extension(".json")})
+      if (fs::is_regular_file(source) && fs::exists(target) && fs::equivalent(source, target))
+        usage_fail("--out {}: would overwrite the model it exports from ({})", out, source.string());
   auto r = export_torchscript(*model, out);
   std::cout << nlohmann::json{{"module", r.module_path},
                               {"description", r.description_path},

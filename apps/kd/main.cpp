@@ -29,12 +29,28 @@ int main(int argc, char** argv) {
   kd::cli::add_serve_command(app);
   kd::cli::add_launch_command(app);
   kd::cli::add_report_command(app);
+  // CLI11 says only "A subcommand is required" for `kd nosuchcommand`.
+  if (argc > 1 && argv[1][0] != '-') {
+    std::string names;
+    bool known = false;
+    for (const auto* sub : app.get_subcommands([](CLI::App*) { return true; })) {
+      known = known || sub->get_name() == argv[1];
+      names += (names.empty() ? "" : ", ") + sub->get_name();
+    }
+    if (!known) {
+      std::fprintf(stderr, "kd: error: unknown command '%s' (commands: %s; see --help)\n", argv[1], names.c_str());
+      return 2;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
     std::fprintf(stderr, "kd: error: %s (see --help)\n", e.what());
     return 2;
+  } catch (const kd::Interrupted& e) {
+    std::fprintf(stderr, "kd: %s\n", e.what());
+    return 128 + e.signal();
   } catch (const kd::UsageError& e) {
     std::fprintf(stderr, "kd: error: %s\n", e.what());
     return 2;

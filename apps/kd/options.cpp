@@ -11,16 +11,19 @@ void add_data_options(CLI::App& cmd, DataConfig& d) {
   cmd.add_option("--train-ratio", d.train_ratio, "train share of the train/eval split")
       ->capture_default_str();
   cmd.add_option("--split-seed", d.split_seed, "seed of the train/eval split")->capture_default_str();
-  cmd.add_option("--limit", d.limit, "use a stratified slice of N training images (smoke tests)");
+  cmd.add_option("--limit", d.limit, "use a stratified slice of N training images (smoke tests)")
+      ->check(CLI::PositiveNumber);
   cmd.add_option("--labeled-fraction", d.labeled_fraction,
                  "keep the labels of this stratified share of the training split (semi: the rest is unlabeled)")
       ->capture_default_str();
   cmd.add_option("--classes", d.classes, "keep only these classes: names, indices or ranges (0-4), comma-separated")
       ->delimiter(',');
-  cmd.add_option("--channels", d.channels, "1 (grayscale) or 3 (RGB); default: the source's");
+  cmd.add_option("--channels", d.channels, "1 (grayscale) or 3 (RGB); default: the source's")
+      ->check(CLI::IsMember({1, 3}));
   cmd.add_option_function<int>("--size", [&d](int s) { d.height = d.width = s; },
                                "resize images to SIZE x SIZE (detection: letterbox to it; default the "
-                               "detector's image_size)");
+                               "detector's image_size)")
+      ->check(CLI::Range(1, 4096));
 }
 
 void add_runtime_options(CLI::App& cmd, RuntimeConfig& r) {

@@ -56,6 +56,20 @@ std::vector<std::string> class_names_for(const fs::path& dir, int64_t num_classe
 
 torch::Tensor resize_images(const torch::Tensor& images, const ImageOptions& opts) {
   if (opts.height <= 0 && opts.channels <= 0) return images;
+  const int64_t h = opts.height > 0 ? opts.height : images.size(2);
+  const int64_t w = opts.height > 0 ? (opts.width > 0 ? opts.width : opts.height) : images.size(3);
+  const int64_t c = opts.channels > 0 ? opts.channels : images.size(1);
+  if (images.size(1) == c && images.size(2) == h && images.size(3) == w) return images;
+  // In slices, so the float copy stays small whatever the dataset's size.
+  constexpr int64_t kSlice = 1024;
+  if (images.size(0) > kSlice) {
+    auto out = torch::empty({images.size(0), c, h, w}, torch::kUInt8);
+    for (int64_t s = 0; s < images.size(0); s += kSlice) {
+      const int64_t n = std::min(kSlice, images.size(0) - s);
+      out.narrow(0, s, n).copy_(resize_images(images.narrow(0, s, n), opts));
+    }
+    return out;
+  }
   // Resizing/recolouring IDX data goes through the same float path as image folders.
   auto x = images.to(torch::kFloat32);
   if (opts.height > 0)
@@ -157,9 +171,25 @@ Dataset load_idx_pair(const std::string& images_path, const std::string& labels_
   d.labels = labels.to(torch::kInt64);
   d.source = images_path;
   int64_t num_classes = d.labels.numel() ? d.labels.max().item<int64_t>() + 1 : 0;
-  d.class_names = class_names_for(fs::path(images_path).parent_path(), num_classes);
+  const fs::path dir = fs::path(images_path).parent_path();
+  d.class_names = class_names_for(dir, num_classes);
+  // Without classes.txt the labels define the classes: a gap (one stray label 200 among 0-9)
+  // would silently make a model of 201 classes.
+  if (!fs::exists(dir / "classes.txt") && num_classes > 0) {
+    auto counts = torch::bincount(d.labels, {}, num_classes);
+    const int64_t present = (counts > 0).sum().item<int64_t>();
+    if (present < num_classes) {
+      const int64_t missing = (counts == 0).nonzero()[0].item<int64_t>();
+      fail("{}: labels go up to {} but {} of the labels 0-{} never occur (the first: {}); fix the stray labels "
+           "or list the class names in {}",
+           labels_path, num_classes - 1, num_classes - present, num_classes - 1, missing,
+           (dir / "classes.txt").string());
+    }
+  }
   return d;
 }
+
+bool is_idx_source(const std::string& spec) { return is_idx_dir(resolve_alias(spec)); }
 
 bool has_part(const std::string& spec, const std::string& part) {
   fs::path root = resolve_alias(spec);

@@ -2,68 +2,88 @@
 
 #include <zlib.h>
 
+#include <algorithm>
 #include <fstream>
 #include <vector>
 
 #include <torch/torch.h>
 
 #include "kd/core/error.h"
+#include "kd/core/fs.h"
 
 namespace kd {
 namespace {
 
+// Caps what a header may claim, so a forged one fails before a huge allocation.
+constexpr size_t kMaxIdxBytes = size_t(16) << 30;
+
 // gzread reads both compressed and plain files, so one path serves .gz and raw IDX.
-std::vector<uint8_t> read_all(const std::string& path) {
-  gzFile f = gzopen(path.c_str(), "rb");
-  KD_CHECK(f != nullptr, "{}: cannot open", path);
-  std::vector<uint8_t> out;
-  std::vector<uint8_t> chunk(1 << 20);
-  while (true) {
-    int n = gzread(f, chunk.data(), static_cast<unsigned>(chunk.size()));
-    if (n < 0) {
-      int err = 0;
-      std::string msg = gzerror(f, &err);
-      gzclose(f);
-      fail("{}: read error ({})", path, msg);
-    }
-    if (n == 0) break;
-    out.insert(out.end(), chunk.begin(), chunk.begin() + n);
+class GzReader {
+ public:
+  explicit GzReader(const std::string& path) : path_(path) {
+    // A FIFO, a device (a symlink to /dev/zero) or a folder would be read forever or fail oddly.
+    KD_CHECK(fs::is_regular_file(path), "{}: not a regular file", path);
+    f_ = gzopen(path.c_str(), "rb");
+    KD_CHECK(f_ != nullptr, "{}: cannot open", path);
   }
-  gzclose(f);
-  return out;
-}
+  ~GzReader() { gzclose(f_); }
+  GzReader(const GzReader&) = delete;
+  GzReader& operator=(const GzReader&) = delete;
+  // Reads up to n bytes; returns how many (fewer only at the end of the data).
+  size_t read(void* dst, size_t n) {
+    auto* p = static_cast<uint8_t*>(dst);
+    size_t done = 0;
+    while (done < n) {
+      const unsigned chunk = static_cast<unsigned>(std::min<size_t>(n - done, 1u << 30));
+      const int got = gzread(f_, p + done, chunk);
+      if (got < 0) {
+        int err = 0;
+        fail("{}: read error ({})", path_, gzerror(f_, &err));
+      }
+      if (got == 0) break;
+      done += static_cast<size_t>(got);
+    }
+    return done;
+  }
+
+ private:
+  std::string path_;
+  gzFile f_ = nullptr;
+};
 
 }  // namespace
 
+// Reads only what the header says (then one byte to detect trailing data): a small file whose
+// gzip stream expands to gigabytes costs no more than its header's tensor.
 torch::Tensor read_idx(const std::string& path) {
-  std::vector<uint8_t> buf = read_all(path);
-  KD_CHECK(buf.size() >= 4, "{}: not an IDX file (only {} bytes)", path, buf.size());
-  KD_CHECK(buf[0] == 0 && buf[1] == 0, "{}: bad IDX magic number {:02x}{:02x}{:02x}{:02x}", path,
-           buf[0], buf[1], buf[2], buf[3]);
-  KD_CHECK(buf[2] == 0x08, "{}: IDX element type 0x{:02x} not supported (only unsigned byte)",
-           path, buf[2]);
-  const int ndim = buf[3];
+  GzReader in(path);
+  uint8_t magic[4];
+  const size_t got = in.read(magic, 4);
+  KD_CHECK(got == 4, "{}: not an IDX file (only {} bytes)", path, got);
+  KD_CHECK(magic[0] == 0 && magic[1] == 0, "{}: bad IDX magic number {:02x}{:02x}{:02x}{:02x}", path, magic[0],
+           magic[1], magic[2], magic[3]);
+  KD_CHECK(magic[2] == 0x08, "{}: IDX element type 0x{:02x} not supported (only unsigned byte)", path, magic[2]);
+  const int ndim = magic[3];
   KD_CHECK(ndim >= 1 && ndim <= 4, "{}: IDX with {} dimensions not supported", path, ndim);
-  const size_t header = 4 + 4 * static_cast<size_t>(ndim);
-  KD_CHECK(buf.size() >= header, "{}: truncated IDX header", path);
+  uint8_t dim_bytes[16];
+  KD_CHECK(in.read(dim_bytes, 4 * static_cast<size_t>(ndim)) == 4 * static_cast<size_t>(ndim),
+           "{}: truncated IDX header", path);
   std::vector<int64_t> dims(ndim);
   size_t expected = 1;
   for (int d = 0; d < ndim; ++d) {
-    const uint8_t* p = &buf[4 + 4 * d];
+    const uint8_t* p = &dim_bytes[4 * d];
     dims[d] = (int64_t(p[0]) << 24) | (int64_t(p[1]) << 16) | (int64_t(p[2]) << 8) | p[3];
-    KD_CHECK(dims[d] > 0 && dims[d] < (int64_t(1) << 31), "{}: bad IDX dimension {}", path,
-             dims[d]);
+    KD_CHECK(dims[d] > 0 && dims[d] < (int64_t(1) << 31), "{}: bad IDX dimension {}", path, dims[d]);
     expected *= static_cast<size_t>(dims[d]);
     // Checked per dimension, before the product can wrap around (found by fuzz_idx).
-    KD_CHECK(expected <= buf.size(), "{}: truncated IDX data ({} bytes, header says at least {})", path,
-             buf.size() - header, expected);
+    KD_CHECK(expected <= kMaxIdxBytes, "{}: the IDX header claims more than {} GiB of data", path,
+             kMaxIdxBytes >> 30);
   }
-  const size_t have = buf.size() - header;
-  KD_CHECK(have >= expected, "{}: truncated IDX data ({} bytes, header says {})", path, have,
-           expected);
-  KD_CHECK(have == expected, "{}: {} trailing bytes after IDX data", path, have - expected);
   auto t = torch::empty(dims, torch::kUInt8);
-  std::memcpy(t.data_ptr<uint8_t>(), buf.data() + header, expected);
+  const size_t have = in.read(t.data_ptr<uint8_t>(), expected);
+  KD_CHECK(have == expected, "{}: truncated IDX data ({} bytes, header says {})", path, have, expected);
+  uint8_t extra;
+  KD_CHECK(in.read(&extra, 1) == 0, "{}: trailing bytes after the IDX data the header describes", path);
   return t;
 }
 

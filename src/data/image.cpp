@@ -1,9 +1,14 @@
 #include "kd/data/image.h"
 
+#include <filesystem>
+#include <fstream>
+
+#include <opencv2/core/utils/logger.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 #include <torch/torch.h>
 
+#include "kd/core/crc.h"
 #include "kd/core/error.h"
 #include "opencv_image.h"
 
@@ -38,6 +43,31 @@ ImageSize jpeg_size(std::string_view b) {
   fail("broken JPEG: no frame header");
 }
 
+ImageSize bmp_size(std::string_view b) {
+  if (b.size() < 26) fail("broken BMP: {} bytes", b.size());
+  auto le32 = [&](size_t at) {
+    return static_cast<int32_t>(uint32_t(uint8_t(b[at])) | (uint32_t(uint8_t(b[at + 1])) << 8) |
+                                (uint32_t(uint8_t(b[at + 2])) << 16) | (uint32_t(uint8_t(b[at + 3])) << 24));
+  };
+  const int64_t w = le32(18), h = le32(22);
+  return {w < 0 ? -w : w, h < 0 ? -h : h};  // a negative height means top-down rows
+}
+
+// Walks a PNG's chunks: each within the file, each CRC-32 right, ending in IEND. A truncated or
+// damaged PNG is refused here in one line; libpng would print its own error to stderr first.
+void check_png_chunks(std::string_view b) {
+  size_t pos = 8;
+  while (true) {
+    if (pos + 12 > b.size()) fail("truncated PNG ({} bytes, no IEND chunk)", b.size());
+    const uint32_t length = be32(b, pos);
+    if (length > b.size() - pos - 12) fail("truncated PNG: chunk at byte {} runs past the end", pos);
+    const uint32_t want = be32(b, pos + 8 + length);
+    if (crc32_bytes(b.data() + pos + 4, length + 4) != want) fail("damaged PNG: CRC mismatch in the chunk at byte {}", pos);
+    if (b.substr(pos + 4, 4) == "IEND") return;
+    pos += 12 + length;
+  }
+}
+
 }  // namespace
 
 ImageSize encoded_image_size(std::string_view b) {
@@ -47,25 +77,60 @@ ImageSize encoded_image_size(std::string_view b) {
     return {be32(b, 16), be32(b, 20)};
   }
   if (b.size() >= 4 && uint8_t(b[0]) == 0xFF && uint8_t(b[1]) == 0xD8) return jpeg_size(b);
-  fail("not a PNG or JPEG image ({} bytes)", b.size());
+  if (b.size() >= 2 && b.substr(0, 2) == "BM") return bmp_size(b);
+  fail("not a PNG, JPEG or BMP image ({} bytes)", b.size());
 }
 
-torch::Tensor decode_image(std::string_view bytes, const ImageOptions& opts, int64_t max_pixels) {
+cv::Mat decode_checked(std::string_view bytes, int flags, int64_t max_pixels) {
+  // OpenCV logs its own warnings (findDecoder, ...) to stderr; kd reports errors in one line.
+  static const bool quiet = [] {
+    cv::utils::logging::setLogLevel(cv::utils::logging::LOG_LEVEL_SILENT);
+    return true;
+  }();
+  (void)quiet;
   const ImageSize size = encoded_image_size(bytes);
   KD_CHECK(size.width > 0 && size.height > 0, "image header says {}x{} pixels", size.width, size.height);
   // Divided, not multiplied: header sizes go up to 2^32 each (found by fuzz_image_bytes).
   KD_CHECK(size.width <= max_pixels / size.height, "image is {}x{} pixels, more than the limit of {}", size.width,
            size.height, max_pixels);
-  const int channels = opts.channels > 0 ? opts.channels : 3;
-  KD_CHECK(channels == 1 || channels == 3, "image channels must be 1 or 3, got {}", channels);
+  if (bytes.substr(0, 4) == "\x89PNG") check_png_chunks(bytes);
   cv::Mat img;
   try {
     const cv::Mat raw(1, static_cast<int>(bytes.size()), CV_8UC1, const_cast<char*>(bytes.data()));
-    img = cv::imdecode(raw, channels == 1 ? cv::IMREAD_GRAYSCALE : cv::IMREAD_COLOR);
+    img = cv::imdecode(raw, flags);
   } catch (const cv::Exception& e) {
     fail("cannot decode the image ({})", e.err);
   }
   KD_CHECK(!img.empty(), "cannot decode the image (corrupt or truncated {}x{} image)", size.width, size.height);
+  return img;
+}
+
+cv::Mat read_image_file(const std::string& path, int flags, int64_t max_pixels) {
+  namespace fs = std::filesystem;
+  // A FIFO or a device would block or never end; a file bigger than any image kd accepts is
+  // refused before it is read.
+  std::error_code ec;
+  KD_CHECK(fs::is_regular_file(path, ec), "{}: not a regular file", path);
+  const auto bytes = fs::file_size(path, ec);
+  KD_CHECK(!ec, "{}: cannot read ({})", path, ec.message());
+  KD_CHECK(bytes <= static_cast<uintmax_t>(kMaxImageFileBytes), "{}: {} bytes, more than an image file may have ({})",
+           path, bytes, kMaxImageFileBytes);
+  std::ifstream in(path, std::ios::binary);
+  KD_CHECK(in, "{}: cannot read", path);
+  std::string data(static_cast<size_t>(bytes), '\0');
+  in.read(data.data(), static_cast<std::streamsize>(data.size()));
+  KD_CHECK(in.gcount() == static_cast<std::streamsize>(data.size()), "{}: cannot read", path);
+  try {
+    return decode_checked(data, flags, max_pixels);
+  } catch (const Error& e) {
+    fail("{}: {}", path, e.what());
+  }
+}
+
+torch::Tensor decode_image(std::string_view bytes, const ImageOptions& opts, int64_t max_pixels) {
+  const int channels = opts.channels > 0 ? opts.channels : 3;
+  KD_CHECK(channels == 1 || channels == 3, "image channels must be 1 or 3, got {}", channels);
+  cv::Mat img = decode_checked(bytes, channels == 1 ? cv::IMREAD_GRAYSCALE : cv::IMREAD_COLOR, max_pixels);
   const int h = opts.height > 0 ? opts.height : img.rows;
   const int w = opts.width > 0 ? opts.width : img.cols;
   return fit_image(img, channels, h, w);

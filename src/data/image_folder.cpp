@@ -26,8 +26,7 @@ torch::Tensor decode_images(const std::vector<std::string>& files, const ImageOp
   const int w = opts.width > 0 ? opts.width : h;
   auto images = torch::empty({static_cast<int64_t>(files.size()), channels, h, w}, torch::kUInt8);
   for (size_t i = 0; i < files.size(); ++i) {
-    cv::Mat img = cv::imread(files[i], channels == 1 ? cv::IMREAD_GRAYSCALE : cv::IMREAD_COLOR);
-    KD_CHECK(!img.empty(), "{}: cannot decode image", files[i]);
+    cv::Mat img = read_image_file(files[i], channels == 1 ? cv::IMREAD_GRAYSCALE : cv::IMREAD_COLOR);
     images[static_cast<int64_t>(i)].copy_(fit_image(img, channels, h, w));
   }
   return images;
@@ -42,8 +41,11 @@ Dataset load_unlabeled(const std::string& path, const ImageOptions& opts) {
   d.source = path;
   if (fs::is_directory(path)) {
     std::vector<std::string> files;
-    for (const auto& e : fs::recursive_directory_iterator(path))
-      if (e.is_regular_file() && is_image(e.path())) files.push_back(e.path().string());
+    for (auto it = fs::recursive_directory_iterator(path); it != fs::recursive_directory_iterator(); ++it) {
+      const bool hidden = it->path().filename().string()[0] == '.';
+      if (hidden && it->is_directory()) it.disable_recursion_pending();
+      if (!hidden && it->is_regular_file() && is_image(it->path())) files.push_back(it->path().string());
+    }
     std::sort(files.begin(), files.end());
     KD_CHECK(!files.empty(), "unlabeled data {}: no PNG/JPEG images in the folder", path);
     d.images = decode_images(files, opts);
@@ -65,8 +67,9 @@ Dataset load_image_folder(const std::string& root, const ImageOptions& opts) {
   namespace fs = std::filesystem;
   KD_CHECK(fs::is_directory(root), "{}: not a directory", root);
   std::vector<std::string> classes;
+  // Hidden folders (.git, .ipynb_checkpoints) are tools' files, not classes.
   for (const auto& e : fs::directory_iterator(root))
-    if (e.is_directory()) classes.push_back(e.path().filename().string());
+    if (e.is_directory() && e.path().filename().string()[0] != '.') classes.push_back(e.path().filename().string());
   std::sort(classes.begin(), classes.end());
   KD_CHECK(!classes.empty(), "{}: no class sub-folders (expected {}/<class>/<image>)", root,
            root);
@@ -75,7 +78,8 @@ Dataset load_image_folder(const std::string& root, const ImageOptions& opts) {
   for (size_t c = 0; c < classes.size(); ++c) {
     std::vector<std::string> in_class;
     for (const auto& e : fs::directory_iterator(fs::path(root) / classes[c]))
-      if (e.is_regular_file() && is_image(e.path())) in_class.push_back(e.path().string());
+      if (e.is_regular_file() && is_image(e.path()) && e.path().filename().string()[0] != '.')
+        in_class.push_back(e.path().string());
     std::sort(in_class.begin(), in_class.end());  // directory order is not stable
     for (auto& f : in_class) files.emplace_back(std::move(f), static_cast<int64_t>(c));
   }

@@ -1,6 +1,11 @@
 #include "kd/detect/data.h"
 
 #include <algorithm>
+#include <array>
+#include <cctype>
+#include <charconv>
+#include <cmath>
+#include <string_view>
 #include <map>
 #include <set>
 
@@ -10,6 +15,7 @@
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
+#include "../data/opencv_image.h"
 #include "kd/core/error.h"
 #include "kd/core/fs.h"
 #include "kd/core/json.h"
@@ -64,8 +70,7 @@ torch::Tensor letterbox(cv::Mat img, int64_t size, double* scale) {
 
 torch::Tensor letterbox_image(const std::string& file, int64_t size, double* scale, int64_t* width,
                               int64_t* height) {
-  cv::Mat img = cv::imread(file, cv::IMREAD_COLOR);
-  KD_CHECK(!img.empty(), "{}: cannot read or decode the image", file);
+  cv::Mat img = read_image_file(file, cv::IMREAD_COLOR);
   if (width) *width = img.cols;
   if (height) *height = img.rows;
   return letterbox(img, size, scale);
@@ -91,13 +96,29 @@ struct RawBox {
   bool crowd, ignore;
 };
 
+// The whole text (spaces around allowed) as a finite decimal number.
+bool parse_decimal(std::string_view text, double* out) {
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.front()))) text.remove_prefix(1);
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.remove_suffix(1);
+  if (text.empty() || !(std::isdigit(static_cast<unsigned char>(text.front())) || text.front() == '-' ||
+                        text.front() == '+' || text.front() == '.'))
+    return false;
+  if (text.front() == '+') text.remove_prefix(1);
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), *out, std::chars_format::general);
+  return ec == std::errc() && end == text.data() + text.size() && std::isfinite(*out);
+}
+
 // Validates a box against its image; bad ones are counted and skipped (one warning per file),
 // boxes reaching past the border are clipped to it.
 bool clip_box(RawBox& b, int64_t width, int64_t height) {
+  if (!std::isfinite(b.x) || !std::isfinite(b.y) || !std::isfinite(b.w) || !std::isfinite(b.h)) return false;
   const double x2 = std::min<double>(b.x + b.w, static_cast<double>(width));
   const double y2 = std::min<double>(b.y + b.h, static_cast<double>(height));
   const double x1 = std::max(0.0, b.x), y1 = std::max(0.0, b.y);
   if (!(b.w > 0 && b.h > 0) || x2 - x1 <= 0 || y2 - y1 <= 0) return false;
+  // A box mostly outside its image is a broken annotation, not one to clip to the frame
+  // ([0, 0, 1e30, 1e30] would become a full-image box).
+  if ((x2 - x1) * (y2 - y1) < 0.5 * b.w * b.h) return false;
   b.x = x1;
   b.y = y1;
   b.w = x2 - x1;
@@ -251,7 +272,7 @@ DetectionDataset load_coco(const std::string& json_path, int64_t size) {
     raw[im->second].push_back(b);
   }
   if (skipped > 0)
-    spdlog::warn("{}: skipped {} box(es) with zero area or outside their image (first: {})", json_path,
+    spdlog::warn("{}: skipped {} box(es) with zero area, bad numbers or mostly outside their image (first: {})", json_path,
                  skipped, first_skipped);
   return assemble(std::move(info), raw, names, cat_ids, json_path, size);
 }
@@ -296,9 +317,20 @@ DetectionDataset load_voc(const std::string& root, int64_t size) {
       auto bb = o.child("bndbox");
       KD_CHECK(bb && bb.child("xmin") && bb.child("ymin") && bb.child("xmax") && bb.child("ymax"),
                "{}: missing <bndbox> with xmin, ymin, xmax, ymax", where);
-      // VOC pixel indices are 1-based and inclusive.
-      const double x1 = bb.child("xmin").text().as_double() - 1, y1 = bb.child("ymin").text().as_double() - 1;
-      const double x2 = bb.child("xmax").text().as_double(), y2 = bb.child("ymax").text().as_double();
+      // VOC pixel indices are 1-based and inclusive; a coordinate that is not a plain finite
+      // decimal number ("abc", "10e", "0x10", "50.9px", "inf") skips the box.
+      double c[4];
+      std::string bad;
+      for (int n = 0; n < 4; ++n) {
+        const char* tag = std::array<const char*, 4>{"xmin", "ymin", "xmax", "ymax"}[n];
+        if (!parse_decimal(bb.child(tag).child_value(), &c[n]) && bad.empty())
+          bad = fmt::format("<{}>{}</{}>", tag, std::string(bb.child(tag).child_value()).substr(0, 20), tag);
+      }
+      if (!bad.empty()) {
+        if (skipped++ == 0) first_skipped = where + ", " + bad;
+        continue;
+      }
+      const double x1 = c[0] - 1, y1 = c[1] - 1, x2 = c[2], y2 = c[3];
       ob.box = {k - 1, 0, x1, y1, x2 - x1, y2 - y1, 0.0, false, o.child("difficult").text().as_int(0) != 0};
       if (!clip_box(ob.box, d.width > 0 ? d.width : INT64_MAX / 4, d.height > 0 ? d.height : INT64_MAX / 4)) {
         if (skipped++ == 0) first_skipped = where;
@@ -312,7 +344,7 @@ DetectionDataset load_voc(const std::string& root, int64_t size) {
     objs.push_back(here);
   }
   if (skipped > 0)
-    spdlog::warn("{}: skipped {} box(es) with zero area or outside their image (first: {})", root, skipped,
+    spdlog::warn("{}: skipped {} box(es) with zero area, bad numbers or mostly outside their image (first: {})", root, skipped,
                  first_skipped);
   std::vector<std::string> names(name_set.begin(), name_set.end());
   std::vector<int64_t> ids;

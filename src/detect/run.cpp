@@ -1,5 +1,6 @@
 #include "kd/detect/run.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 
@@ -9,7 +10,9 @@
 #include <torch/torch.h>
 
 #include "kd/core/distributed.h"
+#include "../data/opencv_image.h"
 #include "kd/core/error.h"
+#include "kd/distill/run_dir.h"
 #include "kd/distill/checkpoint.h"
 #include "kd/core/fs.h"
 #include "kd/core/progress.h"
@@ -61,6 +64,16 @@ DetectionRunData load_detection_run_data(const DataConfig& cfg, int64_t size) {
     d.test = head(d.test, std::max<int64_t>(1, cfg.limit / 4));
   }
   KD_CHECK(d.train.size() > 0 && d.eval.size() > 0, "{}: too few images to split", cfg.source);
+  // mAP needs boxes to score against; without them every epoch would read -100 and the best
+  // epoch would never be chosen. Refused before training.
+  auto scored = [](const DetectionDataset& x) {
+    return std::count_if(x.ground_truth.begin(), x.ground_truth.end(),
+                         [](const GroundTruthBox& g) { return !g.iscrowd && !g.ignore; });
+  };
+  KD_CHECK(scored(d.eval) > 0, "{}: the eval split's {} images have no boxes to score (none, or only crowd or "
+           "difficult ones): mAP cannot pick the best epoch", cfg.source, d.eval.size());
+  KD_CHECK(scored(d.test) > 0, "{}: the {} part's {} images have no boxes to score (none, or only crowd or difficult ones)",
+           cfg.source, d.test_name, d.test.size());
   return d;
 }
 
@@ -130,6 +143,7 @@ std::unique_ptr<Model> build_detector(const RunConfig& cfg, const DetectionDatas
 // Frozen detector teacher, checked against the student: same classes (by name, in order) and the
 // same anchors, since the class and box heads are compared anchor by anchor.
 std::shared_ptr<Model> load_detector_teacher(const std::string& path, const Model& student) {
+  warn_if_unfinished_run(path, "teacher");
   std::shared_ptr<Model> t = load_model(path);
   const auto& ts = t->spec();
   KD_CHECK(ts.task == "detect", "teacher {} is a {} model; a detector needs a detector teacher", path, ts.task);
@@ -210,8 +224,10 @@ nlohmann::json execute_detect_run(const RunConfig& cfg, const std::string& run_d
     for (auto& p : a->parameters()) adapter_params.push_back(p);
   if (resume) {
     // The same epoch checkpoints as classification runs (kd/distill/checkpoint.h); every rank reads them.
-    if (auto found = find_checkpoint(dir)) {
-      load_training_state(found->folder, *student, *optimizer, adapter_params, device);
+    auto load = [&](const FoundCheckpoint& c) {
+      load_training_state(c.folder, *student, *optimizer, adapter_params, device);
+    };
+    if (auto found = find_checkpoint(dir, load)) {
       first_epoch = found->state.epoch + 1;
       best_map = found->state.best_score;
       best_epoch = found->state.best_epoch;
@@ -240,6 +256,7 @@ nlohmann::json execute_detect_run(const RunConfig& cfg, const std::string& run_d
     Progress progress(fmt::format("epoch {}/{}", epoch, tc.epochs), iters);
     const auto t0 = std::chrono::steady_clock::now();
     for (int64_t i = 0; i < iters; ++i) {
+      check_interrupted();
       const double lr = scheduled_lr(tc, (epoch - 1) * iters + i, iters);
       set_lr(*optimizer, lr);
       DetectionBatch b = loader.get(i);
@@ -380,7 +397,7 @@ nlohmann::json predict_image(Model& model, const std::string& image, double scor
                          static_cast<double>(h) * scale, po);
   auto b = (det.boxes / scale).contiguous();
   nlohmann::json boxes = nlohmann::json::array();
-  cv::Mat img = drawn.empty() ? cv::Mat() : cv::imread(image, cv::IMREAD_COLOR);
+  cv::Mat img = drawn.empty() ? cv::Mat() : read_image_file(image, cv::IMREAD_COLOR);
   const int thick = std::max(1, static_cast<int>(std::lround(std::max(w, h) / 200.0)));
   for (int64_t k = 0; k < b.size(0); ++k) {
     const auto& name = model.spec().class_names[static_cast<size_t>(det.classes[k].item<int64_t>())];

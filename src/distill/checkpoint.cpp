@@ -5,8 +5,8 @@
 #include <fstream>
 
 #include <spdlog/spdlog.h>
-#include <zlib.h>
 
+#include "kd/core/crc.h"
 #include "kd/core/error.h"
 #include "kd/core/fs.h"
 #include "kd/core/json.h"
@@ -15,22 +15,6 @@ namespace kd {
 namespace {
 
 constexpr int kKept = 2;
-
-uint32_t file_crc(const fs::path& p, uint64_t* size) {
-  std::ifstream in(p, std::ios::binary);
-  KD_CHECK(in.good(), "{}: cannot read", p.string());
-  uLong crc = crc32(0L, Z_NULL, 0);
-  std::vector<char> buf(1 << 16);
-  *size = 0;
-  while (in) {
-    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-    const auto n = in.gcount();
-    if (n <= 0) break;
-    crc = crc32(crc, reinterpret_cast<const Bytef*>(buf.data()), static_cast<uInt>(n));
-    *size += static_cast<uint64_t>(n);
-  }
-  return static_cast<uint32_t>(crc);
-}
 
 std::vector<fs::path> checkpoint_folders(const fs::path& run_dir) {
   std::vector<fs::path> out;
@@ -62,7 +46,7 @@ ResumeState read_state(const fs::path& folder) {
       uint64_t size = 0;
       const fs::path p = folder / name;
       KD_CHECK(fs::exists(p), "{}: missing", p.string());
-      const uint32_t crc = file_crc(p, &size);
+      const uint32_t crc = file_crc32(p, &size);
       const auto bytes = json_int<uint64_t>(f.at("bytes"), state_file.string() + ": bytes");
       KD_CHECK(size == bytes, "{}: {} bytes, expected {} (truncated?)", p.string(), size, bytes);
       KD_CHECK(crc == json_int<uint32_t>(f.at("crc32"), state_file.string() + ": crc32"), "{}: CRC-32 mismatch (corrupt)",
@@ -96,7 +80,7 @@ void write_checkpoint_files(const fs::path& tmp, const ResumeState& state,
   nlohmann::json files = nlohmann::json::object();
   for (const auto& e : fs::directory_iterator(tmp)) {
     uint64_t size = 0;
-    const uint32_t crc = file_crc(e.path(), &size);
+    const uint32_t crc = file_crc32(e.path(), &size);
     files[e.path().filename().string()] = {{"bytes", size}, {"crc32", crc}};
   }
   nlohmann::json j = {{"epoch", state.epoch},           {"best_score", state.best_score},
@@ -127,11 +111,14 @@ void write_checkpoint(const fs::path& run_dir, const ResumeState& state,
   for (size_t i = 0; i + kKept < folders.size(); ++i) fs::remove_all(folders[i]);
 }
 
-std::optional<FoundCheckpoint> find_checkpoint(const fs::path& run_dir) {
+std::optional<FoundCheckpoint> find_checkpoint(const fs::path& run_dir,
+                                               const std::function<void(const FoundCheckpoint&)>& load) {
   auto folders = checkpoint_folders(run_dir);
   for (auto it = folders.rbegin(); it != folders.rend(); ++it) {
     try {
-      return FoundCheckpoint{*it, read_state(*it)};
+      FoundCheckpoint found{*it, read_state(*it)};
+      if (load) load(found);
+      return found;
     } catch (const Error& e) {
       spdlog::warn("checkpoint {} skipped: {}", it->filename().string(), e.what());
     }

@@ -1,7 +1,10 @@
 #include "kd/distill/config.h"
 
+#include <cmath>
 #include <functional>
+#include <limits>
 #include <map>
+#include <set>
 
 #include <yaml-cpp/yaml.h>
 
@@ -95,8 +98,10 @@ Fields fields(RunConfig& c) {
 void walk(const YAML::Node& node, const std::string& prefix, const std::map<std::string, Field*>& by_key,
           const std::string& where) {
   if (!node.IsMap()) fail("{}: {} must be a mapping", where, prefix.empty() ? "the document" : prefix);
+  std::set<std::string> seen;  // yaml-cpp keeps both of two equal keys; lookups see only one
   for (const auto& kv : node) {
     const std::string key = prefix + kv.first.as<std::string>();
+    if (!seen.insert(key).second) fail("{}: key '{}' appears twice", where, key);
     auto it = by_key.find(key);
     if (it != by_key.end()) {
       try {
@@ -151,6 +156,35 @@ std::string to_yaml(const RunConfig& cfg) {
   return std::string(e.c_str()) + "\n";
 }
 
+namespace {
+
+void flatten(const YAML::Node& n, const std::string& prefix, std::map<std::string, std::string>& out) {
+  if (n.IsMap()) {
+    for (const auto& kv : n) flatten(kv.second, prefix + kv.first.as<std::string>() + ".", out);
+  } else {
+    YAML::Emitter e;
+    e << YAML::Flow << n;
+    out[prefix.substr(0, prefix.size() - 1)] = e.c_str();
+  }
+}
+
+}  // namespace
+
+std::string config_changes(const std::string& before, const std::string& after) {
+  std::map<std::string, std::string> a, b;
+  flatten(YAML::Load(before), "", a);
+  flatten(YAML::Load(after), "", b);
+  std::string out;
+  for (const auto& [k, v] : b) {
+    auto it = a.find(k);
+    const std::string old = it == a.end() ? "(absent)" : it->second;
+    if (old != v) out += (out.empty() ? "" : ", ") + k + ": " + old + " -> " + v;
+  }
+  for (const auto& [k, v] : a)
+    if (!b.count(k)) out += (out.empty() ? "" : ", ") + k + ": " + v + " -> (absent)";
+  return out;
+}
+
 void apply_yaml(RunConfig& cfg, const YAML::Node& node, const std::string& where) {
   if (!node || node.IsNull()) return;
   Fields fs = fields(cfg);
@@ -162,6 +196,36 @@ void apply_yaml(RunConfig& cfg, const YAML::Node& node, const std::string& where
 void validate(const RunConfig& c) {
   const auto& m = c.mode;
   const auto& d = c.distill;
+  // Numbers first, each named, before anything reads them: a NaN or negative value would pass
+  // the comparisons below or fail inside LibTorch once the run directory exists.
+  auto finite_in = [](const char* what, double v, double lo, double hi, bool lo_open, bool hi_open) {
+    const bool ok = std::isfinite(v) && (lo_open ? v > lo : v >= lo) && (hi_open ? v < hi : v <= hi);
+    if (!ok)
+      usage_fail("{} must be a number in {}{}, {}{}, got {}", what, lo_open ? "(" : "[", lo, hi,
+                 hi_open ? ")" : "]", v);
+  };
+  const double inf = std::numeric_limits<double>::infinity();
+  if (c.train.epochs < 1) usage_fail("epochs must be >= 1, got {}", c.train.epochs);
+  if (c.train.eval_batch_size < 1) usage_fail("eval batch size must be >= 1, got {}", c.train.eval_batch_size);
+  finite_in("learning rate (--lr)", c.train.optim.lr, 0, 10, true, false);
+  finite_in("momentum (--momentum)", c.train.optim.momentum, 0, 1, false, true);
+  finite_in("weight decay (--weight-decay)", c.train.optim.weight_decay, 0, 1, false, false);
+  finite_in("warm-up epochs (--warmup)", c.train.schedule.warmup_epochs, 0, inf, false, true);
+  if (c.train.schedule.step_size < 1) usage_fail("step size (--step-size) must be >= 1, got {}", c.train.schedule.step_size);
+  finite_in("step decay factor (--gamma)", c.train.schedule.gamma, 0, 1, true, false);
+  finite_in("minimum learning rate (min_lr)", c.train.schedule.min_lr, 0, inf, false, true);
+  finite_in("label smoothing (--label-smoothing)", c.train.label_smoothing, 0, 1, false, true);
+  finite_in("temperature (-T)", d.temperature, 0, 1000, true, false);
+  finite_in("alpha (--alpha)", d.alpha, 0, 1, false, false);
+  finite_in("threshold (--threshold)", d.threshold, 0, 1, false, true);
+  if (c.data.limit < 0) usage_fail("--limit must be a positive number of images, got {}", c.data.limit);
+  if (c.data.channels != 0 && c.data.channels != 1 && c.data.channels != 3)
+    usage_fail("--channels must be 1 (grayscale) or 3 (RGB), got {}", c.data.channels);
+  if (c.data.height < 0 || c.data.width < 0 || c.data.height > 4096 || c.data.width > 4096)
+    usage_fail("image size must be in [1, 4096] pixels, got {}x{}", c.data.height, c.data.width);
+  if (c.train.crop_padding < 0 || c.train.crop_padding > 64)
+    usage_fail("--crop-padding must be in [0, 64] pixels, got {}", c.train.crop_padding);
+  if (c.runtime.threads < 0 || c.runtime.threads > 1024) usage_fail("--threads must be in [0, 1024], got {}", c.runtime.threads);
   if (c.task != "classify" && c.task != "detect") usage_fail("task '{}': expected classify or detect", c.task);
   if (c.task == "detect") {
     if (m != "train" && m != "offline")

@@ -1,5 +1,7 @@
 #include "kd/distill/experiment.h"
 
+#include <algorithm>
+#include <cctype>
 #include <set>
 
 #include <spdlog/spdlog.h>
@@ -12,6 +14,34 @@
 
 namespace kd {
 
+namespace {
+
+// A stage name becomes a folder name under `out`: no separators, no "..", nothing hidden.
+void check_stage_name(const std::string& name, const std::string& where) {
+  const bool ok = name.size() <= 100 && std::isalnum(static_cast<unsigned char>(name[0])) &&
+                  std::all_of(name.begin(), name.end(), [](char ch) {
+                    return std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '_' || ch == '.';
+                  });
+  KD_CHECK(ok, "{}: stage name '{}' must start with a letter or digit and hold only letters, digits, '-', '_', '.'",
+           where, name.substr(0, 100));
+}
+
+// compare.md and compare.json are rewritten after every experiment; a compare.md that kd did
+// not write (no compare.json of kd's beside it) is the user's and is never overwritten.
+void check_comparison_is_ours(const std::string& out) {
+  const fs::path md = fs::path(out) / "compare.md", js = fs::path(out) / "compare.json";
+  if (!fs::exists(md) && !fs::exists(js)) return;
+  bool ours = false;
+  try {
+    ours = fs::is_regular_file(js) && nlohmann::json::parse(read_text(js)).contains("rows");
+  } catch (const std::exception&) {
+  }
+  KD_CHECK(ours && (!fs::exists(md) || fs::is_regular_file(md)),
+           "{}: holds a compare.md or compare.json that kd did not write; not overwriting it (move it away)", out);
+}
+
+}  // namespace
+
 ExperimentPlan load_experiment(const std::string& path, const std::vector<uint64_t>& seeds_override) {
   KD_CHECK(fs::is_regular_file(path), "{}: no such experiment file", path);
   YAML::Node doc;
@@ -21,10 +51,12 @@ ExperimentPlan load_experiment(const std::string& path, const std::vector<uint64
     fail("{}: {}", path, e.what());
   }
   KD_CHECK(doc.IsMap(), "{}: expected a mapping with out, seeds, defaults, stages", path);
+  std::set<std::string> keys;
   for (const auto& kv : doc) {
     const auto key = kv.first.as<std::string>();
     if (key != "out" && key != "seeds" && key != "defaults" && key != "stages")
       fail("{}: unknown key '{}' (expected out, seeds, defaults, stages)", path, key);
+    if (!keys.insert(key).second) fail("{}: key '{}' appears twice", path, key);
   }
   ExperimentPlan plan;
   KD_CHECK(doc["out"] && doc["out"].IsScalar(), "{}: missing 'out' (the experiment's folder)", path);
@@ -36,6 +68,10 @@ ExperimentPlan load_experiment(const std::string& path, const std::vector<uint64
     fail("{}: seeds must be a list of non-negative integers", path);
   }
   if (!seeds_override.empty()) seeds = seeds_override;
+  KD_CHECK(!seeds.empty(), "{}: seeds must not be empty", path);
+  for (size_t i = 0; i < seeds.size(); ++i)
+    for (size_t j = 0; j < i; ++j)
+      KD_CHECK(seeds[i] != seeds[j], "{}: seed {} is listed twice", path, seeds[i]);
   KD_CHECK(doc["stages"] && doc["stages"].IsSequence() && doc["stages"].size() > 0,
            "{}: 'stages' must be a non-empty list", path);
   std::set<std::string> names;
@@ -46,6 +82,9 @@ ExperimentPlan load_experiment(const std::string& path, const std::vector<uint64
       apply_yaml(cfg, doc["defaults"], path + ": defaults");
       apply_yaml(cfg, doc["stages"][i], where);
       KD_CHECK(!cfg.name.empty(), "{}: every stage needs a name", where);
+      check_stage_name(cfg.name, where);
+      KD_CHECK(!names.count(cfg.name), "{}: stage name '{}' is used twice (each stage writes {}-s<seed>)", where,
+               cfg.name, cfg.name);
       cfg.runtime.seed = seed;
       cfg.out = (fs::path(plan.out) / fmt::format("{}-s{}", cfg.name, seed)).string();
       // A teacher is an earlier stage (same seed) or an existing path, where "{seed}" stands
@@ -66,7 +105,9 @@ ExperimentPlan load_experiment(const std::string& path, const std::vector<uint64
       names.insert(cfg.name);
       plan.runs.push_back(cfg);
     }
+    names.clear();  // a later seed's teachers are its own earlier stages
   }
+  check_comparison_is_ours(plan.out);
   return plan;
 }
 
@@ -87,12 +128,22 @@ Comparison run_experiment(const ExperimentPlan& plan, bool force) {
       action = static_cast<Action>(dist::sum({dist::is_main() ? static_cast<double>(action) : 0.0})[0]);
     if (action == kKeep) {
       spdlog::info("{}: complete, kept (pass --force to redo)", cfg.out);
-    } else if (action == kResume) {
-      spdlog::info("{}: interrupted, resuming", cfg.out);
-      execute_run(cfg, /*overwrite=*/false, /*resume=*/true);
     } else {
-      if (complete && !same) spdlog::info("{}: configuration changed, running it again", cfg.out);
-      execute_run(cfg, /*overwrite=*/true);
+      try {
+        if (action == kResume) {
+          spdlog::info("{}: interrupted, resuming", cfg.out);
+          execute_run(cfg, /*overwrite=*/false, /*resume=*/true);
+        } else {
+          if (complete && !same) spdlog::info("{}: configuration changed, running it again", cfg.out);
+          execute_run(cfg, /*overwrite=*/true);
+        }
+      } catch (const Interrupted&) {
+        throw;
+      } catch (const UsageError& e) {
+        usage_fail("stage {} (seed {}): {}", cfg.name, cfg.runtime.seed, e.what());
+      } catch (const Error& e) {
+        fail("stage {} (seed {}): {}", cfg.name, cfg.runtime.seed, e.what());
+      }
     }
     summaries.push_back(read_summary(cfg.out));
   }

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <ctime>
+#include <optional>
 
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
@@ -14,6 +15,7 @@
 #include "kd/core/runtime.h"
 #include "kd/data/split.h"
 #include "kd/detect/run.h"
+#include "kd/distill/run_dir.h"
 #include "kd/distill/trainer.h"
 #include "kd/eval/classify.h"
 #include "kd/eval/profile.h"
@@ -27,7 +29,40 @@ bool is_torchscript_path(const std::string& arch) {
                              arch.rfind(".pth") == arch.size() - 4) && fs::is_regular_file(arch);
 }
 
+std::unique_ptr<Model> make_student(const RunConfig& cfg, const Dataset& train);
+
+// One forward pass over two training images before the first epoch: an architecture that cannot
+// take this data (a 1x1 image, width=0) fails now, in one line naming both.
+void probe_student(Model& m, const RunConfig& cfg, const Dataset& train) {
+  try {
+    torch::NoGradGuard no_grad;
+    m.train(false);
+    auto x = train.images.narrow(0, 0, std::min<int64_t>(2, train.size())).to(torch::kFloat32).div(255.0);
+    auto y = m.forward(x);
+    KD_CHECK(y.dim() == 2 && y.size(0) == x.size(0) && y.size(1) == train.num_classes(),
+             "it returns {} for {} images of {} classes", c10::str(y.sizes()), x.size(0), train.num_classes());
+  } catch (const std::exception& e) {
+    std::string why = e.what();
+    if (const auto* c = dynamic_cast<const c10::Error*>(&e)) why = c->what_without_backtrace();
+    fail("model {} cannot take the data's {} images: {}", cfg.arch, c10::str(train.images.sizes().slice(1)),
+         why.substr(0, why.find('\n')));
+  }
+}
+
 std::unique_ptr<Model> build_student(const RunConfig& cfg, const Dataset& train) {
+  std::unique_ptr<Model> m;
+  try {
+    m = make_student(cfg, train);
+  } catch (const c10::Error& e) {
+    const std::string why = e.what_without_backtrace();
+    fail("model {} cannot be built for the data's {} images: {}", cfg.arch, c10::str(train.images.sizes().slice(1)),
+         why.substr(0, why.find('\n')));
+  }
+  probe_student(*m, cfg, train);
+  return m;
+}
+
+std::unique_ptr<Model> make_student(const RunConfig& cfg, const Dataset& train) {
   ModelSpec spec;
   spec.input_shape = {train.images.size(1), train.images.size(2), train.images.size(3)};
   spec.class_names = train.class_names;
@@ -48,15 +83,26 @@ std::unique_ptr<Model> build_student(const RunConfig& cfg, const Dataset& train)
 }  // namespace
 
 RunData load_run_data(const DataConfig& cfg, const std::string& mode) {
-  ImageOptions img{cfg.channels, cfg.height, cfg.width};
-  Dataset full = load_dataset(cfg.source, "train", img);
+  const ImageOptions img{cfg.channels, cfg.height, cfg.width};
+  // IDX data is resized after the split and the limit: only the images kept are resized.
+  const bool resize_later = is_idx_source(cfg.source);
+  const ImageOptions load_as = resize_later ? ImageOptions{} : img;
+  Dataset full = load_dataset(cfg.source, "train", load_as);
   Split split = resolve_split(cfg.split, full.labels, cfg.train_ratio, cfg.split_seed, cfg.source);
   RunData d;
   d.train = full.subset(split.train);
   d.eval = full.subset(split.eval);
   if (has_part(cfg.source, "test")) {
-    d.test = load_dataset(cfg.source, "test", img);
+    d.test = load_dataset(cfg.source, "test", load_as);
     d.test_name = "test";
+    // The test part must fit what is trained on: found now, not after the last epoch.
+    KD_CHECK(d.test.images.sizes().slice(1) == d.train.images.sizes().slice(1),
+             "{}: its test images are {} but its training images {}", cfg.source,
+             c10::str(d.test.images.sizes().slice(1)), c10::str(d.train.images.sizes().slice(1)));
+    const int64_t test_max = d.test.size() ? d.test.labels.max().item<int64_t>() : -1;
+    KD_CHECK(test_max < d.train.num_classes(), "{}: its test labels go up to {} but training has {} classes",
+             d.test.source, test_max, d.train.num_classes());
+    d.test.class_names = d.train.class_names;
   } else {
     d.test = d.eval;
     d.test_name = "eval";
@@ -73,7 +119,11 @@ RunData load_run_data(const DataConfig& cfg, const std::string& mode) {
     d.eval = select_classes(d.eval, cfg.classes);
     d.test = select_classes(d.test, cfg.classes);
   }
+  if (resize_later)
+    for (Dataset* part : {&d.train, &d.eval, &d.test}) part->images = resize_images(part->images, img);
   KD_CHECK(d.train.size() > 0, "{}: no training samples", cfg.source);
+  KD_CHECK(d.eval.size() > 0, "{}: the {:.0f}/{:.0f} split leaves no eval images ({} images over {} classes)",
+           cfg.source, 100 * cfg.train_ratio, 100 - 100 * cfg.train_ratio, full.size(), full.num_classes());
   if (cfg.labeled_fraction < 1.0) {
     auto [labeled, rest] = stratified_fraction(d.train.labels, cfg.labeled_fraction, cfg.split_seed);
     KD_CHECK(labeled.numel() > 0, "labeled fraction {} of {} training images keeps no labels",
@@ -116,6 +166,7 @@ DistillOptions distill_options(const RunConfig& cfg) {
 }
 
 std::shared_ptr<Model> load_teacher(const std::string& path, const Dataset& train) {
+  warn_if_unfinished_run(path, "teacher");
   std::shared_ptr<Model> teacher = load_model(path);
   const auto& ts = teacher->spec();
   if (ts.input_shape.size() == 3)
@@ -146,19 +197,37 @@ nlohmann::json execute_run(const RunConfig& requested, bool overwrite, bool resu
   // directory, the others train and return once the weights are final.
   dist::init_from_environment();
   const bool main_rank = dist::is_main();
-  if (main_rank && resume) {
-    KD_CHECK(!fs::exists(dir / "summary.json"), "{}: the run has finished (summary.json); nothing to resume", cfg.out);
-    fs::remove(dir / "error.txt");
-  } else if (main_rank && fs::exists(dir) && !fs::is_empty(dir)) {
-    if (!overwrite) usage_fail("{}: run directory exists (pass --force to replace it)", cfg.out);
-    fs::remove_all(dir);
+  InterruptGuard interrupts;  // Ctrl-C or SIGTERM: error.txt says so, and --resume continues
+  std::optional<RunDirLock> lock;
+  if (main_rank) {
+    std::vector<ProtectedPath> inputs = {{"teacher", cfg.distill.teacher}, {"data", cfg.data.source},
+                                         {"unlabeled data", cfg.data.unlabeled}, {"split manifest", cfg.data.split}};
+    for (const auto& t : cfg.distill.teachers) inputs.emplace_back("teacher", t);
+    if (is_torchscript_path(cfg.arch)) inputs.emplace_back("TorchScript student", cfg.arch);
+    check_output_location(dir, inputs);
+    using Claim = RunDirLock::Claim;
+    lock.emplace(RunDirLock::claim(dir, resume ? Claim::kResume : overwrite ? Claim::kReplace : Claim::kFresh));
+    if (resume) {
+      KD_CHECK(!fs::exists(dir / "summary.json"), "{}: the run has finished (summary.json); nothing to resume", cfg.out);
+      if (fs::exists(dir / "checkpoints" / "config.yaml")) {
+        const std::string changed = config_changes(read_text(dir / "checkpoints" / "config.yaml"), to_yaml(cfg));
+        if (!changed.empty())
+          usage_fail("{}: config.yaml was edited since the run started ({}); a resumed run keeps its "
+                     "configuration: restore it, or start again with --force",
+                     cfg.out, changed);
+      }
+      fs::remove(dir / "error.txt");
+    }
   }
   torch::Device device = init_runtime(
       {cfg.runtime.device, cfg.runtime.threads, cfg.runtime.seed, cfg.runtime.deterministic});
-  if (main_rank) {
-    fs::create_directories(dir);
-    if (!resume) write_text_atomically(dir / "config.yaml", to_yaml(cfg));
+  if (main_rank && !resume) {
+    // config.yaml is the user's to read; the copy under checkpoints/ is what a resume checks
+    // it against, so an edited config.yaml is refused instead of silently changing the run.
+    write_text_atomically(dir / "config.yaml", to_yaml(cfg));
+    write_text_atomically(dir / "checkpoints" / "config.yaml", to_yaml(cfg));
   }
+
   dist::barrier();  // the directory is ready (and a resume's checkpoint is in place)
   spdlog::info("run {} ({}), {}{}", cfg.out, cfg.mode, runtime_summary(),
                dist::active() ? fmt::format(", rank {} of {}", dist::rank(), dist::world_size()) : "");

@@ -3,8 +3,10 @@
 #include <cstdlib>
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
+#include "kd/core/crc.h"
 #include "kd/core/distributed.h"
 #include "kd/core/error.h"
 #include "kd/core/fs.h"
@@ -48,28 +50,74 @@ std::string teacher_cache_key(Model& teacher, const Dataset& data) {
   return fmt::format("{:016x}-{:016x}", model_hash.h, data_hash.h);
 }
 
+namespace {
+
+// Teacher logits must be finite and of a size a classifier produces; anything else is damage
+// (or a broken teacher) and must not become a training target.
+constexpr double kMaxAbsLogit = 1e4;
+
+std::string logits_problem(const torch::Tensor& logits, int64_t rows) {
+  if (logits.dim() != 2 || logits.size(0) != rows)
+    return fmt::format("shape {}, expected [{}, classes]", c10::str(logits.sizes()), rows);
+  if (!torch::isfinite(logits).all().item<bool>()) return "non-finite values";
+  if (logits.numel() > 0 && logits.abs().max().item<double>() > kMaxAbsLogit)
+    return fmt::format("values beyond +-{:g}", kMaxAbsLogit);
+  return "";
+}
+
+// The CRC-32 covers the key (an entry copied under another name fails) and the values.
+uint32_t entry_crc(const std::string& key, const torch::Tensor& logits) {
+  auto c = logits.contiguous();
+  return crc32_bytes(c.data_ptr(), static_cast<size_t>(c.numel()) * c.element_size(),
+                     crc32_bytes(key.data(), key.size()));
+}
+
+// An entry: logits plus the CRC-32; a mismatch or damage reads as a miss with the reason.
+std::string read_entry(const std::string& path, const std::string& key, int64_t rows, torch::Tensor& logits) {
+  torch::Tensor crc;
+  try {
+    torch::serialize::InputArchive a;
+    a.load_from(path);
+    a.read("logits", logits);
+    a.read("crc32", crc);
+  } catch (const c10::Error&) {
+    return "unreadable";
+  }
+  if (crc.numel() != 1 || crc.scalar_type() != torch::kInt64 || logits.scalar_type() != torch::kFloat32)
+    return "unreadable";
+  if (auto why = logits_problem(logits, rows); !why.empty()) return why;
+  if (static_cast<uint32_t>(crc.item<int64_t>()) != entry_crc(key, logits)) return "CRC-32 mismatch";
+  return "";
+}
+
+}  // namespace
+
 CachedLogits cached_teacher_logits(Model& teacher, const Dataset& data, const std::string& dir,
                                    int64_t batch_size, torch::Device device, bool all_ranks) {
   all_ranks = all_ranks && dist::active();
   CachedLogits out;
-  out.path = (fs::path(dir) / ("teacher-" + teacher_cache_key(teacher, data) + ".pt")).string();
+  const std::string key = teacher_cache_key(teacher, data);
+  out.path = (fs::path(dir) / ("teacher-" + key + ".pt")).string();
   if (fs::exists(out.path)) {
-    try {
-      torch::load(out.logits, out.path);
-      out.hit = out.logits.dim() == 2 && out.logits.size(0) == data.size();
-    } catch (const c10::Error&) {
-      // A damaged entry is recomputed and replaced below.
-    }
+    const std::string why = read_entry(out.path, key, data.size(), out.logits);
+    out.hit = why.empty();
+    if (!out.hit) spdlog::warn("teacher cache {}: {}; recomputing it", out.path, why);
   }
   // Ranks on other machines have other caches: use the entry only if every rank has it.
   if (all_ranks) out.hit = dist::sum({out.hit ? 1.0 : 0.0})[0] == static_cast<double>(dist::world_size());
   if (out.hit) return out;
   out.logits = all_ranks ? predict_logits_all_ranks(teacher, data, batch_size, device)
                          : predict_logits(teacher, data, batch_size, device);
+  if (auto why = logits_problem(out.logits, data.size()); !why.empty())
+    fail("the teacher's logits over the training images have {}: the teacher is broken, not the student's settings",
+         why);
   if (all_ranks && !dist::is_main()) return out;
   try {
     write_atomically(out.path, [&](const fs::path& tmp) {
-      write_serialized(tmp, [&](std::ostream& s) { torch::save(out.logits, s); });
+      torch::serialize::OutputArchive a;
+      a.write("logits", out.logits);
+      a.write("crc32", torch::tensor(static_cast<int64_t>(entry_crc(key, out.logits))));
+      write_serialized(tmp, [&](std::ostream& s) { a.save_to(s); });
     });
   } catch (const std::exception&) {
     // The cache is an optimisation: a read-only or full disk must not fail the run.

@@ -100,10 +100,12 @@ TrainResult Trainer::fit(Model& student, Strategy& strategy, const Dataset& trai
   int64_t first_epoch = 1;
   // Every rank reads the checkpoint (the run directory must be visible to all of them).
   if (resume_ && has_dir) {
-    if (auto found = find_checkpoint(dir)) {
+    auto load = [&](const FoundCheckpoint& c) {
+      load_training_state(c.folder, student, *optimizer, extra, device_);
+      strategy.load_state(c.folder.string(), student);
+    };
+    if (auto found = find_checkpoint(dir, load)) {
       const fs::path f = found->folder;
-      load_training_state(f, student, *optimizer, extra, device_);
-      strategy.load_state(f.string(), student);
       first_epoch = found->state.epoch + 1;
       result.best_eval_top1 = found->state.best_score;
       result.best_epoch = found->state.best_epoch;
@@ -133,6 +135,7 @@ TrainResult Trainer::fit(Model& student, Strategy& strategy, const Dataset& trai
     Progress progress(fmt::format("epoch {}/{}", epoch, cfg_.epochs), iters);
     auto t0 = std::chrono::steady_clock::now();
     for (int64_t i = 0; i < iters; ++i) {
+      check_interrupted();
       const double lr = scheduled_lr(cfg_, (epoch - 1) * iters + i, iters);
       set_lr(*optimizer, lr);
       Batch batch = loader.get(i);

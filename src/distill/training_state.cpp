@@ -25,6 +25,9 @@ void load_archive(const fs::path& p, torch::Device device,
   }
 }
 
+void load_training_state_unchecked(const fs::path& folder, Model& model, torch::optim::Optimizer& optimizer,
+                                   const std::vector<torch::Tensor>& extra, torch::Device device);
+
 }  // namespace
 
 void save_training_state(const fs::path& folder, Model& model, torch::optim::Optimizer& optimizer,
@@ -44,6 +47,20 @@ void save_training_state(const fs::path& folder, Model& model, torch::optim::Opt
 
 void load_training_state(const fs::path& folder, Model& model, torch::optim::Optimizer& optimizer,
                          const std::vector<torch::Tensor>& extra, torch::Device device) {
+  // The CRCs in state.json prove the bytes are the ones written, not that they were written by
+  // kd: a damaged archive with a forged CRC fails here as a kd::Error, so the caller falls back.
+  try {
+    load_training_state_unchecked(folder, model, optimizer, extra, device);
+  } catch (const c10::Error& e) {
+    const std::string why = e.what_without_backtrace();
+    fail("{}: cannot load ({})", folder.string(), why.substr(0, why.find('\n')));
+  }
+}
+
+namespace {
+
+void load_training_state_unchecked(const fs::path& folder, Model& model, torch::optim::Optimizer& optimizer,
+                                   const std::vector<torch::Tensor>& extra, torch::Device device) {
   model.load((folder / "model.pt").string());
   load_archive(folder / "optimizer.pt", device, [&](torch::serialize::InputArchive& a) { optimizer.load(a); });
   if (!extra.empty())
@@ -61,5 +78,7 @@ void load_training_state(const fs::path& folder, Model& model, torch::optim::Opt
   std::lock_guard<std::mutex> lock(gen.mutex());
   gen.set_state(rng);
 }
+
+}  // namespace
 
 }  // namespace kd

@@ -1,14 +1,20 @@
 #include "kd/models/model.h"
 
+#include <algorithm>
 #include <filesystem>
+#include <fstream>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <torch/script.h>
 #include <torch/torch.h>
 
+#include <spdlog/spdlog.h>
+
+#include "kd/core/crc.h"
 #include "kd/core/error.h"
 #include "kd/core/fs.h"
+#include "kd/core/json.h"
 #include "kd/models/registry.h"
 
 namespace kd {
@@ -54,7 +60,45 @@ int64_t Model::num_parameters() {
 
 namespace {
 
+// torch.jit.save writes an uncompressed zip; LibTorch inflates whatever an entry claims. The
+// central directory is read first (bounded: 64 KiB of end record, one entry at a time) and a
+// compressed entry that expands more than 100-fold, or more than 16 GiB in all, is refused: a
+// 4 MB zip bomb otherwise costs 4.4 GB before LibTorch gives up.
+void check_zip_sizes(const std::string& path) {
+  KD_CHECK(fs::is_regular_file(path), "{}: not a regular file", path);
+  std::ifstream in(path, std::ios::binary);
+  KD_CHECK(in, "{}: cannot read", path);
+  const uint64_t size = fs::file_size(path);
+  const uint64_t tail = std::min<uint64_t>(size, 22 + 65535);
+  std::string end(tail, '\0');
+  in.seekg(static_cast<std::streamoff>(size - tail));
+  in.read(end.data(), static_cast<std::streamsize>(tail));
+  auto u16 = [](const std::string& b, size_t at) { return uint32_t(uint8_t(b[at])) | (uint32_t(uint8_t(b[at + 1])) << 8); };
+  auto u32 = [&](const std::string& b, size_t at) { return u16(b, at) | (u16(b, at + 2) << 16); };
+  const auto eocd = end.rfind(std::string("PK\x05\x06", 4));
+  if (eocd == std::string::npos || eocd + 22 > end.size()) return;  // not a zip: LibTorch says so
+  const uint32_t entries = u16(end, eocd + 10), dir_size = u32(end, eocd + 12), dir_at = u32(end, eocd + 16);
+  if (dir_size == 0xFFFFFFFFu || dir_at == 0xFFFFFFFFu || uint64_t(dir_at) + dir_size > size) return;  // zip64: sizes below
+  std::string dir(dir_size, '\0');
+  in.seekg(dir_at);
+  in.read(dir.data(), dir_size);
+  KD_CHECK(in, "{}: cannot read its zip directory", path);
+  uint64_t total = 0;
+  size_t at = 0;
+  for (uint32_t i = 0; i < entries && at + 46 <= dir.size(); ++i) {
+    if (u32(dir, at) != 0x02014b50u) break;
+    const uint32_t method = u16(dir, at + 10), packed = u32(dir, at + 20), unpacked = u32(dir, at + 24);
+    total += unpacked;
+    KD_CHECK(method == 0 || unpacked <= 100ull * packed + (1u << 20),
+             "{}: a zip entry expands {} bytes to {} (a zip bomb? torch.jit.save does not compress)", path, packed,
+             unpacked);
+    KD_CHECK(total <= (uint64_t(16) << 30), "{}: its zip entries hold more than 16 GiB", path);
+    at += 46 + u16(dir, at + 28) + u16(dir, at + 30) + u16(dir, at + 32);
+  }
+}
+
 torch::jit::Module load_script_module(const std::string& path, torch::Device device) {
+  check_zip_sizes(path);
   try {
     return torch::jit::load(path, device);
   } catch (const c10::Error& e) {
@@ -182,12 +226,35 @@ class ScriptModel final : public Model {
   }
 
  protected:
+  // Foreign code runs here: its exceptions (a Python traceback) become one line naming the
+  // model, and an output that is not one row per image is refused before it is indexed.
   torch::Tensor forward_normalized(const torch::Tensor& x) override {
-    auto out = module_.forward({x});
-    if (out.isTensor()) return out.toTensor();
-    if (out.isTuple()) return out.toTupleRef().elements().at(0).toTensor();
-    fail("TorchScript model {}: forward must return a tensor (or a tuple starting with one)",
-         spec_.arch);
+    c10::IValue out;
+    try {
+      out = module_.forward({x});
+    } catch (const c10::Error& e) {
+      fail("TorchScript model {} raised: {}", spec_.arch, last_line(e.what_without_backtrace()));
+    } catch (const std::exception& e) {
+      fail("TorchScript model {} raised: {}", spec_.arch, last_line(e.what()));
+    }
+    torch::Tensor y;
+    if (out.isTensor())
+      y = out.toTensor();
+    else if (out.isTuple() && !out.toTupleRef().elements().empty() && out.toTupleRef().elements()[0].isTensor())
+      y = out.toTupleRef().elements()[0].toTensor();
+    else
+      fail("TorchScript model {}: forward must return a tensor (or a tuple starting with one)", spec_.arch);
+    KD_CHECK(y.dim() >= 2 && y.size(0) == x.size(0), "TorchScript model {}: returned shape {} for a batch of {} images",
+             spec_.arch, c10::str(y.sizes()), x.size(0));
+    return y;
+  }
+  // A TorchScript error ends with the raised exception ("RuntimeError: ..."), after the traceback.
+  static std::string last_line(std::string text) {
+    while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+    const auto nl = text.rfind('\n');
+    std::string line = nl == std::string::npos ? text : text.substr(nl + 1);
+    while (!line.empty() && line.front() == ' ') line.erase(0, 1);
+    return line.substr(0, 300);
   }
   std::pair<torch::Tensor, std::vector<torch::Tensor>> forward_features_normalized(
       const torch::Tensor& x, const std::vector<std::string>& layers) override {
@@ -266,6 +333,28 @@ std::unique_ptr<Model> load_torchscript(const std::string& path) {
   return create_model(spec);
 }
 
+namespace {
+
+// model.json records model.pt's size and CRC-32 (save_model): flipped bytes or a swapped file
+// fail here with one line instead of loading wrong weights.
+void verify_weights(const nlohmann::json& desc, const fs::path& weights, const fs::path& desc_path) {
+  if (!desc.contains("weights")) {
+    spdlog::warn("{}: no checksum for model.pt (written by an older kd); loading it unverified", desc_path.string());
+    return;
+  }
+  const auto& w = desc["weights"];
+  KD_CHECK(w.is_object(), "{}: 'weights' must be an object", desc_path.string());
+  uint64_t bytes = 0;
+  const uint32_t crc = file_crc32(weights, &bytes);
+  const auto want_bytes = json_int<uint64_t>(w.value("bytes", nlohmann::json()), desc_path.string() + ": weights.bytes");
+  const auto want_crc = json_int<uint32_t>(w.value("crc32", nlohmann::json()), desc_path.string() + ": weights.crc32");
+  KD_CHECK(bytes == want_bytes, "{}: {} bytes, but model.json says {} (truncated or replaced)", weights.string(), bytes,
+           want_bytes);
+  KD_CHECK(crc == want_crc, "{}: CRC-32 mismatch with model.json (the file is corrupt)", weights.string());
+}
+
+}  // namespace
+
 std::unique_ptr<Model> load_model(const std::string& run_or_pt) {
   fs::path p(run_or_pt);
   if (fs::is_regular_file(p)) return load_torchscript(run_or_pt);
@@ -280,6 +369,7 @@ std::unique_ptr<Model> load_model(const std::string& run_or_pt) {
     fail("{}: not valid JSON ({})", desc.string(), e.what());
   }
   ModelSpec spec = ModelSpec::from_json(j, desc.string());
+  verify_weights(j, weights, desc);
   std::unique_ptr<Model> model;
   if (spec.kind == "torchscript") {
     model = std::make_unique<ScriptModel>(spec, load_script_module(weights.string(), torch::kCPU));
@@ -302,8 +392,13 @@ std::vector<torch::Tensor> model_buffers(Model& model) {
 }
 
 void save_model(Model& model, const std::string& dir) {
-  write_atomically(fs::path(dir) / "model.pt", [&](const fs::path& tmp) { model.save(tmp.string()); });
-  write_text_atomically(fs::path(dir) / "model.json", model.spec().to_json().dump(2) + "\n");
+  const fs::path weights = fs::path(dir) / "model.pt";
+  write_atomically(weights, [&](const fs::path& tmp) { model.save(tmp.string()); });
+  nlohmann::json j = model.spec().to_json();
+  uint64_t bytes = 0;
+  const uint32_t crc = file_crc32(weights, &bytes);
+  j["weights"] = {{"file", "model.pt"}, {"bytes", bytes}, {"crc32", crc}};
+  write_text_atomically(fs::path(dir) / "model.json", j.dump(2) + "\n");
 }
 
 }  // namespace kd

@@ -47,7 +47,7 @@ TEST(Idx, RejectsTruncatedAndTrailingData) {
   write_bytes(dir / "short", {0, 0, 0x08, 0x02, 0, 0, 0, 2, 0, 0, 0, 3, 1, 2, 3});
   EXPECT_KD_ERROR(kd::read_idx(dir / "short"), "truncated IDX data (3 bytes, header says 6)");
   write_bytes(dir / "long", {0, 0, 0x08, 0x01, 0, 0, 0, 1, 9, 9});
-  EXPECT_KD_ERROR(kd::read_idx(dir / "long"), "1 trailing bytes");
+  EXPECT_KD_ERROR(kd::read_idx(dir / "long"), "trailing bytes after the IDX data");
   write_bytes(dir / "header", {0, 0, 0x08, 0x03, 0, 0});
   EXPECT_KD_ERROR(kd::read_idx(dir / "header"), "truncated IDX header");
 }

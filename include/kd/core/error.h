@@ -19,6 +19,28 @@ class UsageError : public Error {
   using Error::Error;
 };
 
+// SIGINT or SIGTERM arrived during a run (see InterruptGuard). Exit code 128 + signal.
+class Interrupted : public Error {
+ public:
+  Interrupted(int signal, const std::string& what) : Error(what), signal_(signal) {}
+  int signal() const { return signal_; }
+
+ private:
+  int signal_;
+};
+
+// While one lives, SIGINT and SIGTERM only set a flag, which check_interrupted() turns into an
+// Interrupted error at the next safe point (a batch boundary), so the run records error.txt and
+// the CLI says why it stopped. A second signal kills the process as usual.
+class InterruptGuard {
+ public:
+  InterruptGuard();
+  ~InterruptGuard();
+  InterruptGuard(const InterruptGuard&) = delete;
+  InterruptGuard& operator=(const InterruptGuard&) = delete;
+};
+void check_interrupted();
+
 template <typename... Args>
 [[noreturn]] void fail(fmt::format_string<Args...> f, Args&&... args) {
   throw Error(fmt::format(f, std::forward<Args>(args)...));

@@ -57,6 +57,9 @@ Normalization compute_normalization(const Dataset& data);
 // Returns false from has_part() when the source has no such part (e.g. no test split).
 Dataset load_dataset(const std::string& spec, const std::string& part, const ImageOptions& opts);
 bool has_part(const std::string& spec, const std::string& part);
+// IDX sources load at their stored size and are resized (resize_images) once sliced: cheap to
+// load whole, costly to resize whole (70,000 images at 128x128 as floats is 4.6 GB).
+bool is_idx_source(const std::string& spec);
 
 // Image folder: root/<class>/<image>, PNG or JPEG, decoded with OpenCV.
 Dataset load_image_folder(const std::string& root, const ImageOptions& opts);

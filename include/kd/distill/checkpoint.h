@@ -36,9 +36,11 @@ struct FoundCheckpoint {
   std::filesystem::path folder;
   ResumeState state;
 };
-// The newest verified checkpoint of a run, if any; corrupt or unreadable ones are warned about
-// (by file) and skipped.
-std::optional<FoundCheckpoint> find_checkpoint(const std::filesystem::path& run_dir);
+// The newest verified checkpoint of a run that `load` accepts, if any; corrupt or unreadable
+// ones, and ones whose load throws a kd::Error (a forged CRC over a damaged archive), are warned
+// about (by file) and skipped for the one before.
+std::optional<FoundCheckpoint> find_checkpoint(const std::filesystem::path& run_dir,
+                                               const std::function<void(const FoundCheckpoint&)>& load = {});
 
 // What every training loop puts in a checkpoint folder: model.pt, optimizer.pt, strategy.pt (the
 // learned tensors outside the model, e.g. hint adapters: p0, p1, ...) and rng.pt (torch's CPU

@@ -112,6 +112,9 @@ struct RunConfig {
 };
 
 std::string to_yaml(const RunConfig& cfg);
+// The keys whose values differ between two to_yaml texts, as "train.epochs: 20 -> 5, ..."; empty
+// when they agree.
+std::string config_changes(const std::string& before, const std::string& after);
 // Overlays the keys present in `node` onto `cfg`; an unknown key or a value of the wrong type
 // throws kd::Error naming `where` and the key path (e.g. "exp.yaml: train.optim.lr").
 void apply_yaml(RunConfig& cfg, const YAML::Node& node, const std::string& where);
