@@ -12,7 +12,15 @@ void add_data_options(CLI::App& cmd, DataConfig& d) {
       ->capture_default_str();
   cmd.add_option("--split-seed", d.split_seed, "seed of the train/eval split")->capture_default_str();
   cmd.add_option("--limit", d.limit, "use a stratified slice of N training images (smoke tests)")
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Validator(
+          [](std::string& v) {
+            try {
+              return std::stoll(v) >= 1 ? std::string() : "must be a positive number of images, got " + v;
+            } catch (const std::exception&) {
+              return "must be a positive number of images, got " + v;
+            }
+          },
+          "N >= 1"));
   cmd.add_option("--labeled-fraction", d.labeled_fraction,
                  "keep the labels of this stratified share of the training split (semi: the rest is unlabeled)")
       ->capture_default_str();

@@ -9,7 +9,7 @@ namespace {
 volatile std::sig_atomic_t g_signal = 0;
 int g_guards = 0;
 
-extern "C" void on_stop_signal(int sig) {
+void on_stop_signal(int sig) {
   g_signal = sig;
   std::signal(sig, SIG_DFL);  // the next one is not delayed
 }

@@ -77,18 +77,19 @@ ImageSize encoded_image_size(std::string_view b) {
     return {be32(b, 16), be32(b, 20)};
   }
   if (b.size() >= 4 && uint8_t(b[0]) == 0xFF && uint8_t(b[1]) == 0xD8) return jpeg_size(b);
-  if (b.size() >= 2 && b.substr(0, 2) == "BM") return bmp_size(b);
-  fail("not a PNG, JPEG or BMP image ({} bytes)", b.size());
+  fail("not a PNG or JPEG image ({} bytes)", b.size());
 }
 
-cv::Mat decode_checked(std::string_view bytes, int flags, int64_t max_pixels) {
+cv::Mat decode_checked(std::string_view bytes, int flags, int64_t max_pixels, bool allow_bmp) {
   // OpenCV logs its own warnings (findDecoder, ...) to stderr; kd reports errors in one line.
   static const bool quiet = [] {
     cv::utils::logging::setLogLevel(cv::utils::logging::LOG_LEVEL_SILENT);
     return true;
   }();
   (void)quiet;
-  const ImageSize size = encoded_image_size(bytes);
+  // BMP only from image folders on disk: uploads stay PNG or JPEG (the decoders fuzzed here).
+  const bool bmp = allow_bmp && bytes.size() >= 2 && bytes.substr(0, 2) == "BM";
+  const ImageSize size = bmp ? bmp_size(bytes) : encoded_image_size(bytes);
   KD_CHECK(size.width > 0 && size.height > 0, "image header says {}x{} pixels", size.width, size.height);
   // Divided, not multiplied: header sizes go up to 2^32 each (found by fuzz_image_bytes).
   KD_CHECK(size.width <= max_pixels / size.height, "image is {}x{} pixels, more than the limit of {}", size.width,
@@ -121,7 +122,7 @@ cv::Mat read_image_file(const std::string& path, int flags, int64_t max_pixels) 
   in.read(data.data(), static_cast<std::streamsize>(data.size()));
   KD_CHECK(in.gcount() == static_cast<std::streamsize>(data.size()), "{}: cannot read", path);
   try {
-    return decode_checked(data, flags, max_pixels);
+    return decode_checked(data, flags, max_pixels, /*allow_bmp=*/true);
   } catch (const Error& e) {
     fail("{}: {}", path, e.what());
   }
@@ -130,7 +131,7 @@ cv::Mat read_image_file(const std::string& path, int flags, int64_t max_pixels) 
 torch::Tensor decode_image(std::string_view bytes, const ImageOptions& opts, int64_t max_pixels) {
   const int channels = opts.channels > 0 ? opts.channels : 3;
   KD_CHECK(channels == 1 || channels == 3, "image channels must be 1 or 3, got {}", channels);
-  cv::Mat img = decode_checked(bytes, channels == 1 ? cv::IMREAD_GRAYSCALE : cv::IMREAD_COLOR, max_pixels);
+  cv::Mat img = decode_checked(bytes, channels == 1 ? cv::IMREAD_GRAYSCALE : cv::IMREAD_COLOR, max_pixels, false);
   const int h = opts.height > 0 ? opts.height : img.rows;
   const int w = opts.width > 0 ? opts.width : img.cols;
   return fit_image(img, channels, h, w);

@@ -14,9 +14,9 @@ namespace kd {
 constexpr int64_t kMaxImageFilePixels = int64_t(1) << 26;  // 64 Mpx, e.g. 8192 x 8192
 constexpr int64_t kMaxImageFileBytes = int64_t(1) << 28;   // 256 MiB
 
-// Header checks (format, pixel limit, a PNG's chunks and CRCs), then cv::imdecode with `flags`;
+// Header checks (PNG or JPEG, or BMP where allow_bmp; pixel limit, a PNG's chunks and CRCs), then cv::imdecode with `flags`;
 // kd::Error on any failure, and OpenCV/libpng print nothing.
-cv::Mat decode_checked(std::string_view bytes, int flags, int64_t max_pixels);
+cv::Mat decode_checked(std::string_view bytes, int flags, int64_t max_pixels, bool allow_bmp);
 // The same for a file: only a regular file, read whole, the error naming it.
 cv::Mat read_image_file(const std::string& path, int flags, int64_t max_pixels = kMaxImageFilePixels);
 

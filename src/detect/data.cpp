@@ -116,9 +116,10 @@ bool clip_box(RawBox& b, int64_t width, int64_t height) {
   const double y2 = std::min<double>(b.y + b.h, static_cast<double>(height));
   const double x1 = std::max(0.0, b.x), y1 = std::max(0.0, b.y);
   if (!(b.w > 0 && b.h > 0) || x2 - x1 <= 0 || y2 - y1 <= 0) return false;
-  // A box mostly outside its image is a broken annotation, not one to clip to the frame
-  // ([0, 0, 1e30, 1e30] would become a full-image box).
-  if ((x2 - x1) * (y2 - y1) < 0.5 * b.w * b.h) return false;
+  // A box reaching past the border is clipped; one reaching several image sizes beyond it is a
+  // broken annotation ([0, 0, 1e30, 1e30] would become a full-image box).
+  const double W = static_cast<double>(width), H = static_cast<double>(height);
+  if (b.x + b.w > 4 * W || b.y + b.h > 4 * H || b.x < -3 * W || b.y < -3 * H) return false;
   b.x = x1;
   b.y = y1;
   b.w = x2 - x1;
@@ -272,7 +273,7 @@ DetectionDataset load_coco(const std::string& json_path, int64_t size) {
     raw[im->second].push_back(b);
   }
   if (skipped > 0)
-    spdlog::warn("{}: skipped {} box(es) with zero area, bad numbers or mostly outside their image (first: {})", json_path,
+    spdlog::warn("{}: skipped {} box(es) with zero area, bad numbers or outside their image (first: {})", json_path,
                  skipped, first_skipped);
   return assemble(std::move(info), raw, names, cat_ids, json_path, size);
 }
@@ -344,7 +345,7 @@ DetectionDataset load_voc(const std::string& root, int64_t size) {
     objs.push_back(here);
   }
   if (skipped > 0)
-    spdlog::warn("{}: skipped {} box(es) with zero area, bad numbers or mostly outside their image (first: {})", root, skipped,
+    spdlog::warn("{}: skipped {} box(es) with zero area, bad numbers or outside their image (first: {})", root, skipped,
                  first_skipped);
   std::vector<std::string> names(name_set.begin(), name_set.end());
   std::vector<int64_t> ids;

@@ -4,6 +4,7 @@
 #include <ctime>
 #include <optional>
 
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 #include <yaml-cpp/yaml.h>
@@ -55,8 +56,9 @@ std::unique_ptr<Model> build_student(const RunConfig& cfg, const Dataset& train)
     m = make_student(cfg, train);
   } catch (const c10::Error& e) {
     const std::string why = e.what_without_backtrace();
-    fail("model {} cannot be built for the data's {} images: {}", cfg.arch, c10::str(train.images.sizes().slice(1)),
-         why.substr(0, why.find('\n')));
+    fail("model {}{} cannot be built for the data's {} images: {}", cfg.arch,
+         cfg.arch_options.empty() ? "" : fmt::format(" ({})", fmt::join(cfg.arch_options, ", ")),
+         c10::str(train.images.sizes().slice(1)), why.substr(0, why.find('\n')));
   }
   probe_student(*m, cfg, train);
   return m;

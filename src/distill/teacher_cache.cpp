@@ -80,7 +80,7 @@ std::string read_entry(const std::string& path, const std::string& key, int64_t 
     a.load_from(path);
     a.read("logits", logits);
     a.read("crc32", crc);
-  } catch (const c10::Error&) {
+  } catch (const std::exception&) {  // c10::Error, or the TorchScript parser's ErrorReport
     return "unreadable";
   }
   if (crc.numel() != 1 || crc.scalar_type() != torch::kInt64 || logits.scalar_type() != torch::kFloat32)

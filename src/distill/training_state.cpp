@@ -1,6 +1,8 @@
 // save_training_state / load_training_state (kd/distill/checkpoint.h): the torch side of a
 // checkpoint, apart from checkpoint.cpp's folder and state.json handling (which its fuzz target
 // links alone).
+#include <algorithm>
+
 #include <ATen/CPUGeneratorImpl.h>
 #include <fmt/format.h>
 #include <torch/torch.h>
@@ -51,9 +53,15 @@ void load_training_state(const fs::path& folder, Model& model, torch::optim::Opt
   // kd: a damaged archive with a forged CRC fails here as a kd::Error, so the caller falls back.
   try {
     load_training_state_unchecked(folder, model, optimizer, extra, device);
+  } catch (const Error&) {
+    throw;
   } catch (const c10::Error& e) {
     const std::string why = e.what_without_backtrace();
     fail("{}: cannot load ({})", folder.string(), why.substr(0, why.find('\n')));
+  } catch (const std::exception& e) {  // the TorchScript parser's ErrorReport is no c10::Error
+    std::string why = e.what();
+    std::replace(why.begin(), why.end(), '\n', ' ');
+    fail("{}: cannot load ({})", folder.string(), why.substr(0, 200));
   }
 }
 

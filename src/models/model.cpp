@@ -102,8 +102,13 @@ torch::jit::Module load_script_module(const std::string& path, torch::Device dev
   try {
     return torch::jit::load(path, device);
   } catch (const c10::Error& e) {
-    fail("{}: not a TorchScript module saved by torch.jit.save ({})", path,
-         std::string(e.what_without_backtrace()).substr(0, 200));
+    std::string why = e.what_without_backtrace();
+    std::replace(why.begin(), why.end(), '\n', ' ');
+    fail("{}: not a TorchScript module saved by torch.jit.save ({})", path, why.substr(0, 200));
+  } catch (const std::exception& e) {  // the TorchScript parser's ErrorReport is no c10::Error
+    std::string why = e.what();
+    std::replace(why.begin(), why.end(), '\n', ' ');
+    fail("{}: not a TorchScript module saved by torch.jit.save ({})", path, why.substr(0, 200));
   }
 }
 

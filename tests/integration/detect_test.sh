@@ -62,7 +62,7 @@ cp -r det/images images
 expect_error 1 "annotation id 4: missing 'bbox'" "$KD" train --arch effdet-d0 --data bad.json --out bad1 --epochs 1
 expect_error 1 "unknown category_id 99" "$KD" train --arch effdet-d0 --data badcat.json --out bad2 --epochs 1
 [ -f bad1/error.txt ] && [ ! -f bad1/summary.json ] && echo "ok   failed run is visibly incomplete" || { echo "FAIL bad1 state"; fails=$((fails+1)); }
-expect_error 1 "cannot read or decode" "$KD" predict d0 /etc/hostname
+expect_error 1 "/etc/hostname: not a PNG or JPEG image" "$KD" predict d0 /etc/hostname
 expect_error 2 "detection runs support modes train and offline" "$KD" distill --mode semi --teacher d1 --student effdet-d0 --labeled-fraction 0.5 --out bad3 "${COMMON[@]}"
 expect_error 1 "teacher d0 detects" "$KD" distill --teacher d0 --student effdet-d0 --data det/voc --size 64 --out bad4 --epochs 1
 expect_error 1 "not a detection dataset" "$KD" train --arch effdet-d0 --data /tmp --out bad5 --epochs 1

@@ -148,7 +148,7 @@ expect_error 1 "small: its test images are [1, 14, 14] but its training images [
 ok_if "refused before training (no metrics.jsonl)" "not __import__('os').path.exists('s1/metrics.jsonl')"
 expect_error 1 "leaves no eval images (20 images over 20 classes)" "$KD" train --data single --out s2 --epochs 1
 expect_error 1 "model fmnist-student cannot" "$KD" train --size 1 --out s3 "${C[@]}"
-expect_error 1 "model fmnist-student" "$KD" train --arch-opt width=0 --out s4 "${C[@]}"
+expect_error 1 "model fmnist-student (width=0) cannot be built" "$KD" train --arch-opt width=0 --out s4 "${C[@]}"
 "$KD" data make-detection --out det --images 12 --test-images 4 --seed 0 >/dev/null 2>&1
 $PY - <<'EOF'
 import json
@@ -190,7 +190,8 @@ expect_error 1 "folder/a/0.png: truncated PNG" "$KD" train --data folder --size 
 rm folder/a/0.png
 check "hidden folders are not classes" "$KD" train --data folder --size 16 --out i2 --epochs 1 --no-latency
 ok_if "two classes" "__import__('json').load(open('i2/model.json'))['class_names'] == ['a', 'b']"
-$PY - <<'EOF'
+# TorchScript compiles from source: the script must be a file.
+cat >make_ts.py <<'EOF'
 import torch
 class Raises(torch.nn.Module):
     def forward(self, x):
@@ -206,14 +207,16 @@ for name, m in (('raises', Raises()), ('one', One())):
     torch.jit.save(torch.jit.script(m), name + '.pt')
     json.dump({"task": "classify", "class_names": names, "input_shape": [1, 28, 28]}, open(name + '.json', 'w'))
 EOF
+$PY make_ts.py
 expect_error 1 "TorchScript model raises.pt raised:" "$KD" distill --teacher raises.pt --out r1 "${C[@]}"
 expect_error 1 "TorchScript model one.pt: returned shape [1, 10] for a batch of" "$KD" distill --teacher one.pt --out r2 "${C[@]}"
 
+mkdir -p notarun && echo x >notarun/notes.txt
 cat >missing.yaml <<EOF
 out: $WORK/exp3
 defaults: {data: {limit: 200}, train: {epochs: 1}, measure_latency: false}
 stages:
-  - {name: kd, mode: offline, arch: fmnist-student, distill: {teacher: $WORK/home}}
+  - {name: kd, mode: offline, arch: fmnist-student, distill: {teacher: $WORK/notarun}}
 EOF
 expect_error 1 "stage kd (seed 0):" "$KD" run missing.yaml
 

@@ -168,7 +168,7 @@ bad_cases = [
     ("wrong method", "/v2/models/cls/ready", dict(body=good), 405, "does not accept POST"),
     ("unknown route", "/v3/x", dict(body=good), 404, "no route"),
     ("undecodable image", "/v2/models/cls/image", dict(data=b"not an image"), 400, "not a PNG or JPEG"),
-    ("truncated PNG", "/v2/models/cls/image", dict(data=PNG0[:60]), 400, "cannot decode"),
+    ("truncated PNG", "/v2/models/cls/image", dict(data=PNG0[:60]), 400, "truncated PNG"),
     ("image with too many pixels", "/v2/models/cls/image", dict(data=png_claiming(50000, 50000)), 400,
      "more than the limit"),
     ("bad base64", "/v2/models/cls/image", dict(body={"b64": "@@@"}), 400, "not base64"),

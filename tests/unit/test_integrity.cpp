@@ -115,7 +115,7 @@ TEST(RunDir, NeverTheWorkingDirectoryTeacherOrData) {
   EXPECT_KD_ERROR(kd::check_deletable_run(t.path), "working directory");
   fs::current_path(cwd);
   EXPECT_KD_ERROR(kd::check_output_location(run, {{"teacher", run.string()}}), "would hold the teacher");
-  EXPECT_KD_ERROR(kd::check_output_location(t.path, {{"data", (run / "x").string()}}), "");
+  kd::check_output_location(t.path, {{"data", (run / "x").string()}});  // no such data: nothing to protect
   write(run / "x", "");
   EXPECT_KD_ERROR(kd::check_output_location(t.path, {{"data", (run / "x").string()}}), "would hold the data");
   EXPECT_KD_ERROR(kd::check_output_location(run / "sub", {{"teacher", run.string()}}), "lies inside the teacher");
@@ -277,7 +277,7 @@ TEST(Images, TruncatedAndHugeImagesAreRefused) {
   EXPECT_KD_ERROR(kd::decode_image(whole, {1, 0, 0}, 8), "more than the limit");
 }
 
-// 8. VOC numbers must be numbers; a COCO box mostly outside its image is skipped.
+// 8. VOC numbers must be numbers; a COCO box far outside its image is skipped, not clipped.
 TEST(DetectionData, BadNumbersAndHugeBoxesAreSkipped) {
   TempDir t;
   std::vector<uint8_t> png;
@@ -300,7 +300,7 @@ TEST(DetectionData, BadNumbersAndHugeBoxesAreSkipped) {
         R"({"images": [{"id": 1, "file_name": "JPEGImages/a.png", "width": 64, "height": 64}],
             "categories": [{"id": 1, "name": "c"}],
             "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 1e30, 1e30]},
-                            {"id": 2, "image_id": 1, "category_id": 1, "bbox": [60, 60, 10, 10]},
+                            {"id": 2, "image_id": 1, "category_id": 1, "bbox": [-1e9, 5, 10, 10]},
                             {"id": 3, "image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20]}]})");
   auto coco = kd::load_detection(t / "coco.json", "train", 64);
   ASSERT_EQ(coco.ground_truth.size(), 1u);
