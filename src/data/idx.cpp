@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <memory>
 #include <vector>
 
 #include <torch/torch.h>
@@ -79,12 +80,23 @@ torch::Tensor read_idx(const std::string& path) {
     KD_CHECK(expected <= kMaxIdxBytes, "{}: the IDX header claims more than {} GiB of data", path,
              kMaxIdxBytes >> 30);
   }
-  auto t = torch::empty(dims, torch::kUInt8);
-  const size_t have = in.read(t.data_ptr<uint8_t>(), expected);
+  // Grown as the data arrives, so a header claiming gigabytes over a short file costs only what
+  // is there (found by fuzz_idx: allocating the claimed size up front hit its memory limit).
+  auto buf = std::make_unique<std::vector<uint8_t>>();
+  constexpr size_t kChunk = size_t(64) << 20;
+  size_t have = 0;
+  while (have < expected) {
+    const size_t want = std::min(kChunk, expected - have);
+    buf->resize(have + want);
+    const size_t got = in.read(buf->data() + have, want);
+    have += got;
+    if (got < want) break;
+  }
   KD_CHECK(have == expected, "{}: truncated IDX data ({} bytes, header says {})", path, have, expected);
   uint8_t extra;
   KD_CHECK(in.read(&extra, 1) == 0, "{}: trailing bytes after the IDX data the header describes", path);
-  return t;
+  auto* data = buf.release();
+  return torch::from_blob(data->data(), dims, [data](void*) { delete data; }, torch::kUInt8);
 }
 
 void write_idx(const std::string& path, const torch::Tensor& data) {

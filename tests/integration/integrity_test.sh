@@ -113,7 +113,9 @@ import resource, subprocess, sys
 r = subprocess.run([sys.argv[1], 'train', '--data', 'bomb', '--out', 'f3', '--epochs', '1'], capture_output=True, text=True)
 rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 print(r.returncode, r.stderr.strip().splitlines()[-1], f'{rss:.0f} MiB')
-sys.exit(0 if r.returncode == 1 and 'trailing bytes' in r.stderr and rss < 1000 else 1)
+# (ASan's shadow memory and quarantine raise every peak; the unfixed reader needed 3.3 GB)
+limit = 2500 if __import__('os').environ.get('KD_SANITIZED') else 1000
+sys.exit(0 if r.returncode == 1 and 'trailing bytes' in r.stderr and rss < limit else 1)
 EOF
 
 echo "-- 10. --limit before resizing"
@@ -123,7 +125,8 @@ r = subprocess.run([sys.argv[1], 'train', '--limit', '50', '--size', '64', '--ep
                     '--out', 'big64'], capture_output=True, text=True)
 rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 print(r.returncode, f'{rss:.0f} MiB')
-sys.exit(0 if r.returncode == 0 and rss < 1500 else 1)
+limit = 3000 if __import__('os').environ.get('KD_SANITIZED') else 1500  # unfixed: 3.6 GB
+sys.exit(0 if r.returncode == 0 and rss < limit else 1)
 EOF
 
 echo "-- 11, 12. data that cannot train is refused before the first epoch"

@@ -202,7 +202,7 @@ TEST(DetectData, BadAnnotationsNameTheFileAndAnnotation) {
   EXPECT_KD_ERROR(
       kd::load_coco(write(d, "w.json", R"({"images": [{"id": 1, "file_name": "broken.png"}], )" + cat +
                                            R"(, "annotations": []})"), 64),
-      "broken.png: cannot read or decode");
+      "broken.png: not a PNG or JPEG image");
   EXPECT_KD_ERROR(kd::load_coco(write(d, "v.json", R"({"images": [{"id": 1, "file_name": "none.png"}], )" + cat +
                                                        R"(, "annotations": []})"), 64),
                   "none.png not found");
