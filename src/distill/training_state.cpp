@@ -28,7 +28,24 @@ void load_archive(const fs::path& p, torch::Device device,
 }
 
 void load_training_state_unchecked(const fs::path& folder, Model& model, torch::optim::Optimizer& optimizer,
-                                   const std::vector<torch::Tensor>& extra, torch::Device device);
+                                   const std::vector<torch::Tensor>& extra, torch::Device device) {
+  model.load((folder / "model.pt").string());
+  load_archive(folder / "optimizer.pt", device, [&](torch::serialize::InputArchive& a) { optimizer.load(a); });
+  if (!extra.empty())
+    load_archive(folder / "strategy.pt", device, [&](torch::serialize::InputArchive& a) {
+      torch::NoGradGuard no_grad;
+      for (size_t k = 0; k < extra.size(); ++k) {
+        torch::Tensor t;
+        a.read(fmt::format("p{}", k), t);
+        extra[k].copy_(t);
+      }
+    });
+  torch::Tensor rng;
+  torch::load(rng, (folder / "rng.pt").string());
+  auto gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_state(rng);
+}
 
 }  // namespace
 
@@ -64,29 +81,5 @@ void load_training_state(const fs::path& folder, Model& model, torch::optim::Opt
     fail("{}: cannot load ({})", folder.string(), why.substr(0, 200));
   }
 }
-
-namespace {
-
-void load_training_state_unchecked(const fs::path& folder, Model& model, torch::optim::Optimizer& optimizer,
-                                   const std::vector<torch::Tensor>& extra, torch::Device device) {
-  model.load((folder / "model.pt").string());
-  load_archive(folder / "optimizer.pt", device, [&](torch::serialize::InputArchive& a) { optimizer.load(a); });
-  if (!extra.empty())
-    load_archive(folder / "strategy.pt", device, [&](torch::serialize::InputArchive& a) {
-      torch::NoGradGuard no_grad;
-      for (size_t k = 0; k < extra.size(); ++k) {
-        torch::Tensor t;
-        a.read(fmt::format("p{}", k), t);
-        extra[k].copy_(t);
-      }
-    });
-  torch::Tensor rng;
-  torch::load(rng, (folder / "rng.pt").string());
-  auto gen = at::detail::getDefaultCPUGenerator();
-  std::lock_guard<std::mutex> lock(gen.mutex());
-  gen.set_state(rng);
-}
-
-}  // namespace
 
 }  // namespace kd
