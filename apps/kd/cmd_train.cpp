@@ -6,6 +6,7 @@
 #include "kd/core/distributed.h"
 #include "kd/core/error.h"
 #include "kd/distill/run.h"
+#include "kd/losses/registry.h"
 #include "options.h"
 
 namespace kd::cli {
@@ -47,6 +48,12 @@ void run(TrainArgs& a) {
   if (dist::is_main()) std::cout << a.cfg.out << std::endl;
 }
 
+std::string loss_names() {
+  std::string out;
+  for (const auto& l : loss_catalog()) out += (out.empty() ? "" : ", ") + l.name;
+  return out;
+}
+
 }  // namespace
 
 void add_train_commands(CLI::App& app) {
@@ -71,6 +78,7 @@ void add_train_commands(CLI::App& app) {
       "  kd distill --mode self --generations 3 --student fmnist-student --out runs/ban\n"
       "  kd distill --mode merge --teacher runs/teacherA --teacher runs/teacherB --out runs/merged\n"
       "  kd distill --teacher runs/teacher --hint 7:5:1 --out runs/hinted\n"
+      "  kd distill --teacher runs/teacher --loss dkd:beta=2,warmup=3 --loss at:teacher=7,student=5 --out runs/dkd-at\n"
       "  kd distill --teacher runs/det-d3 --student effdet-d0 --data data/det --out runs/det-d0-kd");
   k->add_option("--teacher", distill->teachers,
                 "teacher run directory or TorchScript .pt (repeat for --mode merge)");
@@ -96,6 +104,12 @@ void add_train_commands(CLI::App& app) {
                 "feature hint TEACHER_LAYER:STUDENT_LAYER[:WEIGHT] (layers: kd models --layers ARCH)");
   k->add_option("--hint-loss", d.hint_loss, "mse or nmse (normalised)")
       ->check(CLI::IsMember({"mse", "nmse"}))->capture_default_str();
+  k->add_option("--loss", d.losses,
+                "loss term NAME[:key=value,...] from the registry, repeatable (kd losses lists them: "
+                + loss_names() + "); a logit loss replaces the soft-target term of -T and --alpha")
+      ->each([](const std::string& text) { parse_loss(text); });
+  k->add_option("--ce-weight", d.ce_weight, "weight of the cross-entropy on labels when a logit --loss is given")
+      ->capture_default_str();
   k->add_option("--unlabeled", distill->cfg.data.unlabeled,
                 "semi: unlabeled images (an image folder or an IDX images file)");
   auto& det = distill->cfg.detect;
@@ -112,6 +126,10 @@ void add_train_commands(CLI::App& app) {
   k->add_option("--resume", distill->resume, "continue an interrupted run from its last good checkpoint (other flags are ignored)");
   add_training_options(*k, distill->cfg, distill->no_augment);
   k->callback([distill] { run(*distill); });
+
+  auto* l = app.add_subcommand("losses", "list the distillation losses of --loss with their options and defaults");
+  l->footer("Example: kd distill --teacher runs/teacher --loss dist --loss at:teacher=7,student=5 --out runs/d");
+  l->callback([] { std::cout << describe_losses(); });
 }
 
 }  // namespace kd::cli

@@ -22,6 +22,7 @@
 #include "kd/distill/trainer.h"
 #include "kd/eval/profile.h"
 #include "kd/losses/classification.h"
+#include "kd/losses/zoo.h"
 #include "kd/models/registry.h"
 
 namespace kd {
@@ -278,7 +279,7 @@ nlohmann::json execute_detect_run(const RunConfig& cfg, const std::string& run_d
         if (k.kd_box > 0)
           kd = kd + k.kd_box * k.box_weight * box_distill_loss(out.narrow(2, C, 4), t_out.narrow(2, C, 4), t_cls, k.huber_delta);
         for (size_t l = 0; l < levels.size(); ++l)
-          kd = kd + k.kd_feature / static_cast<double>(levels.size()) * hint_loss(adapters[l]->forward(feats[l]), t_feats[l], "nmse");
+          kd = kd + k.kd_feature / static_cast<double>(levels.size()) * fitnet_loss(adapters[l]->forward(feats[l]), t_feats[l], true);
         loss = loss + kd;
       }
       const double lv = loss.item<double>();

@@ -9,6 +9,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "kd/core/error.h"
+#include "kd/losses/registry.h"
 
 namespace kd {
 namespace {
@@ -24,6 +25,45 @@ template <typename T>
 Field field(T& ref) {
   return {[&ref](const YAML::Node& n) { ref = n.as<T>(); },
           [&ref](YAML::Emitter& e) { e << ref; }};
+}
+
+// distill.losses: a list of `NAME:key=value,...` strings or of maps {name: NAME, key: value};
+// kept in the canonical string spelling (every option), written back as maps.
+Field loss_list_field(std::vector<std::string>& ref) {
+  return {[&ref](const YAML::Node& n) {
+            if (!n.IsSequence()) throw YAML::Exception(n.Mark(), "a list of losses");
+            std::vector<std::string> out;
+            for (const auto& item : n) {
+              if (item.IsScalar()) {
+                out.push_back(format_loss(parse_loss(item.as<std::string>())));
+                continue;
+              }
+              if (!item.IsMap() || !item["name"]) throw YAML::Exception(item.Mark(), "a loss needs a name");
+              std::map<std::string, std::string> options;
+              for (const auto& kv : item) {
+                const std::string key = kv.first.as<std::string>();
+                if (key == "name") continue;
+                if (!kv.second.IsScalar() || !options.emplace(key, kv.second.as<std::string>()).second)
+                  throw YAML::Exception(kv.second.Mark(), key);
+              }
+              const std::string name = item["name"].as<std::string>();
+              out.push_back(format_loss(make_loss(name, options, "distill.losses: " + name)));
+            }
+            ref = out;
+          },
+          [&ref](YAML::Emitter& e) {
+            e << YAML::BeginSeq;
+            for (const auto& text : ref) {
+              LossSpec spec = parse_loss(text);
+              e << YAML::Flow << YAML::BeginMap << YAML::Key << "name" << YAML::Value << spec.name;
+              if (!spec.teacher_layer.empty())
+                e << YAML::Key << "teacher" << YAML::Value << spec.teacher_layer << YAML::Key << "student"
+                  << YAML::Value << spec.student_layer;
+              for (const auto& [k, v] : spec.values) e << YAML::Key << k << YAML::Value << v;
+              e << YAML::EndMap;
+            }
+            e << YAML::EndSeq;
+          }};
 }
 
 using Fields = std::vector<std::pair<std::string, Field>>;
@@ -75,6 +115,8 @@ Fields fields(RunConfig& c) {
       {"distill.teach_last", field(c.distill.teach_last)},
       {"distill.hints", field(c.distill.hints)},
       {"distill.hint_loss", field(c.distill.hint_loss)},
+      {"distill.losses", loss_list_field(c.distill.losses)},
+      {"distill.ce_weight", field(c.distill.ce_weight)},
       {"distill.teacher_cache", field(c.distill.teacher_cache)},
       {"distill.cache_dir", field(c.distill.cache_dir)},
       {"detect.scale_jitter", field(c.detect.scale_jitter)},
@@ -267,6 +309,23 @@ void validate(const RunConfig& c) {
     usage_fail("hint loss '{}': expected mse or nmse", d.hint_loss);
   if (!d.hints.empty() && (m == "train" || m == "merge"))
     usage_fail("--hint needs a single teacher (modes offline, semi, self)");
+  finite_in("cross-entropy weight (--ce-weight)", d.ce_weight, 0, 1e6, false, false);
+  for (const auto& text : d.losses) {
+    const LossSpec spec = parse_loss(text);
+    const LossInfo& info = find_loss(spec.name);
+    if (c.task == "detect")
+      usage_fail("--loss {}: detection distillation has its own terms (--kd-class, --kd-box, --kd-feature)", spec.name);
+    if (m == "train") usage_fail("--loss {} needs a teacher: use kd distill (or a mode other than train)", spec.name);
+    if (info.feature && m == "merge")
+      usage_fail("--loss {} is a feature loss and mode merge has several teachers: feature losses need one teacher",
+                 spec.name);
+    if (info.needs_labels && (m == "merge" || m == "semi"))
+      usage_fail("--loss {} needs a label for every image and mode {} trains on images without one",
+                 spec.name, m);
+    if (!info.feature && d.targets == "hard")
+      usage_fail("--loss {} matches the teacher's logits; --targets hard (pseudo-labels) goes with the default "
+                 "soft-target term only", spec.name);
+  }
   if (!(c.data.labeled_fraction > 0 && c.data.labeled_fraction <= 1))
     usage_fail("labeled fraction must be in (0, 1], got {}", c.data.labeled_fraction);
   if (m == "semi" && c.data.labeled_fraction == 1.0 && c.data.unlabeled.empty())

@@ -158,8 +158,9 @@ DistillOptions distill_options(const RunConfig& cfg) {
   o.targets = d.targets;
   o.threshold = d.threshold;
   o.ensemble = d.ensemble;
-  for (const auto& h : d.hints) o.hints.push_back(parse_hint(h));
-  o.hint_loss = d.hint_loss;
+  for (const auto& h : d.hints) o.losses.push_back(parse_hint(h, d.hint_loss));
+  for (const auto& l : d.losses) o.losses.push_back(parse_loss(l));
+  o.ce_weight = d.ce_weight;
   o.use_cache = d.teacher_cache;
   o.cache_dir = d.cache_dir;
   o.teacher_batch_size = cfg.train.eval_batch_size;

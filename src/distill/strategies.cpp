@@ -11,6 +11,7 @@
 #include "kd/distill/strategy.h"
 #include "kd/distill/teacher_cache.h"
 #include "kd/eval/classify.h"
+#include "kd/losses/zoo.h"
 
 namespace kd {
 namespace {
@@ -32,7 +33,7 @@ StepResult SupervisedStrategy::step(Model& student, const Batch& batch) {
   return {cross_entropy(logits, batch.y, label_smoothing_), logits};
 }
 
-HintSpec parse_hint(const std::string& text) {
+LossSpec parse_hint(const std::string& text, const std::string& hint_loss) {
   std::vector<std::string> parts;
   for (size_t s = 0, d; s <= text.size(); s = d + 1) {
     d = text.find(':', s);
@@ -41,12 +42,14 @@ HintSpec parse_hint(const std::string& text) {
   }
   if (parts.size() < 2 || parts.size() > 3 || parts[0].empty() || parts[1].empty())
     usage_fail("--hint '{}': expected TEACHER_LAYER:STUDENT_LAYER[:WEIGHT]", text);
-  HintSpec h{parts[0], parts[1], 1.0};
+  LossSpec h = make_loss("fitnet", {{"teacher", parts[0]}, {"student", parts[1]}}, "--hint");
+  h.values["normalize"] = hint_loss == "mse" ? 0.0 : 1.0;
   if (parts.size() == 3) {
     char* end = nullptr;
-    h.weight = std::strtod(parts[2].c_str(), &end);
-    if (parts[2].empty() || *end != '\0' || !(h.weight > 0))
+    const double w = std::strtod(parts[2].c_str(), &end);
+    if (parts[2].empty() || *end != '\0' || !(w > 0) || !std::isfinite(w))
       usage_fail("--hint '{}': weight '{}' must be a positive number", text, parts[2]);
+    h.values["weight"] = w;
   }
   return h;
 }
@@ -67,6 +70,7 @@ DistillStrategy::DistillStrategy(std::string mode, std::vector<NamedModel> teach
                                  DistillOptions opts)
     : mode_(std::move(mode)), opts_(std::move(opts)) {
   KD_CHECK(!teachers.empty() || opts_.snapshot_epoch > 0, "{}: no teacher", mode_);
+  for (const auto& l : opts_.losses) (find_loss(l.name).feature ? feature_terms_ : logit_terms_).push_back(l);
   for (auto& [label, model] : teachers) teachers_.push_back({label, std::move(model), {}});
 }
 
@@ -81,6 +85,7 @@ void DistillStrategy::prepare(Model& student, const Dataset& train, const Augmen
 }
 
 void DistillStrategy::begin_epoch(int64_t epoch, Model& student) {
+  epoch_ = epoch;
   if (epoch != opts_.snapshot_epoch) return;
   std::shared_ptr<Model> snapshot = student.clone();
   teachers_ = {{fmt::format("snapshot at epoch {}", epoch), snapshot, {}}};
@@ -141,45 +146,50 @@ void DistillStrategy::attach_teachers(Model& student) {
     for (auto& p : t.model->parameters()) p.requires_grad_(false);
   }
 
-  // Hint adapters, sized by a dry run on two training images.
-  std::vector<std::string> t_layers, s_layers;
-  for (const auto& h : opts_.hints) {
-    teachers_[0].model->check_layer(h.teacher_layer);
-    student.check_layer(h.student_layer);
-    t_layers.push_back(h.teacher_layer);
-    s_layers.push_back(h.student_layer);
+  // Feature terms: layers checked, adapters sized by a dry run on two training images.
+  const auto t_layers = teacher_layers(), s_layers = student_layers();
+  for (size_t i = 0; i < feature_terms_.size(); ++i) {
+    teachers_[0].model->check_layer(t_layers[i]);
+    student.check_layer(s_layers[i]);
   }
-  if (!opts_.hints.empty() && adapters_.empty()) {
+  if (!feature_terms_.empty() && adapters_.empty()) {
     torch::NoGradGuard no_grad;
     auto x = train_->images.narrow(0, 0, std::min<int64_t>(2, train_->size())).to(device_)
                  .to(torch::kFloat32).div_(255.0);
     student.train(false);
     auto sf = student.forward_with_features(x, s_layers).second;
     auto tf = teachers_[0].model->forward_with_features(x, t_layers).second;
-    for (size_t i = 0; i < opts_.hints.size(); ++i) {
-      const auto& h = opts_.hints[i];
+    for (size_t i = 0; i < feature_terms_.size(); ++i) {
+      const LossSpec& term = feature_terms_[i];
+      const std::string what = term.name == "fitnet" ? fmt::format("hint {}:{}", term.teacher_layer, term.student_layer)
+                                                     : term.label();
       auto ss = sf[i].sizes().slice(1).vec(), ts = tf[i].sizes().slice(1).vec();
+      auto shape = [](const std::vector<int64_t>& v) { return c10::str(c10::IntArrayRef(v)); };
       torch::nn::AnyModule adapter;
-      if (ss == ts) {
-        // Same shape: compared directly.
+      std::string kind = "none";
+      if (!find_loss(term.name).adapter || ss == ts) {
+        // Compared as they are: relation losses (rkd, sp, pkt) compare batch structure, at
+        // compares spatial maps.
+        if (term.name == "at" && (ss.size() != 3 || ts.size() != 3))
+          fail("{}: attention transfer needs [C, H, W] feature maps; the student's {} output is {}, the "
+               "teacher's {} output {}", what, term.student_layer, shape(ss), term.teacher_layer, shape(ts));
       } else if (ss.size() == 3 && ts.size() == 3 && ss[1] == ts[1] && ss[2] == ts[2]) {
         adapter = torch::nn::AnyModule(torch::nn::Conv2d(torch::nn::Conv2dOptions(ss[0], ts[0], 1)));
+        kind = "conv1x1";
       } else if (ss.size() == 1 && ts.size() == 1) {
         adapter = torch::nn::AnyModule(torch::nn::Linear(ss[0], ts[0]));
+        kind = "linear";
       } else {
-        fail("hint {}:{}: no adapter maps the student's {} output {} to the teacher's {} output {} "
+        fail("{}: no adapter maps the student's {} output {} to the teacher's {} output {} "
              "(a 1x1 conv needs equal height and width, a linear layer needs flat features)",
-             h.teacher_layer, h.student_layer, h.student_layer, c10::str(c10::IntArrayRef(ss)),
-             h.teacher_layer, c10::str(c10::IntArrayRef(ts)));
+             what, term.student_layer, shape(ss), term.teacher_layer, shape(ts));
       }
       if (!adapter.is_empty()) adapter.ptr()->to(device_);
       adapters_.push_back(std::move(adapter));
-      info_["hints"].push_back({{"teacher_layer", h.teacher_layer},
-                                {"student_layer", h.student_layer},
-                                {"weight", h.weight},
-                                {"teacher_shape", ts},
-                                {"student_shape", ss},
-                                {"adapter", ss == ts ? "none" : (ss.size() == 3 ? "conv1x1" : "linear")}});
+      info_["feature_losses"].push_back({{"loss", format_loss(term)},
+                                         {"teacher_shape", ts},
+                                         {"student_shape", ss},
+                                         {"adapter", kind}});
     }
   }
 
@@ -189,13 +199,13 @@ void DistillStrategy::attach_teachers(Model& student) {
   std::vector<std::vector<torch::Tensor>> logits;
   if (cacheable || teachers_.size() > 1) logits = pool_logits(*train_, true);
   if (teachers_.size() > 1) fit_class_offsets(logits);
-  cached_targets_ = torch::Tensor();
+  cached_logits_ = torch::Tensor();
   cached_feats_.clear();
   info_["teacher_cache"] = cacheable ? cache_status_
                                      : (augment_.enabled() ? "off (augmentation on)" : "off");
   if (!cacheable) return;
-  cached_targets_ = combine(logits, target_temperature()).to(device_);
-  if (!opts_.hints.empty()) {
+  cached_logits_ = combine(logits).to(device_);
+  if (!feature_terms_.empty()) {
     double bytes = 0;
     {
       torch::NoGradGuard no_grad;
@@ -213,9 +223,9 @@ void DistillStrategy::attach_teachers(Model& student) {
         for (size_t i = 0; i < f.size(); ++i) parts[i].push_back(f[i].contiguous());
       }
       for (auto& p : parts) cached_feats_.push_back(torch::cat(p));
-      info_["hint_features"] = fmt::format("cached in memory ({:.0f} MiB)", bytes / (1 << 20));
+      info_["teacher_features"] = fmt::format("cached in memory ({:.0f} MiB)", bytes / (1 << 20));
     } else {
-      info_["hint_features"] = fmt::format("teacher run per batch ({:.0f} MiB would not be cached)",
+      info_["teacher_features"] = fmt::format("teacher run per batch ({:.0f} MiB would not be cached)",
                                            bytes / (1 << 20));
     }
   }
@@ -223,7 +233,7 @@ void DistillStrategy::attach_teachers(Model& student) {
   const int64_t n_unlabeled = unlabeled.sum().item<int64_t>();
   info_["unlabeled_samples"] = n_unlabeled;
   if (opts_.targets == "hard" && n_unlabeled > 0) {
-    auto conf = std::get<0>(cached_targets_.max(1));
+    auto conf = std::get<0>(torch::softmax(cached_logits_, 1).max(1));
     const double covered = (conf >= opts_.threshold).logical_and(unlabeled).sum().item<double>();
     info_["pseudo_label_coverage"] = covered / static_cast<double>(n_unlabeled);
     spdlog::info("pseudo-labels: {:.1f}% of {} unlabeled images reach probability {}",
@@ -283,7 +293,7 @@ void DistillStrategy::fit_class_offsets(const std::vector<std::vector<torch::Ten
   auto Z = teacher_columns(logits);
   auto col_class = column_classes();
   class_offsets_ = fit_merge_offsets(Z, col_class, num_classes_);
-  auto marginal = merge_teacher_logits(Z, col_class, num_classes_, class_offsets_, 1.0).mean(0);
+  auto marginal = torch::softmax(merged_class_logits(Z, col_class, num_classes_, class_offsets_), 1).mean(0);
   auto b = class_offsets_.to(torch::kFloat64);
   std::vector<double> offs(b.data_ptr<double>(), b.data_ptr<double>() + b.numel());
   auto m = marginal.to(torch::kFloat64);
@@ -296,10 +306,8 @@ void DistillStrategy::fit_class_offsets(const std::vector<std::vector<torch::Ten
                fmt::join(marg, ", "));
 }
 
-torch::Tensor DistillStrategy::combine(const std::vector<std::vector<torch::Tensor>>& logits,
-                                       double T) const {
-  return merge_teacher_logits(teacher_columns(logits), column_classes(), num_classes_,
-                              class_offsets_, T);
+torch::Tensor DistillStrategy::combine(const std::vector<std::vector<torch::Tensor>>& logits) const {
+  return merged_class_logits(teacher_columns(logits), column_classes(), num_classes_, class_offsets_);
 }
 
 torch::Tensor fit_merge_offsets(const torch::Tensor& columns, const torch::Tensor& column_class,
@@ -316,6 +324,11 @@ torch::Tensor fit_merge_offsets(const torch::Tensor& columns, const torch::Tenso
 
 torch::Tensor merge_teacher_logits(const torch::Tensor& columns, const torch::Tensor& column_class,
                                    int64_t num_classes, const torch::Tensor& offsets, double T) {
+  return torch::softmax(merged_class_logits(columns, column_class, num_classes, offsets) / T, 1);
+}
+
+torch::Tensor merged_class_logits(const torch::Tensor& columns, const torch::Tensor& column_class,
+                                  int64_t num_classes, const torch::Tensor& offsets) {
   auto Z = offsets.defined() ? columns - offsets.to(columns.device()) : columns;
   // One logit per class first (the log of its columns' summed mass), then the temperature: a
   // class two teachers know must not get twice the mass once the distribution is softened.
@@ -325,20 +338,29 @@ torch::Tensor merge_teacher_logits(const torch::Tensor& columns, const torch::Te
     auto cols = (cls == c).nonzero().flatten().to(Z.device());
     class_logits.push_back(torch::logsumexp(Z.index_select(1, cols), 1));
   }
-  return torch::softmax(torch::stack(class_logits, 1) / T, 1);
+  return torch::stack(class_logits, 1);
 }
 
-torch::Tensor DistillStrategy::batch_targets(const torch::Tensor& x, double T,
-                                             std::vector<torch::Tensor>* feats) {
+std::vector<std::string> DistillStrategy::teacher_layers() const {
+  std::vector<std::string> out;
+  for (const auto& t : feature_terms_) out.push_back(t.teacher_layer);
+  return out;
+}
+
+std::vector<std::string> DistillStrategy::student_layers() const {
+  std::vector<std::string> out;
+  for (const auto& t : feature_terms_) out.push_back(t.student_layer);
+  return out;
+}
+
+torch::Tensor DistillStrategy::batch_logits(const torch::Tensor& x, std::vector<torch::Tensor>* feats) {
   torch::NoGradGuard no_grad;
-  std::vector<std::string> t_layers;
-  for (const auto& h : opts_.hints) t_layers.push_back(h.teacher_layer);
   std::vector<std::vector<torch::Tensor>> logits(teachers_.size());
   for (size_t t = 0; t < teachers_.size(); ++t) {
     for (int k = 0; k < opts_.ensemble; ++k) {
       auto xv = ensemble_view(x, k);
       if (t == 0 && k == 0 && feats) {
-        auto [z, f] = teachers_[t].model->forward_with_features(xv, t_layers);
+        auto [z, f] = teachers_[t].model->forward_with_features(xv, teacher_layers());
         *feats = std::move(f);
         logits[t].push_back(z);
       } else {
@@ -346,7 +368,7 @@ torch::Tensor DistillStrategy::batch_targets(const torch::Tensor& x, double T,
       }
     }
   }
-  return combine(logits, T);
+  return combine(logits);
 }
 
 StepResult DistillStrategy::step(Model& student, const Batch& batch) {
@@ -355,30 +377,40 @@ StepResult DistillStrategy::step(Model& student, const Batch& batch) {
     auto logits = student.forward(batch.x);
     return {cross_entropy(logits, batch.y, o.loss.label_smoothing), logits};
   }
-  std::vector<std::string> s_layers;
-  for (const auto& h : o.hints) s_layers.push_back(h.student_layer);
-  auto [logits, s_feats] = student.forward_with_features(batch.x, s_layers);
+  auto [logits, s_feats] = student.forward_with_features(batch.x, student_layers());
 
-  torch::Tensor targets;
+  torch::Tensor z_t;
   std::vector<torch::Tensor> t_feats;
-  const bool need_feats = !o.hints.empty() && cached_feats_.empty();
-  if (cached_targets_.defined()) {
-    targets = cached_targets_.index_select(0, batch.index);
+  const bool need_feats = !feature_terms_.empty() && cached_feats_.empty();
+  if (cached_logits_.defined()) {
+    z_t = cached_logits_.index_select(0, batch.index);
     if (need_feats) {
       torch::NoGradGuard no_grad;
-      std::vector<std::string> t_layers;
-      for (const auto& h : o.hints) t_layers.push_back(h.teacher_layer);
-      t_feats = teachers_[0].model->forward_with_features(batch.x, t_layers).second;
+      t_feats = teachers_[0].model->forward_with_features(batch.x, teacher_layers()).second;
     }
   } else {
-    targets = batch_targets(batch.x, target_temperature(), need_feats ? &t_feats : nullptr);
+    z_t = batch_logits(batch.x, need_feats ? &t_feats : nullptr);
   }
   for (const auto& f : cached_feats_) t_feats.push_back(f.index_select(0, batch.index));
 
-  auto loss = distill_loss(logits, targets, batch.y, o.loss, o.targets == "hard", o.threshold);
-  for (size_t i = 0; i < o.hints.size(); ++i) {
+  torch::Tensor loss;
+  if (logit_terms_.empty()) {
+    auto targets = torch::softmax(z_t / target_temperature(), 1);
+    loss = distill_loss(logits, targets, batch.y, o.loss, o.targets == "hard", o.threshold);
+  } else {
+    namespace F = torch::nn::functional;
+    auto labeled = batch.y >= 0;
+    auto ce = F::cross_entropy(logits, batch.y.clamp_min(0), F::CrossEntropyFuncOptions()
+                                                                 .reduction(torch::kNone)
+                                                                 .label_smoothing(o.loss.label_smoothing));
+    loss = o.ce_weight * (ce * labeled).mean();
+    for (const auto& term : logit_terms_)
+      loss = loss + term.weight() * warmup_factor(term, epoch_) * loss_term(term, logits, z_t, batch.y, {}, {});
+  }
+  for (size_t i = 0; i < feature_terms_.size(); ++i) {
+    const auto& term = feature_terms_[i];
     auto s = adapters_[i].is_empty() ? s_feats[i] : adapters_[i].forward(s_feats[i]);
-    loss = loss + o.hints[i].weight * hint_loss(s, t_feats[i], o.hint_loss);
+    loss = loss + term.weight() * warmup_factor(term, epoch_) * loss_term(term, {}, {}, {}, s, t_feats[i]);
   }
   return {loss, logits};
 }
@@ -393,7 +425,7 @@ std::vector<torch::Tensor> DistillStrategy::parameters() {
 
 torch::Tensor DistillStrategy::targets_for(const Dataset& data) {
   KD_CHECK(!teachers_.empty(), "{}: no teacher yet", mode_);
-  return combine(pool_logits(data), 1.0);
+  return torch::softmax(combine(pool_logits(data)), 1);
 }
 
 nlohmann::json DistillStrategy::describe() const {
@@ -409,12 +441,17 @@ nlohmann::json DistillStrategy::describe() const {
   } else {
     j["teachers"] = names;
   }
-  j["temperature"] = opts_.loss.temperature;
-  j["alpha"] = opts_.loss.alpha;
-  j["targets"] = opts_.targets;
-  if (opts_.targets == "hard") j["threshold"] = opts_.threshold;
+  if (logit_terms_.empty()) {  // the soft-target objective
+    j["temperature"] = opts_.loss.temperature;
+    j["alpha"] = opts_.loss.alpha;
+    j["targets"] = opts_.targets;
+    if (opts_.targets == "hard") j["threshold"] = opts_.threshold;
+  }
   j["ensemble"] = opts_.ensemble;
-  if (!opts_.hints.empty()) j["hint_loss"] = opts_.hint_loss;
+  if (!opts_.losses.empty()) {
+    for (const auto& l : opts_.losses) j["losses"].push_back(format_loss(l));
+    if (!logit_terms_.empty()) j["ce_weight"] = opts_.ce_weight;
+  }
   return j;
 }
 

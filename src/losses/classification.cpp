@@ -38,20 +38,6 @@ torch::Tensor soft_target_kl_per_sample(const torch::Tensor& student_logits,
   return (torch::xlogy(q, q) - q * log_p_s).sum(1) * (temperature * temperature);
 }
 
-torch::Tensor hint_loss(const torch::Tensor& student_feature, const torch::Tensor& teacher_feature,
-                        const std::string& kind) {
-  KD_CHECK(student_feature.sizes() == teacher_feature.sizes(),
-           "hint: student feature {} and teacher feature {} differ in shape",
-           c10::str(student_feature.sizes()), c10::str(teacher_feature.sizes()));
-  auto t = teacher_feature.detach();
-  if (kind == "mse") return (student_feature - t).pow(2).mean();
-  KD_CHECK(kind == "nmse", "hint loss '{}': expected mse or nmse", kind);
-  namespace F = torch::nn::functional;
-  auto opts = F::NormalizeFuncOptions().dim(1).eps(1e-8);
-  auto s = F::normalize(student_feature.flatten(1), opts);
-  return (s - F::normalize(t.flatten(1), opts)).pow(2).sum(1).mean();
-}
-
 torch::Tensor soft_target_loss(const torch::Tensor& student_logits,
                                const torch::Tensor& teacher_logits, const torch::Tensor& target,
                                const SoftTargetLossOptions& opts) {

@@ -111,9 +111,19 @@ check "hint alone, mse, teacher per batch" "$KD" distill --teacher teacher --alp
   --hint-loss mse --out hinted_alone --lr 0.02 "${COMMON[@]}"
 check "hint from a TorchScript teacher's submodule" "$KD" distill --teacher "$FIX/student_ts.pt" \
   --hint features.5:5 --out ts_hint "${KDC[@]}"
+check "registry losses: dkd, at, rkd" "$KD" distill --teacher teacher --loss dkd:beta=2,warmup=2 \
+  --loss at:teacher=7,student=5 --loss rkd:teacher=11,student=5 --out zoo1 "${KDC[@]}"
+check "registry losses: dist + logit standardization, pkd, sp, pkt; teacher per batch" "$KD" distill \
+  --teacher teacher --loss dist:std=1 --loss pkd:teacher=7,student=5 --loss sp:teacher=11,student=7 \
+  --loss pkt:teacher=11,student=7 --ce-weight 0.5 --out zoo2 --lr 0.02 "${COMMON[@]}"
+check "registry losses: kd with standardization, mlkd; semi" "$KD" distill --mode semi --teacher teacher \
+  --labeled-fraction 0.1 --loss kd:std=1,T=2,weight=9 --loss mlkd --ce-weight 0.1 --out zoo3 "${KDC[@]}"
+check "kd losses" "$KD" losses
+grep -q "^dkd  *logit .*(needs labels)" out.txt && grep -q "Zhao et al. 2022" out.txt && echo "ok   kd losses lists dkd" \
+  || { echo "FAIL kd losses"; cat out.txt; fails=$((fails+1)); }
 check "layers of a run, with shapes" "$KD" models --layers teacher
 grep -q "^7  *MaxPool2d  *\[32, 7, 7\]" out.txt && echo "ok   layer shapes" || { echo "FAIL layer shapes"; cat out.txt; fails=$((fails+1)); }
-for run in semi semi_hard semi_folder ban snap merged hinted hinted_alone ts_hint; do
+for run in semi semi_hard semi_folder ban snap merged hinted hinted_alone ts_hint zoo1 zoo2 zoo3; do
   [ -f "$run/summary.json" ] && [ -f "$run/model.pt" ] || { echo "FAIL $run incomplete"; fails=$((fails + 1)); continue; }
   top1=$(json "$run/summary.json" 'd["test"]["top1"]')
   /usr/bin/python3 -c "import sys; t=float(sys.argv[1]); sys.exit(0 if 0.3 < t < 1.0 else 1)" "$top1" \
@@ -133,8 +143,14 @@ expect_json snap 'd["strategy"]["snapshot_epoch"]' 2
 expect_json merged 'd["train_unlabeled"]' 3000
 expect_json merged 'round(sum(d["strategy"]["merge"]["pool_class_marginals"]), 6)' 1.0
 expect_json merged 'len(d["test"]["per_class"])' 10
-expect_json hinted 'd["strategy"]["hints"][0]["adapter"]' conv1x1
-expect_json hinted_alone 'd["strategy"]["hint_features"] if "hint_features" in d["strategy"] else "per batch"' "per batch"
+expect_json hinted 'd["strategy"]["feature_losses"][0]["adapter"]' conv1x1
+expect_json hinted_alone 'd["strategy"]["teacher_features"] if "teacher_features" in d["strategy"] else "per batch"' "per batch"
+expect_json zoo1 '[f["adapter"] for f in d["strategy"]["feature_losses"]]' "['none', 'none']"
+expect_json zoo1 'd["strategy"]["losses"][0]' "dkd:T=4,alpha=1,beta=2,std=0,warmup=2,weight=1"
+expect_json zoo1 '"temperature" in d["strategy"]' False
+expect_json zoo2 '[f["adapter"] for f in d["strategy"]["feature_losses"]]' "['conv1x1', 'none', 'none']"
+expect_json zoo2 'd["strategy"]["ce_weight"]' 0.5
+expect_json zoo3 'd["train_unlabeled"]' 2700
 expect_json t39 'len(d["test"]["per_class"])' 7
 
 # Bad input for the modes.
@@ -150,6 +166,18 @@ expect_error 1 "unlabeled data no_images: no PNG/JPEG images in the folder" "$KD
 expect_error 1 "has no layer 'conv9' (layers: 0, 1, 2" "$KD" distill --teacher teacher --hint conv9:5 --out bad15 "${KDC[@]}"
 expect_error 1 "hint 7:2: no adapter maps the student's 2 output [8, 14, 14] to the teacher's 7 output [32, 7, 7]" \
   "$KD" distill --teacher teacher --hint 7:2 --out bad16 "${KDC[@]}"
+expect_error 2 "unknown loss 'dkdd' (losses: kd, dkd, dist, mlkd, fitnet, at, pkd, rkd, sp, pkt; see kd losses)" \
+  "$KD" distill --teacher teacher --loss dkdd --out bad20 "${KDC[@]}"
+expect_error 2 "loss dist has no option 'alpha' (options: beta, gamma, T, std, weight, warmup)" \
+  "$KD" distill --teacher teacher --loss dist:alpha=1 --out bad21 "${KDC[@]}"
+expect_error 2 "--loss dkd needs a label for every image and mode semi trains on images without one" \
+  "$KD" distill --mode semi --labeled-fraction 0.1 --teacher teacher --loss dkd --out bad22 "${KDC[@]}"
+expect_error 2 "--loss sp is a feature loss and mode merge has several teachers" "$KD" distill --mode merge \
+  --teacher t07 --teacher t39 --loss sp:teacher=7,student=5 --out bad23 "${KDC[@]}"
+expect_error 1 "has no layer '99' (layers: 0, 1, 2" "$KD" distill --teacher teacher --loss at:teacher=7,student=99 \
+  --out bad24 "${KDC[@]}"
+expect_error 1 "at 7:6: attention transfer needs [C, H, W] feature maps; the student's 6 output is [784]" \
+  "$KD" distill --teacher teacher --loss at:teacher=7,student=6 --out bad25 "${KDC[@]}"
 expect_error 2 "mode merge needs two or more teachers" "$KD" distill --mode merge --teacher t07 --out bad17 "${KDC[@]}"
 expect_error 2 "exactly one of --generations N (N >= 2) or --teach-last M" "$KD" distill --mode self \
   --generations 2 --teach-last 1 --out bad18 "${KDC[@]}"

@@ -9,6 +9,7 @@
 #include "kd/core/error.h"
 #include "kd/data/dataset.h"
 #include "kd/distill/strategy.h"
+#include "kd/losses/zoo.h"
 #include "kd/losses/classification.h"
 #include "kd/models/model.h"
 #include "golden.h"
@@ -75,15 +76,14 @@ TEST(HintLoss, MatchesPyTorch) {
     for (const std::string kind : {"mse", "nmse"}) {
       auto s = torch::tensor(c["student"].get<std::vector<double>>(), torch::kFloat64).view(shape)
                    .requires_grad_(true);
-      auto loss = kd::hint_loss(s, t, kind);
+      auto loss = kd::fitnet_loss(s, t, kind == "nmse");
       EXPECT_NEAR(loss.item<double>(), c[kind].get<double>(), 1e-10) << kind;
       loss.backward();
       auto g = torch::tensor(c[kind + "_grad"].get<std::vector<double>>(), torch::kFloat64).view(shape);
       EXPECT_LT((s.grad() - g).abs().max().item<double>(), 1e-10) << kind;
     }
   }
-  EXPECT_KD_ERROR(kd::hint_loss(torch::zeros({2, 3}), torch::zeros({2, 4}), "mse"), "differ in shape");
-  EXPECT_KD_ERROR(kd::hint_loss(torch::zeros({2, 3}), torch::zeros({2, 3}), "l1"), "expected mse or nmse");
+  EXPECT_KD_ERROR(kd::fitnet_loss(torch::zeros({2, 3}), torch::zeros({2, 4}), false), "differ in shape");
 }
 
 TEST(Merge, OffsetsAndTargetsMatchPyTorch) {
@@ -109,8 +109,11 @@ TEST(Hints, ParseHint) {
   auto h = kd::parse_hint("7:5:0.5");
   EXPECT_EQ(h.teacher_layer, "7");
   EXPECT_EQ(h.student_layer, "5");
-  EXPECT_DOUBLE_EQ(h.weight, 0.5);
-  EXPECT_DOUBLE_EQ(kd::parse_hint("features.2:3").weight, 1.0);
+  EXPECT_DOUBLE_EQ(h.weight(), 0.5);
+  EXPECT_EQ(h.name, "fitnet");
+  EXPECT_EQ(h.get("normalize"), 1.0);
+  EXPECT_EQ(kd::parse_hint("7:5", "mse").get("normalize"), 0.0);
+  EXPECT_DOUBLE_EQ(kd::parse_hint("features.2:3").weight(), 1.0);
   EXPECT_KD_ERROR(kd::parse_hint("7"), "expected TEACHER_LAYER:STUDENT_LAYER");
   EXPECT_KD_ERROR(kd::parse_hint("7:5:heavy"), "must be a positive number");
   EXPECT_KD_ERROR(kd::parse_hint("7:5:-1"), "must be a positive number");
@@ -132,7 +135,7 @@ TEST(Hints, AdapterBridgesWidthsAndUnbridgeableShapesAreErrors) {
   auto teacher = model("fmnist-teacher", kNames, {{"width", 8}});
   auto student = model("fmnist-student", kNames);
   kd::DistillOptions o;
-  o.hints = {kd::parse_hint("7:5")};  // teacher 16x7x7, student 16x7x7 -> none; width 8 -> 16
+  o.losses = {kd::parse_hint("7:5")};  // teacher 16x7x7, student 16x7x7 -> none; width 8 -> 16
   o.use_cache = false;
   kd::DistillStrategy ok("offline", {{"t", teacher}}, o);
   ok.prepare(*student, data, {}, torch::kCPU);
@@ -148,10 +151,10 @@ TEST(Hints, AdapterBridgesWidthsAndUnbridgeableShapesAreErrors) {
   r.loss.backward();
   EXPECT_TRUE(adapted.parameters()[0].grad().defined());  // the adapter trains with the student
 
-  o.hints = {kd::parse_hint("7:2")};  // 32x7x7 vs 8x14x14
+  o.losses = {kd::parse_hint("7:2")};  // 32x7x7 vs 8x14x14
   kd::DistillStrategy bad("offline", {{"t", wide}}, o);
   EXPECT_KD_ERROR(bad.prepare(*student, data, {}, torch::kCPU), "no adapter maps the student's 2 output");
-  o.hints = {kd::parse_hint("99:5")};
+  o.losses = {kd::parse_hint("99:5")};
   kd::DistillStrategy missing("offline", {{"t", wide}}, o);
   EXPECT_KD_ERROR(missing.prepare(*student, data, {}, torch::kCPU), "has no layer '99' (layers: 0, 1");
 }

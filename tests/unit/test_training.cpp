@@ -53,6 +53,22 @@ TEST(Config, YamlRoundTripAndStrictKeys) {
                   "exp.yaml: train.epochs: bad value");
 }
 
+TEST(Config, LossesInYamlAsMapsOrStrings) {
+  kd::RunConfig r;
+  kd::apply_yaml(r, YAML::Load("distill: {losses: [{name: dkd, beta: 2}, 'at:teacher=7,student=5,weight=500']}"), "e");
+  ASSERT_EQ(r.distill.losses.size(), 2u);
+  EXPECT_EQ(r.distill.losses[0], "dkd:T=4,alpha=1,beta=2,std=0,warmup=20,weight=1");
+  EXPECT_EQ(r.distill.losses[1], "at:teacher=7,student=5,p=2,warmup=0,weight=500");
+  kd::RunConfig back;
+  kd::apply_yaml(back, YAML::Load(kd::to_yaml(r)), "t");  // written as maps, read back the same
+  EXPECT_EQ(back.distill.losses, r.distill.losses);
+  EXPECT_NE(kd::to_yaml(r).find("{name: dkd, T: 4, alpha: 1, beta: 2"), std::string::npos) << kd::to_yaml(r);
+  EXPECT_KD_ERROR(kd::apply_yaml(r, YAML::Load("distill: {losses: [{name: dkd, betta: 2}]}"), "e.yaml"),
+                  "distill.losses: dkd: loss dkd has no option 'betta'");
+  EXPECT_KD_ERROR(kd::apply_yaml(r, YAML::Load("distill: {losses: [{beta: 2}]}"), "e.yaml"),
+                  "e.yaml: distill.losses: bad value");
+}
+
 TEST(Loader, CoversEveryIndexOnceAndIsSeeded) {
   auto d = toy(50);
   kd::Loader a(d, {16, true, false, {}, 3}, torch::kCPU), b(d, {16, true, false, {}, 3}, torch::kCPU);

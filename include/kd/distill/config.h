@@ -69,6 +69,12 @@ struct DistillConfig {
   int teach_last = 0;            // self: a frozen snapshot of the student teaches the last M epochs
   std::vector<std::string> hints;  // TEACHER_LAYER:STUDENT_LAYER[:WEIGHT]
   std::string hint_loss = "nmse";  // mse | nmse
+  // Loss terms from the registry (kd/losses/registry.h), each `NAME:key=value,...`. A listed
+  // logit loss replaces the soft-target term (-T, --alpha): the objective is then ce_weight x
+  // cross-entropy on the labeled samples plus each term's weight x its loss. Feature losses add
+  // to either objective.
+  std::vector<std::string> losses;
+  double ce_weight = 1.0;
   bool teacher_cache = true;  // reuse teacher logits across epochs when augmentation is off
   std::string cache_dir;      // empty: $KD_CACHE_DIR, else ~/.cache/kd
 };

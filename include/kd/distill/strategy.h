@@ -13,6 +13,7 @@
 
 #include "kd/data/loader.h"
 #include "kd/losses/classification.h"
+#include "kd/losses/registry.h"
 #include "kd/models/model.h"
 
 namespace kd {
@@ -51,20 +52,20 @@ class SupervisedStrategy final : public Strategy {
   double label_smoothing_;
 };
 
-// --hint TEACHER_LAYER:STUDENT_LAYER[:WEIGHT]
-struct HintSpec {
-  std::string teacher_layer, student_layer;
-  double weight = 1.0;
-};
-HintSpec parse_hint(const std::string& text);
+// --hint TEACHER_LAYER:STUDENT_LAYER[:WEIGHT]: the fitnet term of the registry, normalised
+// (hint_loss nmse) or plain MSE.
+LossSpec parse_hint(const std::string& text, const std::string& hint_loss = "nmse");
 
 struct DistillOptions {
   SoftTargetLossOptions loss;      // temperature, alpha (labeled samples), label smoothing
   std::string targets = "soft";    // soft | hard
   double threshold = 0.0;          // hard: minimum teacher probability of a pseudo-label
   int ensemble = 1;                // teacher averaged over this many views (ensemble_view)
-  std::vector<HintSpec> hints;
-  std::string hint_loss = "nmse";  // mse | nmse
+  // Registry terms (--loss; --hint is a fitnet term). With a logit term among them, the
+  // objective is ce_weight x CE on labeled samples + the terms; otherwise the soft-target loss
+  // above + the feature terms.
+  std::vector<LossSpec> losses;
+  double ce_weight = 1.0;
   bool use_cache = true;           // teacher logits on disk, targets and hint features in memory
   std::string cache_dir;
   int64_t teacher_batch_size = 1000;
@@ -85,15 +86,19 @@ torch::Tensor fit_merge_offsets(const torch::Tensor& columns, const torch::Tenso
 // softmax(class logits / T). Undefined offsets: none (a single teacher).
 torch::Tensor merge_teacher_logits(const torch::Tensor& columns, const torch::Tensor& column_class,
                                    int64_t num_classes, const torch::Tensor& offsets, double T);
+// The class logits of that rule, before the temperature: logsumexp of each class's columns.
+torch::Tensor merged_class_logits(const torch::Tensor& columns, const torch::Tensor& column_class,
+                                  int64_t num_classes, const torch::Tensor& offsets);
 
-// Frozen teachers turned into one target distribution over the student's classes per image,
-// then a loss on the student:
+// Frozen teachers turned into one logit vector over the student's classes per image (the
+// merged class logits with several teachers), then a loss on the student. Without a logit loss
+// from the registry, the soft-target objective:
 // - labeled samples (label >= 0): (1 - alpha) CE + alpha T^2 KL(targets || student) (soft) or
 //   CE alone (hard);
 // - unlabeled samples: T^2 KL(targets || student) (soft) or CE on the teacher's top class when
 //   its probability reaches the threshold (hard);
-// - plus each hint's weight times the distance between the adapted student feature and the
-//   teacher feature.
+// with one: ce_weight CE on labeled samples + each logit term (kd, dkd, dist, mlkd). Plus each
+// feature term's weight times its loss between the (adapted) student feature and the teacher's.
 // Teachers are matched to the student's classes by name; views of the ensemble are averaged in
 // logit space. With several teachers (merge), all teachers' logits are concatenated and one
 // softmax taken over them (as in Shen et al., "Amalgamating knowledge towards comprehensive
@@ -129,13 +134,17 @@ class DistillStrategy final : public Strategy {
     torch::Tensor class_map;  // [C_teacher] student class index of each teacher class
   };
   void attach_teachers(Model& student);
-  // logits[t][k]: teacher t on view k, [B, C_t]. Returns [B, C_student] at temperature T.
-  torch::Tensor combine(const std::vector<std::vector<torch::Tensor>>& logits, double T) const;
+  // logits[t][k]: teacher t on view k, [B, C_t]. Returns the class logits [B, C_student]:
+  // softmax(them / T) is the target distribution at temperature T.
+  torch::Tensor combine(const std::vector<std::vector<torch::Tensor>>& logits) const;
   // Views averaged, teachers concatenated: [B, sum of C_t].
   torch::Tensor teacher_columns(const std::vector<std::vector<torch::Tensor>>& logits) const;
   torch::Tensor column_classes() const;
   void fit_class_offsets(const std::vector<std::vector<torch::Tensor>>& logits);
-  torch::Tensor batch_targets(const torch::Tensor& x, double T, std::vector<torch::Tensor>* feats);
+  // Teacher class logits for a batch, and the teacher features of the feature terms into feats.
+  torch::Tensor batch_logits(const torch::Tensor& x, std::vector<torch::Tensor>* feats);
+  std::vector<std::string> teacher_layers() const;
+  std::vector<std::string> student_layers() const;
   // all_ranks: every data-parallel rank calls it together and each computes a share.
   std::vector<std::vector<torch::Tensor>> pool_logits(const Dataset& data, bool all_ranks = false);
   double target_temperature() const { return opts_.targets == "hard" ? 1.0 : opts_.loss.temperature; }
@@ -143,15 +152,17 @@ class DistillStrategy final : public Strategy {
   std::string mode_;
   DistillOptions opts_;
   std::vector<Teacher> teachers_;
-  std::vector<torch::nn::AnyModule> adapters_;  // per hint; empty: shapes already match
+  std::vector<LossSpec> feature_terms_, logit_terms_;
+  std::vector<torch::nn::AnyModule> adapters_;  // per feature term; empty: compared as they are
+  int64_t epoch_ = 1;
   const Dataset* train_ = nullptr;
   Augment augment_;
   torch::Device device_ = torch::kCPU;
   int64_t num_classes_ = 0;
   std::vector<std::string> class_names_;
   torch::Tensor class_offsets_;              // [sum of C_t] (merge)
-  torch::Tensor cached_targets_;             // [N, C] on the device, or undefined
-  std::vector<torch::Tensor> cached_feats_;  // per hint [N, ...], or empty
+  torch::Tensor cached_logits_;              // [N, C] teacher class logits on the device, or undefined
+  std::vector<torch::Tensor> cached_feats_;  // per feature term [N, ...], or empty
   std::string cache_status_;  // of the last pass over a dataset
   nlohmann::json info_ = nlohmann::json::object();
 };

@@ -19,12 +19,6 @@ torch::Tensor soft_target_kl(const torch::Tensor& student_logits,
 torch::Tensor soft_target_kl_per_sample(const torch::Tensor& student_logits,
                                         const torch::Tensor& target_probs, double temperature);
 
-// Feature-hint distance, averaged over the batch. "mse": mean squared error over all elements
-// (FitNets). "nmse": squared distance between the per-sample L2-normalised feature vectors, in
-// [0, 4], independent of the teacher's activation scale.
-torch::Tensor hint_loss(const torch::Tensor& student_feature, const torch::Tensor& teacher_feature,
-                        const std::string& kind);
-
 struct SoftTargetLossOptions {
   double temperature = 4.0;
   double alpha = 0.9;  // weight of the soft-target term

@@ -1,0 +1,61 @@
+#pragma once
+// The distillation losses of the registry (registry.h) as pure functions of tensors. Logit
+// losses take student and teacher logits [B, C] (teacher detached inside); feature losses take
+// student and teacher features [B, ...] of one layer each. Every loss is averaged over the batch
+// and returns a scalar; tests/golden/make_zoo_golden.py computes each independently in PyTorch
+// Python from the paper.
+#include <torch/types.h>
+
+#include "kd/losses/registry.h"
+
+namespace kd {
+
+// Sun et al. 2024: (z - mean(z)) / (std(z) + 1e-7) over each row's classes (unbiased std, as
+// in the authors' code).
+torch::Tensor standardize_logits(const torch::Tensor& z);
+
+// T^2 KL(softmax(t/T) || softmax(s/T)), summed over classes, mean over the batch.
+torch::Tensor kd_kl(const torch::Tensor& s, const torch::Tensor& t, double T);
+
+// alpha * TCKD + beta * NCKD at temperature T (Zhao et al. 2022, eq. 7); labels in [0, C).
+torch::Tensor dkd_loss(const torch::Tensor& s, const torch::Tensor& t, const torch::Tensor& labels,
+                       double alpha, double beta, double T);
+
+// beta * T^2 (1 - mean Pearson over samples) + gamma * T^2 (1 - mean Pearson over classes)
+// between softmax(s/T) and softmax(t/T) (Huang et al. 2022, eq. 9).
+torch::Tensor dist_loss(const torch::Tensor& s, const torch::Tensor& t, double beta, double gamma,
+                        double T);
+
+// Mean over T in {2, 3, 4, 5, 6} of: instance * T^2 KL + batch * ||P_t P_t^T - P_s P_s^T||^2 / B
+// + class * ||P_t^T P_t - P_s^T P_s||^2 / C, P = softmax(z / T) (Jin et al. 2023).
+torch::Tensor mlkd_loss(const torch::Tensor& s, const torch::Tensor& t, double instance,
+                        double batch, double cls);
+
+// FitNets: plain MSE, or (normalize) the squared distance of per-sample L2-normalised vectors.
+torch::Tensor fitnet_loss(const torch::Tensor& fs, const torch::Tensor& ft, bool normalize);
+
+// Attention transfer on [B, C, H, W] maps: mean((a(fs) - a(ft))^2), a(f) = L2-normalised
+// mean_c |f|^p flattened; a map of another size is average-pooled to the smaller one first.
+torch::Tensor at_loss(const torch::Tensor& fs, const torch::Tensor& ft, double p);
+
+// MSE / 2 between features standardised per channel over batch and positions (PKD).
+torch::Tensor pkd_loss(const torch::Tensor& fs, const torch::Tensor& ft);
+
+// distance * smooth-L1 of mean-normalised pairwise distances + angle * smooth-L1 of triplet
+// angle cosines, on flattened features (Park et al. 2019).
+torch::Tensor rkd_loss(const torch::Tensor& fs, const torch::Tensor& ft, double distance, double angle);
+
+// ||normalize_rows(G_s) - normalize_rows(G_t)||_F^2 / B^2, G = f f^T (Tung & Mori 2019).
+torch::Tensor sp_loss(const torch::Tensor& fs, const torch::Tensor& ft);
+
+// mean over pairs of p_t log(p_t / p_s), p the row-normalised cosine kernel (cos + 1) / 2
+// (Passalis & Tefas 2018).
+torch::Tensor pkt_loss(const torch::Tensor& fs, const torch::Tensor& ft);
+
+// One registry term on one batch, unweighted: logit losses read the logits (and labels), feature
+// losses the features of their layers (the student's already through its adapter).
+torch::Tensor loss_term(const LossSpec& spec, const torch::Tensor& student_logits,
+                        const torch::Tensor& teacher_logits, const torch::Tensor& labels,
+                        const torch::Tensor& student_feature, const torch::Tensor& teacher_feature);
+
+}  // namespace kd

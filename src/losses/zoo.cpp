@@ -1,0 +1,195 @@
+#include "kd/losses/zoo.h"
+
+#include <limits>
+
+#include <torch/torch.h>
+
+#include "kd/core/error.h"
+
+namespace kd {
+namespace {
+
+namespace F = torch::nn::functional;
+
+void check_logits(const char* loss, const torch::Tensor& s, const torch::Tensor& t) {
+  KD_CHECK(s.dim() == 2 && s.sizes() == t.sizes(), "{}: student logits {} and teacher logits {} differ in shape",
+           loss, c10::str(s.sizes()), c10::str(t.sizes()));
+}
+
+void check_batch(const char* loss, const torch::Tensor& fs, const torch::Tensor& ft) {
+  KD_CHECK(fs.dim() >= 2 && ft.dim() >= 2 && fs.size(0) == ft.size(0),
+           "{}: student features {} and teacher features {} must share the batch dimension", loss,
+           c10::str(fs.sizes()), c10::str(ft.sizes()));
+}
+
+// Pearson correlation of matching rows: cosine similarity of the centred rows (DIST's code).
+torch::Tensor row_pearson(const torch::Tensor& a, const torch::Tensor& b) {
+  auto ac = a - a.mean(1, true), bc = b - b.mean(1, true);
+  return (ac * bc).sum(1) / (ac.norm(2, 1) * bc.norm(2, 1) + 1e-8);
+}
+
+// Pairwise Euclidean distances with a zero diagonal (RKD's _pdist, not squared).
+torch::Tensor pairwise_distance(const torch::Tensor& e) {
+  auto sq = e.pow(2).sum(1);
+  auto d = (sq.unsqueeze(1) + sq.unsqueeze(0) - 2 * e.mm(e.t())).clamp_min(1e-12).sqrt();
+  return d * (1 - torch::eye(e.size(0), d.options()));
+}
+
+torch::Tensor triplet_angles(const torch::Tensor& e) {
+  auto diff = F::normalize(e.unsqueeze(0) - e.unsqueeze(1), F::NormalizeFuncOptions().p(2).dim(2));
+  return torch::bmm(diff, diff.transpose(1, 2)).flatten();
+}
+
+torch::Tensor cosine_kernel_density(const torch::Tensor& f) {
+  auto n = f / (f.pow(2).sum(1, true).sqrt() + 1e-7);
+  auto k = (n.mm(n.t()) + 1.0) / 2.0;
+  return k / k.sum(1, true);
+}
+
+}  // namespace
+
+torch::Tensor standardize_logits(const torch::Tensor& z) {
+  return (z - z.mean(1, true)) / (z.std(1, /*unbiased=*/true, /*keepdim=*/true) + 1e-7);
+}
+
+torch::Tensor kd_kl(const torch::Tensor& s, const torch::Tensor& t, double T) {
+  check_logits("kd", s, t);
+  auto log_ps = torch::log_softmax(s / T, 1);
+  auto log_pt = torch::log_softmax(t.detach() / T, 1);
+  return (log_pt.exp() * (log_pt - log_ps)).sum(1).mean() * (T * T);
+}
+
+torch::Tensor dkd_loss(const torch::Tensor& s, const torch::Tensor& t, const torch::Tensor& labels,
+                       double alpha, double beta, double T) {
+  check_logits("dkd", s, t);
+  KD_CHECK(labels.dim() == 1 && labels.size(0) == s.size(0), "dkd: {} labels for {} samples", labels.numel(), s.size(0));
+  KD_CHECK(labels.numel() == 0 || (labels.min().item<int64_t>() >= 0 && labels.max().item<int64_t>() < s.size(1)),
+           "dkd needs a label in [0, {}) for every sample", s.size(1));
+  auto gt = F::one_hot(labels, s.size(1)).to(torch::kBool);
+  auto zs = s / T, zt = t.detach() / T;
+  // Binary (target, rest) distributions in log space: log p_rest = logsumexp of the other classes.
+  const double neg = -std::numeric_limits<double>::infinity();
+  auto log_ps = torch::log_softmax(zs, 1), log_pt = torch::log_softmax(zt, 1);
+  auto bin = [&](const torch::Tensor& lp) {
+    return torch::stack({lp.masked_fill(~gt, neg).logsumexp(1), lp.masked_fill(gt, neg).logsumexp(1)}, 1);
+  };
+  auto bs = bin(log_ps), bt = bin(log_pt);
+  auto tckd = (bt.exp() * (bt - bs)).sum(1).mean();
+  // Among the non-target classes: the target masked out of both softmaxes (DKD's -1000 * gt).
+  auto mask = gt.to(zs.scalar_type()) * 1000.0;
+  auto ns = torch::log_softmax(zs - mask, 1), nt = torch::log_softmax(zt - mask, 1);
+  auto nckd = (nt.exp() * (nt - ns)).sum(1).mean();
+  return (alpha * tckd + beta * nckd) * (T * T);
+}
+
+torch::Tensor dist_loss(const torch::Tensor& s, const torch::Tensor& t, double beta, double gamma, double T) {
+  check_logits("dist", s, t);
+  auto ps = torch::softmax(s / T, 1), pt = torch::softmax(t.detach() / T, 1);
+  auto inter = 1 - row_pearson(ps, pt).mean();
+  auto intra = 1 - row_pearson(ps.t(), pt.t()).mean();
+  return (beta * inter + gamma * intra) * (T * T);
+}
+
+torch::Tensor mlkd_loss(const torch::Tensor& s, const torch::Tensor& t, double instance, double batch, double cls) {
+  check_logits("mlkd", s, t);
+  const double B = static_cast<double>(s.size(0)), C = static_cast<double>(s.size(1));
+  torch::Tensor total = torch::zeros({}, s.options());
+  const double temperatures[] = {2, 3, 4, 5, 6};
+  for (double T : temperatures) {
+    auto ps = torch::softmax(s / T, 1), pt = torch::softmax(t.detach() / T, 1);
+    auto term = instance * kd_kl(s, t, T);
+    if (batch > 0) term = term + batch * (pt.mm(pt.t()) - ps.mm(ps.t())).pow(2).sum() / B;
+    if (cls > 0) term = term + cls * (pt.t().mm(pt) - ps.t().mm(ps)).pow(2).sum() / C;
+    total = total + term;
+  }
+  return total / 5.0;
+}
+
+torch::Tensor fitnet_loss(const torch::Tensor& fs, const torch::Tensor& ft, bool normalize) {
+  KD_CHECK(fs.sizes() == ft.sizes(), "fitnet: student feature {} and teacher feature {} differ in shape",
+           c10::str(fs.sizes()), c10::str(ft.sizes()));
+  auto t = ft.detach();
+  if (!normalize) return (fs - t).pow(2).mean();
+  auto opts = F::NormalizeFuncOptions().dim(1).eps(1e-8);
+  return (F::normalize(fs.flatten(1), opts) - F::normalize(t.flatten(1), opts)).pow(2).sum(1).mean();
+}
+
+torch::Tensor at_loss(const torch::Tensor& fs, const torch::Tensor& ft, double p) {
+  KD_CHECK(fs.dim() == 4 && ft.dim() == 4 && fs.size(0) == ft.size(0),
+           "at: needs [B, C, H, W] features, got student {} and teacher {}", c10::str(fs.sizes()),
+           c10::str(ft.sizes()));
+  auto map = [p](const torch::Tensor& f) { return f.abs().pow(p).mean(1, true); };
+  auto ms = map(fs), mt = map(ft.detach());
+  const int64_t h = std::min(ms.size(2), mt.size(2)), w = std::min(ms.size(3), mt.size(3));
+  auto fit = [&](const torch::Tensor& m) {
+    return (m.size(2) == h && m.size(3) == w) ? m : F::adaptive_avg_pool2d(m, F::AdaptiveAvgPool2dFuncOptions({h, w}));
+  };
+  auto opts = F::NormalizeFuncOptions().dim(1);
+  return (F::normalize(fit(ms).flatten(1), opts) - F::normalize(fit(mt).flatten(1), opts)).pow(2).mean();
+}
+
+torch::Tensor pkd_loss(const torch::Tensor& fs, const torch::Tensor& ft) {
+  KD_CHECK(fs.sizes() == ft.sizes() && fs.dim() >= 2, "pkd: student feature {} and teacher feature {} differ in shape",
+           c10::str(fs.sizes()), c10::str(ft.sizes()));
+  auto norm = [](const torch::Tensor& f) {
+    // Channels first, then everything else: batch and positions.
+    auto c = f.transpose(0, 1).reshape({f.size(1), -1});
+    return (c - c.mean(1, true)) / (c.std(1, true, true) + 1e-6);
+  };
+  return (norm(fs) - norm(ft.detach())).pow(2).mean() / 2.0;
+}
+
+torch::Tensor rkd_loss(const torch::Tensor& fs, const torch::Tensor& ft, double distance, double angle) {
+  check_batch("rkd", fs, ft);
+  KD_CHECK(fs.size(0) >= 2, "rkd needs a batch of at least 2, got {}", fs.size(0));
+  auto es = fs.flatten(1), et = ft.detach().flatten(1);
+  torch::Tensor loss = torch::zeros({}, fs.options());
+  if (distance > 0) {
+    auto dt = pairwise_distance(et);
+    dt = dt / dt.masked_select(dt > 0).mean();
+    auto ds = pairwise_distance(es);
+    ds = ds / ds.masked_select(ds > 0).mean();
+    loss = loss + distance * F::smooth_l1_loss(ds, dt);
+  }
+  if (angle > 0) loss = loss + angle * F::smooth_l1_loss(triplet_angles(es), triplet_angles(et));
+  return loss;
+}
+
+torch::Tensor sp_loss(const torch::Tensor& fs, const torch::Tensor& ft) {
+  check_batch("sp", fs, ft);
+  auto gram = [](const torch::Tensor& f) {
+    auto e = f.flatten(1);
+    return F::normalize(e.mm(e.t()), F::NormalizeFuncOptions().dim(1));
+  };
+  const double B = static_cast<double>(fs.size(0));
+  return (gram(ft.detach()) - gram(fs)).pow(2).sum() / (B * B);
+}
+
+torch::Tensor pkt_loss(const torch::Tensor& fs, const torch::Tensor& ft) {
+  check_batch("pkt", fs, ft);
+  auto ps = cosine_kernel_density(fs.flatten(1)), pt = cosine_kernel_density(ft.detach().flatten(1));
+  return (pt * ((pt + 1e-7) / (ps + 1e-7)).log()).mean();
+}
+
+torch::Tensor loss_term(const LossSpec& spec, const torch::Tensor& s, const torch::Tensor& t,
+                        const torch::Tensor& labels, const torch::Tensor& fs, const torch::Tensor& ft) {
+  const std::string& n = spec.name;
+  if (!find_loss(n).feature) {
+    const bool standardize = spec.get("std") != 0;
+    auto zs = standardize ? standardize_logits(s) : s;
+    auto zt = standardize ? standardize_logits(t.detach()) : t.detach();
+    if (n == "kd") return kd_kl(zs, zt, spec.get("T"));
+    if (n == "dkd") return dkd_loss(zs, zt, labels, spec.get("alpha"), spec.get("beta"), spec.get("T"));
+    if (n == "dist") return dist_loss(zs, zt, spec.get("beta"), spec.get("gamma"), spec.get("T"));
+    if (n == "mlkd") return mlkd_loss(zs, zt, spec.get("instance"), spec.get("batch"), spec.get("class"));
+  }
+  if (n == "fitnet") return fitnet_loss(fs, ft, spec.get("normalize") != 0);
+  if (n == "at") return at_loss(fs, ft, spec.get("p"));
+  if (n == "pkd") return pkd_loss(fs, ft);
+  if (n == "rkd") return rkd_loss(fs, ft, spec.get("distance"), spec.get("angle"));
+  if (n == "sp") return sp_loss(fs, ft);
+  if (n == "pkt") return pkt_loss(fs, ft);
+  fail("loss {} is in the registry but has no implementation", n);
+}
+
+}  // namespace kd
