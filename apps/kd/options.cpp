@@ -61,6 +61,10 @@ void add_training_options(CLI::App& cmd, RunConfig& c, bool& no_augment) {
       ->capture_default_str();
   cmd.add_option("--hflip", t.hflip, "random horizontal flips (true/false)")->capture_default_str();
   cmd.add_flag("--no-augment", no_augment, "switch off crop and flip augmentation");
+  cmd.add_option("--mixup", t.mixup, "batch-level mixup, lam ~ Beta(A, A) (0: off); a teacher sees the mixed images")
+      ->capture_default_str();
+  cmd.add_option("--cutmix", t.cutmix, "batch-level cutmix, lam ~ Beta(A, A) (0: off); with --mixup, one per batch")
+      ->capture_default_str();
   cmd.add_option("--label-smoothing", t.label_smoothing)->capture_default_str();
   cmd.add_option("--task", c.task, "classify or detect (default: what --arch/--student is)")
       ->check(CLI::IsMember({"classify", "detect"}));

@@ -1,5 +1,8 @@
 #include "kd/data/loader.h"
 
+#include <algorithm>
+#include <cmath>
+
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
@@ -58,9 +61,8 @@ Batch Loader::get(int64_t i) const {
   b.index = idx;
   b.x = images_.index_select(0, idx).to(torch::kFloat32).div_(255.0f);
   b.y = labels_.index_select(0, idx);
-  if (opts_.augment.enabled()) {
-    b.x = augment_batch(b.x, opts_.augment, gen_);
-  }
+  if (opts_.augment.crop_padding > 0 || opts_.augment.hflip) b.x = augment_batch(b.x, opts_.augment, gen_);
+  if (opts_.augment.mixes()) mix_batch(b, opts_.augment, gen_);
   return b;
 }
 
@@ -87,6 +89,62 @@ torch::Tensor augment_batch(const torch::Tensor& x, const Augment& aug, torch::G
     out = torch::where(flip, out.flip({3}), out);
   }
   return out.contiguous();
+}
+
+namespace {
+
+double sample_beta(double a, torch::Generator& gen) {
+  // Beta(a, a) as X / (X + Y) with X, Y ~ Gamma(a).
+  auto g = at::_standard_gamma(torch::full({2}, a, torch::kFloat64), gen);
+  const double x = g[0].item<double>(), y = g[1].item<double>();
+  return x + y > 0 ? x / (x + y) : 0.5;
+}
+
+}  // namespace
+
+void mix_batch(Batch& b, const Augment& aug, torch::Generator& gen) {
+  KD_CHECK(aug.mixes(), "mix_batch without mixup or cutmix");
+  const int64_t B = b.x.size(0), H = b.x.size(2), W = b.x.size(3);
+  bool cut = aug.cutmix > 0;
+  if (aug.mixup > 0 && aug.cutmix > 0) cut = torch::rand({1}, gen).item<double>() < 0.5;
+  double lam = sample_beta(cut ? aug.cutmix : aug.mixup, gen);
+  auto perm = torch::randperm(B, gen, torch::kInt64).to(b.x.device());
+  auto other = b.x.index_select(0, perm);
+  if (!cut) {
+    b.x = lam * b.x + (1.0 - lam) * other;
+  } else {
+    // A box of area (1 - lam) at a uniform centre, clipped to the image; lam is then its
+    // actual share (Yun et al. 2019, sec. 3.1).
+    const double r = std::sqrt(1.0 - lam);
+    const int64_t ch = static_cast<int64_t>(H * r), cw = static_cast<int64_t>(W * r);
+    const int64_t cy = torch::randint(0, H, {1}, gen).item<int64_t>();
+    const int64_t cx = torch::randint(0, W, {1}, gen).item<int64_t>();
+    const int64_t y0 = std::clamp<int64_t>(cy - ch / 2, 0, H), y1 = std::clamp<int64_t>(cy + ch / 2, 0, H);
+    const int64_t x0 = std::clamp<int64_t>(cx - cw / 2, 0, W), x1 = std::clamp<int64_t>(cx + cw / 2, 0, W);
+    using torch::indexing::Slice;
+    b.x = b.x.clone();
+    b.x.index_put_({Slice(), Slice(), Slice(y0, y1), Slice(x0, x1)},
+                   other.index({Slice(), Slice(), Slice(y0, y1), Slice(x0, x1)}));
+    lam = 1.0 - static_cast<double>((y1 - y0) * (x1 - x0)) / static_cast<double>(H * W);
+  }
+  b.y_mix = b.y.index_select(0, perm);
+  b.lam = lam;
+}
+
+torch::Tensor batch_labeled(const Batch& batch) {
+  auto labeled = batch.y >= 0;
+  return batch.y_mix.defined() ? labeled.logical_and(batch.y_mix >= 0) : labeled;
+}
+
+torch::Tensor batch_cross_entropy(const torch::Tensor& logits, const Batch& batch, double label_smoothing) {
+  namespace F = torch::nn::functional;
+  auto ce = [&](const torch::Tensor& y) {
+    return F::cross_entropy(logits, y.clamp_min(0),
+                            F::CrossEntropyFuncOptions().reduction(torch::kNone).label_smoothing(label_smoothing));
+  };
+  auto per = ce(batch.y);
+  if (batch.y_mix.defined()) per = batch.lam * per + (1.0 - batch.lam) * ce(batch.y_mix);
+  return per * batch_labeled(batch);
 }
 
 }  // namespace kd

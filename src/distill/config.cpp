@@ -6,6 +6,7 @@
 #include <map>
 #include <set>
 
+#include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
 #include "kd/core/error.h"
@@ -59,7 +60,8 @@ Field loss_list_field(std::vector<std::string>& ref) {
               if (!spec.teacher_layer.empty())
                 e << YAML::Key << "teacher" << YAML::Value << spec.teacher_layer << YAML::Key << "student"
                   << YAML::Value << spec.student_layer;
-              for (const auto& [k, v] : spec.values) e << YAML::Key << k << YAML::Value << v;
+              // Shortest round-trip digits, not the emitter's 15.
+              for (const auto& [k, v] : spec.values) e << YAML::Key << k << YAML::Value << fmt::format("{}", v);
               e << YAML::EndMap;
             }
             e << YAML::EndSeq;
@@ -93,6 +95,8 @@ Fields fields(RunConfig& c) {
       {"train.eval_batch_size", field(c.train.eval_batch_size)},
       {"train.crop_padding", field(c.train.crop_padding)},
       {"train.hflip", field(c.train.hflip)},
+      {"train.mixup", field(c.train.mixup)},
+      {"train.cutmix", field(c.train.cutmix)},
       {"train.label_smoothing", field(c.train.label_smoothing)},
       {"train.optim.name", field(c.train.optim.name)},
       {"train.optim.lr", field(c.train.optim.lr)},
@@ -310,6 +314,10 @@ void validate(const RunConfig& c) {
   if (!d.hints.empty() && (m == "train" || m == "merge"))
     usage_fail("--hint needs a single teacher (modes offline, semi, self)");
   finite_in("cross-entropy weight (--ce-weight)", d.ce_weight, 0, 1e6, false, false);
+  finite_in("mixup alpha (--mixup)", c.train.mixup, 0, 100, false, false);
+  finite_in("cutmix alpha (--cutmix)", c.train.cutmix, 0, 100, false, false);
+  if (c.task == "detect" && (c.train.mixup > 0 || c.train.cutmix > 0))
+    usage_fail("--mixup and --cutmix mix classification images and their labels; detection has scale jitter");
   for (const auto& text : d.losses) {
     const LossSpec spec = parse_loss(text);
     const LossInfo& info = find_loss(spec.name);
@@ -322,6 +330,8 @@ void validate(const RunConfig& c) {
     if (info.needs_labels && (m == "merge" || m == "semi"))
       usage_fail("--loss {} needs a label for every image and mode {} trains on images without one",
                  spec.name, m);
+    if (info.needs_labels && (c.train.mixup > 0 || c.train.cutmix > 0))
+      usage_fail("--loss {} needs one true class per image and --mixup/--cutmix images have two", spec.name);
     if (!info.feature && d.targets == "hard")
       usage_fail("--loss {} matches the teacher's logits; --targets hard (pseudo-labels) goes with the default "
                  "soft-target term only", spec.name);

@@ -30,6 +30,7 @@ constexpr double kMaxCachedFeatureBytes = 4.0 * (1 << 30);
 
 StepResult SupervisedStrategy::step(Model& student, const Batch& batch) {
   auto logits = student.forward(batch.x);
+  if (batch.y_mix.defined()) return {batch_cross_entropy(logits, batch, label_smoothing_).mean(), logits};
   return {cross_entropy(logits, batch.y, label_smoothing_), logits};
 }
 
@@ -202,6 +203,7 @@ void DistillStrategy::attach_teachers(Model& student) {
   cached_logits_ = torch::Tensor();
   cached_feats_.clear();
   info_["teacher_cache"] = cacheable ? cache_status_
+                                     : augment_.mixes() ? "off (mixup/cutmix: the teacher sees each mixed batch)"
                                      : (augment_.enabled() ? "off (augmentation on)" : "off");
   if (!cacheable) return;
   cached_logits_ = combine(logits).to(device_);
@@ -375,6 +377,7 @@ StepResult DistillStrategy::step(Model& student, const Batch& batch) {
   const auto& o = opts_;
   if (teachers_.empty()) {  // before the snapshot epoch
     auto logits = student.forward(batch.x);
+    if (batch.y_mix.defined()) return {batch_cross_entropy(logits, batch, o.loss.label_smoothing).mean(), logits};
     return {cross_entropy(logits, batch.y, o.loss.label_smoothing), logits};
   }
   auto [logits, s_feats] = student.forward_with_features(batch.x, student_layers());
@@ -396,14 +399,9 @@ StepResult DistillStrategy::step(Model& student, const Batch& batch) {
   torch::Tensor loss;
   if (logit_terms_.empty()) {
     auto targets = torch::softmax(z_t / target_temperature(), 1);
-    loss = distill_loss(logits, targets, batch.y, o.loss, o.targets == "hard", o.threshold);
+    loss = distill_loss(logits, targets, batch.y, o.loss, o.targets == "hard", o.threshold, batch.y_mix, batch.lam);
   } else {
-    namespace F = torch::nn::functional;
-    auto labeled = batch.y >= 0;
-    auto ce = F::cross_entropy(logits, batch.y.clamp_min(0), F::CrossEntropyFuncOptions()
-                                                                 .reduction(torch::kNone)
-                                                                 .label_smoothing(o.loss.label_smoothing));
-    loss = o.ce_weight * (ce * labeled).mean();
+    loss = o.ce_weight * batch_cross_entropy(logits, batch, o.loss.label_smoothing).mean();
     for (const auto& term : logit_terms_)
       loss = loss + term.weight() * warmup_factor(term, epoch_) * loss_term(term, logits, z_t, batch.y, {}, {});
   }

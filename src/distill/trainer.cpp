@@ -75,7 +75,7 @@ Trainer::Trainer(TrainConfig cfg, torch::Device device, uint64_t seed)
 
 TrainResult Trainer::fit(Model& student, Strategy& strategy, const Dataset& train,
                          const Dataset& eval, const std::string& run_dir) {
-  const Augment augment{cfg_.crop_padding, cfg_.hflip};
+  const Augment augment{cfg_.crop_padding, cfg_.hflip, cfg_.mixup, cfg_.cutmix};
   // With several ranks the configured batch is the global one: each rank takes its share, so
   // the optimisation matches one process with that batch.
   const int world = dist::world_size();

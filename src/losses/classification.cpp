@@ -51,7 +51,7 @@ torch::Tensor soft_target_loss(const torch::Tensor& student_logits,
 
 torch::Tensor distill_loss(const torch::Tensor& student_logits, const torch::Tensor& targets,
                            const torch::Tensor& labels, const SoftTargetLossOptions& opts,
-                           bool hard, double threshold) {
+                           bool hard, double threshold, const torch::Tensor& labels_mix, double lam) {
   namespace F = torch::nn::functional;
   auto ce_of = [&](const torch::Tensor& y) {
     return F::cross_entropy(student_logits, y, F::CrossEntropyFuncOptions()
@@ -60,6 +60,10 @@ torch::Tensor distill_loss(const torch::Tensor& student_logits, const torch::Ten
   };
   auto labeled = labels >= 0;
   auto ce = ce_of(labels.clamp_min(0));
+  if (labels_mix.defined()) {
+    labeled = labeled.logical_and(labels_mix >= 0);
+    ce = lam * ce + (1.0 - lam) * ce_of(labels_mix.clamp_min(0));
+  }
   torch::Tensor per_sample;
   if (!hard) {
     auto kd = soft_target_kl_per_sample(student_logits, targets, opts.temperature);

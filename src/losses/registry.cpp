@@ -117,7 +117,9 @@ LossSpec make_loss(const std::string& name, const std::map<std::string, std::str
   for (const auto& o : info.options) spec.values[o.key] = o.value;
   for (const auto& [key, text] : options) {
     if (info.feature && (key == "teacher" || key == "student")) {
-      if (text.empty()) usage_fail("{}: {} option {} needs a layer name", where, name, key);
+      if (text.empty() || text.find_first_of(",=: \t\n") != std::string::npos)
+        usage_fail("{}: {} option {} needs a layer name (a module path such as 7 or features.3), got '{}'", where,
+                   name, key, text);
       (key == "teacher" ? spec.teacher_layer : spec.student_layer) = text;
       continue;
     }

@@ -200,3 +200,92 @@ TEST(Compare, GapClosedPairsSeeds) {
 }
 
 }  // namespace
+
+namespace {
+
+kd::Batch plain_batch(int64_t B) {
+  kd::Batch b;
+  b.x = torch::rand({B, 1, 8, 8});
+  b.y = torch::arange(B, torch::kInt64) % 3;
+  b.index = torch::arange(B, torch::kInt64);
+  return b;
+}
+
+}  // namespace
+
+TEST(Mixing, MixupBlendsWithAPermutationAndIsSeeded) {
+  kd::Augment aug;
+  aug.mixup = 0.4;
+  auto b = plain_batch(16);
+  auto original = b.x.clone();
+  torch::Generator g1 = at::make_generator<at::CPUGeneratorImpl>(7), g2 = at::make_generator<at::CPUGeneratorImpl>(7);
+  kd::Batch a = b, c = b;
+  kd::mix_batch(a, aug, g1);
+  kd::mix_batch(c, aug, g2);
+  EXPECT_TRUE(torch::equal(a.x, c.x));  // same seed, same batch
+  ASSERT_TRUE(a.y_mix.defined());
+  EXPECT_GE(a.lam, 0.0);
+  EXPECT_LE(a.lam, 1.0);
+  // Each image is lam * itself + (1 - lam) * the image whose label is its partner label.
+  for (int64_t i = 0; i < 16; ++i) {
+    bool found = false;
+    for (int64_t j = 0; j < 16 && !found; ++j)
+      found = b.y[j].item<int64_t>() == a.y_mix[i].item<int64_t>() &&
+              torch::allclose(a.x[i], a.lam * original[i] + (1 - a.lam) * original[j], 1e-5, 1e-6);
+    EXPECT_TRUE(found) << i;
+  }
+  EXPECT_TRUE(torch::equal(b.x, original));  // the caller's batch is untouched
+}
+
+TEST(Mixing, CutmixLamIsThePastedArea) {
+  kd::Augment aug;
+  aug.cutmix = 1.0;
+  for (uint64_t seed = 0; seed < 10; ++seed) {
+    auto b = plain_batch(8);
+    b.x = torch::zeros({8, 1, 8, 8});
+    b.x.index_put_({torch::indexing::Slice(0, 4)}, 1.0);  // half the images white
+    auto g = at::make_generator<at::CPUGeneratorImpl>(seed);
+    kd::mix_batch(b, aug, g);
+    // Partners are uniform images: each image changed in no pixel (same colour) or in exactly
+    // the pasted share, 1 - lam.
+    auto white = (torch::arange(8) < 4).to(torch::kFloat32).view({8, 1});
+    auto changed = b.x.flatten(1).ne(white).to(torch::kFloat64).mean(1);
+    for (int64_t i = 0; i < 8; ++i) {
+      const double c = changed[i].item<double>();
+      EXPECT_TRUE(c == 0.0 || std::abs(c - (1.0 - b.lam)) < 1e-9) << "seed " << seed << " image " << i << ": " << c;
+    }
+    EXPECT_GE(b.lam, 0.0);
+    EXPECT_LE(b.lam, 1.0);
+  }
+}
+
+TEST(Mixing, CrossEntropyOfAMixedBatch) {
+  auto b = plain_batch(6);
+  b.y_mix = torch::tensor({2, 2, 1, 0, -1, 1}, torch::kInt64);
+  b.lam = 0.3;
+  auto logits = torch::randn({6, 3}, torch::kFloat64);
+  auto per = kd::batch_cross_entropy(logits, b, 0.0);
+  namespace F = torch::nn::functional;
+  auto ce = [&](const torch::Tensor& y) {
+    return F::cross_entropy(logits, y.clamp_min(0), F::CrossEntropyFuncOptions().reduction(torch::kNone));
+  };
+  auto expected = 0.3 * ce(b.y) + 0.7 * ce(b.y_mix);
+  expected[4] = 0.0;  // partner unlabeled
+  EXPECT_TRUE(torch::allclose(per, expected));
+  EXPECT_EQ(kd::batch_labeled(b).sum().item<int64_t>(), 5);
+}
+
+TEST(Mixing, OutOfRangeValuesAreUsageErrors) {
+  kd::RunConfig c;
+  c.out = "x";
+  c.train.mixup = -0.1;
+  EXPECT_KD_ERROR(kd::validate(c), "mixup alpha (--mixup) must be a number in [0, 100]");
+  c.train.mixup = 0;
+  c.train.cutmix = std::nan("");
+  EXPECT_KD_ERROR(kd::validate(c), "cutmix alpha (--cutmix) must be a number in [0, 100]");
+  c.train.cutmix = 1;
+  c.mode = "offline";
+  c.distill.teacher = "t";
+  c.distill.losses = {"dkd"};
+  EXPECT_KD_ERROR(kd::validate(c), "--loss dkd needs one true class per image and --mixup/--cutmix images have two");
+}

@@ -12,14 +12,29 @@ namespace kd {
 struct Augment {
   int crop_padding = 0;  // random crop of the original size from a zero-padded image
   bool hflip = false;    // random horizontal flip with probability 1/2
-  bool enabled() const { return crop_padding > 0 || hflip; }
+  // Batch-level mixing with a shuffled copy of the batch, lam ~ Beta(a, a) per batch (0: off):
+  // mixup blends whole images (Zhang et al. 2018), cutmix pastes a box of area 1 - lam (Yun et
+  // al. 2019); with both, each batch takes one of them at random.
+  double mixup = 0.0;
+  double cutmix = 0.0;
+  bool mixes() const { return mixup > 0 || cutmix > 0; }
+  // The images differ between epochs: a teacher must see each batch (no teacher cache).
+  bool enabled() const { return crop_padding > 0 || hflip || mixes(); }
 };
 
 struct Batch {
   torch::Tensor x;      // float [B, C, H, W] in [0, 1] (normalization lives in the model)
   torch::Tensor y;      // int64 [B]
   torch::Tensor index;  // int64 [B], positions in the loader's dataset (teacher cache key)
+  // Mixed batches: x is lam * image + (1 - lam) * the image of y_mix (undefined: not mixed).
+  torch::Tensor y_mix;
+  double lam = 1.0;
 };
+
+// Per-sample cross-entropy of a possibly mixed batch: lam CE(y) + (1 - lam) CE(y_mix); 0 where
+// a label is missing (-1). labeled: where both labels exist.
+torch::Tensor batch_cross_entropy(const torch::Tensor& logits, const Batch& batch, double label_smoothing);
+torch::Tensor batch_labeled(const Batch& batch);
 
 struct LoaderOptions {
   int64_t batch_size = 128;
@@ -56,5 +71,7 @@ class Loader {
 };
 
 torch::Tensor augment_batch(const torch::Tensor& x, const Augment& aug, torch::Generator& gen);
+// Mixup or cutmix of a batch in place (x, y_mix, lam), drawn from gen.
+void mix_batch(Batch& b, const Augment& aug, torch::Generator& gen);
 
 }  // namespace kd

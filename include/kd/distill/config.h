@@ -54,6 +54,8 @@ struct TrainConfig {
   ScheduleConfig schedule;
   int crop_padding = 2;  // batch-level augmentation; 0 and hflip=false switch it off
   bool hflip = true;
+  double mixup = 0.0;   // Beta(a, a) of batch-level mixup; 0: off
+  double cutmix = 0.0;  // Beta(a, a) of batch-level cutmix; 0: off
   double label_smoothing = 0.0;
 };
 

@@ -36,8 +36,11 @@ torch::Tensor soft_target_loss(const torch::Tensor& student_logits,
 // averaged over the batch:
 //   soft: labeled (1 - alpha) CE + alpha T^2 KL(q || p_s^T); unlabeled T^2 KL(q || p_s^T)
 //   hard: labeled CE(label); unlabeled CE(argmax q) when max q >= threshold, else 0
+// A mixed batch (mixup, cutmix) passes its partner labels and lam: CE is then
+// lam CE(label) + (1 - lam) CE(partner label), and a sample is labeled when both are.
 torch::Tensor distill_loss(const torch::Tensor& student_logits, const torch::Tensor& targets,
                            const torch::Tensor& labels, const SoftTargetLossOptions& opts,
-                           bool hard, double threshold);
+                           bool hard, double threshold, const torch::Tensor& labels_mix = {},
+                           double lam = 1.0);
 
 }  // namespace kd
