@@ -39,6 +39,10 @@ void add_runtime_options(CLI::App& cmd, RuntimeConfig& r) {
   cmd.add_option("--threads", r.threads, "intra-op threads (0: one per core)")->capture_default_str();
   cmd.add_option("--seed", r.seed, "seed for weights, shuffling and augmentation")->capture_default_str();
   cmd.add_flag("--deterministic", r.deterministic, "use only deterministic kernels");
+  cmd.add_option("--precision", r.precision,
+                 "fp32, or bf16: forward passes (student, teacher, eval) under bfloat16 autocast with fp32 "
+                 "master weights; needs native bfloat16 (CPU: AVX512_BF16 or AMX)")
+      ->capture_default_str();
 }
 
 void add_training_options(CLI::App& cmd, RunConfig& c, bool& no_augment) {

@@ -1,5 +1,10 @@
 #include "kd/core/runtime.h"
 
+#include <fstream>
+#include <sstream>
+
+#include <ATen/autocast_mode.h>
+
 #include <dlfcn.h>
 #include <malloc.h>
 
@@ -91,6 +96,60 @@ torch::Device init_runtime(const RuntimeOptions& opts) {
 std::string runtime_summary() {
   return fmt::format("threads={} blas={} malloc={}", torch::get_num_threads(), g_blas,
                      g_malloc);
+}
+
+namespace {
+bool g_bf16 = false;
+}  // namespace
+
+std::string cpu_bf16_flags() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line, found;
+  while (std::getline(in, line)) {
+    if (line.rfind("flags", 0) != 0) continue;
+    std::istringstream words(line);
+    for (std::string w; words >> w;)
+      if (w == "avx512_bf16" || w == "amx_bf16") found += (found.empty() ? "" : " ") + w;
+    break;
+  }
+  return found;
+}
+
+void check_precision(const std::string& precision, const std::string& device) {
+  if (precision == "fp32") return;
+  if (precision != "bf16") usage_fail("--precision '{}': expected fp32 or bf16", precision);
+  const bool cuda = device == "cuda" || (device == "auto" && torch::cuda::is_available());
+  if (cuda) return;  // Ampere and later; older GPUs fail inside LibTorch with their own message
+  if (cpu_bf16_flags().empty())
+    usage_fail("--precision bf16: this CPU has no native bfloat16 arithmetic (no avx512_bf16 or amx_bf16 in "
+               "/proc/cpuinfo); LibTorch would emulate it, slower than fp32: use --precision fp32");
+}
+
+void set_precision(const std::string& precision) { g_bf16 = precision == "bf16"; }
+bool bf16_autocast() { return g_bf16; }
+
+AutocastScope::AutocastScope(torch::Device device) : cuda_(device.is_cuda()) {
+  previous_ = cuda_ ? at::autocast::is_enabled() : at::autocast::is_cpu_enabled();
+  previous_dtype_ = cuda_ ? at::autocast::get_autocast_gpu_dtype() : at::autocast::get_autocast_cpu_dtype();
+  if (cuda_) {
+    at::autocast::set_enabled(true);
+    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+  } else {
+    at::autocast::set_cpu_enabled(true);
+    at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+  }
+  at::autocast::increment_nesting();
+}
+
+AutocastScope::~AutocastScope() {
+  if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+  if (cuda_) {
+    at::autocast::set_enabled(previous_);
+    at::autocast::set_autocast_gpu_dtype(previous_dtype_);
+  } else {
+    at::autocast::set_cpu_enabled(previous_);
+    at::autocast::set_autocast_cpu_dtype(previous_dtype_);
+  }
 }
 
 }  // namespace kd

@@ -138,6 +138,7 @@ Fields fields(RunConfig& c) {
       {"runtime.threads", field(c.runtime.threads)},
       {"runtime.seed", field(c.runtime.seed)},
       {"runtime.deterministic", field(c.runtime.deterministic)},
+      {"runtime.precision", field(c.runtime.precision)},
   };
 }
 
@@ -314,6 +315,8 @@ void validate(const RunConfig& c) {
   if (!d.hints.empty() && (m == "train" || m == "merge"))
     usage_fail("--hint needs a single teacher (modes offline, semi, self)");
   finite_in("cross-entropy weight (--ce-weight)", d.ce_weight, 0, 1e6, false, false);
+  if (c.runtime.precision != "fp32" && c.runtime.precision != "bf16")
+    usage_fail("--precision '{}': expected fp32 or bf16", c.runtime.precision);
   finite_in("mixup alpha (--mixup)", c.train.mixup, 0, 100, false, false);
   finite_in("cutmix alpha (--cutmix)", c.train.cutmix, 0, 100, false, false);
   if (c.task == "detect" && (c.train.mixup > 0 || c.train.cutmix > 0))

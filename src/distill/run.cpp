@@ -195,6 +195,7 @@ nlohmann::json execute_run(const RunConfig& requested, bool overwrite, bool resu
   RunConfig cfg = requested;
   resolve_task(cfg);
   validate(cfg);
+  check_precision(cfg.runtime.precision, cfg.runtime.device);
   const fs::path dir(cfg.out);
   // Data parallel when launched with torchrun-style variables; rank 0 alone owns the run
   // directory, the others train and return once the weights are final.
@@ -224,6 +225,7 @@ nlohmann::json execute_run(const RunConfig& requested, bool overwrite, bool resu
   }
   torch::Device device = init_runtime(
       {cfg.runtime.device, cfg.runtime.threads, cfg.runtime.seed, cfg.runtime.deterministic});
+  set_precision(cfg.runtime.precision);
   if (main_rank && !resume) {
     // config.yaml is the user's to read; the copy under checkpoints/ is what a resume checks
     // it against, so an edited config.yaml is refused instead of silently changing the run.

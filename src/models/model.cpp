@@ -13,6 +13,7 @@
 
 #include "kd/core/crc.h"
 #include "kd/core/error.h"
+#include "kd/core/runtime.h"
 #include "kd/core/fs.h"
 #include "kd/core/json.h"
 #include "kd/models/registry.h"
@@ -29,7 +30,9 @@ Model::Model(ModelSpec spec) : spec_(std::move(spec)) {
 }
 
 torch::Tensor Model::forward(const torch::Tensor& x) {
-  return forward_normalized((x - mean_) * inv_std_);
+  if (!bf16_autocast()) return forward_normalized((x - mean_) * inv_std_);
+  AutocastScope bf16(mean_.device());
+  return forward_normalized((x - mean_) * inv_std_).to(torch::kFloat32);
 }
 
 void Model::to(torch::Device device) {
@@ -40,7 +43,11 @@ void Model::to(torch::Device device) {
 
 std::pair<torch::Tensor, std::vector<torch::Tensor>> Model::forward_with_features(
     const torch::Tensor& x, const std::vector<std::string>& layers) {
-  return forward_features_normalized((x - mean_) * inv_std_, layers);
+  if (!bf16_autocast()) return forward_features_normalized((x - mean_) * inv_std_, layers);
+  AutocastScope bf16(mean_.device());
+  auto [logits, feats] = forward_features_normalized((x - mean_) * inv_std_, layers);
+  for (auto& f : feats) f = f.to(torch::kFloat32);
+  return {logits.to(torch::kFloat32), std::move(feats)};
 }
 
 void Model::check_layer(const std::string& name) const {

@@ -58,6 +58,11 @@ try:
          charts)
     c.ok("learning curves overlay the 4 runs (2 epochs each; train and eval loss)", charts["loss"] == 4 * 2 * 2, charts["loss"])
     c.ok("trade-off: one point per complete run", charts["params"] == 3, charts["params"])
+    colours = browser.eval("""(() => { const by = id => window.kdCharts.find(ch => ch.kdId === id).data.datasets;
+      const curve = Object.fromEntries(by('score').map(d => [d.label, d.borderColor]));
+      return by('params').map(d => [d.label.replace(/ \\(.*\\)$/, ''), d.backgroundColor, curve[d.label.replace(/ \\(.*\\)$/, '')]]); })()""")
+    c.ok("a run keeps one colour: trade-off point = its learning curve, one legend entry per run",
+         len(colours) == 3 and all(a == b for _, a, b in colours) and len({a for _, a, _ in colours}) == 3, colours)
     roles = browser.eval("[...document.querySelectorAll('#runs .role')].map(e => e.textContent).join()")
     c.ok("roles: teacher, student, distilled (and the incomplete distilled run)", roles == "teacher,student,distilled,distilled", roles)
     c.ok("the share of the gap closed is stated", "gap closed by distillation: distilled" in browser.eval("document.getElementById('gap').textContent"))

@@ -7,6 +7,8 @@
 #include <torch/torch.h>
 
 #include "kd/core/error.h"
+#include "kd/core/runtime.h"
+#include <ATen/autocast_mode.h>
 #include "kd/data/dataset.h"
 #include "kd/distill/strategy.h"
 #include "kd/losses/zoo.h"
@@ -252,3 +254,33 @@ TEST(Data, SelectClassesRelabels) {
 }
 
 }  // namespace
+
+TEST(Precision, Bf16AutocastKeepsFp32MasterWeightsAndSeesUpdates) {
+  auto m = model("mlp", kNames);
+  m->train(false);
+  auto x = torch::rand({4, 1, 28, 28});
+  auto ref = m->forward(x);
+  kd::set_precision("bf16");
+  auto y = m->forward(x);
+  EXPECT_EQ(y.scalar_type(), torch::kFloat32);  // outputs back in fp32
+  EXPECT_LT((y - ref).abs().max().item<double>(), 0.05 * std::max(1.0, ref.abs().max().item<double>()));
+  EXPECT_FALSE(torch::equal(y, ref));  // really computed in bf16
+  y.sum().backward();
+  for (const auto& p : m->parameters()) {
+    EXPECT_EQ(p.scalar_type(), torch::kFloat32);
+    if (p.grad().defined()) EXPECT_EQ(p.grad().scalar_type(), torch::kFloat32);
+  }
+  // A weight update is seen by the next pass: the autocast cache does not outlive a forward.
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : m->parameters()) p.zero_();
+  }
+  EXPECT_LT(m->forward(x).abs().max().item<double>(), 1e-6);
+  kd::set_precision("fp32");
+  EXPECT_FALSE(at::autocast::is_cpu_enabled());
+  if (kd::cpu_bf16_flags().empty())
+    EXPECT_KD_ERROR(kd::check_precision("bf16", "cpu"), "this CPU has no native bfloat16 arithmetic");
+  else
+    kd::check_precision("bf16", "cpu");
+  EXPECT_KD_ERROR(kd::check_precision("fp16", "cpu"), "expected fp32 or bf16");
+}

@@ -19,6 +19,30 @@ struct RuntimeOptions {
 torch::Device init_runtime(const RuntimeOptions& opts);
 torch::Device parse_device(const std::string& name);
 void seed_everything(uint64_t seed);
+// --precision: "fp32", or "bf16": forward passes (student, teacher, eval, serving) under bfloat16
+// autocast with fp32 master weights, outputs returned in fp32. bf16 is refused with one line
+// where the hardware has no native bfloat16 arithmetic (CPU: AVX512_BF16 or AMX-BF16; CUDA:
+// compute capability 8.0), since LibTorch would emulate it slower than fp32.
+void check_precision(const std::string& precision, const std::string& device);
+void set_precision(const std::string& precision);
+bool bf16_autocast();
+// The CPU's native bfloat16 instructions, from /proc/cpuinfo ("" when none).
+std::string cpu_bf16_flags();
+
+// A forward pass under bf16 autocast on `device` (nestable); the autocast cast cache is dropped
+// when the outermost scope ends, so updated weights are cast again on the next pass.
+class AutocastScope {
+ public:
+  explicit AutocastScope(torch::Device device);
+  ~AutocastScope();
+  AutocastScope(const AutocastScope&) = delete;
+  AutocastScope& operator=(const AutocastScope&) = delete;
+
+ private:
+  bool cuda_, previous_;
+  c10::ScalarType previous_dtype_;
+};
+
 // Describes what init_runtime did (threads, BLAS, allocator) for logs and benchmark output.
 std::string runtime_summary();
 

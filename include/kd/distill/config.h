@@ -102,6 +102,7 @@ struct RuntimeConfig {
   int threads = 0;
   uint64_t seed = 0;
   bool deterministic = false;
+  std::string precision = "fp32";  // fp32 | bf16 (autocast; kd/core/runtime.h)
 };
 
 struct RunConfig {
