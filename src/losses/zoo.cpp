@@ -92,14 +92,16 @@ torch::Tensor dist_loss(const torch::Tensor& s, const torch::Tensor& t, double b
 
 torch::Tensor mlkd_loss(const torch::Tensor& s, const torch::Tensor& t, double instance, double batch, double cls) {
   check_logits("mlkd", s, t);
+  // The authors' training code (reduce=False, then a mean): the mean squared difference of the
+  // B x B and C x C matrices, divided by B and C once more.
   const double B = static_cast<double>(s.size(0)), C = static_cast<double>(s.size(1));
   torch::Tensor total = torch::zeros({}, s.options());
   const double temperatures[] = {2, 3, 4, 5, 6};
   for (double T : temperatures) {
     auto ps = torch::softmax(s / T, 1), pt = torch::softmax(t.detach() / T, 1);
     auto term = instance * kd_kl(s, t, T);
-    if (batch > 0) term = term + batch * (pt.mm(pt.t()) - ps.mm(ps.t())).pow(2).sum() / B;
-    if (cls > 0) term = term + cls * (pt.t().mm(pt) - ps.t().mm(ps)).pow(2).sum() / C;
+    if (batch > 0) term = term + batch * (pt.mm(pt.t()) - ps.mm(ps.t())).pow(2).mean() / B;
+    if (cls > 0) term = term + cls * (pt.t().mm(pt) - ps.t().mm(ps)).pow(2).mean() / C;
     total = total + term;
   }
   return total / 5.0;

@@ -45,13 +45,15 @@ def dist(s, t, beta, gamma, T):  # Huang et al. 2022, eq. 9
     return T * T * (beta * inter + gamma * intra)
 
 
-def mlkd(s, t, wi, wb, wc):  # Jin et al. 2023: instance, batch and class levels over 5 temperatures
+def mlkd(s, t, wi, wb, wc):
+    """Jin et al. 2023: instance, batch and class levels over 5 temperatures, reduced as the
+    authors' mlkd.py trains (bc_loss/cc_loss with reduce=False, divided by B or C, then .mean())."""
     total = 0
     for T in [2.0, 3.0, 4.0, 5.0, 6.0]:
         ps, pt = F.softmax(s / T, 1), F.softmax(t / T, 1)
         inst = (F.kl_div(F.log_softmax(s / T, 1), pt, reduction="none").sum(1).mean()) * T * T
-        batch = ((pt @ pt.t() - ps @ ps.t()) ** 2).sum() / s.shape[0]
-        cls = ((pt.t() @ pt - ps.t() @ ps) ** 2).sum() / s.shape[1]
+        batch = (((pt @ pt.t() - ps @ ps.t()) ** 2) / s.shape[0]).mean()
+        cls = (((pt.t() @ pt - ps.t() @ ps) ** 2) / s.shape[1]).mean()
         total = total + wi * inst + wb * batch + wc * cls
     return total / 5
 

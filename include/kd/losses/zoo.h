@@ -26,8 +26,9 @@ torch::Tensor dkd_loss(const torch::Tensor& s, const torch::Tensor& t, const tor
 torch::Tensor dist_loss(const torch::Tensor& s, const torch::Tensor& t, double beta, double gamma,
                         double T);
 
-// Mean over T in {2, 3, 4, 5, 6} of: instance * T^2 KL + batch * ||P_t P_t^T - P_s P_s^T||^2 / B
-// + class * ||P_t^T P_t - P_s^T P_s||^2 / C, P = softmax(z / T) (Jin et al. 2023).
+// Mean over T in {2, 3, 4, 5, 6} of: instance * T^2 KL + batch * mean((P_t P_t^T - P_s P_s^T)^2) / B
+// + class * mean((P_t^T P_t - P_s^T P_s)^2) / C, P = softmax(z / T) (Jin et al. 2023, scaled as
+// their training code reduces it; the paper's sums are B^2 and C^2 times larger).
 torch::Tensor mlkd_loss(const torch::Tensor& s, const torch::Tensor& t, double instance,
                         double batch, double cls);
 
