@@ -116,7 +116,10 @@ void add_train_commands(CLI::App& app) {
   k->add_option("--kd-class", det.kd_class, "detection: weight of the class-head KL (at -T)")->capture_default_str();
   k->add_option("--kd-box", det.kd_box, "detection: weight of the box-head loss, weighted by teacher confidence")
       ->capture_default_str();
-  k->add_option("--kd-feature", det.kd_feature, "detection: weight of the pyramid feature imitation (NMSE)")
+  k->add_option("--kd-feature", det.kd_feature, "detection: weight of the pyramid feature imitation")
+      ->capture_default_str();
+  k->add_option("--kd-feature-loss", det.kd_feature_loss,
+                "detection: the pyramid levels' loss: fitnet (normalised MSE), pkd (Pearson) or cwd (channel-wise)")
       ->capture_default_str();
   k->add_option("--kd-levels", det.kd_levels, "detection: pyramid levels imitated (P3,P4,P5)")->delimiter(',');
   k->add_flag("--no-teacher-cache", [&d](int64_t) { d.teacher_cache = false; },

@@ -176,6 +176,8 @@ nlohmann::json execute_detect_run(const RunConfig& cfg, const std::string& run_d
   const auto& k = cfg.detect;
   std::vector<torch::nn::Conv2d> adapters;
   std::vector<std::string> levels;
+  // The pyramid levels' imitation loss from the registry (fitnet: normalised MSE).
+  const LossSpec feature_term = make_loss(k.kd_feature_loss, {{"teacher", "P"}, {"student", "P"}}, "--kd-feature-loss");
   if (cfg.mode == "offline") {
     teacher = load_detector_teacher(cfg.distill.teacher, *student);
     teacher->to(device);
@@ -279,7 +281,8 @@ nlohmann::json execute_detect_run(const RunConfig& cfg, const std::string& run_d
         if (k.kd_box > 0)
           kd = kd + k.kd_box * k.box_weight * box_distill_loss(out.narrow(2, C, 4), t_out.narrow(2, C, 4), t_cls, k.huber_delta);
         for (size_t l = 0; l < levels.size(); ++l)
-          kd = kd + k.kd_feature / static_cast<double>(levels.size()) * fitnet_loss(adapters[l]->forward(feats[l]), t_feats[l], true);
+          kd = kd + k.kd_feature / static_cast<double>(levels.size()) *
+                        loss_term(feature_term, {}, {}, {}, adapters[l]->forward(feats[l]), t_feats[l]);
         loss = loss + kd;
       }
       const double lv = loss.item<double>();
@@ -373,7 +376,7 @@ nlohmann::json execute_detect_run(const RunConfig& cfg, const std::string& run_d
     // The teacher as the student saw it: at the student's input size.
     summary["teacher_at_student_size"] = evaluate_detector(*teacher, data.test, tc.eval_batch_size, device, po).to_json();
     summary["strategy"] = {{"strategy", "offline"}, {"temperature", cfg.distill.temperature},
-                           {"kd_class", k.kd_class}, {"kd_box", k.kd_box}, {"kd_feature", k.kd_feature},
+                           {"kd_class", k.kd_class}, {"kd_box", k.kd_box}, {"kd_feature", k.kd_feature}, {"kd_feature_loss", format_loss(feature_term)},
                            {"kd_levels", levels}};
   }
   if (cfg.measure_latency) summary["latency"] = measure_latency(*best, device).to_json();

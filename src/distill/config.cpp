@@ -132,6 +132,7 @@ Fields fields(RunConfig& c) {
       {"detect.kd_box", field(c.detect.kd_box)},
       {"detect.kd_feature", field(c.detect.kd_feature)},
       {"detect.kd_levels", field(c.detect.kd_levels)},
+      {"detect.kd_feature_loss", field(c.detect.kd_feature_loss)},
       {"detect.score_threshold", field(c.detect.score_threshold)},
       {"detect.nms_iou", field(c.detect.nms_iou)},
       {"runtime.device", field(c.runtime.device)},
@@ -283,6 +284,8 @@ void validate(const RunConfig& c) {
     const auto& k = c.detect;
     if (k.scale_jitter < 0 || k.scale_jitter >= 1) usage_fail("scale jitter must be in [0, 1), got {}", k.scale_jitter);
     if (k.kd_class < 0 || k.kd_box < 0 || k.kd_feature < 0) usage_fail("--kd-class, --kd-box and --kd-feature must be >= 0");
+    if (k.kd_feature_loss != "fitnet" && k.kd_feature_loss != "pkd" && k.kd_feature_loss != "cwd")
+      usage_fail("--kd-feature-loss '{}': expected fitnet, pkd or cwd", k.kd_feature_loss);
     for (const auto& l : k.kd_levels)
       if (l != "P3" && l != "P4" && l != "P5") usage_fail("kd level '{}': expected P3, P4 or P5", l);
     if (k.nms_iou <= 0 || k.nms_iou > 1) usage_fail("nms iou must be in (0, 1], got {}", k.nms_iou);

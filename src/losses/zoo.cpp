@@ -141,6 +141,14 @@ torch::Tensor pkd_loss(const torch::Tensor& fs, const torch::Tensor& ft) {
   return (norm(fs) - norm(ft.detach())).pow(2).mean() / 2.0;
 }
 
+torch::Tensor cwd_loss(const torch::Tensor& fs, const torch::Tensor& ft, double T) {
+  KD_CHECK(fs.dim() == 4 && fs.sizes() == ft.sizes(), "cwd: needs equal [B, C, H, W] features, got student {} and teacher {}",
+           c10::str(fs.sizes()), c10::str(ft.sizes()));
+  const int64_t B = fs.size(0), C = fs.size(1);
+  auto ls = torch::log_softmax(fs.flatten(2) / T, 2), lt = torch::log_softmax(ft.detach().flatten(2) / T, 2);
+  return (lt.exp() * (lt - ls)).sum() * (T * T) / static_cast<double>(B * C);
+}
+
 torch::Tensor rkd_loss(const torch::Tensor& fs, const torch::Tensor& ft, double distance, double angle) {
   check_batch("rkd", fs, ft);
   KD_CHECK(fs.size(0) >= 2, "rkd needs a batch of at least 2, got {}", fs.size(0));
@@ -188,6 +196,7 @@ torch::Tensor loss_term(const LossSpec& spec, const torch::Tensor& s, const torc
   if (n == "fitnet") return fitnet_loss(fs, ft, spec.get("normalize") != 0);
   if (n == "at") return at_loss(fs, ft, spec.get("p"));
   if (n == "pkd") return pkd_loss(fs, ft);
+  if (n == "cwd") return cwd_loss(fs, ft, spec.get("T"));
   if (n == "rkd") return rkd_loss(fs, ft, spec.get("distance"), spec.get("angle"));
   if (n == "sp") return sp_loss(fs, ft);
   if (n == "pkt") return pkt_loss(fs, ft);

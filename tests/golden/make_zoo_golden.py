@@ -82,6 +82,13 @@ def pkd(fs, ft):  # Cao et al. 2022 (MMRazor's PKDLoss.norm)
     return F.mse_loss(norm(fs), norm(ft)) / 2
 
 
+def cwd(fs, ft, T):  # Shu et al. 2021, eq. 4 (MMRazor's ChannelWiseDivergence)
+    N, C, H, W = fs.shape
+    pt = F.softmax(ft.reshape(-1, H * W) / T, dim=1)
+    loss = torch.sum(pt * F.log_softmax(ft.reshape(-1, H * W) / T, dim=1) - pt * F.log_softmax(fs.reshape(-1, H * W) / T, dim=1))
+    return loss * T ** 2 / (C * N)
+
+
 def pdist(e, eps=1e-12):
     sq = e.pow(2).sum(1)
     d = (sq.unsqueeze(1) + sq.unsqueeze(0) - 2 * e @ e.t()).clamp(min=eps).sqrt().clone()
@@ -158,6 +165,8 @@ for shape_s, shape_t in [((5, 3, 4, 4), (5, 3, 4, 4)), ((4, 6, 2, 3), (4, 6, 2, 
     add("fitnet", {"normalize": 1.0}, lambda a, b: fitnet(a, b, True), fs, ft, std=None)
     add("fitnet", {"normalize": 0.0}, lambda a, b: fitnet(a, b, False), fs, ft, std=None)
     add("pkd", {}, pkd, fs, ft, std=None)
+    add("cwd", {"T": 4.0}, lambda a, b: cwd(a, b, 4.0), fs, ft, std=None)
+    add("cwd", {"T": 1.0}, lambda a, b: cwd(a, b, 1.0), fs, ft, std=None)
 for shape_s, shape_t in [((5, 3, 4, 4), (5, 7, 4, 4)), ((4, 2, 6, 6), (4, 5, 3, 3))]:
     fs = torch.randn(*shape_s, dtype=torch.float64)
     ft = torch.randn(*shape_t, dtype=torch.float64) * 2

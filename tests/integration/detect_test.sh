@@ -21,7 +21,8 @@ ok_if "split is 8:2" "$(json split.json 'len(d["train"])') == 160"
 COMMON=(--data det --size 64 --epochs 2 --batch-size 16 --lr 0.05 --threads 2 --no-latency)
 check "train d0" "$KD" train --arch effdet-d0 --out d0 "${COMMON[@]}"
 check "train a teacher (d1)" "$KD" train --arch effdet-d1 --out d1 "${COMMON[@]}"
-check "distill d0 from d1" "$KD" distill --teacher d1 --student effdet-d0 --out d0kd -T 2 --kd-levels P3,P4 "${COMMON[@]}"
+check "distill d0 from d1 (channel-wise pyramid loss)" "$KD" distill --teacher d1 --student effdet-d0 --out d0kd -T 2 \
+  --kd-levels P3,P4 --kd-feature-loss cwd "${COMMON[@]}"
 check "train on VOC annotations" "$KD" train --arch effdet-d0 --data det/voc --size 64 --epochs 1 --no-latency --out d0voc
 for run in d0 d1 d0kd; do
   for f in config.yaml metrics.jsonl model.json model.pt summary.json checkpoints/epoch-0002/state.json checkpoints/best.pt; do
@@ -30,6 +31,7 @@ for run in d0 d1 d0kd; do
   ok_if "$run: 2 epochs of metrics" "$(wc -l <"$run/metrics.jsonl") == 2"
   ok_if "$run: test mAP is a number in [0, 1]" "0 <= $(json $run/summary.json 'd["test"]["map"]') <= 1"
 done
+ok_if "distilled run records its pyramid loss" "'$(json d0kd/summary.json 'd["strategy"]["kd_feature_loss"]')'.startswith('cwd:')"
 ok_if "distilled run records its teacher at the student's size" \
   "'$(json d0kd/summary.json 'd["teacher_name"]')' == 'd1' and $(json d0kd/summary.json '"map" in d["teacher_at_student_size"]')"
 
@@ -63,6 +65,8 @@ expect_error 1 "annotation id 4: missing 'bbox'" "$KD" train --arch effdet-d0 --
 expect_error 1 "unknown category_id 99" "$KD" train --arch effdet-d0 --data badcat.json --out bad2 --epochs 1
 [ -f bad1/error.txt ] && [ ! -f bad1/summary.json ] && echo "ok   failed run is visibly incomplete" || { echo "FAIL bad1 state"; fails=$((fails+1)); }
 expect_error 1 "/etc/hostname: not a PNG or JPEG image" "$KD" predict d0 /etc/hostname
+expect_error 2 "--kd-feature-loss 'at': expected fitnet, pkd or cwd" "$KD" distill --teacher d1 --student effdet-d0 \
+  --kd-feature-loss at --out bad5 "${COMMON[@]}"
 expect_error 2 "detection runs support modes train and offline" "$KD" distill --mode semi --teacher d1 --student effdet-d0 --labeled-fraction 0.5 --out bad3 "${COMMON[@]}"
 expect_error 1 "teacher d0 detects" "$KD" distill --teacher d0 --student effdet-d0 --data det/voc --size 64 --out bad4 --epochs 1
 expect_error 1 "not a detection dataset" "$KD" train --arch effdet-d0 --data /tmp --out bad5 --epochs 1

@@ -64,7 +64,7 @@ TEST(LossZoo, TeacherGetsNoGradientAndIdenticalInputsCostNothing) {
   EXPECT_FALSE(t.grad().defined());
   auto f = torch::randn({6, 4, 3, 3}, torch::kFloat64);
   for (const char* text : {"fitnet:teacher=a,student=b", "at:teacher=a,student=b", "pkd:teacher=a,student=b",
-                           "rkd:teacher=a,student=b", "sp:teacher=a,student=b", "pkt:teacher=a,student=b"})
+                           "cwd:teacher=a,student=b", "rkd:teacher=a,student=b", "sp:teacher=a,student=b", "pkt:teacher=a,student=b"})
     EXPECT_NEAR(kd::loss_term(kd::parse_loss(text), {}, {}, {}, f, f).item<double>(), 0.0, 1e-7) << text;
 }
 

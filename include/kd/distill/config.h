@@ -91,7 +91,8 @@ struct DetectConfig {
   // Distillation from a detector teacher (run at the student's input size, same anchors).
   double kd_class = 1.0;      // class-head KL at distill.temperature
   double kd_box = 1.0;        // box-head Huber, weighted by the teacher's confidence
-  double kd_feature = 1.0;    // normalized MSE on pyramid levels, through learned adapters
+  double kd_feature = 1.0;    // feature imitation on pyramid levels, through learned adapters
+  std::string kd_feature_loss = "fitnet";  // fitnet (normalised MSE) | pkd | cwd, from the loss registry
   std::vector<std::string> kd_levels = {"P3", "P4", "P5"};
   double score_threshold = 0.001;  // evaluation: keep detections at or above this score
   double nms_iou = 0.5;

@@ -42,6 +42,10 @@ torch::Tensor at_loss(const torch::Tensor& fs, const torch::Tensor& ft, double p
 // MSE / 2 between features standardised per channel over batch and positions (PKD).
 torch::Tensor pkd_loss(const torch::Tensor& fs, const torch::Tensor& ft);
 
+// T^2 / C x sum over channels of KL(softmax(ft_c / T) || softmax(fs_c / T)) over the H x W
+// positions, mean over the batch (Shu et al. 2021).
+torch::Tensor cwd_loss(const torch::Tensor& fs, const torch::Tensor& ft, double T);
+
 // distance * smooth-L1 of mean-normalised pairwise distances + angle * smooth-L1 of triplet
 // angle cosines, on flattened features (Park et al. 2019).
 torch::Tensor rkd_loss(const torch::Tensor& fs, const torch::Tensor& ft, double distance, double angle);
