@@ -89,11 +89,12 @@ Comparison compare_runs(const std::vector<nlohmann::json>& summaries) {
         student = &groups[other];
     if (!student) continue;
     const Group& t = groups[d.row.teacher];
-    // Gap closed per seed when every group has that seed (paired), else on the means.
+    // Gap closed per seed when every group has that seed (paired), else on the means. A
+    // teacher group of one run taught every seed (one teacher, several student seeds).
     std::vector<double> gaps;
     for (const auto& [seed, dv] : d.top1_by_seed) {
       auto si = student->top1_by_seed.find(seed);
-      auto ti = t.top1_by_seed.find(seed);
+      auto ti = t.top1_by_seed.size() == 1 ? t.top1_by_seed.begin() : t.top1_by_seed.find(seed);
       if (si == student->top1_by_seed.end() || ti == t.top1_by_seed.end()) continue;
       if (std::abs(ti->second - si->second) > 1e-12)
         gaps.push_back((dv - si->second) / (ti->second - si->second));

@@ -197,6 +197,13 @@ TEST(Compare, GapClosedPairsSeeds) {
   ASSERT_EQ(c.gap_closed.size(), 1u);
   EXPECT_EQ(c.gap_closed[0].first, "d");
   EXPECT_NEAR(c.gap_closed[0].second.mean, (0.5 + 0.5) / 2, 1e-9);  // 0.02/0.04, 0.03/0.06
+  // One teacher run for two student seeds: each seed is paired with it.
+  auto one = kd::compare_runs({summary("t", "train", "big", 0.92, 0), summary("s", "train", "small", 0.88, 0),
+                               summary("s", "train", "small", 0.90, 1), summary("d", "offline", "small", 0.90, 0, "t"),
+                               summary("d", "offline", "small", 0.91, 1, "t")});
+  ASSERT_EQ(one.gap_closed.size(), 1u);
+  EXPECT_EQ(one.gap_closed[0].second.n, 2);
+  EXPECT_NEAR(one.gap_closed[0].second.mean, (0.5 + 0.5) / 2, 1e-9);  // 0.02/0.04, 0.01/0.02
 }
 
 }  // namespace
