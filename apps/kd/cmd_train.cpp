@@ -48,12 +48,6 @@ void run(TrainArgs& a) {
   if (dist::is_main()) std::cout << a.cfg.out << std::endl;
 }
 
-std::string loss_names() {
-  std::string out;
-  for (const auto& l : loss_catalog()) out += (out.empty() ? "" : ", ") + l.name;
-  return out;
-}
-
 }  // namespace
 
 void add_train_commands(CLI::App& app) {

@@ -71,12 +71,6 @@ std::vector<LossInfo> make_catalog() {
   };
 }
 
-std::string names() {
-  std::string out;
-  for (const auto& l : loss_catalog()) out += (out.empty() ? "" : ", ") + l.name;
-  return out;
-}
-
 std::string keys_of(const LossInfo& info) {
   std::string out = info.feature ? "teacher, student" : "";
   for (const auto& o : info.options) out += (out.empty() ? "" : ", ") + o.key;
@@ -102,10 +96,16 @@ const std::vector<LossInfo>& loss_catalog() {
   return catalog;
 }
 
+std::string loss_names() {
+  std::string out;
+  for (const auto& l : loss_catalog()) out += (out.empty() ? "" : ", ") + l.name;
+  return out;
+}
+
 const LossInfo& find_loss(const std::string& name) {
   for (const auto& l : loss_catalog())
     if (l.name == name) return l;
-  usage_fail("unknown loss '{}' (losses: {}; see kd losses)", name, names());
+  usage_fail("unknown loss '{}' (losses: {}; see kd losses)", name, loss_names());
 }
 
 std::string LossSpec::label() const {

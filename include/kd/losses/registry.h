@@ -26,6 +26,8 @@ struct LossInfo {
 };
 
 const std::vector<LossInfo>& loss_catalog();
+// "kd, dkd, ...": the names, in catalog order.
+std::string loss_names();
 // Throws UsageError listing the valid names.
 const LossInfo& find_loss(const std::string& name);
 
