@@ -43,6 +43,27 @@ for run in fmnist-student:"plain student" nocache:"distill, teacher run per batc
 done
 echo "(filling the cache once: one teacher pass over the 48,000 images, $(get "$WORK/fill/summary.json" "d['strategy']['teacher_cache']"))"
 
+echo "== bf16 autocast vs fp32: teacher training epoch and a distillation epoch with the teacher online"
+if grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo; then
+  for p in fp32 bf16; do
+    "$KD" train --arch fmnist-teacher --epochs 1 --no-augment --threads 2 --no-latency --precision $p \
+      --out "$WORK/teacher-$p" >/dev/null 2>&1
+    "$KD" distill --teacher "$WORK/fmnist-teacher" --epochs 1 --no-augment --no-teacher-cache --threads 2 \
+      --no-latency --precision $p --out "$WORK/online-$p" >/dev/null 2>&1
+    /usr/bin/python3 "$HERE/train_baseline.py" --threads 2 --models fmnist-teacher,distill --precision $p >> "$WORK/python-prec.jsonl"
+  done
+  py() { grep "\"$1\"" "$WORK/python-prec.jsonl" | grep "\"$2\"" | /usr/bin/python3 -c "import json,sys; print(json.load(sys.stdin)['images_per_s'])"; }
+  printf "%-34s %10s %10s %8s %12s %12s %8s\n" epoch "kd fp32" "kd bf16" "kd x" "python fp32" "python bf16" "py x"
+  for row in teacher:fmnist-teacher:"teacher training" online:distill:"distillation, teacher online"; do
+    IFS=: read -r dir model label <<<"$row"
+    k32=$(get "$WORK/$dir-fp32/summary.json" "d['train_images_per_s']"); k16=$(get "$WORK/$dir-bf16/summary.json" "d['train_images_per_s']")
+    p32=$(py "$model" fp32); p16=$(py "$model" bf16)
+    printf "%-34s %10.0f %10.0f %7.2fx %12.0f %12.0f %7.2fx\n" "$label" "$k32" "$k16" "$(div "$k16" "$k32")" "$p32" "$p16" "$(div "$p16" "$p32")"
+  done
+else
+  echo "(skipped: this CPU has no avx512_bf16 or amx_bf16)"
+fi
+
 echo "== serving: the distilled student above, kd serve vs FastAPI + uvicorn + PyTorch (wrk, 10 s each)"
 "$HERE/serve.sh" "$KD" "$WORK/cached" 10
 

@@ -107,7 +107,7 @@ void run(const EvalArgs& a) {
     return eval_results_file(a);
   }
   if (a.run.empty()) usage_fail("give a run directory (or --gt FILE --results FILE)");
-  torch::Device device = init_runtime({a.runtime.device, a.runtime.threads, a.runtime.seed, false});
+  torch::Device device = init_runtime({a.runtime.device, a.runtime.threads, a.runtime.seed, false, a.runtime.precision});
   auto model = load_model(a.run);
   model->to(device);
   if (!a.task.empty() && a.task != model->spec().task)

@@ -24,7 +24,7 @@ struct PredictArgs {
 };
 
 void run(const PredictArgs& a) {
-  torch::Device device = init_runtime({a.runtime.device, a.runtime.threads, a.runtime.seed, false});
+  torch::Device device = init_runtime({a.runtime.device, a.runtime.threads, a.runtime.seed, false, a.runtime.precision});
   auto model = load_model(a.run);
   model->to(device);
   if (model->spec().task != "detect") usage_fail("kd predict draws boxes: {} is a classifier (use kd eval)", a.run);

@@ -52,7 +52,7 @@ std::unique_ptr<ModelRunner> load_runner(const std::string& arg, torch::Device d
 void run(ServeArgs& a) {
   std::signal(SIGPIPE, SIG_IGN);
 
-  const torch::Device device = init_runtime({a.runtime.device, a.runtime.threads, a.runtime.seed, false});
+  const torch::Device device = init_runtime({a.runtime.device, a.runtime.threads, a.runtime.seed, false, a.runtime.precision});
   if (a.service.api_key.empty())
     if (const char* k = std::getenv("KD_API_KEY")) a.service.api_key = k;
   a.service.batch.max_wait = std::chrono::microseconds(static_cast<int64_t>(a.max_wait_ms * 1000));

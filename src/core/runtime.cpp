@@ -90,6 +90,8 @@ torch::Device init_runtime(const RuntimeOptions& opts) {
   torch::set_num_threads(threads);
   seed_everything(opts.seed);
   if (opts.deterministic) at::globalContext().setDeterministicAlgorithms(true, true);
+  check_precision(opts.precision, opts.device);
+  set_precision(opts.precision);
   return parse_device(opts.device);
 }
 

@@ -131,20 +131,4 @@ void mix_batch(Batch& b, const Augment& aug, torch::Generator& gen) {
   b.lam = lam;
 }
 
-torch::Tensor batch_labeled(const Batch& batch) {
-  auto labeled = batch.y >= 0;
-  return batch.y_mix.defined() ? labeled.logical_and(batch.y_mix >= 0) : labeled;
-}
-
-torch::Tensor batch_cross_entropy(const torch::Tensor& logits, const Batch& batch, double label_smoothing) {
-  namespace F = torch::nn::functional;
-  auto ce = [&](const torch::Tensor& y) {
-    return F::cross_entropy(logits, y.clamp_min(0),
-                            F::CrossEntropyFuncOptions().reduction(torch::kNone).label_smoothing(label_smoothing));
-  };
-  auto per = ce(batch.y);
-  if (batch.y_mix.defined()) per = batch.lam * per + (1.0 - batch.lam) * ce(batch.y_mix);
-  return per * batch_labeled(batch);
-}
-
 }  // namespace kd

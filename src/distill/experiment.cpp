@@ -4,6 +4,7 @@
 #include <cctype>
 #include <set>
 
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 #include <yaml-cpp/yaml.h>
 
@@ -111,12 +112,21 @@ ExperimentPlan load_experiment(const std::string& path, const std::vector<uint64
   return plan;
 }
 
-Comparison run_experiment(const ExperimentPlan& plan, bool force) {
+Comparison run_experiment(const ExperimentPlan& plan, bool force, const std::vector<std::string>& only) {
+  std::set<std::string> stages, selected(only.begin(), only.end());
+  for (const auto& cfg : plan.runs) stages.insert(cfg.name);
+  for (const auto& name : selected)
+    if (!stages.count(name))
+      usage_fail("--stages: the experiment has no stage '{}' (stages: {})", name, fmt::join(stages, ", "));
   std::vector<nlohmann::json> summaries;
   for (const auto& cfg : plan.runs) {
     const bool complete = fs::exists(fs::path(cfg.out) / "summary.json");
     // A finished stage is kept only if it ran with exactly this configuration.
     const bool same = complete && to_yaml(read_run_config(cfg.out)) == to_yaml(cfg);
+    if (!selected.empty() && !selected.count(cfg.name)) {
+      if (same) summaries.push_back(read_summary(cfg.out));
+      continue;
+    }
     // An interrupted stage with this configuration continues from its last checkpoint.
     const fs::path config_file = fs::path(cfg.out) / "config.yaml";
     const bool interrupted = !complete && fs::exists(config_file) && fs::exists(fs::path(cfg.out) / "checkpoints") &&

@@ -224,8 +224,7 @@ nlohmann::json execute_run(const RunConfig& requested, bool overwrite, bool resu
     }
   }
   torch::Device device = init_runtime(
-      {cfg.runtime.device, cfg.runtime.threads, cfg.runtime.seed, cfg.runtime.deterministic});
-  set_precision(cfg.runtime.precision);
+      {cfg.runtime.device, cfg.runtime.threads, cfg.runtime.seed, cfg.runtime.deterministic, cfg.runtime.precision});
   if (main_rank && !resume) {
     // config.yaml is the user's to read; the copy under checkpoints/ is what a resume checks
     // it against, so an edited config.yaml is refused instead of silently changing the run.

@@ -11,6 +11,7 @@
 #include "kd/distill/strategy.h"
 #include "kd/distill/teacher_cache.h"
 #include "kd/eval/classify.h"
+#include "kd/losses/crd.h"
 #include "kd/losses/zoo.h"
 
 namespace kd {
@@ -30,8 +31,7 @@ constexpr double kMaxCachedFeatureBytes = 4.0 * (1 << 30);
 
 StepResult SupervisedStrategy::step(Model& student, const Batch& batch) {
   auto logits = student.forward(batch.x);
-  if (batch.y_mix.defined()) return {batch_cross_entropy(logits, batch, label_smoothing_).mean(), logits};
-  return {cross_entropy(logits, batch.y, label_smoothing_), logits};
+  return {mixed_cross_entropy(logits, batch.y, batch.y_mix, batch.lam, label_smoothing_).mean(), logits};
 }
 
 LossSpec parse_hint(const std::string& text, const std::string& hint_loss) {
@@ -83,6 +83,7 @@ void DistillStrategy::prepare(Model& student, const Dataset& train, const Augmen
   class_names_ = student.spec().class_names;
   num_classes_ = student.spec().num_classes();
   if (!teachers_.empty()) attach_teachers(student);
+  else build_feature_heads(student, student);
 }
 
 void DistillStrategy::begin_epoch(int64_t epoch, Model& student) {
@@ -96,12 +97,21 @@ void DistillStrategy::begin_epoch(int64_t epoch, Model& student) {
 
 // The snapshot teacher is the student of an earlier epoch: a run resumed after the snapshot
 // epoch gets it back from the checkpoint.
+// CRD's memory banks too: they are what its loss compares against.
 void DistillStrategy::save_state(const std::string& folder) const {
   if (opts_.snapshot_epoch > 0 && !teachers_.empty())
     teachers_[0].model->save((fs::path(folder) / "snapshot.pt").string());
+  for (size_t i = 0; i < memories_.size(); ++i)
+    if (memories_[i]) memories_[i]->save((fs::path(folder) / fmt::format("crd_memory{}.pt", i)).string());
 }
 
 void DistillStrategy::load_state(const std::string& folder, Model& student) {
+  for (size_t i = 0; i < memories_.size(); ++i) {
+    const fs::path bank = fs::path(folder) / fmt::format("crd_memory{}.pt", i);
+    if (!memories_[i]) continue;
+    if (!fs::exists(bank)) fail("{}: the checkpoint has no CRD memory bank ({})", folder, bank.filename().string());
+    memories_[i]->load(bank.string());
+  }
   const fs::path snapshot = fs::path(folder) / "snapshot.pt";
   if (opts_.snapshot_epoch <= 0 || !fs::exists(snapshot)) return;
   std::shared_ptr<Model> teacher = student.clone();
@@ -146,53 +156,7 @@ void DistillStrategy::attach_teachers(Model& student) {
     t.model->train(false);
     for (auto& p : t.model->parameters()) p.requires_grad_(false);
   }
-
-  // Feature terms: layers checked, adapters sized by a dry run on two training images.
-  const auto t_layers = teacher_layers(), s_layers = student_layers();
-  for (size_t i = 0; i < feature_terms_.size(); ++i) {
-    teachers_[0].model->check_layer(t_layers[i]);
-    student.check_layer(s_layers[i]);
-  }
-  if (!feature_terms_.empty() && adapters_.empty()) {
-    torch::NoGradGuard no_grad;
-    auto x = train_->images.narrow(0, 0, std::min<int64_t>(2, train_->size())).to(device_)
-                 .to(torch::kFloat32).div_(255.0);
-    student.train(false);
-    auto sf = student.forward_with_features(x, s_layers).second;
-    auto tf = teachers_[0].model->forward_with_features(x, t_layers).second;
-    for (size_t i = 0; i < feature_terms_.size(); ++i) {
-      const LossSpec& term = feature_terms_[i];
-      const std::string what = term.name == "fitnet" ? fmt::format("hint {}:{}", term.teacher_layer, term.student_layer)
-                                                     : term.label();
-      auto ss = sf[i].sizes().slice(1).vec(), ts = tf[i].sizes().slice(1).vec();
-      auto shape = [](const std::vector<int64_t>& v) { return c10::str(c10::IntArrayRef(v)); };
-      torch::nn::AnyModule adapter;
-      std::string kind = "none";
-      if (!find_loss(term.name).adapter || ss == ts) {
-        // Compared as they are: relation losses (rkd, sp, pkt) compare batch structure, at
-        // compares spatial maps.
-        if (term.name == "at" && (ss.size() != 3 || ts.size() != 3))
-          fail("{}: attention transfer needs [C, H, W] feature maps; the student's {} output is {}, the "
-               "teacher's {} output {}", what, term.student_layer, shape(ss), term.teacher_layer, shape(ts));
-      } else if (ss.size() == 3 && ts.size() == 3 && ss[1] == ts[1] && ss[2] == ts[2]) {
-        adapter = torch::nn::AnyModule(torch::nn::Conv2d(torch::nn::Conv2dOptions(ss[0], ts[0], 1)));
-        kind = "conv1x1";
-      } else if (ss.size() == 1 && ts.size() == 1) {
-        adapter = torch::nn::AnyModule(torch::nn::Linear(ss[0], ts[0]));
-        kind = "linear";
-      } else {
-        fail("{}: no adapter maps the student's {} output {} to the teacher's {} output {} "
-             "(a 1x1 conv needs equal height and width, a linear layer needs flat features)",
-             what, term.student_layer, shape(ss), term.teacher_layer, shape(ts));
-      }
-      if (!adapter.is_empty()) adapter.ptr()->to(device_);
-      adapters_.push_back(std::move(adapter));
-      info_["feature_losses"].push_back({{"loss", format_loss(term)},
-                                         {"teacher_shape", ts},
-                                         {"student_shape", ss},
-                                         {"adapter", kind}});
-    }
-  }
+  build_feature_heads(student, *teachers_[0].model);
 
   // Teacher outputs over the whole pool: needed for the merge offsets, and reused every epoch
   // when the images do not change between epochs.
@@ -208,6 +172,7 @@ void DistillStrategy::attach_teachers(Model& student) {
   if (!cacheable) return;
   cached_logits_ = combine(logits).to(device_);
   if (!feature_terms_.empty()) {
+    const auto t_layers = teacher_layers();
     double bytes = 0;
     {
       torch::NoGradGuard no_grad;
@@ -240,6 +205,69 @@ void DistillStrategy::attach_teachers(Model& student) {
     info_["pseudo_label_coverage"] = covered / static_cast<double>(n_unlabeled);
     spdlog::info("pseudo-labels: {:.1f}% of {} unlabeled images reach probability {}",
                  100 * covered / static_cast<double>(n_unlabeled), n_unlabeled, opts_.threshold);
+  }
+}
+
+// Feature terms: layers checked, adapters (and CRD's heads and memory) sized by a dry run on two
+// training images. `teacher` is the student itself before a snapshot teacher exists: it will be
+// a copy, and the heads must exist when the optimizer is built.
+void DistillStrategy::build_feature_heads(Model& student, Model& teacher) {
+  const auto t_layers = teacher_layers(), s_layers = student_layers();
+  for (size_t i = 0; i < feature_terms_.size(); ++i) {
+    teacher.check_layer(t_layers[i]);
+    student.check_layer(s_layers[i]);
+  }
+  if (!feature_terms_.empty() && adapters_.empty()) {
+    torch::NoGradGuard no_grad;
+    auto x = train_->images.narrow(0, 0, std::min<int64_t>(2, train_->size())).to(device_)
+                 .to(torch::kFloat32).div_(255.0);
+    student.train(false);
+    auto sf = student.forward_with_features(x, s_layers).second;
+    auto tf = teacher.forward_with_features(x, t_layers).second;
+    for (size_t i = 0; i < feature_terms_.size(); ++i) {
+      const LossSpec& term = feature_terms_[i];
+      const std::string what = term.name == "fitnet" ? fmt::format("hint {}:{}", term.teacher_layer, term.student_layer)
+                                                     : term.label();
+      auto ss = sf[i].sizes().slice(1).vec(), ts = tf[i].sizes().slice(1).vec();
+      auto shape = [](const std::vector<int64_t>& v) { return c10::str(c10::IntArrayRef(v)); };
+      torch::nn::AnyModule adapter;
+      ContrastMemory memory{nullptr};
+      std::string kind = "none";
+      auto width = [](const std::vector<int64_t>& v) {
+        int64_t n = 1;
+        for (int64_t d : v) n *= d;
+        return n;
+      };
+      if (term.name == "crd") {
+        memory = ContrastMemory(term, width(ss), width(ts), train_->size());
+        memory->to(device_);
+        kind = fmt::format("linear {} -> {} and {} -> {}, memory bank of {} x 2 rows", width(ss),
+                           term.get("dim"), width(ts), term.get("dim"), train_->size());
+      } else if (!find_loss(term.name).adapter || ss == ts) {
+        // Compared as they are: relation losses (rkd, sp, pkt) compare batch structure, at
+        // compares spatial maps.
+        if (term.name == "at" && (ss.size() != 3 || ts.size() != 3))
+          fail("{}: attention transfer needs [C, H, W] feature maps; the student's {} output is {}, the "
+               "teacher's {} output {}", what, term.student_layer, shape(ss), term.teacher_layer, shape(ts));
+      } else if (ss.size() == 3 && ts.size() == 3 && ss[1] == ts[1] && ss[2] == ts[2]) {
+        adapter = torch::nn::AnyModule(torch::nn::Conv2d(torch::nn::Conv2dOptions(ss[0], ts[0], 1)));
+        kind = "conv1x1";
+      } else if (ss.size() == 1 && ts.size() == 1) {
+        adapter = torch::nn::AnyModule(torch::nn::Linear(ss[0], ts[0]));
+        kind = "linear";
+      } else {
+        fail("{}: no adapter maps the student's {} output {} to the teacher's {} output {} "
+             "(a 1x1 conv needs equal height and width, a linear layer needs flat features)",
+             what, term.student_layer, shape(ss), term.teacher_layer, shape(ts));
+      }
+      if (!adapter.is_empty()) adapter.ptr()->to(device_);
+      adapters_.push_back(std::move(adapter));
+      memories_.push_back(memory);
+      info_["feature_losses"].push_back({{"loss", format_loss(term)},
+                                         {"teacher_shape", ts},
+                                         {"student_shape", ss},
+                                         {"adapter", kind}});
+    }
   }
 }
 
@@ -377,8 +405,7 @@ StepResult DistillStrategy::step(Model& student, const Batch& batch) {
   const auto& o = opts_;
   if (teachers_.empty()) {  // before the snapshot epoch
     auto logits = student.forward(batch.x);
-    if (batch.y_mix.defined()) return {batch_cross_entropy(logits, batch, o.loss.label_smoothing).mean(), logits};
-    return {cross_entropy(logits, batch.y, o.loss.label_smoothing), logits};
+    return {mixed_cross_entropy(logits, batch.y, batch.y_mix, batch.lam, o.loss.label_smoothing).mean(), logits};
   }
   auto [logits, s_feats] = student.forward_with_features(batch.x, student_layers());
 
@@ -401,14 +428,16 @@ StepResult DistillStrategy::step(Model& student, const Batch& batch) {
     auto targets = torch::softmax(z_t / target_temperature(), 1);
     loss = distill_loss(logits, targets, batch.y, o.loss, o.targets == "hard", o.threshold, batch.y_mix, batch.lam);
   } else {
-    loss = o.ce_weight * batch_cross_entropy(logits, batch, o.loss.label_smoothing).mean();
+    loss = o.ce_weight * mixed_cross_entropy(logits, batch.y, batch.y_mix, batch.lam, o.loss.label_smoothing).mean();
     for (const auto& term : logit_terms_)
       loss = loss + term.weight() * warmup_factor(term, epoch_) * loss_term(term, logits, z_t, batch.y, {}, {});
   }
   for (size_t i = 0; i < feature_terms_.size(); ++i) {
     const auto& term = feature_terms_[i];
     auto s = adapters_[i].is_empty() ? s_feats[i] : adapters_[i].forward(s_feats[i]);
-    loss = loss + term.weight() * warmup_factor(term, epoch_) * loss_term(term, {}, {}, {}, s, t_feats[i]);
+    auto value = memories_[i] ? memories_[i]->forward(s, t_feats[i], batch.index)
+                              : loss_term(term, {}, {}, {}, s, t_feats[i]);
+    loss = loss + term.weight() * warmup_factor(term, epoch_) * value;
   }
   return {loss, logits};
 }
@@ -418,6 +447,9 @@ std::vector<torch::Tensor> DistillStrategy::parameters() {
   for (auto& a : adapters_)
     if (!a.is_empty())
       for (auto& p : a.ptr()->parameters()) out.push_back(p);
+  for (auto& m : memories_)
+    if (m)
+      for (auto& p : m->parameters()) out.push_back(p);
   return out;
 }
 

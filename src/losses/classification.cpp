@@ -49,21 +49,28 @@ torch::Tensor soft_target_loss(const torch::Tensor& student_logits,
   return opts.alpha * soft + (1.0 - opts.alpha) * hard;
 }
 
+torch::Tensor mixed_cross_entropy(const torch::Tensor& logits, const torch::Tensor& labels,
+                                  const torch::Tensor& labels_mix, double lam, double label_smoothing) {
+  namespace F = torch::nn::functional;
+  auto ce = [&](const torch::Tensor& y) {
+    return F::cross_entropy(logits, y.clamp_min(0),
+                            F::CrossEntropyFuncOptions().reduction(torch::kNone).label_smoothing(label_smoothing));
+  };
+  auto labeled = labels >= 0;
+  auto per = ce(labels);
+  if (labels_mix.defined()) {
+    labeled = labeled.logical_and(labels_mix >= 0);
+    per = lam * per + (1.0 - lam) * ce(labels_mix);
+  }
+  return per * labeled;
+}
+
 torch::Tensor distill_loss(const torch::Tensor& student_logits, const torch::Tensor& targets,
                            const torch::Tensor& labels, const SoftTargetLossOptions& opts,
                            bool hard, double threshold, const torch::Tensor& labels_mix, double lam) {
-  namespace F = torch::nn::functional;
-  auto ce_of = [&](const torch::Tensor& y) {
-    return F::cross_entropy(student_logits, y, F::CrossEntropyFuncOptions()
-                                                   .reduction(torch::kNone)
-                                                   .label_smoothing(opts.label_smoothing));
-  };
   auto labeled = labels >= 0;
-  auto ce = ce_of(labels.clamp_min(0));
-  if (labels_mix.defined()) {
-    labeled = labeled.logical_and(labels_mix >= 0);
-    ce = lam * ce + (1.0 - lam) * ce_of(labels_mix.clamp_min(0));
-  }
+  if (labels_mix.defined()) labeled = labeled.logical_and(labels_mix >= 0);
+  auto ce = mixed_cross_entropy(student_logits, labels, labels_mix, lam, opts.label_smoothing);
   torch::Tensor per_sample;
   if (!hard) {
     auto kd = soft_target_kl_per_sample(student_logits, targets, opts.temperature);
@@ -71,7 +78,7 @@ torch::Tensor distill_loss(const torch::Tensor& student_logits, const torch::Ten
   } else {
     auto [conf, pseudo] = targets.max(1);
     auto use = (conf >= threshold).logical_and(labeled.logical_not());
-    per_sample = torch::where(labeled, ce, ce_of(pseudo) * use);
+    per_sample = torch::where(labeled, ce, mixed_cross_entropy(student_logits, pseudo, {}, 1.0, opts.label_smoothing) * use);
   }
   return per_sample.mean();
 }

@@ -68,6 +68,14 @@ std::vector<LossInfo> make_catalog() {
       {"pkt", true, false, false, "probabilistic knowledge transfer: KL of cosine-kernel conditional densities",
        "Passalis & Tefas 2018, Learning Deep Representations with Probabilistic Knowledge Transfer, eqs. 8-10",
        with({}, 30000.0, 0.0)},
+      {"crd", true, false, false,
+       "contrastive representation distillation: NCE against a memory bank of both networks' embeddings",
+       "Tian et al. 2020, Contrastive Representation Distillation, eqs. 18-19 (negatives shared by the batch)",
+       with({{"dim", 128.0, "embedding width of the two learned linear heads"},
+             {"negatives", 4096.0, "negatives drawn from the memory bank per batch (the paper: 16384 per sample)"},
+             {"T", 0.07, "temperature of the critic"},
+             {"momentum", 0.5, "memory bank update: m * old + (1 - m) * new, renormalised"}},
+            0.8, 0.0)},
   };
 }
 
@@ -83,7 +91,10 @@ void check_value(const std::string& where, const std::string& loss, const std::s
   const bool ok = std::isfinite(v) && (nonneg ? v >= 0 : v > 0) && v <= 1e6 &&
                   (key != "std" && key != "normalize" ? true : (v == 0 || v == 1)) &&
                   (key != "T" || v <= 100);
-  if (ok) return;
+  const bool count = key == "dim" || key == "negatives";
+  if (ok && (!count || (v >= 1 && v == std::floor(v))) && (key != "momentum" || v < 1)) return;
+  if (count) usage_fail("{}: {} option {} must be a whole number in [1, 1e6], got {}", where, loss, key, v);
+  if (key == "momentum") usage_fail("{}: {} option momentum must be in [0, 1), got {}", where, loss, v);
   if (key == "std" || key == "normalize") usage_fail("{}: {} option {} must be 0 or 1, got {}", where, loss, key, v);
   if (key == "T") usage_fail("{}: {} option T must be in (0, 100], got {}", where, loss, v);
   usage_fail("{}: {} option {} must be a number in {}0, 1e6], got {}", where, loss, key, nonneg ? "[" : "(", v);

@@ -46,7 +46,44 @@ torch::Tensor cosine_kernel_density(const torch::Tensor& f) {
   return k / k.sum(1, true);
 }
 
+// exp(e . m / T) against the bank row of each sample's own image, then against the shared
+// negatives: [B, 1 + K].
+torch::Tensor crd_scores(const torch::Tensor& e, const torch::Tensor& memory, const torch::Tensor& index,
+                         const torch::Tensor& negatives, double T) {
+  auto pos = (memory.index_select(0, index) * e).sum(1, true);
+  auto neg = e.mm(memory.index_select(0, negatives).t());
+  return (torch::cat({pos, neg}, 1) / T).exp();
+}
+
+// The authors' ContrastLoss (NCE with noise distribution 1/N).
+torch::Tensor nce_loss(const torch::Tensor& h, int64_t n_data) {
+  const double m = static_cast<double>(h.size(1) - 1), pn = 1.0 / static_cast<double>(n_data), eps = 1e-7;
+  auto pos = h.select(1, 0);
+  auto neg = h.narrow(1, 1, h.size(1) - 1);
+  auto log_d1 = (pos / (pos + (m * pn + eps))).log();
+  auto log_d0 = ((m * pn) / (neg + (m * pn + eps))).log();
+  return -(log_d1.sum() + log_d0.sum()) / static_cast<double>(h.size(0));
+}
+
 }  // namespace
+
+torch::Tensor crd_loss(const torch::Tensor& es, const torch::Tensor& et, const torch::Tensor& memory_s,
+                       const torch::Tensor& memory_t, const torch::Tensor& index, const torch::Tensor& negatives,
+                       double T, double z_s, double z_t) {
+  KD_CHECK(es.dim() == 2 && et.sizes() == es.sizes() && memory_s.sizes() == memory_t.sizes() &&
+               memory_s.size(1) == es.size(1) && index.numel() == es.size(0),
+           "crd: embeddings {} and {}, memories {} and {}, {} indices do not fit", c10::str(es.sizes()),
+           c10::str(et.sizes()), c10::str(memory_s.sizes()), c10::str(memory_t.sizes()), index.numel());
+  const int64_t n = memory_s.size(0);
+  return nce_loss(crd_scores(es, memory_t.detach(), index, negatives, T) / z_s, n) +
+         nce_loss(crd_scores(et, memory_s.detach(), index, negatives, T) / z_t, n);
+}
+
+double crd_normalizer(const torch::Tensor& e, const torch::Tensor& memory, const torch::Tensor& index,
+                      const torch::Tensor& negatives, double T) {
+  torch::NoGradGuard no_grad;
+  return crd_scores(e, memory, index, negatives, T).mean().item<double>() * static_cast<double>(memory.size(0));
+}
 
 torch::Tensor standardize_logits(const torch::Tensor& z) {
   return (z - z.mean(1, true)) / (z.std(1, /*unbiased=*/true, /*keepdim=*/true) + 1e-7);
@@ -200,6 +237,7 @@ torch::Tensor loss_term(const LossSpec& spec, const torch::Tensor& s, const torc
   if (n == "rkd") return rkd_loss(fs, ft, spec.get("distance"), spec.get("angle"));
   if (n == "sp") return sp_loss(fs, ft);
   if (n == "pkt") return pkt_loss(fs, ft);
+  KD_CHECK(n != "crd", "crd needs its memory bank: ContrastMemory (kd/losses/crd.h) computes it");
   fail("loss {} is in the registry but has no implementation", n);
 }
 

@@ -126,6 +126,25 @@ def pkt(fs, ft, eps=1e-7):  # Passalis & Tefas 2018 (cosine kernel)
     return (pt * torch.log((pt + eps) / (ps + eps))).mean()
 
 
+def crd(es, et, mem_s, mem_t, index, negatives, T, z_s, z_t):
+    """Tian et al. 2020, eqs. 18-19, as the authors' ContrastMemory + ContrastLoss compute it, with
+    one set of negatives shared by the batch: each embedding scored against the other network's
+    bank, h = exp(e . m / T) / Z, NCE with noise 1/N."""
+    n = mem_s.shape[0]
+
+    def scores(e, mem):
+        pos = (mem[index] * e).sum(1, keepdim=True)
+        return torch.exp(torch.cat([pos, e @ mem[negatives].t()], 1) / T)
+
+    def contrast(x):
+        m, pn, eps = x.shape[1] - 1, 1.0 / n, 1e-7
+        log_d1 = torch.log(x[:, 0] / (x[:, 0] + m * pn + eps))
+        log_d0 = torch.log((m * pn) / (x[:, 1:] + m * pn + eps))
+        return -(log_d1.sum() + log_d0.sum()) / x.shape[0]
+
+    return contrast(scores(es, mem_t) / z_s) + contrast(scores(et, mem_s) / z_t)
+
+
 def tensor_case(x):
     return {"shape": list(x.shape), "values": x.detach().flatten().tolist()}
 
@@ -180,7 +199,25 @@ for shape_s, shape_t in [((6, 3, 2, 2), (6, 5, 2, 2)), ((5, 7), (5, 11))]:
     add("sp", {}, sp, fs, ft, std=None)
     add("pkt", {}, pkt, fs, ft, std=None)
 
+crd_cases = []
+for (B, D, N, K, T) in [(6, 8, 20, 7, 0.07), (4, 5, 11, 16, 0.5)]:
+    es = F.normalize(torch.randn(B, D, dtype=torch.float64), dim=1).requires_grad_(True)
+    et = F.normalize(torch.randn(B, D, dtype=torch.float64), dim=1).requires_grad_(True)
+    mem_s = F.normalize(torch.randn(N, D, dtype=torch.float64), dim=1)
+    mem_t = F.normalize(torch.randn(N, D, dtype=torch.float64), dim=1)
+    index = torch.randperm(N)[:B]
+    negatives = torch.randint(0, N, (K,))
+    with torch.no_grad():  # the normalisers as the authors set them on the first batch
+        z_s = (torch.exp(torch.cat([(mem_t[index] * es).sum(1, keepdim=True), es @ mem_t[negatives].t()], 1) / T).mean() * N).item()
+        z_t = (torch.exp(torch.cat([(mem_s[index] * et).sum(1, keepdim=True), et @ mem_s[negatives].t()], 1) / T).mean() * N).item()
+    value = crd(es, et, mem_s, mem_t, index, negatives, T, z_s, z_t)
+    g_s, g_t = torch.autograd.grad(value, [es, et])
+    crd_cases.append({"T": T, "student": tensor_case(es), "teacher": tensor_case(et), "memory_s": tensor_case(mem_s),
+                      "memory_t": tensor_case(mem_t), "index": index.tolist(), "negatives": negatives.tolist(),
+                      "z_s": z_s, "z_t": z_t, "value": value.item(), "grad_student": tensor_case(g_s),
+                      "grad_teacher": tensor_case(g_t)})
+
 out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "zoo.json")
 with open(out, "w") as f:
-    json.dump({"generator": "tests/golden/make_zoo_golden.py", "torch": torch.__version__, "cases": cases}, f)
+    json.dump({"generator": "tests/golden/make_zoo_golden.py", "torch": torch.__version__, "cases": cases, "crd": crd_cases}, f)
 print(f"{len(cases)} cases -> {out}")

@@ -57,6 +57,11 @@ stages:
 YAML
 check "kd run experiment" "$KD" run exp.yaml
 [ -f exp/compare.md ] && [ -f exp/distilled-s0/summary.json ] && echo "ok   experiment outputs" || { echo "FAIL experiment outputs"; fails=$((fails+1)); }
+rm -rf exp/student-s0
+check "kd run --stages: one stage again, the others kept in the table" "$KD" run exp.yaml --stages student
+ok_if "--stages ran only the student" "__import__('os').path.exists('exp/student-s0/summary.json') and \
+  'complete, kept' not in open('err.txt').read() and open('exp/compare.md').read().count('| distilled') == 1"
+expect_error 2 "--stages: the experiment has no stage 'nope' (stages: distilled, student, teacher)" "$KD" run exp.yaml --stages nope
 
 # A 4-class IDX set and a PNG image folder, written here.
 /usr/bin/python3 - <<'PY'
@@ -121,12 +126,14 @@ check "registry losses: kd with standardization, mlkd; semi" "$KD" distill --mod
   --labeled-fraction 0.1 --loss kd:std=1,T=2,weight=9 --loss mlkd --ce-weight 0.1 --out zoo3 "${KDC[@]}"
 check "registry losses: dist + standardization, sp, pkt" "$KD" distill --teacher teacher --loss dist:std=1 \
   --loss sp:teacher=11,student=7 --loss pkt:teacher=11,student=7 --ce-weight 0.5 --out zoo4 "${KDC[@]}"
+check "registry losses: crd (memory bank) + kd" "$KD" distill --teacher teacher --loss kd \
+  --loss crd:teacher=11,student=7,negatives=256 --out zoo5 "${KDC[@]}"
 check "kd losses" "$KD" losses
 grep -q "^dkd  *logit .*(needs labels)" out.txt && grep -q "Zhao et al. 2022" out.txt && echo "ok   kd losses lists dkd" \
   || { echo "FAIL kd losses"; cat out.txt; fails=$((fails+1)); }
 check "layers of a run, with shapes" "$KD" models --layers teacher
 grep -q "^7  *MaxPool2d  *\[32, 7, 7\]" out.txt && echo "ok   layer shapes" || { echo "FAIL layer shapes"; cat out.txt; fails=$((fails+1)); }
-for run in semi semi_hard semi_folder ban snap merged hinted hinted_alone ts_hint zoo1 zoo2 zoo3 zoo4; do
+for run in semi semi_hard semi_folder ban snap merged hinted hinted_alone ts_hint zoo1 zoo2 zoo3 zoo4 zoo5; do
   [ -f "$run/summary.json" ] && [ -f "$run/model.pt" ] || { echo "FAIL $run incomplete"; fails=$((fails + 1)); continue; }
   top1=$(json "$run/summary.json" 'd["test"]["top1"]')
   /usr/bin/python3 -c "import sys; t=float(sys.argv[1]); sys.exit(0 if 0.3 < t < 1.0 else 1)" "$top1" \
@@ -156,6 +163,8 @@ expect_json zoo2 'd["strategy"]["teacher_cache"]' "off (augmentation on)"
 expect_json zoo4 'd["strategy"]["ce_weight"]' 0.5
 expect_json zoo4 'len(d["strategy"]["feature_losses"])' 2
 expect_json zoo3 'd["train_unlabeled"]' 2700
+expect_json zoo5 'd["strategy"]["feature_losses"][0]["adapter"].endswith("memory bank of 2700 x 2 rows")' True
+ok_if "zoo5: the checkpoint holds CRD's memory bank" "__import__('os').path.getsize(sorted(__import__('glob').glob('zoo5/checkpoints/epoch-*'))[-1] + '/crd_memory0.pt') > 2700 * 128 * 8"
 expect_json t39 'len(d["test"]["per_class"])' 7
 
 # Bad input for the modes.

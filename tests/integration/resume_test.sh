@@ -64,6 +64,15 @@ kill_after 3 self_killed "$KD" distill "${D[@]}" --out self_killed
 check "resume it" "$KD" distill --resume self_killed
 same_run self_whole self_killed
 
+# CRD's memory bank and normalisers come back from the checkpoint (self mode: the snapshot
+# teacher's features are contrasted from epoch 3).
+C=(--mode self --student fmnist-student --teach-last 2 --loss crd:teacher=5,student=5,negatives=512 --limit 12000
+   --epochs 4 --warmup 1 --lr 0.05 --threads 2 --no-latency --deterministic)
+check "uninterrupted self-distillation with crd" "$KD" distill "${C[@]}" --out crd_whole
+kill_after 3 crd_killed "$KD" distill "${C[@]}" --out crd_killed
+check "resume it" "$KD" distill --resume crd_killed
+same_run crd_whole crd_killed
+
 # Born-again generations: killed after generation 1 has finished (metrics.jsonl gets a
 # generation's epochs when it ends), the finished ones are kept and the next continues from its
 # own checkpoint.

@@ -268,7 +268,9 @@ TEST(Precision, Bf16AutocastKeepsFp32MasterWeightsAndSeesUpdates) {
   y.sum().backward();
   for (const auto& p : m->parameters()) {
     EXPECT_EQ(p.scalar_type(), torch::kFloat32);
-    if (p.grad().defined()) EXPECT_EQ(p.grad().scalar_type(), torch::kFloat32);
+    if (p.grad().defined()) {
+      EXPECT_EQ(p.grad().scalar_type(), torch::kFloat32);
+    }
   }
   // A weight update is seen by the next pass: the autocast cache does not outlive a forward.
   {

@@ -10,6 +10,7 @@
 #include <torch/torch.h>
 
 #include "kd/core/error.h"
+#include "kd/losses/crd.h"
 #include "kd/losses/registry.h"
 #include "kd/losses/zoo.h"
 #include "test_util.h"
@@ -49,7 +50,66 @@ TEST(LossZoo, EveryLossMatchesPyTorchValuesAndGradients) {
     EXPECT_LT((s.grad() - expected).abs().max().item<double>(), 1e-8 * scale) << what;
     covered.insert(name);
   }
+  covered.insert("crd");  // its own cases: CrdMatchesPyTorchValuesAndGradients
   for (const auto& info : kd::loss_catalog()) EXPECT_TRUE(covered.count(info.name)) << info.name << " has no golden case";
+}
+
+TEST(LossZoo, CrdMatchesPyTorchValuesAndGradients) {
+  std::ifstream in(std::string(KD_GOLDEN_DIR) + "/zoo.json");
+  const auto cases = nlohmann::json::parse(in)["crd"];
+  ASSERT_EQ(cases.size(), 2u);
+  for (const auto& c : cases) {
+    auto es = tensor_of(c["student"]).requires_grad_(true), et = tensor_of(c["teacher"]).requires_grad_(true);
+    auto index = torch::tensor(c["index"].get<std::vector<int64_t>>(), torch::kInt64);
+    auto negatives = torch::tensor(c["negatives"].get<std::vector<int64_t>>(), torch::kInt64);
+    auto ms = tensor_of(c["memory_s"]), mt = tensor_of(c["memory_t"]);
+    const double T = c["T"];
+    EXPECT_NEAR(kd::crd_normalizer(es, mt, index, negatives, T), c["z_s"].get<double>(), 1e-9 * c["z_s"].get<double>());
+    auto value = kd::crd_loss(es, et, ms, mt, index, negatives, T, c["z_s"], c["z_t"]);
+    EXPECT_NEAR(value.item<double>(), c["value"].get<double>(), 1e-9 * std::abs(c["value"].get<double>()));
+    value.backward();
+    EXPECT_LT((es.grad() - tensor_of(c["grad_student"])).abs().max().item<double>(), 1e-9);
+    EXPECT_LT((et.grad() - tensor_of(c["grad_teacher"])).abs().max().item<double>(), 1e-9);
+  }
+}
+
+TEST(LossZoo, CrdMemoryMovesOnlyTheBatchRowsAndRoundTrips) {
+  torch::manual_seed(3);
+  auto spec = kd::parse_loss("crd:teacher=a,student=b,dim=4,negatives=5,momentum=0.5");
+  kd::ContrastMemory memory(spec, 6, 3, 10);
+  const auto before = memory->named_buffers()["memory_s"].clone();
+  auto fs = torch::randn({3, 6}), ft = torch::randn({3, 3});
+  auto index = torch::tensor({1, 4, 7}, torch::kInt64);
+  auto loss = memory->forward(fs, ft, index);
+  EXPECT_TRUE(std::isfinite(loss.item<double>()));
+  loss.backward();  // the gradient reaches both heads (the teacher's head learns too)
+  for (auto& p : memory->parameters()) EXPECT_GT(p.grad().abs().sum().item<double>(), 0.0);
+  const auto after = memory->named_buffers()["memory_s"];
+  for (int64_t r = 0; r < 10; ++r) {
+    const bool moved = r == 1 || r == 4 || r == 7;
+    EXPECT_EQ(!torch::equal(before[r], after[r]), moved) << "row " << r;
+    if (moved) {
+      EXPECT_NEAR(after[r].norm().item<double>(), 1.0, 1e-6);  // renormalised
+    }
+  }
+  // m * old + (1 - m) * new, renormalised: new is the student head's unit embedding.
+  torch::NoGradGuard no_grad;
+  auto e = torch::nn::functional::normalize(memory->named_children()["embed_s"]->as<torch::nn::Linear>()->forward(fs),
+                                            torch::nn::functional::NormalizeFuncOptions().dim(1));
+  auto expected = torch::nn::functional::normalize(0.5 * before.index_select(0, index) + 0.5 * e,
+                                                   torch::nn::functional::NormalizeFuncOptions().dim(1));
+  EXPECT_LT((after.index_select(0, index) - expected).abs().max().item<double>(), 1e-6);
+  EXPECT_GT(memory->named_buffers()["z"][0].item<double>(), 0.0);  // set by the first batch
+
+  TempDir dir;
+  const std::string path = dir / "bank.pt";
+  memory->save(path);
+  kd::ContrastMemory other(spec, 6, 3, 10);
+  other->load(path);
+  EXPECT_TRUE(torch::equal(other->named_buffers()["memory_t"], memory->named_buffers()["memory_t"]));
+  EXPECT_TRUE(torch::equal(other->named_buffers()["z"], memory->named_buffers()["z"]));
+  kd::ContrastMemory wrong(spec, 6, 3, 11);
+  EXPECT_KD_ERROR(wrong->load(path), "not a CRD memory bank of 11 x 4 rows");
 }
 
 TEST(LossZoo, TeacherGetsNoGradientAndIdenticalInputsCostNothing) {
@@ -95,6 +155,8 @@ TEST(LossZoo, BadSpecsAreOneLineUsageErrors) {
   EXPECT_KD_ERROR(kd::parse_loss("kd:T=1,T=2"), "option 'T' given twice");
   EXPECT_KD_ERROR(kd::parse_loss("at:teacher=7"), "feature loss at needs teacher=LAYER,student=LAYER");
   EXPECT_KD_ERROR(kd::parse_loss("kd:teacher=7"), "loss kd has no option 'teacher'");
+  EXPECT_KD_ERROR(kd::parse_loss("crd:teacher=a,student=b,negatives=2.5"), "crd option negatives must be a whole number");
+  EXPECT_KD_ERROR(kd::parse_loss("crd:teacher=a,student=b,momentum=1"), "crd option momentum must be in [0, 1)");
   EXPECT_THROW(kd::parse_loss("nope"), kd::UsageError);  // exit status 2
 }
 

@@ -12,10 +12,11 @@ struct RuntimeOptions {
   int threads = 0;              // 0: one per core
   uint64_t seed = 0;
   bool deterministic = false;
+  std::string precision = "fp32";  // fp32 | bf16 (check_precision, set_precision)
 };
 
-// Tunes the allocator and BLAS once per process (see runtime.cpp for why), sets threads
-// and seeds. Returns the device models and tensors should live on.
+// Tunes the allocator and BLAS once per process (see runtime.cpp for why), sets threads,
+// seeds and the forward passes' precision. Returns the device models and tensors should live on.
 torch::Device init_runtime(const RuntimeOptions& opts);
 torch::Device parse_device(const std::string& name);
 void seed_everything(uint64_t seed);

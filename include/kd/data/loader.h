@@ -31,11 +31,6 @@ struct Batch {
   double lam = 1.0;
 };
 
-// Per-sample cross-entropy of a possibly mixed batch: lam CE(y) + (1 - lam) CE(y_mix); 0 where
-// a label is missing (-1). labeled: where both labels exist.
-torch::Tensor batch_cross_entropy(const torch::Tensor& logits, const Batch& batch, double label_smoothing);
-torch::Tensor batch_labeled(const Batch& batch);
-
 struct LoaderOptions {
   int64_t batch_size = 128;
   bool shuffle = false;

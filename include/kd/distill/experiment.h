@@ -27,7 +27,10 @@ struct ExperimentPlan {
 };
 
 ExperimentPlan load_experiment(const std::string& path, const std::vector<uint64_t>& seeds_override);
-// Runs the plan; writes out/compare.md and out/compare.json atomically and returns the table.
-Comparison run_experiment(const ExperimentPlan& plan, bool force);
+// Runs the plan (only the stages named in `only`, when it is not empty: the table then also
+// holds the other stages that are complete with their configuration); writes out/compare.md and
+// out/compare.json atomically and returns the table. An unknown name in `only` is a UsageError
+// listing the stages.
+Comparison run_experiment(const ExperimentPlan& plan, bool force, const std::vector<std::string>& only = {});
 
 }  // namespace kd

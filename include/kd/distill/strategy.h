@@ -13,6 +13,7 @@
 
 #include "kd/data/loader.h"
 #include "kd/losses/classification.h"
+#include "kd/losses/crd.h"
 #include "kd/losses/registry.h"
 #include "kd/models/model.h"
 
@@ -134,6 +135,7 @@ class DistillStrategy final : public Strategy {
     torch::Tensor class_map;  // [C_teacher] student class index of each teacher class
   };
   void attach_teachers(Model& student);
+  void build_feature_heads(Model& student, Model& teacher);
   // logits[t][k]: teacher t on view k, [B, C_t]. Returns the class logits [B, C_student]:
   // softmax(them / T) is the target distribution at temperature T.
   torch::Tensor combine(const std::vector<std::vector<torch::Tensor>>& logits) const;
@@ -154,6 +156,7 @@ class DistillStrategy final : public Strategy {
   std::vector<Teacher> teachers_;
   std::vector<LossSpec> feature_terms_, logit_terms_;
   std::vector<torch::nn::AnyModule> adapters_;  // per feature term; empty: compared as they are
+  std::vector<ContrastMemory> memories_;         // per feature term; set for crd terms
   int64_t epoch_ = 1;
   const Dataset* train_ = nullptr;
   Augment augment_;

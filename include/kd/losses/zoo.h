@@ -57,6 +57,20 @@ torch::Tensor sp_loss(const torch::Tensor& fs, const torch::Tensor& ft);
 // (Passalis & Tefas 2018).
 torch::Tensor pkt_loss(const torch::Tensor& fs, const torch::Tensor& ft);
 
+// CRD's objective (Tian et al. 2020, eqs. 18-19, as the authors' ContrastLoss computes it) on
+// L2-normalised embeddings es, et [B, D] and memory banks [N, D]: each student embedding is scored
+// against the teacher memory's row of its own image (index [B]) and the rows `negatives` [K],
+// h = exp(e . m / T) / z, and the NCE loss -(sum log h+/(h+ + K/N) + sum log (K/N)/(h- + K/N)) / B
+// taken; the same for the teacher embeddings against the student memory; the two added. z_s and
+// z_t are the normalisers (crd_normalizer on the first batch).
+torch::Tensor crd_loss(const torch::Tensor& es, const torch::Tensor& et, const torch::Tensor& memory_s,
+                       const torch::Tensor& memory_t, const torch::Tensor& index, const torch::Tensor& negatives,
+                       double T, double z_s, double z_t);
+// CRD's normaliser: mean of exp(e . m / T) over the batch's positive and negative scores times N,
+// the bank's size (the authors' estimate of the partition function, fixed after the first batch).
+double crd_normalizer(const torch::Tensor& e, const torch::Tensor& memory, const torch::Tensor& index,
+                      const torch::Tensor& negatives, double T);
+
 // One registry term on one batch, unweighted: logit losses read the logits (and labels), feature
 // losses the features of their layers (the student's already through its adapter).
 torch::Tensor loss_term(const LossSpec& spec, const torch::Tensor& student_logits,
