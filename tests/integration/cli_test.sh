@@ -180,7 +180,7 @@ expect_error 1 "unlabeled data no_images: no PNG/JPEG images in the folder" "$KD
 expect_error 1 "has no layer 'conv9' (layers: 0, 1, 2" "$KD" distill --teacher teacher --hint conv9:5 --out bad15 "${KDC[@]}"
 expect_error 1 "hint 7:2: no adapter maps the student's 2 output [8, 14, 14] to the teacher's 7 output [32, 7, 7]" \
   "$KD" distill --teacher teacher --hint 7:2 --out bad16 "${KDC[@]}"
-expect_error 2 "unknown loss 'dkdd' (losses: kd, dkd, dist, mlkd, fitnet, at, pkd, cwd, rkd, sp, pkt; see kd losses)" \
+expect_error 2 "unknown loss 'dkdd' (losses: kd, dkd, dist, mlkd, fitnet, at, pkd, cwd, rkd, sp, pkt, crd; see kd losses)" \
   "$KD" distill --teacher teacher --loss dkdd --out bad20 "${KDC[@]}"
 expect_error 2 "loss dist has no option 'alpha' (options: beta, gamma, T, std, weight, warmup)" \
   "$KD" distill --teacher teacher --loss dist:alpha=1 --out bad21 "${KDC[@]}"
