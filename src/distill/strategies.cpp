@@ -113,7 +113,11 @@ void DistillStrategy::load_state(const std::string& folder, Model& student) {
     memories_[i]->load(bank.string());
   }
   const fs::path snapshot = fs::path(folder) / "snapshot.pt";
-  if (opts_.snapshot_epoch <= 0 || !fs::exists(snapshot)) return;
+  if (opts_.snapshot_epoch <= 0) return;
+  if (!fs::exists(snapshot)) {  // a checkpoint from before the snapshot epoch
+    teachers_.clear();
+    return;
+  }
   std::shared_ptr<Model> teacher = student.clone();
   teacher->load(snapshot.string());
   teachers_ = {{fmt::format("snapshot at epoch {}", opts_.snapshot_epoch), teacher, {}}};

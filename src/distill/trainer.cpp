@@ -100,9 +100,11 @@ TrainResult Trainer::fit(Model& student, Strategy& strategy, const Dataset& trai
   int64_t first_epoch = 1;
   // Every rank reads the checkpoint (the run directory must be visible to all of them).
   if (resume_ && has_dir) {
+    // The strategy's state first: rebuilding a snapshot teacher draws from the global generator
+    // (a clone initialises its weights), and the RNG state restored last must be the checkpoint's.
     auto load = [&](const FoundCheckpoint& c) {
-      load_training_state(c.folder, student, *optimizer, extra, device_);
       strategy.load_state(c.folder.string(), student);
+      load_training_state(c.folder, student, *optimizer, extra, device_);
     };
     if (auto found = find_checkpoint(dir, load)) {
       const fs::path f = found->folder;

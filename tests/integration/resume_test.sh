@@ -66,7 +66,7 @@ same_run self_whole self_killed
 
 # CRD's memory bank and normalisers come back from the checkpoint (self mode: the snapshot
 # teacher's features are contrasted from epoch 3).
-C=(--mode self --student fmnist-student --teach-last 2 --loss crd:teacher=5,student=5,negatives=512 --limit 12000
+C=(--mode self --student fmnist-student --teach-last 2 --loss crd:teacher=5,student=5,negatives=256 --limit 6000
    --epochs 4 --warmup 1 --lr 0.05 --threads 2 --no-latency --deterministic)
 check "uninterrupted self-distillation with crd" "$KD" distill "${C[@]}" --out crd_whole
 kill_after 3 crd_killed "$KD" distill "${C[@]}" --out crd_killed
