@@ -21,6 +21,10 @@ echo "== one epoch, 48,000 images, batch 128, no augmentation, 2 threads"
 for arch in fmnist-teacher fmnist-student; do
   "$KD" train --arch "$arch" --epochs 1 --no-augment --threads 2 --no-latency --out "$WORK/$arch" >/dev/null 2>"$WORK/$arch.log"
 done
+# PyTorch Python with the OpenBLAS kernels kd runs with (kd asks for them where OpenBLAS falls
+# back to its Prescott kernels: runtime.h, openblas_core_to_force); kd logs the core it got.
+core=$(grep -o 'OpenBLAS [0-9.]* [^)]*' "$WORK/fmnist-teacher.log" | head -1 | awk '{print $(NF-1)}')
+export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-$core}
 /usr/bin/python3 "$HERE/train_baseline.py" --threads 2 > "$WORK/python.jsonl"
 printf "%-16s %14s %14s %8s\n" model "kd img/s" "python img/s" ratio
 for arch in fmnist-teacher fmnist-student; do
@@ -28,7 +32,7 @@ for arch in fmnist-teacher fmnist-student; do
   p=$(grep "\"$arch\"" "$WORK/python.jsonl" | /usr/bin/python3 -c "import json,sys; print(json.load(sys.stdin)['images_per_s'])")
   printf "%-16s %14.0f %14.0f %7.2fx\n" "$arch" "$k" "$p" "$(div "$k" "$p")"
 done
-echo "(kd: $(grep -o 'threads=.*' "$WORK/fmnist-teacher.log" | head -1))"
+echo "(kd: $(grep -o 'threads=.*' "$WORK/fmnist-teacher.log" | head -1); Python: OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE)"
 
 echo "== distillation epoch vs plain student epoch (teacher: the 1-epoch fmnist-teacher above)"
 "$KD" distill --teacher "$WORK/fmnist-teacher" --epochs 1 --no-augment --no-teacher-cache --threads 2 --no-latency --out "$WORK/nocache" >/dev/null 2>&1

@@ -1,6 +1,9 @@
 // kd: knowledge distillation in C++. Exit codes: 0 ok, 1 bad input or failure, 2 usage error.
 #include <cstdio>
+#include <cstdlib>
 #include <string>
+
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <c10/util/Exception.h>
@@ -9,8 +12,14 @@
 
 #include "commands.h"
 #include "kd/core/error.h"
+#include "kd/core/runtime.h"
 
 int main(int argc, char** argv) {
+  // See openblas_core_to_force: OpenBLAS's kernels are chosen as it loads, before main.
+  if (const std::string core = kd::openblas_core_to_force(); !core.empty()) {
+    ::setenv("OPENBLAS_CORETYPE", core.c_str(), 1);
+    ::execv("/proc/self/exe", argv);  // on failure, carry on with the slow kernels
+  }
   CLI::App app{"kd: train a teacher, distill a small student, measure and compare them.\n"
                "Example: kd train --arch fmnist-teacher --epochs 15 --out runs/teacher"};
   app.require_subcommand(1);

@@ -1,6 +1,7 @@
 #include "kd/core/runtime.h"
 
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include <ATen/autocast_mode.h>
@@ -115,6 +116,36 @@ std::string cpu_bf16_flags() {
     break;
   }
   return found;
+}
+
+namespace {
+std::set<std::string> cpu_flags() {
+  std::ifstream in("/proc/cpuinfo");
+  std::set<std::string> flags;
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("flags", 0) != 0) continue;
+    std::istringstream words(line.substr(line.find(':') + 1));
+    for (std::string w; words >> w;) flags.insert(w);
+    break;
+  }
+  return flags;
+}
+}  // namespace
+
+std::string openblas_core_to_force() {
+  if (std::getenv("OPENBLAS_CORETYPE")) return "";
+  using GetCore = char* (*)();
+  auto core = reinterpret_cast<GetCore>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
+  if (!core || std::string(core()) != "Prescott") return "";
+  const auto f = cpu_flags();
+  auto has = [&](std::initializer_list<const char*> names) {
+    for (const char* n : names)
+      if (!f.count(n)) return false;
+    return true;
+  };
+  if (has({"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"})) return "SkylakeX";
+  if (has({"avx2", "fma"})) return "Haswell";
+  return "";
 }
 
 void check_precision(const std::string& precision, const std::string& device) {

@@ -128,6 +128,13 @@ check "registry losses: dist + standardization, sp, pkt" "$KD" distill --teacher
   --loss sp:teacher=11,student=7 --loss pkt:teacher=11,student=7 --ce-weight 0.5 --out zoo4 "${KDC[@]}"
 check "registry losses: crd (memory bank) + kd" "$KD" distill --teacher teacher --loss kd \
   --loss crd:teacher=11,student=6,negatives=256 --out zoo5 "${KDC[@]}"
+# OpenBLAS's Prescott fallback on a CPU it does not recognise: kd asks for the kernels the CPU has.
+if grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo; then
+  check "train with OPENBLAS_CORETYPE unset" env -u OPENBLAS_CORETYPE "$KD" train --arch fmnist-student --limit 500 \
+    --epochs 1 --out blas --no-latency
+  ok_if "OpenBLAS runs AVX2 or AVX-512 kernels, not its Prescott fallback" \
+    "'blas=OpenBLAS' in open('err.txt').read() and 'Prescott' not in open('err.txt').read()"
+fi
 check "kd losses" "$KD" losses
 grep -q "^dkd  *logit .*(needs labels)" out.txt && grep -q "Zhao et al. 2022" out.txt && echo "ok   kd losses lists dkd" \
   || { echo "FAIL kd losses"; cat out.txt; fails=$((fails+1)); }

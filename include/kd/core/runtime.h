@@ -47,4 +47,12 @@ class AutocastScope {
 // Describes what init_runtime did (threads, BLAS, allocator) for logs and benchmark output.
 std::string runtime_summary();
 
+// OpenBLAS chooses its kernels by CPUID family and model when it is loaded; a CPU it does not
+// know (virtual machines that report a generic "Intel Xeon Processor") gets its Prescott (SSE3)
+// fallback, 3-5x slower on the matrix products of Linear layers than the AVX-512 kernels. Where
+// that happened, OPENBLAS_CORETYPE is unset and the CPU has AVX-512 (SkylakeX kernels) or AVX2
+// and FMA (Haswell kernels), returns the core to ask for; else "". The choice is read only
+// while OpenBLAS loads, so the CLI starts itself again with it set (apps/kd/main.cpp).
+std::string openblas_core_to_force();
+
 }  // namespace kd
