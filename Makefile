@@ -60,6 +60,7 @@ reproduce: reproduce-classify reproduce-detect
 reproduce-classify: build
 	$(KD) run experiments/fmnist-demo.yaml
 	$(KD) run experiments/fmnist-methods.yaml
+	$(KD) run experiments/fmnist-pair2.yaml
 	$(KD) run experiments/fmnist.yaml
 	$(KD) run experiments/fmnist-modes.yaml
 	$(KD) run experiments/fmnist-self.yaml
