@@ -103,22 +103,7 @@ std::string runtime_summary() {
 
 namespace {
 bool g_bf16 = false;
-}  // namespace
 
-std::string cpu_bf16_flags() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line, found;
-  while (std::getline(in, line)) {
-    if (line.rfind("flags", 0) != 0) continue;
-    std::istringstream words(line);
-    for (std::string w; words >> w;)
-      if (w == "avx512_bf16" || w == "amx_bf16") found += (found.empty() ? "" : " ") + w;
-    break;
-  }
-  return found;
-}
-
-namespace {
 std::set<std::string> cpu_flags() {
   std::ifstream in("/proc/cpuinfo");
   std::set<std::string> flags;
@@ -131,6 +116,13 @@ std::set<std::string> cpu_flags() {
   return flags;
 }
 }  // namespace
+
+std::string cpu_bf16_flags() {
+  std::string found;
+  for (const auto& w : cpu_flags())
+    if (w == "amx_bf16" || w == "avx512_bf16") found += (found.empty() ? "" : " ") + w;
+  return found;
+}
 
 std::string openblas_core_to_force() {
   if (std::getenv("OPENBLAS_CORETYPE")) return "";
