@@ -12,12 +12,13 @@ namespace {
 struct CompareArgs {
   std::vector<std::string> runs;
   bool json = false;
+  std::string on = "test";
 };
 
 void run(const CompareArgs& a) {
   std::vector<nlohmann::json> summaries;
   for (const auto& r : a.runs) summaries.push_back(read_summary(r));
-  Comparison c = compare_runs(summaries);
+  Comparison c = compare_runs(summaries, a.on == "eval" ? ScoreOn::eval : ScoreOn::test);
   if (a.json)
     std::cout << c.to_json().dump(2) << std::endl;
   else
@@ -31,9 +32,13 @@ void add_compare_command(CLI::App& app) {
   auto* c = app.add_subcommand(
       "compare", "table of accuracy, params, MACs and latency; share of the gap distillation closed");
   c->footer("Example: kd compare runs/teacher runs/student runs/distilled\n"
-            "Runs with the same name (seeds of one recipe) are pooled into mean ± std.");
+            "Runs with the same name (seeds of one recipe) are pooled into mean ± std.\n"
+            "Tuning: kd compare --on eval runs/sweep/* picks knobs on the eval split.");
   c->add_option("runs", a->runs, "run directories")->required()->check(CLI::ExistingDirectory);
   c->add_flag("--json", a->json, "print JSON instead of a Markdown table");
+  c->add_option("--on", a->on, "score compared: test (the result) or eval (each run's best eval-split score: tune and select recipes on it, never on test)")
+      ->check(CLI::IsMember({"test", "eval"}))
+      ->capture_default_str();
   c->callback([a] { run(*a); });
 }
 

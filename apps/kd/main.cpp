@@ -67,8 +67,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "kd: error: %s\n", e.what());
     return 1;
   } catch (const c10::Error& e) {
-    std::string msg = e.what_without_backtrace();
-    std::fprintf(stderr, "kd: error: %s\n", msg.substr(0, msg.find('\n')).c_str());
+    std::fprintf(stderr, "kd: error: %s\n", kd::first_line(e.what_without_backtrace()).c_str());
     return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "kd: error: %s\n", e.what());

@@ -43,8 +43,7 @@ auto collective(const char* what, F&& f) {
   try {
     return f();
   } catch (const std::exception& e) {
-    std::string why = e.what();
-    why = why.substr(0, why.find('\n'));
+    const std::string why = first_line(e.what());
     fail("rank {}: {} failed: {} (another rank has probably stopped; see its output)",
          rank(), what, why);
   }
@@ -93,7 +92,7 @@ void init_from_environment() {
     } catch (const std::exception& e) {
       std::string why = e.what();
       fail("rank {} of {}: cannot join the job at {} within {} s: {}", env.rank, env.world_size,
-           where, env.timeout.count(), why.substr(0, why.find('\n')));
+           where, env.timeout.count(), first_line(why));
     }
     g_group = std::move(g);
     spdlog::info("rank {} of {} joined {} (Gloo)", env.rank, env.world_size, where);

@@ -46,7 +46,7 @@ void probe_student(Model& m, const RunConfig& cfg, const Dataset& train) {
     std::string why = e.what();
     if (const auto* c = dynamic_cast<const c10::Error*>(&e)) why = c->what_without_backtrace();
     fail("model {} cannot take the data's {} images: {}", cfg.arch, c10::str(train.images.sizes().slice(1)),
-         why.substr(0, why.find('\n')));
+         first_line(why));
   }
 }
 
@@ -58,7 +58,7 @@ std::unique_ptr<Model> build_student(const RunConfig& cfg, const Dataset& train)
     const std::string why = e.what_without_backtrace();
     fail("model {}{} cannot be built for the data's {} images: {}", cfg.arch,
          cfg.arch_options.empty() ? "" : fmt::format(" ({})", fmt::join(cfg.arch_options, ", ")),
-         c10::str(train.images.sizes().slice(1)), why.substr(0, why.find('\n')));
+         c10::str(train.images.sizes().slice(1)), first_line(why));
   }
   probe_student(*m, cfg, train);
   return m;
@@ -388,7 +388,7 @@ nlohmann::json read_summary(const std::string& run_dir) {
     if (fs::exists(fs::path(run_dir) / "error.txt"))
     {
       std::string why = read_text(fs::path(run_dir) / "error.txt");
-      fail("{}: run failed: {}", run_dir, why.substr(0, why.find('\n')));
+      fail("{}: run failed: {}", run_dir, first_line(why));
     }
     fail("{}: incomplete run (no summary.json)", run_dir);
   }

@@ -114,7 +114,7 @@ RunDirLock RunDirLock::claim(const fs::path& dir, Claim how) {
     char buf[32] = {};
     const ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
     const std::string pid = n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string("?");
-    fail("{}: in use by kd process {} (it holds {})", dir.string(), pid.substr(0, pid.find('\n')), lock.string());
+    fail("{}: in use by kd process {} (it holds {})", dir.string(), first_line(pid), lock.string());
   }
   const std::string pid = std::to_string(::getpid()) + "\n";
   if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size()))

@@ -98,16 +98,20 @@ void DistillStrategy::begin_epoch(int64_t epoch, Model& student) {
 // The snapshot teacher is the student of an earlier epoch: a run resumed after the snapshot
 // epoch gets it back from the checkpoint.
 // CRD's memory banks too: they are what its loss compares against.
+static fs::path crd_bank_file(const std::string& folder, size_t i) {
+  return fs::path(folder) / fmt::format("crd_memory{}.pt", i);
+}
+
 void DistillStrategy::save_state(const std::string& folder) const {
   if (opts_.snapshot_epoch > 0 && !teachers_.empty())
     teachers_[0].model->save((fs::path(folder) / "snapshot.pt").string());
   for (size_t i = 0; i < memories_.size(); ++i)
-    if (memories_[i]) memories_[i]->save((fs::path(folder) / fmt::format("crd_memory{}.pt", i)).string());
+    if (memories_[i]) memories_[i]->save(crd_bank_file(folder, i).string());
 }
 
 void DistillStrategy::load_state(const std::string& folder, Model& student) {
   for (size_t i = 0; i < memories_.size(); ++i) {
-    const fs::path bank = fs::path(folder) / fmt::format("crd_memory{}.pt", i);
+    const fs::path bank = crd_bank_file(folder, i);
     if (!memories_[i]) continue;
     if (!fs::exists(bank)) fail("{}: the checkpoint has no CRD memory bank ({})", folder, bank.filename().string());
     memories_[i]->load(bank.string());

@@ -23,7 +23,7 @@ void load_archive(const fs::path& p, torch::Device device,
     read(a);
   } catch (const c10::Error& e) {
     const std::string why = e.what_without_backtrace();
-    fail("{}: cannot load ({})", p.string(), why.substr(0, why.find('\n')));
+    fail("{}: cannot load ({})", p.string(), first_line(why));
   }
 }
 
@@ -74,7 +74,7 @@ void load_training_state(const fs::path& folder, Model& model, torch::optim::Opt
     throw;
   } catch (const c10::Error& e) {
     const std::string why = e.what_without_backtrace();
-    fail("{}: cannot load ({})", folder.string(), why.substr(0, why.find('\n')));
+    fail("{}: cannot load ({})", folder.string(), first_line(why));
   } catch (const std::exception& e) {  // the TorchScript parser's ErrorReport is no c10::Error
     std::string why = e.what();
     std::replace(why.begin(), why.end(), '\n', ' ');

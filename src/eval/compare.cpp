@@ -5,6 +5,8 @@
 
 #include <fmt/format.h>
 
+#include "kd/core/error.h"
+
 namespace kd {
 
 Stat stat_of(const std::vector<double>& v) {
@@ -21,7 +23,7 @@ Stat stat_of(const std::vector<double>& v) {
   return s;
 }
 
-Comparison compare_runs(const std::vector<nlohmann::json>& summaries) {
+Comparison compare_runs(const std::vector<nlohmann::json>& summaries, ScoreOn on) {
   struct Group {
     CompareRow row;
     std::vector<double> top1, score50, params, macs, lat, thr;
@@ -41,6 +43,7 @@ Comparison compare_runs(const std::vector<nlohmann::json>& summaries) {
                               {"params", s.value("params", 0.0)},
                               {"macs", s.value("macs", 0.0)},
                               {"test", {{"top1", gens[g].value("test_top1", 0.0)}}}};
+        if (gens[g].contains("best_eval_top1")) row["best_eval_top1"] = gens[g]["best_eval_top1"];
         expanded.push_back(row);
       }
     }
@@ -58,8 +61,16 @@ Comparison compare_runs(const std::vector<nlohmann::json>& summaries) {
     }
     Group& g = groups[name];
     const bool detect = s.value("task", "classify") == "detect";
-    const double top1 = detect ? s["test"].value("map", 0.0) : s["test"].value("top1", 0.0);
-    if (detect) g.score50.push_back(s["test"].value("map50", 0.0));
+    double top1 = 0.0;
+    if (on == ScoreOn::test) {
+      top1 = detect ? s["test"].value("map", 0.0) : s["test"].value("top1", 0.0);
+      if (detect) g.score50.push_back(s["test"].value("map50", 0.0));
+    } else {
+      const char* key = detect ? "best_eval_map" : "best_eval_top1";
+      KD_CHECK(s.contains(key) && s[key].is_number(), "run '{}' (seed {}) has no eval-split score ({} in its summary)",
+               name, s.value("seed", uint64_t{0}), key);
+      top1 = s[key].get<double>();
+    }
     g.top1.push_back(top1);
     g.top1_by_seed[s.value("seed", uint64_t{0})] = top1;
     g.params.push_back(s.value("params", 0.0));
@@ -70,6 +81,7 @@ Comparison compare_runs(const std::vector<nlohmann::json>& summaries) {
     }
   }
   Comparison c;
+  c.on = on;
   for (const auto& name : order) {
     Group& g = groups[name];
     g.row.score = stat_of(g.top1);
@@ -118,15 +130,16 @@ std::string fmt_stat(const Stat& s, double scale, const char* spec) {
 
 std::string Comparison::markdown() const {
   const bool detect = !rows.empty() && rows[0].task == "detect";
-  std::string out =
-      detect ? "| run | mode | arch | mAP@[.5:.95] % | mAP@.5 % | params | MACs | latency b1 (ms) | throughput b256 (img/s) | seeds |\n"
-               "|---|---|---|---|---|---|---|---|---|---|\n"
-             : "| run | mode | arch | top-1 % | params | MACs | latency b1 (ms) | throughput b256 (img/s) | seeds |\n"
-               "|---|---|---|---|---|---|---|---|---|\n";
+  // Eval scores are the best epoch's; the test split has the box-overlap breakdown too.
+  const bool with50 = detect && on == ScoreOn::test;
+  const std::string score = fmt::format("{}{} %", on == ScoreOn::eval ? "best eval " : "", detect ? "mAP@[.5:.95]" : "top-1");
+  std::string out = fmt::format("| run | mode | arch | {}{} | params | MACs | latency b1 (ms) | throughput b256 (img/s) | seeds |\n"
+                                "|---|---|---|---|{}---|---|---|---|---|\n",
+                                score, with50 ? " | mAP@.5 %" : "", with50 ? "---|" : "");
   for (const auto& r : rows)
     out += fmt::format("| {} | {} | {} | {}{} | {} | {} | {} | {} | {} |\n", r.name, r.mode, r.arch,
                        fmt_stat(r.score, 100, "{:.2f}"),
-                       detect ? " | " + fmt_stat(r.score50, 100, "{:.2f}") : std::string(),
+                       with50 ? " | " + fmt_stat(r.score50, 100, "{:.2f}") : std::string(),
                        fmt_stat(r.params, 1, "{:.0f}"), fmt_stat(r.macs, 1, "{:.0f}"),
                        fmt_stat(r.latency_ms, 1, "{:.3f}"), fmt_stat(r.throughput, 1, "{:.0f}"), r.score.n);
   for (const auto& [name, s] : gap_closed)
@@ -137,13 +150,14 @@ std::string Comparison::markdown() const {
 
 nlohmann::json Comparison::to_json() const {
   auto js = [](const Stat& s) { return nlohmann::json{{"mean", s.mean}, {"std", s.std}, {"n", s.n}}; };
-  nlohmann::json j = {{"rows", nlohmann::json::array()}, {"gap_closed", nlohmann::json::object()}};
+  nlohmann::json j = {{"rows", nlohmann::json::array()}, {"gap_closed", nlohmann::json::object()},
+                      {"scored_on", on == ScoreOn::eval ? "eval" : "test"}};
   for (const auto& r : rows) {
     j["rows"].push_back({{"name", r.name}, {"mode", r.mode}, {"arch", r.arch}, {"teacher", r.teacher},
                          {"task", r.task}, {r.task == "detect" ? "map" : "top1", js(r.score)},
                          {"params", js(r.params)}, {"macs", js(r.macs)},
                          {"latency_ms", js(r.latency_ms)}, {"throughput", js(r.throughput)}});
-    if (r.task == "detect") j["rows"].back()["map50"] = js(r.score50);
+    if (r.task == "detect" && on == ScoreOn::test) j["rows"].back()["map50"] = js(r.score50);
   }
   for (const auto& [name, s] : gap_closed) j["gap_closed"][name] = js(s);
   return j;

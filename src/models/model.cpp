@@ -291,8 +291,7 @@ class ScriptModel final : public Model {
       try {
         x = sub.forward({x}).toTensor();
       } catch (const std::exception& e) {  // c10::Error or the interpreter's JITException
-        std::string why = e.what();
-        why = why.substr(0, why.find('\n'));
+        const std::string why = first_line(e.what());
         fail("TorchScript model {}: cannot reach layer '{}' by running the layers before it in "
              "order ({} fails: {})", spec_.arch, path, child.name, why.substr(0, 120));
       }

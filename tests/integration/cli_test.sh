@@ -41,6 +41,9 @@ check "eval a run" "$KD" eval distilled --json
 [ "$(json out.txt 'd["metrics"]["samples"]')" = 10000 ] && echo "ok   eval on the full test set" || { echo "FAIL eval samples"; fails=$((fails+1)); }
 check "compare" "$KD" compare teacher student distilled
 grep -q "closes" out.txt && echo "ok   compare reports the gap closed" || { echo "FAIL compare"; cat out.txt; fails=$((fails+1)); }
+check "compare on the eval split" "$KD" compare --on eval teacher student distilled
+grep -q "best eval top-1 %" out.txt && grep -q "closes" out.txt && echo "ok   compare --on eval" || { echo "FAIL compare --on eval"; cat out.txt; fails=$((fails+1)); }
+expect_error 2 "--on: eval-ish not in" "$KD" compare --on eval-ish teacher student
 check "data split" "$KD" data split --data fashion-mnist --out split.json --seed 3
 check "train on a split manifest" "$KD" train --arch fmnist-student --split split.json --out on_split "${COMMON[@]}"
 check "models" "$KD" models

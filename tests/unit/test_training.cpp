@@ -207,6 +207,27 @@ TEST(Compare, GapClosedPairsSeeds) {
   EXPECT_NEAR(one.gap_closed[0].second.mean, (0.5 + 0.5) / 2, 1e-9);  // 0.02/0.04, 0.01/0.02
 }
 
+TEST(Compare, ScoresOnTheEvalSplitWhenAsked) {
+  auto summary = [](std::string name, std::string mode, double test, double eval) {
+    return nlohmann::json{{"name", name}, {"mode", mode}, {"arch", "a"}, {"seed", 0}, {"test", {{"top1", test}}},
+                          {"best_eval_top1", eval}, {"params", 1}, {"macs", 1}, {"teacher_name", ""}};
+  };
+  std::vector<nlohmann::json> runs = {summary("x", "train", 0.80, 0.85), summary("y", "train", 0.82, 0.84)};
+  auto test = kd::compare_runs(runs), eval = kd::compare_runs(runs, kd::ScoreOn::eval);
+  EXPECT_NEAR(test.rows[0].score.mean, 0.80, 1e-12);
+  EXPECT_NEAR(eval.rows[0].score.mean, 0.85, 1e-12);
+  EXPECT_NEAR(eval.rows[1].score.mean, 0.84, 1e-12);
+  EXPECT_NE(eval.markdown().find("best eval top-1 %"), std::string::npos);
+  EXPECT_EQ(eval.to_json()["scored_on"], "eval");
+  runs[1].erase("best_eval_top1");
+  try {
+    kd::compare_runs(runs, kd::ScoreOn::eval);
+    FAIL() << "a run without an eval score was compared on eval";
+  } catch (const kd::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("run 'y' (seed 0) has no eval-split score"), std::string::npos) << e.what();
+  }
+}
+
 }  // namespace
 
 namespace {

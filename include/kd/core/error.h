@@ -41,6 +41,10 @@ class InterruptGuard {
 };
 void check_interrupted();
 
+// The first line of a library's error message (c10 and Gloo append backtraces and context), for
+// quoting it inside one of kd's one-line errors.
+inline std::string first_line(const std::string& message) { return message.substr(0, message.find('\n')); }
+
 template <typename... Args>
 [[noreturn]] void fail(fmt::format_string<Args...> f, Args&&... args) {
   throw Error(fmt::format(f, std::forward<Args>(args)...));

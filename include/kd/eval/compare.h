@@ -20,7 +20,12 @@ struct CompareRow {
   Stat score, score50, params, macs, latency_ms, throughput;  // score50: detect's mAP@.5
 };
 
+// Which score the rows compare: the test split's (the result), or the best eval-split score of the
+// run (what recipes are tuned and selected on, never on test).
+enum class ScoreOn { test, eval };
+
 struct Comparison {
+  ScoreOn on = ScoreOn::test;
   std::vector<CompareRow> rows;
   // For each distilled group: (name, gap closed) where gap closed = (D - S) / (T - S) with S the
   // plain-trained group of the same architecture and T its teacher's group, on the score.
@@ -30,7 +35,7 @@ struct Comparison {
 };
 
 // `summaries` are summary.json documents; a distilled run names its teacher's group in
-// "teacher_name".
-Comparison compare_runs(const std::vector<nlohmann::json>& summaries);
+// "teacher_name". With ScoreOn::eval, a summary without a best eval score is an error naming it.
+Comparison compare_runs(const std::vector<nlohmann::json>& summaries, ScoreOn on = ScoreOn::test);
 
 }  // namespace kd
