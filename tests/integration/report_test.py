@@ -63,6 +63,8 @@ try:
       return by('params').map(d => [d.label.replace(/ \\(.*\\)$/, ''), d.backgroundColor, curve[d.label.replace(/ \\(.*\\)$/, '')]]); })()""")
     c.ok("a run keeps one colour: trade-off point = its learning curve, one legend entry per run",
          len(colours) == 3 and all(a == b for _, a, b in colours) and len({a for _, a, _ in colours}) == 3, colours)
+    distinct = browser.eval("new Set([...Array(40).keys()].map(runColor)).size")
+    c.ok("40 runs (a method sweep) get 40 different colours", distinct == 40, distinct)
     roles = browser.eval("[...document.querySelectorAll('#runs .role')].map(e => e.textContent).join()")
     c.ok("roles: teacher, student, distilled (and the incomplete distilled run)", roles == "teacher,student,distilled,distilled", roles)
     c.ok("the share of the gap closed is stated", "gap closed by distillation: distilled" in browser.eval("document.getElementById('gap').textContent"))
