@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cctype>
 
+#include <sys/socket.h>
+
 #include <httplib.h>
 
 #include "kd/core/error.h"
@@ -15,9 +17,12 @@ struct HttpServer::Impl {
   Service& service;
   HttpOptions options;
   httplib::Server server;
+  int listen_fd = -1;
 };
 
 namespace {
+
+constexpr int kListenBacklog = 1024;
 
 HttpRequest to_request(const httplib::Request& r) {
   HttpRequest out;
@@ -53,6 +58,13 @@ HttpServer::HttpServer(Service& service, HttpOptions options)
   // Headers and body go out in separate writes: without TCP_NODELAY, Nagle holds the second
   // one for the client's delayed ACK (~40 ms per request on keep-alive connections).
   s.set_tcp_nodelay(true);
+  // Debian's compiled httplib listens with a backlog of 5: a burst of new connections overflows
+  // the accept queue and the kernel resets some of them (CI saw "connection reset" in a 48-client
+  // burst). The listening socket is remembered here and given a real backlog after bind().
+  s.set_socket_options([this](socket_t sock) {
+    httplib::default_socket_options(sock);
+    impl_->listen_fd = sock;
+  });
   auto handler = [this](const httplib::Request& req, httplib::Response& res) {
     write(impl_->service.handle(to_request(req)), res);
   };
@@ -84,14 +96,19 @@ HttpServer::~HttpServer() = default;
 
 int HttpServer::bind() {
   auto& o = impl_->options;
-  if (o.port == 0) {
-    const int port = impl_->server.bind_to_any_port(o.host);
+  int port = o.port;
+  if (port == 0) {
+    port = impl_->server.bind_to_any_port(o.host);
     KD_CHECK(port > 0, "cannot listen on {} (any port)", o.host);
-    return port;
+  } else {
+    KD_CHECK(impl_->server.bind_to_port(o.host, o.port),
+             "cannot listen on {}:{} (in use, or not this machine's address?)", o.host, o.port);
   }
-  KD_CHECK(impl_->server.bind_to_port(o.host, o.port), "cannot listen on {}:{} (in use, or not this machine's address?)",
-           o.host, o.port);
-  return o.port;
+  // listen() again on a listening socket only changes its backlog (the kernel caps it at
+  // net.core.somaxconn).
+  KD_CHECK(impl_->listen_fd >= 0 && ::listen(impl_->listen_fd, kListenBacklog) == 0,
+           "cannot set the listen backlog on {}:{}", o.host, port);
+  return port;
 }
 
 void HttpServer::run() { impl_->server.listen_after_bind(); }
