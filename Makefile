@@ -4,7 +4,7 @@ JOBS ?= 2
 KD := $(BUILD)/kd
 GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
 
-.PHONY: all deps configure build demo test test-sanitize bench fuzz reproduce reproduce-classify reproduce-detect clean
+.PHONY: all deps configure build demo test test-sanitize bench fuzz reproduce reproduce-classify reproduce-detect clean package package-test examples
 
 all: build
 
@@ -38,6 +38,21 @@ test-sanitize: deps $(SAN_BUILD)/CMakeCache.txt
 	cd $(SAN_BUILD) && KD_SANITIZED=1 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  LSAN_OPTIONS=suppressions=$(CURDIR)/tests/sanitize.supp:print_suppressions=0 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j 1
+
+# The .deb of the kd CLI, libraries, headers and CMake package (CPack), written into $(BUILD).
+package: build
+	cd $(BUILD) && cpack -G DEB
+
+# The .deb installed with apt, examples/ built against it and run (scripts/package-test; CI runs it).
+package-test: build
+	scripts/package-test
+
+# examples/ built against an install tree of kd ($(BUILD)/install), as another project would.
+EXAMPLES_BUILD ?= build-examples
+examples: build
+	cmake --install $(BUILD) --prefix $(CURDIR)/$(BUILD)/install
+	cmake -S examples -B $(EXAMPLES_BUILD) $(GENERATOR) -DCMAKE_PREFIX_PATH=$(CURDIR)/$(BUILD)/install
+	cmake --build $(EXAMPLES_BUILD) -j $(JOBS)
 
 bench: build
 	bench/run.sh $(KD)

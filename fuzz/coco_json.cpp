@@ -1,4 +1,4 @@
-// COCO annotation files (kd/detect/data.h): images, categories, boxes in any shape or type.
+// COCO annotation files (kd/data/detection.h): images, categories, boxes in any shape or type.
 // Accepted data must hold boxes inside the letterboxed frame and labels within the classes.
 #include <cstddef>
 #include <cstdint>
@@ -9,7 +9,7 @@
 
 #include "detection_annotations.h"
 #include "kd/core/error.h"
-#include "kd/detect/data.h"
+#include "kd/data/detection.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const auto root = scratch_dataset("coco");

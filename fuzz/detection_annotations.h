@@ -11,7 +11,7 @@
 #include <opencv2/imgcodecs.hpp>
 #include <spdlog/spdlog.h>
 
-#include "kd/detect/data.h"
+#include "kd/data/detection.h"
 
 inline std::filesystem::path scratch_dataset(const std::string& name) {
   namespace fs = std::filesystem;

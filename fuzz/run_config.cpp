@@ -1,4 +1,4 @@
-// Run configurations and experiment defaults in YAML (kd/distill/config.h): strict keys, typed
+// Run configurations and experiment defaults in YAML (kd/runs/config.h): strict keys, typed
 // values, validation.
 #include <cstddef>
 #include <cstdint>
@@ -7,7 +7,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "kd/core/error.h"
-#include "kd/distill/config.h"
+#include "kd/runs/config.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);

@@ -1,4 +1,4 @@
-// Pascal VOC annotations (kd/detect/data.h): one XML file per image, any content.
+// Pascal VOC annotations (kd/data/detection.h): one XML file per image, any content.
 #include <cstddef>
 #include <cstdint>
 #include <fstream>
@@ -7,7 +7,7 @@
 
 #include "detection_annotations.h"
 #include "kd/core/error.h"
-#include "kd/detect/data.h"
+#include "kd/data/detection.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const auto root = scratch_dataset("voc");

@@ -3,7 +3,7 @@
 #include <CLI/CLI.hpp>
 
 #include "commands.h"
-#include "kd/distill/run.h"
+#include "kd/runs/run.h"
 #include "kd/eval/compare.h"
 
 namespace kd::cli {

@@ -10,8 +10,8 @@
 #include "kd/core/error.h"
 #include "kd/data/dataset.h"
 #include "kd/data/split.h"
-#include "kd/detect/data.h"
-#include "kd/detect/make.h"
+#include "kd/data/detection.h"
+#include "kd/data/make_detection.h"
 
 namespace kd::cli {
 namespace {

@@ -7,7 +7,7 @@
 #include "kd/core/error.h"
 #include "kd/core/fs.h"
 #include "kd/core/runtime.h"
-#include "kd/detect/run.h"
+#include "kd/detect/predict.h"
 #include "kd/models/model.h"
 #include "options.h"
 

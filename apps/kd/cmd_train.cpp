@@ -6,6 +6,7 @@
 #include "kd/core/distributed.h"
 #include "kd/core/error.h"
 #include "kd/distill/run.h"
+#include "kd/runs/run.h"
 #include "kd/losses/registry.h"
 #include "options.h"
 

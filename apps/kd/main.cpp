@@ -13,6 +13,7 @@
 #include "commands.h"
 #include "kd/core/error.h"
 #include "kd/core/runtime.h"
+#include "kd/core/version.h"
 
 int main(int argc, char** argv) {
   // See openblas_core_to_force: OpenBLAS's kernels are chosen as it loads, before main.
@@ -23,7 +24,7 @@ int main(int argc, char** argv) {
   CLI::App app{"kd: train a teacher, distill a small student, measure and compare them.\n"
                "Example: kd train --arch fmnist-teacher --epochs 15 --out runs/teacher"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "kd 0.1.0");
+  app.set_version_flag("--version", std::string("kd ") + kd::kVersion);
   // Logs go to stderr so stdout carries only results (tables, JSON, run paths).
   spdlog::set_default_logger(spdlog::stderr_color_mt("kd"));
   spdlog::set_pattern("[%H:%M:%S] %v");

@@ -4,7 +4,7 @@
 
 #include <CLI/CLI.hpp>
 
-#include "kd/distill/config.h"
+#include "kd/runs/config.h"
 
 namespace kd::cli {
 

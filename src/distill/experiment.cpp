@@ -12,6 +12,7 @@
 #include "kd/core/error.h"
 #include "kd/core/fs.h"
 #include "kd/distill/run.h"
+#include "kd/runs/run.h"
 
 namespace kd {
 

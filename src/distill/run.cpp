@@ -7,7 +7,6 @@
 #include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
-#include <yaml-cpp/yaml.h>
 
 #include "kd/core/distributed.h"
 #include "kd/core/error.h"
@@ -15,8 +14,10 @@
 #include "kd/core/json.h"
 #include "kd/core/runtime.h"
 #include "kd/data/split.h"
-#include "kd/detect/run.h"
-#include "kd/distill/run_dir.h"
+#include "kd/distill/detect_run.h"
+#include "kd/runs/run.h"
+#include "kd/runs/run_dir.h"
+#include "kd/distill/summary.h"
 #include "kd/distill/trainer.h"
 #include "kd/eval/classify.h"
 #include "kd/eval/profile.h"
@@ -24,11 +25,6 @@
 
 namespace kd {
 namespace {
-
-bool is_torchscript_path(const std::string& arch) {
-  return arch.size() > 3 && (arch.rfind(".pt") == arch.size() - 3 ||
-                             arch.rfind(".pth") == arch.size() - 4) && fs::is_regular_file(arch);
-}
 
 std::unique_ptr<Model> make_student(const RunConfig& cfg, const Dataset& train);
 
@@ -82,75 +78,6 @@ std::unique_ptr<Model> make_student(const RunConfig& cfg, const Dataset& train) 
   return create_model(spec);
 }
 
-}  // namespace
-
-RunData load_run_data(const DataConfig& cfg, const std::string& mode) {
-  const ImageOptions img{cfg.channels, cfg.height, cfg.width};
-  // IDX data is resized after the split and the limit: only the images kept are resized.
-  const bool resize_later = is_idx_source(cfg.source);
-  const ImageOptions load_as = resize_later ? ImageOptions{} : img;
-  Dataset full = load_dataset(cfg.source, "train", load_as);
-  Split split = resolve_split(cfg.split, full.labels, cfg.train_ratio, cfg.split_seed, cfg.source);
-  RunData d;
-  d.train = full.subset(split.train);
-  d.eval = full.subset(split.eval);
-  if (has_part(cfg.source, "test")) {
-    d.test = load_dataset(cfg.source, "test", load_as);
-    d.test_name = "test";
-    // The test part must fit what is trained on: found now, not after the last epoch.
-    KD_CHECK(d.test.images.sizes().slice(1) == d.train.images.sizes().slice(1),
-             "{}: its test images are {} but its training images {}", cfg.source,
-             c10::str(d.test.images.sizes().slice(1)), c10::str(d.train.images.sizes().slice(1)));
-    const int64_t test_max = d.test.size() ? d.test.labels.max().item<int64_t>() : -1;
-    KD_CHECK(test_max < d.train.num_classes(), "{}: its test labels go up to {} but training has {} classes",
-             d.test.source, test_max, d.train.num_classes());
-    d.test.class_names = d.train.class_names;
-  } else {
-    d.test = d.eval;
-    d.test_name = "eval";
-  }
-  if (cfg.limit > 0) {
-    // A stratified slice keeps every class; for smoke tests and quick looks, not for results.
-    const double keep = std::min(1.0, static_cast<double>(cfg.limit) / static_cast<double>(d.train.size()));
-    d.train = d.train.subset(stratified_fraction(d.train.labels, keep, cfg.split_seed).first);
-    d.eval = d.eval.head(std::max<int64_t>(1, cfg.limit / 4));
-    d.test = d.test.head(std::max<int64_t>(1, cfg.limit / 4));
-  }
-  if (!cfg.classes.empty()) {
-    d.train = select_classes(d.train, cfg.classes);
-    d.eval = select_classes(d.eval, cfg.classes);
-    d.test = select_classes(d.test, cfg.classes);
-  }
-  if (resize_later)
-    for (Dataset* part : {&d.train, &d.eval, &d.test}) part->images = resize_images(part->images, img);
-  KD_CHECK(d.train.size() > 0, "{}: no training samples", cfg.source);
-  KD_CHECK(d.eval.size() > 0, "{}: the {:.0f}/{:.0f} split leaves no eval images ({} images over {} classes)",
-           cfg.source, 100 * cfg.train_ratio, 100 - 100 * cfg.train_ratio, full.size(), full.num_classes());
-  if (cfg.labeled_fraction < 1.0) {
-    auto [labeled, rest] = stratified_fraction(d.train.labels, cfg.labeled_fraction, cfg.split_seed);
-    KD_CHECK(labeled.numel() > 0, "labeled fraction {} of {} training images keeps no labels",
-             cfg.labeled_fraction, d.train.size());
-    d.train = mode == "semi" ? concat(d.train.subset(labeled), d.train.subset(rest).without_labels())
-                             : d.train.subset(labeled);
-  }
-  if (!cfg.unlabeled.empty()) {
-    ImageOptions like_train{static_cast<int>(d.train.images.size(1)),
-                            static_cast<int>(d.train.images.size(2)),
-                            static_cast<int>(d.train.images.size(3))};
-    d.train = concat(d.train, load_unlabeled(cfg.unlabeled, like_train));
-  }
-  // Merged teachers teach from images alone.
-  if (mode == "merge") d.train = d.train.without_labels();
-  return d;
-}
-
-std::string teacher_name(const std::string& teacher) {
-  return fs::exists(fs::path(teacher) / "summary.json") ? read_summary(teacher).value("name", "")
-                                                        : fs::path(teacher).stem().string();
-}
-
-namespace {
-
 DistillOptions distill_options(const RunConfig& cfg) {
   DistillOptions o;
   const auto& d = cfg.distill;
@@ -185,11 +112,6 @@ double top1_of(const torch::Tensor& probs, const torch::Tensor& labels) {
 }
 
 }  // namespace
-
-void resolve_task(RunConfig& cfg) {
-  // A detector architecture makes a detection run without saying so.
-  if (!is_torchscript_path(cfg.arch) && find_architecture(cfg.arch).task == "detect") cfg.task = "detect";
-}
 
 nlohmann::json execute_run(const RunConfig& requested, bool overwrite, bool resume) {
   RunConfig cfg = requested;
@@ -247,13 +169,7 @@ nlohmann::json execute_run(const RunConfig& requested, bool overwrite, bool resu
     spdlog::info("data {}: train {} ({} unlabeled) / eval {} / {} {}, {} classes", cfg.data.source,
                  data.train.size(), unlabeled, data.eval.size(), data.test_name, data.test.size(),
                  data.train.num_classes());
-    nlohmann::json summary = {{"name", cfg.name.empty() ? dir.filename().string() : cfg.name},
-                              {"task", "classify"},
-                              {"mode", cfg.mode},
-                              {"seed", cfg.runtime.seed},
-                              {"epochs", cfg.train.epochs},
-                              {"train_samples", data.train.size()},
-                              {"train_unlabeled", unlabeled}};
+    nlohmann::json summary = {{"train_samples", data.train.size()}, {"train_unlabeled", unlabeled}};
     Trainer trainer(cfg.train, device, cfg.runtime.seed);
     trainer.set_resume(resume);
     auto test_top1 = [&](Model& m) {
@@ -278,7 +194,7 @@ nlohmann::json execute_run(const RunConfig& requested, bool overwrite, bool resu
           gens.push_back(record["result"]);
           seconds += record["train_seconds"].get<double>();
           tr.best_epoch = json_int<int64_t>(record["result"]["best_epoch"], finished.string() + ": best_epoch");
-          tr.best_eval_top1 = record["result"]["best_eval_top1"].get<double>();
+          tr.best_score = record["result"]["best_eval_top1"].get<double>();
           tr.train_images_per_s = record["train_images_per_s"].get<double>();
           for (auto rec : record["history"]) {
             rec["generation"] = g;
@@ -314,7 +230,7 @@ nlohmann::json execute_run(const RunConfig& requested, bool overwrite, bool resu
         if (!main_rank) continue;
         auto rep = test_top1(*previous);
         nlohmann::json record = {{"result", {{"generation", g}, {"best_epoch", tr.best_epoch},
-                                             {"best_eval_top1", tr.best_eval_top1}, {"test_top1", rep.top1}}},
+                                             {"best_eval_top1", tr.best_score}, {"test_top1", rep.top1}}},
                                  {"train_seconds", tr.train_seconds},
                                  {"train_images_per_s", tr.train_images_per_s},
                                  {"history", tr.history}};
@@ -345,29 +261,12 @@ nlohmann::json execute_run(const RunConfig& requested, bool overwrite, bool resu
 
     auto best = load_model(cfg.out);
     ClassificationReport test = test_top1(*best);
-    summary.update({
-        {"arch", best->spec().arch},
-        {"options", best->spec().options},
-        {"params", best->num_parameters()},
-        {"macs", count_macs(*best, device)},
-        {"best_epoch", tr.best_epoch},
-        {"best_eval_top1", tr.best_eval_top1},
-        {"train_seconds", tr.train_seconds},
-        {"train_images_per_s", tr.train_images_per_s},
-        {"test_set", data.test_name},
-        {"test", test.to_json(best->spec().class_names)},
-        {"strategy", strategy->describe()},
-        {"finished", utc_timestamp()},
-        {"device", device.str()},
-        {"ranks", dist::world_size()},
-    });
-    if (!cfg.distill.teacher.empty()) {
-      summary["teacher"] = cfg.distill.teacher;
-      summary["teacher_name"] = teacher_name(cfg.distill.teacher);
-    }
-    if (!cfg.distill.teachers.empty()) summary["teachers"] = cfg.distill.teachers;
-    if (cfg.measure_latency) summary["latency"] = measure_latency(*best, device).to_json();
-    write_text_atomically(dir / "summary.json", summary.dump(2) + "\n");
+    nlohmann::json base = run_summary(cfg, "classify", *best, tr, "best_eval_top1", device);
+    summary.update(base);
+    summary.update({{"test_set", data.test_name},
+                    {"test", test.to_json(best->spec().class_names)},
+                    {"strategy", strategy->describe()}});
+    write_summary(cfg, summary, *best, device);
     spdlog::info("{}: {} top-1 {:.2f}% top-5 {:.2f}% (best epoch {})", cfg.out, data.test_name,
                  100 * test.top1, 100 * test.top5, tr.best_epoch);
     return done(summary);
@@ -380,35 +279,6 @@ nlohmann::json execute_run(const RunConfig& requested, bool overwrite, bool resu
     }
     throw;
   }
-}
-
-nlohmann::json read_summary(const std::string& run_dir) {
-  const fs::path p = fs::path(run_dir) / "summary.json";
-  if (!fs::exists(p)) {
-    if (fs::exists(fs::path(run_dir) / "error.txt"))
-    {
-      std::string why = read_text(fs::path(run_dir) / "error.txt");
-      fail("{}: run failed: {}", run_dir, first_line(why));
-    }
-    fail("{}: incomplete run (no summary.json)", run_dir);
-  }
-  try {
-    return nlohmann::json::parse(read_text(p));
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: not valid JSON ({})", p.string(), e.what());
-  }
-}
-
-RunConfig read_run_config(const std::string& run_dir) {
-  const fs::path p = fs::path(run_dir) / "config.yaml";
-  KD_CHECK(fs::exists(p), "{}: no config.yaml (not a kd run directory)", run_dir);
-  RunConfig cfg;
-  try {
-    apply_yaml(cfg, YAML::LoadFile(p.string()), p.string());
-  } catch (const YAML::Exception& e) {
-    fail("{}: {}", p.string(), e.what());
-  }
-  return cfg;
 }
 
 }  // namespace kd

@@ -1,5 +1,6 @@
 #include "kd/distill/trainer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 
@@ -54,6 +55,146 @@ double scheduled_lr(const TrainConfig& cfg, int64_t it, int64_t iters_per_epoch)
   return base;
 }
 
+int64_t rank_batch_size(const TrainConfig& cfg) {
+  // With several ranks the configured batch is the global one: each rank takes its share, so
+  // the optimisation matches one process with that batch.
+  const int world = dist::world_size();
+  KD_CHECK(cfg.batch_size % world == 0, "batch size {} does not split evenly over {} ranks", cfg.batch_size,
+           world);
+  return cfg.batch_size / world;
+}
+
+Trainer::Trainer(TrainConfig cfg, torch::Device device, uint64_t seed)
+    : cfg_(std::move(cfg)), device_(device), seed_(seed) {}
+
+TrainResult Trainer::fit(Model& student, Strategy& strategy, const Dataset& train, const Dataset& eval,
+                         const std::string& run_dir) {
+  ClassificationTask task(cfg_, device_, seed_, student, strategy, train, eval);
+  return fit(task, run_dir);
+}
+
+TrainResult Trainer::fit(TrainingTask& task, const std::string& run_dir) {
+  Model& model = task.model();
+  auto params = model.parameters();
+  auto extra = task.extra_parameters();
+  for (auto& p : extra) params.push_back(p);
+  auto optimizer = make_optimizer(cfg_.optim, params);
+  const int64_t iters = task.num_batches();
+  const fs::path dir(run_dir);
+  const bool has_dir = !run_dir.empty();
+  const bool write = has_dir && dist::is_main();  // only rank 0 writes the run directory
+  if (write) fs::create_directories(dir / "checkpoints");
+
+  TrainResult result;
+  result.best_score = -1.0;
+  double images_per_s_sum = 0.0;
+  int64_t first_epoch = 1;
+  // Every rank reads the checkpoint (the run directory must be visible to all of them).
+  if (resume_ && has_dir) {
+    // The task's state first: rebuilding a snapshot teacher draws from the global generator
+    // (a clone initialises its weights), and the RNG state restored last must be the checkpoint's.
+    auto load = [&](const FoundCheckpoint& c) {
+      task.load_state(c.folder);
+      load_training_state(c.folder, model, *optimizer, extra, device_);
+    };
+    if (auto found = find_checkpoint(dir, load)) {
+      first_epoch = found->state.epoch + 1;
+      result.best_score = found->state.best_score;
+      result.best_epoch = found->state.best_epoch;
+      result.history = found->state.history;
+      images_per_s_sum = found->state.images_per_s_sum;
+      spdlog::info("{}: resuming after epoch {} ({})", run_dir, found->state.epoch,
+                   found->folder.filename().string());
+    } else {
+      spdlog::warn("{}: no usable checkpoint; training from epoch 1", run_dir);
+    }
+    if (!dist::same_on_all_ranks(first_epoch))
+      fail("{}: the ranks found different checkpoints; the run directory must be one folder all ranks share", run_dir);
+    // metrics.jsonl again holds exactly the checkpoint's epochs: later lines were lost work.
+    std::string lines;
+    for (const auto& rec : result.history) lines += rec.dump() + "\n";
+    if (write) write_text_atomically(dir / "metrics.jsonl", lines);
+  }
+  std::vector<torch::Tensor> buffers = model_buffers(model);
+  dist::start_from_main(params, buffers);
+  dist::GradientSync sync(params, task.may_skip_parameters());
+  const double max_grad_norm = task.max_grad_norm();
+  auto run_start = std::chrono::steady_clock::now();
+  for (int64_t epoch = first_epoch; epoch <= cfg_.epochs; ++epoch) {
+    task.begin_epoch(epoch);
+    double loss_sum = 0.0;
+    int64_t seen = 0;
+    std::vector<double> sums;
+    Progress progress(fmt::format("epoch {}/{}", epoch, cfg_.epochs), iters);
+    auto t0 = std::chrono::steady_clock::now();
+    for (int64_t i = 0; i < iters; ++i) {
+      check_interrupted();
+      const double lr = scheduled_lr(cfg_, (epoch - 1) * iters + i, iters);
+      set_lr(*optimizer, lr);
+      // As DDP with broadcast_buffers: rank 0's running statistics are everyone's.
+      dist::broadcast(buffers);
+      TaskStep s = task.step(i);
+      const double loss = s.loss.item<double>();
+      if (!std::isfinite(loss))
+        fail("epoch {} batch {}: loss is {} (learning rate {:.4g}); lower --lr or {}", epoch, i,
+             std::isnan(loss) ? "NaN" : "infinite", lr, task.nan_hint());
+      optimizer->zero_grad();
+      sync.backward(s.loss);
+      if (max_grad_norm > 0) torch::nn::utils::clip_grad_norm_(params, max_grad_norm);
+      optimizer->step();
+      loss_sum += loss * static_cast<double>(s.samples);
+      seen += s.samples;
+      if (sums.empty()) sums.assign(s.sums.size(), 0.0);
+      for (size_t k = 0; k < sums.size(); ++k) sums[k] += s.sums[k];
+      progress.update(i + 1, s.samples, loss_sum / static_cast<double>(seen), task.running_accuracy(sums));
+    }
+    progress.finish();
+    const double train_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (dist::active()) {
+      std::vector<double> local = {loss_sum, static_cast<double>(seen)};
+      local.insert(local.end(), sums.begin(), sums.end());
+      auto total = dist::sum(local);
+      loss_sum = total[0];
+      seen = static_cast<int64_t>(total[1]);
+      std::copy(total.begin() + 2, total.end(), sums.begin());
+    }
+    dist::broadcast(buffers);  // evaluate and save rank 0's statistics, the same on every rank
+    const double ns = static_cast<double>(seen);
+    images_per_s_sum += ns / train_s;
+
+    TaskScore ev = task.evaluate();
+    nlohmann::json rec = {{"epoch", epoch},
+                          {"lr", scheduled_lr(cfg_, epoch * iters - 1, iters)},
+                          {"train_loss", loss_sum / ns},
+                          {"train_seconds", train_s},
+                          {"train_images_per_s", ns / train_s}};
+    const std::string trained = task.describe_training(loss_sum / ns, sums, ns, rec);
+    rec.update(ev.record);
+    result.history.push_back(rec);
+    spdlog::info("epoch {}/{}: {} | {} | {:.0f} img/s", epoch, cfg_.epochs, trained, ev.log, ns / train_s);
+    const bool best = ev.score > result.best_score;
+    if (best) {
+      result.best_score = ev.score;
+      result.best_epoch = epoch;
+    }
+    if (write) {
+      write_checkpoint(dir, {epoch, result.best_score, result.best_epoch, images_per_s_sum, result.history},
+                       [&](const fs::path& folder) {
+                         save_training_state(folder, model, *optimizer, extra);
+                         task.save_state(folder);
+                       });
+      if (best) {
+        write_atomically(dir / "checkpoints" / "best.pt", [&](const fs::path& tmp) { model.save(tmp.string()); });
+        save_model(model, run_dir);
+      }
+      append_line(dir / "metrics.jsonl", rec.dump());
+    }
+  }
+  result.train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
+  result.train_images_per_s = images_per_s_sum / static_cast<double>(cfg_.epochs);
+  return result;
+}
+
 namespace {
 
 // Each rank scores every world_size-th eval image; the counts are summed across ranks.
@@ -68,148 +209,61 @@ ClassificationReport evaluate_sharded(Model& model, const Dataset& data, int64_t
   return meter.report();
 }
 
+Augment augment_of(const TrainConfig& cfg) { return {cfg.crop_padding, cfg.hflip, cfg.mixup, cfg.cutmix}; }
+
 }  // namespace
 
-Trainer::Trainer(TrainConfig cfg, torch::Device device, uint64_t seed)
-    : cfg_(std::move(cfg)), device_(device), seed_(seed) {}
+ClassificationTask::ClassificationTask(const TrainConfig& cfg, torch::Device device, uint64_t seed, Model& student,
+                                       Strategy& strategy, const Dataset& train, const Dataset& eval)
+    : student_(student),
+      strategy_(strategy),
+      eval_(eval),
+      eval_batch_size_(cfg.eval_batch_size),
+      device_(device),
+      loader_(train, {rank_batch_size(cfg), true, false, augment_of(cfg), seed, dist::rank(), dist::world_size()},
+              device) {
+  student_.to(device_);
+  strategy_.prepare(student_, train, augment_of(cfg), device_);
+  extra_ = strategy_.parameters();
+}
 
-TrainResult Trainer::fit(Model& student, Strategy& strategy, const Dataset& train,
-                         const Dataset& eval, const std::string& run_dir) {
-  const Augment augment{cfg_.crop_padding, cfg_.hflip, cfg_.mixup, cfg_.cutmix};
-  // With several ranks the configured batch is the global one: each rank takes its share, so
-  // the optimisation matches one process with that batch.
-  const int world = dist::world_size();
-  KD_CHECK(cfg_.batch_size % world == 0, "batch size {} does not split evenly over {} ranks",
-           cfg_.batch_size, world);
-  Loader loader(train, {cfg_.batch_size / world, true, false, augment, seed_, dist::rank(), world}, device_);
-  student.to(device_);
-  strategy.prepare(student, train, augment, device_);
-  auto params = student.parameters();
-  auto extra = strategy.parameters();
-  for (auto& p : extra) params.push_back(p);
-  auto optimizer = make_optimizer(cfg_.optim, params);
-  const int64_t iters = loader.num_batches();
-  const fs::path dir(run_dir);
-  const bool has_dir = !run_dir.empty();
-  const bool write = has_dir && dist::is_main();  // only rank 0 writes the run directory
-  if (write) fs::create_directories(dir / "checkpoints");
+void ClassificationTask::begin_epoch(int64_t epoch) {
+  strategy_.begin_epoch(epoch, student_);
+  student_.train(true);
+  loader_.start_epoch(epoch);
+}
 
-  TrainResult result;
-  result.best_eval_top1 = -1.0;
-  double images_per_s_sum = 0.0;
-  int64_t first_epoch = 1;
-  // Every rank reads the checkpoint (the run directory must be visible to all of them).
-  if (resume_ && has_dir) {
-    // The strategy's state first: rebuilding a snapshot teacher draws from the global generator
-    // (a clone initialises its weights), and the RNG state restored last must be the checkpoint's.
-    auto load = [&](const FoundCheckpoint& c) {
-      strategy.load_state(c.folder.string(), student);
-      load_training_state(c.folder, student, *optimizer, extra, device_);
-    };
-    if (auto found = find_checkpoint(dir, load)) {
-      const fs::path f = found->folder;
-      first_epoch = found->state.epoch + 1;
-      result.best_eval_top1 = found->state.best_score;
-      result.best_epoch = found->state.best_epoch;
-      result.history = found->state.history;
-      images_per_s_sum = found->state.images_per_s_sum;
-      spdlog::info("{}: resuming after epoch {} ({})", run_dir, found->state.epoch, f.filename().string());
-    } else {
-      spdlog::warn("{}: no usable checkpoint; training from epoch 1", run_dir);
-    }
-    if (!dist::same_on_all_ranks(first_epoch))
-      fail("{}: the ranks found different checkpoints; the run directory must be one folder all ranks share", run_dir);
-    // metrics.jsonl again holds exactly the checkpoint's epochs: later lines were lost work.
-    std::string lines;
-    for (const auto& rec : result.history) lines += rec.dump() + "\n";
-    if (write) write_text_atomically(dir / "metrics.jsonl", lines);
-  }
-  std::vector<torch::Tensor> buffers = model_buffers(student);
-  dist::start_from_main(params, buffers);
-  dist::GradientSync sync(params, !extra.empty());
-  auto run_start = std::chrono::steady_clock::now();
-  for (int64_t epoch = first_epoch; epoch <= cfg_.epochs; ++epoch) {
-    strategy.begin_epoch(epoch, student);
-    student.train(true);
-    loader.start_epoch(epoch);
-    double loss_sum = 0.0;
-    int64_t seen = 0, labeled = 0, correct = 0;  // train accuracy counts labeled samples only
-    Progress progress(fmt::format("epoch {}/{}", epoch, cfg_.epochs), iters);
-    auto t0 = std::chrono::steady_clock::now();
-    for (int64_t i = 0; i < iters; ++i) {
-      check_interrupted();
-      const double lr = scheduled_lr(cfg_, (epoch - 1) * iters + i, iters);
-      set_lr(*optimizer, lr);
-      Batch batch = loader.get(i);
-      // As DDP with broadcast_buffers: rank 0's running statistics are everyone's.
-      dist::broadcast(buffers);
-      StepResult r = strategy.step(student, batch);
-      const double loss = r.loss.item<double>();
-      if (!std::isfinite(loss))
-        fail("epoch {} batch {}: loss is {} (learning rate {:.4g}); lower --lr or check the data",
-             epoch, i, std::isnan(loss) ? "NaN" : "infinite", lr);
-      optimizer->zero_grad();
-      sync.backward(r.loss);
-      optimizer->step();
-      const int64_t b = batch.y.size(0);
-      loss_sum += loss * static_cast<double>(b);
-      seen += b;
-      labeled += (batch.y >= 0).sum().item<int64_t>();
-      correct += r.logits.detach().argmax(1).eq(batch.y).sum().item<int64_t>();
-      progress.update(i + 1, b, loss_sum / static_cast<double>(seen),
-                      static_cast<double>(correct) / static_cast<double>(std::max<int64_t>(1, labeled)));
-    }
-    progress.finish();
-    const double train_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (dist::active()) {
-      auto total = dist::sum({loss_sum, static_cast<double>(seen), static_cast<double>(labeled),
-                              static_cast<double>(correct)});
-      loss_sum = total[0];
-      seen = static_cast<int64_t>(total[1]);
-      labeled = static_cast<int64_t>(total[2]);
-      correct = static_cast<int64_t>(total[3]);
-    }
-    dist::broadcast(buffers);  // evaluate and save rank 0's statistics, the same on every rank
-    images_per_s_sum += static_cast<double>(seen) / train_s;
+TaskStep ClassificationTask::step(int64_t i) {
+  Batch batch = loader_.get(i);
+  StepResult r = strategy_.step(student_, batch);
+  // Train accuracy counts labeled samples only.
+  const double labeled = static_cast<double>((batch.y >= 0).sum().item<int64_t>());
+  const double correct = static_cast<double>(r.logits.detach().argmax(1).eq(batch.y).sum().item<int64_t>());
+  return {r.loss, batch.y.size(0), {labeled, correct}};
+}
 
-    ClassificationReport ev = evaluate_sharded(student, eval, cfg_.eval_batch_size, device_);
-    nlohmann::json rec = {{"epoch", epoch},
-                          {"lr", scheduled_lr(cfg_, epoch * iters - 1, iters)},
-                          {"train_loss", loss_sum / static_cast<double>(seen)},
-                          {"train_top1", static_cast<double>(correct) / static_cast<double>(std::max<int64_t>(1, labeled))},
-                          {"eval_loss", ev.loss},
-                          {"eval_top1", ev.top1},
-                          {"eval_top5", ev.top5},
-                          {"train_seconds", train_s},
-                          {"train_images_per_s", static_cast<double>(seen) / train_s}};
-    result.history.push_back(rec);
-    spdlog::info("epoch {}/{}: train loss {:.4f} top1 {:.2f}% | eval loss {:.4f} top1 {:.2f}% | {:.0f} img/s",
-                 epoch, cfg_.epochs, rec["train_loss"].get<double>(),
-                 100 * rec["train_top1"].get<double>(), ev.loss, 100 * ev.top1,
-                 rec["train_images_per_s"].get<double>());
-    const bool best = ev.top1 > result.best_eval_top1;
-    if (best) {
-      result.best_eval_top1 = ev.top1;
-      result.best_epoch = epoch;
-    }
-    if (write) {
-      write_checkpoint(dir, {epoch, result.best_eval_top1, result.best_epoch, images_per_s_sum, result.history},
-                       [&](const fs::path& folder) {
-                         save_training_state(folder, student, *optimizer, extra);
-                         strategy.save_state(folder.string());
-                       });
-      if (best) {
-        write_atomically(dir / "checkpoints" / "best.pt",
-                         [&](const fs::path& tmp) { student.save(tmp.string()); });
-        save_model(student, run_dir);
-      }
-      append_line(dir / "metrics.jsonl", rec.dump());
-    }
-  }
-  result.train_seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
-  result.train_images_per_s = images_per_s_sum / static_cast<double>(cfg_.epochs);
-  return result;
+double ClassificationTask::running_accuracy(const std::vector<double>& sums) const {
+  return sums[1] / std::max(1.0, sums[0]);
+}
+
+std::string ClassificationTask::describe_training(double mean_loss, const std::vector<double>& sums, double,
+                                                  nlohmann::json& record) const {
+  const double top1 = running_accuracy(sums);
+  record["train_top1"] = top1;
+  return fmt::format("train loss {:.4f} top1 {:.2f}%", mean_loss, 100 * top1);
+}
+
+TaskScore ClassificationTask::evaluate() {
+  ClassificationReport ev = evaluate_sharded(student_, eval_, eval_batch_size_, device_);
+  return {ev.top1,
+          {{"eval_loss", ev.loss}, {"eval_top1", ev.top1}, {"eval_top5", ev.top5}},
+          fmt::format("eval loss {:.4f} top1 {:.2f}%", ev.loss, 100 * ev.top1)};
+}
+
+void ClassificationTask::save_state(const std::filesystem::path& folder) { strategy_.save_state(folder.string()); }
+
+void ClassificationTask::load_state(const std::filesystem::path& folder) {
+  strategy_.load_state(folder.string(), student_);
 }
 
 }  // namespace kd

@@ -1,5 +1,7 @@
 // The model zoo. Each architecture is a plain torch::nn module built from its options; the
 // registry below names them. Layer names (module paths) are what `kd models --layers` lists.
+#include <deque>
+
 #include <torch/torch.h>
 
 #include "kd/core/error.h"
@@ -151,9 +153,13 @@ Network make_network(nn::Sequential seq) {
   return net;
 }
 
-const std::vector<ArchInfo>& architectures() {
-  static const std::vector<ArchInfo> archs = [] {
-    std::vector<ArchInfo> v = {
+namespace {
+
+// A deque: registering an architecture never moves the others (find_architecture hands out
+// references to them).
+std::deque<ArchInfo>& registry() {
+  static std::deque<ArchInfo> archs = [] {
+    std::deque<ArchInfo> v = {
       {"classify", "fmnist-teacher",
        "reference teacher: 3x [conv3x3, BN, ReLU, maxpool] (64-128-256), FC 256, dropout, FC",
        {{"width", 64}, {"hidden", 256}, {"dropout", 0.3}}, reference_teacher},
@@ -169,6 +175,19 @@ const std::vector<ArchInfo>& architectures() {
     return v;
   }();
   return archs;
+}
+
+}  // namespace
+
+const std::deque<ArchInfo>& architectures() { return registry(); }
+
+void register_architecture(ArchInfo arch) {
+  KD_CHECK(!arch.name.empty() && static_cast<bool>(arch.build), "an architecture needs a name and a build function");
+  KD_CHECK(arch.task == "classify" || arch.task == "detect", "architecture {}: task '{}': expected classify or detect",
+           arch.name, arch.task);
+  for (const auto& a : registry())
+    KD_CHECK(a.name != arch.name, "architecture {} is registered already", arch.name);
+  registry().push_back(std::move(arch));
 }
 
 }  // namespace kd

@@ -5,7 +5,7 @@
 #include "kd/core/error.h"
 #include "kd/data/image.h"
 #include "kd/detect/boxes.h"
-#include "kd/detect/data.h"
+#include "kd/data/detection.h"
 
 namespace kd {
 

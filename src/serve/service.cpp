@@ -7,6 +7,7 @@
 
 #include "kd/core/base64.h"
 #include "kd/core/error.h"
+#include "kd/core/version.h"
 #include "kd/serve/protocol.h"
 #include "web_page.h"
 
@@ -244,7 +245,7 @@ HttpResponse Service::route(const HttpRequest& req, Routed& routed) {
   if (p == "/v2") {
     routed.route = "server_metadata";
     method_check(get, "GET");
-    return json_response(200, {{"name", "kd"}, {"version", "0.1.0"}, {"extensions", json::array()}});
+    return json_response(200, {{"name", "kd"}, {"version", kVersion}, {"extensions", json::array()}});
   }
   if (p == "/v2/models" || p == "/v2/models/") {
     routed.route = "models";

@@ -1,7 +1,9 @@
 // Detection: box ops and losses against torchvision / PyTorch Python (tests/golden), anchors and
 // their assignment, the COCO and VOC readers (and their errors), box-aware augmentation, and the
 // EfficientDet-style model's outputs.
+#include <algorithm>
 #include <fstream>
+#include <limits>
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -9,10 +11,13 @@
 #include "golden.h"
 #include "kd/core/error.h"
 #include "kd/core/fs.h"
+#include "kd/core/runtime.h"
 #include "kd/detect/boxes.h"
-#include "kd/detect/data.h"
+#include "kd/data/detection.h"
 #include "kd/detect/loss.h"
-#include "kd/detect/make.h"
+#include "kd/distill/detect_run.h"
+#include "kd/distill/trainer.h"
+#include "kd/data/make_detection.h"
 #include "kd/models/model.h"
 #include "kd/models/registry.h"
 #include "test_util.h"
@@ -261,6 +266,75 @@ TEST(EffDet, OutputsAndPyramidLevels) {
   // The class prior: every score starts near 0.01.
   EXPECT_NEAR(torch::sigmoid(out.narrow(2, 0, 3)).mean().item<double>(), 0.01, 0.01);
   EXPECT_KD_ERROR(m->forward_with_features(torch::rand({1, 3, 96, 96}), {"P7"}), "no layer 'P7'");
+}
+
+// The detection task on the one training loop: the trainer's checks, for detection.
+struct DetectionFit {
+  kd::TrainResult result;
+  torch::Tensor first_weight;
+};
+
+DetectionFit fit_detector(const kd::DetectionDataset& train, const kd::DetectionDataset& eval, int epochs,
+                          const std::string& run_dir, bool poison = false) {
+  kd::seed_everything(3);
+  kd::RunConfig cfg;
+  cfg.arch = "effdet-d0";
+  cfg.train.epochs = epochs;
+  cfg.train.batch_size = 4;
+  cfg.train.optim.lr = 0.01;
+  cfg.train.hflip = false;
+  cfg.runtime.seed = 3;
+  kd::ModelSpec spec;
+  spec.arch = "effdet-d0";
+  spec.options = {{"image_size", 64}};
+  spec.input_shape = {3, 64, 64};
+  spec.class_names = train.class_names;
+  auto student = kd::create_model(spec);
+  if (poison) {
+    torch::NoGradGuard g;
+    student->parameters()[0].fill_(std::numeric_limits<float>::quiet_NaN());
+  }
+  kd::DetectionTask task(cfg, torch::kCPU, *student, nullptr, train, eval);
+  kd::Trainer trainer(cfg.train, torch::kCPU, cfg.runtime.seed);
+  auto r = trainer.fit(task, run_dir);
+  return {r, student->parameters()[0].clone()};
+}
+
+TEST(DetectTrainer, TrainsRepeatablyAndRecordsMap) {
+  auto train = kd::load_detection(tiny_dataset(), "train", 64);
+  auto eval = kd::load_detection(tiny_dataset(), "test", 64);
+  auto a = fit_detector(train, eval, 2, "");
+  auto b = fit_detector(train, eval, 2, "");
+  EXPECT_TRUE(torch::equal(a.first_weight, b.first_weight));  // seeded and repeatable on CPU
+  ASSERT_EQ(a.result.history.size(), 2u);
+  for (const auto& rec : a.result.history) {
+    for (const char* key : {"train_loss", "train_class_loss", "train_box_loss", "train_kd_loss", "eval_map",
+                            "eval_map50", "lr", "train_images_per_s"})
+      EXPECT_TRUE(rec.contains(key)) << key << " missing from " << rec.dump();
+    EXPECT_GE(rec["eval_map"].get<double>(), 0.0);
+  }
+  EXPECT_GE(a.result.best_epoch, 1);
+  EXPECT_EQ(a.result.best_score, a.result.history[static_cast<size_t>(a.result.best_epoch - 1)]["eval_map"]);
+}
+
+TEST(DetectTrainer, WritesTheRunDirectory) {
+  auto train = kd::load_detection(tiny_dataset(), "train", 64);
+  auto eval = kd::load_detection(tiny_dataset(), "test", 64);
+  TempDir dir;
+  const std::string run = dir / "run";
+  auto full = fit_detector(train, eval, 2, run);
+  EXPECT_EQ(full.result.history.size(), 2u);
+  EXPECT_TRUE(kd::fs::exists(kd::fs::path(run) / "model.pt"));
+  EXPECT_TRUE(kd::fs::exists(kd::fs::path(run) / "checkpoints" / "best.pt"));
+  const std::string metrics = kd::read_text(kd::fs::path(run) / "metrics.jsonl");
+  EXPECT_EQ(std::count(metrics.begin(), metrics.end(), '\n'), 2);
+  EXPECT_NE(metrics.find("\"eval_map\""), std::string::npos);
+}
+
+TEST(DetectTrainer, NanLossNamesEpochBatchAndBoxes) {
+  auto train = kd::load_detection(tiny_dataset(), "train", 64);
+  EXPECT_KD_ERROR(fit_detector(train, train, 1, "", /*poison=*/true), "epoch 1 batch 0: loss is NaN");
+  EXPECT_KD_ERROR(fit_detector(train, train, 1, "", /*poison=*/true), "check the boxes");
 }
 
 }  // namespace

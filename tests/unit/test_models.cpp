@@ -41,6 +41,33 @@ TEST(Models, EveryClassifierGivesLogits) {
   }
 }
 
+TEST(Models, ARegisteredModuleIsAnArchitectureLikeTheOthers) {
+  // A user's own module (here a Sequential through make_network) registered by name.
+  kd::register_architecture({"classify", "test-own-linear", "a user's linear classifier", {{"bias", true}},
+                             [](const nlohmann::json& o, const kd::ArchContext& ctx) {
+                               torch::nn::Sequential seq(
+                                   torch::nn::Flatten(),
+                                   torch::nn::Linear(torch::nn::LinearOptions(ctx.channels * ctx.height * ctx.width,
+                                                                              ctx.num_classes)
+                                                         .bias(o["bias"].get<bool>())));
+                               return kd::make_network(seq);
+                             }});
+  auto m = kd::create_model(spec_for("test-own-linear"));
+  EXPECT_EQ(m->num_parameters(), 784 * 10 + 10);
+  TempDir dir;
+  kd::save_model(*m, dir.path.string());
+  auto back = kd::load_model(dir.path.string());
+  EXPECT_EQ(back->spec().arch, "test-own-linear");
+  auto x = torch::rand({2, 1, 28, 28});
+  m->train(false);
+  back->train(false);
+  EXPECT_TRUE(torch::equal(m->forward(x), back->forward(x)));
+  EXPECT_KD_ERROR(kd::register_architecture({"classify", "test-own-linear", "", {}, kd::find_architecture("mlp").build}),
+                  "registered already");
+  EXPECT_KD_ERROR(kd::register_architecture({"segment", "test-own-seg", "", {}, kd::find_architecture("mlp").build}),
+                  "expected classify or detect");
+}
+
 TEST(Models, DetectorsScaleTogether) {
   // Compound scaling: every step up grows input, params and MACs.
   int64_t last_params = 0, last_macs = 0, last_size = 0;

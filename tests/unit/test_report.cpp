@@ -6,7 +6,7 @@
 
 #include "kd/core/error.h"
 #include "kd/core/fs.h"
-#include "kd/distill/config.h"
+#include "kd/runs/config.h"
 #include "kd/report/report.h"
 #include "test_util.h"
 

@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "kd/distill/config.h"
+#include "kd/runs/config.h"
 #include "kd/eval/compare.h"
 
 namespace kd {

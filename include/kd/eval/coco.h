@@ -12,21 +12,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "kd/data/coco_boxes.h"
+
 namespace kd {
-
-struct GroundTruthBox {
-  int64_t image_id = 0, category_id = 0;
-  std::array<double, 4> bbox{};  // x, y, w, h
-  double area = 0;               // COCO's "area" field (the segment's area), else w * h
-  bool iscrowd = false;
-  bool ignore = false;           // e.g. VOC "difficult": matched detections are not counted
-};
-
-struct DetectionBox {
-  int64_t image_id = 0, category_id = 0;
-  std::array<double, 4> bbox{};  // x, y, w, h
-  double score = 0;
-};
 
 struct CocoMetrics {
   // The 12 numbers pycocotools' summarize() prints: AP, AP50, AP75, AP small/medium/large,

@@ -1,5 +1,6 @@
 #pragma once
 // Named architectures with options: `kd models` lists them, `--arch NAME --arch-opt k=v` picks one.
+#include <deque>
 #include <functional>
 #include <string>
 #include <vector>
@@ -40,7 +41,11 @@ struct ArchInfo {
   std::function<Network(const nlohmann::json& opts, const ArchContext& ctx)> build;
 };
 
-const std::vector<ArchInfo>& architectures();
+const std::deque<ArchInfo>& architectures();
+// Adds an architecture of one's own (a torch::nn::Module behind ArchInfo::build), usable like the
+// built-in ones by name: create_model, training, distillation, save and load (in a program that
+// registered it). Register before training or serving starts; not thread-safe with lookups.
+void register_architecture(ArchInfo arch);
 const ArchInfo& find_architecture(const std::string& name);  // throws naming the known ones
 // Defaults overlaid with `overrides`; an unknown key or a value of the wrong type is an error.
 nlohmann::json resolve_arch_options(const std::string& name, const nlohmann::json& overrides);

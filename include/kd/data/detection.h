@@ -9,7 +9,7 @@
 
 #include <torch/types.h>
 
-#include "kd/eval/coco.h"
+#include "kd/data/coco_boxes.h"
 
 namespace kd {
 
@@ -94,5 +94,17 @@ class DetectionLoader {
 // placement (bilinear resampling of the whole batch at once); boxes follow, are clipped, and
 // boxes left with less than 40% of their area or under 2 pixels become padding.
 void augment_detection_batch(DetectionBatch& b, const DetectionAugment& aug, torch::Generator& gen);
+
+// A box to draw: corners in the image's pixels, its class (which picks the colour) and caption.
+struct LabeledBox {
+  float x1 = 0, y1 = 0, x2 = 0, y2 = 0;
+  int64_t class_index = 0;
+  std::string label;
+};
+
+// Writes `image` (a file) with `boxes` drawn on it to `out` (atomically; the format from its
+// extension, PNG without one).
+void write_image_with_boxes(const std::string& image, const std::vector<LabeledBox>& boxes,
+                            const std::string& out);
 
 }  // namespace kd

@@ -1,4 +1,4 @@
-#include "kd/detect/make.h"
+#include "kd/data/make_detection.h"
 
 #include <algorithm>
 #include <cmath>

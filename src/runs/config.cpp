@@ -1,4 +1,4 @@
-#include "kd/distill/config.h"
+#include "kd/runs/config.h"
 
 #include <cmath>
 #include <functional>

@@ -1,4 +1,4 @@
-#include "kd/detect/data.h"
+#include "kd/data/detection.h"
 
 #include <algorithm>
 #include <array>
@@ -15,7 +15,7 @@
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
-#include "../data/opencv_image.h"
+#include "opencv_image.h"
 #include "kd/core/error.h"
 #include "kd/core/fs.h"
 #include "kd/core/json.h"
@@ -475,6 +475,27 @@ void augment_detection_batch(DetectionBatch& b, const DetectionAugment& aug, tor
   // A box mostly pushed out of the frame becomes an ignore region while part of it shows.
   auto gone = torch::where(kept_area > 0, torch::full_like(b.labels, -2), torch::full_like(b.labels, -1));
   b.labels = torch::where(lost & (b.labels >= 0), gone, b.labels);
+}
+
+void write_image_with_boxes(const std::string& image, const std::vector<LabeledBox>& boxes,
+                            const std::string& out) {
+  cv::Mat img = read_image_file(image, cv::IMREAD_COLOR);
+  const int thick = std::max(1, static_cast<int>(std::lround(std::max(img.cols, img.rows) / 200.0)));
+  for (const auto& b : boxes) {
+    const int64_t c = b.class_index;
+    const cv::Scalar colour(64 + (c * 97) % 192, 64 + (c * 57) % 192, 64 + (c * 151) % 192);
+    cv::rectangle(img, cv::Point(static_cast<int>(b.x1), static_cast<int>(b.y1)),
+                  cv::Point(static_cast<int>(b.x2), static_cast<int>(b.y2)), colour, thick);
+    cv::putText(img, b.label, cv::Point(static_cast<int>(b.x1), std::max(8, static_cast<int>(b.y1) - 2)),
+                cv::FONT_HERSHEY_SIMPLEX, 0.3 * thick, colour, 1);
+  }
+  const std::string ext = fs::path(out).extension().string();
+  write_atomically(out, [&](const fs::path& tmp) {
+    // OpenCV picks the encoder from the extension; the temporary name keeps it.
+    const std::string t = tmp.string() + (ext.empty() ? ".png" : ext);
+    KD_CHECK(cv::imwrite(t, img), "{}: cannot write the image", out);
+    fs::rename(t, tmp);
+  });
 }
 
 }  // namespace kd

@@ -1,4 +1,4 @@
-#include "kd/distill/run_dir.h"
+#include "kd/runs/run_dir.h"
 
 #include <cerrno>
 #include <cstring>

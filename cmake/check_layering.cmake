@@ -1,0 +1,22 @@
+# cmake -DAREA=name -DALLOWED="a|b|c" -DFILES="f1|f2" -DSTAMP=path -P check_layering.cmake
+# Fails when a file of AREA includes a kd header of an area AREA does not link (src/CMakeLists.txt
+# states the layering); writes STAMP when every include is allowed.
+cmake_minimum_required(VERSION 3.18)
+string(REPLACE "|" ";" allowed "${ALLOWED}")
+string(REPLACE "|" ";" files "${FILES}")
+set(errors "")
+list(REMOVE_ITEM files "")
+foreach(f IN LISTS files)
+  file(STRINGS "${f}" lines REGEX "^[ \t]*#[ \t]*include[ \t]*[\"<]kd/[a-z_]+/")
+  foreach(line IN LISTS lines)
+    string(REGEX MATCH "kd/([a-z_]+)/" _ "${line}")
+    set(used "${CMAKE_MATCH_1}")
+    if(NOT used IN_LIST allowed)
+      string(APPEND errors "\n  ${f}: ${line} (area ${AREA} links only: ${allowed})")
+    endif()
+  endforeach()
+endforeach()
+if(errors)
+  message(FATAL_ERROR "an include crosses kd's layering:${errors}")
+endif()
+file(WRITE "${STAMP}" "")

@@ -1,0 +1,170 @@
+#include "kd/runs/run.h"
+
+#include <algorithm>
+
+#include <torch/torch.h>
+#include <yaml-cpp/yaml.h>
+
+#include "kd/core/error.h"
+#include "kd/core/fs.h"
+#include "kd/data/split.h"
+#include "kd/models/registry.h"
+
+namespace kd {
+
+bool is_torchscript_path(const std::string& arch) {
+  return arch.size() > 3 && (arch.rfind(".pt") == arch.size() - 3 ||
+                             arch.rfind(".pth") == arch.size() - 4) && fs::is_regular_file(arch);
+}
+
+void resolve_task(RunConfig& cfg) {
+  // A detector architecture makes a detection run without saying so.
+  if (!is_torchscript_path(cfg.arch) && find_architecture(cfg.arch).task == "detect") cfg.task = "detect";
+}
+
+RunData load_run_data(const DataConfig& cfg, const std::string& mode) {
+  const ImageOptions img{cfg.channels, cfg.height, cfg.width};
+  // IDX data is resized after the split and the limit: only the images kept are resized.
+  const bool resize_later = is_idx_source(cfg.source);
+  const ImageOptions load_as = resize_later ? ImageOptions{} : img;
+  Dataset full = load_dataset(cfg.source, "train", load_as);
+  Split split = resolve_split(cfg.split, full.labels, cfg.train_ratio, cfg.split_seed, cfg.source);
+  RunData d;
+  d.train = full.subset(split.train);
+  d.eval = full.subset(split.eval);
+  if (has_part(cfg.source, "test")) {
+    d.test = load_dataset(cfg.source, "test", load_as);
+    d.test_name = "test";
+    // The test part must fit what is trained on: found now, not after the last epoch.
+    KD_CHECK(d.test.images.sizes().slice(1) == d.train.images.sizes().slice(1),
+             "{}: its test images are {} but its training images {}", cfg.source,
+             c10::str(d.test.images.sizes().slice(1)), c10::str(d.train.images.sizes().slice(1)));
+    const int64_t test_max = d.test.size() ? d.test.labels.max().item<int64_t>() : -1;
+    KD_CHECK(test_max < d.train.num_classes(), "{}: its test labels go up to {} but training has {} classes",
+             d.test.source, test_max, d.train.num_classes());
+    d.test.class_names = d.train.class_names;
+  } else {
+    d.test = d.eval;
+    d.test_name = "eval";
+  }
+  if (cfg.limit > 0) {
+    // A stratified slice keeps every class; for smoke tests and quick looks, not for results.
+    const double keep = std::min(1.0, static_cast<double>(cfg.limit) / static_cast<double>(d.train.size()));
+    d.train = d.train.subset(stratified_fraction(d.train.labels, keep, cfg.split_seed).first);
+    d.eval = d.eval.head(std::max<int64_t>(1, cfg.limit / 4));
+    d.test = d.test.head(std::max<int64_t>(1, cfg.limit / 4));
+  }
+  if (!cfg.classes.empty()) {
+    d.train = select_classes(d.train, cfg.classes);
+    d.eval = select_classes(d.eval, cfg.classes);
+    d.test = select_classes(d.test, cfg.classes);
+  }
+  if (resize_later)
+    for (Dataset* part : {&d.train, &d.eval, &d.test}) part->images = resize_images(part->images, img);
+  KD_CHECK(d.train.size() > 0, "{}: no training samples", cfg.source);
+  KD_CHECK(d.eval.size() > 0, "{}: the {:.0f}/{:.0f} split leaves no eval images ({} images over {} classes)",
+           cfg.source, 100 * cfg.train_ratio, 100 - 100 * cfg.train_ratio, full.size(), full.num_classes());
+  if (cfg.labeled_fraction < 1.0) {
+    auto [labeled, rest] = stratified_fraction(d.train.labels, cfg.labeled_fraction, cfg.split_seed);
+    KD_CHECK(labeled.numel() > 0, "labeled fraction {} of {} training images keeps no labels",
+             cfg.labeled_fraction, d.train.size());
+    d.train = mode == "semi" ? concat(d.train.subset(labeled), d.train.subset(rest).without_labels())
+                             : d.train.subset(labeled);
+  }
+  if (!cfg.unlabeled.empty()) {
+    ImageOptions like_train{static_cast<int>(d.train.images.size(1)),
+                            static_cast<int>(d.train.images.size(2)),
+                            static_cast<int>(d.train.images.size(3))};
+    d.train = concat(d.train, load_unlabeled(cfg.unlabeled, like_train));
+  }
+  // Merged teachers teach from images alone.
+  if (mode == "merge") d.train = d.train.without_labels();
+  return d;
+}
+
+int64_t detection_input_size(const RunConfig& cfg) {
+  if (cfg.data.height > 0) {
+    KD_CHECK(cfg.data.width == 0 || cfg.data.width == cfg.data.height,
+             "detection inputs are square: data.height {} != data.width {}", cfg.data.height, cfg.data.width);
+    return cfg.data.height;
+  }
+  KD_CHECK(find_architecture(cfg.arch).task == "detect", "architecture {} is not a detector (see kd models)",
+           cfg.arch);
+  return resolve_arch_options(cfg.arch, parse_arch_options(cfg.arch_options))["image_size"].get<int64_t>();
+}
+
+DetectionRunData load_detection_run_data(const DataConfig& cfg, int64_t size) {
+  DetectionDataset full = load_detection(cfg.source, "train", size);
+  // Images, not boxes, are split: one label per image makes the stratified split a plain
+  // seeded shuffle, the same manifest format `kd data split` writes.
+  Split split = resolve_split(cfg.split, torch::zeros({full.size()}, torch::kLong), cfg.train_ratio,
+                              cfg.split_seed, cfg.source);
+  DetectionRunData d;
+  d.train = full.subset(split.train);
+  d.eval = full.subset(split.eval);
+  if (has_detection_part(cfg.source, "test")) {
+    d.test = load_detection(cfg.source, "test", size);
+    KD_CHECK(d.test.class_names == d.train.class_names, "{}: the test part's categories differ from train's",
+             cfg.source);
+    d.test_name = "test";
+  } else {
+    d.test = d.eval;
+    d.test_name = "eval";
+  }
+  if (cfg.limit > 0) {
+    auto head = [](const DetectionDataset& x, int64_t n) {
+      return x.subset(torch::arange(std::min(n, x.size()), torch::kLong));
+    };
+    d.train = head(d.train, cfg.limit);
+    d.eval = head(d.eval, std::max<int64_t>(1, cfg.limit / 4));
+    d.test = head(d.test, std::max<int64_t>(1, cfg.limit / 4));
+  }
+  KD_CHECK(d.train.size() > 0 && d.eval.size() > 0, "{}: too few images to split", cfg.source);
+  // mAP needs boxes to score against; without them every epoch would read -100 and the best
+  // epoch would never be chosen. Refused before training.
+  auto scored = [](const DetectionDataset& x) {
+    return std::count_if(x.ground_truth.begin(), x.ground_truth.end(),
+                         [](const GroundTruthBox& g) { return !g.iscrowd && !g.ignore; });
+  };
+  KD_CHECK(scored(d.eval) > 0, "{}: the eval split's {} images have no boxes to score (none, or only crowd or "
+           "difficult ones): mAP cannot pick the best epoch", cfg.source, d.eval.size());
+  KD_CHECK(scored(d.test) > 0, "{}: the {} part's {} images have no boxes to score (none, or only crowd or difficult ones)",
+           cfg.source, d.test_name, d.test.size());
+  return d;
+}
+
+nlohmann::json read_summary(const std::string& run_dir) {
+  const fs::path p = fs::path(run_dir) / "summary.json";
+  if (!fs::exists(p)) {
+    if (fs::exists(fs::path(run_dir) / "error.txt"))
+    {
+      std::string why = read_text(fs::path(run_dir) / "error.txt");
+      fail("{}: run failed: {}", run_dir, first_line(why));
+    }
+    fail("{}: incomplete run (no summary.json)", run_dir);
+  }
+  try {
+    return nlohmann::json::parse(read_text(p));
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: not valid JSON ({})", p.string(), e.what());
+  }
+}
+
+RunConfig read_run_config(const std::string& run_dir) {
+  const fs::path p = fs::path(run_dir) / "config.yaml";
+  KD_CHECK(fs::exists(p), "{}: no config.yaml (not a kd run directory)", run_dir);
+  RunConfig cfg;
+  try {
+    apply_yaml(cfg, YAML::LoadFile(p.string()), p.string());
+  } catch (const YAML::Exception& e) {
+    fail("{}: {}", p.string(), e.what());
+  }
+  return cfg;
+}
+
+std::string teacher_name(const std::string& teacher) {
+  return fs::exists(fs::path(teacher) / "summary.json") ? read_summary(teacher).value("name", "")
+                                                        : fs::path(teacher).stem().string();
+}
+
+}  // namespace kd
