@@ -20,7 +20,8 @@ BENCHMARK(BM_SoftTargetLoss);
 
 static void BM_BatchWithAugmentation(benchmark::State& state) {
   kd::Dataset d{torch::randint(0, 255, {48000, 1, 28, 28}).to(torch::kUInt8),
-                torch::randint(0, 10, {48000}, torch::kInt64), std::vector<std::string>(10, "c"), "synthetic"};
+                torch::randint(0, 10, {48000}, torch::kInt64), std::vector<std::string>(10, "c"),
+                "synthetic"};
   kd::Augment aug{static_cast<int>(state.range(0)), state.range(0) > 0};
   kd::Loader loader(d, {128, true, false, aug, 0}, torch::kCPU);
   loader.start_epoch(1);

@@ -25,8 +25,10 @@
 // The student: any module. This one is two convolutions and a linear layer (5k parameters).
 struct TinyNetImpl : torch::nn::Module {
   TinyNetImpl(int64_t channels, int64_t height, int64_t width, int64_t classes)
-      : conv1(register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, 8, 3).padding(1)))),
-        conv2(register_module("conv2", torch::nn::Conv2d(torch::nn::Conv2dOptions(8, 8, 3).padding(1)))),
+      : conv1(register_module(
+            "conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(channels, 8, 3).padding(1)))),
+        conv2(register_module("conv2",
+                              torch::nn::Conv2d(torch::nn::Conv2dOptions(8, 8, 3).padding(1)))),
         fc(register_module("fc", torch::nn::Linear(8 * (height / 4) * (width / 4), classes))) {}
   torch::Tensor forward(const torch::Tensor& x) {
     auto h = torch::max_pool2d(torch::relu(conv1(x)), 2);
@@ -57,7 +59,8 @@ int main(int argc, char** argv) try {
          n.module = net.ptr();
          n.forward = [net](const torch::Tensor& x) mutable { return net->forward(x); };
          // No feature layers are exposed, so logit losses only (DIST, KD, DKD, MLKD, ...).
-         n.forward_features = [net](const torch::Tensor& x, const std::vector<std::string>& names) mutable {
+         n.forward_features = [net](const torch::Tensor& x,
+                                    const std::vector<std::string>& names) mutable {
            return kd::Network::Features{net->forward(x), std::vector<torch::Tensor>(names.size())};
          };
          return n;
@@ -92,7 +95,8 @@ int main(int argc, char** argv) try {
   const double t = kd::evaluate_classifier(*teacher, d.test, 256, device).top1;
   const double s = kd::evaluate_classifier(*best, d.test, 256, device).top1;
   std::cout << "teacher test top-1 " << 100 * t << " %, distilled " << best->spec().arch << " ("
-            << best->num_parameters() << " params, best epoch " << result.best_epoch << ") " << 100 * s << " %\n";
+            << best->num_parameters() << " params, best epoch " << result.best_epoch << ") "
+            << 100 * s << " %\n";
   return 0;
 } catch (const std::exception& e) {
   std::cerr << "distill_my_model: " << e.what() << "\n";

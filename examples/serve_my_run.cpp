@@ -42,7 +42,8 @@ int main(int argc, char** argv) try {
   http.port = argc > 2 ? std::stoi(argv[2]) : 8080;
   kd::HttpServer server(service, http);
   const int port = server.bind();
-  std::cout << "serving " << run << " on http://127.0.0.1:" << port << "/ (POST /v2/models/model/infer)\n";
+  std::cout << "serving " << run << " on http://127.0.0.1:" << port
+            << "/ (POST /v2/models/model/infer)\n";
   server.run();
   return 0;
 } catch (const std::exception& e) {

@@ -28,7 +28,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {
     if (auto found = kd::find_checkpoint(run)) {
       const auto& s = found->state;
-      if (s.epoch != 2 || s.history.size() != 2 || s.best_epoch < 0 || s.best_epoch > s.epoch) __builtin_trap();
+      if (s.epoch != 2 || s.history.size() != 2 || s.best_epoch < 0 || s.best_epoch > s.epoch)
+        __builtin_trap();
     }
   } catch (const kd::Error&) {
   }

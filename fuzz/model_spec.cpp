@@ -19,7 +19,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (d < 1 || d > 16384) __builtin_trap();
     for (double v : s.norm.std)
       if (!(v > 0) || !std::isfinite(v)) __builtin_trap();
-    if (kd::ModelSpec::from_json(s.to_json(), "roundtrip.json").to_json() != s.to_json()) __builtin_trap();
+    if (kd::ModelSpec::from_json(s.to_json(), "roundtrip.json").to_json() != s.to_json())
+      __builtin_trap();
   } catch (const kd::Error&) {
   }
   return 0;

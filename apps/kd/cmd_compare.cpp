@@ -3,8 +3,8 @@
 #include <CLI/CLI.hpp>
 
 #include "commands.h"
-#include "kd/runs/run.h"
 #include "kd/eval/compare.h"
+#include "kd/runs/run.h"
 
 namespace kd::cli {
 namespace {
@@ -30,13 +30,17 @@ void run(const CompareArgs& a) {
 void add_compare_command(CLI::App& app) {
   auto a = std::make_shared<CompareArgs>();
   auto* c = app.add_subcommand(
-      "compare", "table of accuracy, params, MACs and latency; share of the gap distillation closed");
-  c->footer("Example: kd compare runs/teacher runs/student runs/distilled\n"
-            "Runs with the same name (seeds of one recipe) are pooled into mean ± std.\n"
-            "Tuning: kd compare --on eval runs/sweep/* picks knobs on the eval split.");
+      "compare",
+      "table of accuracy, params, MACs and latency; share of the gap distillation closed");
+  c->footer(
+      "Example: kd compare runs/teacher runs/student runs/distilled\n"
+      "Runs with the same name (seeds of one recipe) are pooled into mean ± std.\n"
+      "Tuning: kd compare --on eval runs/sweep/* picks knobs on the eval split.");
   c->add_option("runs", a->runs, "run directories")->required()->check(CLI::ExistingDirectory);
   c->add_flag("--json", a->json, "print JSON instead of a Markdown table");
-  c->add_option("--on", a->on, "score compared: test (the result) or eval (each run's best eval-split score: tune and select recipes on it, never on test)")
+  c->add_option("--on", a->on,
+                "score compared: test (the result) or eval (each run's best eval-split score: tune "
+                "and select recipes on it, never on test)")
       ->check(CLI::IsMember({"test", "eval"}))
       ->capture_default_str();
   c->callback([a] { run(*a); });

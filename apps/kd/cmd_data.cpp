@@ -9,9 +9,9 @@
 #include "commands.h"
 #include "kd/core/error.h"
 #include "kd/data/dataset.h"
-#include "kd/data/split.h"
 #include "kd/data/detection.h"
 #include "kd/data/make_detection.h"
+#include "kd/data/split.h"
 
 namespace kd::cli {
 namespace {
@@ -29,9 +29,10 @@ struct InfoArgs {
 
 void split(const SplitArgs& a) {
   // Detection sets are split by image (one label each: a seeded shuffle), as runs split them.
-  torch::Tensor labels = is_detection_source(a.data)
-                             ? torch::zeros({load_detection(a.data, "train", 32).size()}, torch::kLong)
-                             : load_dataset(a.data, "train", {}).labels;
+  torch::Tensor labels =
+      is_detection_source(a.data)
+          ? torch::zeros({load_detection(a.data, "train", 32).size()}, torch::kLong)
+          : load_dataset(a.data, "train", {}).labels;
   Split s = make_split(labels, a.ratio, a.seed, a.data);
   save_split(s, a.out);
   fmt::print("{}: {} train / {} eval of {} ({} seed {}) -> {}\n", a.data, s.train.numel(),
@@ -46,16 +47,20 @@ void detection_info(const InfoArgs& a) {
     std::vector<double> sides;
     int64_t ignored = 0;
     for (const auto& g : d.ground_truth) {
-      auto k = std::find(d.category_ids.begin(), d.category_ids.end(), g.category_id) - d.category_ids.begin();
+      auto k = std::find(d.category_ids.begin(), d.category_ids.end(), g.category_id) -
+               d.category_ids.begin();
       ++per_class[static_cast<size_t>(k)];
       sides.push_back(std::sqrt(g.bbox[2] * g.bbox[3]));
       ignored += g.iscrowd || g.ignore;
     }
     std::sort(sides.begin(), sides.end());
-    auto q = [&](double f) { return sides.empty() ? 0.0 : sides[static_cast<size_t>(f * double(sides.size() - 1))]; };
-    fmt::print("{} [{}]: {} images, {} boxes ({} crowd/ignored), {} classes; box side sqrt(w*h) "
-               "min {:.0f} median {:.0f} max {:.0f} px\n", a.data, part, d.size(), sides.size(), ignored,
-               d.num_classes(), q(0), q(0.5), q(1));
+    auto q = [&](double f) {
+      return sides.empty() ? 0.0 : sides[static_cast<size_t>(f * double(sides.size() - 1))];
+    };
+    fmt::print(
+        "{} [{}]: {} images, {} boxes ({} crowd/ignored), {} classes; box side sqrt(w*h) "
+        "min {:.0f} median {:.0f} max {:.0f} px\n",
+        a.data, part, d.size(), sides.size(), ignored, d.num_classes(), q(0), q(0.5), q(1));
     for (int64_t c = 0; c < d.num_classes(); ++c)
       fmt::print("  {:>3} {:<16} (id {}) {} boxes\n", c, d.class_names[static_cast<size_t>(c)],
                  d.category_ids[static_cast<size_t>(c)], per_class[static_cast<size_t>(c)]);
@@ -87,7 +92,8 @@ void add_data_commands(CLI::App& app) {
   data->require_subcommand(1);
 
   auto s = std::make_shared<SplitArgs>();
-  auto* sc = data->add_subcommand("split", "write a reproducible, stratified train/eval split manifest");
+  auto* sc =
+      data->add_subcommand("split", "write a reproducible, stratified train/eval split manifest");
   sc->footer("Example: kd data split --data fashion-mnist --ratio 0.8 --seed 0 --out split.json");
   sc->add_option("--data", s->data, "dataset (see `kd train --help`)")->capture_default_str();
   sc->add_option("--ratio", s->ratio, "train share")->capture_default_str();
@@ -96,16 +102,22 @@ void add_data_commands(CLI::App& app) {
   sc->callback([s] { split(*s); });
 
   auto m = std::make_shared<MakeDetectionOptions>();
-  auto* mc = data->add_subcommand("make-detection",
-                                  "build a detection dataset: Fashion-MNIST items pasted on textured canvases "
-                                  "(PNG + COCO JSON, VOC XML with --voc)");
-  mc->footer("Example: kd data make-detection --out data/det --images 3000 --test-images 600 --seed 0");
-  mc->add_option("--out,-o", m->out, "folder to write (images/, train.json, test.json, info.json)")->required();
+  auto* mc = data->add_subcommand(
+      "make-detection",
+      "build a detection dataset: Fashion-MNIST items pasted on textured canvases "
+      "(PNG + COCO JSON, VOC XML with --voc)");
+  mc->footer(
+      "Example: kd data make-detection --out data/det --images 3000 --test-images 600 --seed 0");
+  mc->add_option("--out,-o", m->out, "folder to write (images/, train.json, test.json, info.json)")
+      ->required();
   mc->add_option("--source", m->source, "labeled images to cut items from")->capture_default_str();
   mc->add_option("--classes", m->classes, "item classes (names or indices), comma-separated")
-      ->delimiter(',')->capture_default_str();
-  mc->add_option("--images", m->train_images, "training canvases (from the source's train part)")->capture_default_str();
-  mc->add_option("--test-images", m->test_images, "test canvases (from the source's test part; 0: none)")
+      ->delimiter(',')
+      ->capture_default_str();
+  mc->add_option("--images", m->train_images, "training canvases (from the source's train part)")
+      ->capture_default_str();
+  mc->add_option("--test-images", m->test_images,
+                 "test canvases (from the source's test part; 0: none)")
       ->capture_default_str();
   mc->add_option("--canvas", m->canvas, "canvas side in pixels")->capture_default_str();
   mc->add_option("--min-objects", m->min_objects)->capture_default_str();

@@ -4,14 +4,14 @@
 #include <fmt/format.h>
 
 #include "commands.h"
-#include "kd/core/runtime.h"
 #include "kd/core/error.h"
 #include "kd/core/fs.h"
-#include "kd/eval/detection.h"
-#include "kd/runs/run.h"
+#include "kd/core/runtime.h"
 #include "kd/eval/classify.h"
+#include "kd/eval/detection.h"
 #include "kd/eval/profile.h"
 #include "kd/models/model.h"
+#include "kd/runs/run.h"
 #include "options.h"
 
 namespace kd::cli {
@@ -33,7 +33,8 @@ void print_report(const ClassificationReport& r, const std::vector<std::string>&
              100 * r.top1, 100 * r.top5);
   fmt::print("\nper-class accuracy:\n");
   for (size_t c = 0; c < r.per_class.size(); ++c)
-    fmt::print("  {:>3} {:<14} {:6.2f}%\n", c, c < names.size() ? names[c] : "", 100 * r.per_class[c]);
+    fmt::print("  {:>3} {:<14} {:6.2f}%\n", c, c < names.size() ? names[c] : "",
+               100 * r.per_class[c]);
   fmt::print("\nconfusion matrix (rows: true, columns: predicted):\n");
   for (const auto& row : r.confusion) {
     for (int64_t v : row) fmt::print("{:6}", v);
@@ -42,18 +43,25 @@ void print_report(const ClassificationReport& r, const std::vector<std::string>&
 }
 
 void print_detection(const CocoMetrics& m, const std::vector<std::string>& names) {
-  static const char* rows[12] = {
-      "AP @[IoU=0.50:0.95 | area=   all | maxDets=100]", "AP @[IoU=0.50      | area=   all | maxDets=100]",
-      "AP @[IoU=0.75      | area=   all | maxDets=100]", "AP @[IoU=0.50:0.95 | area= small | maxDets=100]",
-      "AP @[IoU=0.50:0.95 | area=medium | maxDets=100]", "AP @[IoU=0.50:0.95 | area= large | maxDets=100]",
-      "AR @[IoU=0.50:0.95 | area=   all | maxDets=  1]", "AR @[IoU=0.50:0.95 | area=   all | maxDets= 10]",
-      "AR @[IoU=0.50:0.95 | area=   all | maxDets=100]", "AR @[IoU=0.50:0.95 | area= small | maxDets=100]",
-      "AR @[IoU=0.50:0.95 | area=medium | maxDets=100]", "AR @[IoU=0.50:0.95 | area= large | maxDets=100]"};
-  for (int i = 0; i < 12; ++i) fmt::print(" {} = {:.3f}\n", rows[i], m.stats[static_cast<size_t>(i)]);
+  static const char* rows[12] = {"AP @[IoU=0.50:0.95 | area=   all | maxDets=100]",
+                                 "AP @[IoU=0.50      | area=   all | maxDets=100]",
+                                 "AP @[IoU=0.75      | area=   all | maxDets=100]",
+                                 "AP @[IoU=0.50:0.95 | area= small | maxDets=100]",
+                                 "AP @[IoU=0.50:0.95 | area=medium | maxDets=100]",
+                                 "AP @[IoU=0.50:0.95 | area= large | maxDets=100]",
+                                 "AR @[IoU=0.50:0.95 | area=   all | maxDets=  1]",
+                                 "AR @[IoU=0.50:0.95 | area=   all | maxDets= 10]",
+                                 "AR @[IoU=0.50:0.95 | area=   all | maxDets=100]",
+                                 "AR @[IoU=0.50:0.95 | area= small | maxDets=100]",
+                                 "AR @[IoU=0.50:0.95 | area=medium | maxDets=100]",
+                                 "AR @[IoU=0.50:0.95 | area= large | maxDets=100]"};
+  for (int i = 0; i < 12; ++i)
+    fmt::print(" {} = {:.3f}\n", rows[i], m.stats[static_cast<size_t>(i)]);
   fmt::print("\nper-class AP@[.5:.95] / AP@.5:\n");
   for (size_t k = 0; k < m.category_ids.size(); ++k)
-    fmt::print("  {:>4} {:<16} {:6.2f} {:6.2f}\n", m.category_ids[k], k < names.size() ? names[k] : "",
-               100 * m.per_class_ap[k], 100 * m.per_class_ap50[k]);
+    fmt::print("  {:>4} {:<16} {:6.2f} {:6.2f}\n", m.category_ids[k],
+               k < names.size() ? names[k] : "", 100 * m.per_class_ap[k],
+               100 * m.per_class_ap50[k]);
 }
 
 // A COCO results file against a COCO ground-truth file: any tool's detections, scored the same way.
@@ -62,8 +70,12 @@ void eval_results_file(const EvalArgs& a) {
   auto dt = read_coco_results(a.results);
   CocoMetrics m = evaluate_coco(gt.ground_truth, dt, gt.image_ids(), gt.category_ids);
   if (a.json) {
-    std::cout << nlohmann::json{{"ground_truth", a.gt}, {"results", a.results}, {"detections", dt.size()},
-                                {"metrics", m.to_json(gt.class_names)}}.dump(2) << std::endl;
+    std::cout << nlohmann::json{{"ground_truth", a.gt},
+                                {"results", a.results},
+                                {"detections", dt.size()},
+                                {"metrics", m.to_json(gt.class_names)}}
+                     .dump(2)
+              << std::endl;
     return;
   }
   fmt::print("{} against {}: {} images, {} detections\n", a.results, a.gt, gt.size(), dt.size());
@@ -82,9 +94,13 @@ void eval_detector(const EvalArgs& a, Model& model, torch::Device device) {
   po.iou_threshold = cfg.detect.nms_iou;
   auto dt = detect_boxes(model, set, 64, device, po);
   CocoMetrics m = evaluate_coco(set.ground_truth, dt, set.image_ids(), set.category_ids);
-  if (!a.save_results.empty()) write_text_atomically(a.save_results, to_coco_results(dt).dump() + "\n");
-  nlohmann::json out = {{"run", a.run}, {"data", cfg.data.source}, {"part", a.part == "eval" ? "eval" : d.test_name},
-                        {"params", model.num_parameters()}, {"macs", count_macs(model, device)},
+  if (!a.save_results.empty())
+    write_text_atomically(a.save_results, to_coco_results(dt).dump() + "\n");
+  nlohmann::json out = {{"run", a.run},
+                        {"data", cfg.data.source},
+                        {"part", a.part == "eval" ? "eval" : d.test_name},
+                        {"params", model.num_parameters()},
+                        {"macs", count_macs(model, device)},
                         {"metrics", m.to_json(model.spec().class_names)}};
   if (a.latency) out["latency"] = measure_latency(model, device).to_json();
   if (a.json) {
@@ -92,12 +108,15 @@ void eval_detector(const EvalArgs& a, Model& model, torch::Device device) {
     return;
   }
   fmt::print("{} on {} ({}, {} images): params {}  MACs {}\n", a.run, cfg.data.source,
-             out["part"].get<std::string>(), set.size(), out["params"].get<int64_t>(), out["macs"].get<int64_t>());
+             out["part"].get<std::string>(), set.size(), out["params"].get<int64_t>(),
+             out["macs"].get<int64_t>());
   print_detection(m, model.spec().class_names);
   if (a.latency)
-    fmt::print("\nlatency batch 1: median {:.3f} ms  p95 {:.3f} ms; throughput batch 256: {:.0f} img/s\n",
-               out["latency"]["batch1_median_ms"].get<double>(), out["latency"]["batch1_p95_ms"].get<double>(),
-               out["latency"]["throughput_per_s"].get<double>());
+    fmt::print(
+        "\nlatency batch 1: median {:.3f} ms  p95 {:.3f} ms; throughput batch 256: {:.0f} img/s\n",
+        out["latency"]["batch1_median_ms"].get<double>(),
+        out["latency"]["batch1_p95_ms"].get<double>(),
+        out["latency"]["throughput_per_s"].get<double>());
 }
 
 void run(const EvalArgs& a) {
@@ -107,11 +126,13 @@ void run(const EvalArgs& a) {
     return eval_results_file(a);
   }
   if (a.run.empty()) usage_fail("give a run directory (or --gt FILE --results FILE)");
-  torch::Device device = init_runtime({a.runtime.device, a.runtime.threads, a.runtime.seed, false, a.runtime.precision});
+  torch::Device device = init_runtime(
+      {a.runtime.device, a.runtime.threads, a.runtime.seed, false, a.runtime.precision});
   auto model = load_model(a.run);
   model->to(device);
   if (!a.task.empty() && a.task != model->spec().task)
-    usage_fail("--task {}: {} is a {} model", a.task, a.run, model->spec().task == "detect" ? "detection" : "classification");
+    usage_fail("--task {}: {} is a {} model", a.task, a.run,
+               model->spec().task == "detect" ? "detection" : "classification");
   if (model->spec().task == "detect") return eval_detector(a, *model, device);
   if (!a.save_results.empty()) usage_fail("--save-results is for detectors");
   model->to(device);
@@ -132,21 +153,27 @@ void run(const EvalArgs& a) {
   RunData d = load_run_data(data);
   const Dataset& set = a.part == "eval" ? d.eval : d.test;
   ClassificationReport r = evaluate_classifier(*model, set, 1000, device);
-  nlohmann::json out = {{"run", a.run}, {"data", data.source}, {"part", a.part == "eval" ? "eval" : d.test_name},
-                        {"params", model->num_parameters()}, {"macs", count_macs(*model, device)},
+  nlohmann::json out = {{"run", a.run},
+                        {"data", data.source},
+                        {"part", a.part == "eval" ? "eval" : d.test_name},
+                        {"params", model->num_parameters()},
+                        {"macs", count_macs(*model, device)},
                         {"metrics", r.to_json(model->spec().class_names)}};
   if (a.latency) out["latency"] = measure_latency(*model, device).to_json();
   if (a.json) {
     std::cout << out.dump(2) << std::endl;
     return;
   }
-  fmt::print("{} on {} ({}): params {}  MACs {}\n", a.run, data.source, out["part"].get<std::string>(),
-             out["params"].get<int64_t>(), out["macs"].get<int64_t>());
+  fmt::print("{} on {} ({}): params {}  MACs {}\n", a.run, data.source,
+             out["part"].get<std::string>(), out["params"].get<int64_t>(),
+             out["macs"].get<int64_t>());
   print_report(r, model->spec().class_names);
   if (a.latency)
-    fmt::print("\nlatency batch 1: median {:.3f} ms  p95 {:.3f} ms; throughput batch 256: {:.0f} img/s\n",
-               out["latency"]["batch1_median_ms"].get<double>(), out["latency"]["batch1_p95_ms"].get<double>(),
-               out["latency"]["throughput_per_s"].get<double>());
+    fmt::print(
+        "\nlatency batch 1: median {:.3f} ms  p95 {:.3f} ms; throughput batch 256: {:.0f} img/s\n",
+        out["latency"]["batch1_median_ms"].get<double>(),
+        out["latency"]["batch1_p95_ms"].get<double>(),
+        out["latency"]["throughput_per_s"].get<double>());
 }
 
 }  // namespace
@@ -154,18 +181,22 @@ void run(const EvalArgs& a) {
 void add_eval_command(CLI::App& app) {
   auto a = std::make_shared<EvalArgs>();
   auto* c = app.add_subcommand("eval", "evaluate a run (or a TorchScript .pt) on its test data");
-  c->footer("Examples: kd eval runs/distilled --latency\n"
-            "          kd eval runs/det-d0 --save-results d0.json\n"
-            "          kd eval --gt data/det/test.json --results d0.json");
+  c->footer(
+      "Examples: kd eval runs/distilled --latency\n"
+      "          kd eval runs/det-d0 --save-results d0.json\n"
+      "          kd eval --gt data/det/test.json --results d0.json");
   c->add_option("run", a->run, "run directory or TorchScript .pt");
   c->add_option("--task", a->task, "classify or detect (default: what the run is)")
       ->check(CLI::IsMember({"classify", "detect"}));
   c->add_option("--gt", a->gt, "detection: a COCO ground-truth JSON to score --results against");
-  c->add_option("--results", a->results, "detection: a COCO results JSON (image_id, category_id, bbox, score)");
-  c->add_option("--save-results", a->save_results, "detection: write the run's detections as a COCO results JSON");
+  c->add_option("--results", a->results,
+                "detection: a COCO results JSON (image_id, category_id, bbox, score)");
+  c->add_option("--save-results", a->save_results,
+                "detection: write the run's detections as a COCO results JSON");
   c->add_option("--data", a->data, "data to evaluate on (default: the run's own data source)");
   c->add_option("--part", a->part, "test (the source's test set) or eval (the held-out split)")
-      ->check(CLI::IsMember({"test", "eval"}))->capture_default_str();
+      ->check(CLI::IsMember({"test", "eval"}))
+      ->capture_default_str();
   c->add_flag("--latency", a->latency, "also measure batch-1 latency and batch-256 throughput");
   c->add_flag("--json", a->json, "print the report as JSON");
   add_runtime_options(*c, a->runtime);

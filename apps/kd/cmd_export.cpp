@@ -21,18 +21,24 @@ struct ExportArgs {
 void run(const ExportArgs& a) {
   if (a.format != "torchscript") usage_fail("--format {}: only torchscript is supported", a.format);
   auto model = load_model(a.run);
-  const std::string out = a.out.empty() ? (fs::path(a.run) / "export" / "model.pt").string() : a.out;
-  KD_CHECK(fs::path(out).extension() == ".pt", "--out {}: the TorchScript file must end in .pt", out);
+  const std::string out =
+      a.out.empty() ? (fs::path(a.run) / "export" / "model.pt").string() : a.out;
+  KD_CHECK(fs::path(out).extension() == ".pt", "--out {}: the TorchScript file must end in .pt",
+           out);
   // The export and its .json description must not replace what it is exported from.
   const fs::path parent = fs::absolute(out).parent_path();
   const fs::path sidecar = fs::path(out).replace_extension(".json");
   if (fs::is_directory(a.run) && fs::exists(parent) && fs::equivalent(parent, a.run))
-    usage_fail("--out {}: inside the run directory itself it would replace the run's own files; "
-               "write it elsewhere (default RUN/export/model.pt)", out);
+    usage_fail(
+        "--out {}: inside the run directory itself it would replace the run's own files; "
+        "write it elsewhere (default RUN/export/model.pt)",
+        out);
   for (const fs::path& target : {fs::path(out), sidecar})
-    for (const fs::path& source : {fs::path(a.run), fs::path(a.run + ".json"), fs::path(a.run).replace_extension(".json")})
+    for (const fs::path& source :
+         {fs::path(a.run), fs::path(a.run + ".json"), fs::path(a.run).replace_extension(".json")})
       if (fs::is_regular_file(source) && fs::exists(target) && fs::equivalent(source, target))
-        usage_fail("--out {}: would overwrite the model it exports from ({})", out, source.string());
+        usage_fail("--out {}: would overwrite the model it exports from ({})", out,
+                   source.string());
   auto r = export_torchscript(*model, out);
   std::cout << nlohmann::json{{"module", r.module_path},
                               {"description", r.description_path},
@@ -47,11 +53,15 @@ void run(const ExportArgs& a) {
 
 void add_export_command(CLI::App& app) {
   auto a = std::make_shared<ExportArgs>();
-  auto* c = app.add_subcommand("export", "write a run's model as a TorchScript .pt (torch.jit.load) plus its description JSON");
+  auto* c = app.add_subcommand(
+      "export",
+      "write a run's model as a TorchScript .pt (torch.jit.load) plus its description JSON");
   c->footer(
-      "Example: kd export runs/fmnist/distilled-s0 --out student.pt   (writes student.pt and student.json)\n"
+      "Example: kd export runs/fmnist/distilled-s0 --out student.pt   (writes student.pt and "
+      "student.json)\n"
       "The module takes normalized input: (pixels in [0, 1] - mean) / std, as the JSON says.");
-  c->add_option("run", a->run, "run directory (or a TorchScript file with its sidecar)")->required();
+  c->add_option("run", a->run, "run directory (or a TorchScript file with its sidecar)")
+      ->required();
   c->add_option("--format", a->format, "export format")->capture_default_str();
   c->add_option("--out,-o", a->out, "the .pt to write (default RUN/export/model.pt)");
   c->callback([a] { run(*a); });

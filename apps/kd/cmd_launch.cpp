@@ -2,8 +2,8 @@
 // variables set, and stops them all as soon as one fails, so a dead rank never leaves the
 // others waiting on it.
 #include <arpa/inet.h>
-#include <netinet/in.h>
 #include <csignal>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -55,7 +55,9 @@ int free_port() {
 
 std::string describe(int status) {
   if (WIFEXITED(status)) return fmt::format("exited with status {}", WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) return fmt::format("was killed by signal {} ({})", WTERMSIG(status), strsignal(WTERMSIG(status)));
+  if (WIFSIGNALED(status))
+    return fmt::format("was killed by signal {} ({})", WTERMSIG(status),
+                       strsignal(WTERMSIG(status)));
   return "stopped";
 }
 
@@ -70,7 +72,9 @@ int launch(LaunchArgs& a) {
   if (a.nnodes < 1 || a.node_rank < 0 || a.node_rank >= a.nnodes)
     usage_fail("--node-rank {} of --nnodes {}: out of range", a.node_rank, a.nnodes);
   if (a.master_port == 0) {
-    if (a.nnodes > 1) usage_fail("--master-port is required with --nnodes > 1 (every machine must use the same one)");
+    if (a.nnodes > 1)
+      usage_fail(
+          "--master-port is required with --nnodes > 1 (every machine must use the same one)");
     a.master_port = free_port();
   }
   // `kd` means this very binary, so the ranks run the same build even when kd is not on PATH.
@@ -104,7 +108,8 @@ int launch(LaunchArgs& a) {
       for (auto& s : argv) cargv.push_back(s.data());
       cargv.push_back(nullptr);
       ::execvp(cargv[0], cargv.data());
-      std::fprintf(stderr, "kd: error: launch: cannot run '%s': %s\n", cargv[0], std::strerror(errno));
+      std::fprintf(stderr, "kd: error: launch: cannot run '%s': %s\n", cargv[0],
+                   std::strerror(errno));
       ::_exit(127);
     }
     pids[static_cast<size_t>(local)] = pid;
@@ -160,19 +165,25 @@ int launch(LaunchArgs& a) {
 
 void add_launch_command(CLI::App& app) {
   auto args = std::make_shared<LaunchArgs>();
-  auto* l = app.add_subcommand("launch", "run a command as N data-parallel ranks (torchrun's variables)");
+  auto* l =
+      app.add_subcommand("launch", "run a command as N data-parallel ranks (torchrun's variables)");
   l->footer(
       "Examples:\n"
       "  kd launch --nproc 2 -- kd distill --teacher runs/teacher --out runs/distilled-2r\n"
-      "  kd launch --nnodes 2 --node-rank 0 --nproc 1 --master-addr 10.0.0.1 --master-port 29500 -- kd train ...\n"
+      "  kd launch --nnodes 2 --node-rank 0 --nproc 1 --master-addr 10.0.0.1 --master-port 29500 "
+      "-- kd train ...\n"
       "Each rank gets RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT; "
       "--batch-size stays the global batch. If one rank fails, the others are stopped.");
   l->add_option("--nproc", args->nproc, "ranks to start on this machine")->required();
   l->add_option("--nnodes", args->nnodes, "machines in the job")->capture_default_str();
-  l->add_option("--node-rank", args->node_rank, "this machine's index, 0 to nnodes-1")->capture_default_str();
-  l->add_option("--master-addr", args->master_addr, "address of the machine running rank 0")->capture_default_str();
-  l->add_option("--master-port", args->master_port, "rendezvous port (default: a free one; required with --nnodes > 1)");
-  l->add_option("--grace", args->grace_s, "seconds the other ranks get to stop after a failure before SIGKILL")
+  l->add_option("--node-rank", args->node_rank, "this machine's index, 0 to nnodes-1")
+      ->capture_default_str();
+  l->add_option("--master-addr", args->master_addr, "address of the machine running rank 0")
+      ->capture_default_str();
+  l->add_option("--master-port", args->master_port,
+                "rendezvous port (default: a free one; required with --nnodes > 1)");
+  l->add_option("--grace", args->grace_s,
+                "seconds the other ranks get to stop after a failure before SIGKILL")
       ->capture_default_str();
   l->add_option("command", args->command, "the command each rank runs, after --")->required();
   l->callback([args] {

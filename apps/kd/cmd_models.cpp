@@ -1,8 +1,8 @@
 #include <filesystem>
 
 #include <CLI/CLI.hpp>
-#include <torch/torch.h>
 #include <fmt/format.h>
+#include <torch/torch.h>
 
 #include "commands.h"
 #include "kd/eval/profile.h"
@@ -55,19 +55,24 @@ void run(const ModelsArgs& a) {
     return;
   }
   for (const std::string task : {"classify", "detect"}) {
-    fmt::print("{}{:<10} {:<16} {:>10} {:>12}  {}\n", task == "detect" ? "\n" : "", "task", "architecture",
-               "params", "MACs", "description and options");
+    fmt::print("{}{:<10} {:<16} {:>10} {:>12}  {}\n", task == "detect" ? "\n" : "", "task",
+               "architecture", "params", "MACs", "description and options");
     if (task == "classify")
-      fmt::print("(classifiers: params and MACs for {}x{}x{} input, {} classes)\n", a.channels, a.size, a.size, a.classes);
+      fmt::print("(classifiers: params and MACs for {}x{}x{} input, {} classes)\n", a.channels,
+                 a.size, a.size, a.classes);
     else
-      fmt::print("(detectors: params and MACs for 3 x image_size x image_size input, {} classes, 9 anchors per location)\n", a.classes);
+      fmt::print(
+          "(detectors: params and MACs for 3 x image_size x image_size input, {} classes, 9 "
+          "anchors per location)\n",
+          a.classes);
     for (const auto& arch : architectures()) {
       if (arch.task != task) continue;
       ModelsArgs defaults = a;
       defaults.arch_options.clear();
       auto m = build(arch.name, defaults);
-      fmt::print("{:<10} {:<16} {:>10} {:>12}  {}\n{:<52}options: {}\n", task, arch.name, m->num_parameters(),
-                 count_macs(*m, torch::kCPU), arch.description, "", arch.defaults.dump());
+      fmt::print("{:<10} {:<16} {:>10} {:>12}  {}\n{:<52}options: {}\n", task, arch.name,
+                 m->num_parameters(), count_macs(*m, torch::kCPU), arch.description, "",
+                 arch.defaults.dump());
     }
   }
 }
@@ -76,10 +81,12 @@ void run(const ModelsArgs& a) {
 
 void add_models_command(CLI::App& app) {
   auto a = std::make_shared<ModelsArgs>();
-  auto* c = app.add_subcommand("models", "list architectures with params and MACs, or one's layers");
+  auto* c =
+      app.add_subcommand("models", "list architectures with params and MACs, or one's layers");
   c->footer("Examples: kd models\n          kd models --layers fmnist-teacher");
   c->add_option("--layers", a->layers,
-                "list the layers of ARCH, a run directory or a TorchScript .pt, with output shapes (names for --hint)");
+                "list the layers of ARCH, a run directory or a TorchScript .pt, with output shapes "
+                "(names for --hint)");
   c->add_option("--arch-opt", a->arch_options, "architecture option KEY=VALUE for --layers");
   c->add_option("--channels", a->channels)->capture_default_str();
   c->add_option("--size", a->size)->capture_default_str();

@@ -21,7 +21,8 @@ void run(const ReportArgs& a) {
   auto report = collect_report(a.runs, a.opts);
   write_text_atomically(a.out, render_report(report));
   for (const auto& r : report["runs"])
-    if (!r["complete"].get<bool>()) spdlog::warn("{}: {}", r["path"].get<std::string>(), r["state"].get<std::string>());
+    if (!r["complete"].get<bool>())
+      spdlog::warn("{}: {}", r["path"].get<std::string>(), r["state"].get<std::string>());
   std::cout << a.out << std::endl;
 }
 
@@ -29,13 +30,19 @@ void run(const ReportArgs& a) {
 
 void add_report_command(CLI::App& app) {
   auto a = std::make_shared<ReportArgs>();
-  auto* c = app.add_subcommand("report", "one self-contained HTML report comparing runs: curves, trade-offs, per-class results");
-  c->footer("Example: kd report runs/fmnist/teacher-s0 runs/fmnist/student-s0 runs/fmnist/distilled-s0 -o report.html");
+  auto* c = app.add_subcommand(
+      "report",
+      "one self-contained HTML report comparing runs: curves, trade-offs, per-class results");
+  c->footer(
+      "Example: kd report runs/fmnist/teacher-s0 runs/fmnist/student-s0 runs/fmnist/distilled-s0 "
+      "-o report.html");
   c->add_option("runs", a->runs, "run directories")->required();
   c->add_option("-o,--out", a->out, "the HTML file to write")->capture_default_str();
-  c->add_option("--samples", a->opts.samples, "detectors: test images shown with their boxes")->capture_default_str()
+  c->add_option("--samples", a->opts.samples, "detectors: test images shown with their boxes")
+      ->capture_default_str()
       ->check(CLI::Range(0, 64));
-  c->add_option("--score", a->opts.score_threshold, "detectors: lowest score drawn on the samples")->capture_default_str()
+  c->add_option("--score", a->opts.score_threshold, "detectors: lowest score drawn on the samples")
+      ->capture_default_str()
       ->check(CLI::Range(0.0, 1.0));
   c->callback([a] { run(*a); });
 }

@@ -52,7 +52,8 @@ std::unique_ptr<ModelRunner> load_runner(const std::string& arg, torch::Device d
 void run(ServeArgs& a) {
   std::signal(SIGPIPE, SIG_IGN);
 
-  const torch::Device device = init_runtime({a.runtime.device, a.runtime.threads, a.runtime.seed, false, a.runtime.precision});
+  const torch::Device device = init_runtime(
+      {a.runtime.device, a.runtime.threads, a.runtime.seed, false, a.runtime.precision});
   if (a.service.api_key.empty())
     if (const char* k = std::getenv("KD_API_KEY")) a.service.api_key = k;
   a.service.batch.max_wait = std::chrono::microseconds(static_cast<int64_t>(a.max_wait_ms * 1000));
@@ -60,17 +61,21 @@ void run(ServeArgs& a) {
   KD_CHECK(a.max_wait_ms >= 0, "--max-wait-ms must not be negative");
   KD_CHECK(a.http.max_body_bytes > 0, "--max-body-mb must be positive");
 
-
-  if (a.runs.empty() && a.service.runs_dir.empty()) usage_fail("nothing to serve: give run directories, or --runs DIR");
+  if (a.runs.empty() && a.service.runs_dir.empty())
+    usage_fail("nothing to serve: give run directories, or --runs DIR");
   std::vector<std::unique_ptr<ModelRunner>> runners;
   for (const auto& r : a.runs) runners.push_back(load_runner(r, device));
   nlohmann::json models = nlohmann::json::array();
-  for (const auto& r : runners) models.push_back({{"name", r->name()}, {"task", r->spec().task}, {"source", r->source()}});
+  for (const auto& r : runners)
+    models.push_back({{"name", r->name()}, {"task", r->spec().task}, {"source", r->source()}});
   Service service(std::move(runners), a.service);
   HttpServer server(service, a.http);
   const int port = server.bind();
-  if (a.http.host != "127.0.0.1" && a.http.host != "localhost" && a.http.host != "::1" && a.service.api_key.empty())
-    spdlog::warn("listening on {} without --api-key: anyone who can reach this address can use the models", a.http.host);
+  if (a.http.host != "127.0.0.1" && a.http.host != "localhost" && a.http.host != "::1" &&
+      a.service.api_key.empty())
+    spdlog::warn(
+        "listening on {} without --api-key: anyone who can reach this address can use the models",
+        a.http.host);
   // Ctrl-C or SIGTERM stops the server cleanly. Libraries start threads of their own, so the
   // signal may land on any of them: the handler only sets a flag that a watcher thread polls.
   std::signal(SIGINT, on_stop_signal);
@@ -82,10 +87,13 @@ void run(ServeArgs& a) {
   });
   watcher.detach();
   // One line on stdout for scripts: where the server is and what it serves.
-  std::cout << nlohmann::json{{"listening", fmt::format("http://{}:{}", a.http.host, port)}, {"models", models}}.dump()
+  std::cout << nlohmann::json{{"listening", fmt::format("http://{}:{}", a.http.host, port)},
+                              {"models", models}}
+                   .dump()
             << std::endl;
-  spdlog::info("serving {} model(s) on http://{}:{} (max batch {}, max wait {} ms, queue {})", models.size(),
-               a.http.host, port, a.service.batch.max_batch, a.max_wait_ms, a.service.batch.max_queue);
+  spdlog::info("serving {} model(s) on http://{}:{} (max batch {}, max wait {} ms, queue {})",
+               models.size(), a.http.host, port, a.service.batch.max_batch, a.max_wait_ms,
+               a.service.batch.max_queue);
   server.run();
 }
 
@@ -93,34 +101,53 @@ void run(ServeArgs& a) {
 
 void add_serve_command(CLI::App& app) {
   auto a = std::make_shared<ServeArgs>();
-  auto* c = app.add_subcommand("serve", "serve runs' models over HTTP (Open Inference Protocol v2), with a web page and metrics");
+  auto* c = app.add_subcommand(
+      "serve",
+      "serve runs' models over HTTP (Open Inference Protocol v2), with a web page and metrics");
   c->footer(
       "Example: kd serve runs/fmnist/distilled-s0 runs/detect/d0-distilled-s0 --port 8080\n"
-      "         kd serve runs/fmnist/distilled-s0 --runs runs   (adds the runs dashboard at /runs)\n"
+      "         kd serve runs/fmnist/distilled-s0 --runs runs   (adds the runs dashboard at "
+      "/runs)\n"
       "Then open http://127.0.0.1:8080/ or POST /v2/models/distilled-s0/infer (see README).");
   c->add_option("runs", a->runs, "run directories or TorchScript files, each as RUN or NAME=RUN");
-  c->add_option("--runs", a->service.runs_dir, "a folder of runs: a dashboard at /runs lists them, with reports")
+  c->add_option("--runs", a->service.runs_dir,
+                "a folder of runs: a dashboard at /runs lists them, with reports")
       ->check(CLI::ExistingDirectory);
-  c->add_option("--host", a->http.host, "address to listen on (0.0.0.0: every interface)")->capture_default_str();
-  c->add_option("--port", a->http.port, "port (0: any free port, printed on stdout)")->capture_default_str()
+  c->add_option("--host", a->http.host, "address to listen on (0.0.0.0: every interface)")
+      ->capture_default_str();
+  c->add_option("--port", a->http.port, "port (0: any free port, printed on stdout)")
+      ->capture_default_str()
       ->check(CLI::Range(0, 65535));
-  c->add_option("--api-key", a->service.api_key, "require 'Authorization: Bearer KEY' (also from $KD_API_KEY)");
-  c->add_option("--max-batch", a->service.batch.max_batch, "inputs per batched forward pass")->capture_default_str()
+  c->add_option("--api-key", a->service.api_key,
+                "require 'Authorization: Bearer KEY' (also from $KD_API_KEY)");
+  c->add_option("--max-batch", a->service.batch.max_batch, "inputs per batched forward pass")
+      ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  c->add_option("--max-wait-ms", a->max_wait_ms, "how long a request waits for others to batch with")->capture_default_str();
-  c->add_option("--max-queue", a->service.batch.max_queue, "requests waiting per model before 503")->capture_default_str()
+  c->add_option("--max-wait-ms", a->max_wait_ms,
+                "how long a request waits for others to batch with")
+      ->capture_default_str();
+  c->add_option("--max-queue", a->service.batch.max_queue, "requests waiting per model before 503")
+      ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  c->add_option("--workers", a->service.batch.workers, "batch threads per model")->capture_default_str()
+  c->add_option("--workers", a->service.batch.workers, "batch threads per model")
+      ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  c->add_option("--http-threads", a->http.threads, "connections handled at once")->capture_default_str()
+  c->add_option("--http-threads", a->http.threads, "connections handled at once")
+      ->capture_default_str()
       ->check(CLI::PositiveNumber);
   c->add_option("--max-body-mb", a->max_body_mb, "largest request body")->capture_default_str();
-  c->add_option("--max-tensor-elements", a->service.max_tensor_elements, "largest input tensor per request")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+  c->add_option("--max-tensor-elements", a->service.max_tensor_elements,
+                "largest input tensor per request")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   c->add_option("--max-image-pixels", a->service.max_image_pixels, "largest image (width x height)")
-      ->capture_default_str()->check(CLI::PositiveNumber);
-  c->add_option("--top-k", a->service.top_k, "classes listed per image")->capture_default_str()->check(CLI::PositiveNumber);
-  c->add_option("--score", a->service.score_threshold, "lowest box score returned")->capture_default_str()
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  c->add_option("--top-k", a->service.top_k, "classes listed per image")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  c->add_option("--score", a->service.score_threshold, "lowest box score returned")
+      ->capture_default_str()
       ->check(CLI::Range(0.0, 1.0));
   add_runtime_options(*c, a->runtime);
   c->callback([a] { run(*a); });

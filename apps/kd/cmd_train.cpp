@@ -6,8 +6,8 @@
 #include "kd/core/distributed.h"
 #include "kd/core/error.h"
 #include "kd/distill/run.h"
-#include "kd/runs/run.h"
 #include "kd/losses/registry.h"
+#include "kd/runs/run.h"
 #include "options.h"
 
 namespace kd::cli {
@@ -36,7 +36,8 @@ void run(TrainArgs& a) {
   } else if (a.teachers.size() == 1) {
     a.cfg.distill.teacher = a.teachers[0];
   } else if (a.teachers.size() > 1) {
-    usage_fail("{} teachers given: several teachers are combined with --mode merge", a.teachers.size());
+    usage_fail("{} teachers given: several teachers are combined with --mode merge",
+               a.teachers.size());
   }
   if (a.no_augment) {
     a.cfg.train.crop_padding = 0;
@@ -53,80 +54,111 @@ void run(TrainArgs& a) {
 
 void add_train_commands(CLI::App& app) {
   auto train = std::make_shared<TrainArgs>();
-  auto* t = app.add_subcommand("train", "train a model on labeled data (a teacher, or a student baseline)");
+  auto* t = app.add_subcommand("train",
+                               "train a model on labeled data (a teacher, or a student baseline)");
   t->footer("Example: kd train --arch fmnist-teacher --epochs 15 --out runs/teacher");
   t->add_option("--arch", train->cfg.arch, "architecture from `kd models`, or a TorchScript .pt")
       ->capture_default_str();
   t->add_flag("--force", train->force, "replace an existing run directory");
-  t->add_option("--resume", train->resume, "continue an interrupted run from its last good checkpoint (other flags are ignored)");
+  t->add_option(
+      "--resume", train->resume,
+      "continue an interrupted run from its last good checkpoint (other flags are ignored)");
   add_training_options(*t, train->cfg, train->no_augment);
   t->callback([train] { run(*train); });
 
   auto distill = std::make_shared<TrainArgs>();
   distill->cfg.mode = "offline";
   auto& d = distill->cfg.distill;
-  auto* k = app.add_subcommand("distill", "distill a student: offline, semi-supervised, self, multi-teacher merge, feature hints");
+  auto* k = app.add_subcommand(
+      "distill",
+      "distill a student: offline, semi-supervised, self, multi-teacher merge, feature hints");
   k->footer(
       "Examples:\n"
-      "  kd distill --teacher runs/teacher --student fmnist-student -T 4 --alpha 0.9 --out runs/distilled\n"
+      "  kd distill --teacher runs/teacher --student fmnist-student -T 4 --alpha 0.9 --out "
+      "runs/distilled\n"
       "  kd distill --mode semi --teacher runs/teacher10 --labeled-fraction 0.1 --out runs/semi\n"
       "  kd distill --mode self --generations 3 --student fmnist-student --out runs/ban\n"
-      "  kd distill --mode merge --teacher runs/teacherA --teacher runs/teacherB --out runs/merged\n"
+      "  kd distill --mode merge --teacher runs/teacherA --teacher runs/teacherB --out "
+      "runs/merged\n"
       "  kd distill --teacher runs/teacher --hint 7:5:1 --out runs/hinted\n"
-      "  kd distill --teacher runs/teacher --loss dkd:beta=2,warmup=3 --loss at:teacher=7,student=5 --out runs/dkd-at\n"
-      "  kd distill --teacher runs/det-d3 --student effdet-d0 --data data/det --out runs/det-d0-kd");
+      "  kd distill --teacher runs/teacher --loss dkd:beta=2,warmup=3 --loss "
+      "at:teacher=7,student=5 --out runs/dkd-at\n"
+      "  kd distill --teacher runs/det-d3 --student effdet-d0 --data data/det --out "
+      "runs/det-d0-kd");
   k->add_option("--teacher", distill->teachers,
                 "teacher run directory or TorchScript .pt (repeat for --mode merge)");
   k->add_option("--student", distill->cfg.arch, "student architecture, or a TorchScript .pt")
       ->capture_default_str();
-  k->add_option("--mode", distill->cfg.mode,
-                "offline: frozen teacher; semi: the teacher labels unlabeled data; self: the student's "
-                "earlier self teaches; merge: teachers of different classes")
-      ->check(CLI::IsMember({"offline", "semi", "self", "merge"}))->capture_default_str();
+  k->add_option(
+       "--mode", distill->cfg.mode,
+       "offline: frozen teacher; semi: the teacher labels unlabeled data; self: the student's "
+       "earlier self teaches; merge: teachers of different classes")
+      ->check(CLI::IsMember({"offline", "semi", "self", "merge"}))
+      ->capture_default_str();
   k->add_option("--temperature,-T", d.temperature, "softmax temperature")->capture_default_str();
   k->add_option("--alpha", d.alpha, "weight of the soft-target term on labeled samples")
       ->capture_default_str();
   k->add_option("--targets", d.targets, "soft (distributions) or hard (pseudo-labels)")
-      ->check(CLI::IsMember({"soft", "hard"}))->capture_default_str();
-  k->add_option("--threshold", d.threshold, "hard targets: minimum teacher probability of a pseudo-label")
+      ->check(CLI::IsMember({"soft", "hard"}))
       ->capture_default_str();
-  k->add_option("--ensemble", d.ensemble,
-                "average the teacher over N views of each image (identity, flip, 4 one-pixel shifts)")
+  k->add_option("--threshold", d.threshold,
+                "hard targets: minimum teacher probability of a pseudo-label")
+      ->capture_default_str();
+  k->add_option(
+       "--ensemble", d.ensemble,
+       "average the teacher over N views of each image (identity, flip, 4 one-pixel shifts)")
       ->capture_default_str();
   k->add_option("--generations", d.generations, "self: born-again generations (N >= 2)");
-  k->add_option("--teach-last", d.teach_last, "self: a frozen snapshot of the student teaches the last M epochs");
-  k->add_option("--hint", d.hints,
-                "feature hint TEACHER_LAYER:STUDENT_LAYER[:WEIGHT] (layers: kd models --layers ARCH)");
+  k->add_option("--teach-last", d.teach_last,
+                "self: a frozen snapshot of the student teaches the last M epochs");
+  k->add_option(
+      "--hint", d.hints,
+      "feature hint TEACHER_LAYER:STUDENT_LAYER[:WEIGHT] (layers: kd models --layers ARCH)");
   k->add_option("--hint-loss", d.hint_loss, "mse or nmse (normalised)")
-      ->check(CLI::IsMember({"mse", "nmse"}))->capture_default_str();
-  k->add_option("--loss", d.losses,
-                "loss term NAME[:key=value,...] from the registry, repeatable (kd losses lists them: "
-                + loss_names() + "); a logit loss replaces the soft-target term of -T and --alpha")
+      ->check(CLI::IsMember({"mse", "nmse"}))
+      ->capture_default_str();
+  k->add_option(
+       "--loss", d.losses,
+       "loss term NAME[:key=value,...] from the registry, repeatable (kd losses lists them: " +
+           loss_names() + "); a logit loss replaces the soft-target term of -T and --alpha")
       ->each([](const std::string& text) { parse_loss(text); });
-  k->add_option("--ce-weight", d.ce_weight, "weight of the cross-entropy on labels when a logit --loss is given")
+  k->add_option("--ce-weight", d.ce_weight,
+                "weight of the cross-entropy on labels when a logit --loss is given")
       ->capture_default_str();
   k->add_option("--unlabeled", distill->cfg.data.unlabeled,
                 "semi: unlabeled images (an image folder or an IDX images file)");
   auto& det = distill->cfg.detect;
-  k->add_option("--kd-class", det.kd_class, "detection: weight of the class-head KL (at -T)")->capture_default_str();
-  k->add_option("--kd-box", det.kd_box, "detection: weight of the box-head loss, weighted by teacher confidence")
+  k->add_option("--kd-class", det.kd_class, "detection: weight of the class-head KL (at -T)")
       ->capture_default_str();
-  k->add_option("--kd-feature", det.kd_feature, "detection: weight of the pyramid feature imitation")
+  k->add_option("--kd-box", det.kd_box,
+                "detection: weight of the box-head loss, weighted by teacher confidence")
+      ->capture_default_str();
+  k->add_option("--kd-feature", det.kd_feature,
+                "detection: weight of the pyramid feature imitation")
       ->capture_default_str();
   k->add_option("--kd-feature-loss", det.kd_feature_loss,
-                "detection: the pyramid levels' loss: fitnet (normalised MSE), pkd (Pearson) or cwd (channel-wise)")
+                "detection: the pyramid levels' loss: fitnet (normalised MSE), pkd (Pearson) or "
+                "cwd (channel-wise)")
       ->capture_default_str();
-  k->add_option("--kd-levels", det.kd_levels, "detection: pyramid levels imitated (P3,P4,P5)")->delimiter(',');
-  k->add_flag("--no-teacher-cache", [&d](int64_t) { d.teacher_cache = false; },
-              "run the teacher on every batch even without augmentation");
-  k->add_option("--cache-dir", d.cache_dir, "teacher cache folder (default $KD_CACHE_DIR or ~/.cache/kd)");
+  k->add_option("--kd-levels", det.kd_levels, "detection: pyramid levels imitated (P3,P4,P5)")
+      ->delimiter(',');
+  k->add_flag(
+      "--no-teacher-cache", [&d](int64_t) { d.teacher_cache = false; },
+      "run the teacher on every batch even without augmentation");
+  k->add_option("--cache-dir", d.cache_dir,
+                "teacher cache folder (default $KD_CACHE_DIR or ~/.cache/kd)");
   k->add_flag("--force", distill->force, "replace an existing run directory");
-  k->add_option("--resume", distill->resume, "continue an interrupted run from its last good checkpoint (other flags are ignored)");
+  k->add_option(
+      "--resume", distill->resume,
+      "continue an interrupted run from its last good checkpoint (other flags are ignored)");
   add_training_options(*k, distill->cfg, distill->no_augment);
   k->callback([distill] { run(*distill); });
 
-  auto* l = app.add_subcommand("losses", "list the distillation losses of --loss with their options and defaults");
-  l->footer("Example: kd distill --teacher runs/teacher --loss dist --loss at:teacher=7,student=5 --out runs/d");
+  auto* l = app.add_subcommand(
+      "losses", "list the distillation losses of --loss with their options and defaults");
+  l->footer(
+      "Example: kd distill --teacher runs/teacher --loss dist --loss at:teacher=7,student=5 --out "
+      "runs/d");
   l->callback([] { std::cout << describe_losses(); });
 }
 

@@ -9,7 +9,7 @@ namespace kd::cli {
 
 void add_train_commands(CLI::App& app);  // train, distill
 void add_eval_command(CLI::App& app);
-void add_data_commands(CLI::App& app);   // data split, data info
+void add_data_commands(CLI::App& app);  // data split, data info
 void add_models_command(CLI::App& app);
 void add_compare_command(CLI::App& app);
 void add_run_command(CLI::App& app);

@@ -21,8 +21,9 @@ int main(int argc, char** argv) {
     ::setenv("OPENBLAS_CORETYPE", core.c_str(), 1);
     ::execv("/proc/self/exe", argv);  // on failure, carry on with the slow kernels
   }
-  CLI::App app{"kd: train a teacher, distill a small student, measure and compare them.\n"
-               "Example: kd train --arch fmnist-teacher --epochs 15 --out runs/teacher"};
+  CLI::App app{
+      "kd: train a teacher, distill a small student, measure and compare them.\n"
+      "Example: kd train --arch fmnist-teacher --epochs 15 --out runs/teacher"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("kd ") + kd::kVersion);
   // Logs go to stderr so stdout carries only results (tables, JSON, run paths).
@@ -48,7 +49,8 @@ int main(int argc, char** argv) {
       names += (names.empty() ? "" : ", ") + sub->get_name();
     }
     if (!known) {
-      std::fprintf(stderr, "kd: error: unknown command '%s' (commands: %s; see --help)\n", argv[1], names.c_str());
+      std::fprintf(stderr, "kd: error: unknown command '%s' (commands: %s; see --help)\n", argv[1],
+                   names.c_str());
       return 2;
     }
   }

@@ -3,51 +3,62 @@
 namespace kd::cli {
 
 void add_data_options(CLI::App& cmd, DataConfig& d) {
-  cmd.add_option("--data", d.source,
-                 "fashion-mnist, a folder of IDX files, or an image folder (one sub-folder per class); "
-                 "detection: a COCO .json, a folder with train.json [test.json], or a VOC folder")
+  cmd.add_option(
+         "--data", d.source,
+         "fashion-mnist, a folder of IDX files, or an image folder (one sub-folder per class); "
+         "detection: a COCO .json, a folder with train.json [test.json], or a VOC folder")
       ->capture_default_str();
   cmd.add_option("--split", d.split, "split manifest from `kd data split` (default: split here)");
   cmd.add_option("--train-ratio", d.train_ratio, "train share of the train/eval split")
       ->capture_default_str();
-  cmd.add_option("--split-seed", d.split_seed, "seed of the train/eval split")->capture_default_str();
+  cmd.add_option("--split-seed", d.split_seed, "seed of the train/eval split")
+      ->capture_default_str();
   cmd.add_option("--limit", d.limit, "use a stratified slice of N training images (smoke tests)")
       ->check(CLI::Validator(
           [](std::string& v) {
             try {
-              return std::stoll(v) >= 1 ? std::string() : "must be a positive number of images, got " + v;
+              return std::stoll(v) >= 1 ? std::string()
+                                        : "must be a positive number of images, got " + v;
             } catch (const std::exception&) {
               return "must be a positive number of images, got " + v;
             }
           },
           "N >= 1"));
   cmd.add_option("--labeled-fraction", d.labeled_fraction,
-                 "keep the labels of this stratified share of the training split (semi: the rest is unlabeled)")
+                 "keep the labels of this stratified share of the training split (semi: the rest "
+                 "is unlabeled)")
       ->capture_default_str();
-  cmd.add_option("--classes", d.classes, "keep only these classes: names, indices or ranges (0-4), comma-separated")
+  cmd.add_option("--classes", d.classes,
+                 "keep only these classes: names, indices or ranges (0-4), comma-separated")
       ->delimiter(',');
   cmd.add_option("--channels", d.channels, "1 (grayscale) or 3 (RGB); default: the source's")
       ->check(CLI::IsMember({1, 3}));
-  cmd.add_option_function<int>("--size", [&d](int s) { d.height = d.width = s; },
-                               "resize images to SIZE x SIZE (detection: letterbox to it; default the "
-                               "detector's image_size)")
+  cmd.add_option_function<int>(
+         "--size", [&d](int s) { d.height = d.width = s; },
+         "resize images to SIZE x SIZE (detection: letterbox to it; default the "
+         "detector's image_size)")
       ->check(CLI::Range(1, 4096));
 }
 
 void add_runtime_options(CLI::App& cmd, RuntimeConfig& r) {
-  cmd.add_option("--device", r.device, "cpu, cuda or auto (cuda when available)")->capture_default_str();
-  cmd.add_option("--threads", r.threads, "intra-op threads (0: one per core)")->capture_default_str();
-  cmd.add_option("--seed", r.seed, "seed for weights, shuffling and augmentation")->capture_default_str();
+  cmd.add_option("--device", r.device, "cpu, cuda or auto (cuda when available)")
+      ->capture_default_str();
+  cmd.add_option("--threads", r.threads, "intra-op threads (0: one per core)")
+      ->capture_default_str();
+  cmd.add_option("--seed", r.seed, "seed for weights, shuffling and augmentation")
+      ->capture_default_str();
   cmd.add_flag("--deterministic", r.deterministic, "use only deterministic kernels");
-  cmd.add_option("--precision", r.precision,
-                 "fp32, or bf16: forward passes (student, teacher, eval) under bfloat16 autocast with fp32 "
-                 "master weights; needs native bfloat16 (CPU: AVX512_BF16 or AMX)")
+  cmd.add_option(
+         "--precision", r.precision,
+         "fp32, or bf16: forward passes (student, teacher, eval) under bfloat16 autocast with fp32 "
+         "master weights; needs native bfloat16 (CPU: AVX512_BF16 or AMX)")
       ->capture_default_str();
 }
 
 void add_training_options(CLI::App& cmd, RunConfig& c, bool& no_augment) {
   auto& t = c.train;
-  cmd.add_option("--out,-o", c.out, "run directory to create");  // required unless --resume (checked by the command)
+  cmd.add_option("--out,-o", c.out,
+                 "run directory to create");  // required unless --resume (checked by the command)
   cmd.add_option("--name", c.name, "label for `kd compare` (default: the run folder's name)");
   cmd.add_option("--arch-opt", c.arch_options, "architecture option KEY=VALUE (see `kd models`)");
   cmd.add_option("--epochs", t.epochs)->capture_default_str();
@@ -58,16 +69,20 @@ void add_training_options(CLI::App& cmd, RunConfig& c, bool& no_augment) {
   cmd.add_option("--nesterov", t.optim.nesterov, "true or false")->capture_default_str();
   cmd.add_option("--weight-decay", t.optim.weight_decay)->capture_default_str();
   cmd.add_option("--schedule", t.schedule.name, "cosine, step or constant")->capture_default_str();
-  cmd.add_option("--warmup", t.schedule.warmup_epochs, "linear warm-up, in epochs")->capture_default_str();
-  cmd.add_option("--step-size", t.schedule.step_size, "step schedule: epochs per decay")->capture_default_str();
+  cmd.add_option("--warmup", t.schedule.warmup_epochs, "linear warm-up, in epochs")
+      ->capture_default_str();
+  cmd.add_option("--step-size", t.schedule.step_size, "step schedule: epochs per decay")
+      ->capture_default_str();
   cmd.add_option("--gamma", t.schedule.gamma, "step schedule: decay factor")->capture_default_str();
   cmd.add_option("--crop-padding", t.crop_padding, "random-crop padding in pixels (0: off)")
       ->capture_default_str();
   cmd.add_option("--hflip", t.hflip, "random horizontal flips (true/false)")->capture_default_str();
   cmd.add_flag("--no-augment", no_augment, "switch off crop and flip augmentation");
-  cmd.add_option("--mixup", t.mixup, "batch-level mixup, lam ~ Beta(A, A) (0: off); a teacher sees the mixed images")
+  cmd.add_option("--mixup", t.mixup,
+                 "batch-level mixup, lam ~ Beta(A, A) (0: off); a teacher sees the mixed images")
       ->capture_default_str();
-  cmd.add_option("--cutmix", t.cutmix, "batch-level cutmix, lam ~ Beta(A, A) (0: off); with --mixup, one per batch")
+  cmd.add_option("--cutmix", t.cutmix,
+                 "batch-level cutmix, lam ~ Beta(A, A) (0: off); with --mixup, one per batch")
       ->capture_default_str();
   cmd.add_option("--label-smoothing", t.label_smoothing)->capture_default_str();
   cmd.add_option("--task", c.task, "classify or detect (default: what --arch/--student is)")
@@ -75,8 +90,9 @@ void add_training_options(CLI::App& cmd, RunConfig& c, bool& no_augment) {
   cmd.add_option("--scale-jitter", c.detect.scale_jitter,
                  "detection: rescale training images by [1-J, 1+J] at a random place (0: off)")
       ->capture_default_str();
-  cmd.add_flag("--no-latency", [&c](int64_t) { c.measure_latency = false; },
-               "skip the latency measurement in the summary");
+  cmd.add_flag(
+      "--no-latency", [&c](int64_t) { c.measure_latency = false; },
+      "skip the latency measurement in the summary");
   add_data_options(cmd, c.data);
   add_runtime_options(cmd, c.runtime);
 }

@@ -34,7 +34,8 @@ std::string base64_decode(std::string_view text) {
     }
     const int8_t v = kTable[static_cast<uint8_t>(c)];
     if (v < 0 || padding_at != std::string_view::npos)
-      fail("not base64: unexpected character at position {}", padding_at != std::string_view::npos ? padding_at : i);
+      fail("not base64: unexpected character at position {}",
+           padding_at != std::string_view::npos ? padding_at : i);
     bits = (bits << 6) | static_cast<uint32_t>(v);
     if (++count == 4) {
       out += static_cast<char>((bits >> 16) & 0xFF);
@@ -58,7 +59,8 @@ std::string base64_encode(std::string_view bytes) {
   out.reserve((bytes.size() + 2) / 3 * 4);
   size_t i = 0;
   for (; i + 2 < bytes.size(); i += 3) {
-    const uint32_t v = (uint32_t(uint8_t(bytes[i])) << 16) | (uint32_t(uint8_t(bytes[i + 1])) << 8) | uint8_t(bytes[i + 2]);
+    const uint32_t v = (uint32_t(uint8_t(bytes[i])) << 16) |
+                       (uint32_t(uint8_t(bytes[i + 1])) << 8) | uint8_t(bytes[i + 2]);
     for (int s : {18, 12, 6, 0}) out += kAlphabet[(v >> s) & 63];
   }
   if (i < bytes.size()) {

@@ -44,8 +44,8 @@ auto collective(const char* what, F&& f) {
     return f();
   } catch (const std::exception& e) {
     const std::string why = first_line(e.what());
-    fail("rank {}: {} failed: {} (another rank has probably stopped; see its output)",
-         rank(), what, why);
+    fail("rank {}: {} failed: {} (another rank has probably stopped; see its output)", rank(), what,
+         why);
   }
 }
 
@@ -60,10 +60,12 @@ Env env_from_environment() {
   e.local_rank = int_var("LOCAL_RANK", e.rank, 0, 65535);
   if (const char* a = std::getenv("MASTER_ADDR"); a && *a) e.master_addr = a;
   e.master_port = int_var("MASTER_PORT", e.master_port, 1, 65535);
-  e.timeout = std::chrono::seconds(int_var("KD_DIST_TIMEOUT", static_cast<int>(e.timeout.count()), 1, 86400));
+  e.timeout = std::chrono::seconds(
+      int_var("KD_DIST_TIMEOUT", static_cast<int>(e.timeout.count()), 1, 86400));
   if (e.world_size > 1 && !std::getenv("RANK"))
-    usage_fail("WORLD_SIZE={} but RANK is not set (launch with `kd launch` or torchrun-style variables)",
-               e.world_size);
+    usage_fail(
+        "WORLD_SIZE={} but RANK is not set (launch with `kd launch` or torchrun-style variables)",
+        e.world_size);
   return e;
 }
 
@@ -86,8 +88,9 @@ void init_from_environment() {
       // As torch.distributed: GLOO_SOCKET_IFNAME picks the interface, else the one the host name
       // resolves to (loopback when it does not resolve).
       const char* ifname = std::getenv("GLOO_SOCKET_IFNAME");
-      opts->devices.push_back(ifname && *ifname ? c10d::ProcessGroupGloo::createDeviceForInterface(ifname)
-                                                : c10d::ProcessGroupGloo::createDefaultDevice());
+      opts->devices.push_back(ifname && *ifname
+                                  ? c10d::ProcessGroupGloo::createDeviceForInterface(ifname)
+                                  : c10d::ProcessGroupGloo::createDefaultDevice());
       g->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(g->store, env.rank, env.world_size, opts);
     } catch (const std::exception& e) {
       std::string why = e.what();
@@ -152,7 +155,8 @@ std::vector<double> sum(std::vector<double> values) {
 bool same_on_all_ranks(int64_t value) {
   if (!active()) return true;
   // One MIN over (v, -v) gives the smallest and (negated) the largest value of all ranks.
-  auto t = torch::tensor({static_cast<double>(value), -static_cast<double>(value)}, torch::kFloat64);
+  auto t =
+      torch::tensor({static_cast<double>(value), -static_cast<double>(value)}, torch::kFloat64);
   collective("allreduce", [&] {
     std::vector<torch::Tensor> v{t};
     c10d::AllreduceOptions o;
@@ -162,7 +166,8 @@ bool same_on_all_ranks(int64_t value) {
   return t[0].item<double>() == -t[1].item<double>();
 }
 
-void start_from_main(const std::vector<torch::Tensor>& params, const std::vector<torch::Tensor>& buffers) {
+void start_from_main(const std::vector<torch::Tensor>& params,
+                     const std::vector<torch::Tensor>& buffers) {
   if (!active()) return;
   std::vector<torch::Tensor> all = params;
   all.insert(all.end(), buffers.begin(), buffers.end());
@@ -176,7 +181,8 @@ struct GradientSync::Impl {
 GradientSync::GradientSync(std::vector<torch::Tensor> params, bool find_unused)
     : impl_(std::make_unique<Impl>()) {
   if (!active()) return;
-  params.erase(std::remove_if(params.begin(), params.end(), [](const torch::Tensor& p) { return !p.requires_grad(); }),
+  params.erase(std::remove_if(params.begin(), params.end(),
+                              [](const torch::Tensor& p) { return !p.requires_grad(); }),
                params.end());
   // The same bucketing DistributedDataParallel computes: parameters in reverse order (roughly
   // the order backward produces their gradients), a small first bucket so communication starts
@@ -189,9 +195,9 @@ GradientSync::GradientSync(std::vector<torch::Tensor> params, bool find_unused)
   std::reverse(buckets.begin(), buckets.end());
   std::reverse(limits.begin(), limits.end());
   collective("gradient reducer set-up", [&] {
-    impl_->reducer = std::make_unique<c10d::Reducer>(rev, buckets, limits, g_group->pg, sparse, kBucket,
-                                                     find_unused, false, std::unordered_map<size_t, std::string>{},
-                                                     kFirstBucket);
+    impl_->reducer = std::make_unique<c10d::Reducer>(
+        rev, buckets, limits, g_group->pg, sparse, kBucket, find_unused, false,
+        std::unordered_map<size_t, std::string>{}, kFirstBucket);
   });
 }
 

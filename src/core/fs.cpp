@@ -39,7 +39,8 @@ void write_file(const fs::path& path, std::string_view bytes) {
   const int write_errno = errno;
   const bool closed = std::fclose(f) == 0;
   if (written != bytes.size() || !closed)
-    fail("cannot write {}: {}", path.string(), std::strerror(written != bytes.size() ? write_errno : errno));
+    fail("cannot write {}: {}", path.string(),
+         std::strerror(written != bytes.size() ? write_errno : errno));
 }
 
 std::string read_text(const fs::path& path) {

@@ -24,7 +24,8 @@ void Progress::update(int64_t done, int64_t items, double loss, double acc) {
   auto now = std::chrono::steady_clock::now();
   const double elapsed = std::chrono::duration<double>(now - start_).count();
   const double rate = elapsed > 0 ? static_cast<double>(items_) / elapsed : 0.0;
-  const double eta = done > 0 ? elapsed * static_cast<double>(total_ - done) / static_cast<double>(done) : 0.0;
+  const double eta =
+      done > 0 ? elapsed * static_cast<double>(total_ - done) / static_cast<double>(done) : 0.0;
   // A negative accuracy means there is none to show (detection, dataset building).
   const std::string acc_text = acc >= 0 ? fmt::format(" acc {:.2f}%", 100.0 * acc) : "";
   if (tty_) {
@@ -32,12 +33,12 @@ void Progress::update(int64_t done, int64_t items, double loss, double acc) {
     last_draw_ = now;
     const int width = 24;
     const int filled = total_ > 0 ? static_cast<int>(width * done / total_) : width;
-    fmt::print(stderr, "\r{} [{}{}] {}/{} loss {:.4f}{} {:.0f} img/s ETA {:.0f}s\033[K",
-               label_, std::string(filled, '#'), std::string(width - filled, '.'), done, total_,
-               loss, acc_text, rate, eta);
+    fmt::print(stderr, "\r{} [{}{}] {}/{} loss {:.4f}{} {:.0f} img/s ETA {:.0f}s\033[K", label_,
+               std::string(filled, '#'), std::string(width - filled, '.'), done, total_, loss,
+               acc_text, rate, eta);
   } else if (done >= next_log_ && done < total_) {
-    fmt::print(stderr, "{} {}/{} loss {:.4f}{} {:.0f} img/s ETA {:.0f}s\n", label_, done,
-               total_, loss, acc_text, rate, eta);
+    fmt::print(stderr, "{} {}/{} loss {:.4f}{} {:.0f} img/s ETA {:.0f}s\n", label_, done, total_,
+               loss, acc_text, rate, eta);
     next_log_ += std::max<int64_t>(1, total_ / 4);
   }
 }

@@ -97,8 +97,7 @@ torch::Device init_runtime(const RuntimeOptions& opts) {
 }
 
 std::string runtime_summary() {
-  return fmt::format("threads={} blas={} malloc={}", torch::get_num_threads(), g_blas,
-                     g_malloc);
+  return fmt::format("threads={} blas={} malloc={}", torch::get_num_threads(), g_blas, g_malloc);
 }
 
 namespace {
@@ -146,8 +145,10 @@ void check_precision(const std::string& precision, const std::string& device) {
   const bool cuda = device == "cuda" || (device == "auto" && torch::cuda::is_available());
   if (cuda) return;  // Ampere and later; older GPUs fail inside LibTorch with their own message
   if (cpu_bf16_flags().empty())
-    usage_fail("--precision bf16: this CPU has no native bfloat16 arithmetic (no avx512_bf16 or amx_bf16 in "
-               "/proc/cpuinfo); LibTorch would emulate it, slower than fp32: use --precision fp32");
+    usage_fail(
+        "--precision bf16: this CPU has no native bfloat16 arithmetic (no avx512_bf16 or amx_bf16 "
+        "in "
+        "/proc/cpuinfo); LibTorch would emulate it, slower than fp32: use --precision fp32");
 }
 
 void set_precision(const std::string& precision) { g_bf16 = precision == "bf16"; }
@@ -155,7 +156,8 @@ bool bf16_autocast() { return g_bf16; }
 
 AutocastScope::AutocastScope(torch::Device device) : cuda_(device.is_cuda()) {
   previous_ = cuda_ ? at::autocast::is_enabled() : at::autocast::is_cpu_enabled();
-  previous_dtype_ = cuda_ ? at::autocast::get_autocast_gpu_dtype() : at::autocast::get_autocast_cpu_dtype();
+  previous_dtype_ =
+      cuda_ ? at::autocast::get_autocast_gpu_dtype() : at::autocast::get_autocast_cpu_dtype();
   if (cuda_) {
     at::autocast::set_enabled(true);
     at::autocast::set_autocast_gpu_dtype(at::kBFloat16);

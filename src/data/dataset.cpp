@@ -109,9 +109,9 @@ Dataset select_classes(const Dataset& data, const std::vector<std::string>& clas
   };
   for (const auto& item : classes) {
     const auto dash = item.find('-', 1);
-    const bool is_range = dash != std::string::npos &&
-                          std::find(data.class_names.begin(), data.class_names.end(), item) ==
-                              data.class_names.end();
+    const bool is_range =
+        dash != std::string::npos &&
+        std::find(data.class_names.begin(), data.class_names.end(), item) == data.class_names.end();
     const int64_t lo = index_of(is_range ? item.substr(0, dash) : item);
     const int64_t hi = is_range ? index_of(item.substr(dash + 1)) : lo;
     KD_CHECK(lo <= hi, "--classes: empty range '{}'", item);
@@ -132,19 +132,16 @@ Dataset select_classes(const Dataset& data, const std::vector<std::string>& clas
 }
 
 Dataset Dataset::subset(const torch::Tensor& index) const {
-  return {images.index_select(0, index), labels.index_select(0, index), class_names,
-          source};
+  return {images.index_select(0, index), labels.index_select(0, index), class_names, source};
 }
 
 Dataset Dataset::head(int64_t n) const {
   n = std::min(n, size());
-  return {images.narrow(0, 0, n).clone(), labels.narrow(0, 0, n).clone(), class_names,
-          source};
+  return {images.narrow(0, 0, n).clone(), labels.narrow(0, 0, n).clone(), class_names, source};
 }
 
 Normalization compute_normalization(const Dataset& data) {
-  KD_CHECK(data.size() > 0, "{}: cannot compute normalization of an empty dataset",
-           data.source);
+  KD_CHECK(data.size() > 0, "{}: cannot compute normalization of an empty dataset", data.source);
   auto x = data.images.to(torch::kFloat64).div_(255.0);
   auto mean = x.mean({0, 2, 3});
   auto std = x.std({0, 2, 3}).clamp_min(1e-6);
@@ -163,8 +160,8 @@ Dataset load_idx_pair(const std::string& images_path, const std::string& labels_
            "{}: expected images of 3 or 4 dimensions, got {}", images_path, images.dim());
   KD_CHECK(labels.dim() == 1, "{}: expected 1-D labels, got {} dimensions", labels_path,
            labels.dim());
-  KD_CHECK(images.size(0) == labels.size(0), "{} has {} images but {} has {} labels",
-           images_path, images.size(0), labels_path, labels.size(0));
+  KD_CHECK(images.size(0) == labels.size(0), "{} has {} images but {} has {} labels", images_path,
+           images.size(0), labels_path, labels.size(0));
   if (images.dim() == 3) images = images.unsqueeze(1);
   Dataset d;
   d.images = images.contiguous();
@@ -180,10 +177,12 @@ Dataset load_idx_pair(const std::string& images_path, const std::string& labels_
     const int64_t present = (counts > 0).sum().item<int64_t>();
     if (present < num_classes) {
       const int64_t missing = (counts == 0).nonzero()[0].item<int64_t>();
-      fail("{}: labels go up to {} but {} of the labels 0-{} never occur (the first: {}); fix the stray labels "
-           "or list the class names in {}",
-           labels_path, num_classes - 1, num_classes - present, num_classes - 1, missing,
-           (dir / "classes.txt").string());
+      fail(
+          "{}: labels go up to {} but {} of the labels 0-{} never occur (the first: {}); fix the "
+          "stray labels "
+          "or list the class names in {}",
+          labels_path, num_classes - 1, num_classes - present, num_classes - 1, missing,
+          (dir / "classes.txt").string());
     }
   }
   return d;

@@ -5,9 +5,9 @@
 #include <cctype>
 #include <charconv>
 #include <cmath>
-#include <string_view>
 #include <map>
 #include <set>
+#include <string_view>
 
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
@@ -15,11 +15,11 @@
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
-#include "opencv_image.h"
 #include "kd/core/error.h"
 #include "kd/core/fs.h"
 #include "kd/core/json.h"
 #include "kd/data/image.h"
+#include "opencv_image.h"
 
 namespace kd {
 
@@ -53,14 +53,16 @@ std::vector<int64_t> DetectionDataset::image_ids() const {
 namespace {
 
 torch::Tensor letterbox(cv::Mat img, int64_t size, double* scale) {
-  const double s = std::min(static_cast<double>(size) / img.cols, static_cast<double>(size) / img.rows);
+  const double s =
+      std::min(static_cast<double>(size) / img.cols, static_cast<double>(size) / img.rows);
   const int w = std::max(1, static_cast<int>(std::lround(img.cols * s)));
   const int h = std::max(1, static_cast<int>(std::lround(img.rows * s)));
   if (w != img.cols || h != img.rows)
     cv::resize(img, img, cv::Size(w, h), 0, 0, s < 1 ? cv::INTER_AREA : cv::INTER_LINEAR);
   cv::cvtColor(img, img, cv::COLOR_BGR2RGB);
   auto out = torch::zeros({3, size, size}, torch::kUInt8);
-  auto hwc = torch::from_blob(img.data, {h, w, 3}, {static_cast<int64_t>(img.step[0]), 3, 1}, torch::kUInt8);
+  auto hwc = torch::from_blob(img.data, {h, w, 3}, {static_cast<int64_t>(img.step[0]), 3, 1},
+                              torch::kUInt8);
   out.narrow(1, 0, h).narrow(2, 0, w).copy_(hwc.permute({2, 0, 1}));
   *scale = s;
   return out;
@@ -76,14 +78,16 @@ torch::Tensor letterbox_image(const std::string& file, int64_t size, double* sca
   return letterbox(img, size, scale);
 }
 
-torch::Tensor letterbox_encoded(std::string_view bytes, int64_t size, int64_t max_pixels, double* scale,
-                                int64_t* width, int64_t* height) {
-  // decode_image checks the header's size against max_pixels before decoding; 3 channels, no resize.
+torch::Tensor letterbox_encoded(std::string_view bytes, int64_t size, int64_t max_pixels,
+                                double* scale, int64_t* width, int64_t* height) {
+  // decode_image checks the header's size against max_pixels before decoding; 3 channels, no
+  // resize.
   auto rgb = decode_image(bytes, ImageOptions{3, 0, 0}, max_pixels);
   if (width) *width = rgb.size(2);
   if (height) *height = rgb.size(1);
   auto bgr = rgb.flip(0).permute({1, 2, 0}).contiguous();
-  cv::Mat img(static_cast<int>(bgr.size(0)), static_cast<int>(bgr.size(1)), CV_8UC3, bgr.data_ptr<uint8_t>());
+  cv::Mat img(static_cast<int>(bgr.size(0)), static_cast<int>(bgr.size(1)), CV_8UC3,
+              bgr.data_ptr<uint8_t>());
   return letterbox(img, size, scale);
 }
 
@@ -98,20 +102,24 @@ struct RawBox {
 
 // The whole text (spaces around allowed) as a finite decimal number.
 bool parse_decimal(std::string_view text, double* out) {
-  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.front()))) text.remove_prefix(1);
-  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.remove_suffix(1);
-  if (text.empty() || !(std::isdigit(static_cast<unsigned char>(text.front())) || text.front() == '-' ||
-                        text.front() == '+' || text.front() == '.'))
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.front())))
+    text.remove_prefix(1);
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back())))
+    text.remove_suffix(1);
+  if (text.empty() || !(std::isdigit(static_cast<unsigned char>(text.front())) ||
+                        text.front() == '-' || text.front() == '+' || text.front() == '.'))
     return false;
   if (text.front() == '+') text.remove_prefix(1);
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), *out, std::chars_format::general);
+  const auto [end, ec] =
+      std::from_chars(text.data(), text.data() + text.size(), *out, std::chars_format::general);
   return ec == std::errc() && end == text.data() + text.size() && std::isfinite(*out);
 }
 
 // Validates a box against its image; bad ones are counted and skipped (one warning per file),
 // boxes reaching past the border are clipped to it.
 bool clip_box(RawBox& b, int64_t width, int64_t height) {
-  if (!std::isfinite(b.x) || !std::isfinite(b.y) || !std::isfinite(b.w) || !std::isfinite(b.h)) return false;
+  if (!std::isfinite(b.x) || !std::isfinite(b.y) || !std::isfinite(b.w) || !std::isfinite(b.h))
+    return false;
   const double x2 = std::min<double>(b.x + b.w, static_cast<double>(width));
   const double y2 = std::min<double>(b.y + b.h, static_cast<double>(height));
   const double x1 = std::max(0.0, b.x), y1 = std::max(0.0, b.y);
@@ -128,7 +136,8 @@ bool clip_box(RawBox& b, int64_t width, int64_t height) {
 }
 
 // Decodes the images and fills the tensors from boxes in original pixels.
-DetectionDataset assemble(std::vector<DetectionImage> info, const std::vector<std::vector<RawBox>>& raw,
+DetectionDataset assemble(std::vector<DetectionImage> info,
+                          const std::vector<std::vector<RawBox>>& raw,
                           std::vector<std::string> class_names, std::vector<int64_t> category_ids,
                           const std::string& source, int64_t size) {
   KD_CHECK(!info.empty(), "{}: the dataset has no images", source);
@@ -141,7 +150,8 @@ DetectionDataset assemble(std::vector<DetectionImage> info, const std::vector<st
   int64_t outside = 0;
   for (size_t i = 0; i < info.size(); ++i) {
     int64_t w = 0, h = 0;
-    d.images[static_cast<int64_t>(i)].copy_(letterbox_image(info[i].file, size, &info[i].scale, &w, &h));
+    d.images[static_cast<int64_t>(i)].copy_(
+        letterbox_image(info[i].file, size, &info[i].scale, &w, &h));
     if (info[i].width > 0 && info[i].height > 0 && (info[i].width != w || info[i].height != h))
       spdlog::warn("{}: image is {}x{} but the annotations say {}x{}; using the file's size",
                    info[i].file, w, h, info[i].width, info[i].height);
@@ -160,7 +170,8 @@ DetectionDataset assemble(std::vector<DetectionImage> info, const std::vector<st
       }
       if (b.w != declared_w || b.h != declared_h) b.area = b.w * b.h;
       const double s = info[i].scale;
-      for (double v : {b.x * s, b.y * s, (b.x + b.w) * s, (b.y + b.h) * s}) boxes.push_back(static_cast<float>(v));
+      for (double v : {b.x * s, b.y * s, (b.x + b.w) * s, (b.y + b.h) * s})
+        boxes.push_back(static_cast<float>(v));
       labels.push_back(b.class_index);
       ignore.push_back(b.crowd || b.ignore);
       GroundTruthBox g;
@@ -175,7 +186,10 @@ DetectionDataset assemble(std::vector<DetectionImage> info, const std::vector<st
     const auto n = static_cast<int64_t>(labels.size());
     d.boxes.push_back(torch::tensor(boxes, torch::kFloat).view({n, 4}));
     d.labels.push_back(torch::tensor(labels, torch::kLong).view({n}));
-    d.ignore.push_back(torch::tensor(std::vector<int64_t>(ignore.begin(), ignore.end()), torch::kLong).view({n}).to(torch::kBool));
+    d.ignore.push_back(
+        torch::tensor(std::vector<int64_t>(ignore.begin(), ignore.end()), torch::kLong)
+            .view({n})
+            .to(torch::kBool));
   }
   if (outside > 0)
     spdlog::warn("{}: skipped {} box(es) outside their image's actual size", source, outside);
@@ -206,7 +220,8 @@ DetectionDataset load_coco(const std::string& json_path, int64_t size) {
     fail("{}: not valid JSON ({})", json_path, e.what());
   }
   for (const char* key : {"images", "annotations", "categories"})
-    KD_CHECK(j.is_object() && j.contains(key) && j[key].is_array(), "{}: missing the '{}' list", json_path, key);
+    KD_CHECK(j.is_object() && j.contains(key) && j[key].is_array(), "{}: missing the '{}' list",
+             json_path, key);
   const fs::path dir = fs::path(json_path).parent_path();
 
   std::map<int64_t, size_t> class_of;  // category id -> class index (ids sorted)
@@ -237,8 +252,8 @@ DetectionDataset load_coco(const std::string& json_path, int64_t size) {
     d.height = im.value("height", 0);
     fs::path file = dir / name;
     if (!fs::exists(file) && fs::exists(dir / "images" / name)) file = dir / "images" / name;
-    KD_CHECK(fs::exists(file), "{}: image id {}: {} not found (looked in {} and {}/images)", json_path, d.id,
-             name, dir.string(), dir.string());
+    KD_CHECK(fs::exists(file), "{}: image id {}: {} not found (looked in {} and {}/images)",
+             json_path, d.id, name, dir.string(), dir.string());
     d.file = file.string();
     KD_CHECK(!image_of.count(d.id), "{}: image id {} appears twice", json_path, d.id);
     image_of[d.id] = info.size();
@@ -251,21 +266,32 @@ DetectionDataset load_coco(const std::string& json_path, int64_t size) {
   std::string first_skipped;
   for (size_t i = 0; i < j["annotations"].size(); ++i) {
     const auto& a = j["annotations"][i];
-    const auto id = a.is_object() && a.contains("id") && a["id"].is_number_integer() ? json_int<int64_t>(a["id"], "id") : static_cast<int64_t>(i);
+    const auto id = a.is_object() && a.contains("id") && a["id"].is_number_integer()
+                        ? json_int<int64_t>(a["id"], "id")
+                        : static_cast<int64_t>(i);
     const auto where = fmt::format("{}: annotation id {}", json_path, id);
     const auto image_id = field<int64_t>(a, "image_id", where);
     const auto cat = field<int64_t>(a, "category_id", where);
     auto bbox = field<std::vector<double>>(a, "bbox", where);
-    KD_CHECK(bbox.size() == 4, "{}: bbox must be [x, y, width, height], got {} numbers", where, bbox.size());
+    KD_CHECK(bbox.size() == 4, "{}: bbox must be [x, y, width, height], got {} numbers", where,
+             bbox.size());
     auto im = image_of.find(image_id);
     KD_CHECK(im != image_of.end(), "{}: unknown image_id {}", where, image_id);
     auto c = class_of.find(cat);
     KD_CHECK(c != class_of.end(), "{}: unknown category_id {}", where, cat);
-    RawBox b{id, static_cast<int64_t>(c->second), bbox[0], bbox[1], bbox[2], bbox[3], 0.0,
-             a.value("iscrowd", 0) != 0, a.value("ignore", 0) != 0};
+    RawBox b{id,
+             static_cast<int64_t>(c->second),
+             bbox[0],
+             bbox[1],
+             bbox[2],
+             bbox[3],
+             0.0,
+             a.value("iscrowd", 0) != 0,
+             a.value("ignore", 0) != 0};
     const auto& img = info[im->second];
     // Width/height may be absent from the image entry; clip once the file is decoded then.
-    if (!clip_box(b, img.width > 0 ? img.width : INT64_MAX / 4, img.height > 0 ? img.height : INT64_MAX / 4)) {
+    if (!clip_box(b, img.width > 0 ? img.width : INT64_MAX / 4,
+                  img.height > 0 ? img.height : INT64_MAX / 4)) {
       if (skipped++ == 0) first_skipped = where;
       continue;
     }
@@ -273,21 +299,26 @@ DetectionDataset load_coco(const std::string& json_path, int64_t size) {
     raw[im->second].push_back(b);
   }
   if (skipped > 0)
-    spdlog::warn("{}: skipped {} box(es) with zero area, bad numbers or outside their image (first: {})", json_path,
-                 skipped, first_skipped);
+    spdlog::warn(
+        "{}: skipped {} box(es) with zero area, bad numbers or outside their image (first: {})",
+        json_path, skipped, first_skipped);
   return assemble(std::move(info), raw, names, cat_ids, json_path, size);
 }
 
 DetectionDataset load_voc(const std::string& root, int64_t size) {
   const fs::path ann_dir = fs::path(root) / "Annotations";
-  KD_CHECK(fs::is_directory(ann_dir), "{}: no Annotations/ folder (expected a Pascal VOC layout)", root);
+  KD_CHECK(fs::is_directory(ann_dir), "{}: no Annotations/ folder (expected a Pascal VOC layout)",
+           root);
   std::vector<fs::path> files;
   for (const auto& e : fs::directory_iterator(ann_dir))
     if (e.is_regular_file() && e.path().extension() == ".xml") files.push_back(e.path());
   std::sort(files.begin(), files.end());
   KD_CHECK(!files.empty(), "{}: no .xml files in Annotations/", root);
 
-  struct Obj { std::string name; RawBox box; };
+  struct Obj {
+    std::string name;
+    RawBox box;
+  };
   std::vector<DetectionImage> info;
   std::vector<std::vector<Obj>> objs;
   std::set<std::string> name_set;
@@ -325,15 +356,19 @@ DetectionDataset load_voc(const std::string& root, int64_t size) {
       for (int n = 0; n < 4; ++n) {
         const char* tag = std::array<const char*, 4>{"xmin", "ymin", "xmax", "ymax"}[n];
         if (!parse_decimal(bb.child(tag).child_value(), &c[n]) && bad.empty())
-          bad = fmt::format("<{}>{}</{}>", tag, std::string(bb.child(tag).child_value()).substr(0, 20), tag);
+          bad = fmt::format("<{}>{}</{}>", tag,
+                            std::string(bb.child(tag).child_value()).substr(0, 20), tag);
       }
       if (!bad.empty()) {
         if (skipped++ == 0) first_skipped = where + ", " + bad;
         continue;
       }
       const double x1 = c[0] - 1, y1 = c[1] - 1, x2 = c[2], y2 = c[3];
-      ob.box = {k - 1, 0, x1, y1, x2 - x1, y2 - y1, 0.0, false, o.child("difficult").text().as_int(0) != 0};
-      if (!clip_box(ob.box, d.width > 0 ? d.width : INT64_MAX / 4, d.height > 0 ? d.height : INT64_MAX / 4)) {
+      ob.box = {k - 1, 0,       x1,
+                y1,    x2 - x1, y2 - y1,
+                0.0,   false,   o.child("difficult").text().as_int(0) != 0};
+      if (!clip_box(ob.box, d.width > 0 ? d.width : INT64_MAX / 4,
+                    d.height > 0 ? d.height : INT64_MAX / 4)) {
         if (skipped++ == 0) first_skipped = where;
         continue;
       }
@@ -345,8 +380,9 @@ DetectionDataset load_voc(const std::string& root, int64_t size) {
     objs.push_back(here);
   }
   if (skipped > 0)
-    spdlog::warn("{}: skipped {} box(es) with zero area, bad numbers or outside their image (first: {})", root, skipped,
-                 first_skipped);
+    spdlog::warn(
+        "{}: skipped {} box(es) with zero area, bad numbers or outside their image (first: {})",
+        root, skipped, first_skipped);
   std::vector<std::string> names(name_set.begin(), name_set.end());
   std::vector<int64_t> ids;
   for (size_t c = 0; c < names.size(); ++c) ids.push_back(static_cast<int64_t>(c) + 1);
@@ -362,7 +398,8 @@ DetectionDataset load_voc(const std::string& root, int64_t size) {
 bool is_detection_source(const std::string& source) {
   const fs::path p(source);
   return (fs::is_regular_file(p) && p.extension() == ".json") ||
-         (fs::is_directory(p) && (fs::exists(p / "train.json") || fs::is_directory(p / "Annotations")));
+         (fs::is_directory(p) &&
+          (fs::exists(p / "train.json") || fs::is_directory(p / "Annotations")));
 }
 
 bool has_detection_part(const std::string& source, const std::string& part) {
@@ -383,33 +420,45 @@ DetectionDataset load_detection(const std::string& source, const std::string& pa
     KD_CHECK(part == "train", "{}: a VOC folder has no '{}' part here", source, part);
     return load_voc(source, size);
   }
-  fail("{}: not a detection dataset (expected a COCO .json, a folder with {}.json, or a VOC folder)",
-       source, part);
+  fail(
+      "{}: not a detection dataset (expected a COCO .json, a folder with {}.json, or a VOC folder)",
+      source, part);
 }
 
 DetectionLoader::DetectionLoader(const DetectionDataset& data, int64_t batch_size, bool shuffle,
-                                 DetectionAugment augment, uint64_t seed, torch::Device device, int rank,
-                                 int world_size)
-    : data_(data), batch_size_(batch_size), shuffle_(shuffle), augment_(augment), seed_(seed), device_(device),
-      rank_(rank), world_size_(world_size), gen_(at::detail::createCPUGenerator(seed)) {
-  KD_CHECK(world_size >= 1 && rank >= 0 && rank < world_size, "loader: rank {} of {} is out of range", rank,
-           world_size);
+                                 DetectionAugment augment, uint64_t seed, torch::Device device,
+                                 int rank, int world_size)
+    : data_(data),
+      batch_size_(batch_size),
+      shuffle_(shuffle),
+      augment_(augment),
+      seed_(seed),
+      device_(device),
+      rank_(rank),
+      world_size_(world_size),
+      gen_(at::detail::createCPUGenerator(seed)) {
+  KD_CHECK(world_size >= 1 && rank >= 0 && rank < world_size,
+           "loader: rank {} of {} is out of range", rank, world_size);
   start_epoch(0);
 }
 
 void DetectionLoader::start_epoch(int64_t epoch) {
   const uint64_t s = seed_ * 1000003ULL + static_cast<uint64_t>(epoch);
   gen_ = at::detail::createCPUGenerator(s);
-  order_ = shuffle_ ? torch::randperm(data_.size(), gen_, torch::kLong) : torch::arange(data_.size(), torch::kLong);
+  order_ = shuffle_ ? torch::randperm(data_.size(), gen_, torch::kLong)
+                    : torch::arange(data_.size(), torch::kLong);
   if (world_size_ > 1) {
     const int64_t n = order_.size(0), w = world_size_, padded = (n + w - 1) / w * w;
     if (padded > n) order_ = torch::cat({order_, order_.narrow(0, 0, padded - n)});
     order_ = order_.slice(0, rank_, padded, w).contiguous();
-    gen_ = at::detail::createCPUGenerator(s * 65537ULL + static_cast<uint64_t>(rank_));  // own augmentation draws
+    gen_ = at::detail::createCPUGenerator(s * 65537ULL +
+                                          static_cast<uint64_t>(rank_));  // own augmentation draws
   }
 }
 
-int64_t DetectionLoader::num_batches() const { return (order_.size(0) + batch_size_ - 1) / batch_size_; }
+int64_t DetectionLoader::num_batches() const {
+  return (order_.size(0) + batch_size_ - 1) / batch_size_;
+}
 
 DetectionBatch DetectionLoader::get(int64_t i) const {
   const int64_t start = i * batch_size_, n = std::min(batch_size_, order_.size(0) - start);
@@ -418,7 +467,8 @@ DetectionBatch DetectionLoader::get(int64_t i) const {
   b.index = idx;
   b.x = data_.images.index_select(0, idx).to(torch::kFloat).div_(255.0);
   int64_t g = 1;
-  for (int64_t k = 0; k < n; ++k) g = std::max(g, data_.boxes[static_cast<size_t>(idx[k].item<int64_t>())].size(0));
+  for (int64_t k = 0; k < n; ++k)
+    g = std::max(g, data_.boxes[static_cast<size_t>(idx[k].item<int64_t>())].size(0));
   b.boxes = torch::zeros({n, g, 4});
   b.labels = torch::full({n, g}, -1, torch::kLong);
   for (int64_t k = 0; k < n; ++k) {
@@ -426,7 +476,8 @@ DetectionBatch DetectionLoader::get(int64_t i) const {
     const int64_t m = data_.boxes[j].size(0);
     if (m == 0) continue;
     b.boxes[k].narrow(0, 0, m).copy_(data_.boxes[j]);
-    b.labels[k].narrow(0, 0, m).copy_(torch::where(data_.ignore[j], torch::full_like(data_.labels[j], -2), data_.labels[j]));
+    b.labels[k].narrow(0, 0, m).copy_(
+        torch::where(data_.ignore[j], torch::full_like(data_.labels[j], -2), data_.labels[j]));
   }
   if (augment_.enabled()) augment_detection_batch(b, augment_, gen_);
   b.x = b.x.to(device_);
@@ -435,16 +486,20 @@ DetectionBatch DetectionLoader::get(int64_t i) const {
   return b;
 }
 
-void augment_detection_batch(DetectionBatch& b, const DetectionAugment& aug, torch::Generator& gen) {
+void augment_detection_batch(DetectionBatch& b, const DetectionAugment& aug,
+                             torch::Generator& gen) {
   const int64_t n = b.x.size(0);
   const double S = static_cast<double>(b.x.size(3)), H = static_cast<double>(b.x.size(2));
   auto opts = torch::TensorOptions().dtype(torch::kFloat);
   auto flip = aug.hflip ? torch::rand({n}, gen, opts) < 0.5 : torch::zeros({n}, torch::kBool);
-  auto s = aug.scale_jitter > 0 ? 1.0 + (torch::rand({n}, gen, opts) * 2 - 1) * aug.scale_jitter : torch::ones({n}, opts);
+  auto s = aug.scale_jitter > 0 ? 1.0 + (torch::rand({n}, gen, opts) * 2 - 1) * aug.scale_jitter
+                                : torch::ones({n}, opts);
   // Placement: anywhere that keeps the scaled image covering (s >= 1) or inside (s < 1) the frame.
   auto room_x = (1 - s) * S, room_y = (1 - s) * H;
-  auto tx = torch::minimum(room_x, torch::zeros_like(room_x)) + torch::rand({n}, gen, opts) * room_x.abs();
-  auto ty = torch::minimum(room_y, torch::zeros_like(room_y)) + torch::rand({n}, gen, opts) * room_y.abs();
+  auto tx = torch::minimum(room_x, torch::zeros_like(room_x)) +
+            torch::rand({n}, gen, opts) * room_x.abs();
+  auto ty = torch::minimum(room_y, torch::zeros_like(room_y)) +
+            torch::rand({n}, gen, opts) * room_y.abs();
   // Output pixel X samples input (X - t) / s (flip first: X -> S - X). In affine_grid's
   // normalized coordinates (align_corners=false) x_n = 2X/S - 1.
   auto sign = torch::where(flip, -torch::ones_like(s), torch::ones_like(s));
@@ -454,8 +509,11 @@ void augment_detection_batch(DetectionBatch& b, const DetectionAugment& aug, tor
   theta.select(1, 1).select(1, 1).copy_(1 / s);
   theta.select(1, 1).select(1, 2).copy_(1 / s - 1 - 2 * ty / (s * H));
   auto grid = torch::nn::functional::affine_grid(theta, b.x.sizes().vec(), /*align_corners=*/false);
-  b.x = torch::nn::functional::grid_sample(
-      b.x, grid, torch::nn::functional::GridSampleFuncOptions().mode(torch::kBilinear).padding_mode(torch::kZeros).align_corners(false));
+  b.x = torch::nn::functional::grid_sample(b.x, grid,
+                                           torch::nn::functional::GridSampleFuncOptions()
+                                               .mode(torch::kBilinear)
+                                               .padding_mode(torch::kZeros)
+                                               .align_corners(false));
 
   auto bx = b.boxes;
   auto x1 = torch::where(flip.unsqueeze(1), S - bx.select(2, 2), bx.select(2, 0));
@@ -473,20 +531,23 @@ void augment_detection_batch(DetectionBatch& b, const DetectionAugment& aug, tor
   auto lost = (kept_area < 0.4 * area) | ((x2 - x1) < 2) | ((y2 - y1) < 2);
   b.boxes = torch::stack({x1, y1, x2, y2}, 2);
   // A box mostly pushed out of the frame becomes an ignore region while part of it shows.
-  auto gone = torch::where(kept_area > 0, torch::full_like(b.labels, -2), torch::full_like(b.labels, -1));
+  auto gone =
+      torch::where(kept_area > 0, torch::full_like(b.labels, -2), torch::full_like(b.labels, -1));
   b.labels = torch::where(lost & (b.labels >= 0), gone, b.labels);
 }
 
 void write_image_with_boxes(const std::string& image, const std::vector<LabeledBox>& boxes,
                             const std::string& out) {
   cv::Mat img = read_image_file(image, cv::IMREAD_COLOR);
-  const int thick = std::max(1, static_cast<int>(std::lround(std::max(img.cols, img.rows) / 200.0)));
+  const int thick =
+      std::max(1, static_cast<int>(std::lround(std::max(img.cols, img.rows) / 200.0)));
   for (const auto& b : boxes) {
     const int64_t c = b.class_index;
     const cv::Scalar colour(64 + (c * 97) % 192, 64 + (c * 57) % 192, 64 + (c * 151) % 192);
     cv::rectangle(img, cv::Point(static_cast<int>(b.x1), static_cast<int>(b.y1)),
                   cv::Point(static_cast<int>(b.x2), static_cast<int>(b.y2)), colour, thick);
-    cv::putText(img, b.label, cv::Point(static_cast<int>(b.x1), std::max(8, static_cast<int>(b.y1) - 2)),
+    cv::putText(img, b.label,
+                cv::Point(static_cast<int>(b.x1), std::max(8, static_cast<int>(b.y1) - 2)),
                 cv::FONT_HERSHEY_SIMPLEX, 0.3 * thick, colour, 1);
   }
   const std::string ext = fs::path(out).extension().string();

@@ -61,9 +61,10 @@ torch::Tensor read_idx(const std::string& path) {
   uint8_t magic[4];
   const size_t got = in.read(magic, 4);
   KD_CHECK(got == 4, "{}: not an IDX file (only {} bytes)", path, got);
-  KD_CHECK(magic[0] == 0 && magic[1] == 0, "{}: bad IDX magic number {:02x}{:02x}{:02x}{:02x}", path, magic[0],
-           magic[1], magic[2], magic[3]);
-  KD_CHECK(magic[2] == 0x08, "{}: IDX element type 0x{:02x} not supported (only unsigned byte)", path, magic[2]);
+  KD_CHECK(magic[0] == 0 && magic[1] == 0, "{}: bad IDX magic number {:02x}{:02x}{:02x}{:02x}",
+           path, magic[0], magic[1], magic[2], magic[3]);
+  KD_CHECK(magic[2] == 0x08, "{}: IDX element type 0x{:02x} not supported (only unsigned byte)",
+           path, magic[2]);
   const int ndim = magic[3];
   KD_CHECK(ndim >= 1 && ndim <= 4, "{}: IDX with {} dimensions not supported", path, ndim);
   uint8_t dim_bytes[16];
@@ -74,7 +75,8 @@ torch::Tensor read_idx(const std::string& path) {
   for (int d = 0; d < ndim; ++d) {
     const uint8_t* p = &dim_bytes[4 * d];
     dims[d] = (int64_t(p[0]) << 24) | (int64_t(p[1]) << 16) | (int64_t(p[2]) << 8) | p[3];
-    KD_CHECK(dims[d] > 0 && dims[d] < (int64_t(1) << 31), "{}: bad IDX dimension {}", path, dims[d]);
+    KD_CHECK(dims[d] > 0 && dims[d] < (int64_t(1) << 31), "{}: bad IDX dimension {}", path,
+             dims[d]);
     expected *= static_cast<size_t>(dims[d]);
     // Checked per dimension, before the product can wrap around (found by fuzz_idx).
     KD_CHECK(expected <= kMaxIdxBytes, "{}: the IDX header claims more than {} GiB of data", path,
@@ -92,11 +94,14 @@ torch::Tensor read_idx(const std::string& path) {
     have += got;
     if (got < want) break;
   }
-  KD_CHECK(have == expected, "{}: truncated IDX data ({} bytes, header says {})", path, have, expected);
+  KD_CHECK(have == expected, "{}: truncated IDX data ({} bytes, header says {})", path, have,
+           expected);
   uint8_t extra;
-  KD_CHECK(in.read(&extra, 1) == 0, "{}: trailing bytes after the IDX data the header describes", path);
+  KD_CHECK(in.read(&extra, 1) == 0, "{}: trailing bytes after the IDX data the header describes",
+           path);
   auto* data = buf.release();
-  return torch::from_blob(data->data(), dims, [data](void*) { delete data; }, torch::kUInt8);
+  return torch::from_blob(
+      data->data(), dims, [data](void*) { delete data; }, torch::kUInt8);
 }
 
 void write_idx(const std::string& path, const torch::Tensor& data) {

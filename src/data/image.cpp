@@ -19,7 +19,9 @@ uint32_t be32(std::string_view b, size_t at) {
   return (uint32_t(uint8_t(b[at])) << 24) | (uint32_t(uint8_t(b[at + 1])) << 16) |
          (uint32_t(uint8_t(b[at + 2])) << 8) | uint32_t(uint8_t(b[at + 3]));
 }
-uint32_t be16(std::string_view b, size_t at) { return (uint32_t(uint8_t(b[at])) << 8) | uint8_t(b[at + 1]); }
+uint32_t be16(std::string_view b, size_t at) {
+  return (uint32_t(uint8_t(b[at])) << 8) | uint8_t(b[at + 1]);
+}
 
 ImageSize jpeg_size(std::string_view b) {
   size_t pos = 2;
@@ -33,7 +35,8 @@ ImageSize jpeg_size(std::string_view b) {
     if (pos + 2 > b.size()) break;
     const uint32_t length = be16(b, pos);
     if (length < 2) fail("broken JPEG: segment length {} at byte {}", length, pos);
-    const bool frame = marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC;
+    const bool frame =
+        marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC;
     if (frame) {
       if (pos + 7 > b.size()) break;
       return {be16(b, pos + 5), be16(b, pos + 3)};
@@ -47,7 +50,8 @@ ImageSize bmp_size(std::string_view b) {
   if (b.size() < 26) fail("broken BMP: {} bytes", b.size());
   auto le32 = [&](size_t at) {
     return static_cast<int32_t>(uint32_t(uint8_t(b[at])) | (uint32_t(uint8_t(b[at + 1])) << 8) |
-                                (uint32_t(uint8_t(b[at + 2])) << 16) | (uint32_t(uint8_t(b[at + 3])) << 24));
+                                (uint32_t(uint8_t(b[at + 2])) << 16) |
+                                (uint32_t(uint8_t(b[at + 3])) << 24));
   };
   const int64_t w = le32(18), h = le32(22);
   return {w < 0 ? -w : w, h < 0 ? -h : h};  // a negative height means top-down rows
@@ -60,9 +64,11 @@ void check_png_chunks(std::string_view b) {
   while (true) {
     if (pos + 12 > b.size()) fail("truncated PNG ({} bytes, no IEND chunk)", b.size());
     const uint32_t length = be32(b, pos);
-    if (length > b.size() - pos - 12) fail("truncated PNG: chunk at byte {} runs past the end", pos);
+    if (length > b.size() - pos - 12)
+      fail("truncated PNG: chunk at byte {} runs past the end", pos);
     const uint32_t want = be32(b, pos + 8 + length);
-    if (crc32_bytes(b.data() + pos + 4, length + 4) != want) fail("damaged PNG: CRC mismatch in the chunk at byte {}", pos);
+    if (crc32_bytes(b.data() + pos + 4, length + 4) != want)
+      fail("damaged PNG: CRC mismatch in the chunk at byte {}", pos);
     if (b.substr(pos + 4, 4) == "IEND") return;
     pos += 12 + length;
   }
@@ -90,10 +96,11 @@ cv::Mat decode_checked(std::string_view bytes, int flags, int64_t max_pixels, bo
   // BMP only from image folders on disk: uploads stay PNG or JPEG (the decoders fuzzed here).
   const bool bmp = allow_bmp && bytes.size() >= 2 && bytes.substr(0, 2) == "BM";
   const ImageSize size = bmp ? bmp_size(bytes) : encoded_image_size(bytes);
-  KD_CHECK(size.width > 0 && size.height > 0, "image header says {}x{} pixels", size.width, size.height);
+  KD_CHECK(size.width > 0 && size.height > 0, "image header says {}x{} pixels", size.width,
+           size.height);
   // Divided, not multiplied: header sizes go up to 2^32 each (found by fuzz_image_bytes).
-  KD_CHECK(size.width <= max_pixels / size.height, "image is {}x{} pixels, more than the limit of {}", size.width,
-           size.height, max_pixels);
+  KD_CHECK(size.width <= max_pixels / size.height,
+           "image is {}x{} pixels, more than the limit of {}", size.width, size.height, max_pixels);
   if (bytes.substr(0, 4) == "\x89PNG") check_png_chunks(bytes);
   cv::Mat img;
   try {
@@ -102,7 +109,8 @@ cv::Mat decode_checked(std::string_view bytes, int flags, int64_t max_pixels, bo
   } catch (const cv::Exception& e) {
     fail("cannot decode the image ({})", e.err);
   }
-  KD_CHECK(!img.empty(), "cannot decode the image (corrupt or truncated {}x{} image)", size.width, size.height);
+  KD_CHECK(!img.empty(), "cannot decode the image (corrupt or truncated {}x{} image)", size.width,
+           size.height);
   return img;
 }
 
@@ -114,8 +122,8 @@ cv::Mat read_image_file(const std::string& path, int flags, int64_t max_pixels) 
   KD_CHECK(fs::is_regular_file(path, ec), "{}: not a regular file", path);
   const auto bytes = fs::file_size(path, ec);
   KD_CHECK(!ec, "{}: cannot read ({})", path, ec.message());
-  KD_CHECK(bytes <= static_cast<uintmax_t>(kMaxImageFileBytes), "{}: {} bytes, more than an image file may have ({})",
-           path, bytes, kMaxImageFileBytes);
+  KD_CHECK(bytes <= static_cast<uintmax_t>(kMaxImageFileBytes),
+           "{}: {} bytes, more than an image file may have ({})", path, bytes, kMaxImageFileBytes);
   std::ifstream in(path, std::ios::binary);
   KD_CHECK(in, "{}: cannot read", path);
   std::string data(static_cast<size_t>(bytes), '\0');
@@ -131,7 +139,8 @@ cv::Mat read_image_file(const std::string& path, int flags, int64_t max_pixels) 
 torch::Tensor decode_image(std::string_view bytes, const ImageOptions& opts, int64_t max_pixels) {
   const int channels = opts.channels > 0 ? opts.channels : 3;
   KD_CHECK(channels == 1 || channels == 3, "image channels must be 1 or 3, got {}", channels);
-  cv::Mat img = decode_checked(bytes, channels == 1 ? cv::IMREAD_GRAYSCALE : cv::IMREAD_COLOR, max_pixels, false);
+  cv::Mat img = decode_checked(bytes, channels == 1 ? cv::IMREAD_GRAYSCALE : cv::IMREAD_COLOR,
+                               max_pixels, false);
   const int h = opts.height > 0 ? opts.height : img.rows;
   const int w = opts.width > 0 ? opts.width : img.cols;
   return fit_image(img, channels, h, w);

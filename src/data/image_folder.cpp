@@ -26,7 +26,8 @@ torch::Tensor decode_images(const std::vector<std::string>& files, const ImageOp
   const int w = opts.width > 0 ? opts.width : h;
   auto images = torch::empty({static_cast<int64_t>(files.size()), channels, h, w}, torch::kUInt8);
   for (size_t i = 0; i < files.size(); ++i) {
-    cv::Mat img = read_image_file(files[i], channels == 1 ? cv::IMREAD_GRAYSCALE : cv::IMREAD_COLOR);
+    cv::Mat img =
+        read_image_file(files[i], channels == 1 ? cv::IMREAD_GRAYSCALE : cv::IMREAD_COLOR);
     images[static_cast<int64_t>(i)].copy_(fit_image(img, channels, h, w));
   }
   return images;
@@ -41,10 +42,12 @@ Dataset load_unlabeled(const std::string& path, const ImageOptions& opts) {
   d.source = path;
   if (fs::is_directory(path)) {
     std::vector<std::string> files;
-    for (auto it = fs::recursive_directory_iterator(path); it != fs::recursive_directory_iterator(); ++it) {
+    for (auto it = fs::recursive_directory_iterator(path); it != fs::recursive_directory_iterator();
+         ++it) {
       const bool hidden = it->path().filename().string()[0] == '.';
       if (hidden && it->is_directory()) it.disable_recursion_pending();
-      if (!hidden && it->is_regular_file() && is_image(it->path())) files.push_back(it->path().string());
+      if (!hidden && it->is_regular_file() && is_image(it->path()))
+        files.push_back(it->path().string());
     }
     std::sort(files.begin(), files.end());
     KD_CHECK(!files.empty(), "unlabeled data {}: no PNG/JPEG images in the folder", path);
@@ -54,7 +57,8 @@ Dataset load_unlabeled(const std::string& path, const ImageOptions& opts) {
     KD_CHECK(images.dim() == 3 || images.dim() == 4,
              "unlabeled data {}: expected IDX images of 3 or 4 dimensions, got {}", path,
              images.dim());
-    KD_CHECK(images.scalar_type() == torch::kUInt8, "unlabeled data {}: expected uint8 pixels", path);
+    KD_CHECK(images.scalar_type() == torch::kUInt8, "unlabeled data {}: expected uint8 pixels",
+             path);
     if (images.dim() == 3) images = images.unsqueeze(1);
     KD_CHECK(images.size(0) > 0, "unlabeled data {}: no images", path);
     d.images = resize_images(images, opts);
@@ -69,10 +73,10 @@ Dataset load_image_folder(const std::string& root, const ImageOptions& opts) {
   std::vector<std::string> classes;
   // Hidden folders (.git, .ipynb_checkpoints) are tools' files, not classes.
   for (const auto& e : fs::directory_iterator(root))
-    if (e.is_directory() && e.path().filename().string()[0] != '.') classes.push_back(e.path().filename().string());
+    if (e.is_directory() && e.path().filename().string()[0] != '.')
+      classes.push_back(e.path().filename().string());
   std::sort(classes.begin(), classes.end());
-  KD_CHECK(!classes.empty(), "{}: no class sub-folders (expected {}/<class>/<image>)", root,
-           root);
+  KD_CHECK(!classes.empty(), "{}: no class sub-folders (expected {}/<class>/<image>)", root, root);
 
   std::vector<std::pair<std::string, int64_t>> files;
   for (size_t c = 0; c < classes.size(); ++c) {

@@ -37,8 +37,10 @@ void Loader::start_epoch(int64_t epoch) {
     std::lock_guard<std::mutex> lock(gen_.mutex());
     gen_.set_current_seed(opts_.seed * 1000003ULL + static_cast<uint64_t>(epoch));
   }
-  if (opts_.shuffle) order_ = torch::randperm(size(), gen_, torch::kInt64);
-  else order_ = torch::arange(size(), torch::kInt64);
+  if (opts_.shuffle)
+    order_ = torch::randperm(size(), gen_, torch::kInt64);
+  else
+    order_ = torch::arange(size(), torch::kInt64);
   if (opts_.world_size > 1) {
     shard();
     // Same order on every rank (drawn above), different augmentation draws per rank.
@@ -61,7 +63,8 @@ Batch Loader::get(int64_t i) const {
   b.index = idx;
   b.x = images_.index_select(0, idx).to(torch::kFloat32).div_(255.0f);
   b.y = labels_.index_select(0, idx);
-  if (opts_.augment.crop_padding > 0 || opts_.augment.hflip) b.x = augment_batch(b.x, opts_.augment, gen_);
+  if (opts_.augment.crop_padding > 0 || opts_.augment.hflip)
+    b.x = augment_batch(b.x, opts_.augment, gen_);
   if (opts_.augment.mixes()) mix_batch(b, opts_.augment, gen_);
   return b;
 }
@@ -119,8 +122,10 @@ void mix_batch(Batch& b, const Augment& aug, torch::Generator& gen) {
     const int64_t ch = static_cast<int64_t>(H * r), cw = static_cast<int64_t>(W * r);
     const int64_t cy = torch::randint(0, H, {1}, gen).item<int64_t>();
     const int64_t cx = torch::randint(0, W, {1}, gen).item<int64_t>();
-    const int64_t y0 = std::clamp<int64_t>(cy - ch / 2, 0, H), y1 = std::clamp<int64_t>(cy + ch / 2, 0, H);
-    const int64_t x0 = std::clamp<int64_t>(cx - cw / 2, 0, W), x1 = std::clamp<int64_t>(cx + cw / 2, 0, W);
+    const int64_t y0 = std::clamp<int64_t>(cy - ch / 2, 0, H),
+                  y1 = std::clamp<int64_t>(cy + ch / 2, 0, H);
+    const int64_t x0 = std::clamp<int64_t>(cx - cw / 2, 0, W),
+                  x1 = std::clamp<int64_t>(cx + cw / 2, 0, W);
     using torch::indexing::Slice;
     b.x = b.x.clone();
     b.x.index_put_({Slice(), Slice(), Slice(y0, y1), Slice(x0, x1)},

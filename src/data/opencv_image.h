@@ -14,11 +14,12 @@ namespace kd {
 constexpr int64_t kMaxImageFilePixels = int64_t(1) << 26;  // 64 Mpx, e.g. 8192 x 8192
 constexpr int64_t kMaxImageFileBytes = int64_t(1) << 28;   // 256 MiB
 
-// Header checks (PNG or JPEG, or BMP where allow_bmp; pixel limit, a PNG's chunks and CRCs), then cv::imdecode with `flags`;
-// kd::Error on any failure, and OpenCV/libpng print nothing.
+// Header checks (PNG or JPEG, or BMP where allow_bmp; pixel limit, a PNG's chunks and CRCs), then
+// cv::imdecode with `flags`; kd::Error on any failure, and OpenCV/libpng print nothing.
 cv::Mat decode_checked(std::string_view bytes, int flags, int64_t max_pixels, bool allow_bmp);
 // The same for a file: only a regular file, read whole, the error naming it.
-cv::Mat read_image_file(const std::string& path, int flags, int64_t max_pixels = kMaxImageFilePixels);
+cv::Mat read_image_file(const std::string& path, int flags,
+                        int64_t max_pixels = kMaxImageFilePixels);
 
 // img: decoded 8-bit, 1 channel (gray) or 3 channels (BGR, OpenCV's order) -> uint8 [C, h, w]
 // with C = `channels` (3 means RGB), resized with INTER_AREA when the size differs.

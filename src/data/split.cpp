@@ -47,8 +47,7 @@ std::pair<torch::Tensor, torch::Tensor> stratified_fraction(const torch::Tensor&
 
 Split make_split(const torch::Tensor& labels, double train_ratio, uint64_t seed,
                  const std::string& source) {
-  KD_CHECK(train_ratio > 0.0 && train_ratio < 1.0, "split ratio {} must be in (0, 1)",
-           train_ratio);
+  KD_CHECK(train_ratio > 0.0 && train_ratio < 1.0, "split ratio {} must be in (0, 1)", train_ratio);
   Split s;
   s.source = source;
   s.num_samples = labels.numel();
@@ -59,12 +58,9 @@ Split make_split(const torch::Tensor& labels, double train_ratio, uint64_t seed,
 }
 
 void save_split(const Split& s, const std::string& path) {
-  nlohmann::json j = {{"source", s.source},
-                      {"num_samples", s.num_samples},
-                      {"train_ratio", s.train_ratio},
-                      {"seed", s.seed},
-                      {"train", to_vector(s.train)},
-                      {"eval", to_vector(s.eval)}};
+  nlohmann::json j = {{"source", s.source},           {"num_samples", s.num_samples},
+                      {"train_ratio", s.train_ratio}, {"seed", s.seed},
+                      {"train", to_vector(s.train)},  {"eval", to_vector(s.eval)}};
   write_text_atomically(path, j.dump() + "\n");
 }
 

@@ -24,17 +24,21 @@ torch::Tensor make_anchors(const nlohmann::json& arch_options, int64_t height, i
         for (int s = 0; s < 3; ++s)
           for (const auto& r : ratios) {
             const double base = anchor_scale * stride * std::pow(2.0, s / 3.0);
-            const double cx = (static_cast<double>(x) + 0.5) * stride, cy = (static_cast<double>(y) + 0.5) * stride;
+            const double cx = (static_cast<double>(x) + 0.5) * stride,
+                         cy = (static_cast<double>(y) + 0.5) * stride;
             const double hw = base * r[0] / 2, hh = base * r[1] / 2;
-            for (double v : {cx - hw, cy - hh, cx + hw, cy + hh}) out.push_back(static_cast<float>(v));
+            for (double v : {cx - hw, cy - hh, cx + hw, cy + hh})
+              out.push_back(static_cast<float>(v));
           }
   }
   return torch::tensor(out).view({-1, 4});
 }
 
 torch::Tensor box_iou(const torch::Tensor& a, const torch::Tensor& b) {
-  auto area_a = (a.select(1, 2) - a.select(1, 0)).clamp_min(0) * (a.select(1, 3) - a.select(1, 1)).clamp_min(0);
-  auto area_b = (b.select(1, 2) - b.select(1, 0)).clamp_min(0) * (b.select(1, 3) - b.select(1, 1)).clamp_min(0);
+  auto area_a = (a.select(1, 2) - a.select(1, 0)).clamp_min(0) *
+                (a.select(1, 3) - a.select(1, 1)).clamp_min(0);
+  auto area_b = (b.select(1, 2) - b.select(1, 0)).clamp_min(0) *
+                (b.select(1, 3) - b.select(1, 1)).clamp_min(0);
   auto lt = torch::max(a.unsqueeze(1).narrow(2, 0, 2), b.unsqueeze(0).narrow(2, 0, 2));
   auto rb = torch::min(a.unsqueeze(1).narrow(2, 2, 2), b.unsqueeze(0).narrow(2, 2, 2));
   auto wh = (rb - lt).clamp_min(0);
@@ -55,7 +59,8 @@ torch::Tensor encode_boxes(const torch::Tensor& boxes, const torch::Tensor& anch
   auto [acx, acy, aw, ah] = center_size(anchors);
   w = w.clamp_min(1e-6);
   h = h.clamp_min(1e-6);
-  return torch::stack({(cy - acy) / ah, (cx - acx) / aw, torch::log(h / ah), torch::log(w / aw)}, -1);
+  return torch::stack({(cy - acy) / ah, (cx - acx) / aw, torch::log(h / ah), torch::log(w / aw)},
+                      -1);
 }
 
 torch::Tensor decode_boxes(const torch::Tensor& deltas, const torch::Tensor& anchors) {
@@ -68,11 +73,13 @@ torch::Tensor decode_boxes(const torch::Tensor& deltas, const torch::Tensor& anc
 }
 
 torch::Tensor nms(const torch::Tensor& boxes, const torch::Tensor& scores, double iou_threshold) {
-  KD_CHECK(boxes.dim() == 2 && boxes.size(1) == 4 && scores.dim() == 1 && scores.size(0) == boxes.size(0),
+  KD_CHECK(boxes.dim() == 2 && boxes.size(1) == 4 && scores.dim() == 1 &&
+               scores.size(0) == boxes.size(0),
            "nms: expected boxes [N, 4] and scores [N]");
   const int64_t n = boxes.size(0);
   if (n == 0) return torch::empty({0}, torch::kLong);
-  auto order = std::get<1>(scores.to(torch::kCPU, torch::kFloat).sort(/*stable=*/true, 0, /*descending=*/true));
+  auto order = std::get<1>(
+      scores.to(torch::kCPU, torch::kFloat).sort(/*stable=*/true, 0, /*descending=*/true));
   auto b = boxes.to(torch::kCPU, torch::kFloat).index_select(0, order).contiguous();
   auto iou = box_iou(b, b).contiguous();
   auto m = iou.accessor<float, 2>();
@@ -96,8 +103,9 @@ torch::Tensor batched_nms(const torch::Tensor& boxes, const torch::Tensor& score
   return nms(boxes + offset, scores, iou_threshold);
 }
 
-Detections postprocess(const torch::Tensor& output, const torch::Tensor& anchors, int64_t num_classes,
-                       double clip_w, double clip_h, const PostprocessOptions& opts) {
+Detections postprocess(const torch::Tensor& output, const torch::Tensor& anchors,
+                       int64_t num_classes, double clip_w, double clip_h,
+                       const PostprocessOptions& opts) {
   auto out = output.to(torch::kCPU, torch::kFloat);
   auto scores = torch::sigmoid(out.narrow(1, 0, num_classes)).reshape({-1});
   const int64_t k = std::min<int64_t>(opts.pre_nms_top_k, scores.size(0));
@@ -109,7 +117,8 @@ Detections postprocess(const torch::Tensor& output, const torch::Tensor& anchors
   auto deltas = out.narrow(1, num_classes, 4).index_select(0, anchor);
   auto boxes = decode_boxes(deltas, anchors.index_select(0, anchor));
   boxes = torch::stack({boxes.select(1, 0).clamp(0, clip_w), boxes.select(1, 1).clamp(0, clip_h),
-                        boxes.select(1, 2).clamp(0, clip_w), boxes.select(1, 3).clamp(0, clip_h)}, 1);
+                        boxes.select(1, 2).clamp(0, clip_w), boxes.select(1, 3).clamp(0, clip_h)},
+                       1);
   auto kept = batched_nms(boxes, top, cls, opts.iou_threshold);
   if (kept.size(0) > opts.max_detections) kept = kept.narrow(0, 0, opts.max_detections);
   return {boxes.index_select(0, kept), top.index_select(0, kept), cls.index_select(0, kept)};

@@ -40,8 +40,8 @@ ResumeState read_state(const fs::path& folder) {
   try {
     for (const auto& [name, f] : j.at("files").items()) {
       // Only files inside this folder: a name like "/dev/zero" or "../x" is a damaged description.
-      KD_CHECK(!name.empty() && name.find('/') == std::string::npos && name != "." && name != ".." &&
-                   name.find('\0') == std::string::npos,
+      KD_CHECK(!name.empty() && name.find('/') == std::string::npos && name != "." &&
+                   name != ".." && name.find('\0') == std::string::npos,
                "{}: bad file name '{}'", state_file.string(), name.substr(0, 80));
       uint64_t size = 0;
       const fs::path p = folder / name;
@@ -49,8 +49,8 @@ ResumeState read_state(const fs::path& folder) {
       const uint32_t crc = file_crc32(p, &size);
       const auto bytes = json_int<uint64_t>(f.at("bytes"), state_file.string() + ": bytes");
       KD_CHECK(size == bytes, "{}: {} bytes, expected {} (truncated?)", p.string(), size, bytes);
-      KD_CHECK(crc == json_int<uint32_t>(f.at("crc32"), state_file.string() + ": crc32"), "{}: CRC-32 mismatch (corrupt)",
-               p.string());
+      KD_CHECK(crc == json_int<uint32_t>(f.at("crc32"), state_file.string() + ": crc32"),
+               "{}: CRC-32 mismatch (corrupt)", p.string());
     }
     ResumeState s;
     s.epoch = json_int<int64_t>(j.at("epoch"), state_file.string() + ": epoch");
@@ -59,13 +59,14 @@ ResumeState read_state(const fs::path& folder) {
     s.images_per_s_sum = j.at("images_per_s_sum").get<double>();
     s.history = j.at("history").get<std::vector<nlohmann::json>>();
     const std::string expected = fmt::format("epoch-{:04d}", s.epoch);
-    KD_CHECK(s.epoch >= 1 && folder.filename() == expected, "{}: epoch {} does not match the folder name",
-             state_file.string(), s.epoch);
+    KD_CHECK(s.epoch >= 1 && folder.filename() == expected,
+             "{}: epoch {} does not match the folder name", state_file.string(), s.epoch);
     KD_CHECK(s.best_epoch >= 0 && s.best_epoch <= s.epoch && std::isfinite(s.best_score) &&
                  std::isfinite(s.images_per_s_sum),
              "{}: best epoch or scores out of range", state_file.string());
     KD_CHECK(static_cast<int64_t>(s.history.size()) == s.epoch &&
-                 std::all_of(s.history.begin(), s.history.end(), [](const nlohmann::json& r) { return r.is_object(); }),
+                 std::all_of(s.history.begin(), s.history.end(),
+                             [](const nlohmann::json& r) { return r.is_object(); }),
              "{}: history must hold one record per epoch", state_file.string());
     return s;
   } catch (const nlohmann::json::exception& e) {
@@ -83,10 +84,11 @@ void write_checkpoint_files(const fs::path& tmp, const ResumeState& state,
     const uint32_t crc = file_crc32(e.path(), &size);
     files[e.path().filename().string()] = {{"bytes", size}, {"crc32", crc}};
   }
-  nlohmann::json j = {{"epoch", state.epoch},           {"best_score", state.best_score},
-                      {"best_epoch", state.best_epoch}, {"images_per_s_sum", state.images_per_s_sum},
-                      {"history", state.history},       {"files", files},
-                      {"written", utc_timestamp()}};
+  nlohmann::json j = {
+      {"epoch", state.epoch},           {"best_score", state.best_score},
+      {"best_epoch", state.best_epoch}, {"images_per_s_sum", state.images_per_s_sum},
+      {"history", state.history},       {"files", files},
+      {"written", utc_timestamp()}};
   write_text_atomically(tmp / "state.json", j.dump(1) + "\n");
 }
 
@@ -111,8 +113,8 @@ void write_checkpoint(const fs::path& run_dir, const ResumeState& state,
   for (size_t i = 0; i + kKept < folders.size(); ++i) fs::remove_all(folders[i]);
 }
 
-std::optional<FoundCheckpoint> find_checkpoint(const fs::path& run_dir,
-                                               const std::function<void(const FoundCheckpoint&)>& load) {
+std::optional<FoundCheckpoint> find_checkpoint(
+    const fs::path& run_dir, const std::function<void(const FoundCheckpoint&)>& load) {
   auto folders = checkpoint_folders(run_dir);
   for (auto it = folders.rbegin(); it != folders.rend(); ++it) {
     try {

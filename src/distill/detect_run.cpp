@@ -25,9 +25,10 @@ namespace kd {
 
 namespace {
 
-std::unique_ptr<Model> build_detector(const RunConfig& cfg, const DetectionDataset& train, int64_t size) {
-  KD_CHECK(find_architecture(cfg.arch).task == "detect", "architecture {} is not a detector (see kd models)",
-           cfg.arch);
+std::unique_ptr<Model> build_detector(const RunConfig& cfg, const DetectionDataset& train,
+                                      int64_t size) {
+  KD_CHECK(find_architecture(cfg.arch).task == "detect",
+           "architecture {} is not a detector (see kd models)", cfg.arch);
   ModelSpec spec;
   spec.arch = cfg.arch;
   spec.options = parse_arch_options(cfg.arch_options);
@@ -47,12 +48,15 @@ std::shared_ptr<Model> load_detector_teacher(const std::string& path, const Mode
   warn_if_unfinished_run(path, "teacher");
   std::shared_ptr<Model> t = load_model(path);
   const auto& ts = t->spec();
-  KD_CHECK(ts.task == "detect", "teacher {} is a {} model; a detector needs a detector teacher", path, ts.task);
-  KD_CHECK(ts.class_names == student.spec().class_names, "teacher {} detects [{}] but the data has [{}]", path,
-           fmt::join(ts.class_names, ", "), fmt::join(student.spec().class_names, ", "));
-  KD_CHECK(ts.options.value("anchor_scale", 0.0) == student.spec().options.value("anchor_scale", -1.0),
-           "teacher {} uses anchor_scale {} but the student {}: their anchors must align", path,
-           ts.options.value("anchor_scale", 0.0), student.spec().options.value("anchor_scale", -1.0));
+  KD_CHECK(ts.task == "detect", "teacher {} is a {} model; a detector needs a detector teacher",
+           path, ts.task);
+  KD_CHECK(ts.class_names == student.spec().class_names,
+           "teacher {} detects [{}] but the data has [{}]", path, fmt::join(ts.class_names, ", "),
+           fmt::join(student.spec().class_names, ", "));
+  KD_CHECK(
+      ts.options.value("anchor_scale", 0.0) == student.spec().options.value("anchor_scale", -1.0),
+      "teacher {} uses anchor_scale {} but the student {}: their anchors must align", path,
+      ts.options.value("anchor_scale", 0.0), student.spec().options.value("anchor_scale", -1.0));
   return t;
 }
 
@@ -68,10 +72,12 @@ DetectionTask::DetectionTask(const RunConfig& cfg, torch::Device device, Model& 
       eval_(eval),
       classes_(train.num_classes()),
       // The pyramid levels' imitation loss from the registry (fitnet: normalised MSE).
-      feature_term_(make_loss(cfg.detect.kd_feature_loss, {{"teacher", "P"}, {"student", "P"}}, "--kd-feature-loss")),
-      loss_options_{cfg.detect.focal_alpha, cfg.detect.focal_gamma, cfg.detect.huber_delta, cfg.detect.box_weight},
-      loader_(train, rank_batch_size(cfg.train), true, {cfg.train.hflip, cfg.detect.scale_jitter}, cfg.runtime.seed,
-              device, dist::rank(), dist::world_size()) {
+      feature_term_(make_loss(cfg.detect.kd_feature_loss, {{"teacher", "P"}, {"student", "P"}},
+                              "--kd-feature-loss")),
+      loss_options_{cfg.detect.focal_alpha, cfg.detect.focal_gamma, cfg.detect.huber_delta,
+                    cfg.detect.box_weight},
+      loader_(train, rank_batch_size(cfg.train), true, {cfg.train.hflip, cfg.detect.scale_jitter},
+              cfg.runtime.seed, device, dist::rank(), dist::world_size()) {
   const auto& k = cfg.detect;
   const int64_t size = train.images.size(3);
   student_.to(device_);
@@ -128,26 +134,33 @@ TaskStep DetectionTask::step(int64_t i) {
     }
     auto s_cls = out.narrow(2, 0, C), t_cls = t_out.narrow(2, 0, C);
     if (k.kd_class > 0)
-      kd = kd + k.kd_class * class_distill_loss(s_cls, t_cls, cfg_.distill.temperature, targets.num_positive);
+      kd = kd + k.kd_class * class_distill_loss(s_cls, t_cls, cfg_.distill.temperature,
+                                                targets.num_positive);
     if (k.kd_box > 0)
-      kd = kd + k.kd_box * k.box_weight *
-                    box_distill_loss(out.narrow(2, C, 4), t_out.narrow(2, C, 4), t_cls, k.huber_delta);
+      kd = kd +
+           k.kd_box * k.box_weight *
+               box_distill_loss(out.narrow(2, C, 4), t_out.narrow(2, C, 4), t_cls, k.huber_delta);
     for (size_t l = 0; l < levels_.size(); ++l)
-      kd = kd + k.kd_feature / static_cast<double>(levels_.size()) *
-                    loss_term(feature_term_, {}, {}, {}, adapters_[l]->forward(feats[l]), t_feats[l]);
+      kd = kd +
+           k.kd_feature / static_cast<double>(levels_.size()) *
+               loss_term(feature_term_, {}, {}, {}, adapters_[l]->forward(feats[l]), t_feats[l]);
     loss = loss + kd;
   }
   const int64_t n = b.x.size(0);
   const double nd = static_cast<double>(n);
-  return {loss, n, {det.classification.item<double>() * nd, det.box.item<double>() * nd, kd.item<double>() * nd}};
+  return {loss,
+          n,
+          {det.classification.item<double>() * nd, det.box.item<double>() * nd,
+           kd.item<double>() * nd}};
 }
 
-std::string DetectionTask::describe_training(double mean_loss, const std::vector<double>& sums, double samples,
-                                             nlohmann::json& record) const {
+std::string DetectionTask::describe_training(double mean_loss, const std::vector<double>& sums,
+                                             double samples, nlohmann::json& record) const {
   record["train_class_loss"] = sums[0] / samples;
   record["train_box_loss"] = sums[1] / samples;
   record["train_kd_loss"] = sums[2] / samples;
-  return fmt::format("loss {:.4f} (class {:.4f} box {:.4f}{})", mean_loss, sums[0] / samples, sums[1] / samples,
+  return fmt::format("loss {:.4f} (class {:.4f} box {:.4f}{})", mean_loss, sums[0] / samples,
+                     sums[1] / samples,
                      teacher_ ? fmt::format(" kd {:.4f}", sums[2] / samples) : "");
 }
 
@@ -160,15 +173,15 @@ TaskScore DetectionTask::evaluate() {
           fmt::format("eval mAP {:.2f} mAP50 {:.2f}", 100 * ev.map(), 100 * ev.map50())};
 }
 
-nlohmann::json execute_detect_run(const RunConfig& cfg, const std::string& run_dir, torch::Device device,
-                                  bool resume) {
+nlohmann::json execute_detect_run(const RunConfig& cfg, const std::string& run_dir,
+                                  torch::Device device, bool resume) {
   const int64_t size = detection_input_size(cfg);
   DetectionRunData data = load_detection_run_data(cfg.data, size);
   int64_t train_boxes = 0;
   for (const auto& b : data.train.boxes) train_boxes += b.size(0);
-  spdlog::info("data {}: train {} images ({} boxes) / eval {} / {} {}, {} classes, input {}x{}", cfg.data.source,
-               data.train.size(), train_boxes, data.eval.size(), data.test_name, data.test.size(),
-               data.train.num_classes(), size, size);
+  spdlog::info("data {}: train {} images ({} boxes) / eval {} / {} {}, {} classes, input {}x{}",
+               cfg.data.source, data.train.size(), train_boxes, data.eval.size(), data.test_name,
+               data.test.size(), data.train.num_classes(), size, size);
 
   auto student = build_detector(cfg, data.train, size);
   student->to(device);
@@ -194,9 +207,11 @@ nlohmann::json execute_detect_run(const RunConfig& cfg, const std::string& run_d
     // The teacher as the student saw it: at the student's input size.
     summary["teacher_at_student_size"] =
         evaluate_detector(*teacher, data.test, cfg.train.eval_batch_size, device, po).to_json();
-    summary["strategy"] = {{"strategy", "offline"}, {"temperature", cfg.distill.temperature},
-                           {"kd_class", k.kd_class}, {"kd_box", k.kd_box}, {"kd_feature", k.kd_feature},
-                           {"kd_feature_loss", format_loss(task.feature_term())}, {"kd_levels", task.levels()}};
+    summary["strategy"] = {
+        {"strategy", "offline"},      {"temperature", cfg.distill.temperature},
+        {"kd_class", k.kd_class},     {"kd_box", k.kd_box},
+        {"kd_feature", k.kd_feature}, {"kd_feature_loss", format_loss(task.feature_term())},
+        {"kd_levels", task.levels()}};
   }
   write_summary(cfg, summary, *best, device);
   spdlog::info("{}: {} mAP@[.5:.95] {:.2f} mAP@.5 {:.2f} (best epoch {})", run_dir, data.test_name,

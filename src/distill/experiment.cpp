@@ -20,11 +20,14 @@ namespace {
 
 // A stage name becomes a folder name under `out`: no separators, no "..", nothing hidden.
 void check_stage_name(const std::string& name, const std::string& where) {
-  const bool ok = name.size() <= 100 && std::isalnum(static_cast<unsigned char>(name[0])) &&
-                  std::all_of(name.begin(), name.end(), [](char ch) {
-                    return std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '_' || ch == '.';
-                  });
-  KD_CHECK(ok, "{}: stage name '{}' must start with a letter or digit and hold only letters, digits, '-', '_', '.'",
+  const bool ok =
+      name.size() <= 100 && std::isalnum(static_cast<unsigned char>(name[0])) &&
+      std::all_of(name.begin(), name.end(), [](char ch) {
+        return std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '_' || ch == '.';
+      });
+  KD_CHECK(ok,
+           "{}: stage name '{}' must start with a letter or digit and hold only letters, digits, "
+           "'-', '_', '.'",
            where, name.substr(0, 100));
 }
 
@@ -39,12 +42,15 @@ void check_comparison_is_ours(const std::string& out) {
   } catch (const std::exception&) {
   }
   KD_CHECK(ours && (!fs::exists(md) || fs::is_regular_file(md)),
-           "{}: holds a compare.md or compare.json that kd did not write; not overwriting it (move it away)", out);
+           "{}: holds a compare.md or compare.json that kd did not write; not overwriting it (move "
+           "it away)",
+           out);
 }
 
 }  // namespace
 
-ExperimentPlan load_experiment(const std::string& path, const std::vector<uint64_t>& seeds_override) {
+ExperimentPlan load_experiment(const std::string& path,
+                               const std::vector<uint64_t>& seeds_override) {
   KD_CHECK(fs::is_regular_file(path), "{}: no such experiment file", path);
   YAML::Node doc;
   try {
@@ -61,7 +67,8 @@ ExperimentPlan load_experiment(const std::string& path, const std::vector<uint64
     if (!keys.insert(key).second) fail("{}: key '{}' appears twice", path, key);
   }
   ExperimentPlan plan;
-  KD_CHECK(doc["out"] && doc["out"].IsScalar(), "{}: missing 'out' (the experiment's folder)", path);
+  KD_CHECK(doc["out"] && doc["out"].IsScalar(), "{}: missing 'out' (the experiment's folder)",
+           path);
   plan.out = doc["out"].as<std::string>();
   std::vector<uint64_t> seeds = {0};
   try {
@@ -85,8 +92,9 @@ ExperimentPlan load_experiment(const std::string& path, const std::vector<uint64
       apply_yaml(cfg, doc["stages"][i], where);
       KD_CHECK(!cfg.name.empty(), "{}: every stage needs a name", where);
       check_stage_name(cfg.name, where);
-      KD_CHECK(!names.count(cfg.name), "{}: stage name '{}' is used twice (each stage writes {}-s<seed>)", where,
-               cfg.name, cfg.name);
+      KD_CHECK(!names.count(cfg.name),
+               "{}: stage name '{}' is used twice (each stage writes {}-s<seed>)", where, cfg.name,
+               cfg.name);
       cfg.runtime.seed = seed;
       cfg.out = (fs::path(plan.out) / fmt::format("{}-s{}", cfg.name, seed)).string();
       // A teacher is an earlier stage (same seed) or an existing path, where "{seed}" stands
@@ -97,8 +105,9 @@ ExperimentPlan load_experiment(const std::string& path, const std::vector<uint64
         if (names.count(teacher))
           teacher = (fs::path(plan.out) / fmt::format("{}-s{}", teacher, seed)).string();
         else
-          KD_CHECK(fs::exists(teacher), "{}: teacher '{}' is neither an earlier stage nor an existing path",
-                   where, teacher);
+          KD_CHECK(fs::exists(teacher),
+                   "{}: teacher '{}' is neither an earlier stage nor an existing path", where,
+                   teacher);
       };
       if (!cfg.distill.teacher.empty()) resolve(cfg.distill.teacher);
       for (auto& t : cfg.distill.teachers) resolve(t);
@@ -113,12 +122,14 @@ ExperimentPlan load_experiment(const std::string& path, const std::vector<uint64
   return plan;
 }
 
-Comparison run_experiment(const ExperimentPlan& plan, bool force, const std::vector<std::string>& only) {
+Comparison run_experiment(const ExperimentPlan& plan, bool force,
+                          const std::vector<std::string>& only) {
   std::set<std::string> stages, selected(only.begin(), only.end());
   for (const auto& cfg : plan.runs) stages.insert(cfg.name);
   for (const auto& name : selected)
     if (!stages.count(name))
-      usage_fail("--stages: the experiment has no stage '{}' (stages: {})", name, fmt::join(stages, ", "));
+      usage_fail("--stages: the experiment has no stage '{}' (stages: {})", name,
+                 fmt::join(stages, ", "));
   std::vector<nlohmann::json> summaries;
   for (const auto& cfg : plan.runs) {
     const bool complete = fs::exists(fs::path(cfg.out) / "summary.json");
@@ -130,13 +141,15 @@ Comparison run_experiment(const ExperimentPlan& plan, bool force, const std::vec
     }
     // An interrupted stage with this configuration continues from its last checkpoint.
     const fs::path config_file = fs::path(cfg.out) / "config.yaml";
-    const bool interrupted = !complete && fs::exists(config_file) && fs::exists(fs::path(cfg.out) / "checkpoints") &&
+    const bool interrupted = !complete && fs::exists(config_file) &&
+                             fs::exists(fs::path(cfg.out) / "checkpoints") &&
                              to_yaml(read_run_config(cfg.out)) == to_yaml(cfg);
     // Under data parallelism rank 0's reading of the disk decides for every rank.
     enum Action { kKeep, kResume, kRun };
     Action action = !force && same ? kKeep : !force && interrupted ? kResume : kRun;
     if (dist::active())
-      action = static_cast<Action>(dist::sum({dist::is_main() ? static_cast<double>(action) : 0.0})[0]);
+      action =
+          static_cast<Action>(dist::sum({dist::is_main() ? static_cast<double>(action) : 0.0})[0]);
     if (action == kKeep) {
       spdlog::info("{}: complete, kept (pass --force to redo)", cfg.out);
     } else {
@@ -145,7 +158,8 @@ Comparison run_experiment(const ExperimentPlan& plan, bool force, const std::vec
           spdlog::info("{}: interrupted, resuming", cfg.out);
           execute_run(cfg, /*overwrite=*/false, /*resume=*/true);
         } else {
-          if (complete && !same) spdlog::info("{}: configuration changed, running it again", cfg.out);
+          if (complete && !same)
+            spdlog::info("{}: configuration changed, running it again", cfg.out);
           execute_run(cfg, /*overwrite=*/true);
         }
       } catch (const Interrupted&) {

@@ -15,13 +15,13 @@
 #include "kd/core/runtime.h"
 #include "kd/data/split.h"
 #include "kd/distill/detect_run.h"
-#include "kd/runs/run.h"
-#include "kd/runs/run_dir.h"
 #include "kd/distill/summary.h"
 #include "kd/distill/trainer.h"
 #include "kd/eval/classify.h"
 #include "kd/eval/profile.h"
 #include "kd/models/registry.h"
+#include "kd/runs/run.h"
+#include "kd/runs/run_dir.h"
 
 namespace kd {
 namespace {
@@ -34,15 +34,18 @@ void probe_student(Model& m, const RunConfig& cfg, const Dataset& train) {
   try {
     torch::NoGradGuard no_grad;
     m.train(false);
-    auto x = train.images.narrow(0, 0, std::min<int64_t>(2, train.size())).to(torch::kFloat32).div(255.0);
+    auto x = train.images.narrow(0, 0, std::min<int64_t>(2, train.size()))
+                 .to(torch::kFloat32)
+                 .div(255.0);
     auto y = m.forward(x);
     KD_CHECK(y.dim() == 2 && y.size(0) == x.size(0) && y.size(1) == train.num_classes(),
-             "it returns {} for {} images of {} classes", c10::str(y.sizes()), x.size(0), train.num_classes());
+             "it returns {} for {} images of {} classes", c10::str(y.sizes()), x.size(0),
+             train.num_classes());
   } catch (const std::exception& e) {
     std::string why = e.what();
     if (const auto* c = dynamic_cast<const c10::Error*>(&e)) why = c->what_without_backtrace();
-    fail("model {} cannot take the data's {} images: {}", cfg.arch, c10::str(train.images.sizes().slice(1)),
-         first_line(why));
+    fail("model {} cannot take the data's {} images: {}", cfg.arch,
+         c10::str(train.images.sizes().slice(1)), first_line(why));
   }
 }
 
@@ -91,7 +94,8 @@ DistillOptions distill_options(const RunConfig& cfg) {
   o.use_cache = d.teacher_cache;
   o.cache_dir = d.cache_dir;
   o.teacher_batch_size = cfg.train.eval_batch_size;
-  if (cfg.mode == "self" && d.teach_last > 0) o.snapshot_epoch = cfg.train.epochs - d.teach_last + 1;
+  if (cfg.mode == "self" && d.teach_last > 0)
+    o.snapshot_epoch = cfg.train.epochs - d.teach_last + 1;
   return o;
 }
 
@@ -100,7 +104,8 @@ std::shared_ptr<Model> load_teacher(const std::string& path, const Dataset& trai
   std::shared_ptr<Model> teacher = load_model(path);
   const auto& ts = teacher->spec();
   if (ts.input_shape.size() == 3)
-    KD_CHECK(ts.input_shape[0] == train.images.size(1) && ts.input_shape[1] == train.images.size(2) &&
+    KD_CHECK(ts.input_shape[0] == train.images.size(1) &&
+                 ts.input_shape[1] == train.images.size(2) &&
                  ts.input_shape[2] == train.images.size(3),
              "teacher {} expects input {} but the data is {}", path, c10::str(ts.input_shape),
              c10::str(train.images.sizes().slice(1)));
@@ -126,27 +131,34 @@ nlohmann::json execute_run(const RunConfig& requested, bool overwrite, bool resu
   InterruptGuard interrupts;  // Ctrl-C or SIGTERM: error.txt says so, and --resume continues
   std::optional<RunDirLock> lock;
   if (main_rank) {
-    std::vector<ProtectedPath> inputs = {{"teacher", cfg.distill.teacher}, {"data", cfg.data.source},
-                                         {"unlabeled data", cfg.data.unlabeled}, {"split manifest", cfg.data.split}};
+    std::vector<ProtectedPath> inputs = {{"teacher", cfg.distill.teacher},
+                                         {"data", cfg.data.source},
+                                         {"unlabeled data", cfg.data.unlabeled},
+                                         {"split manifest", cfg.data.split}};
     for (const auto& t : cfg.distill.teachers) inputs.emplace_back("teacher", t);
     if (is_torchscript_path(cfg.arch)) inputs.emplace_back("TorchScript student", cfg.arch);
     check_output_location(dir, inputs);
     using Claim = RunDirLock::Claim;
-    lock.emplace(RunDirLock::claim(dir, resume ? Claim::kResume : overwrite ? Claim::kReplace : Claim::kFresh));
+    lock.emplace(RunDirLock::claim(dir, resume      ? Claim::kResume
+                                        : overwrite ? Claim::kReplace
+                                                    : Claim::kFresh));
     if (resume) {
-      KD_CHECK(!fs::exists(dir / "summary.json"), "{}: the run has finished (summary.json); nothing to resume", cfg.out);
+      KD_CHECK(!fs::exists(dir / "summary.json"),
+               "{}: the run has finished (summary.json); nothing to resume", cfg.out);
       if (fs::exists(dir / "checkpoints" / "config.yaml")) {
-        const std::string changed = config_changes(read_text(dir / "checkpoints" / "config.yaml"), to_yaml(cfg));
+        const std::string changed =
+            config_changes(read_text(dir / "checkpoints" / "config.yaml"), to_yaml(cfg));
         if (!changed.empty())
-          usage_fail("{}: config.yaml was edited since the run started ({}); a resumed run keeps its "
-                     "configuration: restore it, or start again with --force",
-                     cfg.out, changed);
+          usage_fail(
+              "{}: config.yaml was edited since the run started ({}); a resumed run keeps its "
+              "configuration: restore it, or start again with --force",
+              cfg.out, changed);
       }
       fs::remove(dir / "error.txt");
     }
   }
-  torch::Device device = init_runtime(
-      {cfg.runtime.device, cfg.runtime.threads, cfg.runtime.seed, cfg.runtime.deterministic, cfg.runtime.precision});
+  torch::Device device = init_runtime({cfg.runtime.device, cfg.runtime.threads, cfg.runtime.seed,
+                                       cfg.runtime.deterministic, cfg.runtime.precision});
   if (main_rank && !resume) {
     // config.yaml is the user's to read; the copy under checkpoints/ is what a resume checks
     // it against, so an edited config.yaml is refused instead of silently changing the run.
@@ -155,8 +167,9 @@ nlohmann::json execute_run(const RunConfig& requested, bool overwrite, bool resu
   }
 
   dist::barrier();  // the directory is ready (and a resume's checkpoint is in place)
-  spdlog::info("run {} ({}), {}{}", cfg.out, cfg.mode, runtime_summary(),
-               dist::active() ? fmt::format(", rank {} of {}", dist::rank(), dist::world_size()) : "");
+  spdlog::info(
+      "run {} ({}), {}{}", cfg.out, cfg.mode, runtime_summary(),
+      dist::active() ? fmt::format(", rank {} of {}", dist::rank(), dist::world_size()) : "");
   // Every rank leaves together, once rank 0 has written summary.json (`kd run` reads it next).
   auto done = [](nlohmann::json result) {
     dist::barrier();
@@ -193,7 +206,8 @@ nlohmann::json execute_run(const RunConfig& requested, bool overwrite, bool resu
         auto add_generation = [&](const nlohmann::json& record) {
           gens.push_back(record["result"]);
           seconds += record["train_seconds"].get<double>();
-          tr.best_epoch = json_int<int64_t>(record["result"]["best_epoch"], finished.string() + ": best_epoch");
+          tr.best_epoch =
+              json_int<int64_t>(record["result"]["best_epoch"], finished.string() + ": best_epoch");
           tr.best_score = record["result"]["best_eval_top1"].get<double>();
           tr.train_images_per_s = record["train_images_per_s"].get<double>();
           for (auto rec : record["history"]) {
@@ -208,10 +222,12 @@ nlohmann::json execute_run(const RunConfig& requested, bool overwrite, bool resu
             record = nlohmann::json::parse(read_text(finished));
             add_generation(record);
           } catch (const nlohmann::json::exception& e) {
-            fail("{}: unreadable ({}); remove it to train generation {} again", finished.string(), e.what(), g);
+            fail("{}: unreadable ({}); remove it to train generation {} again", finished.string(),
+                 e.what(), g);
           }
           previous = load_model(gen_dir.string());
-          spdlog::info("generation {}/{}: finished before the interruption", g, cfg.distill.generations);
+          spdlog::info("generation {}/{}: finished before the interruption", g,
+                       cfg.distill.generations);
           continue;
         }
         torch::manual_seed(cfg.runtime.seed + 7919 * static_cast<uint64_t>(g - 1));
@@ -220,7 +236,9 @@ nlohmann::json execute_run(const RunConfig& requested, bool overwrite, bool resu
           strategy = std::make_unique<SupervisedStrategy>(cfg.train.label_smoothing);
         else
           strategy = std::make_unique<DistillStrategy>(
-              "self", std::vector<DistillStrategy::NamedModel>{{fmt::format("generation {}", g - 1), previous}},
+              "self",
+              std::vector<DistillStrategy::NamedModel>{
+                  {fmt::format("generation {}", g - 1), previous}},
               distill_options(cfg));
         spdlog::info("generation {}/{}{}", g, cfg.distill.generations,
                      g == 1 ? " (trained alone)" : " (taught by the previous generation)");
@@ -229,8 +247,11 @@ nlohmann::json execute_run(const RunConfig& requested, bool overwrite, bool resu
         previous = load_model(gen_dir.string());
         if (!main_rank) continue;
         auto rep = test_top1(*previous);
-        nlohmann::json record = {{"result", {{"generation", g}, {"best_epoch", tr.best_epoch},
-                                             {"best_eval_top1", tr.best_score}, {"test_top1", rep.top1}}},
+        nlohmann::json record = {{"result",
+                                  {{"generation", g},
+                                   {"best_epoch", tr.best_epoch},
+                                   {"best_eval_top1", tr.best_score},
+                                   {"test_top1", rep.top1}}},
                                  {"train_seconds", tr.train_seconds},
                                  {"train_images_per_s", tr.train_images_per_s},
                                  {"history", tr.history}};
@@ -246,7 +267,8 @@ nlohmann::json execute_run(const RunConfig& requested, bool overwrite, bool resu
       std::vector<DistillStrategy::NamedModel> teachers;
       if (!cfg.distill.teacher.empty())
         teachers.emplace_back(cfg.distill.teacher, load_teacher(cfg.distill.teacher, data.train));
-      for (const auto& t : cfg.distill.teachers) teachers.emplace_back(t, load_teacher(t, data.train));
+      for (const auto& t : cfg.distill.teachers)
+        teachers.emplace_back(t, load_teacher(t, data.train));
       if (cfg.mode == "train")
         strategy = std::make_unique<SupervisedStrategy>(cfg.train.label_smoothing);
       else

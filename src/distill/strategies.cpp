@@ -31,7 +31,8 @@ constexpr double kMaxCachedFeatureBytes = 4.0 * (1 << 30);
 
 StepResult SupervisedStrategy::step(Model& student, const Batch& batch) {
   auto logits = student.forward(batch.x);
-  return {mixed_cross_entropy(logits, batch.y, batch.y_mix, batch.lam, label_smoothing_).mean(), logits};
+  return {mixed_cross_entropy(logits, batch.y, batch.y_mix, batch.lam, label_smoothing_).mean(),
+          logits};
 }
 
 LossSpec parse_hint(const std::string& text, const std::string& hint_loss) {
@@ -71,7 +72,8 @@ DistillStrategy::DistillStrategy(std::string mode, std::vector<NamedModel> teach
                                  DistillOptions opts)
     : mode_(std::move(mode)), opts_(std::move(opts)) {
   KD_CHECK(!teachers.empty() || opts_.snapshot_epoch > 0, "{}: no teacher", mode_);
-  for (const auto& l : opts_.losses) (find_loss(l.name).feature ? feature_terms_ : logit_terms_).push_back(l);
+  for (const auto& l : opts_.losses)
+    (find_loss(l.name).feature ? feature_terms_ : logit_terms_).push_back(l);
   for (auto& [label, model] : teachers) teachers_.push_back({label, std::move(model), {}});
 }
 
@@ -82,8 +84,10 @@ void DistillStrategy::prepare(Model& student, const Dataset& train, const Augmen
   device_ = device;
   class_names_ = student.spec().class_names;
   num_classes_ = student.spec().num_classes();
-  if (!teachers_.empty()) attach_teachers(student);
-  else build_feature_heads(student, student);
+  if (!teachers_.empty())
+    attach_teachers(student);
+  else
+    build_feature_heads(student, student);
 }
 
 void DistillStrategy::begin_epoch(int64_t epoch, Model& student) {
@@ -113,7 +117,8 @@ void DistillStrategy::load_state(const std::string& folder, Model& student) {
   for (size_t i = 0; i < memories_.size(); ++i) {
     const fs::path bank = crd_bank_file(folder, i);
     if (!memories_[i]) continue;
-    if (!fs::exists(bank)) fail("{}: the checkpoint has no CRD memory bank ({})", folder, bank.filename().string());
+    if (!fs::exists(bank))
+      fail("{}: the checkpoint has no CRD memory bank ({})", folder, bank.filename().string());
     memories_[i]->load(bank.string());
   }
   const fs::path snapshot = fs::path(folder) / "snapshot.pt";
@@ -143,8 +148,8 @@ void DistillStrategy::attach_teachers(Model& student) {
       for (int64_t c = 0; c < num_classes_; ++c)
         if (lower(class_names_[static_cast<size_t>(c)]) == lower(n)) found = c;
       if (found < 0)
-        fail("teacher {}: class '{}' matches no class of the data (classes: {})",
-             t.label, n, fmt::join(class_names_, ", "));
+        fail("teacher {}: class '{}' matches no class of the data (classes: {})", t.label, n,
+             fmt::join(class_names_, ", "));
       KD_CHECK(std::find(map.begin(), map.end(), found) == map.end(),
                "teacher {}: class '{}' is listed twice", t.label, n);
       map.push_back(found);
@@ -153,7 +158,8 @@ void DistillStrategy::attach_teachers(Model& student) {
     if (mode_ != "merge")
       KD_CHECK(static_cast<int64_t>(map.size()) == num_classes_,
                "teacher {} knows {} of the data's {} classes; teachers of part of the classes are "
-               "combined with --mode merge", t.label, map.size(), num_classes_);
+               "combined with --mode merge",
+               t.label, map.size(), num_classes_);
     t.class_map = torch::tensor(map, torch::kInt64);
   }
   for (int64_t c = 0; c < num_classes_; ++c)
@@ -175,8 +181,9 @@ void DistillStrategy::attach_teachers(Model& student) {
   cached_logits_ = torch::Tensor();
   cached_feats_.clear();
   info_["teacher_cache"] = cacheable ? cache_status_
-                                     : augment_.mixes() ? "off (mixup/cutmix: the teacher sees each mixed batch)"
-                                     : (augment_.enabled() ? "off (augmentation on)" : "off");
+                           : augment_.mixes()
+                               ? "off (mixup/cutmix: the teacher sees each mixed batch)"
+                               : (augment_.enabled() ? "off (augmentation on)" : "off");
   if (!cacheable) return;
   cached_logits_ = combine(logits).to(device_);
   if (!feature_terms_.empty()) {
@@ -200,8 +207,8 @@ void DistillStrategy::attach_teachers(Model& student) {
       for (auto& p : parts) cached_feats_.push_back(torch::cat(p));
       info_["teacher_features"] = fmt::format("cached in memory ({:.0f} MiB)", bytes / (1 << 20));
     } else {
-      info_["teacher_features"] = fmt::format("teacher run per batch ({:.0f} MiB would not be cached)",
-                                           bytes / (1 << 20));
+      info_["teacher_features"] =
+          fmt::format("teacher run per batch ({:.0f} MiB would not be cached)", bytes / (1 << 20));
     }
   }
   auto unlabeled = (train_->labels < 0).to(device_);
@@ -227,15 +234,18 @@ void DistillStrategy::build_feature_heads(Model& student, Model& teacher) {
   }
   if (!feature_terms_.empty() && adapters_.empty()) {
     torch::NoGradGuard no_grad;
-    auto x = train_->images.narrow(0, 0, std::min<int64_t>(2, train_->size())).to(device_)
-                 .to(torch::kFloat32).div_(255.0);
+    auto x = train_->images.narrow(0, 0, std::min<int64_t>(2, train_->size()))
+                 .to(device_)
+                 .to(torch::kFloat32)
+                 .div_(255.0);
     student.train(false);
     auto sf = student.forward_with_features(x, s_layers).second;
     auto tf = teacher.forward_with_features(x, t_layers).second;
     for (size_t i = 0; i < feature_terms_.size(); ++i) {
       const LossSpec& term = feature_terms_[i];
-      const std::string what = term.name == "fitnet" ? fmt::format("hint {}:{}", term.teacher_layer, term.student_layer)
-                                                     : term.label();
+      const std::string what =
+          term.name == "fitnet" ? fmt::format("hint {}:{}", term.teacher_layer, term.student_layer)
+                                : term.label();
       auto ss = sf[i].sizes().slice(1).vec(), ts = tf[i].sizes().slice(1).vec();
       auto shape = [](const std::vector<int64_t>& v) { return c10::str(c10::IntArrayRef(v)); };
       torch::nn::AnyModule adapter;
@@ -255,18 +265,23 @@ void DistillStrategy::build_feature_heads(Model& student, Model& teacher) {
         // Compared as they are: relation losses (rkd, sp, pkt) compare batch structure, at
         // compares spatial maps.
         if (term.name == "at" && (ss.size() != 3 || ts.size() != 3))
-          fail("{}: attention transfer needs [C, H, W] feature maps; the student's {} output is {}, the "
-               "teacher's {} output {}", what, term.student_layer, shape(ss), term.teacher_layer, shape(ts));
+          fail(
+              "{}: attention transfer needs [C, H, W] feature maps; the student's {} output is {}, "
+              "the "
+              "teacher's {} output {}",
+              what, term.student_layer, shape(ss), term.teacher_layer, shape(ts));
       } else if (ss.size() == 3 && ts.size() == 3 && ss[1] == ts[1] && ss[2] == ts[2]) {
-        adapter = torch::nn::AnyModule(torch::nn::Conv2d(torch::nn::Conv2dOptions(ss[0], ts[0], 1)));
+        adapter =
+            torch::nn::AnyModule(torch::nn::Conv2d(torch::nn::Conv2dOptions(ss[0], ts[0], 1)));
         kind = "conv1x1";
       } else if (ss.size() == 1 && ts.size() == 1) {
         adapter = torch::nn::AnyModule(torch::nn::Linear(ss[0], ts[0]));
         kind = "linear";
       } else {
-        fail("{}: no adapter maps the student's {} output {} to the teacher's {} output {} "
-             "(a 1x1 conv needs equal height and width, a linear layer needs flat features)",
-             what, term.student_layer, shape(ss), term.teacher_layer, shape(ts));
+        fail(
+            "{}: no adapter maps the student's {} output {} to the teacher's {} output {} "
+            "(a 1x1 conv needs equal height and width, a linear layer needs flat features)",
+            what, term.student_layer, shape(ss), term.teacher_layer, shape(ts));
       }
       if (!adapter.is_empty()) adapter.ptr()->to(device_);
       adapters_.push_back(std::move(adapter));
@@ -279,7 +294,8 @@ void DistillStrategy::build_feature_heads(Model& student, Model& teacher) {
   }
 }
 
-std::vector<std::vector<torch::Tensor>> DistillStrategy::pool_logits(const Dataset& data, bool all_ranks) {
+std::vector<std::vector<torch::Tensor>> DistillStrategy::pool_logits(const Dataset& data,
+                                                                     bool all_ranks) {
   std::vector<std::vector<torch::Tensor>> out(teachers_.size());
   const std::string dir = opts_.cache_dir.empty() ? default_cache_dir() : opts_.cache_dir;
   int hits = 0, total = 0;
@@ -288,20 +304,25 @@ std::vector<std::vector<torch::Tensor>> DistillStrategy::pool_logits(const Datas
       Dataset view = data;
       view.images = ensemble_view(data.images, k);
       if (opts_.use_cache) {
-        auto c = cached_teacher_logits(*teachers_[t].model, view, dir, opts_.teacher_batch_size, device_, all_ranks);
+        auto c = cached_teacher_logits(*teachers_[t].model, view, dir, opts_.teacher_batch_size,
+                                       device_, all_ranks);
         hits += c.hit ? 1 : 0;
         out[t].push_back(c.logits);
       } else {
-        out[t].push_back(all_ranks ? predict_logits_all_ranks(*teachers_[t].model, view, opts_.teacher_batch_size, device_)
-                                   : predict_logits(*teachers_[t].model, view, opts_.teacher_batch_size, device_));
+        out[t].push_back(all_ranks ? predict_logits_all_ranks(*teachers_[t].model, view,
+                                                              opts_.teacher_batch_size, device_)
+                                   : predict_logits(*teachers_[t].model, view,
+                                                    opts_.teacher_batch_size, device_));
       }
       ++total;
     }
   }
   if (opts_.use_cache) {
-    cache_status_ = hits == total ? "hit" : hits == 0 ? "miss (computed)" : fmt::format("{} of {} hit", hits, total);
-    spdlog::info("teacher cache {} ({} teacher pass(es) over {} images, in {})", cache_status_, total,
-                 data.size(), dir);
+    cache_status_ = hits == total ? "hit"
+                    : hits == 0   ? "miss (computed)"
+                                  : fmt::format("{} of {} hit", hits, total);
+    spdlog::info("teacher cache {} ({} teacher pass(es) over {} images, in {})", cache_status_,
+                 total, data.size(), dir);
   }
   return out;
 }
@@ -312,8 +333,9 @@ torch::Tensor DistillStrategy::teacher_columns(
   for (size_t t = 0; t < teachers_.size(); ++t) {
     auto z = torch::zeros_like(logits[t][0], torch::kFloat32);
     for (const auto& v : logits[t]) {
-      KD_CHECK(v.size(1) == teachers_[t].class_map.numel(), "teacher {} returns {} outputs for {} classes",
-               teachers_[t].label, v.size(1), teachers_[t].class_map.numel());
+      KD_CHECK(v.size(1) == teachers_[t].class_map.numel(),
+               "teacher {} returns {} outputs for {} classes", teachers_[t].label, v.size(1),
+               teachers_[t].class_map.numel());
       z += v.to(torch::kFloat32);
     }
     cols.push_back(z / static_cast<double>(logits[t].size()));
@@ -331,28 +353,33 @@ void DistillStrategy::fit_class_offsets(const std::vector<std::vector<torch::Ten
   auto Z = teacher_columns(logits);
   auto col_class = column_classes();
   class_offsets_ = fit_merge_offsets(Z, col_class, num_classes_);
-  auto marginal = torch::softmax(merged_class_logits(Z, col_class, num_classes_, class_offsets_), 1).mean(0);
+  auto marginal =
+      torch::softmax(merged_class_logits(Z, col_class, num_classes_, class_offsets_), 1).mean(0);
   auto b = class_offsets_.to(torch::kFloat64);
   std::vector<double> offs(b.data_ptr<double>(), b.data_ptr<double>() + b.numel());
   auto m = marginal.to(torch::kFloat64);
   std::vector<double> marg(m.data_ptr<double>(), m.data_ptr<double>() + m.numel());
-  info_["merge"] = {{"rule", "softmax over all teachers' logits minus per-class offsets fitted so the "
-                             "pool's class marginals are uniform"},
+  info_["merge"] = {{"rule",
+                     "softmax over all teachers' logits minus per-class offsets fitted so the "
+                     "pool's class marginals are uniform"},
                     {"offsets", offs},
                     {"pool_class_marginals", marg}};
-  spdlog::info("merge: per-class offsets fitted on {} images; pool class marginals {:.3f}", Z.size(0),
-               fmt::join(marg, ", "));
+  spdlog::info("merge: per-class offsets fitted on {} images; pool class marginals {:.3f}",
+               Z.size(0), fmt::join(marg, ", "));
 }
 
-torch::Tensor DistillStrategy::combine(const std::vector<std::vector<torch::Tensor>>& logits) const {
-  return merged_class_logits(teacher_columns(logits), column_classes(), num_classes_, class_offsets_);
+torch::Tensor DistillStrategy::combine(
+    const std::vector<std::vector<torch::Tensor>>& logits) const {
+  return merged_class_logits(teacher_columns(logits), column_classes(), num_classes_,
+                             class_offsets_);
 }
 
 torch::Tensor fit_merge_offsets(const torch::Tensor& columns, const torch::Tensor& column_class,
                                 int64_t num_classes) {
   auto Z = columns.to(torch::kFloat64);
-  auto owners = torch::zeros({num_classes}, torch::kFloat64)
-                    .index_add_(0, column_class, torch::ones({column_class.numel()}, torch::kFloat64));
+  auto owners =
+      torch::zeros({num_classes}, torch::kFloat64)
+          .index_add_(0, column_class, torch::ones({column_class.numel()}, torch::kFloat64));
   // A class's prior 1/C is split equally between the teachers that know it.
   auto prior = 1.0 / (owners.index_select(0, column_class) * static_cast<double>(num_classes));
   auto b = torch::zeros({Z.size(1)}, torch::kFloat64);
@@ -391,7 +418,8 @@ std::vector<std::string> DistillStrategy::student_layers() const {
   return out;
 }
 
-torch::Tensor DistillStrategy::batch_logits(const torch::Tensor& x, std::vector<torch::Tensor>* feats) {
+torch::Tensor DistillStrategy::batch_logits(const torch::Tensor& x,
+                                            std::vector<torch::Tensor>* feats) {
   torch::NoGradGuard no_grad;
   std::vector<std::vector<torch::Tensor>> logits(teachers_.size());
   for (size_t t = 0; t < teachers_.size(); ++t) {
@@ -413,7 +441,9 @@ StepResult DistillStrategy::step(Model& student, const Batch& batch) {
   const auto& o = opts_;
   if (teachers_.empty()) {  // before the snapshot epoch
     auto logits = student.forward(batch.x);
-    return {mixed_cross_entropy(logits, batch.y, batch.y_mix, batch.lam, o.loss.label_smoothing).mean(), logits};
+    return {
+        mixed_cross_entropy(logits, batch.y, batch.y_mix, batch.lam, o.loss.label_smoothing).mean(),
+        logits};
   }
   auto [logits, s_feats] = student.forward_with_features(batch.x, student_layers());
 
@@ -434,11 +464,15 @@ StepResult DistillStrategy::step(Model& student, const Batch& batch) {
   torch::Tensor loss;
   if (logit_terms_.empty()) {
     auto targets = torch::softmax(z_t / target_temperature(), 1);
-    loss = distill_loss(logits, targets, batch.y, o.loss, o.targets == "hard", o.threshold, batch.y_mix, batch.lam);
+    loss = distill_loss(logits, targets, batch.y, o.loss, o.targets == "hard", o.threshold,
+                        batch.y_mix, batch.lam);
   } else {
-    loss = o.ce_weight * mixed_cross_entropy(logits, batch.y, batch.y_mix, batch.lam, o.loss.label_smoothing).mean();
+    loss =
+        o.ce_weight *
+        mixed_cross_entropy(logits, batch.y, batch.y_mix, batch.lam, o.loss.label_smoothing).mean();
     for (const auto& term : logit_terms_)
-      loss = loss + term.weight() * warmup_factor(term, epoch_) * loss_term(term, logits, z_t, batch.y, {}, {});
+      loss = loss + term.weight() * warmup_factor(term, epoch_) *
+                        loss_term(term, logits, z_t, batch.y, {}, {});
   }
   for (size_t i = 0; i < feature_terms_.size(); ++i) {
     const auto& term = feature_terms_[i];

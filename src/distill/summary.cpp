@@ -7,8 +7,9 @@
 
 namespace kd {
 
-nlohmann::json run_summary(const RunConfig& cfg, const std::string& task, Model& best, const TrainResult& result,
-                           const std::string& score_name, torch::Device device) {
+nlohmann::json run_summary(const RunConfig& cfg, const std::string& task, Model& best,
+                           const TrainResult& result, const std::string& score_name,
+                           torch::Device device) {
   nlohmann::json s = {{"name", cfg.name.empty() ? fs::path(cfg.out).filename().string() : cfg.name},
                       {"task", task},
                       {"mode", cfg.mode},
@@ -33,7 +34,8 @@ nlohmann::json run_summary(const RunConfig& cfg, const std::string& task, Model&
   return s;
 }
 
-void write_summary(const RunConfig& cfg, nlohmann::json& summary, Model& best, torch::Device device) {
+void write_summary(const RunConfig& cfg, nlohmann::json& summary, Model& best,
+                   torch::Device device) {
   if (cfg.measure_latency) summary["latency"] = measure_latency(best, device).to_json();
   write_text_atomically(fs::path(cfg.out) / "summary.json", summary.dump(2) + "\n");
 }

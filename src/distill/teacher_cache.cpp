@@ -73,7 +73,8 @@ uint32_t entry_crc(const std::string& key, const torch::Tensor& logits) {
 }
 
 // An entry: logits plus the CRC-32; a mismatch or damage reads as a miss with the reason.
-std::string read_entry(const std::string& path, const std::string& key, int64_t rows, torch::Tensor& logits) {
+std::string read_entry(const std::string& path, const std::string& key, int64_t rows,
+                       torch::Tensor& logits) {
   torch::Tensor crc;
   try {
     torch::serialize::InputArchive a;
@@ -83,10 +84,12 @@ std::string read_entry(const std::string& path, const std::string& key, int64_t 
   } catch (const std::exception&) {  // c10::Error, or the TorchScript parser's ErrorReport
     return "unreadable";
   }
-  if (crc.numel() != 1 || crc.scalar_type() != torch::kInt64 || logits.scalar_type() != torch::kFloat32)
+  if (crc.numel() != 1 || crc.scalar_type() != torch::kInt64 ||
+      logits.scalar_type() != torch::kFloat32)
     return "unreadable";
   if (auto why = logits_problem(logits, rows); !why.empty()) return why;
-  if (static_cast<uint32_t>(crc.item<int64_t>()) != entry_crc(key, logits)) return "CRC-32 mismatch";
+  if (static_cast<uint32_t>(crc.item<int64_t>()) != entry_crc(key, logits))
+    return "CRC-32 mismatch";
   return "";
 }
 
@@ -104,13 +107,16 @@ CachedLogits cached_teacher_logits(Model& teacher, const Dataset& data, const st
     if (!out.hit) spdlog::warn("teacher cache {}: {}; recomputing it", out.path, why);
   }
   // Ranks on other machines have other caches: use the entry only if every rank has it.
-  if (all_ranks) out.hit = dist::sum({out.hit ? 1.0 : 0.0})[0] == static_cast<double>(dist::world_size());
+  if (all_ranks)
+    out.hit = dist::sum({out.hit ? 1.0 : 0.0})[0] == static_cast<double>(dist::world_size());
   if (out.hit) return out;
   out.logits = all_ranks ? predict_logits_all_ranks(teacher, data, batch_size, device)
                          : predict_logits(teacher, data, batch_size, device);
   if (auto why = logits_problem(out.logits, data.size()); !why.empty())
-    fail("the teacher's logits over the training images have {}: the teacher is broken, not the student's settings",
-         why);
+    fail(
+        "the teacher's logits over the training images have {}: the teacher is broken, not the "
+        "student's settings",
+        why);
   if (all_ranks && !dist::is_main()) return out;
   try {
     write_atomically(out.path, [&](const fs::path& tmp) {

@@ -21,9 +21,10 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const OptimConfig& o,
                                                         std::vector<torch::Tensor> params) {
   namespace optim = torch::optim;
   if (o.name == "sgd")
-    return std::make_unique<optim::SGD>(
-        params, optim::SGDOptions(o.lr).momentum(o.momentum).nesterov(o.nesterov && o.momentum > 0)
-                    .weight_decay(o.weight_decay));
+    return std::make_unique<optim::SGD>(params, optim::SGDOptions(o.lr)
+                                                    .momentum(o.momentum)
+                                                    .nesterov(o.nesterov && o.momentum > 0)
+                                                    .weight_decay(o.weight_decay));
   if (o.name == "adam")
     return std::make_unique<optim::Adam>(params,
                                          optim::AdamOptions(o.lr).weight_decay(o.weight_decay));
@@ -59,16 +60,16 @@ int64_t rank_batch_size(const TrainConfig& cfg) {
   // With several ranks the configured batch is the global one: each rank takes its share, so
   // the optimisation matches one process with that batch.
   const int world = dist::world_size();
-  KD_CHECK(cfg.batch_size % world == 0, "batch size {} does not split evenly over {} ranks", cfg.batch_size,
-           world);
+  KD_CHECK(cfg.batch_size % world == 0, "batch size {} does not split evenly over {} ranks",
+           cfg.batch_size, world);
   return cfg.batch_size / world;
 }
 
 Trainer::Trainer(TrainConfig cfg, torch::Device device, uint64_t seed)
     : cfg_(std::move(cfg)), device_(device), seed_(seed) {}
 
-TrainResult Trainer::fit(Model& student, Strategy& strategy, const Dataset& train, const Dataset& eval,
-                         const std::string& run_dir) {
+TrainResult Trainer::fit(Model& student, Strategy& strategy, const Dataset& train,
+                         const Dataset& eval, const std::string& run_dir) {
   ClassificationTask task(cfg_, device_, seed_, student, strategy, train, eval);
   return fit(task, run_dir);
 }
@@ -109,7 +110,10 @@ TrainResult Trainer::fit(TrainingTask& task, const std::string& run_dir) {
       spdlog::warn("{}: no usable checkpoint; training from epoch 1", run_dir);
     }
     if (!dist::same_on_all_ranks(first_epoch))
-      fail("{}: the ranks found different checkpoints; the run directory must be one folder all ranks share", run_dir);
+      fail(
+          "{}: the ranks found different checkpoints; the run directory must be one folder all "
+          "ranks share",
+          run_dir);
     // metrics.jsonl again holds exactly the checkpoint's epochs: later lines were lost work.
     std::string lines;
     for (const auto& rec : result.history) lines += rec.dump() + "\n";
@@ -146,10 +150,12 @@ TrainResult Trainer::fit(TrainingTask& task, const std::string& run_dir) {
       seen += s.samples;
       if (sums.empty()) sums.assign(s.sums.size(), 0.0);
       for (size_t k = 0; k < sums.size(); ++k) sums[k] += s.sums[k];
-      progress.update(i + 1, s.samples, loss_sum / static_cast<double>(seen), task.running_accuracy(sums));
+      progress.update(i + 1, s.samples, loss_sum / static_cast<double>(seen),
+                      task.running_accuracy(sums));
     }
     progress.finish();
-    const double train_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double train_s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (dist::active()) {
       std::vector<double> local = {loss_sum, static_cast<double>(seen)};
       local.insert(local.end(), sums.begin(), sums.end());
@@ -171,26 +177,30 @@ TrainResult Trainer::fit(TrainingTask& task, const std::string& run_dir) {
     const std::string trained = task.describe_training(loss_sum / ns, sums, ns, rec);
     rec.update(ev.record);
     result.history.push_back(rec);
-    spdlog::info("epoch {}/{}: {} | {} | {:.0f} img/s", epoch, cfg_.epochs, trained, ev.log, ns / train_s);
+    spdlog::info("epoch {}/{}: {} | {} | {:.0f} img/s", epoch, cfg_.epochs, trained, ev.log,
+                 ns / train_s);
     const bool best = ev.score > result.best_score;
     if (best) {
       result.best_score = ev.score;
       result.best_epoch = epoch;
     }
     if (write) {
-      write_checkpoint(dir, {epoch, result.best_score, result.best_epoch, images_per_s_sum, result.history},
-                       [&](const fs::path& folder) {
-                         save_training_state(folder, model, *optimizer, extra);
-                         task.save_state(folder);
-                       });
+      write_checkpoint(
+          dir, {epoch, result.best_score, result.best_epoch, images_per_s_sum, result.history},
+          [&](const fs::path& folder) {
+            save_training_state(folder, model, *optimizer, extra);
+            task.save_state(folder);
+          });
       if (best) {
-        write_atomically(dir / "checkpoints" / "best.pt", [&](const fs::path& tmp) { model.save(tmp.string()); });
+        write_atomically(dir / "checkpoints" / "best.pt",
+                         [&](const fs::path& tmp) { model.save(tmp.string()); });
         save_model(model, run_dir);
       }
       append_line(dir / "metrics.jsonl", rec.dump());
     }
   }
-  result.train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
+  result.train_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
   result.train_images_per_s = images_per_s_sum / static_cast<double>(cfg_.epochs);
   return result;
 }
@@ -209,18 +219,23 @@ ClassificationReport evaluate_sharded(Model& model, const Dataset& data, int64_t
   return meter.report();
 }
 
-Augment augment_of(const TrainConfig& cfg) { return {cfg.crop_padding, cfg.hflip, cfg.mixup, cfg.cutmix}; }
+Augment augment_of(const TrainConfig& cfg) {
+  return {cfg.crop_padding, cfg.hflip, cfg.mixup, cfg.cutmix};
+}
 
 }  // namespace
 
-ClassificationTask::ClassificationTask(const TrainConfig& cfg, torch::Device device, uint64_t seed, Model& student,
-                                       Strategy& strategy, const Dataset& train, const Dataset& eval)
+ClassificationTask::ClassificationTask(const TrainConfig& cfg, torch::Device device, uint64_t seed,
+                                       Model& student, Strategy& strategy, const Dataset& train,
+                                       const Dataset& eval)
     : student_(student),
       strategy_(strategy),
       eval_(eval),
       eval_batch_size_(cfg.eval_batch_size),
       device_(device),
-      loader_(train, {rank_batch_size(cfg), true, false, augment_of(cfg), seed, dist::rank(), dist::world_size()},
+      loader_(train,
+              {rank_batch_size(cfg), true, false, augment_of(cfg), seed, dist::rank(),
+               dist::world_size()},
               device) {
   student_.to(device_);
   strategy_.prepare(student_, train, augment_of(cfg), device_);
@@ -238,7 +253,8 @@ TaskStep ClassificationTask::step(int64_t i) {
   StepResult r = strategy_.step(student_, batch);
   // Train accuracy counts labeled samples only.
   const double labeled = static_cast<double>((batch.y >= 0).sum().item<int64_t>());
-  const double correct = static_cast<double>(r.logits.detach().argmax(1).eq(batch.y).sum().item<int64_t>());
+  const double correct =
+      static_cast<double>(r.logits.detach().argmax(1).eq(batch.y).sum().item<int64_t>());
   return {r.loss, batch.y.size(0), {labeled, correct}};
 }
 
@@ -246,8 +262,8 @@ double ClassificationTask::running_accuracy(const std::vector<double>& sums) con
   return sums[1] / std::max(1.0, sums[0]);
 }
 
-std::string ClassificationTask::describe_training(double mean_loss, const std::vector<double>& sums, double,
-                                                  nlohmann::json& record) const {
+std::string ClassificationTask::describe_training(double mean_loss, const std::vector<double>& sums,
+                                                  double, nlohmann::json& record) const {
   const double top1 = running_accuracy(sums);
   record["train_top1"] = top1;
   return fmt::format("train loss {:.4f} top1 {:.2f}%", mean_loss, 100 * top1);
@@ -260,7 +276,9 @@ TaskScore ClassificationTask::evaluate() {
           fmt::format("eval loss {:.4f} top1 {:.2f}%", ev.loss, 100 * ev.top1)};
 }
 
-void ClassificationTask::save_state(const std::filesystem::path& folder) { strategy_.save_state(folder.string()); }
+void ClassificationTask::save_state(const std::filesystem::path& folder) {
+  strategy_.save_state(folder.string());
+}
 
 void ClassificationTask::load_state(const std::filesystem::path& folder) {
   strategy_.load_state(folder.string(), student_);

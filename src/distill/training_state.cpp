@@ -27,10 +27,12 @@ void load_archive(const fs::path& p, torch::Device device,
   }
 }
 
-void load_training_state_unchecked(const fs::path& folder, Model& model, torch::optim::Optimizer& optimizer,
+void load_training_state_unchecked(const fs::path& folder, Model& model,
+                                   torch::optim::Optimizer& optimizer,
                                    const std::vector<torch::Tensor>& extra, torch::Device device) {
   model.load((folder / "model.pt").string());
-  load_archive(folder / "optimizer.pt", device, [&](torch::serialize::InputArchive& a) { optimizer.load(a); });
+  load_archive(folder / "optimizer.pt", device,
+               [&](torch::serialize::InputArchive& a) { optimizer.load(a); });
   if (!extra.empty())
     load_archive(folder / "strategy.pt", device, [&](torch::serialize::InputArchive& a) {
       torch::NoGradGuard no_grad;

@@ -13,12 +13,13 @@ nlohmann::json ClassificationReport::to_json(const std::vector<std::string>& nam
   nlohmann::json per = nlohmann::json::object();
   for (size_t c = 0; c < per_class.size(); ++c)
     per[c < names.size() ? names[c] : std::to_string(c)] = per_class[c];
-  return {{"samples", samples}, {"loss", loss},           {"top1", top1},
-          {"top5", top5},       {"per_class", per},       {"confusion", confusion}};
+  return {{"samples", samples}, {"loss", loss},     {"top1", top1},
+          {"top5", top5},       {"per_class", per}, {"confusion", confusion}};
 }
 
 ClassificationMeter::ClassificationMeter(int64_t num_classes)
-    : num_classes_(num_classes), confusion_(torch::zeros({num_classes, num_classes}, torch::kInt64)) {}
+    : num_classes_(num_classes),
+      confusion_(torch::zeros({num_classes, num_classes}, torch::kInt64)) {}
 
 void ClassificationMeter::add(const torch::Tensor& logits, const torch::Tensor& target) {
   auto l = logits.detach().to(torch::kCPU, torch::kFloat32);
@@ -79,9 +80,14 @@ torch::Tensor predict_logits_all_ranks(Model& model, const Dataset& data, int64_
   const int64_t n = data.size(), w = dist::world_size(), per = (n + w - 1) / w;
   // Rank r scores samples r, r + w, ...; the last ranks repeat sample 0 to keep shapes equal.
   auto index = torch::arange(dist::rank(), per * w, w, torch::kInt64).remainder(n);
-  auto gathered = dist::all_gather_rows(predict_logits(model, data.subset(index), batch_size, device));
+  auto gathered =
+      dist::all_gather_rows(predict_logits(model, data.subset(index), batch_size, device));
   // Gathered row r * per + k is sample k * w + r.
-  return gathered.view({w, per, -1}).transpose(0, 1).reshape({per * w, -1}).narrow(0, 0, n).contiguous();
+  return gathered.view({w, per, -1})
+      .transpose(0, 1)
+      .reshape({per * w, -1})
+      .narrow(0, 0, n)
+      .contiguous();
 }
 
 ClassificationReport evaluate_classifier(Model& model, const Dataset& data, int64_t batch_size,

@@ -14,7 +14,8 @@ namespace kd {
 namespace {
 
 constexpr int kT = 10, kR = 101, kA = 4, kM = 3;
-const double kAreaRange[kA][2] = {{0, 1e10}, {0, 32.0 * 32}, {32.0 * 32, 96.0 * 96}, {96.0 * 96, 1e10}};
+const double kAreaRange[kA][2] = {
+    {0, 1e10}, {0, 32.0 * 32}, {32.0 * 32, 96.0 * 96}, {96.0 * 96, 1e10}};
 const int64_t kMaxDets[kM] = {1, 10, 100};
 
 // numpy.linspace(start, stop, n): start + i * step, the last point exactly stop.
@@ -34,8 +35,8 @@ double bbox_iou(const std::array<double, 4>& d, const std::array<double, 4>& g, 
 
 // COCOeval.evaluateImg for one image, category and area range (maxDet 100).
 struct ImageEval {
-  std::vector<double> scores;                     // detections, best first
-  std::array<std::vector<char>, kT> matched;      // per threshold, per detection
+  std::vector<double> scores;                 // detections, best first
+  std::array<std::vector<char>, kT> matched;  // per threshold, per detection
   std::array<std::vector<char>, kT> ignored;
   int64_t num_gt_not_ignored = 0;
 };
@@ -59,7 +60,8 @@ ImageEval evaluate_image(const std::vector<const GroundTruthBox*>& gt_in,
   for (auto ig : gt_ignore) e.num_gt_not_ignored += ig ? 0 : 1;
   std::vector<double> ious(D * G);
   for (size_t d = 0; d < D; ++d)
-    for (size_t g = 0; g < G; ++g) ious[d * G + g] = bbox_iou(dt[d]->bbox, gt[g]->bbox, gt[g]->iscrowd);
+    for (size_t g = 0; g < G; ++g)
+      ious[d * G + g] = bbox_iou(dt[d]->bbox, gt[g]->bbox, gt[g]->iscrowd);
   for (int t = 0; t < kT; ++t) {
     const double thr = linspace(0.5, 0.95, kT, t);
     std::vector<char> gt_matched(G, 0);
@@ -102,8 +104,10 @@ double mean_valid(const std::vector<double>& v) {
 
 }  // namespace
 
-CocoMetrics evaluate_coco(const std::vector<GroundTruthBox>& gt, const std::vector<DetectionBox>& dt,
-                          const std::vector<int64_t>& image_ids_in, const std::vector<int64_t>& category_ids_in) {
+CocoMetrics evaluate_coco(const std::vector<GroundTruthBox>& gt,
+                          const std::vector<DetectionBox>& dt,
+                          const std::vector<int64_t>& image_ids_in,
+                          const std::vector<int64_t>& category_ids_in) {
   std::vector<int64_t> image_ids = image_ids_in, category_ids = category_ids_in;
   std::sort(image_ids.begin(), image_ids.end());
   image_ids.erase(std::unique(image_ids.begin(), image_ids.end()), image_ids.end());
@@ -117,11 +121,14 @@ CocoMetrics evaluate_coco(const std::vector<GroundTruthBox>& gt, const std::vect
   for (const auto& d : dt) dts[{d.image_id, d.category_id}].push_back(&d);
   for (auto& [key, v] : dts) {
     std::stable_sort(v.begin(), v.end(), [](auto* a, auto* b) { return a->score > b->score; });
-    if (v.size() > static_cast<size_t>(kMaxDets[kM - 1])) v.resize(static_cast<size_t>(kMaxDets[kM - 1]));
+    if (v.size() > static_cast<size_t>(kMaxDets[kM - 1]))
+      v.resize(static_cast<size_t>(kMaxDets[kM - 1]));
   }
 
   // precision[t][r][k][a][m] and recall[t][k][a][m], -1 where undefined.
-  auto P = [&](int t, int r, size_t k, int a, int m) { return (((t * kR + r) * K + k) * kA + a) * kM + m; };
+  auto P = [&](int t, int r, size_t k, int a, int m) {
+    return (((t * kR + r) * K + k) * kA + a) * kM + m;
+  };
   auto Rc = [&](int t, size_t k, int a, int m) { return ((t * K + k) * kA + a) * kM + m; };
   std::vector<double> precision(kT * kR * K * kA * kM, -1.0), recall(kT * K * kA * kM, -1.0);
   static const std::vector<const GroundTruthBox*> no_gt;
@@ -143,12 +150,17 @@ CocoMetrics evaluate_coco(const std::vector<GroundTruthBox>& gt, const std::vect
       if (npig == 0) continue;
       for (int m = 0; m < kM; ++m) {
         // All images' detections (each cut at maxDet), ordered by score (stable).
-        struct Ref { double score; const ImageEval* e; size_t d; };
+        struct Ref {
+          double score;
+          const ImageEval* e;
+          size_t d;
+        };
         std::vector<Ref> refs;
         for (const auto& e : evals)
           for (size_t d = 0; d < std::min(e.scores.size(), static_cast<size_t>(kMaxDets[m])); ++d)
             refs.push_back({e.scores[d], &e, d});
-        std::stable_sort(refs.begin(), refs.end(), [](const Ref& x, const Ref& y) { return x.score > y.score; });
+        std::stable_sort(refs.begin(), refs.end(),
+                         [](const Ref& x, const Ref& y) { return x.score > y.score; });
         for (int t = 0; t < kT; ++t) {
           std::vector<double> rc, pr;
           double tp = 0, fp = 0;
@@ -170,7 +182,8 @@ CocoMetrics evaluate_coco(const std::vector<GroundTruthBox>& gt, const std::vect
           for (int r = 0; r < kR; ++r) {
             const double thr = linspace(0.0, 1.0, kR, r);
             // np.searchsorted(rc, thr, side="left"); past the end, precision stays 0.
-            const size_t pi = static_cast<size_t>(std::lower_bound(rc.begin(), rc.end(), thr) - rc.begin());
+            const size_t pi =
+                static_cast<size_t>(std::lower_bound(rc.begin(), rc.end(), thr) - rc.begin());
             precision[P(t, r, k, a, m)] = pi < nd ? pr[pi] : 0.0;
           }
         }
@@ -192,8 +205,8 @@ CocoMetrics evaluate_coco(const std::vector<GroundTruthBox>& gt, const std::vect
     return mean_valid(v);
   };
   CocoMetrics out;
-  out.stats = {summarize(true, -1, 0, 2), summarize(true, 0, 0, 2),  summarize(true, 5, 0, 2),
-               summarize(true, -1, 1, 2), summarize(true, -1, 2, 2), summarize(true, -1, 3, 2),
+  out.stats = {summarize(true, -1, 0, 2),  summarize(true, 0, 0, 2),   summarize(true, 5, 0, 2),
+               summarize(true, -1, 1, 2),  summarize(true, -1, 2, 2),  summarize(true, -1, 3, 2),
                summarize(false, -1, 0, 0), summarize(false, -1, 0, 1), summarize(false, -1, 0, 2),
                summarize(false, -1, 1, 2), summarize(false, -1, 2, 2), summarize(false, -1, 3, 2)};
   out.category_ids = category_ids;
@@ -213,7 +226,7 @@ CocoMetrics evaluate_coco(const std::vector<GroundTruthBox>& gt, const std::vect
 
 nlohmann::json CocoMetrics::to_json(const std::vector<std::string>& names) const {
   static const char* keys[12] = {"map", "map50", "map75", "map_small", "map_medium", "map_large",
-                                 "ar1", "ar10", "ar100", "ar_small", "ar_medium", "ar_large"};
+                                 "ar1", "ar10",  "ar100", "ar_small",  "ar_medium",  "ar_large"};
   nlohmann::json j;
   for (int i = 0; i < 12; ++i) j[keys[i]] = stats[static_cast<size_t>(i)];
   nlohmann::json per = nlohmann::json::array();
@@ -246,7 +259,8 @@ std::vector<DetectionBox> read_coco_results(const std::string& path) {
       KD_CHECK(b.size() == 4, "{}: detection {}: bbox must be [x, y, w, h]", path, i);
       d.bbox = {b[0], b[1], b[2], b[3]};
       d.score = r.at("score").get<double>();
-      KD_CHECK(std::isfinite(d.score) && std::all_of(b.begin(), b.end(), [](double v) { return std::isfinite(v); }),
+      KD_CHECK(std::isfinite(d.score) &&
+                   std::all_of(b.begin(), b.end(), [](double v) { return std::isfinite(v); }),
                "{}: detection {}: non-finite bbox or score", path, i);
       out.push_back(d);
     } catch (const nlohmann::json::exception& e) {
@@ -259,8 +273,10 @@ std::vector<DetectionBox> read_coco_results(const std::string& path) {
 nlohmann::json to_coco_results(const std::vector<DetectionBox>& dt) {
   nlohmann::json out = nlohmann::json::array();
   for (const auto& d : dt)
-    out.push_back({{"image_id", d.image_id}, {"category_id", d.category_id},
-                   {"bbox", {d.bbox[0], d.bbox[1], d.bbox[2], d.bbox[3]}}, {"score", d.score}});
+    out.push_back({{"image_id", d.image_id},
+                   {"category_id", d.category_id},
+                   {"bbox", {d.bbox[0], d.bbox[1], d.bbox[2], d.bbox[3]}},
+                   {"score", d.score}});
   return out;
 }
 

@@ -56,8 +56,17 @@ Comparison compare_runs(const std::vector<nlohmann::json>& summaries, ScoreOn on
     const std::string name = s.value("name", "run" + std::to_string(i));
     if (!groups.count(name)) {
       order.push_back(name);
-      groups[name].row = {name, s.value("mode", ""), s.value("arch", ""), s.value("teacher_name", ""),
-                          s.value("task", "classify"), {}, {}, {}, {}, {}, {}};
+      groups[name].row = {name,
+                          s.value("mode", ""),
+                          s.value("arch", ""),
+                          s.value("teacher_name", ""),
+                          s.value("task", "classify"),
+                          {},
+                          {},
+                          {},
+                          {},
+                          {},
+                          {}};
     }
     Group& g = groups[name];
     const bool detect = s.value("task", "classify") == "detect";
@@ -67,8 +76,9 @@ Comparison compare_runs(const std::vector<nlohmann::json>& summaries, ScoreOn on
       if (detect) g.score50.push_back(s["test"].value("map50", 0.0));
     } else {
       const char* key = detect ? "best_eval_map" : "best_eval_top1";
-      KD_CHECK(s.contains(key) && s[key].is_number(), "run '{}' (seed {}) has no eval-split score ({} in its summary)",
-               name, s.value("seed", uint64_t{0}), key);
+      KD_CHECK(s.contains(key) && s[key].is_number(),
+               "run '{}' (seed {}) has no eval-split score ({} in its summary)", name,
+               s.value("seed", uint64_t{0}), key);
       top1 = s[key].get<double>();
     }
     g.top1.push_back(top1);
@@ -132,31 +142,45 @@ std::string Comparison::markdown() const {
   const bool detect = !rows.empty() && rows[0].task == "detect";
   // Eval scores are the best epoch's; the test split has the box-overlap breakdown too.
   const bool with50 = detect && on == ScoreOn::test;
-  const std::string score = fmt::format("{}{} %", on == ScoreOn::eval ? "best eval " : "", detect ? "mAP@[.5:.95]" : "top-1");
-  std::string out = fmt::format("| run | mode | arch | {}{} | params | MACs | latency b1 (ms) | throughput b256 (img/s) | seeds |\n"
-                                "|---|---|---|---|{}---|---|---|---|---|\n",
-                                score, with50 ? " | mAP@.5 %" : "", with50 ? "---|" : "");
+  const std::string score = fmt::format("{}{} %", on == ScoreOn::eval ? "best eval " : "",
+                                        detect ? "mAP@[.5:.95]" : "top-1");
+  std::string out = fmt::format(
+      "| run | mode | arch | {}{} | params | MACs | latency b1 (ms) | throughput b256 (img/s) | "
+      "seeds |\n"
+      "|---|---|---|---|{}---|---|---|---|---|\n",
+      score, with50 ? " | mAP@.5 %" : "", with50 ? "---|" : "");
   for (const auto& r : rows)
     out += fmt::format("| {} | {} | {} | {}{} | {} | {} | {} | {} | {} |\n", r.name, r.mode, r.arch,
                        fmt_stat(r.score, 100, "{:.2f}"),
                        with50 ? " | " + fmt_stat(r.score50, 100, "{:.2f}") : std::string(),
                        fmt_stat(r.params, 1, "{:.0f}"), fmt_stat(r.macs, 1, "{:.0f}"),
-                       fmt_stat(r.latency_ms, 1, "{:.3f}"), fmt_stat(r.throughput, 1, "{:.0f}"), r.score.n);
+                       fmt_stat(r.latency_ms, 1, "{:.3f}"), fmt_stat(r.throughput, 1, "{:.0f}"),
+                       r.score.n);
   for (const auto& [name, s] : gap_closed)
-    out += fmt::format("\n{}: closes {} % of the teacher-student gap", name, fmt_stat(s, 100, "{:.1f}"));
+    out += fmt::format("\n{}: closes {} % of the teacher-student gap", name,
+                       fmt_stat(s, 100, "{:.1f}"));
   if (!gap_closed.empty()) out += "\n";
   return out;
 }
 
 nlohmann::json Comparison::to_json() const {
-  auto js = [](const Stat& s) { return nlohmann::json{{"mean", s.mean}, {"std", s.std}, {"n", s.n}}; };
-  nlohmann::json j = {{"rows", nlohmann::json::array()}, {"gap_closed", nlohmann::json::object()},
+  auto js = [](const Stat& s) {
+    return nlohmann::json{{"mean", s.mean}, {"std", s.std}, {"n", s.n}};
+  };
+  nlohmann::json j = {{"rows", nlohmann::json::array()},
+                      {"gap_closed", nlohmann::json::object()},
                       {"scored_on", on == ScoreOn::eval ? "eval" : "test"}};
   for (const auto& r : rows) {
-    j["rows"].push_back({{"name", r.name}, {"mode", r.mode}, {"arch", r.arch}, {"teacher", r.teacher},
-                         {"task", r.task}, {r.task == "detect" ? "map" : "top1", js(r.score)},
-                         {"params", js(r.params)}, {"macs", js(r.macs)},
-                         {"latency_ms", js(r.latency_ms)}, {"throughput", js(r.throughput)}});
+    j["rows"].push_back({{"name", r.name},
+                         {"mode", r.mode},
+                         {"arch", r.arch},
+                         {"teacher", r.teacher},
+                         {"task", r.task},
+                         {r.task == "detect" ? "map" : "top1", js(r.score)},
+                         {"params", js(r.params)},
+                         {"macs", js(r.macs)},
+                         {"latency_ms", js(r.latency_ms)},
+                         {"throughput", js(r.throughput)}});
     if (r.task == "detect" && on == ScoreOn::test) j["rows"].back()["map50"] = js(r.score50);
   }
   for (const auto& [name, s] : gap_closed) j["gap_closed"][name] = js(s);

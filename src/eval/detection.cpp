@@ -7,15 +7,16 @@
 
 namespace kd {
 
-std::vector<DetectionBox> detect_boxes(Model& model, const DetectionDataset& data, int64_t batch_size,
-                                       torch::Device device, const PostprocessOptions& opts) {
+std::vector<DetectionBox> detect_boxes(Model& model, const DetectionDataset& data,
+                                       int64_t batch_size, torch::Device device,
+                                       const PostprocessOptions& opts) {
   torch::InferenceMode guard;
   model.train(false);
   const int64_t size = data.images.size(3);
   auto anchors = detector_anchors(model, size);
   const int64_t C = model.spec().num_classes();
-  KD_CHECK(C == data.num_classes(), "model {} has {} classes but the data has {}", model.spec().arch, C,
-           data.num_classes());
+  KD_CHECK(C == data.num_classes(), "model {} has {} classes but the data has {}",
+           model.spec().arch, C, data.num_classes());
   std::vector<DetectionBox> out;
   for (int64_t start = 0; start < data.size(); start += batch_size) {
     const int64_t n = std::min(batch_size, data.size() - start);
@@ -24,14 +25,17 @@ std::vector<DetectionBox> detect_boxes(Model& model, const DetectionDataset& dat
     for (int64_t i = 0; i < n; ++i) {
       const auto& info = data.info[static_cast<size_t>(start + i)];
       // Boxes are clipped to the letterboxed image, not to the padding.
-      auto det = postprocess(y[i], anchors, C, info.width * info.scale, info.height * info.scale, opts);
+      auto det =
+          postprocess(y[i], anchors, C, info.width * info.scale, info.height * info.scale, opts);
       auto b = (det.boxes / info.scale).contiguous();
       auto ba = b.accessor<float, 2>();
       auto sa = det.scores.accessor<float, 1>();
       auto ca = det.classes.accessor<int64_t, 1>();
       for (int64_t k = 0; k < b.size(0); ++k)
-        out.push_back({info.id, data.category_ids[static_cast<size_t>(ca[k])],
-                       {ba[k][0], ba[k][1], ba[k][2] - ba[k][0], ba[k][3] - ba[k][1]}, sa[k]});
+        out.push_back({info.id,
+                       data.category_ids[static_cast<size_t>(ca[k])],
+                       {ba[k][0], ba[k][1], ba[k][2] - ba[k][0], ba[k][3] - ba[k][1]},
+                       sa[k]});
     }
   }
   return out;
@@ -39,8 +43,8 @@ std::vector<DetectionBox> detect_boxes(Model& model, const DetectionDataset& dat
 
 CocoMetrics evaluate_detector(Model& model, const DetectionDataset& data, int64_t batch_size,
                               torch::Device device, const PostprocessOptions& opts) {
-  return evaluate_coco(data.ground_truth, detect_boxes(model, data, batch_size, device, opts), data.image_ids(),
-                       data.category_ids);
+  return evaluate_coco(data.ground_truth, detect_boxes(model, data, batch_size, device, opts),
+                       data.image_ids(), data.category_ids);
 }
 
 }  // namespace kd

@@ -8,8 +8,8 @@ namespace kd {
 
 torch::Tensor cross_entropy(const torch::Tensor& logits, const torch::Tensor& target,
                             double label_smoothing) {
-  KD_CHECK(label_smoothing >= 0.0 && label_smoothing < 1.0,
-           "label smoothing {} must be in [0, 1)", label_smoothing);
+  KD_CHECK(label_smoothing >= 0.0 && label_smoothing < 1.0, "label smoothing {} must be in [0, 1)",
+           label_smoothing);
   namespace F = torch::nn::functional;
   return F::cross_entropy(logits, target,
                           F::CrossEntropyFuncOptions().label_smoothing(label_smoothing));
@@ -50,11 +50,13 @@ torch::Tensor soft_target_loss(const torch::Tensor& student_logits,
 }
 
 torch::Tensor mixed_cross_entropy(const torch::Tensor& logits, const torch::Tensor& labels,
-                                  const torch::Tensor& labels_mix, double lam, double label_smoothing) {
+                                  const torch::Tensor& labels_mix, double lam,
+                                  double label_smoothing) {
   namespace F = torch::nn::functional;
   auto ce = [&](const torch::Tensor& y) {
-    return F::cross_entropy(logits, y.clamp_min(0),
-                            F::CrossEntropyFuncOptions().reduction(torch::kNone).label_smoothing(label_smoothing));
+    return F::cross_entropy(
+        logits, y.clamp_min(0),
+        F::CrossEntropyFuncOptions().reduction(torch::kNone).label_smoothing(label_smoothing));
   };
   auto labeled = labels >= 0;
   auto per = ce(labels);
@@ -67,7 +69,8 @@ torch::Tensor mixed_cross_entropy(const torch::Tensor& logits, const torch::Tens
 
 torch::Tensor distill_loss(const torch::Tensor& student_logits, const torch::Tensor& targets,
                            const torch::Tensor& labels, const SoftTargetLossOptions& opts,
-                           bool hard, double threshold, const torch::Tensor& labels_mix, double lam) {
+                           bool hard, double threshold, const torch::Tensor& labels_mix,
+                           double lam) {
   auto labeled = labels >= 0;
   if (labels_mix.defined()) labeled = labeled.logical_and(labels_mix >= 0);
   auto ce = mixed_cross_entropy(student_logits, labels, labels_mix, lam, opts.label_smoothing);
@@ -78,7 +81,9 @@ torch::Tensor distill_loss(const torch::Tensor& student_logits, const torch::Ten
   } else {
     auto [conf, pseudo] = targets.max(1);
     auto use = (conf >= threshold).logical_and(labeled.logical_not());
-    per_sample = torch::where(labeled, ce, mixed_cross_entropy(student_logits, pseudo, {}, 1.0, opts.label_smoothing) * use);
+    per_sample = torch::where(
+        labeled, ce,
+        mixed_cross_entropy(student_logits, pseudo, {}, 1.0, opts.label_smoothing) * use);
   }
   return per_sample.mean();
 }

@@ -12,8 +12,11 @@ namespace kd {
 namespace {
 
 const LossOption kWeight{"weight", 1.0, "weight of the term in the objective"};
-const LossOption kWarmup{"warmup", 0.0, "epochs over which the weight rises linearly from 0 (0: none)"};
-const LossOption kStd{"std", 0.0, "1: logit standardization first (Sun et al. 2024, Z-score of each sample's logits)"};
+const LossOption kWarmup{"warmup", 0.0,
+                         "epochs over which the weight rises linearly from 0 (0: none)"};
+const LossOption kStd{
+    "std", 0.0,
+    "1: logit standardization first (Sun et al. 2024, Z-score of each sample's logits)"};
 
 std::vector<LossInfo> make_catalog() {
   auto with = [](std::vector<LossOption> own, double weight, double warmup) {
@@ -28,51 +31,74 @@ std::vector<LossInfo> make_catalog() {
       {"kd", false, false, false, "Hinton soft targets: T^2 KL(p_t^T || p_s^T)",
        "Hinton, Vinyals & Dean 2015, Distilling the Knowledge in a Neural Network, sec. 2",
        with({{"T", 4.0, "temperature"}, kStd}, 1.0, 0.0)},
-      {"dkd", false, true, false, "decoupled KD: alpha TCKD (target vs rest) + beta NCKD (among non-targets)",
+      {"dkd", false, true, false,
+       "decoupled KD: alpha TCKD (target vs rest) + beta NCKD (among non-targets)",
        "Zhao et al. 2022, Decoupled Knowledge Distillation, eq. 7",
-       with({{"alpha", 1.0, "weight of target-class KD"}, {"beta", 8.0, "weight of non-target-class KD"},
-             {"T", 4.0, "temperature"}, kStd},
+       with({{"alpha", 1.0, "weight of target-class KD"},
+             {"beta", 8.0, "weight of non-target-class KD"},
+             {"T", 4.0, "temperature"},
+             kStd},
             1.0, 20.0)},
-      {"dist", false, false, false, "inter-class + intra-class Pearson correlation of the probabilities",
+      {"dist", false, false, false,
+       "inter-class + intra-class Pearson correlation of the probabilities",
        "Huang et al. 2022, Knowledge Distillation from A Stronger Teacher, eq. 9",
        with({{"beta", 1.0, "weight of the inter-class (per sample) relation"},
              {"gamma", 1.0, "weight of the intra-class (per class, over the batch) relation"},
-             {"T", 1.0, "temperature"}, kStd},
+             {"T", 1.0, "temperature"},
+             kStd},
             1.0, 0.0)},
       {"mlkd", false, false, false,
        "multi-level alignment: instance KD + batch (sample x sample) + class (class x class) "
        "correlations, averaged over T in {2, 3, 4, 5, 6}",
-       "Jin et al. 2023, Multi-level Logit Distillation, eqs. 3-8 (without its strong-augmentation views)",
+       "Jin et al. 2023, Multi-level Logit Distillation, eqs. 3-8 (without its strong-augmentation "
+       "views)",
        with({{"instance", 1.0, "weight of the instance (KD) level"},
              {"batch", 1.0, "weight of the batch level"},
-             {"class", 1.0, "weight of the class level"}, kStd},
+             {"class", 1.0, "weight of the class level"},
+             kStd},
             1.0, 0.0)},
-      {"fitnet", true, false, true, "hint: (normalised) MSE between adapted student and teacher features",
+      {"fitnet", true, false, true,
+       "hint: (normalised) MSE between adapted student and teacher features",
        "Romero et al. 2015, FitNets: Hints for Thin Deep Nets, eq. 3",
-       with({{"normalize", 1.0, "1: squared distance of per-sample L2-normalised features; 0: plain MSE"}}, 1.0, 0.0)},
-      {"at", true, false, false, "attention transfer: squared distance of normalised spatial maps mean_c |f|^p",
-       "Zagoruyko & Komodakis 2017, Paying More Attention to Attention, eq. 2 (as in the authors' code)",
+       with({{"normalize", 1.0,
+              "1: squared distance of per-sample L2-normalised features; 0: plain MSE"}},
+            1.0, 0.0)},
+      {"at", true, false, false,
+       "attention transfer: squared distance of normalised spatial maps mean_c |f|^p",
+       "Zagoruyko & Komodakis 2017, Paying More Attention to Attention, eq. 2 (as in the authors' "
+       "code)",
        with({{"p", 2.0, "power of the activation map"}}, 1000.0, 0.0)},
-      {"pkd", true, false, true, "MSE / 2 between per-channel standardised features (Pearson correlation)",
-       "Cao et al. 2022, PKD: General Distillation Framework for Object Detectors via Pearson Correlation Coefficient, eq. 4",
+      {"pkd", true, false, true,
+       "MSE / 2 between per-channel standardised features (Pearson correlation)",
+       "Cao et al. 2022, PKD: General Distillation Framework for Object Detectors via Pearson "
+       "Correlation Coefficient, eq. 4",
        with({}, 1.0, 0.0)},
-      {"cwd", true, false, true, "channel-wise: KL between each channel's softmax over positions at temperature T",
+      {"cwd", true, false, true,
+       "channel-wise: KL between each channel's softmax over positions at temperature T",
        "Shu et al. 2021, Channel-wise Knowledge Distillation for Dense Prediction, eq. 4",
        with({{"T", 4.0, "temperature"}}, 1.0, 0.0)},
-      {"rkd", true, false, false, "relational KD: pairwise distances and triplet angles of the batch's embeddings",
+      {"rkd", true, false, false,
+       "relational KD: pairwise distances and triplet angles of the batch's embeddings",
        "Park et al. 2019, Relational Knowledge Distillation, eqs. 4-7",
-       with({{"distance", 25.0, "weight of the distance term"}, {"angle", 50.0, "weight of the angle term"}}, 1.0, 0.0)},
+       with({{"distance", 25.0, "weight of the distance term"},
+             {"angle", 50.0, "weight of the angle term"}},
+            1.0, 0.0)},
       {"sp", true, false, false, "similarity preserving: row-normalised batch Gram matrices",
        "Tung & Mori 2019, Similarity-Preserving Knowledge Distillation, eq. 4",
        with({}, 3000.0, 0.0)},
-      {"pkt", true, false, false, "probabilistic knowledge transfer: KL of cosine-kernel conditional densities",
-       "Passalis & Tefas 2018, Learning Deep Representations with Probabilistic Knowledge Transfer, eqs. 8-10",
+      {"pkt", true, false, false,
+       "probabilistic knowledge transfer: KL of cosine-kernel conditional densities",
+       "Passalis & Tefas 2018, Learning Deep Representations with Probabilistic Knowledge "
+       "Transfer, eqs. 8-10",
        with({}, 30000.0, 0.0)},
       {"crd", true, false, false,
-       "contrastive representation distillation: NCE against a memory bank of both networks' embeddings",
-       "Tian et al. 2020, Contrastive Representation Distillation, eqs. 18-19 (negatives shared by the batch)",
+       "contrastive representation distillation: NCE against a memory bank of both networks' "
+       "embeddings",
+       "Tian et al. 2020, Contrastive Representation Distillation, eqs. 18-19 (negatives shared by "
+       "the batch)",
        with({{"dim", 128.0, "embedding width of the two learned linear heads"},
-             {"negatives", 4096.0, "negatives drawn from the memory bank per batch (the paper: 16384 per sample)"},
+             {"negatives", 4096.0,
+              "negatives drawn from the memory bank per batch (the paper: 16384 per sample)"},
              {"T", 0.07, "temperature of the critic"},
              {"momentum", 0.5, "memory bank update: m * old + (1 - m) * new, renormalised"}},
             0.8, 0.0)},
@@ -86,18 +112,23 @@ std::string keys_of(const LossInfo& info) {
 }
 
 // The range every option is checked against.
-void check_value(const std::string& where, const std::string& loss, const std::string& key, double v) {
+void check_value(const std::string& where, const std::string& loss, const std::string& key,
+                 double v) {
   const bool nonneg = key != "T" && key != "p";
   const bool ok = std::isfinite(v) && (nonneg ? v >= 0 : v > 0) && v <= 1e6 &&
                   (key != "std" && key != "normalize" ? true : (v == 0 || v == 1)) &&
                   (key != "T" || v <= 100);
   const bool count = key == "dim" || key == "negatives";
   if (ok && (!count || (v >= 1 && v == std::floor(v))) && (key != "momentum" || v < 1)) return;
-  if (count) usage_fail("{}: {} option {} must be a whole number in [1, 1e6], got {}", where, loss, key, v);
-  if (key == "momentum") usage_fail("{}: {} option momentum must be in [0, 1), got {}", where, loss, v);
-  if (key == "std" || key == "normalize") usage_fail("{}: {} option {} must be 0 or 1, got {}", where, loss, key, v);
+  if (count)
+    usage_fail("{}: {} option {} must be a whole number in [1, 1e6], got {}", where, loss, key, v);
+  if (key == "momentum")
+    usage_fail("{}: {} option momentum must be in [0, 1), got {}", where, loss, v);
+  if (key == "std" || key == "normalize")
+    usage_fail("{}: {} option {} must be 0 or 1, got {}", where, loss, key, v);
   if (key == "T") usage_fail("{}: {} option T must be in (0, 100], got {}", where, loss, v);
-  usage_fail("{}: {} option {} must be a number in {}0, 1e6], got {}", where, loss, key, nonneg ? "[" : "(", v);
+  usage_fail("{}: {} option {} must be a number in {}0, 1e6], got {}", where, loss, key,
+             nonneg ? "[" : "(", v);
 }
 
 }  // namespace
@@ -132,8 +163,9 @@ LossSpec make_loss(const std::string& name, const std::map<std::string, std::str
   for (const auto& [key, text] : options) {
     if (info.feature && (key == "teacher" || key == "student")) {
       if (text.empty() || text.find_first_of(",=: \t\n") != std::string::npos)
-        usage_fail("{}: {} option {} needs a layer name (a module path such as 7 or features.3), got '{}'", where,
-                   name, key, text);
+        usage_fail(
+            "{}: {} option {} needs a layer name (a module path such as 7 or features.3), got '{}'",
+            where, name, key, text);
       (key == "teacher" ? spec.teacher_layer : spec.student_layer) = text;
       continue;
     }
@@ -148,8 +180,10 @@ LossSpec make_loss(const std::string& name, const std::map<std::string, std::str
     spec.values[key] = v;
   }
   if (info.feature && (spec.teacher_layer.empty() || spec.student_layer.empty()))
-    usage_fail("{}: feature loss {} needs teacher=LAYER,student=LAYER (layer names: kd models --layers ARCH)",
-               where, name);
+    usage_fail(
+        "{}: feature loss {} needs teacher=LAYER,student=LAYER (layer names: kd models --layers "
+        "ARCH)",
+        where, name);
   return spec;
 }
 
@@ -199,9 +233,11 @@ std::string describe_losses() {
                        l.needs_labels ? " (needs labels)" : "");
     out += fmt::format("{:<16} {}\n", "", l.citation);
     if (l.feature)
-      out += fmt::format("{:<16} teacher=LAYER, student=LAYER (required; kd models --layers ARCH){}\n", "",
-                         l.adapter ? "; a learned 1x1 conv or linear map adapts the student's shape" : "");
-    for (const auto& o : l.options) out += fmt::format("{:<16} {}={}  {}\n", "", o.key, o.value, o.help);
+      out += fmt::format(
+          "{:<16} teacher=LAYER, student=LAYER (required; kd models --layers ARCH){}\n", "",
+          l.adapter ? "; a learned 1x1 conv or linear map adapts the student's shape" : "");
+    for (const auto& o : l.options)
+      out += fmt::format("{:<16} {}={}  {}\n", "", o.key, o.value, o.help);
   }
   return out;
 }

@@ -12,8 +12,9 @@ namespace {
 namespace F = torch::nn::functional;
 
 void check_logits(const char* loss, const torch::Tensor& s, const torch::Tensor& t) {
-  KD_CHECK(s.dim() == 2 && s.sizes() == t.sizes(), "{}: student logits {} and teacher logits {} differ in shape",
-           loss, c10::str(s.sizes()), c10::str(t.sizes()));
+  KD_CHECK(s.dim() == 2 && s.sizes() == t.sizes(),
+           "{}: student logits {} and teacher logits {} differ in shape", loss, c10::str(s.sizes()),
+           c10::str(t.sizes()));
 }
 
 void check_batch(const char* loss, const torch::Tensor& fs, const torch::Tensor& ft) {
@@ -48,8 +49,8 @@ torch::Tensor cosine_kernel_density(const torch::Tensor& f) {
 
 // exp(e . m / T) against the bank row of each sample's own image, then against the shared
 // negatives: [B, 1 + K].
-torch::Tensor crd_scores(const torch::Tensor& e, const torch::Tensor& memory, const torch::Tensor& index,
-                         const torch::Tensor& negatives, double T) {
+torch::Tensor crd_scores(const torch::Tensor& e, const torch::Tensor& memory,
+                         const torch::Tensor& index, const torch::Tensor& negatives, double T) {
   auto pos = (memory.index_select(0, index) * e).sum(1, true);
   auto neg = e.mm(memory.index_select(0, negatives).t());
   return (torch::cat({pos, neg}, 1) / T).exp();
@@ -57,7 +58,8 @@ torch::Tensor crd_scores(const torch::Tensor& e, const torch::Tensor& memory, co
 
 // The authors' ContrastLoss (NCE with noise distribution 1/N).
 torch::Tensor nce_loss(const torch::Tensor& h, int64_t n_data) {
-  const double m = static_cast<double>(h.size(1) - 1), pn = 1.0 / static_cast<double>(n_data), eps = 1e-7;
+  const double m = static_cast<double>(h.size(1) - 1), pn = 1.0 / static_cast<double>(n_data),
+               eps = 1e-7;
   auto pos = h.select(1, 0);
   auto neg = h.narrow(1, 1, h.size(1) - 1);
   auto log_d1 = (pos / (pos + (m * pn + eps))).log();
@@ -67,22 +69,25 @@ torch::Tensor nce_loss(const torch::Tensor& h, int64_t n_data) {
 
 }  // namespace
 
-torch::Tensor crd_loss(const torch::Tensor& es, const torch::Tensor& et, const torch::Tensor& memory_s,
-                       const torch::Tensor& memory_t, const torch::Tensor& index, const torch::Tensor& negatives,
-                       double T, double z_s, double z_t) {
+torch::Tensor crd_loss(const torch::Tensor& es, const torch::Tensor& et,
+                       const torch::Tensor& memory_s, const torch::Tensor& memory_t,
+                       const torch::Tensor& index, const torch::Tensor& negatives, double T,
+                       double z_s, double z_t) {
   KD_CHECK(es.dim() == 2 && et.sizes() == es.sizes() && memory_s.sizes() == memory_t.sizes() &&
                memory_s.size(1) == es.size(1) && index.numel() == es.size(0),
-           "crd: embeddings {} and {}, memories {} and {}, {} indices do not fit", c10::str(es.sizes()),
-           c10::str(et.sizes()), c10::str(memory_s.sizes()), c10::str(memory_t.sizes()), index.numel());
+           "crd: embeddings {} and {}, memories {} and {}, {} indices do not fit",
+           c10::str(es.sizes()), c10::str(et.sizes()), c10::str(memory_s.sizes()),
+           c10::str(memory_t.sizes()), index.numel());
   const int64_t n = memory_s.size(0);
   return nce_loss(crd_scores(es, memory_t.detach(), index, negatives, T) / z_s, n) +
          nce_loss(crd_scores(et, memory_s.detach(), index, negatives, T) / z_t, n);
 }
 
-double crd_normalizer(const torch::Tensor& e, const torch::Tensor& memory, const torch::Tensor& index,
-                      const torch::Tensor& negatives, double T) {
+double crd_normalizer(const torch::Tensor& e, const torch::Tensor& memory,
+                      const torch::Tensor& index, const torch::Tensor& negatives, double T) {
   torch::NoGradGuard no_grad;
-  return crd_scores(e, memory, index, negatives, T).mean().item<double>() * static_cast<double>(memory.size(0));
+  return crd_scores(e, memory, index, negatives, T).mean().item<double>() *
+         static_cast<double>(memory.size(0));
 }
 
 torch::Tensor standardize_logits(const torch::Tensor& z) {
@@ -99,16 +104,19 @@ torch::Tensor kd_kl(const torch::Tensor& s, const torch::Tensor& t, double T) {
 torch::Tensor dkd_loss(const torch::Tensor& s, const torch::Tensor& t, const torch::Tensor& labels,
                        double alpha, double beta, double T) {
   check_logits("dkd", s, t);
-  KD_CHECK(labels.dim() == 1 && labels.size(0) == s.size(0), "dkd: {} labels for {} samples", labels.numel(), s.size(0));
+  KD_CHECK(labels.dim() == 1 && labels.size(0) == s.size(0), "dkd: {} labels for {} samples",
+           labels.numel(), s.size(0));
   // No range check here (it would read two values off the device every step): the configuration
   // refuses DKD where an image has no label, and scatter_ itself rejects an index out of range.
-  auto gt = torch::zeros_like(s, s.options().dtype(torch::kBool)).scatter_(1, labels.unsqueeze(1), true);
+  auto gt =
+      torch::zeros_like(s, s.options().dtype(torch::kBool)).scatter_(1, labels.unsqueeze(1), true);
   auto zs = s / T, zt = t.detach() / T;
   // Binary (target, rest) distributions in log space: log p_rest = logsumexp of the other classes.
   const double neg = -std::numeric_limits<double>::infinity();
   auto log_ps = torch::log_softmax(zs, 1), log_pt = torch::log_softmax(zt, 1);
   auto bin = [&](const torch::Tensor& lp) {
-    return torch::stack({lp.masked_fill(~gt, neg).logsumexp(1), lp.masked_fill(gt, neg).logsumexp(1)}, 1);
+    return torch::stack(
+        {lp.masked_fill(~gt, neg).logsumexp(1), lp.masked_fill(gt, neg).logsumexp(1)}, 1);
   };
   auto bs = bin(log_ps), bt = bin(log_pt);
   auto tckd = (bt.exp() * (bt - bs)).sum(1).mean();
@@ -119,7 +127,8 @@ torch::Tensor dkd_loss(const torch::Tensor& s, const torch::Tensor& t, const tor
   return (alpha * tckd + beta * nckd) * (T * T);
 }
 
-torch::Tensor dist_loss(const torch::Tensor& s, const torch::Tensor& t, double beta, double gamma, double T) {
+torch::Tensor dist_loss(const torch::Tensor& s, const torch::Tensor& t, double beta, double gamma,
+                        double T) {
   check_logits("dist", s, t);
   auto ps = torch::softmax(s / T, 1), pt = torch::softmax(t.detach() / T, 1);
   auto inter = 1 - row_pearson(ps, pt).mean();
@@ -127,7 +136,8 @@ torch::Tensor dist_loss(const torch::Tensor& s, const torch::Tensor& t, double b
   return (beta * inter + gamma * intra) * (T * T);
 }
 
-torch::Tensor mlkd_loss(const torch::Tensor& s, const torch::Tensor& t, double instance, double batch, double cls) {
+torch::Tensor mlkd_loss(const torch::Tensor& s, const torch::Tensor& t, double instance,
+                        double batch, double cls) {
   check_logits("mlkd", s, t);
   // The authors' training code (reduce=False, then a mean): the mean squared difference of the
   // B x B and C x C matrices, divided by B and C once more.
@@ -145,12 +155,16 @@ torch::Tensor mlkd_loss(const torch::Tensor& s, const torch::Tensor& t, double i
 }
 
 torch::Tensor fitnet_loss(const torch::Tensor& fs, const torch::Tensor& ft, bool normalize) {
-  KD_CHECK(fs.sizes() == ft.sizes(), "fitnet: student feature {} and teacher feature {} differ in shape",
+  KD_CHECK(fs.sizes() == ft.sizes(),
+           "fitnet: student feature {} and teacher feature {} differ in shape",
            c10::str(fs.sizes()), c10::str(ft.sizes()));
   auto t = ft.detach();
   if (!normalize) return (fs - t).pow(2).mean();
   auto opts = F::NormalizeFuncOptions().dim(1).eps(1e-8);
-  return (F::normalize(fs.flatten(1), opts) - F::normalize(t.flatten(1), opts)).pow(2).sum(1).mean();
+  return (F::normalize(fs.flatten(1), opts) - F::normalize(t.flatten(1), opts))
+      .pow(2)
+      .sum(1)
+      .mean();
 }
 
 torch::Tensor at_loss(const torch::Tensor& fs, const torch::Tensor& ft, double p) {
@@ -161,15 +175,20 @@ torch::Tensor at_loss(const torch::Tensor& fs, const torch::Tensor& ft, double p
   auto ms = map(fs), mt = map(ft.detach());
   const int64_t h = std::min(ms.size(2), mt.size(2)), w = std::min(ms.size(3), mt.size(3));
   auto fit = [&](const torch::Tensor& m) {
-    return (m.size(2) == h && m.size(3) == w) ? m : F::adaptive_avg_pool2d(m, F::AdaptiveAvgPool2dFuncOptions({h, w}));
+    return (m.size(2) == h && m.size(3) == w)
+               ? m
+               : F::adaptive_avg_pool2d(m, F::AdaptiveAvgPool2dFuncOptions({h, w}));
   };
   auto opts = F::NormalizeFuncOptions().dim(1);
-  return (F::normalize(fit(ms).flatten(1), opts) - F::normalize(fit(mt).flatten(1), opts)).pow(2).mean();
+  return (F::normalize(fit(ms).flatten(1), opts) - F::normalize(fit(mt).flatten(1), opts))
+      .pow(2)
+      .mean();
 }
 
 torch::Tensor pkd_loss(const torch::Tensor& fs, const torch::Tensor& ft) {
-  KD_CHECK(fs.sizes() == ft.sizes() && fs.dim() >= 2, "pkd: student feature {} and teacher feature {} differ in shape",
-           c10::str(fs.sizes()), c10::str(ft.sizes()));
+  KD_CHECK(fs.sizes() == ft.sizes() && fs.dim() >= 2,
+           "pkd: student feature {} and teacher feature {} differ in shape", c10::str(fs.sizes()),
+           c10::str(ft.sizes()));
   auto norm = [](const torch::Tensor& f) {
     // Channels first, then everything else: batch and positions.
     auto c = f.transpose(0, 1).reshape({f.size(1), -1});
@@ -179,14 +198,17 @@ torch::Tensor pkd_loss(const torch::Tensor& fs, const torch::Tensor& ft) {
 }
 
 torch::Tensor cwd_loss(const torch::Tensor& fs, const torch::Tensor& ft, double T) {
-  KD_CHECK(fs.dim() == 4 && fs.sizes() == ft.sizes(), "cwd: needs equal [B, C, H, W] features, got student {} and teacher {}",
+  KD_CHECK(fs.dim() == 4 && fs.sizes() == ft.sizes(),
+           "cwd: needs equal [B, C, H, W] features, got student {} and teacher {}",
            c10::str(fs.sizes()), c10::str(ft.sizes()));
   const int64_t B = fs.size(0), C = fs.size(1);
-  auto ls = torch::log_softmax(fs.flatten(2) / T, 2), lt = torch::log_softmax(ft.detach().flatten(2) / T, 2);
+  auto ls = torch::log_softmax(fs.flatten(2) / T, 2),
+       lt = torch::log_softmax(ft.detach().flatten(2) / T, 2);
   return (lt.exp() * (lt - ls)).sum() * (T * T) / static_cast<double>(B * C);
 }
 
-torch::Tensor rkd_loss(const torch::Tensor& fs, const torch::Tensor& ft, double distance, double angle) {
+torch::Tensor rkd_loss(const torch::Tensor& fs, const torch::Tensor& ft, double distance,
+                       double angle) {
   check_batch("rkd", fs, ft);
   KD_CHECK(fs.size(0) >= 2, "rkd needs a batch of at least 2, got {}", fs.size(0));
   auto es = fs.flatten(1), et = ft.detach().flatten(1);
@@ -214,21 +236,25 @@ torch::Tensor sp_loss(const torch::Tensor& fs, const torch::Tensor& ft) {
 
 torch::Tensor pkt_loss(const torch::Tensor& fs, const torch::Tensor& ft) {
   check_batch("pkt", fs, ft);
-  auto ps = cosine_kernel_density(fs.flatten(1)), pt = cosine_kernel_density(ft.detach().flatten(1));
+  auto ps = cosine_kernel_density(fs.flatten(1)),
+       pt = cosine_kernel_density(ft.detach().flatten(1));
   return (pt * ((pt + 1e-7) / (ps + 1e-7)).log()).mean();
 }
 
 torch::Tensor loss_term(const LossSpec& spec, const torch::Tensor& s, const torch::Tensor& t,
-                        const torch::Tensor& labels, const torch::Tensor& fs, const torch::Tensor& ft) {
+                        const torch::Tensor& labels, const torch::Tensor& fs,
+                        const torch::Tensor& ft) {
   const std::string& n = spec.name;
   if (!find_loss(n).feature) {
     const bool standardize = spec.get("std") != 0;
     auto zs = standardize ? standardize_logits(s) : s;
     auto zt = standardize ? standardize_logits(t.detach()) : t.detach();
     if (n == "kd") return kd_kl(zs, zt, spec.get("T"));
-    if (n == "dkd") return dkd_loss(zs, zt, labels, spec.get("alpha"), spec.get("beta"), spec.get("T"));
+    if (n == "dkd")
+      return dkd_loss(zs, zt, labels, spec.get("alpha"), spec.get("beta"), spec.get("T"));
     if (n == "dist") return dist_loss(zs, zt, spec.get("beta"), spec.get("gamma"), spec.get("T"));
-    if (n == "mlkd") return mlkd_loss(zs, zt, spec.get("instance"), spec.get("batch"), spec.get("class"));
+    if (n == "mlkd")
+      return mlkd_loss(zs, zt, spec.get("instance"), spec.get("batch"), spec.get("class"));
   }
   if (n == "fitnet") return fitnet_loss(fs, ft, spec.get("normalize") != 0);
   if (n == "at") return at_loss(fs, ft, spec.get("p"));

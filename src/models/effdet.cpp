@@ -17,10 +17,15 @@ using torch::Tensor;
 // Conv (no bias) + batch norm (+ ReLU6). BN eps 1e-3 as EfficientDet; momentum 0.1 (not its 0.01):
 // runs here are a few thousand steps, and slow running statistics lag the weights at eval time.
 struct ConvBnImpl : nn::Module {
-  ConvBnImpl(int64_t in, int64_t out, int64_t k, int64_t stride, int64_t groups, bool act) : act(act) {
-    conv = register_module("conv", nn::Conv2d(nn::Conv2dOptions(in, out, k).stride(stride).padding(k / 2)
-                                                  .groups(groups).bias(false)));
-    bn = register_module("bn", nn::BatchNorm2d(nn::BatchNorm2dOptions(out).momentum(0.1).eps(1e-3)));
+  ConvBnImpl(int64_t in, int64_t out, int64_t k, int64_t stride, int64_t groups, bool act)
+      : act(act) {
+    conv = register_module("conv", nn::Conv2d(nn::Conv2dOptions(in, out, k)
+                                                  .stride(stride)
+                                                  .padding(k / 2)
+                                                  .groups(groups)
+                                                  .bias(false)));
+    bn =
+        register_module("bn", nn::BatchNorm2d(nn::BatchNorm2dOptions(out).momentum(0.1).eps(1e-3)));
   }
   Tensor forward(const Tensor& x) {
     auto y = bn(conv(x));
@@ -55,9 +60,12 @@ TORCH_MODULE(MBConv);
 // Depthwise 3x3 + pointwise 1x1 (+ BN): every BiFPN and head convolution.
 struct SeparableConvImpl : nn::Module {
   SeparableConvImpl(int64_t in, int64_t out, bool norm, bool bias) {
-    depthwise = register_module("depthwise", nn::Conv2d(nn::Conv2dOptions(in, in, 3).padding(1).groups(in).bias(false)));
+    depthwise = register_module(
+        "depthwise", nn::Conv2d(nn::Conv2dOptions(in, in, 3).padding(1).groups(in).bias(false)));
     pointwise = register_module("pointwise", nn::Conv2d(nn::Conv2dOptions(in, out, 1).bias(bias)));
-    if (norm) bn = register_module("bn", nn::BatchNorm2d(nn::BatchNorm2dOptions(out).momentum(0.1).eps(1e-3)));
+    if (norm)
+      bn = register_module("bn",
+                           nn::BatchNorm2d(nn::BatchNorm2dOptions(out).momentum(0.1).eps(1e-3)));
   }
   Tensor forward(const Tensor& x) {
     auto y = pointwise(depthwise(x));
@@ -78,7 +86,7 @@ int64_t round_channels(double c) {
 struct StageDef {
   int64_t expand, kernel, stride, channels, repeats;
 };
-const std::vector<StageDef> kStages = {{1, 3, 1, 16, 1}, {4, 3, 2, 24, 1}, {4, 5, 2, 40, 2},
+const std::vector<StageDef> kStages = {{1, 3, 1, 16, 1}, {4, 3, 2, 24, 1},  {4, 5, 2, 40, 2},
                                        {4, 3, 2, 80, 2}, {4, 5, 1, 112, 2}, {4, 5, 2, 192, 2}};
 // Stages whose outputs are C3 (stride 8), C4 (stride 16) and C5 (stride 32).
 const std::vector<size_t> kTapStages = {2, 4, 5};
@@ -142,7 +150,9 @@ Tensor upsample_to(const Tensor& x, const Tensor& like) {
                                .size(std::vector<int64_t>{like.size(2), like.size(3)})
                                .mode(torch::kNearest));
 }
-Tensor downsample(const Tensor& x) { return F::max_pool2d(x, F::MaxPool2dFuncOptions(3).stride(2).padding(1)); }
+Tensor downsample(const Tensor& x) {
+  return F::max_pool2d(x, F::MaxPool2dFuncOptions(3).stride(2).padding(1));
+}
 
 // One BiFPN layer over P3, P4, P5: a top-down pass then a bottom-up pass with the same-level
 // input as an extra edge.
@@ -167,13 +177,16 @@ TORCH_MODULE(BiFPNLayer);
 // Class or box head: `depth` separable convs shared across levels, batch norm per level, then
 // a shared predictor with `outputs` values per anchor.
 struct HeadImpl : nn::Module {
-  HeadImpl(int64_t width, int64_t depth, int64_t levels, int64_t anchors, int64_t outputs, double bias)
+  HeadImpl(int64_t width, int64_t depth, int64_t levels, int64_t anchors, int64_t outputs,
+           double bias)
       : anchors(anchors), outputs(outputs) {
     for (int64_t i = 0; i < depth; ++i) {
-      convs.push_back(register_module(fmt::format("conv{}", i), SeparableConv(width, width, false, true)));
+      convs.push_back(
+          register_module(fmt::format("conv{}", i), SeparableConv(width, width, false, true)));
       for (int64_t l = 0; l < levels; ++l)
-        bns.push_back(register_module(fmt::format("bn{}_{}", i, l),
-                                      nn::BatchNorm2d(nn::BatchNorm2dOptions(width).momentum(0.1).eps(1e-3))));
+        bns.push_back(register_module(
+            fmt::format("bn{}_{}", i, l),
+            nn::BatchNorm2d(nn::BatchNorm2dOptions(width).momentum(0.1).eps(1e-3))));
     }
     predict = register_module("predict", SeparableConv(width, anchors * outputs, false, true));
     torch::NoGradGuard no_grad;
@@ -186,7 +199,8 @@ struct HeadImpl : nn::Module {
     for (int64_t l = 0; l < n_levels; ++l) {
       auto h = levels[static_cast<size_t>(l)];
       for (size_t i = 0; i < convs.size(); ++i)
-        h = torch::relu6(bns[i * static_cast<size_t>(n_levels) + static_cast<size_t>(l)]->forward(convs[i]->forward(h)));
+        h = torch::relu6(bns[i * static_cast<size_t>(n_levels) + static_cast<size_t>(l)]->forward(
+            convs[i]->forward(h)));
       h = predict(h);
       // No size() here: a traced export (kd export) must keep the batch dimension free.
       out.push_back(h.permute({0, 2, 3, 1}).flatten(1).unflatten(1, {-1, outputs}));
@@ -238,7 +252,8 @@ TORCH_MODULE(EffDet);
 
 Network effdet(const nlohmann::json& o, const ArchContext& c) {
   KD_CHECK(c.channels == 3, "effdet: expects 3-channel images, got {}", c.channels);
-  KD_CHECK(c.height >= 32 && c.width >= 32, "effdet: input {}x{} is below 32x32", c.height, c.width);
+  KD_CHECK(c.height >= 32 && c.width >= 32, "effdet: input {}x{} is below 32x32", c.height,
+           c.width);
   EffDet net(o, c.num_classes);
   Network n;
   n.module = net.ptr();
@@ -256,15 +271,21 @@ Network effdet(const nlohmann::json& o, const ArchContext& c) {
     }
     return Network::Features{out, taps};
   };
-  for (int64_t l = kMinLevel; l <= kMaxLevel; ++l) n.layers.emplace_back(fmt::format("C{}", l), "backbone");
-  for (int64_t l = kMinLevel; l <= kMaxLevel; ++l) n.layers.emplace_back(fmt::format("P{}", l), "BiFPN");
+  for (int64_t l = kMinLevel; l <= kMaxLevel; ++l)
+    n.layers.emplace_back(fmt::format("C{}", l), "backbone");
+  for (int64_t l = kMinLevel; l <= kMaxLevel; ++l)
+    n.layers.emplace_back(fmt::format("P{}", l), "BiFPN");
   return n;
 }
 
 nlohmann::json scale(int64_t image_size, double width, double depth, int64_t fpn_width,
                      int64_t fpn_repeats, int64_t head_depth) {
-  return {{"image_size", image_size}, {"width", width},   {"depth", depth},
-          {"fpn_width", fpn_width},   {"fpn_repeats", fpn_repeats}, {"head_depth", head_depth},
+  return {{"image_size", image_size},
+          {"width", width},
+          {"depth", depth},
+          {"fpn_width", fpn_width},
+          {"fpn_repeats", fpn_repeats},
+          {"head_depth", head_depth},
           {"anchor_scale", 2.0}};
 }
 
@@ -274,11 +295,13 @@ const std::vector<ArchInfo>& detector_architectures() {
   // Compound scaling as in the paper (input +, BiFPN width x1.35 per step, repeats +1, head
   // depth every other step), scaled down: the paper's d0 is 512 px, BiFPN 64 x 3, head 3.
   static const std::vector<ArchInfo> archs = {
-      {"detect", "effdet-d0", "EfficientDet-Lite d0 (student): MBConv backbone, BiFPN, shared heads",
+      {"detect", "effdet-d0",
+       "EfficientDet-Lite d0 (student): MBConv backbone, BiFPN, shared heads",
        scale(128, 0.5, 1.0, 32, 2, 2), effdet},
       {"detect", "effdet-d1", "EfficientDet-Lite d1", scale(160, 0.625, 1.1, 40, 3, 2), effdet},
       {"detect", "effdet-d2", "EfficientDet-Lite d2", scale(192, 0.75, 1.2, 56, 3, 3), effdet},
-      {"detect", "effdet-d3", "EfficientDet-Lite d3 (teacher)", scale(224, 1.0, 1.4, 72, 4, 3), effdet},
+      {"detect", "effdet-d3", "EfficientDet-Lite d3 (teacher)", scale(224, 1.0, 1.4, 72, 4, 3),
+       effdet},
   };
   return archs;
 }

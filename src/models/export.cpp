@@ -52,18 +52,20 @@ nlohmann::json describe(const Model& model, int64_t outputs_per_row, int64_t par
         {"dtype", "float32"},
         {"preprocess", "pixels scaled to [0, 1], then (x - mean) / std per channel"}}}};
   if (s.task == "detect") {
-    d["output"] = {{"shape", {-1, outputs_per_row, s.num_classes() + 4}},
-                   {"dtype", "float32"},
-                   {"layout",
-                    "per anchor: one logit per class (sigmoid, no background class), then box deltas "
-                    "(dy, dx, dh, dw) relative to the anchor: cy = cya + dy * ha, cx = cxa + dx * wa, "
-                    "h = ha * exp(dh), w = wa * exp(dw)"},
-                   {"anchors",
-                    "levels 3..5 (stride 2^l), row, column, then 3 scales (2^0, 2^(1/3), 2^(2/3)) x 3 "
-                    "aspect ratios (1:1, 1.4:0.7, 0.7:1.4); side anchor_scale * stride * scale, "
-                    "centred on the cells (options.anchor_scale)"}};
+    d["output"] = {
+        {"shape", {-1, outputs_per_row, s.num_classes() + 4}},
+        {"dtype", "float32"},
+        {"layout",
+         "per anchor: one logit per class (sigmoid, no background class), then box deltas "
+         "(dy, dx, dh, dw) relative to the anchor: cy = cya + dy * ha, cx = cxa + dx * wa, "
+         "h = ha * exp(dh), w = wa * exp(dw)"},
+        {"anchors",
+         "levels 3..5 (stride 2^l), row, column, then 3 scales (2^0, 2^(1/3), 2^(2/3)) x 3 "
+         "aspect ratios (1:1, 1.4:0.7, 0.7:1.4); side anchor_scale * stride * scale, "
+         "centred on the cells (options.anchor_scale)"}};
   } else {
-    d["output"] = {{"shape", {-1, s.num_classes()}}, {"dtype", "float32"}, {"layout", "class logits"}};
+    d["output"] = {
+        {"shape", {-1, s.num_classes()}}, {"dtype", "float32"}, {"layout", "class logits"}};
   }
   return d;
 }
@@ -98,8 +100,8 @@ ExportResult export_torchscript(Model& model, const std::string& path) {
       },
       [](const torch::autograd::Variable&) { return std::string(); }, /*strict=*/false,
       /*force_outplace=*/false, &root);
-  auto forward = cu->create_function(c10::QualifiedName(*root.type()->name(), "forward"),
-                                     traced.first->graph);
+  auto forward =
+      cu->create_function(c10::QualifiedName(*root.type()->name(), "forward"), traced.first->graph);
   root.type()->addMethod(forward);
 
   ExportResult r;
@@ -117,11 +119,11 @@ ExportResult export_torchscript(Model& model, const std::string& path) {
     auto x = torch::randn({batch, in[0], in[1], in[2]});
     auto want = model.forward_normalized(x.to(model.device())).to(torch::kCPU);
     auto got = reloaded.forward({x}).toTensor();
-    KD_CHECK(got.sizes() == want.sizes(), "{}: exported module gives shape {} where kd gives {}", path,
-             c10::str(got.sizes()), c10::str(want.sizes()));
+    KD_CHECK(got.sizes() == want.sizes(), "{}: exported module gives shape {} where kd gives {}",
+             path, c10::str(got.sizes()), c10::str(want.sizes()));
     r.max_abs_diff = std::max(r.max_abs_diff, (got - want).abs().max().item<double>());
-    KD_CHECK(torch::allclose(got, want, 1e-4, 1e-5), "{}: exported module differs from kd (max |diff| {:.3g})",
-             path, r.max_abs_diff);
+    KD_CHECK(torch::allclose(got, want, 1e-4, 1e-5),
+             "{}: exported module differs from kd (max |diff| {:.3g})", path, r.max_abs_diff);
     if (batch == 1) r.description = describe(model, want.size(1), model.num_parameters());
   }
   r.description["check_max_abs_diff"] = r.max_abs_diff;

@@ -13,9 +13,9 @@
 
 #include "kd/core/crc.h"
 #include "kd/core/error.h"
-#include "kd/core/runtime.h"
 #include "kd/core/fs.h"
 #include "kd/core/json.h"
+#include "kd/core/runtime.h"
 #include "kd/models/registry.h"
 
 namespace kd {
@@ -80,12 +80,16 @@ void check_zip_sizes(const std::string& path) {
   std::string end(tail, '\0');
   in.seekg(static_cast<std::streamoff>(size - tail));
   in.read(end.data(), static_cast<std::streamsize>(tail));
-  auto u16 = [](const std::string& b, size_t at) { return uint32_t(uint8_t(b[at])) | (uint32_t(uint8_t(b[at + 1])) << 8); };
+  auto u16 = [](const std::string& b, size_t at) {
+    return uint32_t(uint8_t(b[at])) | (uint32_t(uint8_t(b[at + 1])) << 8);
+  };
   auto u32 = [&](const std::string& b, size_t at) { return u16(b, at) | (u16(b, at + 2) << 16); };
   const auto eocd = end.rfind(std::string("PK\x05\x06", 4));
   if (eocd == std::string::npos || eocd + 22 > end.size()) return;  // not a zip: LibTorch says so
-  const uint32_t entries = u16(end, eocd + 10), dir_size = u32(end, eocd + 12), dir_at = u32(end, eocd + 16);
-  if (dir_size == 0xFFFFFFFFu || dir_at == 0xFFFFFFFFu || uint64_t(dir_at) + dir_size > size) return;  // zip64: sizes below
+  const uint32_t entries = u16(end, eocd + 10), dir_size = u32(end, eocd + 12),
+                 dir_at = u32(end, eocd + 16);
+  if (dir_size == 0xFFFFFFFFu || dir_at == 0xFFFFFFFFu || uint64_t(dir_at) + dir_size > size)
+    return;  // zip64: sizes below
   std::string dir(dir_size, '\0');
   in.seekg(dir_at);
   in.read(dir.data(), dir_size);
@@ -94,11 +98,13 @@ void check_zip_sizes(const std::string& path) {
   size_t at = 0;
   for (uint32_t i = 0; i < entries && at + 46 <= dir.size(); ++i) {
     if (u32(dir, at) != 0x02014b50u) break;
-    const uint32_t method = u16(dir, at + 10), packed = u32(dir, at + 20), unpacked = u32(dir, at + 24);
+    const uint32_t method = u16(dir, at + 10), packed = u32(dir, at + 20),
+                   unpacked = u32(dir, at + 24);
     total += unpacked;
-    KD_CHECK(method == 0 || unpacked <= 100ull * packed + (1u << 20),
-             "{}: a zip entry expands {} bytes to {} (a zip bomb? torch.jit.save does not compress)", path, packed,
-             unpacked);
+    KD_CHECK(
+        method == 0 || unpacked <= 100ull * packed + (1u << 20),
+        "{}: a zip entry expands {} bytes to {} (a zip bomb? torch.jit.save does not compress)",
+        path, packed, unpacked);
     KD_CHECK(total <= (uint64_t(16) << 30), "{}: its zip entries hold more than 16 GiB", path);
     at += 46 + u16(dir, at + 28) + u16(dir, at + 30) + u16(dir, at + 32);
   }
@@ -167,7 +173,8 @@ class NativeModel final : public Model {
   }
   std::pair<torch::Tensor, std::vector<torch::Tensor>> forward_features_normalized(
       const torch::Tensor& x, const std::vector<std::string>& layers) override {
-    auto out = net_.forward_features(x.dim() == 4 ? x.contiguous(at::MemoryFormat::ChannelsLast) : x, layers);
+    auto out = net_.forward_features(
+        x.dim() == 4 ? x.contiguous(at::MemoryFormat::ChannelsLast) : x, layers);
     for (size_t k = 0; k < layers.size(); ++k)
       if (!out.second[k].defined()) check_layer(layers[k]);
     return out;
@@ -252,12 +259,15 @@ class ScriptModel final : public Model {
     torch::Tensor y;
     if (out.isTensor())
       y = out.toTensor();
-    else if (out.isTuple() && !out.toTupleRef().elements().empty() && out.toTupleRef().elements()[0].isTensor())
+    else if (out.isTuple() && !out.toTupleRef().elements().empty() &&
+             out.toTupleRef().elements()[0].isTensor())
       y = out.toTupleRef().elements()[0].toTensor();
     else
-      fail("TorchScript model {}: forward must return a tensor (or a tuple starting with one)", spec_.arch);
-    KD_CHECK(y.dim() >= 2 && y.size(0) == x.size(0), "TorchScript model {}: returned shape {} for a batch of {} images",
-             spec_.arch, c10::str(y.sizes()), x.size(0));
+      fail("TorchScript model {}: forward must return a tensor (or a tuple starting with one)",
+           spec_.arch);
+    KD_CHECK(y.dim() >= 2 && y.size(0) == x.size(0),
+             "TorchScript model {}: returned shape {} for a batch of {} images", spec_.arch,
+             c10::str(y.sizes()), x.size(0));
     return y;
   }
   // A TorchScript error ends with the raised exception ("RuntimeError: ..."), after the traceback.
@@ -287,13 +297,16 @@ class ScriptModel final : public Model {
     const std::string head = path.substr(0, dot);
     for (const auto& child : m.named_children()) {
       auto sub = child.value;
-      if (child.name == head && dot != std::string::npos) return run_to(sub, path.substr(dot + 1), x);
+      if (child.name == head && dot != std::string::npos)
+        return run_to(sub, path.substr(dot + 1), x);
       try {
         x = sub.forward({x}).toTensor();
       } catch (const std::exception& e) {  // c10::Error or the interpreter's JITException
         const std::string why = first_line(e.what());
-        fail("TorchScript model {}: cannot reach layer '{}' by running the layers before it in "
-             "order ({} fails: {})", spec_.arch, path, child.name, why.substr(0, 120));
+        fail(
+            "TorchScript model {}: cannot reach layer '{}' by running the layers before it in "
+            "order ({} fails: {})",
+            spec_.arch, path, child.name, why.substr(0, 120));
       }
       if (child.name == head) return x;
     }
@@ -325,7 +338,8 @@ std::unique_ptr<Model> load_torchscript(const std::string& path) {
   ModelSpec spec;
   spec.kind = "torchscript";
   spec.arch = path;
-  for (const std::string& sidecar : {path + ".json", fs::path(path).replace_extension(".json").string()}) {
+  for (const std::string& sidecar :
+       {path + ".json", fs::path(path).replace_extension(".json").string()}) {
     if (!fs::exists(sidecar)) continue;
     nlohmann::json j;
     try {
@@ -348,20 +362,25 @@ namespace {
 
 // model.json records model.pt's size and CRC-32 (save_model): flipped bytes or a swapped file
 // fail here with one line instead of loading wrong weights.
-void verify_weights(const nlohmann::json& desc, const fs::path& weights, const fs::path& desc_path) {
+void verify_weights(const nlohmann::json& desc, const fs::path& weights,
+                    const fs::path& desc_path) {
   if (!desc.contains("weights")) {
-    spdlog::warn("{}: no checksum for model.pt (written by an older kd); loading it unverified", desc_path.string());
+    spdlog::warn("{}: no checksum for model.pt (written by an older kd); loading it unverified",
+                 desc_path.string());
     return;
   }
   const auto& w = desc["weights"];
   KD_CHECK(w.is_object(), "{}: 'weights' must be an object", desc_path.string());
   uint64_t bytes = 0;
   const uint32_t crc = file_crc32(weights, &bytes);
-  const auto want_bytes = json_int<uint64_t>(w.value("bytes", nlohmann::json()), desc_path.string() + ": weights.bytes");
-  const auto want_crc = json_int<uint32_t>(w.value("crc32", nlohmann::json()), desc_path.string() + ": weights.crc32");
-  KD_CHECK(bytes == want_bytes, "{}: {} bytes, but model.json says {} (truncated or replaced)", weights.string(), bytes,
-           want_bytes);
-  KD_CHECK(crc == want_crc, "{}: CRC-32 mismatch with model.json (the file is corrupt)", weights.string());
+  const auto want_bytes = json_int<uint64_t>(w.value("bytes", nlohmann::json()),
+                                             desc_path.string() + ": weights.bytes");
+  const auto want_crc = json_int<uint32_t>(w.value("crc32", nlohmann::json()),
+                                           desc_path.string() + ": weights.crc32");
+  KD_CHECK(bytes == want_bytes, "{}: {} bytes, but model.json says {} (truncated or replaced)",
+           weights.string(), bytes, want_bytes);
+  KD_CHECK(crc == want_crc, "{}: CRC-32 mismatch with model.json (the file is corrupt)",
+           weights.string());
 }
 
 }  // namespace

@@ -29,8 +29,9 @@ nlohmann::json resolve_arch_options(const std::string& name, const nlohmann::jso
     auto like = [](const nlohmann::json& d, const nlohmann::json& v) {
       constexpr int64_t kMax = int64_t{1} << 30;
       if (d.is_number_integer())
-        return v.is_number_unsigned() ? v.get<uint64_t>() <= static_cast<uint64_t>(kMax)
-                                      : v.is_number_integer() && v.get<int64_t>() >= -kMax && v.get<int64_t>() <= kMax;
+        return v.is_number_unsigned()
+                   ? v.get<uint64_t>() <= static_cast<uint64_t>(kMax)
+                   : v.is_number_integer() && v.get<int64_t>() >= -kMax && v.get<int64_t>() <= kMax;
       if (d.is_number()) return v.is_number();
       return d.type() == v.type();
     };

@@ -42,7 +42,8 @@ ModelSpec ModelSpec::from_json(const nlohmann::json& j, const std::string& where
   KD_CHECK(s.task == "classify" || s.task == "detect", "{}: unknown task '{}'", where, s.task);
   KD_CHECK(s.input_shape.size() == 3, "{}: input_shape must be [C, H, W]", where);
   for (int64_t d : s.input_shape)
-    KD_CHECK(d >= 1 && d <= kMaxSide, "{}: input_shape entries must be in [1, {}], got {}", where, kMaxSide, d);
+    KD_CHECK(d >= 1 && d <= kMaxSide, "{}: input_shape entries must be in [1, {}], got {}", where,
+             kMaxSide, d);
   KD_CHECK(s.options.is_object(), "{}: options must be an object", where);
   KD_CHECK(!s.class_names.empty(), "{}: class_names is empty", where);
   KD_CHECK(s.norm.mean.size() == s.norm.std.size() &&

@@ -22,8 +22,8 @@ Network reference_teacher(const nlohmann::json& o, const ArchContext& c) {
   const int64_t w1 = o["width"].get<int64_t>();
   nn::Sequential s(conv3x3(c.channels, w1), nn::BatchNorm2d(w1), nn::ReLU(), nn::MaxPool2d(2),
                    conv3x3(w1, 2 * w1), nn::BatchNorm2d(2 * w1), nn::ReLU(), nn::MaxPool2d(2),
-                   conv3x3(2 * w1, 4 * w1), nn::BatchNorm2d(4 * w1), nn::ReLU(),
-                   nn::MaxPool2d(2), nn::Flatten(),
+                   conv3x3(2 * w1, 4 * w1), nn::BatchNorm2d(4 * w1), nn::ReLU(), nn::MaxPool2d(2),
+                   nn::Flatten(),
                    nn::Linear(4 * w1 * (c.height / 8) * (c.width / 8), o["hidden"].get<int64_t>()),
                    nn::ReLU(), nn::Dropout(o["dropout"].get<double>()),
                    nn::Linear(o["hidden"].get<int64_t>(), c.num_classes));
@@ -90,8 +90,9 @@ struct BasicBlockImpl : nn::Cloneable<BasicBlockImpl> {
     bn2 = register_module("bn2", nn::BatchNorm2d(out_));
     if (stride_ != 1 || in_ != out_) {
       shortcut = register_module(
-          "shortcut", nn::Sequential(nn::Conv2d(nn::Conv2dOptions(in_, out_, 1).stride(stride_).bias(false)),
-                                     nn::BatchNorm2d(out_)));
+          "shortcut",
+          nn::Sequential(nn::Conv2d(nn::Conv2dOptions(in_, out_, 1).stride(stride_).bias(false)),
+                         nn::BatchNorm2d(out_)));
     }
   }
   torch::Tensor forward(const torch::Tensor& x) {
@@ -131,7 +132,8 @@ Network make_network(nn::Sequential seq) {
   Network net;
   net.module = seq.ptr();
   net.forward = [seq](const torch::Tensor& x) mutable { return seq->forward(x); };
-  net.forward_features = [seq](const torch::Tensor& x, const std::vector<std::string>& layers) mutable {
+  net.forward_features = [seq](const torch::Tensor& x,
+                               const std::vector<std::string>& layers) mutable {
     std::vector<torch::Tensor> taps(layers.size());
     auto h = x;
     const auto names = seq->named_children();
@@ -147,7 +149,8 @@ Network make_network(nn::Sequential seq) {
   for (const auto& m : seq->named_children()) {
     std::string type = m.value()->name();  // "torch::nn::Conv2dImpl" -> "Conv2d"
     if (type.rfind("torch::nn::", 0) == 0) type = type.substr(11);
-    if (type.size() > 4 && type.compare(type.size() - 4, 4, "Impl") == 0) type.resize(type.size() - 4);
+    if (type.size() > 4 && type.compare(type.size() - 4, 4, "Impl") == 0)
+      type.resize(type.size() - 4);
     net.layers.emplace_back(m.key(), type);
   }
   return net;
@@ -160,16 +163,31 @@ namespace {
 std::deque<ArchInfo>& registry() {
   static std::deque<ArchInfo> archs = [] {
     std::deque<ArchInfo> v = {
-      {"classify", "fmnist-teacher",
-       "reference teacher: 3x [conv3x3, BN, ReLU, maxpool] (64-128-256), FC 256, dropout, FC",
-       {{"width", 64}, {"hidden", 256}, {"dropout", 0.3}}, reference_teacher},
-      {"classify", "fmnist-student", "reference student: 2x [conv3x3, ReLU, maxpool] (8-16), FC",
-       {{"width", 8}}, reference_student},
-      {"classify", "mlp", "multi-layer perceptron", {{"hidden", {256, 128}}, {"dropout", 0.0}}, mlp},
-      {"classify", "cnn", "width-scalable CNN: stages of conv-BN-ReLU + maxpool, global pool, FC",
-       {{"width", 16}, {"stages", 3}, {"convs_per_stage", 1}}, cnn},
-      {"classify", "resnet", "CIFAR-style ResNet of basic blocks (blocks per stage, width doubles per stage)",
-       {{"width", 16}, {"blocks", {2, 2, 2}}}, resnet},
+        {"classify",
+         "fmnist-teacher",
+         "reference teacher: 3x [conv3x3, BN, ReLU, maxpool] (64-128-256), FC 256, dropout, FC",
+         {{"width", 64}, {"hidden", 256}, {"dropout", 0.3}},
+         reference_teacher},
+        {"classify",
+         "fmnist-student",
+         "reference student: 2x [conv3x3, ReLU, maxpool] (8-16), FC",
+         {{"width", 8}},
+         reference_student},
+        {"classify",
+         "mlp",
+         "multi-layer perceptron",
+         {{"hidden", {256, 128}}, {"dropout", 0.0}},
+         mlp},
+        {"classify",
+         "cnn",
+         "width-scalable CNN: stages of conv-BN-ReLU + maxpool, global pool, FC",
+         {{"width", 16}, {"stages", 3}, {"convs_per_stage", 1}},
+         cnn},
+        {"classify",
+         "resnet",
+         "CIFAR-style ResNet of basic blocks (blocks per stage, width doubles per stage)",
+         {{"width", 16}, {"blocks", {2, 2, 2}}},
+         resnet},
     };
     for (auto& d : detector_architectures()) v.push_back(d);
     return v;
@@ -182,9 +200,10 @@ std::deque<ArchInfo>& registry() {
 const std::deque<ArchInfo>& architectures() { return registry(); }
 
 void register_architecture(ArchInfo arch) {
-  KD_CHECK(!arch.name.empty() && static_cast<bool>(arch.build), "an architecture needs a name and a build function");
-  KD_CHECK(arch.task == "classify" || arch.task == "detect", "architecture {}: task '{}': expected classify or detect",
-           arch.name, arch.task);
+  KD_CHECK(!arch.name.empty() && static_cast<bool>(arch.build),
+           "an architecture needs a name and a build function");
+  KD_CHECK(arch.task == "classify" || arch.task == "detect",
+           "architecture {}: task '{}': expected classify or detect", arch.name, arch.task);
   for (const auto& a : registry())
     KD_CHECK(a.name != arch.name, "architecture {} is registered already", arch.name);
   registry().push_back(std::move(arch));

@@ -12,11 +12,11 @@
 #include "kd/core/error.h"
 #include "kd/core/fs.h"
 #include "kd/data/detection.h"
-#include "kd/eval/detection.h"
-#include "kd/runs/run.h"
-#include "kd/eval/compare.h"
 #include "kd/eval/coco.h"
+#include "kd/eval/compare.h"
+#include "kd/eval/detection.h"
 #include "kd/models/model.h"
+#include "kd/runs/run.h"
 #include "report_page.h"
 
 namespace kd {
@@ -43,7 +43,8 @@ std::vector<nlohmann::json> read_history(const fs::path& p) {
 }
 
 // Test images with the detector's boxes drawn, as PNG data URLs (kd predict's drawing).
-nlohmann::json detection_extras(const std::string& dir, const nlohmann::json& summary, const ReportOptions& opts) {
+nlohmann::json detection_extras(const std::string& dir, const nlohmann::json& summary,
+                                const ReportOptions& opts) {
   nlohmann::json out;
   const RunConfig cfg = read_run_config(dir);
   auto model = load_model(dir);
@@ -61,7 +62,8 @@ nlohmann::json detection_extras(const std::string& dir, const nlohmann::json& su
     if (m.per_class_ap50[k] < 0) continue;  // no ground truth of this class in the test part
     nlohmann::json points = nlohmann::json::array();
     for (size_t r = 0; r < m.per_class_pr50[k].size(); ++r)
-      if (m.per_class_pr50[k][r] >= 0) points.push_back({{"x", static_cast<double>(r) / 100.0}, {"y", m.per_class_pr50[k][r]}});
+      if (m.per_class_pr50[k][r] >= 0)
+        points.push_back({{"x", static_cast<double>(r) / 100.0}, {"y", m.per_class_pr50[k][r]}});
     pr.push_back({{"class", k < names.size() ? names[k] : std::to_string(m.category_ids[k])},
                   {"ap50", m.per_class_ap50[k]},
                   {"points", points}});
@@ -80,19 +82,27 @@ nlohmann::json detection_extras(const std::string& dir, const nlohmann::json& su
     int shown = 0;
     for (const auto& b : boxes) {
       if (b.image_id != info.id) continue;
-      const auto k = std::find(part.category_ids.begin(), part.category_ids.end(), b.category_id) - part.category_ids.begin();
+      const auto k = std::find(part.category_ids.begin(), part.category_ids.end(), b.category_id) -
+                     part.category_ids.begin();
       const cv::Scalar colour(40 + 50 * (k % 5), 200 - 30 * (k % 6), 230);
       cv::rectangle(img, cv::Rect2d(b.bbox[0], b.bbox[1], b.bbox[2], b.bbox[3]), colour, 1);
-      const std::string label = fmt::format("{} {:.2f}", static_cast<size_t>(k) < names.size() ? names[static_cast<size_t>(k)] : "?", b.score);
-      cv::putText(img, label, cv::Point(static_cast<int>(b.bbox[0]), std::max(8, static_cast<int>(b.bbox[1]) - 2)),
-                  cv::FONT_HERSHEY_PLAIN, 0.7, colour, 1);
+      const std::string label = fmt::format(
+          "{} {:.2f}", static_cast<size_t>(k) < names.size() ? names[static_cast<size_t>(k)] : "?",
+          b.score);
+      cv::putText(
+          img, label,
+          cv::Point(static_cast<int>(b.bbox[0]), std::max(8, static_cast<int>(b.bbox[1]) - 2)),
+          cv::FONT_HERSHEY_PLAIN, 0.7, colour, 1);
       ++shown;
     }
     std::vector<uchar> png;
     cv::imencode(".png", img, png);
-    samples.push_back({{"image", "data:image/png;base64," + base64_encode({reinterpret_cast<const char*>(png.data()), png.size()})},
-                       {"caption", fmt::format("{} ({} box{} at score >= {})", fs::path(info.file).filename().string(), shown,
-                                               shown == 1 ? "" : "es", opts.score_threshold)}});
+    samples.push_back(
+        {{"image", "data:image/png;base64," +
+                       base64_encode({reinterpret_cast<const char*>(png.data()), png.size()})},
+         {"caption",
+          fmt::format("{} ({} box{} at score >= {})", fs::path(info.file).filename().string(),
+                      shown, shown == 1 ? "" : "es", opts.score_threshold)}});
   }
   out["samples"] = samples;
   return out;
@@ -100,12 +110,16 @@ nlohmann::json detection_extras(const std::string& dir, const nlohmann::json& su
 
 double latency_ms(const nlohmann::json& summary) {
   const auto& l = summary.value("latency", nlohmann::json::object());
-  return l.is_object() && l.contains("batch1_median_ms") ? l["batch1_median_ms"].get<double>() : -1.0;
+  return l.is_object() && l.contains("batch1_median_ms") ? l["batch1_median_ms"].get<double>()
+                                                         : -1.0;
 }
 
-std::string metric_name(const std::string& task) { return task == "detect" ? "mAP@[.5:.95]" : "top-1"; }
+std::string metric_name(const std::string& task) {
+  return task == "detect" ? "mAP@[.5:.95]" : "top-1";
+}
 
-void fill_complete_run(nlohmann::json& run, const std::string& dir, const RunConfig& cfg, const ReportOptions& opts);
+void fill_complete_run(nlohmann::json& run, const std::string& dir, const RunConfig& cfg,
+                       const ReportOptions& opts);
 
 }  // namespace
 
@@ -127,8 +141,10 @@ nlohmann::json collect_run(const std::string& dir, const ReportOptions& opts) {
     run["complete"] = false;
     const fs::path err = d / "error.txt";
     run["state"] = fs::exists(err) ? "failed: " + read_text(err).substr(0, 500)
-                                   : fmt::format("incomplete: no summary.json ({} epoch(s) of {} recorded; still running or interrupted)",
-                                                 run["history"].size(), cfg.train.epochs);
+                                   : fmt::format(
+                                         "incomplete: no summary.json ({} epoch(s) of {} recorded; "
+                                         "still running or interrupted)",
+                                         run["history"].size(), cfg.train.epochs);
     return run;
   }
   try {
@@ -142,7 +158,8 @@ nlohmann::json collect_run(const std::string& dir, const ReportOptions& opts) {
 
 namespace {
 
-void fill_complete_run(nlohmann::json& run, const std::string& dir, const RunConfig& cfg, const ReportOptions& opts) {
+void fill_complete_run(nlohmann::json& run, const std::string& dir, const RunConfig& cfg,
+                       const ReportOptions& opts) {
   const fs::path d(dir);
   const nlohmann::json s = read_json_file(d / "summary.json");
   run["complete"] = true;
@@ -166,7 +183,8 @@ void fill_complete_run(nlohmann::json& run, const std::string& dir, const RunCon
     run["score"] = test.value("top1", 0.0);
     // Class order is the model's (the summary's per-class object is keyed by name).
     std::vector<std::string> names;
-    if (fs::exists(d / "model.json")) names = ModelSpec::from_json(read_json_file(d / "model.json"), dir).class_names;
+    if (fs::exists(d / "model.json"))
+      names = ModelSpec::from_json(read_json_file(d / "model.json"), dir).class_names;
     nlohmann::json per = nlohmann::json::array();
     for (const auto& name : names) per.push_back(test.at("per_class").value(name, 0.0));
     run["classes"] = names;
@@ -193,7 +211,8 @@ nlohmann::json collect_report(const std::vector<std::string>& dirs, const Report
     }
     const bool teaches = std::any_of(runs.begin(), runs.end(), [&](const nlohmann::json& o) {
       const std::string t = o.value("teacher", "");
-      return !t.empty() && (fs::path(t).lexically_normal() == fs::path(r["path"].get<std::string>()).lexically_normal() ||
+      return !t.empty() && (fs::path(t).lexically_normal() ==
+                                fs::path(r["path"].get<std::string>()).lexically_normal() ||
                             o.value("teacher_name", "") == r["name"]);
     });
     r["role"] = teaches ? "teacher" : "student";
@@ -201,7 +220,8 @@ nlohmann::json collect_report(const std::vector<std::string>& dirs, const Report
   nlohmann::json gap = nlohmann::json::array();
   if (!summaries.empty()) {
     Comparison c = compare_runs(summaries);
-    for (const auto& [name, st] : c.gap_closed) gap.push_back({{"name", name}, {"gap_closed", st.mean}, {"n", st.n}});
+    for (const auto& [name, st] : c.gap_closed)
+      gap.push_back({{"name", name}, {"gap_closed", st.mean}, {"n", st.n}});
   }
   for (auto& r : runs) r.erase("summary");  // everything shown is already extracted
   return {{"generated", utc_timestamp()}, {"runs", runs}, {"gap_closed", gap}};
@@ -227,7 +247,8 @@ std::vector<std::string> find_run_dirs(const std::string& root, int max_depth) {
   std::vector<std::string> out;
   KD_CHECK(fs::is_directory(root), "{}: no such directory", root);
   std::error_code ec;
-  for (auto it = fs::recursive_directory_iterator(root, fs::directory_options::skip_permission_denied, ec);
+  for (auto it = fs::recursive_directory_iterator(
+           root, fs::directory_options::skip_permission_denied, ec);
        it != fs::recursive_directory_iterator(); it.increment(ec)) {
     if (ec) break;
     if (!it->is_directory()) continue;
@@ -255,7 +276,8 @@ nlohmann::json run_row(const std::string& dir) {
       const auto s = read_json_file(d / "summary.json");
       row["complete"] = true;
       row["name"] = s.value("name", row["name"].get<std::string>());
-      row["score"] = cfg.task == "detect" ? s.at("test").value("map", 0.0) : s.at("test").value("top1", 0.0);
+      row["score"] =
+          cfg.task == "detect" ? s.at("test").value("map", 0.0) : s.at("test").value("top1", 0.0);
       row["params"] = s.value("params", 0);
       row["latency_ms"] = latency_ms(s);
       row["date"] = s.value("finished", "");

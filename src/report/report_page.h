@@ -3,4 +3,4 @@
 namespace kd {
 extern const char* const kReportPage;
 extern const char* const kChartJs;
-}
+}  // namespace kd

@@ -24,48 +24,50 @@ struct Field {
 
 template <typename T>
 Field field(T& ref) {
-  return {[&ref](const YAML::Node& n) { ref = n.as<T>(); },
-          [&ref](YAML::Emitter& e) { e << ref; }};
+  return {[&ref](const YAML::Node& n) { ref = n.as<T>(); }, [&ref](YAML::Emitter& e) { e << ref; }};
 }
 
 // distill.losses: a list of `NAME:key=value,...` strings or of maps {name: NAME, key: value};
 // kept in the canonical string spelling (every option), written back as maps.
 Field loss_list_field(std::vector<std::string>& ref) {
-  return {[&ref](const YAML::Node& n) {
-            if (!n.IsSequence()) throw YAML::Exception(n.Mark(), "a list of losses");
-            std::vector<std::string> out;
-            for (const auto& item : n) {
-              if (item.IsScalar()) {
-                out.push_back(format_loss(parse_loss(item.as<std::string>())));
-                continue;
-              }
-              if (!item.IsMap() || !item["name"]) throw YAML::Exception(item.Mark(), "a loss needs a name");
-              std::map<std::string, std::string> options;
-              for (const auto& kv : item) {
-                const std::string key = kv.first.as<std::string>();
-                if (key == "name") continue;
-                if (!kv.second.IsScalar() || !options.emplace(key, kv.second.as<std::string>()).second)
-                  throw YAML::Exception(kv.second.Mark(), key);
-              }
-              const std::string name = item["name"].as<std::string>();
-              out.push_back(format_loss(make_loss(name, options, "distill.losses: " + name)));
-            }
-            ref = out;
-          },
-          [&ref](YAML::Emitter& e) {
-            e << YAML::BeginSeq;
-            for (const auto& text : ref) {
-              LossSpec spec = parse_loss(text);
-              e << YAML::Flow << YAML::BeginMap << YAML::Key << "name" << YAML::Value << spec.name;
-              if (!spec.teacher_layer.empty())
-                e << YAML::Key << "teacher" << YAML::Value << spec.teacher_layer << YAML::Key << "student"
-                  << YAML::Value << spec.student_layer;
-              // Shortest round-trip digits, not the emitter's 15.
-              for (const auto& [k, v] : spec.values) e << YAML::Key << k << YAML::Value << fmt::format("{}", v);
-              e << YAML::EndMap;
-            }
-            e << YAML::EndSeq;
-          }};
+  return {
+      [&ref](const YAML::Node& n) {
+        if (!n.IsSequence()) throw YAML::Exception(n.Mark(), "a list of losses");
+        std::vector<std::string> out;
+        for (const auto& item : n) {
+          if (item.IsScalar()) {
+            out.push_back(format_loss(parse_loss(item.as<std::string>())));
+            continue;
+          }
+          if (!item.IsMap() || !item["name"])
+            throw YAML::Exception(item.Mark(), "a loss needs a name");
+          std::map<std::string, std::string> options;
+          for (const auto& kv : item) {
+            const std::string key = kv.first.as<std::string>();
+            if (key == "name") continue;
+            if (!kv.second.IsScalar() || !options.emplace(key, kv.second.as<std::string>()).second)
+              throw YAML::Exception(kv.second.Mark(), key);
+          }
+          const std::string name = item["name"].as<std::string>();
+          out.push_back(format_loss(make_loss(name, options, "distill.losses: " + name)));
+        }
+        ref = out;
+      },
+      [&ref](YAML::Emitter& e) {
+        e << YAML::BeginSeq;
+        for (const auto& text : ref) {
+          LossSpec spec = parse_loss(text);
+          e << YAML::Flow << YAML::BeginMap << YAML::Key << "name" << YAML::Value << spec.name;
+          if (!spec.teacher_layer.empty())
+            e << YAML::Key << "teacher" << YAML::Value << spec.teacher_layer << YAML::Key
+              << "student" << YAML::Value << spec.student_layer;
+          // Shortest round-trip digits, not the emitter's 15.
+          for (const auto& [k, v] : spec.values)
+            e << YAML::Key << k << YAML::Value << fmt::format("{}", v);
+          e << YAML::EndMap;
+        }
+        e << YAML::EndSeq;
+      }};
 }
 
 using Fields = std::vector<std::pair<std::string, Field>>;
@@ -143,9 +145,10 @@ Fields fields(RunConfig& c) {
   };
 }
 
-void walk(const YAML::Node& node, const std::string& prefix, const std::map<std::string, Field*>& by_key,
-          const std::string& where) {
-  if (!node.IsMap()) fail("{}: {} must be a mapping", where, prefix.empty() ? "the document" : prefix);
+void walk(const YAML::Node& node, const std::string& prefix,
+          const std::map<std::string, Field*>& by_key, const std::string& where) {
+  if (!node.IsMap())
+    fail("{}: {} must be a mapping", where, prefix.empty() ? "the document" : prefix);
   std::set<std::string> seen;  // yaml-cpp keeps both of two equal keys; lookups see only one
   for (const auto& kv : node) {
     const std::string key = prefix + kv.first.as<std::string>();
@@ -184,7 +187,8 @@ std::string to_yaml(const RunConfig& cfg) {
       parts.push_back(key.substr(s, d - s));
     }
     size_t common = 0;
-    while (common < open.size() && common + 1 < parts.size() && open[common] == parts[common]) ++common;
+    while (common < open.size() && common + 1 < parts.size() && open[common] == parts[common])
+      ++common;
     while (open.size() > common) {
       e << YAML::EndMap;
       open.pop_back();
@@ -206,7 +210,8 @@ std::string to_yaml(const RunConfig& cfg) {
 
 namespace {
 
-void flatten(const YAML::Node& n, const std::string& prefix, std::map<std::string, std::string>& out) {
+void flatten(const YAML::Node& n, const std::string& prefix,
+             std::map<std::string, std::string>& out) {
   if (n.IsMap()) {
     for (const auto& kv : n) flatten(kv.second, prefix + kv.first.as<std::string>() + ".", out);
   } else {
@@ -246,48 +251,60 @@ void validate(const RunConfig& c) {
   const auto& d = c.distill;
   // Numbers first, each named, before anything reads them: a NaN or negative value would pass
   // the comparisons below or fail inside LibTorch once the run directory exists.
-  auto finite_in = [](const char* what, double v, double lo, double hi, bool lo_open, bool hi_open) {
-    const bool ok = std::isfinite(v) && (lo_open ? v > lo : v >= lo) && (hi_open ? v < hi : v <= hi);
+  auto finite_in = [](const char* what, double v, double lo, double hi, bool lo_open,
+                      bool hi_open) {
+    const bool ok =
+        std::isfinite(v) && (lo_open ? v > lo : v >= lo) && (hi_open ? v < hi : v <= hi);
     if (!ok)
       usage_fail("{} must be a number in {}{}, {}{}, got {}", what, lo_open ? "(" : "[", lo, hi,
                  hi_open ? ")" : "]", v);
   };
   const double inf = std::numeric_limits<double>::infinity();
   if (c.train.epochs < 1) usage_fail("epochs must be >= 1, got {}", c.train.epochs);
-  if (c.train.eval_batch_size < 1) usage_fail("eval batch size must be >= 1, got {}", c.train.eval_batch_size);
+  if (c.train.eval_batch_size < 1)
+    usage_fail("eval batch size must be >= 1, got {}", c.train.eval_batch_size);
   finite_in("learning rate (--lr)", c.train.optim.lr, 0, 10, true, false);
   finite_in("momentum (--momentum)", c.train.optim.momentum, 0, 1, false, true);
   finite_in("weight decay (--weight-decay)", c.train.optim.weight_decay, 0, 1, false, false);
   finite_in("warm-up epochs (--warmup)", c.train.schedule.warmup_epochs, 0, inf, false, true);
-  if (c.train.schedule.step_size < 1) usage_fail("step size (--step-size) must be >= 1, got {}", c.train.schedule.step_size);
+  if (c.train.schedule.step_size < 1)
+    usage_fail("step size (--step-size) must be >= 1, got {}", c.train.schedule.step_size);
   finite_in("step decay factor (--gamma)", c.train.schedule.gamma, 0, 1, true, false);
   finite_in("minimum learning rate (min_lr)", c.train.schedule.min_lr, 0, inf, false, true);
   finite_in("label smoothing (--label-smoothing)", c.train.label_smoothing, 0, 1, false, true);
   finite_in("temperature (-T)", d.temperature, 0, 1000, true, false);
   finite_in("alpha (--alpha)", d.alpha, 0, 1, false, false);
   finite_in("threshold (--threshold)", d.threshold, 0, 1, false, true);
-  if (c.data.limit < 0) usage_fail("--limit must be a positive number of images, got {}", c.data.limit);
+  if (c.data.limit < 0)
+    usage_fail("--limit must be a positive number of images, got {}", c.data.limit);
   if (c.data.channels != 0 && c.data.channels != 1 && c.data.channels != 3)
     usage_fail("--channels must be 1 (grayscale) or 3 (RGB), got {}", c.data.channels);
   if (c.data.height < 0 || c.data.width < 0 || c.data.height > 4096 || c.data.width > 4096)
     usage_fail("image size must be in [1, 4096] pixels, got {}x{}", c.data.height, c.data.width);
   if (c.train.crop_padding < 0 || c.train.crop_padding > 64)
     usage_fail("--crop-padding must be in [0, 64] pixels, got {}", c.train.crop_padding);
-  if (c.runtime.threads < 0 || c.runtime.threads > 1024) usage_fail("--threads must be in [0, 1024], got {}", c.runtime.threads);
-  if (c.task != "classify" && c.task != "detect") usage_fail("task '{}': expected classify or detect", c.task);
+  if (c.runtime.threads < 0 || c.runtime.threads > 1024)
+    usage_fail("--threads must be in [0, 1024], got {}", c.runtime.threads);
+  if (c.task != "classify" && c.task != "detect")
+    usage_fail("task '{}': expected classify or detect", c.task);
   if (c.task == "detect") {
     if (m != "train" && m != "offline")
       usage_fail("detection runs support modes train and offline (a detector teacher), not {}", m);
-    if (c.data.labeled_fraction != 1.0 || !c.data.unlabeled.empty() || !c.data.classes.empty() || !d.hints.empty())
-      usage_fail("--labeled-fraction, --unlabeled, --classes and --hint are classification options; "
-                 "detection distillation uses --kd-feature for pyramid features");
+    if (c.data.labeled_fraction != 1.0 || !c.data.unlabeled.empty() || !c.data.classes.empty() ||
+        !d.hints.empty())
+      usage_fail(
+          "--labeled-fraction, --unlabeled, --classes and --hint are classification options; "
+          "detection distillation uses --kd-feature for pyramid features");
     const auto& k = c.detect;
-    if (k.scale_jitter < 0 || k.scale_jitter >= 1) usage_fail("scale jitter must be in [0, 1), got {}", k.scale_jitter);
-    if (k.kd_class < 0 || k.kd_box < 0 || k.kd_feature < 0) usage_fail("--kd-class, --kd-box and --kd-feature must be >= 0");
+    if (k.scale_jitter < 0 || k.scale_jitter >= 1)
+      usage_fail("scale jitter must be in [0, 1), got {}", k.scale_jitter);
+    if (k.kd_class < 0 || k.kd_box < 0 || k.kd_feature < 0)
+      usage_fail("--kd-class, --kd-box and --kd-feature must be >= 0");
     if (k.kd_feature_loss != "fitnet" && k.kd_feature_loss != "pkd" && k.kd_feature_loss != "cwd")
       usage_fail("--kd-feature-loss '{}': expected fitnet, pkd or cwd", k.kd_feature_loss);
     for (const auto& l : k.kd_levels)
-      if (l != "P3" && l != "P4" && l != "P5") usage_fail("kd level '{}': expected P3, P4 or P5", l);
+      if (l != "P3" && l != "P4" && l != "P5")
+        usage_fail("kd level '{}': expected P3, P4 or P5", l);
     if (k.nms_iou <= 0 || k.nms_iou > 1) usage_fail("nms iou must be in (0, 1], got {}", k.nms_iou);
   }
   if (m != "train" && m != "offline" && m != "semi" && m != "self" && m != "merge")
@@ -302,17 +319,21 @@ void validate(const RunConfig& c) {
   if (m == "self" && (!d.teacher.empty() || !d.teachers.empty()))
     usage_fail("mode self has no teacher: the student's earlier self teaches it");
   if (m == "self" && (d.generations >= 2) == (d.teach_last >= 1))
-    usage_fail("mode self needs exactly one of --generations N (N >= 2) or --teach-last M (M >= 1)");
+    usage_fail(
+        "mode self needs exactly one of --generations N (N >= 2) or --teach-last M (M >= 1)");
   if (m != "self" && (d.generations != 1 || d.teach_last != 0))
     usage_fail("--generations and --teach-last belong to --mode self");
   if (d.teach_last >= c.train.epochs)
-    usage_fail("--teach-last {} must be below --epochs {}: the student first trains alone", d.teach_last,
-               c.train.epochs);
-  if (d.generations < 1 || d.generations > 100) usage_fail("generations must be in [1, 100], got {}", d.generations);
+    usage_fail("--teach-last {} must be below --epochs {}: the student first trains alone",
+               d.teach_last, c.train.epochs);
+  if (d.generations < 1 || d.generations > 100)
+    usage_fail("generations must be in [1, 100], got {}", d.generations);
   if (d.targets != "soft" && d.targets != "hard")
     usage_fail("targets '{}': expected soft or hard", d.targets);
-  if (d.threshold < 0 || d.threshold >= 1) usage_fail("threshold must be in [0, 1), got {}", d.threshold);
-  if (d.ensemble < 1 || d.ensemble > 6) usage_fail("ensemble must be in [1, 6] transforms, got {}", d.ensemble);
+  if (d.threshold < 0 || d.threshold >= 1)
+    usage_fail("threshold must be in [0, 1), got {}", d.threshold);
+  if (d.ensemble < 1 || d.ensemble > 6)
+    usage_fail("ensemble must be in [1, 6] transforms, got {}", d.ensemble);
   if (d.hint_loss != "mse" && d.hint_loss != "nmse")
     usage_fail("hint loss '{}': expected mse or nmse", d.hint_loss);
   if (!d.hints.empty() && (m == "train" || m == "merge"))
@@ -323,24 +344,37 @@ void validate(const RunConfig& c) {
   finite_in("mixup alpha (--mixup)", c.train.mixup, 0, 100, false, false);
   finite_in("cutmix alpha (--cutmix)", c.train.cutmix, 0, 100, false, false);
   if (c.task == "detect" && (c.train.mixup > 0 || c.train.cutmix > 0))
-    usage_fail("--mixup and --cutmix mix classification images and their labels; detection has scale jitter");
+    usage_fail(
+        "--mixup and --cutmix mix classification images and their labels; detection has scale "
+        "jitter");
   for (const auto& text : d.losses) {
     const LossSpec spec = parse_loss(text);
     const LossInfo& info = find_loss(spec.name);
     if (c.task == "detect")
-      usage_fail("--loss {}: detection distillation has its own terms (--kd-class, --kd-box, --kd-feature)", spec.name);
-    if (m == "train") usage_fail("--loss {} needs a teacher: use kd distill (or a mode other than train)", spec.name);
-    if (info.feature && m == "merge")
-      usage_fail("--loss {} is a feature loss and mode merge has several teachers: feature losses need one teacher",
+      usage_fail(
+          "--loss {}: detection distillation has its own terms (--kd-class, --kd-box, "
+          "--kd-feature)",
+          spec.name);
+    if (m == "train")
+      usage_fail("--loss {} needs a teacher: use kd distill (or a mode other than train)",
                  spec.name);
+    if (info.feature && m == "merge")
+      usage_fail(
+          "--loss {} is a feature loss and mode merge has several teachers: feature losses need "
+          "one teacher",
+          spec.name);
     if (info.needs_labels && (m == "merge" || m == "semi"))
       usage_fail("--loss {} needs a label for every image and mode {} trains on images without one",
                  spec.name, m);
     if (info.needs_labels && (c.train.mixup > 0 || c.train.cutmix > 0))
-      usage_fail("--loss {} needs one true class per image and --mixup/--cutmix images have two", spec.name);
+      usage_fail("--loss {} needs one true class per image and --mixup/--cutmix images have two",
+                 spec.name);
     if (!info.feature && d.targets == "hard")
-      usage_fail("--loss {} matches the teacher's logits; --targets hard (pseudo-labels) goes with the default "
-                 "soft-target term only", spec.name);
+      usage_fail(
+          "--loss {} matches the teacher's logits; --targets hard (pseudo-labels) goes with the "
+          "default "
+          "soft-target term only",
+          spec.name);
   }
   if (!(c.data.labeled_fraction > 0 && c.data.labeled_fraction <= 1))
     usage_fail("labeled fraction must be in (0, 1], got {}", c.data.labeled_fraction);
@@ -357,8 +391,10 @@ void validate(const RunConfig& c) {
   if (s != "cosine" && s != "step" && s != "constant")
     usage_fail("schedule '{}': expected cosine, step or constant", s);
   if (c.train.crop_padding < 0) usage_fail("crop padding must be >= 0");
-  if (c.distill.temperature <= 0) usage_fail("temperature must be > 0, got {}", c.distill.temperature);
-  if (c.distill.alpha < 0 || c.distill.alpha > 1) usage_fail("alpha must be in [0, 1], got {}", c.distill.alpha);
+  if (c.distill.temperature <= 0)
+    usage_fail("temperature must be > 0, got {}", c.distill.temperature);
+  if (c.distill.alpha < 0 || c.distill.alpha > 1)
+    usage_fail("alpha must be in [0, 1], got {}", c.distill.alpha);
   if (c.data.train_ratio <= 0 || c.data.train_ratio >= 1)
     usage_fail("train ratio must be in (0, 1), got {}", c.data.train_ratio);
 }

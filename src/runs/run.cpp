@@ -13,13 +13,15 @@
 namespace kd {
 
 bool is_torchscript_path(const std::string& arch) {
-  return arch.size() > 3 && (arch.rfind(".pt") == arch.size() - 3 ||
-                             arch.rfind(".pth") == arch.size() - 4) && fs::is_regular_file(arch);
+  return arch.size() > 3 &&
+         (arch.rfind(".pt") == arch.size() - 3 || arch.rfind(".pth") == arch.size() - 4) &&
+         fs::is_regular_file(arch);
 }
 
 void resolve_task(RunConfig& cfg) {
   // A detector architecture makes a detection run without saying so.
-  if (!is_torchscript_path(cfg.arch) && find_architecture(cfg.arch).task == "detect") cfg.task = "detect";
+  if (!is_torchscript_path(cfg.arch) && find_architecture(cfg.arch).task == "detect")
+    cfg.task = "detect";
 }
 
 RunData load_run_data(const DataConfig& cfg, const std::string& mode) {
@@ -40,8 +42,9 @@ RunData load_run_data(const DataConfig& cfg, const std::string& mode) {
              "{}: its test images are {} but its training images {}", cfg.source,
              c10::str(d.test.images.sizes().slice(1)), c10::str(d.train.images.sizes().slice(1)));
     const int64_t test_max = d.test.size() ? d.test.labels.max().item<int64_t>() : -1;
-    KD_CHECK(test_max < d.train.num_classes(), "{}: its test labels go up to {} but training has {} classes",
-             d.test.source, test_max, d.train.num_classes());
+    KD_CHECK(test_max < d.train.num_classes(),
+             "{}: its test labels go up to {} but training has {} classes", d.test.source, test_max,
+             d.train.num_classes());
     d.test.class_names = d.train.class_names;
   } else {
     d.test = d.eval;
@@ -49,7 +52,8 @@ RunData load_run_data(const DataConfig& cfg, const std::string& mode) {
   }
   if (cfg.limit > 0) {
     // A stratified slice keeps every class; for smoke tests and quick looks, not for results.
-    const double keep = std::min(1.0, static_cast<double>(cfg.limit) / static_cast<double>(d.train.size()));
+    const double keep =
+        std::min(1.0, static_cast<double>(cfg.limit) / static_cast<double>(d.train.size()));
     d.train = d.train.subset(stratified_fraction(d.train.labels, keep, cfg.split_seed).first);
     d.eval = d.eval.head(std::max<int64_t>(1, cfg.limit / 4));
     d.test = d.test.head(std::max<int64_t>(1, cfg.limit / 4));
@@ -60,16 +64,21 @@ RunData load_run_data(const DataConfig& cfg, const std::string& mode) {
     d.test = select_classes(d.test, cfg.classes);
   }
   if (resize_later)
-    for (Dataset* part : {&d.train, &d.eval, &d.test}) part->images = resize_images(part->images, img);
+    for (Dataset* part : {&d.train, &d.eval, &d.test})
+      part->images = resize_images(part->images, img);
   KD_CHECK(d.train.size() > 0, "{}: no training samples", cfg.source);
-  KD_CHECK(d.eval.size() > 0, "{}: the {:.0f}/{:.0f} split leaves no eval images ({} images over {} classes)",
-           cfg.source, 100 * cfg.train_ratio, 100 - 100 * cfg.train_ratio, full.size(), full.num_classes());
+  KD_CHECK(d.eval.size() > 0,
+           "{}: the {:.0f}/{:.0f} split leaves no eval images ({} images over {} classes)",
+           cfg.source, 100 * cfg.train_ratio, 100 - 100 * cfg.train_ratio, full.size(),
+           full.num_classes());
   if (cfg.labeled_fraction < 1.0) {
-    auto [labeled, rest] = stratified_fraction(d.train.labels, cfg.labeled_fraction, cfg.split_seed);
+    auto [labeled, rest] =
+        stratified_fraction(d.train.labels, cfg.labeled_fraction, cfg.split_seed);
     KD_CHECK(labeled.numel() > 0, "labeled fraction {} of {} training images keeps no labels",
              cfg.labeled_fraction, d.train.size());
-    d.train = mode == "semi" ? concat(d.train.subset(labeled), d.train.subset(rest).without_labels())
-                             : d.train.subset(labeled);
+    d.train = mode == "semi"
+                  ? concat(d.train.subset(labeled), d.train.subset(rest).without_labels())
+                  : d.train.subset(labeled);
   }
   if (!cfg.unlabeled.empty()) {
     ImageOptions like_train{static_cast<int>(d.train.images.size(1)),
@@ -85,12 +94,14 @@ RunData load_run_data(const DataConfig& cfg, const std::string& mode) {
 int64_t detection_input_size(const RunConfig& cfg) {
   if (cfg.data.height > 0) {
     KD_CHECK(cfg.data.width == 0 || cfg.data.width == cfg.data.height,
-             "detection inputs are square: data.height {} != data.width {}", cfg.data.height, cfg.data.width);
+             "detection inputs are square: data.height {} != data.width {}", cfg.data.height,
+             cfg.data.width);
     return cfg.data.height;
   }
-  KD_CHECK(find_architecture(cfg.arch).task == "detect", "architecture {} is not a detector (see kd models)",
-           cfg.arch);
-  return resolve_arch_options(cfg.arch, parse_arch_options(cfg.arch_options))["image_size"].get<int64_t>();
+  KD_CHECK(find_architecture(cfg.arch).task == "detect",
+           "architecture {} is not a detector (see kd models)", cfg.arch);
+  return resolve_arch_options(cfg.arch, parse_arch_options(cfg.arch_options))["image_size"]
+      .get<int64_t>();
 }
 
 DetectionRunData load_detection_run_data(const DataConfig& cfg, int64_t size) {
@@ -104,8 +115,8 @@ DetectionRunData load_detection_run_data(const DataConfig& cfg, int64_t size) {
   d.eval = full.subset(split.eval);
   if (has_detection_part(cfg.source, "test")) {
     d.test = load_detection(cfg.source, "test", size);
-    KD_CHECK(d.test.class_names == d.train.class_names, "{}: the test part's categories differ from train's",
-             cfg.source);
+    KD_CHECK(d.test.class_names == d.train.class_names,
+             "{}: the test part's categories differ from train's", cfg.source);
     d.test_name = "test";
   } else {
     d.test = d.eval;
@@ -126,18 +137,21 @@ DetectionRunData load_detection_run_data(const DataConfig& cfg, int64_t size) {
     return std::count_if(x.ground_truth.begin(), x.ground_truth.end(),
                          [](const GroundTruthBox& g) { return !g.iscrowd && !g.ignore; });
   };
-  KD_CHECK(scored(d.eval) > 0, "{}: the eval split's {} images have no boxes to score (none, or only crowd or "
-           "difficult ones): mAP cannot pick the best epoch", cfg.source, d.eval.size());
-  KD_CHECK(scored(d.test) > 0, "{}: the {} part's {} images have no boxes to score (none, or only crowd or difficult ones)",
-           cfg.source, d.test_name, d.test.size());
+  KD_CHECK(scored(d.eval) > 0,
+           "{}: the eval split's {} images have no boxes to score (none, or only crowd or "
+           "difficult ones): mAP cannot pick the best epoch",
+           cfg.source, d.eval.size());
+  KD_CHECK(
+      scored(d.test) > 0,
+      "{}: the {} part's {} images have no boxes to score (none, or only crowd or difficult ones)",
+      cfg.source, d.test_name, d.test.size());
   return d;
 }
 
 nlohmann::json read_summary(const std::string& run_dir) {
   const fs::path p = fs::path(run_dir) / "summary.json";
   if (!fs::exists(p)) {
-    if (fs::exists(fs::path(run_dir) / "error.txt"))
-    {
+    if (fs::exists(fs::path(run_dir) / "error.txt")) {
       std::string why = read_text(fs::path(run_dir) / "error.txt");
       fail("{}: run failed: {}", run_dir, first_line(why));
     }

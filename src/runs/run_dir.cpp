@@ -21,9 +21,9 @@ const char* const kLock = ".lock";
 // The names kd writes at the top of a run directory (see kd/distill/run.h), and `kd export`'s
 // default folder.
 const std::set<std::string>& run_entries() {
-  static const std::set<std::string> names = {"config.yaml", "summary.json", "metrics.jsonl", "error.txt",
-                                              "model.pt",    "model.json",   "checkpoints",   "generations",
-                                              "export",      kLock};
+  static const std::set<std::string> names = {
+      "config.yaml", "summary.json", "metrics.jsonl", "error.txt", "model.pt",
+      "model.json",  "checkpoints",  "generations",   "export",    kLock};
   return names;
 }
 
@@ -76,9 +76,11 @@ void check_output_location(const fs::path& out, const std::vector<ProtectedPath>
     if (path.empty() || !fs::exists(path)) continue;
     const fs::path p = canonical_or_self(path);
     if (within(p, o))
-      usage_fail("--out {} would hold the {} {}: choose another run directory", out.string(), what, path);
+      usage_fail("--out {} would hold the {} {}: choose another run directory", out.string(), what,
+                 path);
     if (within(o, p))
-      usage_fail("--out {} lies inside the {} {}: choose another run directory", out.string(), what, path);
+      usage_fail("--out {} lies inside the {} {}: choose another run directory", out.string(), what,
+                 path);
   }
 }
 
@@ -87,19 +89,23 @@ void check_deletable_run(const fs::path& path) {
   if (within(canonical_or_self(fs::current_path()), p))
     usage_fail("{}: not replacing the working directory (or one above it)", path.string());
   if (auto why = not_a_run_directory(path))
-    usage_fail("{}: not replacing it: {} (kd replaces only run directories it made)", path.string(), *why);
+    usage_fail("{}: not replacing it: {} (kd replaces only run directories it made)", path.string(),
+               *why);
 }
 
 void warn_if_unfinished_run(const std::string& path, const std::string& role) {
   if (fs::is_directory(path) && !fs::exists(fs::path(path) / "summary.json"))
-    spdlog::warn("{} {}: no summary.json, the run did not finish; using its best weights so far", role, path);
+    spdlog::warn("{} {}: no summary.json, the run did not finish; using its best weights so far",
+                 role, path);
 }
 
 RunDirLock RunDirLock::claim(const fs::path& dir, Claim how) {
-  KD_CHECK(!fs::exists(dir) || fs::is_directory(dir), "{}: exists and is not a directory", dir.string());
+  KD_CHECK(!fs::exists(dir) || fs::is_directory(dir), "{}: exists and is not a directory",
+           dir.string());
   const bool existed = fs::exists(dir) && !empty_but_lock(dir);
   // Refuse before writing anything, so a user's folder gains no lock file.
-  if (existed && how == Claim::kFresh) usage_fail("{}: run directory exists (pass --force to replace it)", dir.string());
+  if (existed && how == Claim::kFresh)
+    usage_fail("{}: run directory exists (pass --force to replace it)", dir.string());
   if (existed && how == Claim::kReplace) check_deletable_run(dir);
   // Resuming deletes nothing: a run's config.yaml is proof enough.
   if (how == Claim::kResume && !fs::is_regular_file(dir / "config.yaml"))
@@ -117,12 +123,14 @@ RunDirLock RunDirLock::claim(const fs::path& dir, Claim how) {
     fail("{}: in use by kd process {} (it holds {})", dir.string(), first_line(pid), lock.string());
   }
   const std::string pid = std::to_string(::getpid()) + "\n";
-  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size()))
+  if (::ftruncate(fd, 0) != 0 ||
+      ::pwrite(fd, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size()))
     fail("cannot write {}: {}", lock.string(), std::strerror(errno));
 
   // Under the lock: what another process may have made meanwhile is judged again.
   if (!empty_but_lock(dir)) {
-    if (how == Claim::kFresh) usage_fail("{}: run directory exists (pass --force to replace it)", dir.string());
+    if (how == Claim::kFresh)
+      usage_fail("{}: run directory exists (pass --force to replace it)", dir.string());
     if (how == Claim::kReplace) {
       check_deletable_run(dir);
       for (const auto& e : fs::directory_iterator(dir))

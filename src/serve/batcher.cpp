@@ -51,7 +51,8 @@ std::future<torch::Tensor> Batcher::submit(torch::Tensor input, Arrival* arrival
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) throw QueueFull("the server is shutting down");
     if (static_cast<int64_t>(queue_.size()) >= options_.max_queue)
-      throw QueueFull(fmt::format("the queue is full ({} requests waiting); retry later", queue_.size()));
+      throw QueueFull(
+          fmt::format("the queue is full ({} requests waiting); retry later", queue_.size()));
     queue_.push_back(std::move(job));
   }
   if (arrival) arrival->release();
@@ -79,7 +80,8 @@ std::vector<Batcher::Job> Batcher::take_batch(std::unique_lock<std::mutex>& lock
     cv_.wait_until(lock, deadline);
   std::vector<Job> batch;
   int64_t rows = 0;
-  while (!queue_.empty() && (batch.empty() || rows + queue_.front().input.size(0) <= options_.max_batch)) {
+  while (!queue_.empty() &&
+         (batch.empty() || rows + queue_.front().input.size(0) <= options_.max_batch)) {
     rows += queue_.front().input.size(0);
     batch.push_back(std::move(queue_.front()));
     queue_.pop_front();
@@ -103,7 +105,8 @@ void Batcher::work() {
       std::vector<torch::Tensor> inputs;
       for (const auto& j : batch) inputs.push_back(j.input);
       auto output = run_(inputs.size() == 1 ? inputs[0] : torch::cat(inputs));
-      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      const double seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       if (on_batch_) on_batch_(output.size(0), seconds);
       int64_t row = 0;
       for (auto& j : batch) {

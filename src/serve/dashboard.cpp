@@ -16,12 +16,23 @@ std::string escape(const std::string& s) {
   std::string out;
   for (char c : s) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out += c;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -30,8 +41,10 @@ std::string escape(const std::string& s) {
 std::string url_escape(const std::string& s) {
   std::string out;
   for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '/' || c == '~') out += static_cast<char>(c);
-    else out += fmt::format("%{:02X}", c);
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '/' || c == '~')
+      out += static_cast<char>(c);
+    else
+      out += fmt::format("%{:02X}", c);
   }
   return out;
 }
@@ -75,27 +88,34 @@ HttpResponse Dashboard::list(const std::string& key) const {
         predict = fmt::format(" · <a href=\"/?model={}\">predict</a>", url_escape(model));
     const double score = row.value("score", 0.0);
     rows << fmt::format(
-        "<tr data-run=\"{0}\"><td><input type=checkbox value=\"{0}\"></td><td title=\"{1}\">{0}</td><td>{2}</td><td>{3}</td>"
+        "<tr data-run=\"{0}\"><td><input type=checkbox value=\"{0}\"></td><td "
+        "title=\"{1}\">{0}</td><td>{2}</td><td>{3}</td>"
         "<td>{4}</td><td>{5}</td><td>{6}</td><td>{7}</td><td>{8}</td><td>{9}</td>"
         "<td><a href=\"/runs/report?runs={10}{11}\">report</a>{12}</td></tr>\n",
-        escape(rel), escape(row.value("name", "")), escape(row.value("task", "")), escape(row.value("mode", "")),
-        escape(row.value("arch", "")),
-        done ? (row["task"] == "detect" ? fmt::format("{:.3f} mAP", score) : fmt::format("{:.2f} %", 100 * score))
+        escape(rel), escape(row.value("name", "")), escape(row.value("task", "")),
+        escape(row.value("mode", "")), escape(row.value("arch", "")),
+        done ? (row["task"] == "detect" ? fmt::format("{:.3f} mAP", score)
+                                        : fmt::format("{:.2f} %", 100 * score))
              : fmt::format("<span class=state>{}</span>", escape(row.value("state", "incomplete"))),
         done ? std::to_string(row.value("params", int64_t{0})) : "-",
-        done && row.value("latency_ms", -1.0) >= 0 ? fmt::format("{:.3f}", row["latency_ms"].get<double>()) : "-",
+        done && row.value("latency_ms", -1.0) >= 0
+            ? fmt::format("{:.3f}", row["latency_ms"].get<double>())
+            : "-",
         escape(row.value("date", "")), done ? "complete" : escape(row.value("state", "incomplete")),
         url_escape(rel), key_q, predict);
     ++n;
   }
   std::string page = fmt::format(
       "<!doctype html><html lang=en><head><meta charset=utf-8><title>kd runs</title>{}</head>"
-      "<body data-runs=\"{}\"><header><h1>kd runs: {}</h1><a href=\"/\">prediction page</a><a href=\"/metrics\">metrics</a></header><main>"
-      "<table id=runs><tr><th></th><th>run</th><th>task</th><th>mode</th><th>arch</th><th>test score</th><th>params</th>"
+      "<body data-runs=\"{}\"><header><h1>kd runs: {}</h1><a href=\"/\">prediction page</a><a "
+      "href=\"/metrics\">metrics</a></header><main>"
+      "<table id=runs><tr><th></th><th>run</th><th>task</th><th>mode</th><th>arch</th><th>test "
+      "score</th><th>params</th>"
       "<th>latency b1 (ms)</th><th>finished</th><th>state</th><th></th></tr>\n{}</table>"
       "<button id=compare>Report on the selected runs</button></main><script>"
       "document.getElementById('compare').onclick = () => {{"
-      " const runs = [...document.querySelectorAll('input[type=checkbox]:checked')].map(c => encodeURIComponent(c.value));"
+      " const runs = [...document.querySelectorAll('input[type=checkbox]:checked')].map(c => "
+      "encodeURIComponent(c.value));"
       " if (runs.length) location.href = '/runs/report?runs=' + runs.join(',') + {};"
       "}};</script></body></html>",
       kStyle, n, escape(root_), rows.str(), nlohmann::json(key_q).dump());
@@ -112,7 +132,9 @@ HttpResponse Dashboard::report(const std::string& runs_param, const std::string&
   while (std::getline(ss, rel, ',')) {
     if (rel.empty()) continue;
     auto it = known.find(rel);
-    if (it == known.end()) return html(404, "<!doctype html><p>no run '" + escape(rel) + "' under " + escape(root_) + "</p>");
+    if (it == known.end())
+      return html(404,
+                  "<!doctype html><p>no run '" + escape(rel) + "' under " + escape(root_) + "</p>");
     dirs.push_back(it->second);
   }
   if (dirs.empty()) return html(400, "<!doctype html><p>runs=A,B: which runs to report on</p>");

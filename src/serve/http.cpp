@@ -31,7 +31,8 @@ HttpRequest to_request(const httplib::Request& r) {
   out.body = r.body;
   for (const auto& [k, v] : r.headers) {
     std::string key = k;
-    std::transform(key.begin(), key.end(), key.begin(), [](unsigned char c) { return std::tolower(c); });
+    std::transform(key.begin(), key.end(), key.begin(),
+                   [](unsigned char c) { return std::tolower(c); });
     out.headers.emplace(std::move(key), v);
   }
   for (const auto& [k, v] : r.params) out.query.emplace(k, v);
@@ -77,19 +78,22 @@ HttpServer::HttpServer(Service& service, HttpOptions options)
   // too; responses kd made already carry one and pass through.
   s.set_error_handler(httplib::Server::HandlerWithResponse(
       [this](const httplib::Request&, httplib::Response& res) -> httplib::Server::HandlerResponse {
-    if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
-    std::string why = fmt::format("HTTP error {}", res.status);
-    if (res.status == 400) why = "malformed HTTP request";
-    if (res.status == 404) why = "no such route";
-    if (res.status == 408) why = "request not received in time";
-    if (res.status == 413) why = fmt::format("request body larger than the limit of {} bytes", impl_->options.max_body_bytes);
-    if (res.status == 414) why = "request URI too long";
-    write(impl_->service.transport_error(res.status, why), res);
-    return httplib::Server::HandlerResponse::Handled;
-  }));
-  s.set_exception_handler([this](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
-    write(impl_->service.transport_error(500, "internal error"), res);
-  });
+        if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+        std::string why = fmt::format("HTTP error {}", res.status);
+        if (res.status == 400) why = "malformed HTTP request";
+        if (res.status == 404) why = "no such route";
+        if (res.status == 408) why = "request not received in time";
+        if (res.status == 413)
+          why = fmt::format("request body larger than the limit of {} bytes",
+                            impl_->options.max_body_bytes);
+        if (res.status == 414) why = "request URI too long";
+        write(impl_->service.transport_error(res.status, why), res);
+        return httplib::Server::HandlerResponse::Handled;
+      }));
+  s.set_exception_handler(
+      [this](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
+        write(impl_->service.transport_error(500, "internal error"), res);
+      });
 }
 
 HttpServer::~HttpServer() = default;

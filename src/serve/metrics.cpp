@@ -23,17 +23,19 @@ std::string escape(const std::string& v) {
 
 std::string labels(std::initializer_list<std::pair<const char*, std::string>> kv) {
   std::string out;
-  for (const auto& [k, v] : kv) out += fmt::format("{}{}=\"{}\"", out.empty() ? "" : ",", k, escape(v));
+  for (const auto& [k, v] : kv)
+    out += fmt::format("{}{}=\"{}\"", out.empty() ? "" : ",", k, escape(v));
   return out;
 }
 
-const std::vector<double> kLatencyBounds = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                                            0.05,   0.1,   0.25,   0.5,   1,    2.5, 5, 10};
+const std::vector<double> kLatencyBounds = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                            0.1,    0.25,  0.5,    1,     2.5,  5,     10};
 const std::vector<double> kBatchBounds = {1, 2, 4, 8, 16, 32, 64, 128, 256};
 
 }  // namespace
 
-Histogram::Histogram(std::vector<double> bounds) : bounds_(std::move(bounds)), counts_(bounds_.size() + 1, 0) {}
+Histogram::Histogram(std::vector<double> bounds)
+    : bounds_(std::move(bounds)), counts_(bounds_.size() + 1, 0) {}
 
 void Histogram::observe(double value) {
   const auto i = std::lower_bound(bounds_.begin(), bounds_.end(), value) - bounds_.begin();
@@ -54,7 +56,8 @@ void Histogram::render(std::string& out, const std::string& name, const std::str
   out += fmt::format("{}_count{{{}}} {}\n", name, lbl, count_);
 }
 
-void Metrics::request(const std::string& model, const std::string& route, int code, double seconds) {
+void Metrics::request(const std::string& model, const std::string& route, int code,
+                      double seconds) {
   std::lock_guard<std::mutex> lock(mu_);
   ++requests_[{model, route, code}];
   auto it = latency_.try_emplace({model, route}, kLatencyBounds).first;
@@ -67,7 +70,8 @@ void Metrics::batch(const std::string& model, int64_t size, double seconds) {
   inference_.try_emplace(model, kLatencyBounds).first->second.observe(seconds);
 }
 
-void Metrics::set_queue_depth(std::function<std::vector<std::pair<std::string, int64_t>>()> source) {
+void Metrics::set_queue_depth(
+    std::function<std::vector<std::pair<std::string, int64_t>>()> source) {
   std::lock_guard<std::mutex> lock(mu_);
   queue_depth_ = std::move(source);
 }
@@ -80,9 +84,12 @@ std::string Metrics::render() const {
   for (const auto& [key, n] : requests_) {
     const auto& [model, route, code] = key;
     out += fmt::format("kd_http_requests_total{{{}}} {}\n",
-                       labels({{"model", model}, {"route", route}, {"code", std::to_string(code)}}), n);
+                       labels({{"model", model}, {"route", route}, {"code", std::to_string(code)}}),
+                       n);
   }
-  out += "# HELP kd_http_errors_total HTTP requests answered with a 4xx or 5xx status, by model and code.\n";
+  out +=
+      "# HELP kd_http_errors_total HTTP requests answered with a 4xx or 5xx status, by model and "
+      "code.\n";
   out += "# TYPE kd_http_errors_total counter\n";
   std::map<std::pair<std::string, int>, uint64_t> errors;
   for (const auto& [key, n] : requests_)
@@ -93,13 +100,16 @@ std::string Metrics::render() const {
   out += "# HELP kd_http_request_duration_seconds Time from request parsed to response ready.\n";
   out += "# TYPE kd_http_request_duration_seconds histogram\n";
   for (const auto& [key, h] : latency_)
-    h.render(out, "kd_http_request_duration_seconds", labels({{"model", key.first}, {"route", key.second}}));
+    h.render(out, "kd_http_request_duration_seconds",
+             labels({{"model", key.first}, {"route", key.second}}));
   out += "# HELP kd_batch_size Inputs per batch run by a model (dynamic batching).\n";
   out += "# TYPE kd_batch_size histogram\n";
-  for (const auto& [model, h] : batch_size_) h.render(out, "kd_batch_size", labels({{"model", model}}));
+  for (const auto& [model, h] : batch_size_)
+    h.render(out, "kd_batch_size", labels({{"model", model}}));
   out += "# HELP kd_inference_duration_seconds Time of one batched forward pass.\n";
   out += "# TYPE kd_inference_duration_seconds histogram\n";
-  for (const auto& [model, h] : inference_) h.render(out, "kd_inference_duration_seconds", labels({{"model", model}}));
+  for (const auto& [model, h] : inference_)
+    h.render(out, "kd_inference_duration_seconds", labels({{"model", model}}));
   if (queue_depth_) {
     out += "# HELP kd_queue_depth Requests waiting for a batch slot.\n";
     out += "# TYPE kd_queue_depth gauge\n";

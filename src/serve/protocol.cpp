@@ -16,12 +16,18 @@ template <typename... Args>
 
 const char* type_name(element_type t) {
   switch (t) {
-    case element_type::ARRAY: return "an array";
-    case element_type::OBJECT: return "an object";
-    case element_type::STRING: return "a string";
-    case element_type::BOOL: return "a boolean";
-    case element_type::NULL_VALUE: return "null";
-    default: return "a number";
+    case element_type::ARRAY:
+      return "an array";
+    case element_type::OBJECT:
+      return "an object";
+    case element_type::STRING:
+      return "a string";
+    case element_type::BOOL:
+      return "a boolean";
+    case element_type::NULL_VALUE:
+      return "null";
+    default:
+      return "a number";
   }
 }
 
@@ -50,7 +56,8 @@ struct DataReader {
       in.numbers.push_back(static_cast<float>(e.get_double().value_unsafe()));
     } else {
       if (t != element_type::STRING)
-        bad("inputs[0].data: element {} is {}, not a base64 string", in.strings.size(), type_name(t));
+        bad("inputs[0].data: element {} is {}, not a base64 string", in.strings.size(),
+            type_name(t));
       if (static_cast<int64_t>(in.strings.size()) >= limits.max_strings)
         bad("inputs[0].data: more than {} images", limits.max_strings);
       in.strings.emplace_back(e.get_string().value_unsafe());
@@ -75,13 +82,15 @@ InferInput read_input(simdjson::dom::object o, size_t index, const InferLimits& 
     int64_t v = 0;
     if (d.get_int64().get(v) || v < 0) bad("{}.shape must hold non-negative integers", where);
     in.shape.push_back(v);
-    // Saturating: the product of hostile dimensions must not overflow (found by fuzz_infer_request).
+    // Saturating: the product of hostile dimensions must not overflow (found by
+    // fuzz_infer_request).
     constexpr int64_t kCap = int64_t(1) << 40;
     count = v > 0 && count > kCap / v ? kCap : count * std::max<int64_t>(v, 1);
   }
   const bool numbers = in.datatype == "FP32" || in.datatype == "FP64";
   if (!numbers && in.datatype != "BYTES")
-    bad("{}.datatype {} is not supported: send FP32 pixels in [0, 1] or BYTES (base64 images)", where, in.datatype);
+    bad("{}.datatype {} is not supported: send FP32 pixels in [0, 1] or BYTES (base64 images)",
+        where, in.datatype);
   if (numbers && count > limits.max_elements)
     bad("{}: {} elements, more than the limit of {}", where, count, limits.max_elements);
   if (numbers) in.numbers.reserve(static_cast<size_t>(count));
@@ -90,7 +99,8 @@ InferInput read_input(simdjson::dom::object o, size_t index, const InferLimits& 
   DataReader{in, limits, numbers}.read(data, 0);
   const size_t got = numbers ? in.numbers.size() : in.strings.size();
   if (static_cast<int64_t>(got) != count)
-    bad("{}: shape [{}] holds {} elements but data has {}", where, fmt::join(in.shape, ", "), count, got);
+    bad("{}: shape [{}] holds {} elements but data has {}", where, fmt::join(in.shape, ", "), count,
+        got);
   return in;
 }
 
@@ -101,7 +111,8 @@ InferRequest parse_infer_request(const std::string& body, const InferLimits& lim
   // One parser per thread: its buffers are reused from request to request.
   thread_local simdjson::dom::parser parser;
   element doc;
-  if (auto error = parser.parse(body).get(doc)) bad("malformed JSON: {}", simdjson::error_message(error));
+  if (auto error = parser.parse(body).get(doc))
+    bad("malformed JSON: {}", simdjson::error_message(error));
   simdjson::dom::object root;
   if (doc.get_object().get(root)) bad("the body must be a JSON object");
   InferRequest req;
@@ -117,15 +128,18 @@ InferRequest parse_infer_request(const std::string& body, const InferLimits& lim
   size_t i = 0;
   for (element e : inputs) {
     simdjson::dom::object o;
-    if (e.get_object().get(o)) bad("inputs[{}] must be an object with name, shape, datatype and data", i);
+    if (e.get_object().get(o))
+      bad("inputs[{}] must be an object with name, shape, datatype and data", i);
     req.inputs.push_back(read_input(o, i++, limits));
   }
   if (!root["outputs"].error()) {
     simdjson::dom::array outputs;
-    if (root["outputs"].get_array().get(outputs)) bad("'outputs' must be an array of {{\"name\": ...}}");
+    if (root["outputs"].get_array().get(outputs))
+      bad("'outputs' must be an array of {{\"name\": ...}}");
     for (element e : outputs) {
       std::string_view name;
-      if (e["name"].get_string().get(name)) bad("each of 'outputs' must be an object with a 'name'");
+      if (e["name"].get_string().get(name))
+        bad("each of 'outputs' must be an object with a 'name'");
       req.outputs.emplace_back(name);
     }
   }

@@ -3,9 +3,9 @@
 #include <torch/torch.h>
 
 #include "kd/core/error.h"
+#include "kd/data/detection.h"
 #include "kd/data/image.h"
 #include "kd/detect/boxes.h"
-#include "kd/data/detection.h"
 
 namespace kd {
 
@@ -15,7 +15,8 @@ ModelRunner::ModelRunner(std::string name, std::string source, std::unique_ptr<M
   model_->train(false);
   params_ = model_->num_parameters();
   if (is_detector()) {
-    KD_CHECK(spec().input_shape[1] == spec().input_shape[2], "{}: a detector's input must be square", source_);
+    KD_CHECK(spec().input_shape[1] == spec().input_shape[2],
+             "{}: a detector's input must be square", source_);
     anchors_ = make_anchors(spec().options, spec().input_shape[1], spec().input_shape[2]);
   }
 }
@@ -38,9 +39,10 @@ PreparedImage ModelRunner::prepare_image(std::string_view encoded, int64_t max_p
     const ImageSize size = encoded_image_size(encoded);
     p.width = size.width;
     p.height = size.height;
-    p.pixels = decode_image(encoded, ImageOptions{static_cast<int>(s[0]), static_cast<int>(s[1]),
-                                                  static_cast<int>(s[2])},
-                            max_pixels);
+    p.pixels = decode_image(
+        encoded,
+        ImageOptions{static_cast<int>(s[0]), static_cast<int>(s[1]), static_cast<int>(s[2])},
+        max_pixels);
   }
   p.pixels = p.pixels.to(torch::kFloat).div_(255.0);
   return p;
@@ -53,13 +55,15 @@ nlohmann::json ModelRunner::top_classes(const torch::Tensor& logits, int64_t k) 
   nlohmann::json out = nlohmann::json::array();
   for (int64_t i = 0; i < k; ++i) {
     const int64_t c = index[i].item<int64_t>();
-    out.push_back({{"class", spec().class_names.at(static_cast<size_t>(c))}, {"index", c}, {"score", scores[i].item<double>()}});
+    out.push_back({{"class", spec().class_names.at(static_cast<size_t>(c))},
+                   {"index", c},
+                   {"score", scores[i].item<double>()}});
   }
   return out;
 }
 
-DetectionTensors ModelRunner::detect(const torch::Tensor& raw, const PreparedImage* image, double score_threshold,
-                                     int64_t max_detections) const {
+DetectionTensors ModelRunner::detect(const torch::Tensor& raw, const PreparedImage* image,
+                                     double score_threshold, int64_t max_detections) const {
   PostprocessOptions po;
   po.score_threshold = score_threshold;
   po.max_detections = max_detections;

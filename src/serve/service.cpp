@@ -55,27 +55,34 @@ json parse_body(const std::string& body) {
 // Constant time in the key's length, so response timing does not reveal how much matched.
 bool same_key(const std::string& a, const std::string& b) {
   unsigned char diff = a.size() == b.size() ? 0 : 1;
-  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i % std::max<size_t>(b.size(), 1)]);
+  for (size_t i = 0; i < a.size(); ++i)
+    diff |= static_cast<unsigned char>(a[i] ^ b[i % std::max<size_t>(b.size(), 1)]);
   return diff == 0;
 }
 
 // Row-major flattening of a (possibly nested) JSON array of numbers, refusing more than `limit`
 // values as soon as they are seen.
-// Tensors have at most 4 dimensions here; deeper nesting is refused before it can exhaust the stack.
+// Tensors have at most 4 dimensions here; deeper nesting is refused before it can exhaust the
+// stack.
 constexpr int kMaxNesting = 6;
 
-void flatten_numbers(const json& j, std::vector<float>& out, int64_t limit, const std::string& where, int depth = 0) {
+void flatten_numbers(const json& j, std::vector<float>& out, int64_t limit,
+                     const std::string& where, int depth = 0) {
   if (j.is_array()) {
     if (depth >= kMaxNesting) bad_request("{}: arrays nested deeper than {}", where, kMaxNesting);
     for (const auto& v : j) flatten_numbers(v, out, limit, where, depth + 1);
     return;
   }
-  if (!j.is_number()) bad_request("{}: element {} is {}, not a number", where, out.size(), j.type_name());
-  if (static_cast<int64_t>(out.size()) >= limit) bad_request("{}: more than {} values", where, limit);
+  if (!j.is_number())
+    bad_request("{}: element {} is {}, not a number", where, out.size(), j.type_name());
+  if (static_cast<int64_t>(out.size()) >= limit)
+    bad_request("{}: more than {} values", where, limit);
   out.push_back(j.get<float>());
 }
 
-std::string shape_str(const std::vector<int64_t>& s) { return fmt::format("[{}]", fmt::join(s, ", ")); }
+std::string shape_str(const std::vector<int64_t>& s) {
+  return fmt::format("[{}]", fmt::join(s, ", "));
+}
 
 json tensor_json(const std::string& name, const torch::Tensor& t) {
   auto c = t.contiguous();
@@ -111,14 +118,16 @@ std::string HttpRequest::header(const std::string& lower_name) const {
 
 Service::Service(std::vector<std::unique_ptr<ModelRunner>> runners, ServiceOptions options)
     : options_(std::move(options)) {
-  KD_CHECK(!runners.empty() || !options_.runs_dir.empty(), "no models to serve (and no --runs folder)");
+  KD_CHECK(!runners.empty() || !options_.runs_dir.empty(),
+           "no models to serve (and no --runs folder)");
   std::map<std::string, std::string> served_runs;
   for (const auto& r : runners) served_runs[r->source()] = r->name();
-  if (!options_.runs_dir.empty()) dashboard_ = std::make_unique<Dashboard>(options_.runs_dir, served_runs);
+  if (!options_.runs_dir.empty())
+    dashboard_ = std::make_unique<Dashboard>(options_.runs_dir, served_runs);
   for (auto& r : runners) {
     const std::string name = r->name();
-    KD_CHECK(!models_.count(name), "two models are named '{}' ({} and {}): name them with NAME=RUN", name,
-             models_.at(name)->runner->source(), r->source());
+    KD_CHECK(!models_.count(name), "two models are named '{}' ({} and {}): name them with NAME=RUN",
+             name, models_.at(name)->runner->source(), r->source());
     auto served = std::make_unique<Served>();
     ModelRunner* runner = r.get();
     served->runner = std::move(r);
@@ -159,7 +168,8 @@ HttpResponse Service::handle(const HttpRequest& request) noexcept {
     response = error_response(400, e.what());
   } catch (const std::exception& e) {
     spdlog::error("{} {}: {}", request.method, request.path, e.what());
-    response = error_response(500, fmt::format("internal error: {}", std::string(e.what()).substr(0, 200)));
+    response = error_response(
+        500, fmt::format("internal error: {}", std::string(e.what()).substr(0, 200)));
   } catch (...) {
     response = error_response(500, "internal error");
   }
@@ -179,7 +189,8 @@ HttpResponse Service::transport_error(int status, const std::string& message) {
 Service::Served& Service::find(const std::string& name) {
   auto it = models_.find(name);
   if (it == models_.end())
-    throw HttpError(404, fmt::format("no model named '{}' (served: {})", name, fmt::join(model_names(), ", ")));
+    throw HttpError(
+        404, fmt::format("no model named '{}' (served: {})", name, fmt::join(model_names(), ", ")));
   return *it->second;
 }
 
@@ -222,14 +233,16 @@ HttpResponse Service::route(const HttpRequest& req, Routed& routed) {
     if (!options_.api_key.empty() && !same_key(key, options_.api_key) &&
         !(auth.rfind("Bearer ", 0) == 0 && same_key(auth.substr(7), options_.api_key)))
       return error_response(401, "missing or wrong API key: add ?key=<key> to the address");
-    if (p == "/runs/report") return dashboard_->report(req.query.count("runs") ? req.query.at("runs") : "", key);
+    if (p == "/runs/report")
+      return dashboard_->report(req.query.count("runs") ? req.query.at("runs") : "", key);
     return dashboard_->list(key);
   }
   if (!options_.api_key.empty()) {
     const std::string auth = req.header("authorization");
     if (auth.rfind("Bearer ", 0) != 0 || !same_key(auth.substr(7), options_.api_key)) {
       routed.route = "auth";
-      HttpResponse r = error_response(401, "missing or wrong API key: send the header 'Authorization: Bearer <key>'");
+      HttpResponse r = error_response(
+          401, "missing or wrong API key: send the header 'Authorization: Bearer <key>'");
       r.headers.emplace_back("WWW-Authenticate", "Bearer");
       return r;
     }
@@ -245,7 +258,8 @@ HttpResponse Service::route(const HttpRequest& req, Routed& routed) {
   if (p == "/v2") {
     routed.route = "server_metadata";
     method_check(get, "GET");
-    return json_response(200, {{"name", "kd"}, {"version", kVersion}, {"extensions", json::array()}});
+    return json_response(200,
+                         {{"name", "kd"}, {"version", kVersion}, {"extensions", json::array()}});
   }
   if (p == "/v2/models" || p == "/v2/models/") {
     routed.route = "models";
@@ -281,7 +295,9 @@ HttpResponse Service::route(const HttpRequest& req, Routed& routed) {
     routed.model = m.runner->name();
     method_check(get, "GET");
     return json_response(200, {{"model_version_status",
-                                {{{"version", "1"}, {"state", "AVAILABLE"}, {"status", {{"error_code", "OK"}, {"error_message", ""}}}}}}});
+                                {{{"version", "1"},
+                                  {"state", "AVAILABLE"},
+                                  {"status", {{"error_code", "OK"}, {"error_message", ""}}}}}}});
   }
   if (p.rfind(v2, 0) == 0) {
     std::string rest = p.substr(v2.size());
@@ -290,7 +306,8 @@ HttpResponse Service::route(const HttpRequest& req, Routed& routed) {
     if (tail.rfind("/versions/", 0) == 0) {
       const std::string after = tail.substr(10);
       const std::string version = after.substr(0, after.find('/'));
-      if (version != "1") throw HttpError(404, fmt::format("model '{}' has only version 1, not '{}'", name, version));
+      if (version != "1")
+        throw HttpError(404, fmt::format("model '{}' has only version 1, not '{}'", name, version));
       tail = after.substr(version.size());
     }
     Served& m = find(name);
@@ -307,10 +324,15 @@ HttpResponse Service::route(const HttpRequest& req, Routed& routed) {
                    {{"name", "detection_scores"}, {"datatype", "FP32"}, {"shape", {-1, k}}},
                    {{"name", "detection_classes"}, {"datatype", "INT32"}, {"shape", {-1, k}}},
                    // Only when asked for by name: the head's outputs before decoding and NMS.
-                   {{"name", "raw"}, {"datatype", "FP32"}, {"shape", {-1, r.num_anchors(), r.spec().num_classes() + 4}}}};
+                   {{"name", "raw"},
+                    {"datatype", "FP32"},
+                    {"shape", {-1, r.num_anchors(), r.spec().num_classes() + 4}}}};
       } else {
-        outputs = {{{"name", "logits"}, {"datatype", "FP32"}, {"shape", {-1, r.spec().num_classes()}}},
-                   {{"name", "probabilities"}, {"datatype", "FP32"}, {"shape", {-1, r.spec().num_classes()}}}};
+        outputs = {
+            {{"name", "logits"}, {"datatype", "FP32"}, {"shape", {-1, r.spec().num_classes()}}},
+            {{"name", "probabilities"},
+             {"datatype", "FP32"},
+             {"shape", {-1, r.spec().num_classes()}}}};
       }
       return json_response(
           200, {{"name", name},
@@ -323,7 +345,8 @@ HttpResponse Service::route(const HttpRequest& req, Routed& routed) {
                   {"arch", r.spec().arch},
                   {"class_names", r.spec().class_names},
                   {"input", "FP32 pixels in [0, 1], or BYTES: base64 PNG/JPEG images (shape [N])"},
-                  {"boxes", "x1, y1, x2, y2 in input pixels, or in the image's pixels for BYTES inputs"}}}});
+                  {"boxes",
+                   "x1, y1, x2, y2 in input pixels, or in the image's pixels for BYTES inputs"}}}});
     }
     if (tail == "/ready") {
       routed.route = "model_ready";
@@ -370,9 +393,11 @@ HttpResponse Service::infer(Served& m, const HttpRequest& req) {
   auto arrival = m.batcher->expect();
   if (!req.header("inference-header-content-length").empty())
     bad_request("the binary tensor data extension is not supported: send tensors as JSON");
-  InferRequest request = parse_infer_request(req.body, {options_.max_tensor_elements, options_.max_images});
+  InferRequest request =
+      parse_infer_request(req.body, {options_.max_tensor_elements, options_.max_images});
   const ModelRunner& r = *m.runner;
-  if (request.inputs.size() != 1) bad_request("model '{}' takes one input, got {}", r.name(), request.inputs.size());
+  if (request.inputs.size() != 1)
+    bad_request("model '{}' takes one input, got {}", r.name(), request.inputs.size());
   InferInput& in = request.inputs[0];
   const auto want = r.input_shape();
 
@@ -392,34 +417,41 @@ HttpResponse Service::infer(Served& m, const HttpRequest& req) {
     x = batch.pixels;
   } else {
     const auto& shape = in.shape;
-    if (shape.size() != 4 || shape[0] < 1 || shape[1] != want[1] || shape[2] != want[2] || shape[3] != want[3])
-      bad_request("inputs[0]: shape {} does not match the model's input {} (N >= 1)", shape_str(shape), shape_str(want));
+    if (shape.size() != 4 || shape[0] < 1 || shape[1] != want[1] || shape[2] != want[2] ||
+        shape[3] != want[3])
+      bad_request("inputs[0]: shape {} does not match the model's input {} (N >= 1)",
+                  shape_str(shape), shape_str(want));
     x = torch::from_blob(in.numbers.data(), shape, torch::kFloat).clone();
   }
   std::vector<std::string> wanted = request.outputs;
-  std::vector<std::string> names = r.is_detector()
-      ? std::vector<std::string>{"num_detections", "detection_boxes", "detection_scores", "detection_classes"}
-      : std::vector<std::string>{"logits", "probabilities"};
+  std::vector<std::string> names =
+      r.is_detector() ? std::vector<std::string>{"num_detections", "detection_boxes",
+                                                 "detection_scores", "detection_classes"}
+                      : std::vector<std::string>{"logits", "probabilities"};
   if (wanted.empty()) wanted = names;
   if (r.is_detector()) names.push_back("raw");
   for (const auto& w : wanted)
     if (std::find(names.begin(), names.end(), w) == names.end())
-      bad_request("model '{}' has no output '{}' (outputs: {})", r.name(), w, fmt::join(names, ", "));
+      bad_request("model '{}' has no output '{}' (outputs: {})", r.name(), w,
+                  fmt::join(names, ", "));
 
   auto y = run(m, x, arrival);
   std::map<std::string, torch::Tensor> outputs;
   if (r.is_detector()) {
     std::vector<torch::Tensor> n, b, s, c;
     for (int64_t i = 0; i < y.size(0); ++i) {
-      auto d = r.detect(y[i], images.empty() ? nullptr : &images[static_cast<size_t>(i)], options_.score_threshold,
-                        options_.max_detections);
+      auto d = r.detect(y[i], images.empty() ? nullptr : &images[static_cast<size_t>(i)],
+                        options_.score_threshold, options_.max_detections);
       n.push_back(d.count);
       b.push_back(d.boxes);
       s.push_back(d.scores);
       c.push_back(d.classes);
     }
-    outputs = {{"num_detections", torch::stack(n)}, {"detection_boxes", torch::stack(b)},
-               {"detection_scores", torch::stack(s)}, {"detection_classes", torch::stack(c)}, {"raw", y}};
+    outputs = {{"num_detections", torch::stack(n)},
+               {"detection_boxes", torch::stack(b)},
+               {"detection_scores", torch::stack(s)},
+               {"detection_classes", torch::stack(c)},
+               {"raw", y}};
   } else {
     outputs = {{"logits", y}, {"probabilities", torch::softmax(y, 1)}};
   }
@@ -448,7 +480,8 @@ HttpResponse Service::predict_v1(Served& m, const HttpRequest& req) {
       if (!inst.is_object() || !inst.contains("b64") || !inst["b64"].is_string())
         bad_request("instances[{}]: expected {{\"b64\": \"<base64 image>\"}} like instances[0]", i);
       if (static_cast<int64_t>(i) >= options_.max_images)
-        bad_request("{} images in one request; the limit is {}", instances.size(), options_.max_images);
+        bad_request("{} images in one request; the limit is {}", instances.size(),
+                    options_.max_images);
       try {
         decoded.push_back(base64_decode(inst["b64"].get<std::string>()));
       } catch (const Error& e) {
@@ -461,7 +494,8 @@ HttpResponse Service::predict_v1(Served& m, const HttpRequest& req) {
   } else {
     const auto n = static_cast<int64_t>(instances.size());
     if (n * per > options_.max_tensor_elements)
-      bad_request("{} instances of {} values, more than the limit of {}", n, per, options_.max_tensor_elements);
+      bad_request("{} instances of {} values, more than the limit of {}", n, per,
+                  options_.max_tensor_elements);
     std::vector<float> data;
     data.reserve(static_cast<size_t>(n * per));
     for (int64_t i = 0; i < n; ++i) {
@@ -469,8 +503,8 @@ HttpResponse Service::predict_v1(Served& m, const HttpRequest& req) {
       flatten_numbers(instances[static_cast<size_t>(i)], data, static_cast<int64_t>(before) + per,
                       fmt::format("instances[{}]", i));
       if (static_cast<int64_t>(data.size() - before) != per)
-        bad_request("instances[{}]: {} values, but the model takes {} ({})", i, data.size() - before, per,
-                    shape_str({want[1], want[2], want[3]}));
+        bad_request("instances[{}]: {} values, but the model takes {} ({})", i,
+                    data.size() - before, per, shape_str({want[1], want[2], want[3]}));
     }
     x = torch::from_blob(data.data(), {n, want[1], want[2], want[3]}, torch::kFloat).clone();
   }
@@ -478,17 +512,18 @@ HttpResponse Service::predict_v1(Served& m, const HttpRequest& req) {
   json predictions = json::array();
   for (int64_t i = 0; i < y.size(0); ++i) {
     if (r.is_detector()) {
-      auto d = r.detect(y[i], as_images ? &images[static_cast<size_t>(i)] : nullptr, options_.score_threshold,
-                        options_.max_detections);
+      auto d = r.detect(y[i], as_images ? &images[static_cast<size_t>(i)] : nullptr,
+                        options_.score_threshold, options_.max_detections);
       predictions.push_back({{"detections", r.detections_json(d)}});
     } else {
       auto probs = torch::softmax(y[i], 0).contiguous();
       const auto top = r.top_classes(y[i], 1)[0];
-      predictions.push_back({{"class", top["class"]},
-                             {"index", top["index"]},
-                             {"score", top["score"]},
-                             {"probabilities", std::vector<float>(probs.data_ptr<float>(),
-                                                                  probs.data_ptr<float>() + probs.numel())}});
+      predictions.push_back(
+          {{"class", top["class"]},
+           {"index", top["index"]},
+           {"score", top["score"]},
+           {"probabilities",
+            std::vector<float>(probs.data_ptr<float>(), probs.data_ptr<float>() + probs.numel())}});
     }
   }
   return json_response(200, {{"predictions", predictions}});
@@ -501,7 +536,8 @@ HttpResponse Service::image(Served& m, const HttpRequest& req) {
   const auto first = req.body.find_first_not_of(" \t\r\n");
   if (first != std::string::npos && req.body[first] == '{') {
     const json body = parse_body(req.body);
-    if (!body.contains("b64") || !body["b64"].is_string()) bad_request("expected {{\"b64\": \"<base64 PNG or JPEG>\"}}");
+    if (!body.contains("b64") || !body["b64"].is_string())
+      bad_request("expected {{\"b64\": \"<base64 PNG or JPEG>\"}}");
     try {
       encoded = base64_decode(body["b64"].get<std::string>());
     } catch (const Error& e) {
@@ -526,12 +562,17 @@ HttpResponse Service::image(Served& m, const HttpRequest& req) {
   auto batch = prepare_images(m, {encoded});
   const auto& images = batch.images;
   auto y = run(m, batch.pixels, arrival);
-  json out = {{"model_name", r.name()}, {"task", r.spec().task}, {"width", images[0].width}, {"height", images[0].height}};
+  json out = {{"model_name", r.name()},
+              {"task", r.spec().task},
+              {"width", images[0].width},
+              {"height", images[0].height}};
   if (r.is_detector()) {
     const double score = get_number("score", options_.score_threshold, 0, 1);
-    out["detections"] = r.detections_json(r.detect(y[0], &images[0], score, options_.max_detections));
+    out["detections"] =
+        r.detections_json(r.detect(y[0], &images[0], score, options_.max_detections));
   } else {
-    const auto k = static_cast<int64_t>(get_number("top_k", static_cast<double>(options_.top_k), 1, 1000));
+    const auto k =
+        static_cast<int64_t>(get_number("top_k", static_cast<double>(options_.top_k), 1, 1000));
     out["classes"] = r.top_classes(y[0], k);
   }
   return json_response(200, out);

@@ -9,7 +9,8 @@ namespace {
 using kd::DetectionBox;
 using kd::GroundTruthBox;
 
-GroundTruthBox gt(int64_t img, int64_t cat, double x, double y, double w, double h, bool crowd = false) {
+GroundTruthBox gt(int64_t img, int64_t cat, double x, double y, double w, double h,
+                  bool crowd = false) {
   GroundTruthBox g;
   g.image_id = img;
   g.category_id = cat;
@@ -24,7 +25,8 @@ DetectionBox dt(int64_t img, int64_t cat, double x, double y, double w, double h
 }
 
 TEST(CocoEval, PerfectDetectionsScoreOne) {
-  std::vector<GroundTruthBox> g = {gt(1, 1, 10, 10, 20, 20), gt(1, 2, 50, 50, 40, 40), gt(2, 1, 0, 0, 100, 100)};
+  std::vector<GroundTruthBox> g = {gt(1, 1, 10, 10, 20, 20), gt(1, 2, 50, 50, 40, 40),
+                                   gt(2, 1, 0, 0, 100, 100)};
   std::vector<DetectionBox> d;
   for (const auto& x : g) d.push_back({x.image_id, x.category_id, x.bbox, 0.9});
   auto m = kd::evaluate_coco(g, d, {1, 2}, {1, 2});
@@ -39,8 +41,9 @@ TEST(CocoEval, PerfectDetectionsScoreOne) {
 TEST(CocoEval, HigherScoredFalsePositiveHalvesPrecision) {
   // Detections by score: FP (0.9) then TP (0.8): recall [0, 1], precision [0, 0.5] -> made
   // monotone [0.5, 0.5]: every recall threshold reads 0.5.
-  auto m = kd::evaluate_coco({gt(1, 1, 0, 0, 10, 10)},
-                             {dt(1, 1, 50, 50, 10, 10, 0.9), dt(1, 1, 0, 0, 10, 10, 0.8)}, {1}, {1});
+  auto m =
+      kd::evaluate_coco({gt(1, 1, 0, 0, 10, 10)},
+                        {dt(1, 1, 50, 50, 10, 10, 0.9), dt(1, 1, 0, 0, 10, 10, 0.8)}, {1}, {1});
   EXPECT_NEAR(m.map(), 0.5, 1e-12);
   EXPECT_NEAR(m.stats[6], 0.0, 1e-12);  // AR@1: only the FP fits in maxDets 1
 }
@@ -49,10 +52,12 @@ TEST(CocoEval, TiedScoresKeepImageOrder) {
   // Equal scores across images are ordered by image id then position (a stable sort): the FP
   // in image 1 comes before the TP in image 2 -> AP 0.5; swapped -> the TP leads, AP 1.
   std::vector<GroundTruthBox> g = {gt(2, 1, 0, 0, 10, 10)};
-  auto a = kd::evaluate_coco(g, {dt(1, 1, 0, 0, 10, 10, 0.5), dt(2, 1, 0, 0, 10, 10, 0.5)}, {1, 2}, {1});
+  auto a =
+      kd::evaluate_coco(g, {dt(1, 1, 0, 0, 10, 10, 0.5), dt(2, 1, 0, 0, 10, 10, 0.5)}, {1, 2}, {1});
   EXPECT_NEAR(a.map(), 0.5, 1e-12);
   std::vector<GroundTruthBox> g2 = {gt(1, 1, 0, 0, 10, 10)};
-  auto b = kd::evaluate_coco(g2, {dt(1, 1, 0, 0, 10, 10, 0.5), dt(2, 1, 0, 0, 10, 10, 0.5)}, {1, 2}, {1});
+  auto b = kd::evaluate_coco(g2, {dt(1, 1, 0, 0, 10, 10, 0.5), dt(2, 1, 0, 0, 10, 10, 0.5)}, {1, 2},
+                             {1});
   EXPECT_NEAR(b.map(), 1.0, 1e-12);
 }
 
@@ -74,8 +79,9 @@ TEST(CocoEval, CrowdRegionsSwallowDetections) {
 
 TEST(CocoEval, DetectionsOnImagesWithoutObjectsAreFalsePositives) {
   // Image 2 has no ground truth; its detection (0.9) outranks the TP (0.5): AP 0.5.
-  auto m = kd::evaluate_coco({gt(1, 1, 0, 0, 10, 10)},
-                             {dt(2, 1, 0, 0, 10, 10, 0.9), dt(1, 1, 0, 0, 10, 10, 0.5)}, {1, 2}, {1});
+  auto m =
+      kd::evaluate_coco({gt(1, 1, 0, 0, 10, 10)},
+                        {dt(2, 1, 0, 0, 10, 10, 0.9), dt(1, 1, 0, 0, 10, 10, 0.5)}, {1, 2}, {1});
   EXPECT_NEAR(m.map(), 0.5, 1e-12);
 }
 
@@ -103,7 +109,8 @@ TEST(CocoEval, GreedyMatchingTakesTheBestFreeObject) {
   // overlaps A (IoU 82.7/117.3 = 0.705) and B (77.3/122.7 = 0.630): A is taken, so it matches B
   // at thresholds 0.50, 0.55, 0.60 only.
   std::vector<GroundTruthBox> g = {gt(1, 1, 0, 0, 10, 10), gt(1, 1, 4, 0, 10, 10)};
-  auto m = kd::evaluate_coco(g, {dt(1, 1, 0, 0, 10, 10, 0.9), dt(1, 1, 1.73, 0, 10, 10, 0.8)}, {1}, {1});
+  auto m =
+      kd::evaluate_coco(g, {dt(1, 1, 0, 0, 10, 10, 0.9), dt(1, 1, 1.73, 0, 10, 10, 0.8)}, {1}, {1});
   // There both are found (AP 1); at 0.65..0.95 recall stops at 0.5 with precision 1 for the
   // first 51 recall points -> 51/101. AP = (3 * 1 + 7 * 51/101) / 10.
   EXPECT_NEAR(m.map(), (3.0 + 7.0 * 51.0 / 101.0) / 10.0, 1e-12);

@@ -12,12 +12,12 @@
 #include "kd/core/error.h"
 #include "kd/core/fs.h"
 #include "kd/core/runtime.h"
-#include "kd/detect/boxes.h"
 #include "kd/data/detection.h"
+#include "kd/data/make_detection.h"
+#include "kd/detect/boxes.h"
 #include "kd/detect/loss.h"
 #include "kd/distill/detect_run.h"
 #include "kd/distill/trainer.h"
-#include "kd/data/make_detection.h"
 #include "kd/models/model.h"
 #include "kd/models/registry.h"
 #include "test_util.h"
@@ -26,7 +26,9 @@ namespace {
 
 using kd_test::matrix;
 
-torch::Tensor vec(const nlohmann::json& j) { return torch::tensor(j.get<std::vector<double>>(), torch::kFloat64); }
+torch::Tensor vec(const nlohmann::json& j) {
+  return torch::tensor(j.get<std::vector<double>>(), torch::kFloat64);
+}
 std::vector<int64_t> ints(const torch::Tensor& t) {
   auto c = t.to(torch::kLong).contiguous();
   return {c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel()};
@@ -38,7 +40,8 @@ TEST(Boxes, NmsAndIouMatchTorchvision) {
   auto classes = torch::tensor(g["classes"].get<std::vector<int64_t>>());
   EXPECT_EQ(ints(kd::nms(boxes, scores, 0.5)), g["nms_0.5"].get<std::vector<int64_t>>());
   EXPECT_EQ(ints(kd::nms(boxes, scores, 0.3)), g["nms_0.3"].get<std::vector<int64_t>>());
-  EXPECT_EQ(ints(kd::batched_nms(boxes, scores, classes, 0.5)), g["batched_nms_0.5"].get<std::vector<int64_t>>());
+  EXPECT_EQ(ints(kd::batched_nms(boxes, scores, classes, 0.5)),
+            g["batched_nms_0.5"].get<std::vector<int64_t>>());
   EXPECT_TRUE(torch::allclose(kd::box_iou(boxes.narrow(0, 0, 5), boxes.narrow(0, 0, 8)),
                               matrix(g["iou_first5_first8"]), 1e-12, 1e-12));
   EXPECT_EQ(kd::nms(torch::zeros({0, 4}), torch::zeros({0}), 0.5).numel(), 0);
@@ -50,7 +53,8 @@ TEST(Boxes, CoderRoundTripsAndAnchorsTileTheImage) {
   // First anchor: level 3 (stride 8), cell (0, 0), scale 1, ratio 1:1 -> side 16 centred at 4.
   EXPECT_TRUE(torch::allclose(anchors[0], torch::tensor({-4.f, -4.f, 12.f, 12.f})));
   // Odd sizes round feature maps up, as the stride-2 convolutions do: 100 -> 13, 7, 4.
-  EXPECT_EQ(kd::make_anchors({{"anchor_scale", 2.0}}, 100, 100).size(0), 9 * (13 * 13 + 7 * 7 + 4 * 4));
+  EXPECT_EQ(kd::make_anchors({{"anchor_scale", 2.0}}, 100, 100).size(0),
+            9 * (13 * 13 + 7 * 7 + 4 * 4));
   auto boxes = torch::tensor({{10.f, 20.f, 50.f, 44.f}, {0.f, 0.f, 128.f, 128.f}});
   auto a = anchors.narrow(0, 100, 2);
   EXPECT_TRUE(torch::allclose(kd::decode_boxes(kd::encode_boxes(boxes, a), a), boxes, 1e-4, 1e-4));
@@ -65,14 +69,16 @@ TEST(DetectLosses, FocalAndDistillationTermsMatchPyTorch) {
   EXPECT_TRUE(torch::allclose(logits.grad(), matrix(g["focal_grad"]), 1e-9, 1e-10));
 
   const double T = g["temperature"], norm = g["normalizer"];
-  auto s = vec(g["s_cls"]).view({2, 7, 3}).requires_grad_(true), t = vec(g["t_cls"]).view({2, 7, 3});
+  auto s = vec(g["s_cls"]).view({2, 7, 3}).requires_grad_(true),
+       t = vec(g["t_cls"]).view({2, 7, 3});
   auto cls = kd::class_distill_loss(s, t, T, norm);
   cls.backward();
   EXPECT_NEAR(cls.item<double>(), g["class_kd"].get<double>(), 1e-10);
   EXPECT_TRUE(torch::allclose(s.grad().flatten(), vec(g["class_kd_grad"]), 1e-9, 1e-10));
   EXPECT_NEAR(kd::class_distill_loss(t, t, T, norm).item<double>(), 0.0, 1e-12);
 
-  auto sb = vec(g["s_box"]).view({2, 7, 4}).requires_grad_(true), tb = vec(g["t_box"]).view({2, 7, 4});
+  auto sb = vec(g["s_box"]).view({2, 7, 4}).requires_grad_(true),
+       tb = vec(g["t_box"]).view({2, 7, 4});
   auto box = kd::box_distill_loss(sb, tb, t, 0.1);
   box.backward();
   EXPECT_NEAR(box.item<double>(), g["box_kd"].get<double>(), 1e-10);
@@ -90,8 +96,9 @@ TEST(DetectLosses, AnchorAssignment) {
   EXPECT_TRUE(t.positive[0][40].item<bool>());
   EXPECT_EQ(t.classes[0][40].argmax().item<int64_t>(), 3);
   EXPECT_NEAR(t.boxes[0][40].abs().max().item<double>(), 0.0, 1e-5);  // exact match encodes to 0
-  EXPECT_EQ(t.positive[1].sum().item<int64_t>(), 0);                   // padding matches nothing
-  EXPECT_EQ(t.weight[1].sum().item<double>(), static_cast<double>(anchors.size(0)));  // all negatives
+  EXPECT_EQ(t.positive[1].sum().item<int64_t>(), 0);                  // padding matches nothing
+  EXPECT_EQ(t.weight[1].sum().item<double>(),
+            static_cast<double>(anchors.size(0)));  // all negatives
   // Anchors on the ignore region are neither positive nor negative.
   auto on_region = kd::box_iou(anchors, boxes[0].narrow(0, 1, 1)).squeeze(1) >= 0.5;
   ASSERT_GT(on_region.sum().item<int64_t>(), 0);
@@ -130,7 +137,8 @@ TEST(DetectData, CocoAndVocReadTheSameBoxes) {
   EXPECT_EQ(coco.size(), 12);
   EXPECT_EQ(test.size(), 4);
   EXPECT_EQ(voc.size(), 16);  // VOC holds both parts, train_* sorted before test_*... by name
-  EXPECT_EQ(coco.class_names, (std::vector<std::string>{"T-shirt/top", "Pullover", "Coat", "Shirt", "Bag"}));
+  EXPECT_EQ(coco.class_names,
+            (std::vector<std::string>{"T-shirt/top", "Pullover", "Coat", "Shirt", "Bag"}));
   // VOC files sort test_* before train_*: train image 1 is VOC image 5.
   for (int i = 0; i < 12; ++i) {
     auto a = coco.boxes[static_cast<size_t>(i)], b = voc.boxes[static_cast<size_t>(i + 4)];
@@ -158,7 +166,8 @@ TEST(DetectData, MakeDetectionIsSeeded) {
     o.max_size = 24;
     o.seed = seed;
     kd::make_detection_dataset(o);
-    return kd::read_text(d / (out + "/train.json")) + kd::read_text(d / (out + "/images/train_000006.png"));
+    return kd::read_text(d / (out + "/train.json")) +
+           kd::read_text(d / (out + "/images/train_000006.png"));
   };
   EXPECT_EQ(make("a", 5), make("b", 5));
   EXPECT_NE(make("a", 5), make("c", 6));
@@ -172,50 +181,64 @@ std::string write(const TempDir& d, const std::string& name, const std::string& 
 TEST(DetectData, BadAnnotationsNameTheFileAndAnnotation) {
   TempDir d;
   std::filesystem::copy_file(tiny_dataset() + "/images/train_000001.png", d / "a.png");
-  const std::string img = R"("images": [{"id": 7, "file_name": "a.png", "width": 64, "height": 64}])";
+  const std::string img =
+      R"("images": [{"id": 7, "file_name": "a.png", "width": 64, "height": 64}])";
   const std::string cat = R"("categories": [{"id": 3, "name": "Coat"}])";
   auto coco = [&](const std::string& anns) {
     return write(d, "x.json", "{" + img + ", " + cat + ", \"annotations\": [" + anns + "]}");
   };
   EXPECT_KD_ERROR(kd::load_coco(coco(R"({"id": 5, "image_id": 7, "category_id": 3})"), 64),
                   "annotation id 5: missing 'bbox'");
-  EXPECT_KD_ERROR(kd::load_coco(coco(R"({"id": 6, "image_id": 7, "category_id": 9, "bbox": [1, 1, 5, 5]})"), 64),
-                  "annotation id 6: unknown category_id 9");
-  EXPECT_KD_ERROR(kd::load_coco(coco(R"({"id": 8, "image_id": 70, "category_id": 3, "bbox": [1, 1, 5, 5]})"), 64),
-                  "annotation id 8: unknown image_id 70");
-  EXPECT_KD_ERROR(kd::load_coco(coco(R"({"id": 9, "image_id": 7, "category_id": 3, "bbox": [1, 1, 5]})"), 64),
-                  "annotation id 9: bbox must be");
+  EXPECT_KD_ERROR(
+      kd::load_coco(coco(R"({"id": 6, "image_id": 7, "category_id": 9, "bbox": [1, 1, 5, 5]})"),
+                    64),
+      "annotation id 6: unknown category_id 9");
+  EXPECT_KD_ERROR(
+      kd::load_coco(coco(R"({"id": 8, "image_id": 70, "category_id": 3, "bbox": [1, 1, 5, 5]})"),
+                    64),
+      "annotation id 8: unknown image_id 70");
+  EXPECT_KD_ERROR(
+      kd::load_coco(coco(R"({"id": 9, "image_id": 7, "category_id": 3, "bbox": [1, 1, 5]})"), 64),
+      "annotation id 9: bbox must be");
   // Zero-area and outside boxes are skipped (a counted warning); a box past the border is clipped.
   auto ok = kd::load_coco(coco(R"({"id": 1, "image_id": 7, "category_id": 3, "bbox": [1, 1, 0, 5]},
                                   {"id": 2, "image_id": 7, "category_id": 3, "bbox": [100, 100, 5, 5]},
-                                  {"id": 3, "image_id": 7, "category_id": 3, "bbox": [60, 60, 10, 10]})"), 64);
+                                  {"id": 3, "image_id": 7, "category_id": 3, "bbox": [60, 60, 10, 10]})"),
+                          64);
   ASSERT_EQ(ok.boxes[0].size(0), 1);
   EXPECT_TRUE(torch::allclose(ok.boxes[0][0], torch::tensor({60.f, 60.f, 64.f, 64.f})));
   // Annotations declaring a larger image than the file: boxes are clipped to the file's 64x64
   // (fuzz/regressions/voc_xml), and one wholly beyond it is dropped.
-  const std::string wide = R"("images": [{"id": 7, "file_name": "a.png", "width": 200, "height": 100}])";
+  const std::string wide =
+      R"("images": [{"id": 7, "file_name": "a.png", "width": 200, "height": 100}])";
   auto clipped = kd::load_coco(write(d, "wide.json", "{" + wide + ", " + cat + R"(, "annotations": [
       {"id": 1, "image_id": 7, "category_id": 3, "bbox": [50, 10, 100, 20]},
-      {"id": 2, "image_id": 7, "category_id": 3, "bbox": [120, 10, 30, 20]}]})"), 64);
+      {"id": 2, "image_id": 7, "category_id": 3, "bbox": [120, 10, 30, 20]}]})"),
+                               64);
   ASSERT_EQ(clipped.boxes[0].size(0), 1);
   EXPECT_TRUE(torch::allclose(clipped.boxes[0][0], torch::tensor({50.f, 10.f, 64.f, 30.f})));
   EXPECT_DOUBLE_EQ(clipped.ground_truth.at(0).area, 14.0 * 20.0);
-  EXPECT_KD_ERROR(kd::load_coco(write(d, "y.json", "{\"images\": [], " + cat + ", \"annotations\": []}"), 64),
-                  "no images");
+  EXPECT_KD_ERROR(
+      kd::load_coco(write(d, "y.json", "{\"images\": [], " + cat + ", \"annotations\": []}"), 64),
+      "no images");
   EXPECT_KD_ERROR(kd::load_coco(write(d, "z.json", "{\"images\": [1, 2"), 64), "not valid JSON");
   write(d, "broken.png", "not a png");
-  EXPECT_KD_ERROR(
-      kd::load_coco(write(d, "w.json", R"({"images": [{"id": 1, "file_name": "broken.png"}], )" + cat +
-                                           R"(, "annotations": []})"), 64),
-      "broken.png: not a PNG or JPEG image");
-  EXPECT_KD_ERROR(kd::load_coco(write(d, "v.json", R"({"images": [{"id": 1, "file_name": "none.png"}], )" + cat +
-                                                       R"(, "annotations": []})"), 64),
+  EXPECT_KD_ERROR(kd::load_coco(write(d, "w.json",
+                                      R"({"images": [{"id": 1, "file_name": "broken.png"}], )" +
+                                          cat + R"(, "annotations": []})"),
+                                64),
+                  "broken.png: not a PNG or JPEG image");
+  EXPECT_KD_ERROR(kd::load_coco(write(d, "v.json",
+                                      R"({"images": [{"id": 1, "file_name": "none.png"}], )" + cat +
+                                          R"(, "annotations": []})"),
+                                64),
                   "none.png not found");
   // VOC: a missing bndbox names the file and the object.
   std::filesystem::create_directories(d.path / "voc" / "Annotations");
   std::filesystem::create_directories(d.path / "voc" / "JPEGImages");
   std::filesystem::copy_file(d / "a.png", d / "voc/JPEGImages/a.png");
-  write(d, "voc/Annotations/a.xml", "<annotation><filename>a.png</filename><object><name>Coat</name></object></annotation>");
+  write(d, "voc/Annotations/a.xml",
+        "<annotation><filename>a.png</filename><object><name>Coat</name></object></annotation>");
   EXPECT_KD_ERROR(kd::load_voc(d / "voc", 64), "a.xml: object 0: missing <bndbox>");
   write(d, "voc/Annotations/a.xml", "<annotation><filename>a.png</filename><object>");
   EXPECT_KD_ERROR(kd::load_voc(d / "voc", 64), "a.xml: not valid XML");
@@ -234,8 +257,10 @@ TEST(DetectData, AugmentationMovesBoxesWithPixels) {
   for (int64_t i = 0; i < 8; ++i) {
     if (b.labels[i][0].item<int64_t>() < 0) continue;
     auto bx = b.boxes[i][0];
-    const auto x1 = static_cast<int64_t>(std::ceil(bx[0].item<float>())), y1 = static_cast<int64_t>(std::ceil(bx[1].item<float>()));
-    const auto x2 = static_cast<int64_t>(bx[2].item<float>()), y2 = static_cast<int64_t>(bx[3].item<float>());
+    const auto x1 = static_cast<int64_t>(std::ceil(bx[0].item<float>())),
+               y1 = static_cast<int64_t>(std::ceil(bx[1].item<float>()));
+    const auto x2 = static_cast<int64_t>(bx[2].item<float>()),
+               y2 = static_cast<int64_t>(bx[3].item<float>());
     auto inside = b.x[i][0].narrow(0, y1 + 1, y2 - y1 - 2).narrow(1, x1 + 1, x2 - x1 - 2);
     EXPECT_GT(inside.mean().item<double>(), 0.95) << "image " << i;
     // All the white mass sits inside the box (a 1-pixel margin for interpolation).
@@ -259,7 +284,8 @@ TEST(EffDet, OutputsAndPyramidLevels) {
   m->train(false);
   torch::NoGradGuard g;
   auto [out, feats] = m->forward_with_features(torch::rand({2, 3, 96, 96}), {"P3", "P5", "C4"});
-  EXPECT_EQ(out.sizes(), (std::vector<int64_t>{2, kd::make_anchors(m->spec().options, 96, 96).size(0), 3 + 4}));
+  EXPECT_EQ(out.sizes(),
+            (std::vector<int64_t>{2, kd::make_anchors(m->spec().options, 96, 96).size(0), 3 + 4}));
   EXPECT_EQ(feats[0].sizes(), (std::vector<int64_t>{2, 32, 12, 12}));
   EXPECT_EQ(feats[1].sizes(), (std::vector<int64_t>{2, 32, 3, 3}));
   EXPECT_EQ(feats[2].size(2), 6);
@@ -274,8 +300,8 @@ struct DetectionFit {
   torch::Tensor first_weight;
 };
 
-DetectionFit fit_detector(const kd::DetectionDataset& train, const kd::DetectionDataset& eval, int epochs,
-                          const std::string& run_dir, bool poison = false) {
+DetectionFit fit_detector(const kd::DetectionDataset& train, const kd::DetectionDataset& eval,
+                          int epochs, const std::string& run_dir, bool poison = false) {
   kd::seed_everything(3);
   kd::RunConfig cfg;
   cfg.arch = "effdet-d0";
@@ -308,13 +334,14 @@ TEST(DetectTrainer, TrainsRepeatablyAndRecordsMap) {
   EXPECT_TRUE(torch::equal(a.first_weight, b.first_weight));  // seeded and repeatable on CPU
   ASSERT_EQ(a.result.history.size(), 2u);
   for (const auto& rec : a.result.history) {
-    for (const char* key : {"train_loss", "train_class_loss", "train_box_loss", "train_kd_loss", "eval_map",
-                            "eval_map50", "lr", "train_images_per_s"})
+    for (const char* key : {"train_loss", "train_class_loss", "train_box_loss", "train_kd_loss",
+                            "eval_map", "eval_map50", "lr", "train_images_per_s"})
       EXPECT_TRUE(rec.contains(key)) << key << " missing from " << rec.dump();
     EXPECT_GE(rec["eval_map"].get<double>(), 0.0);
   }
   EXPECT_GE(a.result.best_epoch, 1);
-  EXPECT_EQ(a.result.best_score, a.result.history[static_cast<size_t>(a.result.best_epoch - 1)]["eval_map"]);
+  EXPECT_EQ(a.result.best_score,
+            a.result.history[static_cast<size_t>(a.result.best_epoch - 1)]["eval_map"]);
 }
 
 TEST(DetectTrainer, WritesTheRunDirectory) {
@@ -333,7 +360,8 @@ TEST(DetectTrainer, WritesTheRunDirectory) {
 
 TEST(DetectTrainer, NanLossNamesEpochBatchAndBoxes) {
   auto train = kd::load_detection(tiny_dataset(), "train", 64);
-  EXPECT_KD_ERROR(fit_detector(train, train, 1, "", /*poison=*/true), "epoch 1 batch 0: loss is NaN");
+  EXPECT_KD_ERROR(fit_detector(train, train, 1, "", /*poison=*/true),
+                  "epoch 1 batch 0: loss is NaN");
   EXPECT_KD_ERROR(fit_detector(train, train, 1, "", /*poison=*/true), "check the boxes");
 }
 

@@ -6,23 +6,24 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include "golden.h"
 #include "kd/core/error.h"
 #include "kd/core/runtime.h"
-#include <ATen/autocast_mode.h>
 #include "kd/data/dataset.h"
 #include "kd/distill/strategy.h"
-#include "kd/losses/zoo.h"
 #include "kd/losses/classification.h"
+#include "kd/losses/zoo.h"
 #include "kd/models/model.h"
-#include "golden.h"
 #include "test_util.h"
+#include <ATen/autocast_mode.h>
 
 namespace {
 
 using kd_test::matrix;
 
-const std::vector<std::string> kNames = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                                         "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
+const std::vector<std::string> kNames = {"T-shirt/top", "Trouser",   "Pullover", "Dress",
+                                         "Coat",        "Sandal",    "Shirt",    "Sneaker",
+                                         "Bag",         "Ankle boot"};
 
 kd::Dataset tiny_dataset(int64_t n, uint64_t seed = 0) {
   torch::manual_seed(seed);
@@ -76,16 +77,19 @@ TEST(HintLoss, MatchesPyTorch) {
     auto shape = c["shape"].get<std::vector<int64_t>>();
     auto t = torch::tensor(c["teacher"].get<std::vector<double>>(), torch::kFloat64).view(shape);
     for (const std::string kind : {"mse", "nmse"}) {
-      auto s = torch::tensor(c["student"].get<std::vector<double>>(), torch::kFloat64).view(shape)
+      auto s = torch::tensor(c["student"].get<std::vector<double>>(), torch::kFloat64)
+                   .view(shape)
                    .requires_grad_(true);
       auto loss = kd::fitnet_loss(s, t, kind == "nmse");
       EXPECT_NEAR(loss.item<double>(), c[kind].get<double>(), 1e-10) << kind;
       loss.backward();
-      auto g = torch::tensor(c[kind + "_grad"].get<std::vector<double>>(), torch::kFloat64).view(shape);
+      auto g =
+          torch::tensor(c[kind + "_grad"].get<std::vector<double>>(), torch::kFloat64).view(shape);
       EXPECT_LT((s.grad() - g).abs().max().item<double>(), 1e-10) << kind;
     }
   }
-  EXPECT_KD_ERROR(kd::fitnet_loss(torch::zeros({2, 3}), torch::zeros({2, 4}), false), "differ in shape");
+  EXPECT_KD_ERROR(kd::fitnet_loss(torch::zeros({2, 3}), torch::zeros({2, 4}), false),
+                  "differ in shape");
 }
 
 TEST(Merge, OffsetsAndTargetsMatchPyTorch) {
@@ -141,7 +145,7 @@ TEST(Hints, AdapterBridgesWidthsAndUnbridgeableShapesAreErrors) {
   o.use_cache = false;
   kd::DistillStrategy ok("offline", {{"t", teacher}}, o);
   ok.prepare(*student, data, {}, torch::kCPU);
-  EXPECT_TRUE(ok.parameters().empty());  // same shape: no adapter
+  EXPECT_TRUE(ok.parameters().empty());                          // same shape: no adapter
   auto wide = model("fmnist-teacher", kNames, {{"width", 16}});  // 32x7x7: 1x1 conv 16 -> 32
   kd::DistillStrategy adapted("offline", {{"t", wide}}, o);
   adapted.prepare(*student, data, {}, torch::kCPU);
@@ -155,10 +159,12 @@ TEST(Hints, AdapterBridgesWidthsAndUnbridgeableShapesAreErrors) {
 
   o.losses = {kd::parse_hint("7:2")};  // 32x7x7 vs 8x14x14
   kd::DistillStrategy bad("offline", {{"t", wide}}, o);
-  EXPECT_KD_ERROR(bad.prepare(*student, data, {}, torch::kCPU), "no adapter maps the student's 2 output");
+  EXPECT_KD_ERROR(bad.prepare(*student, data, {}, torch::kCPU),
+                  "no adapter maps the student's 2 output");
   o.losses = {kd::parse_hint("99:5")};
   kd::DistillStrategy missing("offline", {{"t", wide}}, o);
-  EXPECT_KD_ERROR(missing.prepare(*student, data, {}, torch::kCPU), "has no layer '99' (layers: 0, 1");
+  EXPECT_KD_ERROR(missing.prepare(*student, data, {}, torch::kCPU),
+                  "has no layer '99' (layers: 0, 1");
 }
 
 TEST(Merge, TeachersOfPartOfTheClassesCoverTheStudent) {
@@ -166,8 +172,10 @@ TEST(Merge, TeachersOfPartOfTheClassesCoverTheStudent) {
   auto student = model("fmnist-student", kNames);
   kd::DistillOptions o;
   o.use_cache = false;
-  kd::DistillStrategy merge("merge", {{"a", model("fmnist-student", names(0, 6))},
-                                      {"b", model("fmnist-student", names(3, 9))}}, o);
+  kd::DistillStrategy merge(
+      "merge",
+      {{"a", model("fmnist-student", names(0, 6))}, {"b", model("fmnist-student", names(3, 9))}},
+      o);
   merge.prepare(*student, data, {}, torch::kCPU);
   auto q = merge.targets_for(data);
   EXPECT_EQ(q.sizes(), (std::vector<int64_t>{40, 10}));
@@ -176,14 +184,22 @@ TEST(Merge, TeachersOfPartOfTheClassesCoverTheStudent) {
   EXPECT_LT((q.mean(0) - 0.1).abs().max().item<double>(), 1e-3);
   EXPECT_TRUE(merge.describe().contains("merge"));
 
-  kd::DistillStrategy gap("merge", {{"a", model("fmnist-student", names(0, 4))},
-                                    {"b", model("fmnist-student", names(6, 9))}}, o);
-  EXPECT_KD_ERROR(gap.prepare(*student, data, {}, torch::kCPU), "class 'Sandal' of the data is known by no teacher");
-  kd::DistillStrategy alien("merge", {{"a", model("fmnist-student", names(0, 4))},
-                                      {"cats", model("fmnist-student", {"Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot", "Cat"})}}, o);
-  EXPECT_KD_ERROR(alien.prepare(*student, data, {}, torch::kCPU), "teacher cats: class 'Cat' matches no class");
+  kd::DistillStrategy gap(
+      "merge",
+      {{"a", model("fmnist-student", names(0, 4))}, {"b", model("fmnist-student", names(6, 9))}},
+      o);
+  EXPECT_KD_ERROR(gap.prepare(*student, data, {}, torch::kCPU),
+                  "class 'Sandal' of the data is known by no teacher");
+  kd::DistillStrategy alien("merge",
+                            {{"a", model("fmnist-student", names(0, 4))},
+                             {"cats", model("fmnist-student", {"Sandal", "Shirt", "Sneaker", "Bag",
+                                                               "Ankle boot", "Cat"})}},
+                            o);
+  EXPECT_KD_ERROR(alien.prepare(*student, data, {}, torch::kCPU),
+                  "teacher cats: class 'Cat' matches no class");
   kd::DistillStrategy partial("offline", {{"a", model("fmnist-student", names(0, 4))}}, o);
-  EXPECT_KD_ERROR(partial.prepare(*student, data, {}, torch::kCPU), "knows 5 of the data's 10 classes");
+  EXPECT_KD_ERROR(partial.prepare(*student, data, {}, torch::kCPU),
+                  "knows 5 of the data's 10 classes");
 }
 
 TEST(Semi, HardTargetsIgnoreUnconfidentUnlabeledSamples) {
@@ -202,8 +218,9 @@ TEST(Semi, HardTargetsIgnoreUnconfidentUnlabeledSamples) {
   student->train(false);
   auto r = semi.step(*student, b);
   auto ce_labeled = torch::nn::functional::cross_entropy(
-      r.logits.narrow(0, 0, 8), b.y.narrow(0, 0, 8),
-      torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum)) / 16.0;
+                        r.logits.narrow(0, 0, 8), b.y.narrow(0, 0, 8),
+                        torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum)) /
+                    16.0;
   EXPECT_NEAR(r.loss.item<double>(), ce_labeled.item<double>(), 1e-5);
 }
 
@@ -263,7 +280,8 @@ TEST(Precision, Bf16AutocastKeepsFp32MasterWeightsAndSeesUpdates) {
   kd::set_precision("bf16");
   auto y = m->forward(x);
   EXPECT_EQ(y.scalar_type(), torch::kFloat32);  // outputs back in fp32
-  EXPECT_LT((y - ref).abs().max().item<double>(), 0.05 * std::max(1.0, ref.abs().max().item<double>()));
+  EXPECT_LT((y - ref).abs().max().item<double>(),
+            0.05 * std::max(1.0, ref.abs().max().item<double>()));
   EXPECT_FALSE(torch::equal(y, ref));  // really computed in bf16
   y.sum().backward();
   for (const auto& p : m->parameters()) {
@@ -281,7 +299,8 @@ TEST(Precision, Bf16AutocastKeepsFp32MasterWeightsAndSeesUpdates) {
   kd::set_precision("fp32");
   EXPECT_FALSE(at::autocast::is_cpu_enabled());
   if (kd::cpu_bf16_flags().empty())
-    EXPECT_KD_ERROR(kd::check_precision("bf16", "cpu"), "this CPU has no native bfloat16 arithmetic");
+    EXPECT_KD_ERROR(kd::check_precision("bf16", "cpu"),
+                    "this CPU has no native bfloat16 arithmetic");
   else
     kd::check_precision("bf16", "cpu");
   EXPECT_KD_ERROR(kd::check_precision("fp16", "cpu"), "expected fp32 or bf16");

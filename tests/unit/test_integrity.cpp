@@ -10,14 +10,14 @@
 
 #include "kd/core/error.h"
 #include "kd/data/dataset.h"
+#include "kd/data/detection.h"
 #include "kd/data/idx.h"
 #include "kd/data/image.h"
-#include "kd/data/detection.h"
-#include "kd/runs/config.h"
 #include "kd/distill/experiment.h"
-#include "kd/runs/run_dir.h"
 #include "kd/distill/teacher_cache.h"
 #include "kd/models/model.h"
+#include "kd/runs/config.h"
+#include "kd/runs/run_dir.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
@@ -48,7 +48,8 @@ kd::ModelSpec toy_spec() {
   return s;
 }
 
-// A valid size x size 8-bit grayscale PNG, written by hand (IHDR, one IDAT, IEND, each with its CRC).
+// A valid size x size 8-bit grayscale PNG, written by hand (IHDR, one IDAT, IEND, each with its
+// CRC).
 void cv_like_png(std::vector<uint8_t>& out, int size = 4) {
   out.assign({0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'});
   auto be32 = [&](std::vector<uint8_t>& v, uint32_t x) {
@@ -97,7 +98,8 @@ TEST(RunDir, ReplacesOnlyWhatKdWrote) {
   write(mine / "d" / "f", "precious");
   EXPECT_KD_ERROR(kd::RunDirLock::claim(mine, kd::RunDirLock::Claim::kReplace), "no config.yaml");
   write(mine / "config.yaml", "mode: train\n");
-  EXPECT_KD_ERROR(kd::RunDirLock::claim(mine, kd::RunDirLock::Claim::kReplace), "which kd did not write");
+  EXPECT_KD_ERROR(kd::RunDirLock::claim(mine, kd::RunDirLock::Claim::kReplace),
+                  "which kd did not write");
   EXPECT_EQ(read(mine / "mine.txt"), "precious");
   EXPECT_EQ(read(mine / "d" / "f"), "precious");
   EXPECT_FALSE(fs::exists(mine / ".lock"));  // refused before writing anything
@@ -114,11 +116,15 @@ TEST(RunDir, NeverTheWorkingDirectoryTeacherOrData) {
   fs::current_path(t.path);
   EXPECT_KD_ERROR(kd::check_deletable_run(t.path), "working directory");
   fs::current_path(cwd);
-  EXPECT_KD_ERROR(kd::check_output_location(run, {{"teacher", run.string()}}), "would hold the teacher");
-  kd::check_output_location(t.path, {{"data", (run / "x").string()}});  // no such data: nothing to protect
+  EXPECT_KD_ERROR(kd::check_output_location(run, {{"teacher", run.string()}}),
+                  "would hold the teacher");
+  kd::check_output_location(t.path,
+                            {{"data", (run / "x").string()}});  // no such data: nothing to protect
   write(run / "x", "");
-  EXPECT_KD_ERROR(kd::check_output_location(t.path, {{"data", (run / "x").string()}}), "would hold the data");
-  EXPECT_KD_ERROR(kd::check_output_location(run / "sub", {{"teacher", run.string()}}), "lies inside the teacher");
+  EXPECT_KD_ERROR(kd::check_output_location(t.path, {{"data", (run / "x").string()}}),
+                  "would hold the data");
+  EXPECT_KD_ERROR(kd::check_output_location(run / "sub", {{"teacher", run.string()}}),
+                  "lies inside the teacher");
   kd::check_output_location(t.path / "other", {{"teacher", run.string()}});  // fine
 }
 
@@ -138,14 +144,19 @@ TEST(Experiment, RejectsDuplicatesAndEscapingNames) {
     return kd::load_experiment(t / "e.yaml", {});
   };
   const std::string out = "out: " + (t / "o") + "\n";
-  EXPECT_KD_ERROR(plan(out + "stages:\n  - {name: \"../victim\", arch: mlp}\n"), "stage name '../victim'");
+  EXPECT_KD_ERROR(plan(out + "stages:\n  - {name: \"../victim\", arch: mlp}\n"),
+                  "stage name '../victim'");
   EXPECT_KD_ERROR(plan(out + "stages:\n  - {name: /abs, arch: mlp}\n"), "stage name '/abs'");
-  EXPECT_KD_ERROR(plan(out + "stages:\n  - {name: t}\n  - {name: t}\n"), "stage name 't' is used twice");
+  EXPECT_KD_ERROR(plan(out + "stages:\n  - {name: t}\n  - {name: t}\n"),
+                  "stage name 't' is used twice");
   EXPECT_KD_ERROR(plan(out + "seeds: [0, 0]\nstages:\n  - {name: t}\n"), "seed 0 is listed twice");
-  EXPECT_KD_ERROR(plan(out + "stages:\n  - {name: t, arch: a, arch: b}\n"), "key 'arch' appears twice");
-  EXPECT_KD_ERROR(plan(out + "stages:\n  - {name: t}\nstages:\n  - {name: u}\n"), "key 'stages' appears twice");
+  EXPECT_KD_ERROR(plan(out + "stages:\n  - {name: t, arch: a, arch: b}\n"),
+                  "key 'arch' appears twice");
+  EXPECT_KD_ERROR(plan(out + "stages:\n  - {name: t}\nstages:\n  - {name: u}\n"),
+                  "key 'stages' appears twice");
   write(t.path / "o" / "compare.md", "my notes");
-  EXPECT_KD_ERROR(plan(out + "stages:\n  - {name: t}\n"), "compare.md or compare.json that kd did not write");
+  EXPECT_KD_ERROR(plan(out + "stages:\n  - {name: t}\n"),
+                  "compare.md or compare.json that kd did not write");
 }
 
 // 13. Every option is checked before anything runs.
@@ -156,7 +167,8 @@ TEST(Config, RejectsOutOfRangeNumbers) {
     edit(c);
     EXPECT_KD_ERROR(kd::validate(c), needle);
   };
-  const double nan = std::numeric_limits<double>::quiet_NaN(), inf = std::numeric_limits<double>::infinity();
+  const double nan = std::numeric_limits<double>::quiet_NaN(),
+               inf = std::numeric_limits<double>::infinity();
   bad([&](kd::RunConfig& c) { c.train.optim.lr = nan; }, "--lr");
   bad([&](kd::RunConfig& c) { c.train.optim.lr = inf; }, "--lr");
   bad([&](kd::RunConfig& c) { c.train.optim.momentum = 2; }, "--momentum");
@@ -191,7 +203,8 @@ TEST(TeacherCache, DamagedEntriesAreRecomputed) {
     auto again = kd::cached_teacher_logits(*teacher, d, t.path.string(), 16, torch::kCPU);
     EXPECT_FALSE(again.hit);
     EXPECT_TRUE(torch::equal(again.logits, first.logits));
-    EXPECT_TRUE(kd::cached_teacher_logits(*teacher, d, t.path.string(), 16, torch::kCPU).hit);  // rewritten
+    EXPECT_TRUE(
+        kd::cached_teacher_logits(*teacher, d, t.path.string(), 16, torch::kCPU).hit);  // rewritten
   };
   auto resave = [&](const torch::Tensor& logits) {
     torch::serialize::InputArchive in;
@@ -234,7 +247,8 @@ TEST(Idx, ReadsOnlyWhatTheHeaderSaysAndOnlyRegularFiles) {
   const uint8_t header[16] = {0, 0, 8, 3, 0, 0, 0, 3, 0, 0, 0, 28, 0, 0, 0, 28};
   gzwrite(f, header, sizeof header);
   std::vector<uint8_t> zeros(1 << 20, 0);
-  for (int i = 0; i < 64; ++i) gzwrite(f, zeros.data(), static_cast<unsigned>(zeros.size()));  // 64 MiB of zeros
+  for (int i = 0; i < 64; ++i)
+    gzwrite(f, zeros.data(), static_cast<unsigned>(zeros.size()));  // 64 MiB of zeros
   gzclose(f);
   EXPECT_KD_ERROR(kd::read_idx(gz), "trailing bytes");
   EXPECT_KD_ERROR(kd::read_idx("/dev/zero"), "not a regular file");
@@ -248,7 +262,8 @@ TEST(Idx, GapsInLabelsAreRefused) {
   TempDir t;
   kd::write_idx(t / "train-images-idx3-ubyte", torch::zeros({4, 2, 2}, torch::kUInt8));
   kd::write_idx(t / "train-labels-idx1-ubyte", torch::tensor({0, 1, 2, 200}, torch::kUInt8));
-  EXPECT_KD_ERROR(kd::load_dataset(t.path.string(), "train", {}), "labels go up to 200 but 197 of the labels");
+  EXPECT_KD_ERROR(kd::load_dataset(t.path.string(), "train", {}),
+                  "labels go up to 200 but 197 of the labels");
 }
 
 // 14. Hidden folders are not classes.
@@ -258,7 +273,8 @@ TEST(ImageFolder, HiddenFoldersAreSkipped) {
   cv_like_png(png);
   for (const char* dir : {"cat", "dog", ".git", ".ipynb_checkpoints"}) {
     fs::create_directories(t.path / dir);
-    std::ofstream(t.path / dir / "a.png", std::ios::binary).write(reinterpret_cast<const char*>(png.data()), png.size());
+    std::ofstream(t.path / dir / "a.png", std::ios::binary)
+        .write(reinterpret_cast<const char*>(png.data()), png.size());
   }
   auto d = kd::load_image_folder(t.path.string(), {1, 4, 4});
   EXPECT_EQ(d.class_names, (std::vector<std::string>{"cat", "dog"}));
@@ -270,7 +286,8 @@ TEST(Images, TruncatedAndHugeImagesAreRefused) {
   cv_like_png(png);
   const std::string whole(png.begin(), png.end());
   EXPECT_EQ(kd::decode_image(whole, {1, 0, 0}, 1 << 20).size(1), 4);
-  EXPECT_KD_ERROR(kd::decode_image(whole.substr(0, whole.size() - 20), {1, 0, 0}, 1 << 20), "truncated PNG");
+  EXPECT_KD_ERROR(kd::decode_image(whole.substr(0, whole.size() - 20), {1, 0, 0}, 1 << 20),
+                  "truncated PNG");
   std::string flipped = whole;
   flipped[40] = static_cast<char>(flipped[40] ^ 1);
   EXPECT_KD_ERROR(kd::decode_image(flipped, {1, 0, 0}, 1 << 20), "CRC mismatch");
@@ -283,15 +300,17 @@ TEST(DetectionData, BadNumbersAndHugeBoxesAreSkipped) {
   std::vector<uint8_t> png;
   cv_like_png(png, 64);
   fs::create_directories(t.path / "JPEGImages");
-  std::ofstream(t.path / "JPEGImages" / "a.png", std::ios::binary).write(reinterpret_cast<const char*>(png.data()), png.size());
+  std::ofstream(t.path / "JPEGImages" / "a.png", std::ios::binary)
+      .write(reinterpret_cast<const char*>(png.data()), png.size());
   std::string objects;
   const std::vector<std::string> xmins = {"abc", "10e", "0x10", "50.9px", "inf", "5"};
   for (const auto& x : xmins)
-    objects += "<object><name>c</name><bndbox><xmin>" + x + "</xmin><ymin>5</ymin><xmax>30</xmax><ymax>30</ymax>"
+    objects += "<object><name>c</name><bndbox><xmin>" + x +
+               "</xmin><ymin>5</ymin><xmax>30</xmax><ymax>30</ymax>"
                "</bndbox></object>";
   write(t.path / "Annotations" / "a.xml",
-        "<annotation><filename>a.png</filename><size><width>64</width><height>64</height></size>" + objects +
-            "</annotation>");
+        "<annotation><filename>a.png</filename><size><width>64</width><height>64</height></size>" +
+            objects + "</annotation>");
   auto voc = kd::load_detection(t.path.string(), "train", 64);
   ASSERT_EQ(voc.ground_truth.size(), 1u);  // only xmin=5
   EXPECT_DOUBLE_EQ(voc.ground_truth[0].bbox[0], 4.0);
@@ -325,17 +344,56 @@ TEST(TorchScript, ZipBombIsRefusedBeforeLoading) {
   deflateEnd(&z);
   const uint32_t crc = crc32(0, zeros.data(), static_cast<uInt>(zeros.size()));
   std::string zip;
-  auto u16 = [&](uint32_t v) { zip += char(v & 255); zip += char((v >> 8) & 255); };
-  auto u32 = [&](uint32_t v) { u16(v & 0xffff); u16(v >> 16); };
+  auto u16 = [&](uint32_t v) {
+    zip += char(v & 255);
+    zip += char((v >> 8) & 255);
+  };
+  auto u32 = [&](uint32_t v) {
+    u16(v & 0xffff);
+    u16(v >> 16);
+  };
   const std::string name = "archive/data.pkl";
-  u32(0x04034b50); u16(20); u16(0); u16(8); u16(0); u16(0); u32(crc); u32(packed.size()); u32(zeros.size());
-  u16(name.size()); u16(0); zip += name;
+  u32(0x04034b50);
+  u16(20);
+  u16(0);
+  u16(8);
+  u16(0);
+  u16(0);
+  u32(crc);
+  u32(packed.size());
+  u32(zeros.size());
+  u16(name.size());
+  u16(0);
+  zip += name;
   zip.append(packed.begin(), packed.end());
   const uint32_t dir_at = zip.size();
-  u32(0x02014b50); u16(20); u16(20); u16(0); u16(8); u16(0); u16(0); u32(crc); u32(packed.size()); u32(zeros.size());
-  u16(name.size()); u16(0); u16(0); u16(0); u16(0); u32(0); u32(0); zip += name;
+  u32(0x02014b50);
+  u16(20);
+  u16(20);
+  u16(0);
+  u16(8);
+  u16(0);
+  u16(0);
+  u32(crc);
+  u32(packed.size());
+  u32(zeros.size());
+  u16(name.size());
+  u16(0);
+  u16(0);
+  u16(0);
+  u16(0);
+  u32(0);
+  u32(0);
+  zip += name;
   const uint32_t dir_size = zip.size() - dir_at;
-  u32(0x06054b50); u16(0); u16(0); u16(1); u16(1); u32(dir_size); u32(dir_at); u16(0);
+  u32(0x06054b50);
+  u16(0);
+  u16(0);
+  u16(1);
+  u16(1);
+  u32(dir_size);
+  u32(dir_at);
+  u16(0);
   write(t.path / "bomb.pt", zip);
   EXPECT_KD_ERROR(kd::load_model(t / "bomb.pt"), "zip bomb");
 }

@@ -5,9 +5,9 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include "golden.h"
 #include "kd/core/error.h"
 #include "kd/losses/classification.h"
-#include "golden.h"
 #include "test_util.h"
 
 namespace {
@@ -22,7 +22,8 @@ TEST(Losses, MatchPyTorch) {
     auto t = matrix(c["teacher"]);
     auto y = torch::tensor(c["target"].get<std::vector<int64_t>>(), torch::kInt64);
     const double T = c["temperature"], alpha = c["alpha"], ls = c["label_smoothing"];
-    EXPECT_NEAR(kd::cross_entropy(s, y, ls).item<double>(), c["cross_entropy"].get<double>(), 1e-10);
+    EXPECT_NEAR(kd::cross_entropy(s, y, ls).item<double>(), c["cross_entropy"].get<double>(),
+                1e-10);
     EXPECT_NEAR(kd::soft_target_kl(s, t, T).item<double>(), c["kl"].get<double>(), 1e-10);
     auto loss = kd::soft_target_loss(s, t, y, {T, alpha, ls});
     EXPECT_NEAR(loss.item<double>(), c["kd_loss"].get<double>(), 1e-10);
@@ -54,7 +55,8 @@ TEST(Losses, FiniteDifferenceGradient) {
     plus.view(-1)[i] += eps;
     minus.view(-1)[i] -= eps;
     const double fd = (kd::soft_target_loss(plus, t, y, o).item<double>() -
-                       kd::soft_target_loss(minus, t, y, o).item<double>()) / (2 * eps);
+                       kd::soft_target_loss(minus, t, y, o).item<double>()) /
+                      (2 * eps);
     EXPECT_NEAR(sv.grad().view(-1)[i].item<double>(), fd, 1e-7);
   }
 }

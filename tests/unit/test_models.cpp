@@ -43,15 +43,19 @@ TEST(Models, EveryClassifierGivesLogits) {
 
 TEST(Models, ARegisteredModuleIsAnArchitectureLikeTheOthers) {
   // A user's own module (here a Sequential through make_network) registered by name.
-  kd::register_architecture({"classify", "test-own-linear", "a user's linear classifier", {{"bias", true}},
-                             [](const nlohmann::json& o, const kd::ArchContext& ctx) {
-                               torch::nn::Sequential seq(
-                                   torch::nn::Flatten(),
-                                   torch::nn::Linear(torch::nn::LinearOptions(ctx.channels * ctx.height * ctx.width,
-                                                                              ctx.num_classes)
-                                                         .bias(o["bias"].get<bool>())));
-                               return kd::make_network(seq);
-                             }});
+  kd::register_architecture(
+      {"classify",
+       "test-own-linear",
+       "a user's linear classifier",
+       {{"bias", true}},
+       [](const nlohmann::json& o, const kd::ArchContext& ctx) {
+         torch::nn::Sequential seq(
+             torch::nn::Flatten(),
+             torch::nn::Linear(
+                 torch::nn::LinearOptions(ctx.channels * ctx.height * ctx.width, ctx.num_classes)
+                     .bias(o["bias"].get<bool>())));
+         return kd::make_network(seq);
+       }});
   auto m = kd::create_model(spec_for("test-own-linear"));
   EXPECT_EQ(m->num_parameters(), 784 * 10 + 10);
   TempDir dir;
@@ -62,9 +66,11 @@ TEST(Models, ARegisteredModuleIsAnArchitectureLikeTheOthers) {
   m->train(false);
   back->train(false);
   EXPECT_TRUE(torch::equal(m->forward(x), back->forward(x)));
-  EXPECT_KD_ERROR(kd::register_architecture({"classify", "test-own-linear", "", {}, kd::find_architecture("mlp").build}),
+  EXPECT_KD_ERROR(kd::register_architecture(
+                      {"classify", "test-own-linear", "", {}, kd::find_architecture("mlp").build}),
                   "registered already");
-  EXPECT_KD_ERROR(kd::register_architecture({"segment", "test-own-seg", "", {}, kd::find_architecture("mlp").build}),
+  EXPECT_KD_ERROR(kd::register_architecture(
+                      {"segment", "test-own-seg", "", {}, kd::find_architecture("mlp").build}),
                   "expected classify or detect");
 }
 
@@ -74,7 +80,8 @@ TEST(Models, DetectorsScaleTogether) {
   for (const char* name : {"effdet-d0", "effdet-d1", "effdet-d2", "effdet-d3"}) {
     kd::ModelSpec s;
     s.arch = name;
-    const auto size = kd::resolve_arch_options(name, nlohmann::json::object())["image_size"].get<int64_t>();
+    const auto size =
+        kd::resolve_arch_options(name, nlohmann::json::object())["image_size"].get<int64_t>();
     s.input_shape = {3, size, size};
     s.class_names = {"a", "b"};
     auto m = kd::create_model(s);
@@ -103,18 +110,24 @@ TEST(Models, BadOptionsAndNames) {
 TEST(Models, DescriptionsAndOptionsTakeOnlyIntegersWhereIntegersBelong) {
   // A float where an integer belongs was cast by nlohmann (undefined behaviour at 1e300; found
   // by fuzz/model_spec, kept in fuzz/regressions/model_spec).
-  nlohmann::json good = {{"kind", "native"}, {"arch", "mlp"}, {"input_shape", {1, 28, 28}},
-                         {"class_names", {"a", "b"}}, {"normalization", {{"mean", {0.5}}, {"std", {0.25}}}}};
+  nlohmann::json good = {{"kind", "native"},
+                         {"arch", "mlp"},
+                         {"input_shape", {1, 28, 28}},
+                         {"class_names", {"a", "b"}},
+                         {"normalization", {{"mean", {0.5}}, {"std", {0.25}}}}};
   EXPECT_EQ(kd::ModelSpec::from_json(good, "m.json").input_shape[2], 28);
   auto bad = good;
   bad["input_shape"] = {1, 28, 2.8e300};
-  EXPECT_KD_ERROR(kd::ModelSpec::from_json(bad, "m.json"), "m.json: input_shape: expected an integer, got 2.8e+300");
+  EXPECT_KD_ERROR(kd::ModelSpec::from_json(bad, "m.json"),
+                  "m.json: input_shape: expected an integer, got 2.8e+300");
   bad["input_shape"] = {1, 28, 0};
-  EXPECT_KD_ERROR(kd::ModelSpec::from_json(bad, "m.json"), "input_shape entries must be in [1, 16384], got 0");
+  EXPECT_KD_ERROR(kd::ModelSpec::from_json(bad, "m.json"),
+                  "input_shape entries must be in [1, 16384], got 0");
   bad = good;
   bad["normalization"]["std"] = {0.0};
   EXPECT_KD_ERROR(kd::ModelSpec::from_json(bad, "m.json"), "positive standard deviations");
-  EXPECT_KD_ERROR(kd::resolve_arch_options("mlp", {{"hidden", {256, 1e300}}}), "option 'hidden': expected a value like [256,128]");
+  EXPECT_KD_ERROR(kd::resolve_arch_options("mlp", {{"hidden", {256, 1e300}}}),
+                  "option 'hidden': expected a value like [256,128]");
   EXPECT_KD_ERROR(kd::resolve_arch_options("fmnist-student", {{"width", 8.5}}), "option 'width'");
   EXPECT_EQ(kd::resolve_arch_options("fmnist-student", {{"width", 12}})["width"], 12);
 }

@@ -6,8 +6,8 @@
 
 #include "kd/core/error.h"
 #include "kd/core/fs.h"
-#include "kd/runs/config.h"
 #include "kd/report/report.h"
+#include "kd/runs/config.h"
 #include "test_util.h"
 
 namespace {
@@ -23,12 +23,22 @@ void make_run(const fs::path& dir, const std::string& name, const std::string& m
   cfg.mode = mode;
   cfg.out = dir.string();
   std::ofstream(dir / "config.yaml") << kd::to_yaml(cfg);
-  std::ofstream(dir / "metrics.jsonl") << R"({"epoch":1,"train_loss":1.5,"eval_top1":0.5})" << "\n"
-                                      << R"({"epoch":2,"train_loss":1.0,"eval_top1":0.6})" << "\n{\"epoch\":3,";
+  std::ofstream(dir / "metrics.jsonl") << R"({"epoch":1,"train_loss":1.5,"eval_top1":0.5})"
+                                       << "\n"
+                                       << R"({"epoch":2,"train_loss":1.0,"eval_top1":0.6})"
+                                       << "\n{\"epoch\":3,";
   if (score < 0) return;
-  nlohmann::json s = {{"name", name}, {"task", "classify"}, {"mode", mode}, {"arch", "fmnist-student"},
-                      {"params", 100}, {"macs", 1000}, {"finished", "2026-11-28T00:00:00Z"},
-                      {"test", {{"top1", score}, {"per_class", {{"a", score}, {"b", score}}}, {"confusion", {{5, 1}, {2, 4}}}}}};
+  nlohmann::json s = {{"name", name},
+                      {"task", "classify"},
+                      {"mode", mode},
+                      {"arch", "fmnist-student"},
+                      {"params", 100},
+                      {"macs", 1000},
+                      {"finished", "2026-11-28T00:00:00Z"},
+                      {"test",
+                       {{"top1", score},
+                        {"per_class", {{"a", score}, {"b", score}}},
+                        {"confusion", {{5, 1}, {2, 4}}}}}};
   if (!teacher.empty()) s.update({{"teacher", teacher}, {"teacher_name", "teacher"}});
   std::ofstream(dir / "summary.json") << s.dump();
 }
@@ -45,10 +55,12 @@ TEST(Report, RolesGapAndIncompleteRuns) {
   EXPECT_EQ(runs[1]["role"], "student");
   EXPECT_EQ(runs[2]["role"], "distilled");
   EXPECT_FALSE(runs[3]["complete"].get<bool>());
-  EXPECT_NE(runs[3]["state"].get<std::string>().find("incomplete: no summary.json (2 epoch(s)"), std::string::npos);
+  EXPECT_NE(runs[3]["state"].get<std::string>().find("incomplete: no summary.json (2 epoch(s)"),
+            std::string::npos);
   EXPECT_EQ(runs[0]["history"].size(), 2u);  // the torn third line is dropped
   ASSERT_EQ(r["gap_closed"].size(), 1u);
-  EXPECT_NEAR(r["gap_closed"][0]["gap_closed"].get<double>(), 0.5, 1e-9);  // (0.85 - 0.8) / (0.9 - 0.8)
+  EXPECT_NEAR(r["gap_closed"][0]["gap_closed"].get<double>(), 0.5,
+              1e-9);  // (0.85 - 0.8) / (0.9 - 0.8)
   std::ofstream(d.path / "x" / "error.txt") << "loss is NaN";
   EXPECT_EQ(kd::collect_run(d / "x", {})["state"], "failed: loss is NaN");
   EXPECT_KD_ERROR(kd::collect_report({d / "nowhere"}, {}), "no such run directory");

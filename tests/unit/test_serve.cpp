@@ -24,8 +24,8 @@ TEST(Base64, RoundTripsEveryLengthAndRejectsJunk) {
   EXPECT_EQ(base64_encode("hello"), "aGVsbG8=");   // as Python's base64.b64encode
   EXPECT_EQ(base64_decode("aGVs\nbG8"), "hello");  // padding optional, whitespace ignored
   EXPECT_THROW(base64_decode("aGVs*G8="), Error);
-  EXPECT_THROW(base64_decode("aGVsb"), Error);     // a lone final character
-  EXPECT_THROW(base64_decode("aG=Vs"), Error);     // data after padding
+  EXPECT_THROW(base64_decode("aGVsb"), Error);  // a lone final character
+  EXPECT_THROW(base64_decode("aG=Vs"), Error);  // data after padding
 }
 
 TEST(EncodedImage, ReadsPngAndJpegHeadersWithoutDecoding) {
@@ -50,17 +50,20 @@ TEST(Batcher, GathersConcurrentRequestsAndSplitsTheirRows) {
   BatchOptions opts;
   opts.max_batch = 8;
   opts.max_wait = std::chrono::milliseconds(500);  // never reached: 8 rows fill the batch
-  Batcher batcher([](const torch::Tensor& x) { return x * 2; }, opts, [&](int64_t size, double) {
-    ++batches;
-    largest = std::max<int64_t>(largest, size);
-  });
+  Batcher batcher([](const torch::Tensor& x) { return x * 2; }, opts,
+                  [&](int64_t size, double) {
+                    ++batches;
+                    largest = std::max<int64_t>(largest, size);
+                  });
   // Eight requests announced (being parsed), then submitted one by one: the worker waits for them.
   std::vector<Batcher::Arrival> arrivals;
   for (int i = 0; i < 8; ++i) arrivals.push_back(batcher.expect());
   std::vector<std::future<torch::Tensor>> results;
   for (int i = 0; i < 8; ++i)
-    results.push_back(batcher.submit(torch::full({1, 3}, static_cast<float>(i)), &arrivals[static_cast<size_t>(i)]));
-  for (int i = 0; i < 8; ++i) EXPECT_TRUE(torch::equal(results[static_cast<size_t>(i)].get(), torch::full({1, 3}, 2.0f * i)));
+    results.push_back(batcher.submit(torch::full({1, 3}, static_cast<float>(i)),
+                                     &arrivals[static_cast<size_t>(i)]));
+  for (int i = 0; i < 8; ++i)
+    EXPECT_TRUE(torch::equal(results[static_cast<size_t>(i)].get(), torch::full({1, 3}, 2.0f * i)));
   EXPECT_EQ(batches.load(), 1);  // the 8 rows filled one batch before the wait ran out
   EXPECT_EQ(largest.load(), 8);
   // Nothing announced: a lone request runs at once instead of waiting max_wait for company.
@@ -104,12 +107,17 @@ TEST(Metrics, RendersCountersAndCumulativeHistograms) {
   m.batch("cls", 3, 0.001);
   m.set_queue_depth([] { return std::vector<std::pair<std::string, int64_t>>{{"cls", 2}}; });
   const std::string text = m.render();
-  EXPECT_NE(text.find("kd_http_requests_total{model=\"cls\",route=\"infer\",code=\"200\"} 2"), std::string::npos);
+  EXPECT_NE(text.find("kd_http_requests_total{model=\"cls\",route=\"infer\",code=\"200\"} 2"),
+            std::string::npos);
   EXPECT_NE(text.find("kd_http_errors_total{model=\"cls\",code=\"400\"} 1"), std::string::npos);
-  EXPECT_NE(text.find("kd_http_request_duration_seconds_bucket{model=\"cls\",route=\"infer\",le=\"0.005\"} 2"),
-            std::string::npos);
-  EXPECT_NE(text.find("kd_http_request_duration_seconds_bucket{model=\"cls\",route=\"infer\",le=\"+Inf\"} 3"),
-            std::string::npos);
+  EXPECT_NE(
+      text.find(
+          "kd_http_request_duration_seconds_bucket{model=\"cls\",route=\"infer\",le=\"0.005\"} 2"),
+      std::string::npos);
+  EXPECT_NE(
+      text.find(
+          "kd_http_request_duration_seconds_bucket{model=\"cls\",route=\"infer\",le=\"+Inf\"} 3"),
+      std::string::npos);
   EXPECT_NE(text.find("kd_batch_size_bucket{model=\"cls\",le=\"2\"} 0"), std::string::npos);
   EXPECT_NE(text.find("kd_batch_size_bucket{model=\"cls\",le=\"4\"} 1"), std::string::npos);
   EXPECT_NE(text.find("kd_queue_depth{model=\"cls\"} 2"), std::string::npos);

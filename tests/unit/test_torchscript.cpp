@@ -42,7 +42,8 @@ TEST(TorchScript, UsableAsFrozenTeacher) {
   r.loss.backward();
   // The student (a TorchScript module too) trains through its parameters.
   bool any_grad = false;
-  for (auto& p : student->parameters()) any_grad |= p.grad().defined() && p.grad().abs().sum().item<double>() > 0;
+  for (auto& p : student->parameters())
+    any_grad |= p.grad().defined() && p.grad().abs().sum().item<double>() > 0;
   EXPECT_TRUE(any_grad);
   for (auto& p : teacher->parameters()) EXPECT_FALSE(p.grad().defined());
 }

@@ -7,12 +7,12 @@
 #include "kd/core/error.h"
 #include "kd/core/runtime.h"
 #include "kd/data/loader.h"
-#include "kd/runs/config.h"
 #include "kd/distill/teacher_cache.h"
 #include "kd/distill/trainer.h"
 #include "kd/eval/compare.h"
 #include "kd/losses/classification.h"
 #include "kd/models/model.h"
+#include "kd/runs/config.h"
 #include "test_util.h"
 
 namespace {
@@ -56,23 +56,29 @@ TEST(Config, YamlRoundTripAndStrictKeys) {
 
 TEST(Config, LossesInYamlAsMapsOrStrings) {
   kd::RunConfig r;
-  kd::apply_yaml(r, YAML::Load("distill: {losses: [{name: dkd, beta: 2}, 'at:teacher=7,student=5,weight=500']}"), "e");
+  kd::apply_yaml(
+      r,
+      YAML::Load("distill: {losses: [{name: dkd, beta: 2}, 'at:teacher=7,student=5,weight=500']}"),
+      "e");
   ASSERT_EQ(r.distill.losses.size(), 2u);
   EXPECT_EQ(r.distill.losses[0], "dkd:T=4,alpha=1,beta=2,std=0,warmup=20,weight=1");
   EXPECT_EQ(r.distill.losses[1], "at:teacher=7,student=5,p=2,warmup=0,weight=500");
   kd::RunConfig back;
   kd::apply_yaml(back, YAML::Load(kd::to_yaml(r)), "t");  // written as maps, read back the same
   EXPECT_EQ(back.distill.losses, r.distill.losses);
-  EXPECT_NE(kd::to_yaml(r).find("{name: dkd, T: 4, alpha: 1, beta: 2"), std::string::npos) << kd::to_yaml(r);
-  EXPECT_KD_ERROR(kd::apply_yaml(r, YAML::Load("distill: {losses: [{name: dkd, betta: 2}]}"), "e.yaml"),
-                  "distill.losses: dkd: loss dkd has no option 'betta'");
+  EXPECT_NE(kd::to_yaml(r).find("{name: dkd, T: 4, alpha: 1, beta: 2"), std::string::npos)
+      << kd::to_yaml(r);
+  EXPECT_KD_ERROR(
+      kd::apply_yaml(r, YAML::Load("distill: {losses: [{name: dkd, betta: 2}]}"), "e.yaml"),
+      "distill.losses: dkd: loss dkd has no option 'betta'");
   EXPECT_KD_ERROR(kd::apply_yaml(r, YAML::Load("distill: {losses: [{beta: 2}]}"), "e.yaml"),
                   "e.yaml: distill.losses: bad value");
 }
 
 TEST(Loader, CoversEveryIndexOnceAndIsSeeded) {
   auto d = toy(50);
-  kd::Loader a(d, {16, true, false, {}, 3}, torch::kCPU), b(d, {16, true, false, {}, 3}, torch::kCPU);
+  kd::Loader a(d, {16, true, false, {}, 3}, torch::kCPU),
+      b(d, {16, true, false, {}, 3}, torch::kCPU);
   a.start_epoch(1);
   b.start_epoch(1);
   EXPECT_EQ(a.num_batches(), 4);
@@ -185,23 +191,30 @@ TEST(TeacherCache, HitsAndInvalidates) {
 TEST(Compare, GapClosedPairsSeeds) {
   auto summary = [](std::string name, std::string mode, std::string arch, double top1, int seed,
                     std::string teacher = "") {
-    return nlohmann::json{{"name", name}, {"mode", mode}, {"arch", arch}, {"seed", seed},
-                          {"test", {{"top1", top1}}}, {"params", 1}, {"macs", 1},
+    return nlohmann::json{{"name", name},
+                          {"mode", mode},
+                          {"arch", arch},
+                          {"seed", seed},
+                          {"test", {{"top1", top1}}},
+                          {"params", 1},
+                          {"macs", 1},
                           {"teacher_name", teacher}};
   };
-  auto c = kd::compare_runs({summary("t", "train", "big", 0.92, 0), summary("t", "train", "big", 0.94, 1),
-                             summary("s", "train", "small", 0.88, 0), summary("s", "train", "small", 0.88, 1),
-                             summary("d", "offline", "small", 0.90, 0, "t"),
-                             summary("d", "offline", "small", 0.91, 1, "t")});
+  auto c = kd::compare_runs(
+      {summary("t", "train", "big", 0.92, 0), summary("t", "train", "big", 0.94, 1),
+       summary("s", "train", "small", 0.88, 0), summary("s", "train", "small", 0.88, 1),
+       summary("d", "offline", "small", 0.90, 0, "t"),
+       summary("d", "offline", "small", 0.91, 1, "t")});
   ASSERT_EQ(c.rows.size(), 3u);
   EXPECT_NEAR(c.rows[0].score.mean, 0.93, 1e-12);
   ASSERT_EQ(c.gap_closed.size(), 1u);
   EXPECT_EQ(c.gap_closed[0].first, "d");
   EXPECT_NEAR(c.gap_closed[0].second.mean, (0.5 + 0.5) / 2, 1e-9);  // 0.02/0.04, 0.03/0.06
   // One teacher run for two student seeds: each seed is paired with it.
-  auto one = kd::compare_runs({summary("t", "train", "big", 0.92, 0), summary("s", "train", "small", 0.88, 0),
-                               summary("s", "train", "small", 0.90, 1), summary("d", "offline", "small", 0.90, 0, "t"),
-                               summary("d", "offline", "small", 0.91, 1, "t")});
+  auto one = kd::compare_runs(
+      {summary("t", "train", "big", 0.92, 0), summary("s", "train", "small", 0.88, 0),
+       summary("s", "train", "small", 0.90, 1), summary("d", "offline", "small", 0.90, 0, "t"),
+       summary("d", "offline", "small", 0.91, 1, "t")});
   ASSERT_EQ(one.gap_closed.size(), 1u);
   EXPECT_EQ(one.gap_closed[0].second.n, 2);
   EXPECT_NEAR(one.gap_closed[0].second.mean, (0.5 + 0.5) / 2, 1e-9);  // 0.02/0.04, 0.01/0.02
@@ -209,10 +222,18 @@ TEST(Compare, GapClosedPairsSeeds) {
 
 TEST(Compare, ScoresOnTheEvalSplitWhenAsked) {
   auto summary = [](std::string name, std::string mode, double test, double eval) {
-    return nlohmann::json{{"name", name}, {"mode", mode}, {"arch", "a"}, {"seed", 0}, {"test", {{"top1", test}}},
-                          {"best_eval_top1", eval}, {"params", 1}, {"macs", 1}, {"teacher_name", ""}};
+    return nlohmann::json{{"name", name},
+                          {"mode", mode},
+                          {"arch", "a"},
+                          {"seed", 0},
+                          {"test", {{"top1", test}}},
+                          {"best_eval_top1", eval},
+                          {"params", 1},
+                          {"macs", 1},
+                          {"teacher_name", ""}};
   };
-  std::vector<nlohmann::json> runs = {summary("x", "train", 0.80, 0.85), summary("y", "train", 0.82, 0.84)};
+  std::vector<nlohmann::json> runs = {summary("x", "train", 0.80, 0.85),
+                                      summary("y", "train", 0.82, 0.84)};
   auto test = kd::compare_runs(runs), eval = kd::compare_runs(runs, kd::ScoreOn::eval);
   EXPECT_NEAR(test.rows[0].score.mean, 0.80, 1e-12);
   EXPECT_NEAR(eval.rows[0].score.mean, 0.85, 1e-12);
@@ -224,7 +245,9 @@ TEST(Compare, ScoresOnTheEvalSplitWhenAsked) {
     kd::compare_runs(runs, kd::ScoreOn::eval);
     FAIL() << "a run without an eval score was compared on eval";
   } catch (const kd::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("run 'y' (seed 0) has no eval-split score"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("run 'y' (seed 0) has no eval-split score"),
+              std::string::npos)
+        << e.what();
   }
 }
 
@@ -247,7 +270,8 @@ TEST(Mixing, MixupBlendsWithAPermutationAndIsSeeded) {
   aug.mixup = 0.4;
   auto b = plain_batch(16);
   auto original = b.x.clone();
-  torch::Generator g1 = at::make_generator<at::CPUGeneratorImpl>(7), g2 = at::make_generator<at::CPUGeneratorImpl>(7);
+  torch::Generator g1 = at::make_generator<at::CPUGeneratorImpl>(7),
+                   g2 = at::make_generator<at::CPUGeneratorImpl>(7);
   kd::Batch a = b, c = b;
   kd::mix_batch(a, aug, g1);
   kd::mix_batch(c, aug, g2);
@@ -281,7 +305,8 @@ TEST(Mixing, CutmixLamIsThePastedArea) {
     auto changed = b.x.flatten(1).ne(white).to(torch::kFloat64).mean(1);
     for (int64_t i = 0; i < 8; ++i) {
       const double c = changed[i].item<double>();
-      EXPECT_TRUE(c == 0.0 || std::abs(c - (1.0 - b.lam)) < 1e-9) << "seed " << seed << " image " << i << ": " << c;
+      EXPECT_TRUE(c == 0.0 || std::abs(c - (1.0 - b.lam)) < 1e-9)
+          << "seed " << seed << " image " << i << ": " << c;
     }
     EXPECT_GE(b.lam, 0.0);
     EXPECT_LE(b.lam, 1.0);
@@ -296,7 +321,8 @@ TEST(Mixing, CrossEntropyOfAMixedBatch) {
   auto per = kd::mixed_cross_entropy(logits, b.y, b.y_mix, b.lam, 0.0);
   namespace F = torch::nn::functional;
   auto ce = [&](const torch::Tensor& y) {
-    return F::cross_entropy(logits, y.clamp_min(0), F::CrossEntropyFuncOptions().reduction(torch::kNone));
+    return F::cross_entropy(logits, y.clamp_min(0),
+                            F::CrossEntropyFuncOptions().reduction(torch::kNone));
   };
   auto expected = 0.3 * ce(b.y) + 0.7 * ce(b.y_mix);
   expected[4] = 0.0;  // partner unlabeled
@@ -316,5 +342,6 @@ TEST(Mixing, OutOfRangeValuesAreUsageErrors) {
   c.mode = "offline";
   c.distill.teacher = "t";
   c.distill.losses = {"dkd"};
-  EXPECT_KD_ERROR(kd::validate(c), "--loss dkd needs one true class per image and --mixup/--cutmix images have two");
+  EXPECT_KD_ERROR(kd::validate(c),
+                  "--loss dkd needs one true class per image and --mixup/--cutmix images have two");
 }

@@ -25,12 +25,12 @@ struct TempDir {
 };
 
 // Expects `statement` to throw kd::Error whose message contains `needle`.
-#define EXPECT_KD_ERROR(statement, needle)                                         \
-  do {                                                                             \
-    try {                                                                          \
-      statement;                                                                   \
-      ADD_FAILURE() << "expected kd::Error containing '" << needle << "'";         \
-    } catch (const kd::Error& e) {                                                 \
+#define EXPECT_KD_ERROR(statement, needle)                                          \
+  do {                                                                              \
+    try {                                                                           \
+      statement;                                                                    \
+      ADD_FAILURE() << "expected kd::Error containing '" << needle << "'";          \
+    } catch (const kd::Error& e) {                                                  \
       EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what(); \
-    }                                                                              \
+    }                                                                               \
   } while (0)

@@ -1,6 +1,7 @@
 #pragma once
 // CRC-32 (zlib's) of files and byte ranges: how kd verifies what it reads back from its own
-// files (checkpoints, a run's model.pt, teacher-cache entries). LibTorch's zip reader checks no CRC.
+// files (checkpoints, a run's model.pt, teacher-cache entries). LibTorch's zip reader checks no
+// CRC.
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>

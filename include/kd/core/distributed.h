@@ -47,7 +47,8 @@ std::vector<double> sum(std::vector<double> values);
 // Whether every rank holds the same value (e.g. the epoch each resumed from).
 bool same_on_all_ranks(int64_t value);
 // Every rank starts from rank 0's parameters and buffers, as DistributedDataParallel does.
-void start_from_main(const std::vector<torch::Tensor>& params, const std::vector<torch::Tensor>& buffers);
+void start_from_main(const std::vector<torch::Tensor>& params,
+                     const std::vector<torch::Tensor>& buffers);
 
 // Gradient averaging for one model: PyTorch's DDP Reducer over `params` (25 MiB buckets, the
 // first 1 MiB, in reverse registration order as DDP does). backward(loss) runs autograd with the

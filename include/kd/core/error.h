@@ -43,7 +43,9 @@ void check_interrupted();
 
 // The first line of a library's error message (c10 and Gloo append backtraces and context), for
 // quoting it inside one of kd's one-line errors.
-inline std::string first_line(const std::string& message) { return message.substr(0, message.find('\n')); }
+inline std::string first_line(const std::string& message) {
+  return message.substr(0, message.find('\n'));
+}
 
 template <typename... Args>
 [[noreturn]] void fail(fmt::format_string<Args...> f, Args&&... args) {
@@ -57,9 +59,9 @@ template <typename... Args>
 
 }  // namespace kd
 
-#define KD_CHECK(cond, ...)     \
-  do {                          \
-    if (!(cond)) {              \
-      ::kd::fail(__VA_ARGS__);  \
-    }                           \
+#define KD_CHECK(cond, ...)    \
+  do {                         \
+    if (!(cond)) {             \
+      ::kd::fail(__VA_ARGS__); \
+    }                          \
   } while (0)

@@ -26,7 +26,8 @@ T json_int(const nlohmann::json& v, const std::string& what) {
   }
   const auto i = v.get<int64_t>();
   if ((std::is_signed_v<T> && i < static_cast<int64_t>(lo)) || (!std::is_signed_v<T> && i < 0) ||
-      (static_cast<uint64_t>(hi) <= static_cast<uint64_t>(INT64_MAX) && i > static_cast<int64_t>(hi)))
+      (static_cast<uint64_t>(hi) <= static_cast<uint64_t>(INT64_MAX) &&
+       i > static_cast<int64_t>(hi)))
     fail("{}: {} is out of range", what, i);
   return static_cast<T>(i);
 }

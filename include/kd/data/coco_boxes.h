@@ -11,7 +11,7 @@ struct GroundTruthBox {
   std::array<double, 4> bbox{};  // x, y, w, h
   double area = 0;               // COCO's "area" field (the segment's area), else w * h
   bool iscrowd = false;
-  bool ignore = false;           // e.g. VOC "difficult": matched detections are not counted
+  bool ignore = false;  // e.g. VOC "difficult": matched detections are not counted
 };
 
 struct DetectionBox {

@@ -25,7 +25,7 @@ struct Dataset {
   int64_t size() const { return images.size(0); }
   int64_t num_classes() const { return static_cast<int64_t>(class_names.size()); }
   Dataset subset(const torch::Tensor& index) const;
-  Dataset head(int64_t n) const;  // first n samples (small slices for tests and smoke runs)
+  Dataset head(int64_t n) const;   // first n samples (small slices for tests and smoke runs)
   Dataset without_labels() const;  // every label set to kUnlabeled
 };
 

@@ -14,17 +14,17 @@
 namespace kd {
 
 struct DetectionImage {
-  int64_t id = 0;            // COCO image id (VOC: position in the sorted annotation list + 1)
+  int64_t id = 0;  // COCO image id (VOC: position in the sorted annotation list + 1)
   std::string file;
   int64_t width = 0, height = 0;  // original pixels
   double scale = 1.0;             // input pixels per original pixel
 };
 
 struct DetectionDataset {
-  torch::Tensor images;              // uint8 [N, 3, S, S]
-  std::vector<torch::Tensor> boxes;  // per image float [n, 4] xyxy, input pixels
-  std::vector<torch::Tensor> labels; // per image int64 [n], class index
-  std::vector<torch::Tensor> ignore; // per image bool [n]: crowd or VOC difficult (not trained on)
+  torch::Tensor images;               // uint8 [N, 3, S, S]
+  std::vector<torch::Tensor> boxes;   // per image float [n, 4] xyxy, input pixels
+  std::vector<torch::Tensor> labels;  // per image int64 [n], class index
+  std::vector<torch::Tensor> ignore;  // per image bool [n]: crowd or VOC difficult (not trained on)
   std::vector<GroundTruthBox> ground_truth;  // every annotation kept, original pixels (evaluation)
   std::vector<DetectionImage> info;
   std::vector<std::string> class_names;
@@ -52,8 +52,8 @@ DetectionDataset load_voc(const std::string& root, int64_t size);
 torch::Tensor letterbox_image(const std::string& file, int64_t size, double* scale,
                               int64_t* width = nullptr, int64_t* height = nullptr);
 // The same from encoded PNG/JPEG bytes, refusing images over max_pixels before decoding them.
-torch::Tensor letterbox_encoded(std::string_view bytes, int64_t size, int64_t max_pixels, double* scale,
-                                int64_t* width = nullptr, int64_t* height = nullptr);
+torch::Tensor letterbox_encoded(std::string_view bytes, int64_t size, int64_t max_pixels,
+                                double* scale, int64_t* width = nullptr, int64_t* height = nullptr);
 
 struct DetectionBatch {
   torch::Tensor x;       // float [B, 3, S, S] in [0, 1]

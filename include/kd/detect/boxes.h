@@ -43,7 +43,8 @@ struct PostprocessOptions {
 
 // One image's raw output [A, C + 4] to boxes: sigmoid scores, top-k candidates over (anchor,
 // class), decode, clip to clip_w x clip_h, per-class NMS, best max_detections.
-Detections postprocess(const torch::Tensor& output, const torch::Tensor& anchors, int64_t num_classes,
-                       double clip_w, double clip_h, const PostprocessOptions& opts = {});
+Detections postprocess(const torch::Tensor& output, const torch::Tensor& anchors,
+                       int64_t num_classes, double clip_w, double clip_h,
+                       const PostprocessOptions& opts = {});
 
 }  // namespace kd

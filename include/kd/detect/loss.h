@@ -28,7 +28,8 @@ struct DetectionLossOptions {
 
 // Sigmoid focal loss (Lin et al. 2017), summed (no reduction), as torchvision's
 // sigmoid_focal_loss.
-torch::Tensor focal_loss(const torch::Tensor& logits, const torch::Tensor& targets, double alpha, double gamma);
+torch::Tensor focal_loss(const torch::Tensor& logits, const torch::Tensor& targets, double alpha,
+                         double gamma);
 
 struct DetectionLoss {
   torch::Tensor total, classification, box;
@@ -36,17 +37,19 @@ struct DetectionLoss {
 
 // output [B, A, C + 4]. Class loss: focal loss over non-ignored anchors / positives; box loss:
 // Huber over positives / (positives * 4), times box_weight.
-DetectionLoss detection_loss(const torch::Tensor& output, const AnchorTargets& t, int64_t num_classes,
-                             const DetectionLossOptions& opts);
+DetectionLoss detection_loss(const torch::Tensor& output, const AnchorTargets& t,
+                             int64_t num_classes, const DetectionLossOptions& opts);
 
 // Class-head distillation: per anchor and class, the Bernoulli KL divergence between the
 // teacher's and the student's sigmoid probabilities at temperature T, times T^2, summed and
 // divided by `normalizer` (the positives, as the focal loss is).
-torch::Tensor class_distill_loss(const torch::Tensor& student_logits, const torch::Tensor& teacher_logits,
-                                 double temperature, double normalizer);
+torch::Tensor class_distill_loss(const torch::Tensor& student_logits,
+                                 const torch::Tensor& teacher_logits, double temperature,
+                                 double normalizer);
 // Box-head distillation: Huber distance between the student's and the teacher's box outputs,
 // per anchor weighted by the teacher's top class probability, normalised by the weights' sum.
-torch::Tensor box_distill_loss(const torch::Tensor& student_boxes, const torch::Tensor& teacher_boxes,
+torch::Tensor box_distill_loss(const torch::Tensor& student_boxes,
+                               const torch::Tensor& teacher_boxes,
                                const torch::Tensor& teacher_logits, double huber_delta);
 
 }  // namespace kd

@@ -21,7 +21,7 @@ namespace kd {
 class Model;
 
 struct ResumeState {
-  int64_t epoch = 0;  // epochs completed
+  int64_t epoch = 0;         // epochs completed
   double best_score = -1.0;  // of the best epoch so far: eval top-1, or eval mAP for detection
   int64_t best_epoch = 0;
   double images_per_s_sum = 0.0;
@@ -39,15 +39,18 @@ struct FoundCheckpoint {
 // The newest verified checkpoint of a run that `load` accepts, if any; corrupt or unreadable
 // ones, and ones whose load throws a kd::Error (a forged CRC over a damaged archive), are warned
 // about (by file) and skipped for the one before.
-std::optional<FoundCheckpoint> find_checkpoint(const std::filesystem::path& run_dir,
-                                               const std::function<void(const FoundCheckpoint&)>& load = {});
+std::optional<FoundCheckpoint> find_checkpoint(
+    const std::filesystem::path& run_dir,
+    const std::function<void(const FoundCheckpoint&)>& load = {});
 
 // What every training loop puts in a checkpoint folder: model.pt, optimizer.pt, strategy.pt (the
 // learned tensors outside the model, e.g. hint adapters: p0, p1, ...) and rng.pt (torch's CPU
 // generator). load_training_state restores them in place.
-void save_training_state(const std::filesystem::path& folder, Model& model, torch::optim::Optimizer& optimizer,
+void save_training_state(const std::filesystem::path& folder, Model& model,
+                         torch::optim::Optimizer& optimizer,
                          const std::vector<torch::Tensor>& extra);
-void load_training_state(const std::filesystem::path& folder, Model& model, torch::optim::Optimizer& optimizer,
+void load_training_state(const std::filesystem::path& folder, Model& model,
+                         torch::optim::Optimizer& optimizer,
                          const std::vector<torch::Tensor>& extra, torch::Device device);
 
 }  // namespace kd

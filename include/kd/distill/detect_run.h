@@ -25,8 +25,9 @@ namespace kd {
 class DetectionTask final : public TrainingTask {
  public:
   // `teacher` may be null (plain training). Places both on `device`.
-  DetectionTask(const RunConfig& cfg, torch::Device device, Model& student, std::shared_ptr<Model> teacher,
-                const DetectionDataset& train, const DetectionDataset& eval);
+  DetectionTask(const RunConfig& cfg, torch::Device device, Model& student,
+                std::shared_ptr<Model> teacher, const DetectionDataset& train,
+                const DetectionDataset& eval);
   Model& model() override { return student_; }
   std::string score_name() const override { return "best_eval_map"; }
   std::vector<torch::Tensor> extra_parameters() override;
@@ -62,7 +63,7 @@ class DetectionTask final : public TrainingTask {
 
 // Trains (and with mode offline, distills) a detector into `dir`, returning summary.json's content;
 // resume: continue from the newest good epoch checkpoint in `dir`.
-nlohmann::json execute_detect_run(const RunConfig& cfg, const std::string& dir, torch::Device device,
-                                  bool resume = false);
+nlohmann::json execute_detect_run(const RunConfig& cfg, const std::string& dir,
+                                  torch::Device device, bool resume = false);
 
 }  // namespace kd

@@ -16,8 +16,8 @@
 #include <string>
 #include <vector>
 
-#include "kd/runs/config.h"
 #include "kd/eval/compare.h"
+#include "kd/runs/config.h"
 
 namespace kd {
 
@@ -26,11 +26,13 @@ struct ExperimentPlan {
   std::vector<RunConfig> runs;  // in execution order
 };
 
-ExperimentPlan load_experiment(const std::string& path, const std::vector<uint64_t>& seeds_override);
+ExperimentPlan load_experiment(const std::string& path,
+                               const std::vector<uint64_t>& seeds_override);
 // Runs the plan (only the stages named in `only`, when it is not empty: the table then also
 // holds the other stages that are complete with their configuration); writes out/compare.md and
 // out/compare.json atomically and returns the table. An unknown name in `only` is a UsageError
 // listing the stages.
-Comparison run_experiment(const ExperimentPlan& plan, bool force, const std::vector<std::string>& only = {});
+Comparison run_experiment(const ExperimentPlan& plan, bool force,
+                          const std::vector<std::string>& only = {});
 
 }  // namespace kd

@@ -58,16 +58,16 @@ class SupervisedStrategy final : public Strategy {
 LossSpec parse_hint(const std::string& text, const std::string& hint_loss = "nmse");
 
 struct DistillOptions {
-  SoftTargetLossOptions loss;      // temperature, alpha (labeled samples), label smoothing
-  std::string targets = "soft";    // soft | hard
-  double threshold = 0.0;          // hard: minimum teacher probability of a pseudo-label
-  int ensemble = 1;                // teacher averaged over this many views (ensemble_view)
+  SoftTargetLossOptions loss;    // temperature, alpha (labeled samples), label smoothing
+  std::string targets = "soft";  // soft | hard
+  double threshold = 0.0;        // hard: minimum teacher probability of a pseudo-label
+  int ensemble = 1;              // teacher averaged over this many views (ensemble_view)
   // Registry terms (--loss; --hint is a fitnet term). With a logit term among them, the
   // objective is ce_weight x CE on labeled samples + the terms; otherwise the soft-target loss
   // above + the feature terms.
   std::vector<LossSpec> losses;
   double ce_weight = 1.0;
-  bool use_cache = true;           // teacher logits on disk, targets and hint features in memory
+  bool use_cache = true;  // teacher logits on disk, targets and hint features in memory
   std::string cache_dir;
   int64_t teacher_batch_size = 1000;
   int64_t snapshot_epoch = 0;  // > 0: no teacher before this epoch; at its start a frozen copy
@@ -104,11 +104,12 @@ torch::Tensor merged_class_logits(const torch::Tensor& columns, const torch::Ten
 // logit space. With several teachers (merge), all teachers' logits are concatenated and one
 // softmax taken over them (as in Shen et al., "Amalgamating knowledge towards comprehensive
 // classification", AAAI 2019), a class several teachers know receiving the mass of all its
-// columns (at temperature 1; softer targets temper the merged class distribution). Separately trained networks are overconfident outside their classes and their logits
-// are not on one scale, so a per-class offset is subtracted first, fitted on the training pool
-// (EM prior adjustment, Saerens et al. 2002) so that the merged class marginals over the pool
-// are uniform: without it, a teacher's catch-all class (Shirt for the footwear-and-bags teacher)
-// claims images of the other teacher's classes. README.md has the measurements behind this.
+// columns (at temperature 1; softer targets temper the merged class distribution). Separately
+// trained networks are overconfident outside their classes and their logits are not on one scale,
+// so a per-class offset is subtracted first, fitted on the training pool (EM prior adjustment,
+// Saerens et al. 2002) so that the merged class marginals over the pool are uniform: without it, a
+// teacher's catch-all class (Shirt for the footwear-and-bags teacher) claims images of the other
+// teacher's classes. README.md has the measurements behind this.
 class DistillStrategy final : public Strategy {
  public:
   // teachers: (label for messages and the summary, model).
@@ -149,24 +150,26 @@ class DistillStrategy final : public Strategy {
   std::vector<std::string> student_layers() const;
   // all_ranks: every data-parallel rank calls it together and each computes a share.
   std::vector<std::vector<torch::Tensor>> pool_logits(const Dataset& data, bool all_ranks = false);
-  double target_temperature() const { return opts_.targets == "hard" ? 1.0 : opts_.loss.temperature; }
+  double target_temperature() const {
+    return opts_.targets == "hard" ? 1.0 : opts_.loss.temperature;
+  }
 
   std::string mode_;
   DistillOptions opts_;
   std::vector<Teacher> teachers_;
   std::vector<LossSpec> feature_terms_, logit_terms_;
   std::vector<torch::nn::AnyModule> adapters_;  // per feature term; empty: compared as they are
-  std::vector<ContrastMemory> memories_;         // per feature term; set for crd terms
+  std::vector<ContrastMemory> memories_;        // per feature term; set for crd terms
   int64_t epoch_ = 1;
   const Dataset* train_ = nullptr;
   Augment augment_;
   torch::Device device_ = torch::kCPU;
   int64_t num_classes_ = 0;
   std::vector<std::string> class_names_;
-  torch::Tensor class_offsets_;              // [sum of C_t] (merge)
-  torch::Tensor cached_logits_;              // [N, C] teacher class logits on the device, or undefined
+  torch::Tensor class_offsets_;  // [sum of C_t] (merge)
+  torch::Tensor cached_logits_;  // [N, C] teacher class logits on the device, or undefined
   std::vector<torch::Tensor> cached_feats_;  // per feature term [N, ...], or empty
-  std::string cache_status_;  // of the last pass over a dataset
+  std::string cache_status_;                 // of the last pass over a dataset
   nlohmann::json info_ = nlohmann::json::object();
 };
 

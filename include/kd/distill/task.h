@@ -51,8 +51,8 @@ class TrainingTask {
   virtual TaskStep step(int64_t batch) = 0;
   // The epoch's training figures from the sums of every step and rank: fields added to `record`
   // (the loop adds epoch, lr, train_loss, seconds and img/s) and the training part of the log.
-  virtual std::string describe_training(double mean_loss, const std::vector<double>& sums, double samples,
-                                        nlohmann::json& record) const = 0;
+  virtual std::string describe_training(double mean_loss, const std::vector<double>& sums,
+                                        double samples, nlohmann::json& record) const = 0;
   // The running accuracy the progress line shows, or a negative number for none.
   virtual double running_accuracy(const std::vector<double>& /*sums*/) const { return -1.0; }
   virtual TaskScore evaluate() = 0;

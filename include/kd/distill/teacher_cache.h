@@ -23,6 +23,7 @@ struct CachedLogits {
 // all_ranks: called by every data-parallel rank together; a miss on any rank is computed by all
 // of them, each scoring its share (predict_logits_all_ranks), and rank 0 writes the entry.
 CachedLogits cached_teacher_logits(Model& teacher, const Dataset& data, const std::string& dir,
-                                   int64_t batch_size, torch::Device device, bool all_ranks = false);
+                                   int64_t batch_size, torch::Device device,
+                                   bool all_ranks = false);
 
 }  // namespace kd

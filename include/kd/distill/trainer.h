@@ -28,7 +28,8 @@ struct TrainResult {
 };
 
 // The optimizer a config names over `params`; set_lr sets every group's learning rate.
-std::unique_ptr<torch::optim::Optimizer> make_optimizer(const OptimConfig& o, std::vector<torch::Tensor> params);
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const OptimConfig& o,
+                                                        std::vector<torch::Tensor> params);
 void set_lr(torch::optim::Optimizer& opt, double lr);
 
 // Learning rate at iteration `it` of `total` (warm-up, then cosine / step / constant).

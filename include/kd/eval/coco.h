@@ -21,7 +21,7 @@ struct CocoMetrics {
   // AR maxDets 1/10/100, AR small/medium/large.
   std::array<double, 12> stats{};
   std::vector<int64_t> category_ids;
-  std::vector<double> per_class_ap;    // AP@[.5:.95], area all, maxDets 100; -1: no ground truth
+  std::vector<double> per_class_ap;  // AP@[.5:.95], area all, maxDets 100; -1: no ground truth
   std::vector<double> per_class_ap50;
   // Precision at the 101 recall thresholds 0, 0.01, .., 1 at IoU 0.5 (area all, maxDets 100)
   // per class: the class's precision-recall curve; -1 where undefined.
@@ -34,8 +34,10 @@ struct CocoMetrics {
 // image_ids and category_ids: what the ground-truth file lists (images without boxes count:
 // detections on them are false positives). Detections of other images or categories are
 // ignored, as pycocotools does.
-CocoMetrics evaluate_coco(const std::vector<GroundTruthBox>& gt, const std::vector<DetectionBox>& dt,
-                          const std::vector<int64_t>& image_ids, const std::vector<int64_t>& category_ids);
+CocoMetrics evaluate_coco(const std::vector<GroundTruthBox>& gt,
+                          const std::vector<DetectionBox>& dt,
+                          const std::vector<int64_t>& image_ids,
+                          const std::vector<int64_t>& category_ids);
 
 // Reads a COCO results file (a JSON list of {image_id, category_id, bbox, score}).
 std::vector<DetectionBox> read_coco_results(const std::string& path);

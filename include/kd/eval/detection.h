@@ -14,8 +14,9 @@
 namespace kd {
 
 // The detector's boxes for every image of `data`, in the images' original pixels (COCO results).
-std::vector<DetectionBox> detect_boxes(Model& model, const DetectionDataset& data, int64_t batch_size,
-                                       torch::Device device, const PostprocessOptions& opts = {});
+std::vector<DetectionBox> detect_boxes(Model& model, const DetectionDataset& data,
+                                       int64_t batch_size, torch::Device device,
+                                       const PostprocessOptions& opts = {});
 CocoMetrics evaluate_detector(Model& model, const DetectionDataset& data, int64_t batch_size,
                               torch::Device device, const PostprocessOptions& opts = {});
 

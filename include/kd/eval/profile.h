@@ -16,7 +16,7 @@ int64_t count_macs(Model& model, torch::Device device);
 
 struct LatencyOptions {
   int warmup = 10;
-  int iterations = 200;    // batch-1 timings
+  int iterations = 200;  // batch-1 timings
   int64_t throughput_batch = 256;
   int throughput_iterations = 10;
 };

@@ -35,7 +35,8 @@ torch::Tensor soft_target_loss(const torch::Tensor& student_logits,
 // defined) lam CE(labels) + (1 - lam) CE(labels_mix); 0 where a sample's label or its partner's
 // is missing (< 0).
 torch::Tensor mixed_cross_entropy(const torch::Tensor& logits, const torch::Tensor& labels,
-                                  const torch::Tensor& labels_mix, double lam, double label_smoothing);
+                                  const torch::Tensor& labels_mix, double lam,
+                                  double label_smoothing);
 
 // The loss of every teacher-based mode, given target distributions q [B, C] (at temperature T
 // for soft targets, at 1 for hard ones) and labels (kUnlabeled = -1 for images without one),

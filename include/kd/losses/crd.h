@@ -15,7 +15,8 @@ class ContrastMemoryImpl : public torch::nn::Module {
  public:
   // Heads from the flattened student / teacher feature widths to spec's dim; a bank of n_data
   // rows per network, initialised as the authors do (uniform in +-1/sqrt(dim/3)).
-  ContrastMemoryImpl(const LossSpec& spec, int64_t student_width, int64_t teacher_width, int64_t n_data);
+  ContrastMemoryImpl(const LossSpec& spec, int64_t student_width, int64_t teacher_width,
+                     int64_t n_data);
   // The loss on one batch (features [B, ...] of the student and the teacher; index [B] the
   // images' rows in the training set), then, in training mode, the bank rows of these images
   // moved towards their new embeddings. With several data-parallel ranks the rows of every rank

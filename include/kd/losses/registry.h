@@ -19,9 +19,10 @@ struct LossInfo {
   std::string name;
   bool feature = false;       // matches intermediate features (teacher= and student= layers)
   bool needs_labels = false;  // reads the ground-truth class of every sample
-  bool adapter = false;       // a learned 1x1 conv / linear map brings the student to the teacher's shape
+  bool adapter =
+      false;  // a learned 1x1 conv / linear map brings the student to the teacher's shape
   std::string summary;
-  std::string citation;  // paper and equation
+  std::string citation;             // paper and equation
   std::vector<LossOption> options;  // numeric options with their defaults (weight, warmup included)
 };
 
@@ -34,7 +35,7 @@ const LossInfo& find_loss(const std::string& name);
 // One weighted term of a run's objective.
 struct LossSpec {
   std::string name;
-  std::map<std::string, double> values;  // every numeric option of the loss, defaults filled in
+  std::map<std::string, double> values;      // every numeric option of the loss, defaults filled in
   std::string teacher_layer, student_layer;  // feature losses
   double weight() const { return values.at("weight"); }
   double get(const std::string& key) const { return values.at(key); }

@@ -26,7 +26,8 @@ torch::Tensor dkd_loss(const torch::Tensor& s, const torch::Tensor& t, const tor
 torch::Tensor dist_loss(const torch::Tensor& s, const torch::Tensor& t, double beta, double gamma,
                         double T);
 
-// Mean over T in {2, 3, 4, 5, 6} of: instance * T^2 KL + batch * mean((P_t P_t^T - P_s P_s^T)^2) / B
+// Mean over T in {2, 3, 4, 5, 6} of: instance * T^2 KL + batch * mean((P_t P_t^T - P_s P_s^T)^2) /
+// B
 // + class * mean((P_t^T P_t - P_s^T P_s)^2) / C, P = softmax(z / T) (Jin et al. 2023, scaled as
 // their training code reduces it; the paper's sums are B^2 and C^2 times larger).
 torch::Tensor mlkd_loss(const torch::Tensor& s, const torch::Tensor& t, double instance,
@@ -48,7 +49,8 @@ torch::Tensor cwd_loss(const torch::Tensor& fs, const torch::Tensor& ft, double 
 
 // distance * smooth-L1 of mean-normalised pairwise distances + angle * smooth-L1 of triplet
 // angle cosines, on flattened features (Park et al. 2019).
-torch::Tensor rkd_loss(const torch::Tensor& fs, const torch::Tensor& ft, double distance, double angle);
+torch::Tensor rkd_loss(const torch::Tensor& fs, const torch::Tensor& ft, double distance,
+                       double angle);
 
 // ||normalize_rows(G_s) - normalize_rows(G_t)||_F^2 / B^2, G = f f^T (Tung & Mori 2019).
 torch::Tensor sp_loss(const torch::Tensor& fs, const torch::Tensor& ft);
@@ -63,13 +65,14 @@ torch::Tensor pkt_loss(const torch::Tensor& fs, const torch::Tensor& ft);
 // h = exp(e . m / T) / z, and the NCE loss -(sum log h+/(h+ + K/N) + sum log (K/N)/(h- + K/N)) / B
 // taken; the same for the teacher embeddings against the student memory; the two added. z_s and
 // z_t are the normalisers (crd_normalizer on the first batch).
-torch::Tensor crd_loss(const torch::Tensor& es, const torch::Tensor& et, const torch::Tensor& memory_s,
-                       const torch::Tensor& memory_t, const torch::Tensor& index, const torch::Tensor& negatives,
-                       double T, double z_s, double z_t);
+torch::Tensor crd_loss(const torch::Tensor& es, const torch::Tensor& et,
+                       const torch::Tensor& memory_s, const torch::Tensor& memory_t,
+                       const torch::Tensor& index, const torch::Tensor& negatives, double T,
+                       double z_s, double z_t);
 // CRD's normaliser: mean of exp(e . m / T) over the batch's positive and negative scores times N,
 // the bank's size (the authors' estimate of the partition function, fixed after the first batch).
-double crd_normalizer(const torch::Tensor& e, const torch::Tensor& memory, const torch::Tensor& index,
-                      const torch::Tensor& negatives, double T);
+double crd_normalizer(const torch::Tensor& e, const torch::Tensor& memory,
+                      const torch::Tensor& index, const torch::Tensor& negatives, double T);
 
 // One registry term on one batch, unweighted: logit losses read the logits (and labels), feature
 // losses the features of their layers (the student's already through its adapter).

@@ -14,9 +14,9 @@ namespace kd {
 
 // Everything needed to rebuild a model without extra flags; saved as model.json in a run.
 struct ModelSpec {
-  std::string kind = "native";   // native | torchscript
+  std::string kind = "native";    // native | torchscript
   std::string task = "classify";  // classify | detect (outputs: kd/models/effdet.h)
-  std::string arch;              // registry name (native) or the source .pt (torchscript)
+  std::string arch;               // registry name (native) or the source .pt (torchscript)
   nlohmann::json options = nlohmann::json::object();  // architecture options, fully resolved
   std::vector<int64_t> input_shape;                   // C, H, W
   std::vector<std::string> class_names;

@@ -10,7 +10,7 @@
 namespace kd {
 
 struct ReportOptions {
-  int samples = 8;  // detectors: test images shown with their predicted boxes
+  int samples = 8;               // detectors: test images shown with their predicted boxes
   double score_threshold = 0.3;  // detectors: lowest score drawn in the samples
 };
 

@@ -16,9 +16,9 @@ struct DataConfig {
   std::string split;                     // split manifest; empty: make one from ratio + seed
   double train_ratio = 0.8;
   uint64_t split_seed = 0;
-  int64_t limit = 0;       // use only the first N training (and N/4 test) samples; 0: all
-  int channels = 0;        // 0: the source's
-  int height = 0;          // 0: the source's
+  int64_t limit = 0;  // use only the first N training (and N/4 test) samples; 0: all
+  int channels = 0;   // 0: the source's
+  int height = 0;     // 0: the source's
   int width = 0;
   // Semi-supervised data: keep the labels of a stratified fraction of the training split
   // (seeded by split_seed, so teacher and student runs see the same labeled part). `train`
@@ -43,7 +43,7 @@ struct ScheduleConfig {
   double warmup_epochs = 1.0;   // linear warm-up from 0, per iteration
   int64_t step_size = 10;       // step: multiply by gamma every step_size epochs
   double gamma = 0.1;
-  double min_lr = 0.0;          // cosine floor
+  double min_lr = 0.0;  // cosine floor
 };
 
 struct TrainConfig {
@@ -63,7 +63,7 @@ struct DistillConfig {
   std::string teacher;                // run directory or TorchScript .pt
   std::vector<std::string> teachers;  // merge: two or more, each knowing some of the classes
   double temperature = 4.0;
-  double alpha = 0.9;  // labeled samples: alpha * soft term + (1 - alpha) * cross-entropy
+  double alpha = 0.9;            // labeled samples: alpha * soft term + (1 - alpha) * cross-entropy
   std::string targets = "soft";  // soft | hard (pseudo-labels: the teacher's top class)
   double threshold = 0.0;        // hard: keep pseudo-labels whose probability is >= this
   int ensemble = 1;              // average the teacher over this many transforms of each image
@@ -87,12 +87,13 @@ struct DetectConfig {
   double focal_alpha = 0.25;
   double focal_gamma = 1.5;
   double huber_delta = 0.1;
-  double box_weight = 50.0;   // box loss weight against the focal loss (EfficientDet's)
+  double box_weight = 50.0;  // box loss weight against the focal loss (EfficientDet's)
   // Distillation from a detector teacher (run at the student's input size, same anchors).
-  double kd_class = 1.0;      // class-head KL at distill.temperature
-  double kd_box = 1.0;        // box-head Huber, weighted by the teacher's confidence
-  double kd_feature = 1.0;    // feature imitation on pyramid levels, through learned adapters
-  std::string kd_feature_loss = "fitnet";  // fitnet (normalised MSE) | pkd | cwd, from the loss registry
+  double kd_class = 1.0;    // class-head KL at distill.temperature
+  double kd_box = 1.0;      // box-head Huber, weighted by the teacher's confidence
+  double kd_feature = 1.0;  // feature imitation on pyramid levels, through learned adapters
+  std::string kd_feature_loss =
+      "fitnet";  // fitnet (normalised MSE) | pkd | cwd, from the loss registry
   std::vector<std::string> kd_levels = {"P3", "P4", "P5"};
   double score_threshold = 0.001;  // evaluation: keep detections at or above this score
   double nms_iou = 0.5;
@@ -107,11 +108,11 @@ struct RuntimeConfig {
 };
 
 struct RunConfig {
-  std::string task = "classify";  // classify | detect
-  std::string name;           // label used by `kd compare` to group seeds
-  std::string mode = "train";  // train | offline | semi | self | merge
-  std::string out;             // run directory
-  std::string arch = "fmnist-student";  // registry name or a TorchScript .pt
+  std::string task = "classify";          // classify | detect
+  std::string name;                       // label used by `kd compare` to group seeds
+  std::string mode = "train";             // train | offline | semi | self | merge
+  std::string out;                        // run directory
+  std::string arch = "fmnist-student";    // registry name or a TorchScript .pt
   std::vector<std::string> arch_options;  // key=value
   DataConfig data;
   TrainConfig train;

@@ -22,7 +22,8 @@ std::optional<std::string> not_a_run_directory(const std::filesystem::path& dir)
 using ProtectedPath = std::pair<std::string, std::string>;
 
 // Refuses `out` when it is, holds, or lies inside a protected path that exists.
-void check_output_location(const std::filesystem::path& out, const std::vector<ProtectedPath>& inputs);
+void check_output_location(const std::filesystem::path& out,
+                           const std::vector<ProtectedPath>& inputs);
 
 // Refuses to delete `path`: the working directory or one above it, or a folder kd did not make.
 void check_deletable_run(const std::filesystem::path& path);

@@ -18,10 +18,10 @@
 namespace kd {
 
 struct BatchOptions {
-  int64_t max_batch = 32;                      // inputs (rows) per forward pass
-  std::chrono::microseconds max_wait{2000};   // how long the oldest request waits for company
-  int64_t max_queue = 256;                     // requests waiting; more are refused
-  int workers = 1;                             // threads running batches (each with its own forward)
+  int64_t max_batch = 32;                    // inputs (rows) per forward pass
+  std::chrono::microseconds max_wait{2000};  // how long the oldest request waits for company
+  int64_t max_queue = 256;                   // requests waiting; more are refused
+  int workers = 1;                           // threads running batches (each with its own forward)
 };
 
 // Thrown by submit() when the queue is full (the server answers 503).
@@ -42,7 +42,8 @@ class Batcher {
 
   // A request on its way (its body still being parsed). Workers wait for company (up to
   // max_wait) only while some are announced: a lone request runs at once, without max_wait's
-  // latency, while under load batches still fill. Released by submit() or when it goes out of scope.
+  // latency, while under load batches still fill. Released by submit() or when it goes out of
+  // scope.
   class Arrival {
    public:
     explicit Arrival(Batcher* b) : batcher_(b) {}

@@ -10,10 +10,10 @@ class Service;
 
 struct HttpOptions {
   std::string host = "127.0.0.1";
-  int port = 8080;                        // 0: any free port (the bound one is returned by bind())
-  int threads = 64;                       // connections served at once (each waits on its batch)
-  int64_t max_body_bytes = 32ll << 20;    // larger requests get 413 before their body is read
-  int timeout_seconds = 30;               // reading a request / writing a response
+  int port = 8080;                      // 0: any free port (the bound one is returned by bind())
+  int threads = 64;                     // connections served at once (each waits on its batch)
+  int64_t max_body_bytes = 32ll << 20;  // larger requests get 413 before their body is read
+  int timeout_seconds = 30;             // reading a request / writing a response
 };
 
 class HttpServer {

@@ -24,7 +24,7 @@ struct InferInput {
 };
 
 struct InferRequest {
-  std::string id;                    // echoed back when present
+  std::string id;  // echoed back when present
   bool has_id = false;
   std::vector<InferInput> inputs;
   std::vector<std::string> outputs;  // names asked for; empty: all

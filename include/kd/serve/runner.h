@@ -54,8 +54,8 @@ class ModelRunner {
   nlohmann::json top_classes(const torch::Tensor& logits, int64_t k) const;
   // One row of detector output to boxes; with an image, boxes are in its original pixels and
   // clipped to it, without one in input pixels.
-  DetectionTensors detect(const torch::Tensor& raw, const PreparedImage* image, double score_threshold,
-                          int64_t max_detections) const;
+  DetectionTensors detect(const torch::Tensor& raw, const PreparedImage* image,
+                          double score_threshold, int64_t max_detections) const;
   // [{"class", "index", "score", "bbox": [x, y, w, h]}] for the real rows of `d`.
   nlohmann::json detections_json(const DetectionTensors& d) const;
 

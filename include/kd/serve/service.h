@@ -8,10 +8,10 @@
 //   GET  /v2/models/{m}[/versions/1]        model metadata: inputs, outputs, datatypes, shapes
 //   GET  /v2/models/{m}[/versions/1]/ready
 //   POST /v2/models/{m}[/versions/1]/infer  tensors in JSON (FP32 pixels, or BYTES images)
-//   POST /v2/models/{m}/image               one PNG/JPEG (raw body or {"b64": ...}) -> classes/boxes
-//   GET  /v1/models/{m}, POST /v1/models/{m}:predict   TF-Serving style {"instances": [...]}
-//   GET  /metrics                           Prometheus text format
-//   GET  /runs, /runs/report?runs=A,B       the runs dashboard and reports (with --runs DIR)
+//   POST /v2/models/{m}/image               one PNG/JPEG (raw body or {"b64": ...}) ->
+//   classes/boxes GET  /v1/models/{m}, POST /v1/models/{m}:predict   TF-Serving style {"instances":
+//   [...]} GET  /metrics                           Prometheus text format GET  /runs,
+//   /runs/report?runs=A,B       the runs dashboard and reports (with --runs DIR)
 // Bad requests get a 4xx with {"error": "..."}; handle() never throws.
 #include <chrono>
 #include <map>
@@ -32,10 +32,10 @@ struct ServiceOptions {
   int64_t max_image_pixels = 1 << 24;     // per image, checked from the header before decoding
   int64_t max_images = 64;                // images per request
   BatchOptions batch;
-  int64_t top_k = 5;                      // classes listed per image
-  double score_threshold = 0.3;           // boxes below are dropped
-  int64_t max_detections = 100;           // boxes per image
-  std::string runs_dir;                   // non-empty: the runs dashboard under /runs (dashboard.h)
+  int64_t top_k = 5;             // classes listed per image
+  double score_threshold = 0.3;  // boxes below are dropped
+  int64_t max_detections = 100;  // boxes per image
+  std::string runs_dir;          // non-empty: the runs dashboard under /runs (dashboard.h)
 };
 
 struct HttpRequest {
