@@ -1,56 +1,26 @@
 #include "kd/serve/service.h"
 
 #include <algorithm>
+#include <functional>
+#include <optional>
 
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
-#include "kd/core/base64.h"
 #include "kd/core/error.h"
 #include "kd/core/version.h"
 #include "kd/serve/protocol.h"
+#include "responses.h"
+#include "service_state.h"
 #include "web_page.h"
 
 namespace kd {
-namespace {
 
-using nlohmann::json;
+using namespace serve_detail;
 using Clock = std::chrono::steady_clock;
 
-// A request-level failure with the status it should be answered with.
-struct HttpError : std::runtime_error {
-  HttpError(int s, const std::string& m) : std::runtime_error(m), status(s) {}
-  int status;
-};
-
-template <typename... Args>
-[[noreturn]] void bad_request(fmt::format_string<Args...> f, Args&&... args) {
-  throw HttpError(400, fmt::format(f, std::forward<Args>(args)...));
-}
-
-HttpResponse json_response(int status, const json& body) {
-  HttpResponse r;
-  r.status = status;
-  r.body = body.dump(-1, ' ', false, json::error_handler_t::replace);
-  return r;
-}
-
-HttpResponse error_response(int status, const std::string& message) {
-  return json_response(status, {{"error", message}});
-}
-
-json parse_body(const std::string& body) {
-  if (body.empty()) bad_request("empty body: expected a JSON object");
-  json j;
-  try {
-    j = json::parse(body);
-  } catch (const json::parse_error& e) {
-    const std::string what = e.what();  // "[json.exception.parse_error.101] parse error at ..."
-    bad_request("malformed JSON: {}", what.substr(what.find(']') + 2));
-  }
-  if (!j.is_object()) bad_request("the body must be a JSON object");
-  return j;
-}
+namespace {
 
 // Constant time in the key's length, so response timing does not reveal how much matched.
 bool same_key(const std::string& a, const std::string& b) {
@@ -60,56 +30,34 @@ bool same_key(const std::string& a, const std::string& b) {
   return diff == 0;
 }
 
-// Row-major flattening of a (possibly nested) JSON array of numbers, refusing more than `limit`
-// values as soon as they are seen.
-// Tensors have at most 4 dimensions here; deeper nesting is refused before it can exhaust the
-// stack.
-constexpr int kMaxNesting = 6;
-
-void flatten_numbers(const json& j, std::vector<float>& out, int64_t limit,
-                     const std::string& where, int depth = 0) {
-  if (j.is_array()) {
-    if (depth >= kMaxNesting) bad_request("{}: arrays nested deeper than {}", where, kMaxNesting);
-    for (const auto& v : j) flatten_numbers(v, out, limit, where, depth + 1);
-    return;
-  }
-  if (!j.is_number())
-    bad_request("{}: element {} is {}, not a number", where, out.size(), j.type_name());
-  if (static_cast<int64_t>(out.size()) >= limit)
-    bad_request("{}: more than {} values", where, limit);
-  out.push_back(j.get<float>());
+// "{model}" in a pattern stands for one path segment (a served model's name).
+std::optional<std::string> match_path(const std::string& pattern, const std::string& path) {
+  const auto hole = pattern.find("{model}");
+  if (hole == std::string::npos)
+    return pattern == path ? std::optional<std::string>("") : std::nullopt;
+  const std::string before = pattern.substr(0, hole), after = pattern.substr(hole + 7);
+  if (path.size() <= before.size() + after.size() || path.compare(0, before.size(), before) != 0 ||
+      path.compare(path.size() - after.size(), after.size(), after) != 0)
+    return std::nullopt;
+  std::string model = path.substr(before.size(), path.size() - before.size() - after.size());
+  if (model.find('/') != std::string::npos) return std::nullopt;
+  return model;
 }
 
-std::string shape_str(const std::vector<int64_t>& s) {
-  return fmt::format("[{}]", fmt::join(s, ", "));
-}
-
-json tensor_json(const std::string& name, const torch::Tensor& t) {
-  auto c = t.contiguous();
-  json data;
-  if (c.scalar_type() == torch::kInt32) {
-    data = std::vector<int32_t>(c.data_ptr<int32_t>(), c.data_ptr<int32_t>() + c.numel());
-  } else {
-    c = c.to(torch::kFloat);
-    data = std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
-  }
-  return {{"name", name},
-          {"datatype", c.scalar_type() == torch::kInt32 ? "INT32" : "FP32"},
-          {"shape", c.sizes().vec()},
-          {"data", std::move(data)}};
+// OIP's versioned paths (/v2/models/M/versions/V/...) name the one version a model has: the
+// version is taken out of `path` and returned.
+std::string take_version(std::string& path) {
+  const std::string v2 = "/v2/models/";
+  if (path.rfind(v2, 0) != 0) return "";
+  const auto name_end = path.find('/', v2.size());
+  if (name_end == std::string::npos || path.compare(name_end, 10, "/versions/") != 0) return "";
+  const auto version_end = std::min(path.find('/', name_end + 10), path.size());
+  std::string version = path.substr(name_end + 10, version_end - name_end - 10);
+  path.erase(name_end, version_end - name_end);
+  return version;
 }
 
 }  // namespace
-
-struct Service::Served {
-  std::unique_ptr<ModelRunner> runner;
-  std::unique_ptr<Batcher> batcher;
-};
-
-// What a request was, for the metrics: which model and which route.
-struct Service::Routed {
-  std::string model, route = "unknown";
-};
 
 std::string HttpRequest::header(const std::string& lower_name) const {
   auto it = headers.find(lower_name);
@@ -194,52 +142,129 @@ Service::Served& Service::find(const std::string& name) {
   return *it->second;
 }
 
-HttpResponse Service::route(const HttpRequest& req, Routed& routed) {
-  const std::string& p = req.path;
-  const bool get = req.method == "GET" || req.method == "HEAD", post = req.method == "POST";
-  auto method_check = [&](bool ok, const char* allowed) {
-    if (!ok) {
-      HttpError e(405, fmt::format("{} does not accept {} (use {})", p, req.method, allowed));
-      throw e;
-    }
+struct Service::Route {
+  enum class Auth {
+    kNone,        // health, the page: a browser or a load balancer asks without a key
+    kKey,         // the API: Authorization: Bearer KEY
+    kKeyOrQuery,  // the runs pages: links cannot carry headers, so ?key=KEY too
   };
+  std::string name;     // the metrics' route label
+  std::string pattern;  // the path; "{model}" stands for a served model's name
+  std::string method;   // GET (HEAD too) or POST
+  Auth auth = Auth::kKey;
+  bool dashboard = false;  // only with --runs
+  std::function<HttpResponse(Service&, const HttpRequest&, Served*)> handler;
+};
 
-  if (p == "/v2/health/live" || p == "/v2/health/ready") {
-    routed.route = "health";
-    method_check(get, "GET");
-    return json_response(200, {{p == "/v2/health/live" ? "live" : "ready", true}});
-  }
-  if (p == "/favicon.ico") {  // browsers ask; answering keeps their consoles free of 404s
-    routed.route = "page";
-    HttpResponse r;
-    r.status = 204;
-    r.content_type = "image/x-icon";
-    return r;
-  }
-  if (p == "/" || p == "/index.html") {
-    routed.route = "page";
-    method_check(get, "GET");
+const std::vector<Service::Route>& Service::routes() {
+  using Auth = Route::Auth;
+  auto page = [](Service&, const HttpRequest&, Served*) {
     HttpResponse r;
     r.content_type = "text/html; charset=utf-8";
     r.body = kWebPage;
     return r;
+  };
+  auto runs_list = [](Service& s, const HttpRequest& req, Served*) {
+    return s.dashboard_->list(req.query.count("key") ? req.query.at("key") : "");
+  };
+  static const std::vector<Route> table = {
+      {"health", "/v2/health/live", "GET", Auth::kNone, false,
+       [](Service&, const HttpRequest&, Served*) {
+         return json_response(200, {{"live", true}});
+       }},
+      {"health", "/v2/health/ready", "GET", Auth::kNone, false,
+       [](Service&, const HttpRequest&, Served*) {
+         return json_response(200, {{"ready", true}});
+       }},
+      // Browsers ask for an icon; an empty answer keeps their consoles free of 404s.
+      {"page", "/favicon.ico", "GET", Auth::kNone, false,
+       [](Service&, const HttpRequest&, Served*) {
+         HttpResponse r;
+         r.status = 204;
+         r.content_type = "image/x-icon";
+         return r;
+       }},
+      {"page", "/", "GET", Auth::kNone, false, page},
+      {"page", "/index.html", "GET", Auth::kNone, false, page},
+      {"runs", "/runs", "GET", Auth::kKeyOrQuery, true, runs_list},
+      {"runs", "/runs/", "GET", Auth::kKeyOrQuery, true, runs_list},
+      {"runs", "/runs/report", "GET", Auth::kKeyOrQuery, true,
+       [](Service& s, const HttpRequest& req, Served*) {
+         return s.dashboard_->report(req.query.count("runs") ? req.query.at("runs") : "",
+                                     req.query.count("key") ? req.query.at("key") : "");
+       }},
+      {"metrics", "/metrics", "GET", Auth::kKey, false,
+       [](Service& s, const HttpRequest&, Served*) {
+         HttpResponse r;
+         r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+         r.body = s.metrics_.render();
+         return r;
+       }},
+      {"server_metadata", "/v2", "GET", Auth::kKey, false,
+       [](Service&, const HttpRequest&, Served*) {
+         return json_response(
+             200, {{"name", "kd"}, {"version", kVersion}, {"extensions", json::array()}});
+       }},
+      {"models", "/v2/models", "GET", Auth::kKey, false,
+       [](Service& s, const HttpRequest&, Served*) { return s.models_list(); }},
+      {"models", "/v2/models/", "GET", Auth::kKey, false,
+       [](Service& s, const HttpRequest&, Served*) { return s.models_list(); }},
+      {"model_metadata", "/v2/models/{model}", "GET", Auth::kKey, false,
+       [](Service& s, const HttpRequest&, Served* m) { return s.model_metadata(*m); }},
+      {"model_metadata", "/v2/models/{model}/", "GET", Auth::kKey, false,
+       [](Service& s, const HttpRequest&, Served* m) { return s.model_metadata(*m); }},
+      {"model_ready", "/v2/models/{model}/ready", "GET", Auth::kKey, false,
+       [](Service&, const HttpRequest&, Served* m) {
+         return json_response(200, {{"name", m->runner->name()}, {"ready", true}});
+       }},
+      {"infer", "/v2/models/{model}/infer", "POST", Auth::kKey, false,
+       [](Service& s, const HttpRequest& req, Served* m) { return s.infer(*m, req); }},
+      {"image", "/v2/models/{model}/image", "POST", Auth::kKey, false,
+       [](Service& s, const HttpRequest& req, Served* m) { return s.image(*m, req); }},
+      // Before model_status: "{model}" would otherwise take "name:predict" as a name.
+      {"predict", "/v1/models/{model}:predict", "POST", Auth::kKey, false,
+       [](Service& s, const HttpRequest& req, Served* m) { return s.predict_v1(*m, req); }},
+      {"model_status", "/v1/models/{model}", "GET", Auth::kKey, false,
+       [](Service& s, const HttpRequest&, Served* m) { return s.model_status_v1(*m); }},
+  };
+  return table;
+}
+
+bool Service::authorized(const HttpRequest& req, bool query_key_too) const {
+  if (options_.api_key.empty()) return true;
+  const std::string auth = req.header("authorization");
+  if (auth.rfind("Bearer ", 0) == 0 && same_key(auth.substr(7), options_.api_key)) return true;
+  return query_key_too && req.query.count("key") && same_key(req.query.at("key"), options_.api_key);
+}
+
+HttpResponse Service::route(const HttpRequest& req, Routed& routed) {
+  std::string path = req.path;
+  const std::string version = take_version(path);
+  const Route* match = nullptr;
+  std::string model;
+  for (const auto& r : routes()) {
+    if (r.dashboard && !dashboard_) continue;
+    if (auto m = match_path(r.pattern, path)) {
+      match = &r;
+      model = *m;
+      break;
+    }
   }
-  if (dashboard_ && (p == "/runs" || p == "/runs/" || p == "/runs/report")) {
-    routed.route = "runs";
-    method_check(get, "GET");
-    // Links cannot carry headers: the pages also take the key as ?key=.
-    const std::string key = req.query.count("key") ? req.query.at("key") : "";
-    const std::string auth = req.header("authorization");
-    if (!options_.api_key.empty() && !same_key(key, options_.api_key) &&
-        !(auth.rfind("Bearer ", 0) == 0 && same_key(auth.substr(7), options_.api_key)))
+  const bool get = req.method == "GET" || req.method == "HEAD";
+  auto check_method = [&] {
+    if (match->method == "GET" ? !get : req.method != match->method)
+      throw HttpError(
+          405, fmt::format("{} does not accept {} (use {})", req.path, req.method, match->method));
+  };
+  // Authorization, once for every route: the API answers 401 before anything about the request
+  // (its route, model or method) is revealed; the runs pages name their route in the metrics.
+  if (match && match->auth == Route::Auth::kKeyOrQuery) {
+    routed.route = match->name;
+    check_method();
+    if (!authorized(req, true))
       return error_response(401, "missing or wrong API key: add ?key=<key> to the address");
-    if (p == "/runs/report")
-      return dashboard_->report(req.query.count("runs") ? req.query.at("runs") : "", key);
-    return dashboard_->list(key);
-  }
-  if (!options_.api_key.empty()) {
-    const std::string auth = req.header("authorization");
-    if (auth.rfind("Bearer ", 0) != 0 || !same_key(auth.substr(7), options_.api_key)) {
+  } else if (!match || match->auth == Route::Auth::kKey) {
+    if (!authorized(req, false)) {
       routed.route = "auth";
       HttpResponse r = error_response(
           401, "missing or wrong API key: send the header 'Authorization: Bearer <key>'");
@@ -247,124 +272,33 @@ HttpResponse Service::route(const HttpRequest& req, Routed& routed) {
       return r;
     }
   }
-  if (p == "/metrics") {
-    routed.route = "metrics";
-    method_check(get, "GET");
-    HttpResponse r;
-    r.content_type = "text/plain; version=0.0.4; charset=utf-8";
-    r.body = metrics_.render();
-    return r;
+  if (!version.empty() && version != "1")
+    throw HttpError(404, fmt::format("model '{}' has only version 1, not '{}'", model, version));
+  if (!match) throw HttpError(404, fmt::format("no route {} {}", req.method, req.path));
+  routed.route = match->name;
+  Served* served = nullptr;
+  if (match->pattern.find("{model}") != std::string::npos) {
+    served = &find(model);
+    routed.model = model;
   }
-  if (p == "/v2") {
-    routed.route = "server_metadata";
-    method_check(get, "GET");
-    return json_response(200,
-                         {{"name", "kd"}, {"version", kVersion}, {"extensions", json::array()}});
-  }
-  if (p == "/v2/models" || p == "/v2/models/") {
-    routed.route = "models";
-    method_check(get, "GET");
-    json list = json::array();
-    for (const auto& [name, m] : models_) {
-      const auto& r = *m->runner;
-      list.push_back({{"name", name},
-                      {"task", r.spec().task},
-                      {"arch", r.spec().arch},
-                      {"source", r.source()},
-                      {"parameters", r.num_parameters()},
-                      {"input_shape", r.input_shape()},
-                      {"class_names", r.spec().class_names},
-                      {"ready", true}});
-    }
-    return json_response(200, {{"models", list}});
-  }
+  check_method();
+  return match->handler(*this, req, served);
+}
 
-  const std::string v2 = "/v2/models/", v1 = "/v1/models/";
-  if (p.rfind(v1, 0) == 0) {
-    std::string rest = p.substr(v1.size());
-    const auto colon = rest.rfind(":predict");
-    if (colon != std::string::npos && colon + 8 == rest.size()) {
-      routed.route = "predict";
-      Served& m = find(rest.substr(0, colon));
-      routed.model = m.runner->name();
-      method_check(post, "POST");
-      return predict_v1(m, req);
-    }
-    routed.route = "model_status";
-    Served& m = find(rest);
-    routed.model = m.runner->name();
-    method_check(get, "GET");
-    return json_response(200, {{"model_version_status",
-                                {{{"version", "1"},
-                                  {"state", "AVAILABLE"},
-                                  {"status", {{"error_code", "OK"}, {"error_message", ""}}}}}}});
+HttpResponse Service::models_list() {
+  json list = json::array();
+  for (const auto& [name, m] : models_) {
+    const auto& r = *m->runner;
+    list.push_back({{"name", name},
+                    {"task", r.spec().task},
+                    {"arch", r.spec().arch},
+                    {"source", r.source()},
+                    {"parameters", r.num_parameters()},
+                    {"input_shape", r.input_shape()},
+                    {"class_names", r.spec().class_names},
+                    {"ready", true}});
   }
-  if (p.rfind(v2, 0) == 0) {
-    std::string rest = p.substr(v2.size());
-    std::string name = rest.substr(0, rest.find('/'));
-    std::string tail = rest.size() > name.size() ? rest.substr(name.size()) : "";
-    if (tail.rfind("/versions/", 0) == 0) {
-      const std::string after = tail.substr(10);
-      const std::string version = after.substr(0, after.find('/'));
-      if (version != "1")
-        throw HttpError(404, fmt::format("model '{}' has only version 1, not '{}'", name, version));
-      tail = after.substr(version.size());
-    }
-    Served& m = find(name);
-    routed.model = name;
-    const ModelRunner& r = *m.runner;
-    if (tail.empty() || tail == "/") {
-      routed.route = "model_metadata";
-      method_check(get, "GET");
-      json outputs = json::array();
-      if (r.is_detector()) {
-        const int64_t k = options_.max_detections;
-        outputs = {{{"name", "num_detections"}, {"datatype", "INT32"}, {"shape", {-1, 1}}},
-                   {{"name", "detection_boxes"}, {"datatype", "FP32"}, {"shape", {-1, k, 4}}},
-                   {{"name", "detection_scores"}, {"datatype", "FP32"}, {"shape", {-1, k}}},
-                   {{"name", "detection_classes"}, {"datatype", "INT32"}, {"shape", {-1, k}}},
-                   // Only when asked for by name: the head's outputs before decoding and NMS.
-                   {{"name", "raw"},
-                    {"datatype", "FP32"},
-                    {"shape", {-1, r.num_anchors(), r.spec().num_classes() + 4}}}};
-      } else {
-        outputs = {
-            {{"name", "logits"}, {"datatype", "FP32"}, {"shape", {-1, r.spec().num_classes()}}},
-            {{"name", "probabilities"},
-             {"datatype", "FP32"},
-             {"shape", {-1, r.spec().num_classes()}}}};
-      }
-      return json_response(
-          200, {{"name", name},
-                {"versions", {"1"}},
-                {"platform", "kd_libtorch"},
-                {"inputs", {{{"name", "input"}, {"datatype", "FP32"}, {"shape", r.input_shape()}}}},
-                {"outputs", outputs},
-                {"parameters",
-                 {{"task", r.spec().task},
-                  {"arch", r.spec().arch},
-                  {"class_names", r.spec().class_names},
-                  {"input", "FP32 pixels in [0, 1], or BYTES: base64 PNG/JPEG images (shape [N])"},
-                  {"boxes",
-                   "x1, y1, x2, y2 in input pixels, or in the image's pixels for BYTES inputs"}}}});
-    }
-    if (tail == "/ready") {
-      routed.route = "model_ready";
-      method_check(get, "GET");
-      return json_response(200, {{"name", name}, {"ready", true}});
-    }
-    if (tail == "/infer") {
-      routed.route = "infer";
-      method_check(post, "POST");
-      return infer(m, req);
-    }
-    if (tail == "/image") {
-      routed.route = "image";
-      method_check(post, "POST");
-      return image(m, req);
-    }
-  }
-  throw HttpError(404, fmt::format("no route {} {}", req.method, p));
+  return json_response(200, {{"models", list}});
 }
 
 torch::Tensor Service::run(Served& m, const torch::Tensor& input, Batcher::Arrival& arrival) {
@@ -387,195 +321,6 @@ Service::ImageBatch Service::prepare_images(Served& m, const std::vector<std::st
   }
   batch.pixels = torch::stack(pixels);
   return batch;
-}
-
-HttpResponse Service::infer(Served& m, const HttpRequest& req) {
-  auto arrival = m.batcher->expect();
-  if (!req.header("inference-header-content-length").empty())
-    bad_request("the binary tensor data extension is not supported: send tensors as JSON");
-  InferRequest request =
-      parse_infer_request(req.body, {options_.max_tensor_elements, options_.max_images});
-  const ModelRunner& r = *m.runner;
-  if (request.inputs.size() != 1)
-    bad_request("model '{}' takes one input, got {}", r.name(), request.inputs.size());
-  InferInput& in = request.inputs[0];
-  const auto want = r.input_shape();
-
-  torch::Tensor x;
-  std::vector<PreparedImage> images;
-  if (in.datatype == "BYTES") {
-    std::vector<std::string> decoded;
-    for (size_t i = 0; i < in.strings.size(); ++i) {
-      try {
-        decoded.push_back(base64_decode(in.strings[i]));
-      } catch (const Error& e) {
-        bad_request("inputs[0].data[{}]: {}", i, e.what());
-      }
-    }
-    auto batch = prepare_images(m, decoded);
-    images = std::move(batch.images);
-    x = batch.pixels;
-  } else {
-    const auto& shape = in.shape;
-    if (shape.size() != 4 || shape[0] < 1 || shape[1] != want[1] || shape[2] != want[2] ||
-        shape[3] != want[3])
-      bad_request("inputs[0]: shape {} does not match the model's input {} (N >= 1)",
-                  shape_str(shape), shape_str(want));
-    x = torch::from_blob(in.numbers.data(), shape, torch::kFloat).clone();
-  }
-  std::vector<std::string> wanted = request.outputs;
-  std::vector<std::string> names =
-      r.is_detector() ? std::vector<std::string>{"num_detections", "detection_boxes",
-                                                 "detection_scores", "detection_classes"}
-                      : std::vector<std::string>{"logits", "probabilities"};
-  if (wanted.empty()) wanted = names;
-  if (r.is_detector()) names.push_back("raw");
-  for (const auto& w : wanted)
-    if (std::find(names.begin(), names.end(), w) == names.end())
-      bad_request("model '{}' has no output '{}' (outputs: {})", r.name(), w,
-                  fmt::join(names, ", "));
-
-  auto y = run(m, x, arrival);
-  std::map<std::string, torch::Tensor> outputs;
-  if (r.is_detector()) {
-    std::vector<torch::Tensor> n, b, s, c;
-    for (int64_t i = 0; i < y.size(0); ++i) {
-      auto d = r.detect(y[i], images.empty() ? nullptr : &images[static_cast<size_t>(i)],
-                        options_.score_threshold, options_.max_detections);
-      n.push_back(d.count);
-      b.push_back(d.boxes);
-      s.push_back(d.scores);
-      c.push_back(d.classes);
-    }
-    outputs = {{"num_detections", torch::stack(n)},
-               {"detection_boxes", torch::stack(b)},
-               {"detection_scores", torch::stack(s)},
-               {"detection_classes", torch::stack(c)},
-               {"raw", y}};
-  } else {
-    outputs = {{"logits", y}, {"probabilities", torch::softmax(y, 1)}};
-  }
-  json out = {{"model_name", r.name()}, {"model_version", "1"}, {"outputs", json::array()}};
-  if (request.has_id) out["id"] = request.id;
-  for (const auto& w : wanted) out["outputs"].push_back(tensor_json(w, outputs.at(w)));
-  return json_response(200, out);
-}
-
-HttpResponse Service::predict_v1(Served& m, const HttpRequest& req) {
-  auto arrival = m.batcher->expect();
-  const json body = parse_body(req.body);
-  if (!body.contains("instances") || !body["instances"].is_array() || body["instances"].empty())
-    bad_request("'instances' must be a non-empty array (tensors [C][H][W] or {{\"b64\": image}})");
-  const ModelRunner& r = *m.runner;
-  const auto want = r.input_shape();
-  const int64_t per = want[1] * want[2] * want[3];
-  const auto& instances = body["instances"];
-  const bool as_images = instances[0].is_object();
-  std::vector<PreparedImage> images;
-  torch::Tensor x;
-  if (as_images) {
-    std::vector<std::string> decoded;
-    for (size_t i = 0; i < instances.size(); ++i) {
-      const auto& inst = instances[i];
-      if (!inst.is_object() || !inst.contains("b64") || !inst["b64"].is_string())
-        bad_request("instances[{}]: expected {{\"b64\": \"<base64 image>\"}} like instances[0]", i);
-      if (static_cast<int64_t>(i) >= options_.max_images)
-        bad_request("{} images in one request; the limit is {}", instances.size(),
-                    options_.max_images);
-      try {
-        decoded.push_back(base64_decode(inst["b64"].get<std::string>()));
-      } catch (const Error& e) {
-        bad_request("instances[{}].b64: {}", i, e.what());
-      }
-    }
-    auto batch = prepare_images(m, decoded);
-    images = std::move(batch.images);
-    x = batch.pixels;
-  } else {
-    const auto n = static_cast<int64_t>(instances.size());
-    if (n * per > options_.max_tensor_elements)
-      bad_request("{} instances of {} values, more than the limit of {}", n, per,
-                  options_.max_tensor_elements);
-    std::vector<float> data;
-    data.reserve(static_cast<size_t>(n * per));
-    for (int64_t i = 0; i < n; ++i) {
-      const size_t before = data.size();
-      flatten_numbers(instances[static_cast<size_t>(i)], data, static_cast<int64_t>(before) + per,
-                      fmt::format("instances[{}]", i));
-      if (static_cast<int64_t>(data.size() - before) != per)
-        bad_request("instances[{}]: {} values, but the model takes {} ({})", i,
-                    data.size() - before, per, shape_str({want[1], want[2], want[3]}));
-    }
-    x = torch::from_blob(data.data(), {n, want[1], want[2], want[3]}, torch::kFloat).clone();
-  }
-  auto y = run(m, x, arrival);
-  json predictions = json::array();
-  for (int64_t i = 0; i < y.size(0); ++i) {
-    if (r.is_detector()) {
-      auto d = r.detect(y[i], as_images ? &images[static_cast<size_t>(i)] : nullptr,
-                        options_.score_threshold, options_.max_detections);
-      predictions.push_back({{"detections", r.detections_json(d)}});
-    } else {
-      auto probs = torch::softmax(y[i], 0).contiguous();
-      const auto top = r.top_classes(y[i], 1)[0];
-      predictions.push_back(
-          {{"class", top["class"]},
-           {"index", top["index"]},
-           {"score", top["score"]},
-           {"probabilities",
-            std::vector<float>(probs.data_ptr<float>(), probs.data_ptr<float>() + probs.numel())}});
-    }
-  }
-  return json_response(200, {{"predictions", predictions}});
-}
-
-HttpResponse Service::image(Served& m, const HttpRequest& req) {
-  auto arrival = m.batcher->expect();
-  std::string encoded;
-  // JSON ({"b64": ...}) or the image itself; neither PNG nor JPEG can start with '{'.
-  const auto first = req.body.find_first_not_of(" \t\r\n");
-  if (first != std::string::npos && req.body[first] == '{') {
-    const json body = parse_body(req.body);
-    if (!body.contains("b64") || !body["b64"].is_string())
-      bad_request("expected {{\"b64\": \"<base64 PNG or JPEG>\"}}");
-    try {
-      encoded = base64_decode(body["b64"].get<std::string>());
-    } catch (const Error& e) {
-      bad_request("b64: {}", e.what());
-    }
-  } else {
-    encoded = req.body;  // the image itself (image/png, image/jpeg, application/octet-stream)
-  }
-  if (encoded.empty()) bad_request("empty body: send a PNG or JPEG image");
-  auto get_number = [&](const char* key, double fallback, double lo, double hi) {
-    const std::string v = req.query.count(key) ? req.query.at(key) : "";
-    if (v.empty()) return fallback;
-    try {
-      size_t used = 0;
-      const double d = std::stod(v, &used);
-      if (used == v.size() && d >= lo && d <= hi) return d;
-    } catch (const std::exception&) {
-    }
-    bad_request("query parameter {}={} must be a number in [{}, {}]", key, v, lo, hi);
-  };
-  const ModelRunner& r = *m.runner;
-  auto batch = prepare_images(m, {encoded});
-  const auto& images = batch.images;
-  auto y = run(m, batch.pixels, arrival);
-  json out = {{"model_name", r.name()},
-              {"task", r.spec().task},
-              {"width", images[0].width},
-              {"height", images[0].height}};
-  if (r.is_detector()) {
-    const double score = get_number("score", options_.score_threshold, 0, 1);
-    out["detections"] =
-        r.detections_json(r.detect(y[0], &images[0], score, options_.max_detections));
-  } else {
-    const auto k =
-        static_cast<int64_t>(get_number("top_k", static_cast<double>(options_.top_k), 1, 1000));
-    out["classes"] = r.top_classes(y[0], k);
-  }
-  return json_response(200, out);
 }
 
 }  // namespace kd

@@ -9,8 +9,11 @@
 #include "kd/core/base64.h"
 #include "kd/core/error.h"
 #include "kd/data/image.h"
+#include "kd/models/model.h"
 #include "kd/serve/batcher.h"
 #include "kd/serve/metrics.h"
+#include "kd/serve/runner.h"
+#include "kd/serve/service.h"
 
 namespace kd {
 namespace {
@@ -124,4 +127,103 @@ TEST(Metrics, RendersCountersAndCumulativeHistograms) {
 }
 
 }  // namespace
+// Service::handle is the whole API without sockets: a request in, a response out.
+struct ServedClassifier {
+  kd::Service service;
+  explicit ServedClassifier(const std::string& key = "")
+      : service(runners(), [&] {
+          kd::ServiceOptions o;
+          o.api_key = key;
+          return o;
+        }()) {}
+  static std::vector<std::unique_ptr<kd::ModelRunner>> runners() {
+    kd::ModelSpec spec;
+    spec.arch = "fmnist-student";
+    spec.input_shape = {1, 28, 28};
+    for (int c = 0; c < 10; ++c) spec.class_names.push_back("c" + std::to_string(c));
+    std::vector<std::unique_ptr<kd::ModelRunner>> out;
+    out.push_back(std::make_unique<kd::ModelRunner>("cls", "memory", kd::create_model(spec)));
+    return out;
+  }
+  kd::HttpResponse call(const std::string& method, const std::string& path,
+                        const std::string& body = "", const std::string& key = "") {
+    kd::HttpRequest r;
+    r.method = method;
+    r.path = path;
+    r.body = body;
+    if (!key.empty()) r.headers["authorization"] = "Bearer " + key;
+    return service.handle(r);
+  }
+};
+
+nlohmann::json body_of(const kd::HttpResponse& r) { return nlohmann::json::parse(r.body); }
+
+TEST(Service, RoutesAnswerWithTheirStatus) {
+  ServedClassifier s;
+  EXPECT_EQ(s.call("GET", "/v2/health/live").status, 200);
+  EXPECT_EQ(body_of(s.call("GET", "/v2/health/ready"))["ready"], true);
+  EXPECT_EQ(s.call("GET", "/").content_type, "text/html; charset=utf-8");
+  EXPECT_EQ(body_of(s.call("GET", "/v2"))["name"], "kd");
+  EXPECT_EQ(body_of(s.call("GET", "/v2/models"))["models"][0]["name"], "cls");
+  EXPECT_EQ(body_of(s.call("GET", "/v2/models/cls"))["outputs"][0]["name"], "logits");
+  EXPECT_EQ(s.call("GET", "/v2/models/cls/versions/1/ready").status, 200);
+  EXPECT_EQ(s.call("GET", "/v1/models/cls").status, 200);
+  auto v2 = s.call("GET", "/v2/models/cls/versions/2/ready");
+  EXPECT_EQ(v2.status, 404);
+  EXPECT_NE(body_of(v2)["error"].get<std::string>().find("only version 1"), std::string::npos);
+  auto nope = s.call("POST", "/v2/models/nope/infer", "{}");
+  EXPECT_EQ(nope.status, 404);
+  EXPECT_NE(body_of(nope)["error"].get<std::string>().find("no model named 'nope'"),
+            std::string::npos);
+  EXPECT_EQ(s.call("GET", "/v2/models/cls/infer").status, 405);
+  EXPECT_EQ(s.call("POST", "/v2/health/live").status, 405);
+  EXPECT_EQ(s.call("GET", "/no/such/route").status, 404);
+  EXPECT_EQ(s.call("GET", "/runs").status, 404);  // no dashboard without --runs
+}
+
+TEST(Service, InferAndPredictGiveTheSameLogits) {
+  ServedClassifier s;
+  std::vector<float> x(784);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i % 7) / 7.0f;
+  const nlohmann::json infer = {
+      {"inputs",
+       {{{"name", "input"}, {"datatype", "FP32"}, {"shape", {1, 1, 28, 28}}, {"data", x}}}}};
+  auto a = s.call("POST", "/v2/models/cls/infer", infer.dump());
+  ASSERT_EQ(a.status, 200) << a.body;
+  const auto logits = body_of(a)["outputs"][0]["data"].get<std::vector<float>>();
+  ASSERT_EQ(logits.size(), 10u);
+  std::vector<std::vector<std::vector<float>>> image(1, std::vector<std::vector<float>>(28));
+  for (int r = 0; r < 28; ++r) image[0][r].assign(x.begin() + r * 28, x.begin() + (r + 1) * 28);
+  auto b = s.call("POST", "/v1/models/cls:predict", nlohmann::json{{"instances", {image}}}.dump());
+  ASSERT_EQ(b.status, 200) << b.body;
+  const auto probs = body_of(b)["predictions"][0]["probabilities"].get<std::vector<float>>();
+  auto p = torch::softmax(torch::tensor(logits), 0);
+  for (int c = 0; c < 10; ++c) EXPECT_NEAR(probs[static_cast<size_t>(c)], p[c].item<float>(), 1e-6);
+  // Bad requests are 400s naming what is wrong, never exceptions.
+  EXPECT_EQ(s.call("POST", "/v2/models/cls/infer", "{not json").status, 400);
+  auto bytes =
+      s.call("POST", "/v2/models/cls/infer",
+             R"({"inputs":[{"name":"input","datatype":"BYTES","shape":[1],"data":["%%%"]}]})");
+  EXPECT_EQ(bytes.status, 400);
+  EXPECT_NE(body_of(bytes)["error"].get<std::string>().find("inputs[0].data[0]"),
+            std::string::npos);
+}
+
+TEST(Service, TheKeyIsCheckedOnceForEveryApiRoute) {
+  ServedClassifier s("sesame");
+  for (const char* path : {"/v2", "/v2/models", "/v2/models/cls", "/v1/models/cls", "/metrics",
+                           "/no/such/route", "/v2/models/nope/ready"}) {
+    auto r = s.call("GET", path);
+    EXPECT_EQ(r.status, 401) << path;
+    EXPECT_EQ(r.headers.at(0).first, "WWW-Authenticate") << path;
+    EXPECT_EQ(s.call("GET", path, "", "wrong").status, 401) << path;
+  }
+  EXPECT_EQ(s.call("GET", "/v2/models/cls", "", "sesame").status, 200);
+  EXPECT_EQ(s.call("GET", "/metrics", "", "sesame").status, 200);
+  EXPECT_EQ(s.call("GET", "/v2/health/live").status, 200);  // health and the page need no key
+  EXPECT_EQ(s.call("GET", "/").status, 200);
+  const std::string metrics = s.call("GET", "/metrics", "", "sesame").body;
+  EXPECT_NE(metrics.find("route=\"auth\""), std::string::npos);
+}
+
 }  // namespace kd

@@ -65,11 +65,21 @@ class Service {
  private:
   struct Served;
   struct Routed;
+  struct Route;
+  // The route table (service.cpp): path patterns, methods, the key each needs, handlers.
+  static const std::vector<Route>& routes();
   HttpResponse route(const HttpRequest& request, Routed& routed);
+  // The API key, from "Authorization: Bearer KEY" (or ?key=KEY where links must carry it).
+  bool authorized(const HttpRequest& request, bool query_key_too) const;
   Served& find(const std::string& name);
+  // One file per protocol: Open Inference Protocol v2 (oip.cpp), TF Serving v1 (tf_serving.cpp),
+  // one uploaded image (image_route.cpp).
+  HttpResponse model_metadata(Served& m);
   HttpResponse infer(Served& m, const HttpRequest& request);
+  HttpResponse model_status_v1(Served& m);
   HttpResponse predict_v1(Served& m, const HttpRequest& request);
   HttpResponse image(Served& m, const HttpRequest& request);
+  HttpResponse models_list();
   torch::Tensor run(Served& m, const torch::Tensor& input, Batcher::Arrival& arrival);
   // Decoded, resized or letterboxed images and their pixels stacked into one input batch.
   struct ImageBatch {

@@ -1,0 +1,43 @@
+#pragma once
+// Private to the serve area: how the routes build responses and refuse requests.
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <torch/types.h>
+
+#include "kd/serve/service.h"
+
+namespace kd::serve_detail {
+
+using nlohmann::json;
+
+// A request-level failure with the status it should be answered with; Service::handle maps it.
+struct HttpError : std::runtime_error {
+  HttpError(int s, const std::string& m) : std::runtime_error(m), status(s) {}
+  int status;
+};
+
+template <typename... Args>
+[[noreturn]] void bad_request(fmt::format_string<Args...> f, Args&&... args) {
+  throw HttpError(400, fmt::format(f, std::forward<Args>(args)...));
+}
+
+HttpResponse json_response(int status, const json& body);
+HttpResponse error_response(int status, const std::string& message);
+// The body as a JSON object, or a 400 naming what is wrong with it.
+json parse_body(const std::string& body);
+// Row-major flattening of a (possibly nested) JSON array of numbers, refusing more than `limit`
+// values as soon as they are seen and nesting deeper than a tensor can need.
+void flatten_numbers(const json& j, std::vector<float>& out, int64_t limit,
+                     const std::string& where, int depth = 0);
+std::string shape_str(const std::vector<int64_t>& s);
+// An output tensor in the Open Inference Protocol's JSON form.
+json tensor_json(const std::string& name, const torch::Tensor& t);
+// The one decoder of base64 images in a request (OIP BYTES, v1 {"b64"}, the image route's
+// {"b64"}): `where(i)` names item i in the 400 for an undecodable one.
+std::string decode_base64_image(const std::string& text, const std::string& where);
+
+}  // namespace kd::serve_detail
