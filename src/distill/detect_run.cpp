@@ -45,8 +45,7 @@ std::unique_ptr<Model> build_detector(const RunConfig& cfg, const DetectionDatas
 // Frozen detector teacher, checked against the student: same classes (by name, in order) and the
 // same anchors, since the class and box heads are compared anchor by anchor.
 std::shared_ptr<Model> load_detector_teacher(const std::string& path, const Model& student) {
-  warn_if_unfinished_run(path, "teacher");
-  std::shared_ptr<Model> t = load_model(path);
+  std::shared_ptr<Model> t = load_teacher_model(path);
   const auto& ts = t->spec();
   KD_CHECK(ts.task == "detect", "teacher {} is a {} model; a detector needs a detector teacher",
            path, ts.task);

@@ -100,8 +100,7 @@ DistillOptions distill_options(const RunConfig& cfg) {
 }
 
 std::shared_ptr<Model> load_teacher(const std::string& path, const Dataset& train) {
-  warn_if_unfinished_run(path, "teacher");
-  std::shared_ptr<Model> teacher = load_model(path);
+  std::shared_ptr<Model> teacher = load_teacher_model(path);
   const auto& ts = teacher->spec();
   if (ts.input_shape.size() == 3)
     KD_CHECK(ts.input_shape[0] == train.images.size(1) &&

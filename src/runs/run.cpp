@@ -9,8 +9,14 @@
 #include "kd/core/fs.h"
 #include "kd/data/split.h"
 #include "kd/models/registry.h"
+#include "kd/runs/run_dir.h"
 
 namespace kd {
+
+std::shared_ptr<Model> load_teacher_model(const std::string& run_or_pt) {
+  warn_if_unfinished_run(run_or_pt, "teacher");
+  return load_model(run_or_pt);
+}
 
 bool is_torchscript_path(const std::string& arch) {
   return arch.size() > 3 &&

@@ -10,12 +10,14 @@
 //   summary.json    test metrics, params, MACs, latency (written last: its presence means the
 //                   run is complete; error.txt instead means it failed)
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include <nlohmann/json.hpp>
 
 #include "kd/data/dataset.h"
 #include "kd/data/detection.h"
+#include "kd/models/model.h"
 #include "kd/runs/config.h"
 
 namespace kd {
@@ -25,6 +27,10 @@ nlohmann::json read_summary(const std::string& run_dir);
 RunConfig read_run_config(const std::string& run_dir);
 // The name `kd compare` groups a teacher under: its run's name, or a .pt file's stem.
 std::string teacher_name(const std::string& teacher);
+
+// A teacher from a run directory or a TorchScript file; a run without summary.json did not
+// finish, which is said (its best weights so far are what it teaches with).
+std::shared_ptr<Model> load_teacher_model(const std::string& run_or_pt);
 
 // An architecture given as the path of an existing .pt/.pth file is a TorchScript model.
 bool is_torchscript_path(const std::string& arch);
