@@ -69,7 +69,8 @@ expect_error 2 "--kd-feature-loss 'at': expected fitnet, pkd or cwd" "$KD" disti
   --kd-feature-loss at --out bad5 "${COMMON[@]}"
 expect_error 2 "detection runs support modes train and offline" "$KD" distill --mode semi --teacher d1 --student effdet-d0 --labeled-fraction 0.5 --out bad3 "${COMMON[@]}"
 expect_error 1 "teacher d0 detects" "$KD" distill --teacher d0 --student effdet-d0 --data det/voc --size 64 --out bad4 --epochs 1
-expect_error 1 "not a detection dataset" "$KD" train --arch effdet-d0 --data /tmp --out bad5 --epochs 1
+mkdir -p not-a-dataset  # a folder with neither COCO nor VOC files (not /tmp: the work folder may lie inside it)
+expect_error 1 "not a detection dataset" "$KD" train --arch effdet-d0 --data not-a-dataset --out bad5 --epochs 1
 expect_error 2 "--gt and --results go together" "$KD" eval --gt det/test.json
 
 finish
