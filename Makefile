@@ -4,7 +4,7 @@ JOBS ?= 2
 KD := $(BUILD)/kd
 GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
 
-.PHONY: all deps configure build demo test test-sanitize bench fuzz reproduce reproduce-classify reproduce-detect clean package package-test examples format
+.PHONY: all deps configure build demo test test-sanitize bench fuzz reproduce reproduce-classify reproduce-detect clean package package-test examples format docs
 
 all: build
 
@@ -53,6 +53,11 @@ examples: build
 	cmake --install $(BUILD) --prefix $(CURDIR)/$(BUILD)/install
 	cmake -S examples -B $(EXAMPLES_BUILD) $(GENERATOR) -DCMAKE_PREFIX_PATH=$(CURDIR)/$(BUILD)/install
 	cmake --build $(EXAMPLES_BUILD) -j $(JOBS)
+
+# The API reference of the public headers (include/kd), from their /// comments, in $(BUILD)/docs/html.
+docs: deps
+	(cat docs/Doxyfile; echo OUTPUT_DIRECTORY=$(BUILD)/docs) | doxygen -
+	@echo "API reference: $(BUILD)/docs/html/index.html"
 
 # clang-format (.clang-format: Google, 100 columns) over every C++ file; `make test` checks it.
 format:

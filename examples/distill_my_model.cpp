@@ -52,7 +52,7 @@ int main(int argc, char** argv) try {
   // Registered once, the module is an architecture like kd's own: kd builds, trains, saves and
   // reloads it by name (model.json says "tiny-net").
   kd::register_architecture(
-      {"classify", "tiny-net", "the example's own student", nlohmann::json::object(),
+      {kd::Task::classify, "tiny-net", "the example's own student", nlohmann::json::object(),
        [](const nlohmann::json&, const kd::ArchContext& ctx) {
          TinyNet net(ctx.channels, ctx.height, ctx.width, ctx.num_classes);
          kd::Network n;
@@ -82,7 +82,7 @@ int main(int argc, char** argv) try {
 
   kd::DistillOptions options;
   options.losses.push_back(kd::parse_loss("dist:T=2"));  // the same spelling as --loss
-  kd::DistillStrategy strategy("offline", {{teacher_path, teacher}}, options);
+  kd::DistillStrategy strategy(kd::Mode::offline, {{teacher_path, teacher}}, options);
 
   kd::TrainConfig train;
   train.epochs = epochs;

@@ -8,8 +8,8 @@
 
 #include <torch/torch.h>
 
+#include "data/idx.h"
 #include "kd/core/error.h"
-#include "kd/data/idx.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const std::string path = "/tmp/kd-fuzz-idx-" + std::to_string(getpid());

@@ -1,4 +1,5 @@
 #include <iostream>
+#include <optional>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -20,7 +21,7 @@ namespace {
 struct EvalArgs {
   std::string run;
   std::string gt, results, save_results;
-  std::string task;
+  std::optional<Task> task;  // empty: what the run is
   std::string data;
   std::string part = "test";
   bool latency = false;
@@ -66,7 +67,7 @@ void print_detection(const CocoMetrics& m, const std::vector<std::string>& names
 
 // A COCO results file against a COCO ground-truth file: any tool's detections, scored the same way.
 void eval_results_file(const EvalArgs& a) {
-  DetectionDataset gt = load_coco(a.gt, 32);
+  DetectionDataset gt = load_coco(a.gt, 0);  // the annotations; the images are not needed
   auto dt = read_coco_results(a.results);
   CocoMetrics m = evaluate_coco(gt.ground_truth, dt, gt.image_ids(), gt.category_ids);
   if (a.json) {
@@ -122,7 +123,7 @@ void eval_detector(const EvalArgs& a, Model& model, torch::Device device) {
 void run(const EvalArgs& a) {
   if (!a.gt.empty() || !a.results.empty()) {
     if (a.gt.empty() || a.results.empty()) usage_fail("--gt and --results go together");
-    if (a.task == "classify") usage_fail("--gt and --results score detections (--task detect)");
+    if (a.task == Task::classify) usage_fail("--gt and --results score detections (--task detect)");
     return eval_results_file(a);
   }
   if (a.run.empty()) usage_fail("give a run directory (or --gt FILE --results FILE)");
@@ -130,10 +131,19 @@ void run(const EvalArgs& a) {
       {a.runtime.device, a.runtime.threads, a.runtime.seed, false, a.runtime.precision});
   auto model = load_model(a.run);
   model->to(device);
-  if (!a.task.empty() && a.task != model->spec().task)
-    usage_fail("--task {}: {} is a {} model", a.task, a.run,
-               model->spec().task == "detect" ? "detection" : "classification");
-  if (model->spec().task == "detect") return eval_detector(a, *model, device);
+  if (a.task && *a.task != model->spec().task)
+    usage_fail("--task {}: {} is a {} model", *a.task, a.run,
+               model->spec().task == Task::detect ? "detection" : "classification");
+  // A run directory knows its data; a TorchScript file does not.
+  if (!fs::is_directory(a.run) && a.data.empty())
+    usage_fail(
+        "{} is a model file with no run configuration to take its data from: give --data "
+        "SOURCE ({})",
+        a.run,
+        model->spec().task == Task::detect
+            ? "a COCO JSON, a folder with train.json/test.json, or a VOC folder"
+            : "fashion-mnist, an IDX folder or an image folder");
+  if (model->spec().task == Task::detect) return eval_detector(a, *model, device);
   if (!a.save_results.empty()) usage_fail("--save-results is for detectors");
   model->to(device);
   DataConfig data;
@@ -186,7 +196,9 @@ void add_eval_command(CLI::App& app) {
       "          kd eval runs/det-d0 --save-results d0.json\n"
       "          kd eval --gt data/det/test.json --results d0.json");
   c->add_option("run", a->run, "run directory or TorchScript .pt");
-  c->add_option("--task", a->task, "classify or detect (default: what the run is)")
+  c->add_option_function<std::string>(
+       "--task", [a](const std::string& s) { a->task = parse_kind<Task>(s, ""); },
+       "classify or detect (default: what the run is)")
       ->check(CLI::IsMember({"classify", "detect"}));
   c->add_option("--gt", a->gt, "detection: a COCO ground-truth JSON to score --results against");
   c->add_option("--results", a->results,

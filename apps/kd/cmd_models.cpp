@@ -23,7 +23,7 @@ std::unique_ptr<Model> build(const std::string& arch, const ModelsArgs& a) {
   spec.arch = arch;
   spec.options = parse_arch_options(a.arch_options);
   spec.input_shape = {a.channels, a.size, a.size};
-  if (find_architecture(arch).task == "detect") {
+  if (find_architecture(arch).task == Task::detect) {
     // Detectors take RGB at their own input size (the image_size option).
     const auto size = resolve_arch_options(arch, spec.options)["image_size"].get<int64_t>();
     spec.input_shape = {3, size, size};
@@ -54,10 +54,10 @@ void run(const ModelsArgs& a) {
     }
     return;
   }
-  for (const std::string task : {"classify", "detect"}) {
-    fmt::print("{}{:<10} {:<16} {:>10} {:>12}  {}\n", task == "detect" ? "\n" : "", "task",
+  for (const Task task : {Task::classify, Task::detect}) {
+    fmt::print("{}{:<10} {:<16} {:>10} {:>12}  {}\n", task == Task::detect ? "\n" : "", "task",
                "architecture", "params", "MACs", "description and options");
-    if (task == "classify")
+    if (task == Task::classify)
       fmt::print("(classifiers: params and MACs for {}x{}x{} input, {} classes)\n", a.channels,
                  a.size, a.size, a.classes);
     else

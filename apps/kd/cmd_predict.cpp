@@ -28,7 +28,7 @@ void run(const PredictArgs& a) {
       {a.runtime.device, a.runtime.threads, a.runtime.seed, false, a.runtime.precision});
   auto model = load_model(a.run);
   model->to(device);
-  if (model->spec().task != "detect")
+  if (model->spec().task != Task::detect)
     usage_fail("kd predict draws boxes: {} is a classifier (use kd eval)", a.run);
   if (!a.no_draw) fs::create_directories(a.out_dir);
   // One JSON document per image, one per line, as soon as it is ready.

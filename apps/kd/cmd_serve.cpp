@@ -132,9 +132,25 @@ void add_serve_command(CLI::App& app) {
   c->add_option("--workers", a->service.batch.workers, "batch threads per model")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  c->add_option("--http-threads", a->http.threads, "connections handled at once")
+  c->add_option("--http-threads", a->http.threads,
+                "requests handled at once (connections wait on one I/O thread)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  c->add_option("--timeout", a->http.timeout_seconds,
+                "seconds to receive a request's body or send a response")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 3600));
+  c->add_option("--header-timeout", a->http.header_timeout_seconds,
+                "seconds to receive a request's line and headers")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 3600));
+  c->add_option("--idle-timeout", a->http.idle_timeout_seconds,
+                "seconds a keep-alive connection may wait for its next request")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 86400));
+  c->add_option("--max-connections", a->http.max_connections, "connections open at once")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000000));
   c->add_option("--max-body-mb", a->max_body_mb, "largest request body")->capture_default_str();
   c->add_option("--max-tensor-elements", a->service.max_tensor_elements,
                 "largest input tensor per request")

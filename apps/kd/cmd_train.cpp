@@ -31,7 +31,7 @@ void run(TrainArgs& a) {
     return;
   }
   if (a.cfg.out.empty()) usage_fail("--out is required");
-  if (a.cfg.mode == "merge") {
+  if (a.cfg.mode == Mode::merge) {
     a.cfg.distill.teachers = a.teachers;
   } else if (a.teachers.size() == 1) {
     a.cfg.distill.teacher = a.teachers[0];
@@ -67,7 +67,7 @@ void add_train_commands(CLI::App& app) {
   t->callback([train] { run(*train); });
 
   auto distill = std::make_shared<TrainArgs>();
-  distill->cfg.mode = "offline";
+  distill->cfg.mode = Mode::offline;
   auto& d = distill->cfg.distill;
   auto* k = app.add_subcommand(
       "distill",
@@ -89,18 +89,16 @@ void add_train_commands(CLI::App& app) {
                 "teacher run directory or TorchScript .pt (repeat for --mode merge)");
   k->add_option("--student", distill->cfg.arch, "student architecture, or a TorchScript .pt")
       ->capture_default_str();
-  k->add_option(
-       "--mode", distill->cfg.mode,
-       "offline: frozen teacher; semi: the teacher labels unlabeled data; self: the student's "
-       "earlier self teaches; merge: teachers of different classes")
-      ->check(CLI::IsMember({"offline", "semi", "self", "merge"}))
-      ->capture_default_str();
+  add_kind_option(
+      *k, "--mode", distill->cfg.mode,
+      "offline: frozen teacher; semi: the teacher labels unlabeled data; self: the student's "
+      "earlier self teaches; merge: teachers of different classes",
+      {Mode::offline, Mode::semi, Mode::self, Mode::merge});
   k->add_option("--temperature,-T", d.temperature, "softmax temperature")->capture_default_str();
   k->add_option("--alpha", d.alpha, "weight of the soft-target term on labeled samples")
       ->capture_default_str();
-  k->add_option("--targets", d.targets, "soft (distributions) or hard (pseudo-labels)")
-      ->check(CLI::IsMember({"soft", "hard"}))
-      ->capture_default_str();
+  add_kind_option(*k, "--targets", d.targets, "soft (distributions) or hard (pseudo-labels)",
+                  {Targets::soft, Targets::hard});
   k->add_option("--threshold", d.threshold,
                 "hard targets: minimum teacher probability of a pseudo-label")
       ->capture_default_str();

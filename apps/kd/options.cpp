@@ -85,8 +85,8 @@ void add_training_options(CLI::App& cmd, RunConfig& c, bool& no_augment) {
                  "batch-level cutmix, lam ~ Beta(A, A) (0: off); with --mixup, one per batch")
       ->capture_default_str();
   cmd.add_option("--label-smoothing", t.label_smoothing)->capture_default_str();
-  cmd.add_option("--task", c.task, "classify or detect (default: what --arch/--student is)")
-      ->check(CLI::IsMember({"classify", "detect"}));
+  add_kind_option(cmd, "--task", c.task, "classify or detect (default: what --arch/--student is)",
+                  {Task::classify, Task::detect});
   cmd.add_option("--scale-jitter", c.detect.scale_jitter,
                  "detection: rescale training images by [1-J, 1+J] at a random place (0: off)")
       ->capture_default_str();

@@ -6,9 +6,9 @@
 #include <fmt/ranges.h>
 #include <torch/torch.h>
 
+#include "idx.h"
 #include "kd/core/error.h"
 #include "kd/core/fs.h"
-#include "kd/data/idx.h"
 
 namespace kd {
 namespace {

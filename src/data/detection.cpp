@@ -149,14 +149,18 @@ DetectionDataset assemble(std::vector<DetectionImage> info,
   d.images = torch::empty({static_cast<int64_t>(info.size()), 3, size, size}, torch::kUInt8);
   int64_t outside = 0;
   for (size_t i = 0; i < info.size(); ++i) {
-    int64_t w = 0, h = 0;
-    d.images[static_cast<int64_t>(i)].copy_(
-        letterbox_image(info[i].file, size, &info[i].scale, &w, &h));
-    if (info[i].width > 0 && info[i].height > 0 && (info[i].width != w || info[i].height != h))
-      spdlog::warn("{}: image is {}x{} but the annotations say {}x{}; using the file's size",
-                   info[i].file, w, h, info[i].width, info[i].height);
-    info[i].width = w;
-    info[i].height = h;
+    int64_t w = info[i].width, h = info[i].height;
+    if (size > 0) {
+      d.images[static_cast<int64_t>(i)].copy_(
+          letterbox_image(info[i].file, size, &info[i].scale, &w, &h));
+      if (info[i].width > 0 && info[i].height > 0 && (info[i].width != w || info[i].height != h))
+        spdlog::warn("{}: image is {}x{} but the annotations say {}x{}; using the file's size",
+                     info[i].file, w, h, info[i].width, info[i].height);
+      info[i].width = w;
+      info[i].height = h;
+    } else if (w <= 0 || h <= 0) {
+      w = h = INT64_MAX / 8;  // annotations only, no size given: nothing to clip to
+    }
     std::vector<float> boxes;
     std::vector<int64_t> labels;
     std::vector<uint8_t> ignore;
@@ -252,8 +256,9 @@ DetectionDataset load_coco(const std::string& json_path, int64_t size) {
     d.height = im.value("height", 0);
     fs::path file = dir / name;
     if (!fs::exists(file) && fs::exists(dir / "images" / name)) file = dir / "images" / name;
-    KD_CHECK(fs::exists(file), "{}: image id {}: {} not found (looked in {} and {}/images)",
-             json_path, d.id, name, dir.string(), dir.string());
+    KD_CHECK(size == 0 || fs::exists(file),
+             "{}: image id {}: {} not found (looked in {} and {}/images)", json_path, d.id, name,
+             dir.string(), dir.string());
     d.file = file.string();
     KD_CHECK(!image_of.count(d.id), "{}: image id {} appears twice", json_path, d.id);
     image_of[d.id] = info.size();

@@ -1,4 +1,4 @@
-#include "kd/data/idx.h"
+#include "idx.h"
 
 #include <zlib.h>
 

@@ -5,9 +5,9 @@
 #include <opencv2/imgproc.hpp>
 #include <torch/torch.h>
 
+#include "idx.h"
 #include "kd/core/error.h"
 #include "kd/data/dataset.h"
-#include "kd/data/idx.h"
 #include "opencv_image.h"
 
 namespace kd {

@@ -124,4 +124,20 @@ Detections postprocess(const torch::Tensor& output, const torch::Tensor& anchors
   return {boxes.index_select(0, kept), top.index_select(0, kept), cls.index_select(0, kept)};
 }
 
+std::vector<ImageDetection> image_detections(const torch::Tensor& output,
+                                             const torch::Tensor& anchors, int64_t num_classes,
+                                             double width, double height, double scale,
+                                             const PostprocessOptions& opts) {
+  auto det = postprocess(output, anchors, num_classes, width * scale, height * scale, opts);
+  auto b = (det.boxes / scale).contiguous();
+  auto ba = b.accessor<float, 2>();
+  auto sa = det.scores.accessor<float, 1>();
+  auto ca = det.classes.accessor<int64_t, 1>();
+  std::vector<ImageDetection> out;
+  out.reserve(static_cast<size_t>(b.size(0)));
+  for (int64_t k = 0; k < b.size(0); ++k)
+    out.push_back({ba[k][0], ba[k][1], ba[k][2], ba[k][3], sa[k], ca[k]});
+  return out;
+}
+
 }  // namespace kd

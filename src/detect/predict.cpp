@@ -11,7 +11,7 @@
 namespace kd {
 
 torch::Tensor detector_anchors(const Model& model, int64_t size) {
-  KD_CHECK(model.spec().task == "detect", "model {} is not a detector", model.spec().arch);
+  KD_CHECK(model.spec().task == Task::detect, "model {} is not a detector", model.spec().arch);
   return make_anchors(model.spec().options, size, size);
 }
 
@@ -26,20 +26,16 @@ nlohmann::json predict_image(Model& model, const std::string& image, double scor
   auto y = model.forward(x.to(model.device())).to(torch::kCPU);
   PostprocessOptions po;
   po.score_threshold = score_threshold;
-  auto det = postprocess(y[0], detector_anchors(model, size), model.spec().num_classes(),
-                         static_cast<double>(w) * scale, static_cast<double>(h) * scale, po);
-  auto b = (det.boxes / scale).contiguous();
-  auto ba = b.accessor<float, 2>();
-  auto sa = det.scores.accessor<float, 1>();
-  auto ca = det.classes.accessor<int64_t, 1>();
   nlohmann::json boxes = nlohmann::json::array();
   std::vector<LabeledBox> labeled;
-  for (int64_t k = 0; k < b.size(0); ++k) {
-    const auto& name = model.spec().class_names[static_cast<size_t>(ca[k])];
-    const float x1 = ba[k][0], y1 = ba[k][1], x2 = ba[k][2], y2 = ba[k][3];
-    const double score = sa[k];
-    boxes.push_back({{"class", name}, {"score", score}, {"bbox", {x1, y1, x2 - x1, y2 - y1}}});
-    labeled.push_back({x1, y1, x2, y2, ca[k], fmt::format("{} {:.2f}", name, score)});
+  for (const auto& d :
+       image_detections(y[0], detector_anchors(model, size), model.spec().num_classes(),
+                        static_cast<double>(w), static_cast<double>(h), scale, po)) {
+    const auto& name = model.spec().class_names[static_cast<size_t>(d.cls)];
+    const double score = d.score;
+    boxes.push_back(
+        {{"class", name}, {"score", score}, {"bbox", {d.x1, d.y1, d.x2 - d.x1, d.y2 - d.y1}}});
+    labeled.push_back({d.x1, d.y1, d.x2, d.y2, d.cls, fmt::format("{} {:.2f}", name, score)});
   }
   if (!drawn.empty()) write_image_with_boxes(image, labeled, drawn);
   return {{"image", image}, {"width", w}, {"height", h}, {"detections", boxes}};

@@ -1,4 +1,4 @@
-#include "kd/distill/detect_run.h"
+#include "detect_run.h"
 
 #include <algorithm>
 #include <cmath>
@@ -11,7 +11,6 @@
 #include "kd/core/error.h"
 #include "kd/core/fs.h"
 #include "kd/detect/loss.h"
-#include "kd/distill/summary.h"
 #include "kd/distill/trainer.h"
 #include "kd/eval/detection.h"
 #include "kd/eval/profile.h"
@@ -20,6 +19,7 @@
 #include "kd/models/registry.h"
 #include "kd/runs/run.h"
 #include "kd/runs/run_dir.h"
+#include "summary.h"
 
 namespace kd {
 
@@ -27,7 +27,7 @@ namespace {
 
 std::unique_ptr<Model> build_detector(const RunConfig& cfg, const DetectionDataset& train,
                                       int64_t size) {
-  KD_CHECK(find_architecture(cfg.arch).task == "detect",
+  KD_CHECK(find_architecture(cfg.arch).task == Task::detect,
            "architecture {} is not a detector (see kd models)", cfg.arch);
   ModelSpec spec;
   spec.arch = cfg.arch;
@@ -47,7 +47,7 @@ std::unique_ptr<Model> build_detector(const RunConfig& cfg, const DetectionDatas
 std::shared_ptr<Model> load_detector_teacher(const std::string& path, const Model& student) {
   std::shared_ptr<Model> t = load_teacher_model(path);
   const auto& ts = t->spec();
-  KD_CHECK(ts.task == "detect", "teacher {} is a {} model; a detector needs a detector teacher",
+  KD_CHECK(ts.task == Task::detect, "teacher {} is a {} model; a detector needs a detector teacher",
            path, ts.task);
   KD_CHECK(ts.class_names == student.spec().class_names,
            "teacher {} detects [{}] but the data has [{}]", path, fmt::join(ts.class_names, ", "),
@@ -185,7 +185,7 @@ nlohmann::json execute_detect_run(const RunConfig& cfg, const std::string& run_d
   auto student = build_detector(cfg, data.train, size);
   student->to(device);
   std::shared_ptr<Model> teacher;
-  if (cfg.mode == "offline") teacher = load_detector_teacher(cfg.distill.teacher, *student);
+  if (cfg.mode == Mode::offline) teacher = load_detector_teacher(cfg.distill.teacher, *student);
   DetectionTask task(cfg, device, *student, teacher, data.train, data.eval);
   Trainer trainer(cfg.train, device, cfg.runtime.seed);
   trainer.set_resume(resume);

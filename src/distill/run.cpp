@@ -8,20 +8,20 @@
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
+#include "detect_run.h"
 #include "kd/core/distributed.h"
 #include "kd/core/error.h"
 #include "kd/core/fs.h"
 #include "kd/core/json.h"
 #include "kd/core/runtime.h"
 #include "kd/data/split.h"
-#include "kd/distill/detect_run.h"
-#include "kd/distill/summary.h"
 #include "kd/distill/trainer.h"
 #include "kd/eval/classify.h"
 #include "kd/eval/profile.h"
 #include "kd/models/registry.h"
 #include "kd/runs/run.h"
 #include "kd/runs/run_dir.h"
+#include "summary.h"
 
 namespace kd {
 namespace {
@@ -94,7 +94,7 @@ DistillOptions distill_options(const RunConfig& cfg) {
   o.use_cache = d.teacher_cache;
   o.cache_dir = d.cache_dir;
   o.teacher_batch_size = cfg.train.eval_batch_size;
-  if (cfg.mode == "self" && d.teach_last > 0)
+  if (cfg.mode == Mode::self && d.teach_last > 0)
     o.snapshot_epoch = cfg.train.epochs - d.teach_last + 1;
   return o;
 }
@@ -175,7 +175,7 @@ nlohmann::json execute_run(const RunConfig& requested, bool overwrite, bool resu
     return result;
   };
   try {
-    if (cfg.task == "detect") return done(execute_detect_run(cfg, cfg.out, device, resume));
+    if (cfg.task == Task::detect) return done(execute_detect_run(cfg, cfg.out, device, resume));
     RunData data = load_run_data(cfg.data, cfg.mode);
     const int64_t unlabeled = (data.train.labels < 0).sum().item<int64_t>();
     spdlog::info("data {}: train {} ({} unlabeled) / eval {} / {} {}, {} classes", cfg.data.source,
@@ -191,7 +191,7 @@ nlohmann::json execute_run(const RunConfig& requested, bool overwrite, bool resu
 
     std::unique_ptr<Strategy> strategy;
     TrainResult tr;
-    if (cfg.mode == "self" && cfg.distill.generations > 1) {
+    if (cfg.mode == Mode::self && cfg.distill.generations > 1) {
       // Born-again networks: generation g + 1, freshly initialised, learns from generation g.
       // A finished generation leaves generations/gen-N/generation.json; a resumed run reuses
       // those and continues the first unfinished one from its own epoch checkpoints.
@@ -235,7 +235,7 @@ nlohmann::json execute_run(const RunConfig& requested, bool overwrite, bool resu
           strategy = std::make_unique<SupervisedStrategy>(cfg.train.label_smoothing);
         else
           strategy = std::make_unique<DistillStrategy>(
-              "self",
+              Mode::self,
               std::vector<DistillStrategy::NamedModel>{
                   {fmt::format("generation {}", g - 1), previous}},
               distill_options(cfg));
@@ -268,7 +268,7 @@ nlohmann::json execute_run(const RunConfig& requested, bool overwrite, bool resu
         teachers.emplace_back(cfg.distill.teacher, load_teacher(cfg.distill.teacher, data.train));
       for (const auto& t : cfg.distill.teachers)
         teachers.emplace_back(t, load_teacher(t, data.train));
-      if (cfg.mode == "train")
+      if (cfg.mode == Mode::train)
         strategy = std::make_unique<SupervisedStrategy>(cfg.train.label_smoothing);
       else
         strategy = std::make_unique<DistillStrategy>(cfg.mode, teachers, distill_options(cfg));

@@ -9,10 +9,10 @@
 #include "kd/core/error.h"
 #include "kd/core/fs.h"
 #include "kd/distill/strategy.h"
-#include "kd/distill/teacher_cache.h"
 #include "kd/eval/classify.h"
 #include "kd/losses/crd.h"
 #include "kd/losses/zoo.h"
+#include "teacher_cache.h"
 
 namespace kd {
 namespace {
@@ -68,9 +68,8 @@ torch::Tensor ensemble_view(const torch::Tensor& images, int k) {
   return padded.narrow(2, 1 - dy, h).narrow(3, 1 - dx, w).contiguous();
 }
 
-DistillStrategy::DistillStrategy(std::string mode, std::vector<NamedModel> teachers,
-                                 DistillOptions opts)
-    : mode_(std::move(mode)), opts_(std::move(opts)) {
+DistillStrategy::DistillStrategy(Mode mode, std::vector<NamedModel> teachers, DistillOptions opts)
+    : mode_(mode), opts_(std::move(opts)) {
   KD_CHECK(!teachers.empty() || opts_.snapshot_epoch > 0, "{}: no teacher", mode_);
   for (const auto& l : opts_.losses)
     (find_loss(l.name).feature ? feature_terms_ : logit_terms_).push_back(l);
@@ -155,7 +154,7 @@ void DistillStrategy::attach_teachers(Model& student) {
       map.push_back(found);
     }
     for (int64_t c : map) owners[static_cast<size_t>(c)]++;
-    if (mode_ != "merge")
+    if (mode_ != Mode::merge)
       KD_CHECK(static_cast<int64_t>(map.size()) == num_classes_,
                "teacher {} knows {} of the data's {} classes; teachers of part of the classes are "
                "combined with --mode merge",
@@ -214,7 +213,7 @@ void DistillStrategy::attach_teachers(Model& student) {
   auto unlabeled = (train_->labels < 0).to(device_);
   const int64_t n_unlabeled = unlabeled.sum().item<int64_t>();
   info_["unlabeled_samples"] = n_unlabeled;
-  if (opts_.targets == "hard" && n_unlabeled > 0) {
+  if (opts_.targets == Targets::hard && n_unlabeled > 0) {
     auto conf = std::get<0>(torch::softmax(cached_logits_, 1).max(1));
     const double covered = (conf >= opts_.threshold).logical_and(unlabeled).sum().item<double>();
     info_["pseudo_label_coverage"] = covered / static_cast<double>(n_unlabeled);
@@ -464,7 +463,7 @@ StepResult DistillStrategy::step(Model& student, const Batch& batch) {
   torch::Tensor loss;
   if (logit_terms_.empty()) {
     auto targets = torch::softmax(z_t / target_temperature(), 1);
-    loss = distill_loss(logits, targets, batch.y, o.loss, o.targets == "hard", o.threshold,
+    loss = distill_loss(logits, targets, batch.y, o.loss, o.targets == Targets::hard, o.threshold,
                         batch.y_mix, batch.lam);
   } else {
     loss =
@@ -517,7 +516,7 @@ nlohmann::json DistillStrategy::describe() const {
     j["temperature"] = opts_.loss.temperature;
     j["alpha"] = opts_.loss.alpha;
     j["targets"] = opts_.targets;
-    if (opts_.targets == "hard") j["threshold"] = opts_.threshold;
+    if (opts_.targets == Targets::hard) j["threshold"] = opts_.threshold;
   }
   j["ensemble"] = opts_.ensemble;
   if (!opts_.losses.empty()) {

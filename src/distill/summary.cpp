@@ -1,4 +1,4 @@
-#include "kd/distill/summary.h"
+#include "summary.h"
 
 #include "kd/core/distributed.h"
 #include "kd/core/fs.h"

@@ -1,4 +1,4 @@
-#include "kd/distill/teacher_cache.h"
+#include "teacher_cache.h"
 
 #include <cstdlib>
 

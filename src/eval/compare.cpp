@@ -37,7 +37,7 @@ Comparison compare_runs(const std::vector<nlohmann::json>& summaries, ScoreOn on
       const auto& gens = s["generations"];
       for (size_t g = 0; g + 1 < gens.size(); ++g) {
         nlohmann::json row = {{"name", fmt::format("{} gen {}", s.value("name", ""), g + 1)},
-                              {"mode", g == 0 ? "train" : s.value("mode", "")},
+                              {"mode", g == 0 ? Mode::train : s.value("mode", Mode::train)},
                               {"arch", s.value("arch", "")},
                               {"seed", s.value("seed", uint64_t{0})},
                               {"params", s.value("params", 0.0)},
@@ -57,10 +57,10 @@ Comparison compare_runs(const std::vector<nlohmann::json>& summaries, ScoreOn on
     if (!groups.count(name)) {
       order.push_back(name);
       groups[name].row = {name,
-                          s.value("mode", ""),
+                          s.value("mode", Mode::train),
                           s.value("arch", ""),
                           s.value("teacher_name", ""),
-                          s.value("task", "classify"),
+                          s.value("task", Task::classify),
                           {},
                           {},
                           {},
@@ -69,7 +69,7 @@ Comparison compare_runs(const std::vector<nlohmann::json>& summaries, ScoreOn on
                           {}};
     }
     Group& g = groups[name];
-    const bool detect = s.value("task", "classify") == "detect";
+    const bool detect = s.value("task", Task::classify) == Task::detect;
     double top1 = 0.0;
     if (on == ScoreOn::test) {
       top1 = detect ? s["test"].value("map", 0.0) : s["test"].value("top1", 0.0);
@@ -104,10 +104,11 @@ Comparison compare_runs(const std::vector<nlohmann::json>& summaries, ScoreOn on
   }
   for (const auto& name : order) {
     const Group& d = groups[name];
-    if (d.row.mode == "train" || d.row.teacher.empty() || !groups.count(d.row.teacher)) continue;
+    if (d.row.mode == Mode::train || d.row.teacher.empty() || !groups.count(d.row.teacher))
+      continue;
     const Group* student = nullptr;
     for (const auto& other : order)
-      if (groups[other].row.mode == "train" && groups[other].row.arch == d.row.arch)
+      if (groups[other].row.mode == Mode::train && groups[other].row.arch == d.row.arch)
         student = &groups[other];
     if (!student) continue;
     const Group& t = groups[d.row.teacher];
@@ -139,7 +140,7 @@ std::string fmt_stat(const Stat& s, double scale, const char* spec) {
 }  // namespace
 
 std::string Comparison::markdown() const {
-  const bool detect = !rows.empty() && rows[0].task == "detect";
+  const bool detect = !rows.empty() && rows[0].task == Task::detect;
   // Eval scores are the best epoch's; the test split has the box-overlap breakdown too.
   const bool with50 = detect && on == ScoreOn::test;
   const std::string score = fmt::format("{}{} %", on == ScoreOn::eval ? "best eval " : "",
@@ -176,12 +177,12 @@ nlohmann::json Comparison::to_json() const {
                          {"arch", r.arch},
                          {"teacher", r.teacher},
                          {"task", r.task},
-                         {r.task == "detect" ? "map" : "top1", js(r.score)},
+                         {r.task == Task::detect ? "map" : "top1", js(r.score)},
                          {"params", js(r.params)},
                          {"macs", js(r.macs)},
                          {"latency_ms", js(r.latency_ms)},
                          {"throughput", js(r.throughput)}});
-    if (r.task == "detect" && on == ScoreOn::test) j["rows"].back()["map50"] = js(r.score50);
+    if (r.task == Task::detect && on == ScoreOn::test) j["rows"].back()["map50"] = js(r.score50);
   }
   for (const auto& [name, s] : gap_closed) j["gap_closed"][name] = js(s);
   return j;

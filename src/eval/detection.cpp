@@ -25,17 +25,12 @@ std::vector<DetectionBox> detect_boxes(Model& model, const DetectionDataset& dat
     for (int64_t i = 0; i < n; ++i) {
       const auto& info = data.info[static_cast<size_t>(start + i)];
       // Boxes are clipped to the letterboxed image, not to the padding.
-      auto det =
-          postprocess(y[i], anchors, C, info.width * info.scale, info.height * info.scale, opts);
-      auto b = (det.boxes / info.scale).contiguous();
-      auto ba = b.accessor<float, 2>();
-      auto sa = det.scores.accessor<float, 1>();
-      auto ca = det.classes.accessor<int64_t, 1>();
-      for (int64_t k = 0; k < b.size(0); ++k)
+      for (const auto& d :
+           image_detections(y[i], anchors, C, info.width, info.height, info.scale, opts))
         out.push_back({info.id,
-                       data.category_ids[static_cast<size_t>(ca[k])],
-                       {ba[k][0], ba[k][1], ba[k][2] - ba[k][0], ba[k][3] - ba[k][1]},
-                       sa[k]});
+                       data.category_ids[static_cast<size_t>(d.cls)],
+                       {d.x1, d.y1, d.x2 - d.x1, d.y2 - d.y1},
+                       d.score});
     }
   }
   return out;

@@ -295,12 +295,12 @@ const std::vector<ArchInfo>& detector_architectures() {
   // Compound scaling as in the paper (input +, BiFPN width x1.35 per step, repeats +1, head
   // depth every other step), scaled down: the paper's d0 is 512 px, BiFPN 64 x 3, head 3.
   static const std::vector<ArchInfo> archs = {
-      {"detect", "effdet-d0",
+      {Task::detect, "effdet-d0",
        "EfficientDet-Lite d0 (student): MBConv backbone, BiFPN, shared heads",
        scale(128, 0.5, 1.0, 32, 2, 2), effdet},
-      {"detect", "effdet-d1", "EfficientDet-Lite d1", scale(160, 0.625, 1.1, 40, 3, 2), effdet},
-      {"detect", "effdet-d2", "EfficientDet-Lite d2", scale(192, 0.75, 1.2, 56, 3, 3), effdet},
-      {"detect", "effdet-d3", "EfficientDet-Lite d3 (teacher)", scale(224, 1.0, 1.4, 72, 4, 3),
+      {Task::detect, "effdet-d1", "EfficientDet-Lite d1", scale(160, 0.625, 1.1, 40, 3, 2), effdet},
+      {Task::detect, "effdet-d2", "EfficientDet-Lite d2", scale(192, 0.75, 1.2, 56, 3, 3), effdet},
+      {Task::detect, "effdet-d3", "EfficientDet-Lite d3 (teacher)", scale(224, 1.0, 1.4, 72, 4, 3),
        effdet},
   };
   return archs;

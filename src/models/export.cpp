@@ -51,7 +51,7 @@ nlohmann::json describe(const Model& model, int64_t outputs_per_row, int64_t par
        {{"shape", {-1, in.at(0), in.at(1), in.at(2)}},
         {"dtype", "float32"},
         {"preprocess", "pixels scaled to [0, 1], then (x - mean) / std per channel"}}}};
-  if (s.task == "detect") {
+  if (s.task == Task::detect) {
     d["output"] = {
         {"shape", {-1, outputs_per_row, s.num_classes() + 4}},
         {"dtype", "float32"},

@@ -344,7 +344,7 @@ std::unique_ptr<Model> load_torchscript(const std::string& path) {
     nlohmann::json j;
     try {
       j = nlohmann::json::parse(read_text(sidecar));
-      spec.task = j.value("task", "classify");
+      spec.task = parse_kind<Task>(j.value("task", "classify"), sidecar);
       spec.options = j.value("options", nlohmann::json::object());
       spec.class_names = j.value("class_names", std::vector<std::string>{});
       spec.input_shape = j.value("input_shape", std::vector<int64_t>{});

@@ -28,7 +28,7 @@ ModelSpec ModelSpec::from_json(const nlohmann::json& j, const std::string& where
   try {
     s.kind = j.at("kind").get<std::string>();
     s.arch = j.at("arch").get<std::string>();
-    s.task = j.value("task", "classify");
+    s.task = parse_kind<Task>(j.value("task", "classify"), where);
     s.options = j.value("options", nlohmann::json::object());
     s.input_shape = json_ints<int64_t>(j.at("input_shape"), where + ": input_shape");
     s.class_names = j.at("class_names").get<std::vector<std::string>>();
@@ -39,7 +39,6 @@ ModelSpec ModelSpec::from_json(const nlohmann::json& j, const std::string& where
   }
   KD_CHECK(s.kind == "native" || s.kind == "torchscript", "{}: unknown model kind '{}'", where,
            s.kind);
-  KD_CHECK(s.task == "classify" || s.task == "detect", "{}: unknown task '{}'", where, s.task);
   KD_CHECK(s.input_shape.size() == 3, "{}: input_shape must be [C, H, W]", where);
   for (int64_t d : s.input_shape)
     KD_CHECK(d >= 1 && d <= kMaxSide, "{}: input_shape entries must be in [1, {}], got {}", where,

@@ -163,27 +163,27 @@ namespace {
 std::deque<ArchInfo>& registry() {
   static std::deque<ArchInfo> archs = [] {
     std::deque<ArchInfo> v = {
-        {"classify",
+        {Task::classify,
          "fmnist-teacher",
          "reference teacher: 3x [conv3x3, BN, ReLU, maxpool] (64-128-256), FC 256, dropout, FC",
          {{"width", 64}, {"hidden", 256}, {"dropout", 0.3}},
          reference_teacher},
-        {"classify",
+        {Task::classify,
          "fmnist-student",
          "reference student: 2x [conv3x3, ReLU, maxpool] (8-16), FC",
          {{"width", 8}},
          reference_student},
-        {"classify",
+        {Task::classify,
          "mlp",
          "multi-layer perceptron",
          {{"hidden", {256, 128}}, {"dropout", 0.0}},
          mlp},
-        {"classify",
+        {Task::classify,
          "cnn",
          "width-scalable CNN: stages of conv-BN-ReLU + maxpool, global pool, FC",
          {{"width", 16}, {"stages", 3}, {"convs_per_stage", 1}},
          cnn},
-        {"classify",
+        {Task::classify,
          "resnet",
          "CIFAR-style ResNet of basic blocks (blocks per stage, width doubles per stage)",
          {{"width", 16}, {"blocks", {2, 2, 2}}},
@@ -202,8 +202,6 @@ const std::deque<ArchInfo>& architectures() { return registry(); }
 void register_architecture(ArchInfo arch) {
   KD_CHECK(!arch.name.empty() && static_cast<bool>(arch.build),
            "an architecture needs a name and a build function");
-  KD_CHECK(arch.task == "classify" || arch.task == "detect",
-           "architecture {}: task '{}': expected classify or detect", arch.name, arch.task);
   for (const auto& a : registry())
     KD_CHECK(a.name != arch.name, "architecture {} is registered already", arch.name);
   registry().push_back(std::move(arch));

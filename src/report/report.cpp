@@ -114,9 +114,7 @@ double latency_ms(const nlohmann::json& summary) {
                                                          : -1.0;
 }
 
-std::string metric_name(const std::string& task) {
-  return task == "detect" ? "mAP@[.5:.95]" : "top-1";
-}
+std::string metric_name(Task task) { return task == Task::detect ? "mAP@[.5:.95]" : "top-1"; }
 
 void fill_complete_run(nlohmann::json& run, const std::string& dir, const RunConfig& cfg,
                        const ReportOptions& opts);
@@ -165,8 +163,9 @@ void fill_complete_run(nlohmann::json& run, const std::string& dir, const RunCon
   run["complete"] = true;
   run["state"] = "complete";
   run["name"] = s.value("name", run["name"].get<std::string>());
-  run["task"] = s.value("task", cfg.task);
-  run["metric"] = metric_name(run["task"]);
+  const Task task = s.value("task", cfg.task);
+  run["task"] = task;
+  run["metric"] = metric_name(task);
   run["arch"] = s.value("arch", cfg.arch);
   run["params"] = s.value("params", 0);
   run["macs"] = s.value("macs", 0);
@@ -276,8 +275,8 @@ nlohmann::json run_row(const std::string& dir) {
       const auto s = read_json_file(d / "summary.json");
       row["complete"] = true;
       row["name"] = s.value("name", row["name"].get<std::string>());
-      row["score"] =
-          cfg.task == "detect" ? s.at("test").value("map", 0.0) : s.at("test").value("top1", 0.0);
+      row["score"] = cfg.task == Task::detect ? s.at("test").value("map", 0.0)
+                                              : s.at("test").value("top1", 0.0);
       row["params"] = s.value("params", 0);
       row["latency_ms"] = latency_ms(s);
       row["date"] = s.value("finished", "");

@@ -27,6 +27,16 @@ Field field(T& ref) {
   return {[&ref](const YAML::Node& n) { ref = n.as<T>(); }, [&ref](YAML::Emitter& e) { e << ref; }};
 }
 
+// task, mode, distill.targets: the words, each checked against its choices as it is read.
+template <typename E>
+Field kind_field(E& ref) {
+  return {[&ref](const YAML::Node& n) {
+            const std::string text = n.as<std::string>();
+            if (!try_parse(text, ref)) usage_fail("'{}': expected {}", text, kind_choices<E>());
+          },
+          [&ref](YAML::Emitter& e) { e << std::string(to_string(ref)); }};
+}
+
 // distill.losses: a list of `NAME:key=value,...` strings or of maps {name: NAME, key: value};
 // kept in the canonical string spelling (every option), written back as maps.
 Field loss_list_field(std::vector<std::string>& ref) {
@@ -74,9 +84,9 @@ using Fields = std::vector<std::pair<std::string, Field>>;
 
 Fields fields(RunConfig& c) {
   return {
-      {"task", field(c.task)},
+      {"task", kind_field(c.task)},
       {"name", field(c.name)},
-      {"mode", field(c.mode)},
+      {"mode", kind_field(c.mode)},
       {"out", field(c.out)},
       {"arch", field(c.arch)},
       {"arch_options", field(c.arch_options)},
@@ -114,7 +124,7 @@ Fields fields(RunConfig& c) {
       {"distill.teachers", field(c.distill.teachers)},
       {"distill.temperature", field(c.distill.temperature)},
       {"distill.alpha", field(c.distill.alpha)},
-      {"distill.targets", field(c.distill.targets)},
+      {"distill.targets", kind_field(c.distill.targets)},
       {"distill.threshold", field(c.distill.threshold)},
       {"distill.ensemble", field(c.distill.ensemble)},
       {"distill.generations", field(c.distill.generations)},
@@ -159,6 +169,8 @@ void walk(const YAML::Node& node, const std::string& prefix,
         it->second->read(kv.second);
       } catch (const YAML::Exception&) {
         fail("{}: {}: bad value '{}'", where, key, YAML::Dump(kv.second));
+      } catch (const UsageError& e) {
+        usage_fail("{}: {}: {}", where, key, e.what());
       }
       continue;
     }
@@ -285,10 +297,8 @@ void validate(const RunConfig& c) {
     usage_fail("--crop-padding must be in [0, 64] pixels, got {}", c.train.crop_padding);
   if (c.runtime.threads < 0 || c.runtime.threads > 1024)
     usage_fail("--threads must be in [0, 1024], got {}", c.runtime.threads);
-  if (c.task != "classify" && c.task != "detect")
-    usage_fail("task '{}': expected classify or detect", c.task);
-  if (c.task == "detect") {
-    if (m != "train" && m != "offline")
+  if (c.task == Task::detect) {
+    if (m != Mode::train && m != Mode::offline)
       usage_fail("detection runs support modes train and offline (a detector teacher), not {}", m);
     if (c.data.labeled_fraction != 1.0 || !c.data.unlabeled.empty() || !c.data.classes.empty() ||
         !d.hints.empty())
@@ -307,69 +317,65 @@ void validate(const RunConfig& c) {
         usage_fail("kd level '{}': expected P3, P4 or P5", l);
     if (k.nms_iou <= 0 || k.nms_iou > 1) usage_fail("nms iou must be in (0, 1], got {}", k.nms_iou);
   }
-  if (m != "train" && m != "offline" && m != "semi" && m != "self" && m != "merge")
-    usage_fail("mode '{}': expected train, offline, semi, self or merge", m);
   if (c.out.empty()) usage_fail("no output run directory (--out)");
-  if ((m == "offline" || m == "semi") && d.teacher.empty())
+  if ((m == Mode::offline || m == Mode::semi) && d.teacher.empty())
     usage_fail("mode {} needs a teacher (--teacher RUN_OR_PT)", m);
-  if ((m == "offline" || m == "semi") && !d.teachers.empty())
+  if ((m == Mode::offline || m == Mode::semi) && !d.teachers.empty())
     usage_fail("mode {} takes one teacher; several teachers are merged with --mode merge", m);
-  if (m == "merge" && (d.teachers.size() < 2 || !d.teacher.empty()))
+  if (m == Mode::merge && (d.teachers.size() < 2 || !d.teacher.empty()))
     usage_fail("mode merge needs two or more teachers (--teacher A --teacher B)");
-  if (m == "self" && (!d.teacher.empty() || !d.teachers.empty()))
+  if (m == Mode::self && (!d.teacher.empty() || !d.teachers.empty()))
     usage_fail("mode self has no teacher: the student's earlier self teaches it");
-  if (m == "self" && (d.generations >= 2) == (d.teach_last >= 1))
+  if (m == Mode::self && (d.generations >= 2) == (d.teach_last >= 1))
     usage_fail(
         "mode self needs exactly one of --generations N (N >= 2) or --teach-last M (M >= 1)");
-  if (m != "self" && (d.generations != 1 || d.teach_last != 0))
+  if (m != Mode::self && (d.generations != 1 || d.teach_last != 0))
     usage_fail("--generations and --teach-last belong to --mode self");
   if (d.teach_last >= c.train.epochs)
     usage_fail("--teach-last {} must be below --epochs {}: the student first trains alone",
                d.teach_last, c.train.epochs);
   if (d.generations < 1 || d.generations > 100)
     usage_fail("generations must be in [1, 100], got {}", d.generations);
-  if (d.targets != "soft" && d.targets != "hard")
-    usage_fail("targets '{}': expected soft or hard", d.targets);
   if (d.threshold < 0 || d.threshold >= 1)
     usage_fail("threshold must be in [0, 1), got {}", d.threshold);
   if (d.ensemble < 1 || d.ensemble > 6)
     usage_fail("ensemble must be in [1, 6] transforms, got {}", d.ensemble);
   if (d.hint_loss != "mse" && d.hint_loss != "nmse")
     usage_fail("hint loss '{}': expected mse or nmse", d.hint_loss);
-  if (!d.hints.empty() && (m == "train" || m == "merge"))
+  if (!d.hints.empty() && (m == Mode::train || m == Mode::merge))
     usage_fail("--hint needs a single teacher (modes offline, semi, self)");
   finite_in("cross-entropy weight (--ce-weight)", d.ce_weight, 0, 1e6, false, false);
   if (c.runtime.precision != "fp32" && c.runtime.precision != "bf16")
     usage_fail("--precision '{}': expected fp32 or bf16", c.runtime.precision);
   finite_in("mixup alpha (--mixup)", c.train.mixup, 0, 100, false, false);
   finite_in("cutmix alpha (--cutmix)", c.train.cutmix, 0, 100, false, false);
-  if (c.task == "detect" && (c.train.mixup > 0 || c.train.cutmix > 0))
+  if (c.task == Task::detect && (c.train.mixup > 0 || c.train.cutmix > 0))
     usage_fail(
         "--mixup and --cutmix mix classification images and their labels; detection has scale "
         "jitter");
   for (const auto& text : d.losses) {
     const LossSpec spec = parse_loss(text);
     const LossInfo& info = find_loss(spec.name);
-    if (c.task == "detect")
+    if (c.task == Task::detect)
       usage_fail(
           "--loss {}: detection distillation has its own terms (--kd-class, --kd-box, "
           "--kd-feature)",
           spec.name);
-    if (m == "train")
+    if (m == Mode::train)
       usage_fail("--loss {} needs a teacher: use kd distill (or a mode other than train)",
                  spec.name);
-    if (info.feature && m == "merge")
+    if (info.feature && m == Mode::merge)
       usage_fail(
           "--loss {} is a feature loss and mode merge has several teachers: feature losses need "
           "one teacher",
           spec.name);
-    if (info.needs_labels && (m == "merge" || m == "semi"))
+    if (info.needs_labels && (m == Mode::merge || m == Mode::semi))
       usage_fail("--loss {} needs a label for every image and mode {} trains on images without one",
                  spec.name, m);
     if (info.needs_labels && (c.train.mixup > 0 || c.train.cutmix > 0))
       usage_fail("--loss {} needs one true class per image and --mixup/--cutmix images have two",
                  spec.name);
-    if (!info.feature && d.targets == "hard")
+    if (!info.feature && d.targets == Targets::hard)
       usage_fail(
           "--loss {} matches the teacher's logits; --targets hard (pseudo-labels) goes with the "
           "default "
@@ -378,9 +384,9 @@ void validate(const RunConfig& c) {
   }
   if (!(c.data.labeled_fraction > 0 && c.data.labeled_fraction <= 1))
     usage_fail("labeled fraction must be in (0, 1], got {}", c.data.labeled_fraction);
-  if (m == "semi" && c.data.labeled_fraction == 1.0 && c.data.unlabeled.empty())
+  if (m == Mode::semi && c.data.labeled_fraction == 1.0 && c.data.unlabeled.empty())
     usage_fail("mode semi needs unlabeled data: --labeled-fraction F below 1, or --unlabeled PATH");
-  if (m != "semi" && !c.data.unlabeled.empty())
+  if (m != Mode::semi && !c.data.unlabeled.empty())
     usage_fail("--unlabeled data is used by --mode semi only");
   if (c.train.epochs < 1) usage_fail("epochs must be >= 1, got {}", c.train.epochs);
   if (c.train.batch_size < 1) usage_fail("batch size must be >= 1, got {}", c.train.batch_size);

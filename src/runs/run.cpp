@@ -26,11 +26,31 @@ bool is_torchscript_path(const std::string& arch) {
 
 void resolve_task(RunConfig& cfg) {
   // A detector architecture makes a detection run without saying so.
-  if (!is_torchscript_path(cfg.arch) && find_architecture(cfg.arch).task == "detect")
-    cfg.task = "detect";
+  if (!is_torchscript_path(cfg.arch) && find_architecture(cfg.arch).task == Task::detect)
+    cfg.task = Task::detect;
 }
 
-RunData load_run_data(const DataConfig& cfg, const std::string& mode) {
+namespace {
+
+// Train and eval from the split of the source's train part; test from its test part when it has
+// one (classification and detection alike), else the eval split stands in.
+template <typename Parts, typename Data, typename LoadTest>
+void fill_parts(Parts& d, const Data& full, const Split& split, bool has_test,
+                const LoadTest& load_test) {
+  d.train = full.subset(split.train);
+  d.eval = full.subset(split.eval);
+  if (has_test) {
+    d.test = load_test();
+    d.test_name = "test";
+  } else {
+    d.test = d.eval;
+    d.test_name = "eval";
+  }
+}
+
+}  // namespace
+
+RunData load_run_data(const DataConfig& cfg, Mode mode) {
   const ImageOptions img{cfg.channels, cfg.height, cfg.width};
   // IDX data is resized after the split and the limit: only the images kept are resized.
   const bool resize_later = is_idx_source(cfg.source);
@@ -38,11 +58,9 @@ RunData load_run_data(const DataConfig& cfg, const std::string& mode) {
   Dataset full = load_dataset(cfg.source, "train", load_as);
   Split split = resolve_split(cfg.split, full.labels, cfg.train_ratio, cfg.split_seed, cfg.source);
   RunData d;
-  d.train = full.subset(split.train);
-  d.eval = full.subset(split.eval);
-  if (has_part(cfg.source, "test")) {
-    d.test = load_dataset(cfg.source, "test", load_as);
-    d.test_name = "test";
+  fill_parts(d, full, split, has_part(cfg.source, "test"),
+             [&] { return load_dataset(cfg.source, "test", load_as); });
+  if (d.test_name == "test") {
     // The test part must fit what is trained on: found now, not after the last epoch.
     KD_CHECK(d.test.images.sizes().slice(1) == d.train.images.sizes().slice(1),
              "{}: its test images are {} but its training images {}", cfg.source,
@@ -52,9 +70,6 @@ RunData load_run_data(const DataConfig& cfg, const std::string& mode) {
              "{}: its test labels go up to {} but training has {} classes", d.test.source, test_max,
              d.train.num_classes());
     d.test.class_names = d.train.class_names;
-  } else {
-    d.test = d.eval;
-    d.test_name = "eval";
   }
   if (cfg.limit > 0) {
     // A stratified slice keeps every class; for smoke tests and quick looks, not for results.
@@ -82,7 +97,7 @@ RunData load_run_data(const DataConfig& cfg, const std::string& mode) {
         stratified_fraction(d.train.labels, cfg.labeled_fraction, cfg.split_seed);
     KD_CHECK(labeled.numel() > 0, "labeled fraction {} of {} training images keeps no labels",
              cfg.labeled_fraction, d.train.size());
-    d.train = mode == "semi"
+    d.train = mode == Mode::semi
                   ? concat(d.train.subset(labeled), d.train.subset(rest).without_labels())
                   : d.train.subset(labeled);
   }
@@ -93,7 +108,7 @@ RunData load_run_data(const DataConfig& cfg, const std::string& mode) {
     d.train = concat(d.train, load_unlabeled(cfg.unlabeled, like_train));
   }
   // Merged teachers teach from images alone.
-  if (mode == "merge") d.train = d.train.without_labels();
+  if (mode == Mode::merge) d.train = d.train.without_labels();
   return d;
 }
 
@@ -104,7 +119,7 @@ int64_t detection_input_size(const RunConfig& cfg) {
              cfg.data.width);
     return cfg.data.height;
   }
-  KD_CHECK(find_architecture(cfg.arch).task == "detect",
+  KD_CHECK(find_architecture(cfg.arch).task == Task::detect,
            "architecture {} is not a detector (see kd models)", cfg.arch);
   return resolve_arch_options(cfg.arch, parse_arch_options(cfg.arch_options))["image_size"]
       .get<int64_t>();
@@ -117,17 +132,10 @@ DetectionRunData load_detection_run_data(const DataConfig& cfg, int64_t size) {
   Split split = resolve_split(cfg.split, torch::zeros({full.size()}, torch::kLong), cfg.train_ratio,
                               cfg.split_seed, cfg.source);
   DetectionRunData d;
-  d.train = full.subset(split.train);
-  d.eval = full.subset(split.eval);
-  if (has_detection_part(cfg.source, "test")) {
-    d.test = load_detection(cfg.source, "test", size);
-    KD_CHECK(d.test.class_names == d.train.class_names,
-             "{}: the test part's categories differ from train's", cfg.source);
-    d.test_name = "test";
-  } else {
-    d.test = d.eval;
-    d.test_name = "eval";
-  }
+  fill_parts(d, full, split, has_detection_part(cfg.source, "test"),
+             [&] { return load_detection(cfg.source, "test", size); });
+  KD_CHECK(d.test.class_names == d.train.class_names,
+           "{}: the test part's categories differ from train's", cfg.source);
   if (cfg.limit > 0) {
     auto head = [](const DetectionDataset& x, int64_t n) {
       return x.subset(torch::arange(std::min(n, x.size()), torch::kLong));

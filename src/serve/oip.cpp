@@ -6,7 +6,7 @@
 #include <fmt/ranges.h>
 #include <torch/torch.h>
 
-#include "kd/serve/protocol.h"
+#include "protocol.h"
 #include "responses.h"
 #include "service_state.h"
 
@@ -16,11 +16,13 @@ using namespace serve_detail;
 
 // Open Inference Protocol v2 (KServe): model metadata and inference with JSON tensors.
 
-HttpResponse Service::model_metadata(Served& m) {
-  const ModelRunner& r = *m.runner;
+namespace {
+
+// Every output a model can return: name, datatype, shape (-1: the batch).
+json output_specs(const ModelRunner& r, int64_t max_detections) {
   json outputs = json::array();
   if (r.is_detector()) {
-    const int64_t k = options_.max_detections;
+    const int64_t k = max_detections;
     outputs = {{{"name", "num_detections"}, {"datatype", "INT32"}, {"shape", {-1, 1}}},
                {{"name", "detection_boxes"}, {"datatype", "FP32"}, {"shape", {-1, k, 4}}},
                {{"name", "detection_scores"}, {"datatype", "FP32"}, {"shape", {-1, k}}},
@@ -34,6 +36,16 @@ HttpResponse Service::model_metadata(Served& m) {
         {{"name", "logits"}, {"datatype", "FP32"}, {"shape", {-1, r.spec().num_classes()}}},
         {{"name", "probabilities"}, {"datatype", "FP32"}, {"shape", {-1, r.spec().num_classes()}}}};
   }
+  return outputs;
+}
+
+json count_ns(uint64_t count, uint64_t ns) { return {{"count", count}, {"ns", ns}}; }
+
+}  // namespace
+
+HttpResponse Service::model_metadata(Served& m) {
+  const ModelRunner& r = *m.runner;
+  const json outputs = output_specs(r, options_.max_detections);
   return json_response(
       200,
       {{"name", r.name()},
@@ -45,16 +57,92 @@ HttpResponse Service::model_metadata(Served& m) {
         {{"task", r.spec().task},
          {"arch", r.spec().arch},
          {"class_names", r.spec().class_names},
-         {"input", "FP32 pixels in [0, 1], or BYTES: base64 PNG/JPEG images (shape [N])"},
+         {"input",
+          "FP32 (or FP64, FP16) pixels in [0, 1], UINT8 pixels in [0, 255], or BYTES: PNG/JPEG "
+          "images (shape [N]; base64 in JSON, raw bytes in binary)"},
          {"boxes", "x1, y1, x2, y2 in input pixels, or in the image's pixels for BYTES inputs"}}}});
+}
+
+HttpResponse Service::model_config(Served& m) {
+  const ModelRunner& r = *m.runner;
+  const auto in = r.input_shape();  // [-1, C, H, W]
+  json outputs = json::array();
+  for (const auto& o : output_specs(r, options_.max_detections)) {
+    auto dims = o["shape"].get<std::vector<int64_t>>();
+    dims.erase(dims.begin());
+    outputs.push_back({{"name", o["name"]},
+                       {"data_type", "TYPE_" + o["datatype"].get<std::string>()},
+                       {"dims", dims}});
+  }
+  const auto& b = options_.batch;
+  return json_response(
+      200, {{"name", r.name()},
+            {"platform", "kd_libtorch"},
+            {"backend", "kd"},
+            {"version_policy", {{"latest", {{"num_versions", 1}}}}},
+            {"max_batch_size", b.max_batch},
+            {"input",
+             {{{"name", "input"},
+               {"data_type", "TYPE_FP32"},
+               {"format", "FORMAT_NCHW"},
+               {"dims", {in.at(1), in.at(2), in.at(3)}}}}},
+            {"output", outputs},
+            {"dynamic_batching",
+             {{"max_queue_delay_microseconds", b.max_wait.count()},
+              {"preferred_batch_size", {b.max_batch}},
+              {"default_queue_policy", {{"max_queue_size", b.max_queue}}}}},
+            {"instance_group", {{{"name", r.name()}, {"count", b.workers}, {"kind", "KIND_CPU"}}}},
+            {"parameters",
+             {{"task", {{"string_value", std::string(to_string(r.spec().task))}}},
+              {"arch", {{"string_value", r.spec().arch}}}}}});
+}
+
+HttpResponse Service::model_stats(Served* only) {
+  json stats = json::array();
+  for (auto& [name, m] : models_) {
+    if (only && m.get() != only) continue;
+    auto& st = m->stats;
+    std::lock_guard lock(st.mu);
+    json batches = json::array();
+    for (const auto& [size, cn] : st.batches)
+      batches.push_back({{"batch_size", size}, {"compute_infer", count_ns(cn.first, cn.second)}});
+    stats.push_back({{"name", name},
+                     {"version", "1"},
+                     {"last_inference", st.last_inference_ms},
+                     {"inference_count", st.inferences},
+                     {"execution_count", st.executions},
+                     {"inference_stats",
+                      {{"success", count_ns(st.success, st.success_ns)},
+                       {"fail", count_ns(st.fail, st.fail_ns)},
+                       {"compute_infer", count_ns(st.executions, st.infer_ns)}}},
+                     {"batch_stats", batches}});
+  }
+  return json_response(200, {{"model_stats", stats}});
+}
+
+HttpResponse Service::repository_index() {
+  json index = json::array();
+  for (const auto& [name, m] : models_)
+    index.push_back({{"name", name}, {"version", "1"}, {"state", "READY"}});
+  return json_response(200, index);
 }
 
 HttpResponse Service::infer(Served& m, const HttpRequest& req) {
   auto arrival = m.batcher->expect();
-  if (!req.header("inference-header-content-length").empty())
-    bad_request("the binary tensor data extension is not supported: send tensors as JSON");
-  InferRequest request =
-      parse_infer_request(req.body, {options_.max_tensor_elements, options_.max_images});
+  // The binary tensor data extension (tritonclient's and KServe's default): the JSON part's size.
+  int64_t json_bytes = -1;
+  if (const std::string h = req.header("inference-header-content-length"); !h.empty()) {
+    size_t used = 0;
+    try {
+      json_bytes = std::stoll(h, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != h.size() || json_bytes < 0)
+      bad_request("Inference-Header-Content-Length '{}' is not a byte count", h);
+  }
+  InferRequest request = parse_infer_request(
+      req.body, {options_.max_tensor_elements, options_.max_images}, json_bytes);
   const ModelRunner& r = *m.runner;
   if (request.inputs.size() != 1)
     bad_request("model '{}' takes one input, got {}", r.name(), request.inputs.size());
@@ -66,7 +154,9 @@ HttpResponse Service::infer(Served& m, const HttpRequest& req) {
   if (in.datatype == "BYTES") {
     std::vector<std::string> decoded;
     for (size_t i = 0; i < in.strings.size(); ++i)
-      decoded.push_back(decode_base64_image(in.strings[i], fmt::format("inputs[0].data[{}]", i)));
+      decoded.push_back(
+          in.binary ? std::move(in.strings[i])
+                    : decode_base64_image(in.strings[i], fmt::format("inputs[0].data[{}]", i)));
     auto batch = prepare_images(m, decoded);
     images = std::move(batch.images);
     x = batch.pixels;
@@ -78,16 +168,17 @@ HttpResponse Service::infer(Served& m, const HttpRequest& req) {
                   shape_str(shape), shape_str(want));
     x = torch::from_blob(in.numbers.data(), shape, torch::kFloat).clone();
   }
-  std::vector<std::string> wanted = request.outputs;
+  std::vector<InferOutput> wanted = request.outputs;
   std::vector<std::string> names =
       r.is_detector() ? std::vector<std::string>{"num_detections", "detection_boxes",
                                                  "detection_scores", "detection_classes"}
                       : std::vector<std::string>{"logits", "probabilities"};
-  if (wanted.empty()) wanted = names;
+  if (wanted.empty())
+    for (const auto& n : names) wanted.push_back({n, request.binary_outputs});
   if (r.is_detector()) names.push_back("raw");
   for (const auto& w : wanted)
-    if (std::find(names.begin(), names.end(), w) == names.end())
-      bad_request("model '{}' has no output '{}' (outputs: {})", r.name(), w,
+    if (std::find(names.begin(), names.end(), w.name) == names.end())
+      bad_request("model '{}' has no output '{}' (outputs: {})", r.name(), w.name,
                   fmt::join(names, ", "));
 
   auto y = run(m, x, arrival);
@@ -112,8 +203,16 @@ HttpResponse Service::infer(Served& m, const HttpRequest& req) {
   }
   json out = {{"model_name", r.name()}, {"model_version", "1"}, {"outputs", json::array()}};
   if (request.has_id) out["id"] = request.id;
-  for (const auto& w : wanted) out["outputs"].push_back(tensor_json(w, outputs.at(w)));
-  return json_response(200, out);
+  std::string binary;
+  for (const auto& w : wanted)
+    out["outputs"].push_back(tensor_json(w.name, outputs.at(w.name), w.binary ? &binary : nullptr));
+  HttpResponse res = json_response(200, out);
+  if (std::any_of(wanted.begin(), wanted.end(), [](const InferOutput& w) { return w.binary; })) {
+    res.headers.emplace_back("Inference-Header-Content-Length", std::to_string(res.body.size()));
+    res.content_type = "application/octet-stream";
+    res.body += binary;
+  }
+  return res;
 }
 
 }  // namespace kd

@@ -1,5 +1,8 @@
 #include "responses.h"
 
+#include <cmath>
+#include <limits>
+
 #include <fmt/ranges.h>
 
 #include "kd/core/base64.h"
@@ -46,26 +49,32 @@ void flatten_numbers(const json& j, std::vector<float>& out, int64_t limit,
     bad_request("{}: element {} is {}, not a number", where, out.size(), j.type_name());
   if (static_cast<int64_t>(out.size()) >= limit)
     bad_request("{}: more than {} values", where, limit);
-  out.push_back(j.get<float>());
+  const double v = j.get<double>();
+  if (!(std::fabs(v) <= std::numeric_limits<float>::max()))
+    bad_request("{}: element {} is {}, outside FP32's range", where, out.size(), v);
+  out.push_back(static_cast<float>(v));
 }
 
 std::string shape_str(const std::vector<int64_t>& s) {
   return fmt::format("[{}]", fmt::join(s, ", "));
 }
 
-json tensor_json(const std::string& name, const torch::Tensor& t) {
+json tensor_json(const std::string& name, const torch::Tensor& t, std::string* binary) {
   auto c = t.contiguous();
-  json data;
-  if (c.scalar_type() == torch::kInt32) {
-    data = std::vector<int32_t>(c.data_ptr<int32_t>(), c.data_ptr<int32_t>() + c.numel());
+  const bool int32 = c.scalar_type() == torch::kInt32;
+  if (!int32) c = c.to(torch::kFloat).contiguous();
+  json out = {{"name", name}, {"datatype", int32 ? "INT32" : "FP32"}, {"shape", c.sizes().vec()}};
+  if (binary) {
+    // Little-endian, row-major: the machine's own layout (x86-64, aarch64).
+    const size_t bytes = static_cast<size_t>(c.numel()) * c.element_size();
+    binary->append(static_cast<const char*>(c.data_ptr()), bytes);
+    out["parameters"] = {{"binary_data_size", bytes}};
+  } else if (int32) {
+    out["data"] = std::vector<int32_t>(c.data_ptr<int32_t>(), c.data_ptr<int32_t>() + c.numel());
   } else {
-    c = c.to(torch::kFloat);
-    data = std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
+    out["data"] = std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
   }
-  return {{"name", name},
-          {"datatype", c.scalar_type() == torch::kInt32 ? "INT32" : "FP32"},
-          {"shape", c.sizes().vec()},
-          {"data", std::move(data)}};
+  return out;
 }
 
 std::string decode_base64_image(const std::string& text, const std::string& where) {

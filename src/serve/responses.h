@@ -34,8 +34,9 @@ json parse_body(const std::string& body);
 void flatten_numbers(const json& j, std::vector<float>& out, int64_t limit,
                      const std::string& where, int depth = 0);
 std::string shape_str(const std::vector<int64_t>& s);
-// An output tensor in the Open Inference Protocol's JSON form.
-json tensor_json(const std::string& name, const torch::Tensor& t);
+// An output tensor: FP32 or INT32, its data in JSON, or appended to `binary` (the binary tensor data
+// extension: the JSON then gives parameters.binary_data_size).
+json tensor_json(const std::string& name, const torch::Tensor& t, std::string* binary = nullptr);
 // The one decoder of base64 images in a request (OIP BYTES, v1 {"b64"}, the image route's
 // {"b64"}): `where(i)` names item i in the 400 for an undecodable one.
 std::string decode_base64_image(const std::string& text, const std::string& where);

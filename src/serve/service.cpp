@@ -10,7 +10,7 @@
 
 #include "kd/core/error.h"
 #include "kd/core/version.h"
-#include "kd/serve/protocol.h"
+#include "protocol.h"
 #include "responses.h"
 #include "service_state.h"
 #include "web_page.h"
@@ -78,10 +78,21 @@ Service::Service(std::vector<std::unique_ptr<ModelRunner>> runners, ServiceOptio
              name, models_.at(name)->runner->source(), r->source());
     auto served = std::make_unique<Served>();
     ModelRunner* runner = r.get();
+    Served::Stats* stats = &served->stats;
     served->runner = std::move(r);
     served->batcher = std::make_unique<Batcher>(
         [runner](const torch::Tensor& x) { return runner->forward(x); }, options_.batch,
-        [this, name](int64_t size, double seconds) { metrics_.batch(name, size, seconds); });
+        [this, name, stats](int64_t size, double seconds) {
+          metrics_.batch(name, size, seconds);
+          const auto ns = static_cast<uint64_t>(seconds * 1e9);
+          std::lock_guard lock(stats->mu);
+          stats->inferences += static_cast<uint64_t>(size);
+          ++stats->executions;
+          stats->infer_ns += ns;
+          auto& b = stats->batches[size];
+          ++b.first;
+          b.second += ns;
+        });
     models_.emplace(name, std::move(served));
   }
   metrics_.set_queue_depth([this] {
@@ -122,8 +133,25 @@ HttpResponse Service::handle(const HttpRequest& request) noexcept {
     response = error_response(500, "internal error");
   }
   try {
-    metrics_.request(routed.model, routed.route, response.status,
-                     std::chrono::duration<double>(Clock::now() - start).count());
+    const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    metrics_.request(routed.model, routed.route, response.status, seconds);
+    auto it = models_.find(routed.model);
+    if (it != models_.end() &&
+        (routed.route == "infer" || routed.route == "predict" || routed.route == "image")) {
+      auto& st = it->second->stats;
+      const auto ns = static_cast<uint64_t>(seconds * 1e9);
+      std::lock_guard lock(st.mu);
+      if (response.status == 200) {
+        ++st.success;
+        st.success_ns += ns;
+        st.last_inference_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count();
+      } else {
+        ++st.fail;
+        st.fail_ns += ns;
+      }
+    }
   } catch (...) {
   }
   return response;
@@ -205,6 +233,10 @@ const std::vector<Service::Route>& Service::routes() {
          return json_response(
              200, {{"name", "kd"}, {"version", kVersion}, {"extensions", json::array()}});
        }},
+      {"repository_index", "/v2/repository/index", "POST", Auth::kKey, false,
+       [](Service& s, const HttpRequest&, Served*) { return s.repository_index(); }},
+      {"model_stats", "/v2/models/stats", "GET", Auth::kKey, false,
+       [](Service& s, const HttpRequest&, Served*) { return s.model_stats(nullptr); }},
       {"models", "/v2/models", "GET", Auth::kKey, false,
        [](Service& s, const HttpRequest&, Served*) { return s.models_list(); }},
       {"models", "/v2/models/", "GET", Auth::kKey, false,
@@ -213,6 +245,10 @@ const std::vector<Service::Route>& Service::routes() {
        [](Service& s, const HttpRequest&, Served* m) { return s.model_metadata(*m); }},
       {"model_metadata", "/v2/models/{model}/", "GET", Auth::kKey, false,
        [](Service& s, const HttpRequest&, Served* m) { return s.model_metadata(*m); }},
+      {"model_config", "/v2/models/{model}/config", "GET", Auth::kKey, false,
+       [](Service& s, const HttpRequest&, Served* m) { return s.model_config(*m); }},
+      {"model_stats", "/v2/models/{model}/stats", "GET", Auth::kKey, false,
+       [](Service& s, const HttpRequest&, Served* m) { return s.model_stats(m); }},
       {"model_ready", "/v2/models/{model}/ready", "GET", Auth::kKey, false,
        [](Service&, const HttpRequest&, Served* m) {
          return json_response(200, {{"name", m->runner->name()}, {"ready", true}});
@@ -302,7 +338,13 @@ HttpResponse Service::models_list() {
 }
 
 torch::Tensor Service::run(Served& m, const torch::Tensor& input, Batcher::Arrival& arrival) {
-  return m.batcher->submit(input, &arrival).get();
+  auto out = m.batcher->submit(input, &arrival).get();
+  // JSON has no inf or NaN: they would go out as null, which typed clients cannot read.
+  if (!torch::isfinite(out).all().item<bool>())
+    bad_request(
+        "the model's output for this input is not finite (inf or NaN): inputs are pixels "
+        "in [0, 1]");
+  return out;
 }
 
 Service::ImageBatch Service::prepare_images(Served& m, const std::vector<std::string>& encoded) {

@@ -22,6 +22,9 @@ check "distill (teacher cache hit)" "$KD" distill --teacher teacher --out cached
 check "distill from a TorchScript teacher" "$KD" distill --teacher "$FIX/student_ts.pt" --out from_ts \
   --no-augment "${COMMON[@]}"
 check "train a TorchScript student" "$KD" train --arch "$FIX/student_ts.pt" --out ts_student "${COMMON[@]}"
+expect_error 2 "student_ts.pt is a model file with no run configuration to take its data from: give --data" \
+  "$KD" eval "$FIX/student_ts.pt"
+check "eval a TorchScript file on data" "$KD" eval "$FIX/student_ts.pt" --data fashion-mnist --json
 
 for run in teacher student distilled cached1 cached2 from_ts ts_student; do
   for f in config.yaml metrics.jsonl model.json model.pt summary.json checkpoints/epoch-0002/state.json checkpoints/best.pt; do

@@ -40,6 +40,12 @@ check "eval a detector run, saving COCO results" "$KD" eval d0kd --json --save-r
 check "eval a COCO results file" "$KD" eval --gt det/test.json --results d0kd-results.json --json
 ok_if "results file scores as the run" \
   "abs($(json out.txt 'd["metrics"]["map"]') - $(json d0kd/summary.json 'd["test"]["map"]')) < 1e-9"
+# Scoring needs the two JSON files only, as pycocotools does: not the images.
+mkdir -p gt_only && cp det/test.json gt_only/
+check "eval a COCO results file without the images beside it" "$KD" eval --gt gt_only/test.json \
+  --results d0kd-results.json --json
+ok_if "... the same score" \
+  "abs($(json out.txt 'd["metrics"]["map"]') - $(json d0kd/summary.json 'd["test"]["map"]')) < 1e-9"
 check "compare detectors" "$KD" compare d1 d0 d0kd
 grep -q "mAP" out.txt && echo "ok   compare shows mAP" || { echo "FAIL compare"; cat out.txt; fails=$((fails+1)); }
 check "predict" "$KD" predict d0kd det/images/test_000001.png det/images/test_000002.png --score 0 --out-dir pred

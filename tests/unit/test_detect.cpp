@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "distill/detect_run.h"
 #include "golden.h"
 #include "kd/core/error.h"
 #include "kd/core/fs.h"
@@ -16,7 +17,6 @@
 #include "kd/data/make_detection.h"
 #include "kd/detect/boxes.h"
 #include "kd/detect/loss.h"
-#include "kd/distill/detect_run.h"
 #include "kd/distill/trainer.h"
 #include "kd/models/model.h"
 #include "kd/models/registry.h"
@@ -280,7 +280,7 @@ TEST(EffDet, OutputsAndPyramidLevels) {
   spec.input_shape = {3, 96, 96};
   spec.class_names = {"a", "b", "c"};
   auto m = kd::create_model(spec);
-  EXPECT_EQ(m->spec().task, "detect");
+  EXPECT_EQ(m->spec().task, kd::Task::detect);
   m->train(false);
   torch::NoGradGuard g;
   auto [out, feats] = m->forward_with_features(torch::rand({2, 3, 96, 96}), {"P3", "P5", "C4"});

@@ -143,11 +143,11 @@ TEST(Hints, AdapterBridgesWidthsAndUnbridgeableShapesAreErrors) {
   kd::DistillOptions o;
   o.losses = {kd::parse_hint("7:5")};  // teacher 16x7x7, student 16x7x7 -> none; width 8 -> 16
   o.use_cache = false;
-  kd::DistillStrategy ok("offline", {{"t", teacher}}, o);
+  kd::DistillStrategy ok(kd::Mode::offline, {{"t", teacher}}, o);
   ok.prepare(*student, data, {}, torch::kCPU);
   EXPECT_TRUE(ok.parameters().empty());                          // same shape: no adapter
   auto wide = model("fmnist-teacher", kNames, {{"width", 16}});  // 32x7x7: 1x1 conv 16 -> 32
-  kd::DistillStrategy adapted("offline", {{"t", wide}}, o);
+  kd::DistillStrategy adapted(kd::Mode::offline, {{"t", wide}}, o);
   adapted.prepare(*student, data, {}, torch::kCPU);
   ASSERT_EQ(adapted.parameters().size(), 2u);
   EXPECT_EQ(adapted.parameters()[0].sizes(), (std::vector<int64_t>{32, 16, 1, 1}));
@@ -158,11 +158,11 @@ TEST(Hints, AdapterBridgesWidthsAndUnbridgeableShapesAreErrors) {
   EXPECT_TRUE(adapted.parameters()[0].grad().defined());  // the adapter trains with the student
 
   o.losses = {kd::parse_hint("7:2")};  // 32x7x7 vs 8x14x14
-  kd::DistillStrategy bad("offline", {{"t", wide}}, o);
+  kd::DistillStrategy bad(kd::Mode::offline, {{"t", wide}}, o);
   EXPECT_KD_ERROR(bad.prepare(*student, data, {}, torch::kCPU),
                   "no adapter maps the student's 2 output");
   o.losses = {kd::parse_hint("99:5")};
-  kd::DistillStrategy missing("offline", {{"t", wide}}, o);
+  kd::DistillStrategy missing(kd::Mode::offline, {{"t", wide}}, o);
   EXPECT_KD_ERROR(missing.prepare(*student, data, {}, torch::kCPU),
                   "has no layer '99' (layers: 0, 1");
 }
@@ -173,7 +173,7 @@ TEST(Merge, TeachersOfPartOfTheClassesCoverTheStudent) {
   kd::DistillOptions o;
   o.use_cache = false;
   kd::DistillStrategy merge(
-      "merge",
+      kd::Mode::merge,
       {{"a", model("fmnist-student", names(0, 6))}, {"b", model("fmnist-student", names(3, 9))}},
       o);
   merge.prepare(*student, data, {}, torch::kCPU);
@@ -185,19 +185,19 @@ TEST(Merge, TeachersOfPartOfTheClassesCoverTheStudent) {
   EXPECT_TRUE(merge.describe().contains("merge"));
 
   kd::DistillStrategy gap(
-      "merge",
+      kd::Mode::merge,
       {{"a", model("fmnist-student", names(0, 4))}, {"b", model("fmnist-student", names(6, 9))}},
       o);
   EXPECT_KD_ERROR(gap.prepare(*student, data, {}, torch::kCPU),
                   "class 'Sandal' of the data is known by no teacher");
-  kd::DistillStrategy alien("merge",
+  kd::DistillStrategy alien(kd::Mode::merge,
                             {{"a", model("fmnist-student", names(0, 4))},
                              {"cats", model("fmnist-student", {"Sandal", "Shirt", "Sneaker", "Bag",
                                                                "Ankle boot", "Cat"})}},
                             o);
   EXPECT_KD_ERROR(alien.prepare(*student, data, {}, torch::kCPU),
                   "teacher cats: class 'Cat' matches no class");
-  kd::DistillStrategy partial("offline", {{"a", model("fmnist-student", names(0, 4))}}, o);
+  kd::DistillStrategy partial(kd::Mode::offline, {{"a", model("fmnist-student", names(0, 4))}}, o);
   EXPECT_KD_ERROR(partial.prepare(*student, data, {}, torch::kCPU),
                   "knows 5 of the data's 10 classes");
 }
@@ -208,9 +208,10 @@ TEST(Semi, HardTargetsIgnoreUnconfidentUnlabeledSamples) {
   auto teacher = model("fmnist-student", kNames);
   auto student = model("fmnist-student", kNames);
   kd::DistillOptions o;
-  o.targets = "hard";
+  o.targets = kd::Targets::hard;
   o.threshold = 0.999;  // an untrained teacher is never this sure: only labeled samples count
-  kd::DistillStrategy semi("semi", {{"t", teacher}}, o);  // cached targets: coverage is reported
+  kd::DistillStrategy semi(kd::Mode::semi, {{"t", teacher}},
+                           o);  // cached targets: coverage is reported
   semi.prepare(*student, data, {}, torch::kCPU);
   EXPECT_DOUBLE_EQ(semi.describe()["pseudo_label_coverage"].get<double>(), 0.0);
   kd::Loader loader(data, {16, false, false, {}, 0}, torch::kCPU);
@@ -230,7 +231,7 @@ TEST(Self, SnapshotTeachesFromItsEpoch) {
   kd::DistillOptions o;
   o.snapshot_epoch = 3;
   o.use_cache = false;
-  kd::DistillStrategy self("self", {}, o);
+  kd::DistillStrategy self(kd::Mode::self, {}, o);
   self.prepare(*student, data, {}, torch::kCPU);
   kd::Loader loader(data, {20, false, false, {}, 0}, torch::kCPU);
   auto b = loader.get(0);

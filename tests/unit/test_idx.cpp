@@ -5,9 +5,9 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "data/idx.h"
 #include "kd/core/error.h"
 #include "kd/data/dataset.h"
-#include "kd/data/idx.h"
 #include "test_util.h"
 
 namespace {

@@ -8,13 +8,13 @@
 #include <yaml-cpp/yaml.h>
 #include <zlib.h>
 
+#include "data/idx.h"
+#include "distill/teacher_cache.h"
 #include "kd/core/error.h"
 #include "kd/data/dataset.h"
 #include "kd/data/detection.h"
-#include "kd/data/idx.h"
 #include "kd/data/image.h"
 #include "kd/distill/experiment.h"
-#include "kd/distill/teacher_cache.h"
 #include "kd/models/model.h"
 #include "kd/runs/config.h"
 #include "kd/runs/run_dir.h"

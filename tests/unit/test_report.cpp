@@ -20,7 +20,7 @@ void make_run(const fs::path& dir, const std::string& name, const std::string& m
   fs::create_directories(dir);
   kd::RunConfig cfg;
   cfg.name = name;
-  cfg.mode = mode;
+  cfg.mode = kd::parse_kind<kd::Mode>(mode, "test");
   cfg.out = dir.string();
   std::ofstream(dir / "config.yaml") << kd::to_yaml(cfg);
   std::ofstream(dir / "metrics.jsonl") << R"({"epoch":1,"train_loss":1.5,"eval_top1":0.5})"

@@ -1,6 +1,7 @@
 // The serving pieces on their own: base64, image headers, the batcher's gathering and splitting,
 // its bounded queue, and the Prometheus rendering.
 #include <atomic>
+#include <cmath>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -14,6 +15,7 @@
 #include "kd/serve/metrics.h"
 #include "kd/serve/runner.h"
 #include "kd/serve/service.h"
+#include "serve/protocol.h"
 
 namespace kd {
 namespace {
@@ -45,6 +47,70 @@ TEST(EncodedImage, ReadsPngAndJpegHeadersWithoutDecoding) {
   EXPECT_THROW(encoded_image_size(std::string("\xff\xd8\xff\xd9", 4)), Error);
   // The header is checked against the limit before any decoding is tried.
   EXPECT_THROW(decode_image(png, ImageOptions{1, 28, 28}, 300 * 200 - 1), Error);
+}
+
+namespace {
+
+// A request in the binary tensor data extension: the JSON, then the bytes.
+std::pair<std::string, int64_t> binary_request(const std::string& datatype,
+                                               const std::vector<int64_t>& shape,
+                                               const std::string& bytes) {
+  nlohmann::json j = {{"inputs",
+                       {{{"name", "input"},
+                         {"shape", shape},
+                         {"datatype", datatype},
+                         {"parameters", {{"binary_data_size", bytes.size()}}}}}},
+                      {"outputs", {{{"name", "logits"}, {"parameters", {{"binary_data", true}}}}}}};
+  const std::string text = j.dump();
+  return {text + bytes, static_cast<int64_t>(text.size())};
+}
+
+template <typename T>
+std::string raw(const std::vector<T>& v) {
+  return std::string(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
+}
+
+}  // namespace
+
+TEST(InferRequest, ReadsTheBinaryTensorDataExtension) {
+  const kd::InferLimits limits{1000, 8};
+  auto [body, n] = binary_request("FP32", {1, 3}, raw(std::vector<float>{0.25f, -1.5f, 3e38f}));
+  auto r = kd::parse_infer_request(body, limits, n);
+  EXPECT_EQ(r.inputs[0].numbers, (std::vector<float>{0.25f, -1.5f, 3e38f}));
+  EXPECT_TRUE(r.inputs[0].binary);
+  ASSERT_EQ(r.outputs.size(), 1u);
+  EXPECT_TRUE(r.outputs[0].binary);
+  // FP16: one, minus two, the smallest subnormal, the largest finite; UINT8: divided by 255.
+  std::tie(body, n) =
+      binary_request("FP16", {4}, raw(std::vector<uint16_t>{0x3c00, 0xc000, 0x0001, 0x7bff}));
+  EXPECT_EQ(kd::parse_infer_request(body, limits, n).inputs[0].numbers,
+            (std::vector<float>{1.0f, -2.0f, 5.9604645e-08f, 65504.0f}));
+  std::tie(body, n) = binary_request("UINT8", {3}, std::string("\x00\x33\xff", 3));
+  auto u = kd::parse_infer_request(body, limits, n).inputs[0].numbers;
+  EXPECT_FLOAT_EQ(u[0], 0.0f);
+  EXPECT_FLOAT_EQ(u[1], 0.2f);
+  EXPECT_FLOAT_EQ(u[2], 1.0f);
+  std::tie(body, n) = binary_request("BYTES", {2}, std::string("\x02\0\0\0ab\x00\0\0\0", 10));
+  EXPECT_EQ(kd::parse_infer_request(body, limits, n).inputs[0].strings,
+            (std::vector<std::string>{"ab", ""}));
+  // Framing errors name what is wrong.
+  std::tie(body, n) = binary_request("FP32", {1, 2}, raw(std::vector<float>{1, 2}));
+  EXPECT_THROW(kd::parse_infer_request(body.substr(0, body.size() - 1), limits, n), kd::BadRequest);
+  EXPECT_THROW(kd::parse_infer_request(body + "x", limits, n), kd::BadRequest);
+  EXPECT_THROW(kd::parse_infer_request(body, limits, -1), kd::BadRequest);
+  EXPECT_THROW(kd::parse_infer_request(body, limits, static_cast<int64_t>(body.size()) + 1),
+               kd::BadRequest);
+  std::tie(body, n) = binary_request("FP32", {1}, raw(std::vector<float>{NAN}));
+  EXPECT_THROW(kd::parse_infer_request(body, limits, n), kd::BadRequest);
+  std::tie(body, n) = binary_request("FP16", {1}, raw(std::vector<uint16_t>{0x7c00}));  // inf
+  EXPECT_THROW(kd::parse_infer_request(body, limits, n), kd::BadRequest);
+  std::tie(body, n) = binary_request("BYTES", {1}, std::string("\x09\0\0\0ab", 6));
+  EXPECT_THROW(kd::parse_infer_request(body, limits, n), kd::BadRequest);
+  // JSON numbers past FP32's range are refused, not cast (undefined behaviour).
+  EXPECT_THROW(
+      kd::parse_infer_request(
+          R"({"inputs":[{"name":"i","shape":[1],"datatype":"FP32","data":[1e39]}]})", limits),
+      kd::BadRequest);
 }
 
 TEST(Batcher, GathersConcurrentRequestsAndSplitsTheirRows) {

@@ -32,7 +32,7 @@ TEST(TorchScript, SameOutputsAsPyTorch) {
 TEST(TorchScript, UsableAsFrozenTeacher) {
   auto teacher = std::shared_ptr<kd::Model>(kd::load_model(fixture("student_ts.pt")));
   auto student = kd::load_model(fixture("student_ts.pt"));
-  kd::DistillStrategy strategy("offline", {{"fixture", teacher}}, {});
+  kd::DistillStrategy strategy(kd::Mode::offline, {{"fixture", teacher}}, {});
   kd::Dataset d{torch::randint(0, 255, {8, 1, 28, 28}).to(torch::kUInt8),
                 torch::arange(8, torch::kInt64).remainder(10), teacher->spec().class_names, "t"};
   strategy.prepare(*student, d, kd::Augment{2, true}, torch::kCPU);  // augmentation on: no cache

@@ -4,10 +4,10 @@
 #include <torch/torch.h>
 #include <yaml-cpp/yaml.h>
 
+#include "distill/teacher_cache.h"
 #include "kd/core/error.h"
 #include "kd/core/runtime.h"
 #include "kd/data/loader.h"
-#include "kd/distill/teacher_cache.h"
 #include "kd/distill/trainer.h"
 #include "kd/eval/compare.h"
 #include "kd/losses/classification.h"
@@ -52,6 +52,33 @@ TEST(Config, YamlRoundTripAndStrictKeys) {
                   "exp.yaml: unknown key 'train.optim.lrr'");
   EXPECT_KD_ERROR(kd::apply_yaml(r, YAML::Load("train: {epochs: many}"), "exp.yaml"),
                   "exp.yaml: train.epochs: bad value");
+}
+
+TEST(Config, ModeTaskAndTargetsAreWordsInTheFileAndEnumsInside) {
+  kd::RunConfig c;
+  c.out = "x";
+  c.mode = kd::Mode::semi;
+  c.task = kd::Task::detect;
+  c.distill.targets = kd::Targets::hard;
+  const std::string text = kd::to_yaml(c);
+  EXPECT_NE(text.find("mode: semi"), std::string::npos) << text;
+  EXPECT_NE(text.find("task: detect"), std::string::npos) << text;
+  EXPECT_NE(text.find("targets: hard"), std::string::npos) << text;
+  kd::RunConfig r;
+  kd::apply_yaml(r, YAML::Load(text), "t");
+  EXPECT_EQ(r.mode, kd::Mode::semi);
+  EXPECT_EQ(r.task, kd::Task::detect);
+  EXPECT_EQ(r.distill.targets, kd::Targets::hard);
+  EXPECT_KD_ERROR(kd::apply_yaml(r, YAML::Load("mode: distill"), "exp.yaml"),
+                  "exp.yaml: mode: 'distill': expected train, offline, semi, self or merge");
+  EXPECT_KD_ERROR(kd::apply_yaml(r, YAML::Load("distill: {targets: soft-ish}"), "exp.yaml"),
+                  "exp.yaml: distill.targets: 'soft-ish': expected soft or hard");
+  EXPECT_KD_ERROR(kd::parse_kind<kd::Task>("segment", "model.json"),
+                  "model.json: task 'segment': expected classify or detect");
+  // JSON documents (summary.json, model.json) hold the same words.
+  EXPECT_EQ(nlohmann::json(kd::Mode::merge).dump(), "\"merge\"");
+  EXPECT_EQ(nlohmann::json("self").get<kd::Mode>(), kd::Mode::self);
+  EXPECT_KD_ERROR(nlohmann::json(3).get<kd::Task>(), "task: expected a string");
 }
 
 TEST(Config, LossesInYamlAsMapsOrStrings) {
@@ -339,7 +366,7 @@ TEST(Mixing, OutOfRangeValuesAreUsageErrors) {
   c.train.cutmix = std::nan("");
   EXPECT_KD_ERROR(kd::validate(c), "cutmix alpha (--cutmix) must be a number in [0, 100]");
   c.train.cutmix = 1;
-  c.mode = "offline";
+  c.mode = kd::Mode::offline;
   c.distill.teacher = "t";
   c.distill.losses = {"dkd"};
   EXPECT_KD_ERROR(kd::validate(c),

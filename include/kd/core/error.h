@@ -1,5 +1,6 @@
 #pragma once
-// Errors kd reports to users: one line naming the file, key or value that was wrong.
+/// @file
+/// Errors kd reports to users: one line naming the file, key or value that was wrong.
 #include <stdexcept>
 #include <string>
 
@@ -7,19 +8,19 @@
 
 namespace kd {
 
-// Something in the user's input (a file, a config value, a request) is wrong. Exit code 1.
+/// Something in the user's input (a file, a config value, a request) is wrong. Exit code 1.
 class Error : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
 
-// The command line itself is wrong (unknown flag value, missing argument). Exit code 2.
+/// The command line itself is wrong (unknown flag value, missing argument). Exit code 2.
 class UsageError : public Error {
  public:
   using Error::Error;
 };
 
-// SIGINT or SIGTERM arrived during a run (see InterruptGuard). Exit code 128 + signal.
+/// SIGINT or SIGTERM arrived during a run (see InterruptGuard). Exit code 128 + signal.
 class Interrupted : public Error {
  public:
   Interrupted(int signal, const std::string& what) : Error(what), signal_(signal) {}
@@ -29,9 +30,9 @@ class Interrupted : public Error {
   int signal_;
 };
 
-// While one lives, SIGINT and SIGTERM only set a flag, which check_interrupted() turns into an
-// Interrupted error at the next safe point (a batch boundary), so the run records error.txt and
-// the CLI says why it stopped. A second signal kills the process as usual.
+/// While one lives, SIGINT and SIGTERM only set a flag, which check_interrupted() turns into an
+/// Interrupted error at the next safe point (a batch boundary), so the run records error.txt and
+/// the CLI says why it stopped. A second signal kills the process as usual.
 class InterruptGuard {
  public:
   InterruptGuard();
@@ -41,8 +42,8 @@ class InterruptGuard {
 };
 void check_interrupted();
 
-// The first line of a library's error message (c10 and Gloo append backtraces and context), for
-// quoting it inside one of kd's one-line errors.
+/// The first line of a library's error message (c10 and Gloo append backtraces and context), for
+/// quoting it inside one of kd's one-line errors.
 inline std::string first_line(const std::string& message) {
   return message.substr(0, message.find('\n'));
 }

@@ -1,6 +1,7 @@
 #pragma once
-// File helpers: every output kd writes goes to a temp file first and is renamed into place,
-// so a reader never sees a half-written file.
+/// @file
+/// File helpers: every output kd writes goes to a temp file first and is renamed into place,
+/// so a reader never sees a half-written file.
 #include <filesystem>
 #include <functional>
 #include <sstream>
@@ -11,15 +12,15 @@ namespace kd {
 
 namespace fs = std::filesystem;
 
-// Calls write(tmp_path), fsyncs nothing (speed) but renames atomically onto `path`.
+/// Calls write(tmp_path), fsyncs nothing (speed) but renames atomically onto `path`.
 void write_atomically(const fs::path& path, const std::function<void(const fs::path&)>& write);
 void write_text_atomically(const fs::path& path, const std::string& text);
-// Writes `bytes` to `path` (not atomically); a failed write (a full disk) is a kd::Error naming
-// the file and the reason.
+/// Writes `bytes` to `path` (not atomically); a failed write (a full disk) is a kd::Error naming
+/// the file and the reason.
 void write_file(const fs::path& path, std::string_view bytes);
-// save(stream) serializes into memory, then write_file writes it. For LibTorch archives: their
-// writer reports a failed write from its destructor, which terminates the process (found by
-// filling a small tmpfs mid-run); in memory it cannot fail, and the file write is checked here.
+/// save(stream) serializes into memory, then write_file writes it. For LibTorch archives: their
+/// writer reports a failed write from its destructor, which terminates the process (found by
+/// filling a small tmpfs mid-run); in memory it cannot fail, and the file write is checked here.
 template <typename Save>
 void write_serialized(const fs::path& path, Save&& save) {
   std::ostringstream buffer(std::ios::out | std::ios::binary);
@@ -27,9 +28,9 @@ void write_serialized(const fs::path& path, Save&& save) {
   write_file(path, buffer.str());
 }
 std::string read_text(const fs::path& path);
-// Appends one line and flushes; used for metrics.jsonl where each line is a complete record.
+/// Appends one line and flushes; used for metrics.jsonl where each line is a complete record.
 void append_line(const fs::path& path, const std::string& line);
-// "2026-11-28T10:47:23Z": when a run finished, as summaries record it.
+/// "2026-11-28T10:47:23Z": when a run finished, as summaries record it.
 std::string utc_timestamp();
 
 }  // namespace kd

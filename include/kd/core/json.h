@@ -1,8 +1,9 @@
 #pragma once
-// Integers read from JSON that comes from outside (model descriptions, checkpoints, COCO files,
-// split manifests, architecture options). nlohmann's get<int64_t>() casts a floating-point
-// number, which is undefined behaviour when it is out of range (1e300; found by
-// fuzz/model_spec); these accept only integer numbers within T's range and fail with one line.
+/// @file
+/// Integers read from JSON that comes from outside (model descriptions, checkpoints, COCO files,
+/// split manifests, architecture options). nlohmann's get<int64_t>() casts a floating-point
+/// number, which is undefined behaviour when it is out of range (1e300; found by
+/// fuzz/model_spec); these accept only integer numbers within T's range and fail with one line.
 #include <cstdint>
 #include <limits>
 #include <string>

@@ -1,5 +1,6 @@
 #pragma once
-// A detector on one image file (`kd predict`).
+/// @file
+/// A detector on one image file (`kd predict`).
 #include <cstdint>
 #include <string>
 
@@ -11,11 +12,11 @@
 
 namespace kd {
 
-// The anchors of a detector model at input side `size` (its spec's anchor options).
+/// The anchors of a detector model at input side `size` (its spec's anchor options).
 torch::Tensor detector_anchors(const Model& model, int64_t size);
 
-// Boxes as JSON ([{class, score, bbox: [x, y, w, h]}] in the image's pixels), and the image with
-// the boxes drawn written to `drawn` (when non-empty).
+/// Boxes as JSON ([{class, score, bbox: [x, y, w, h]}] in the image's pixels), and the image with
+/// the boxes drawn written to `drawn` (when non-empty).
 nlohmann::json predict_image(Model& model, const std::string& image, double score_threshold,
                              const std::string& drawn);
 

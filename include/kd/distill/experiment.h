@@ -1,18 +1,19 @@
 #pragma once
-// `kd run EXPERIMENT.yaml`: a whole experiment (teacher, student, distilled student, ...) over
-// one or more seeds, then a comparison table.
-//
-//   out: runs/fmnist            # each stage writes out/<stage>-s<seed>
-//   seeds: [0, 1, 2]
-//   defaults: {train: {epochs: 10}, data: {source: fashion-mnist}}   # any RunConfig keys
-//   stages:
-//     - {name: teacher, arch: fmnist-teacher}
-//     - {name: student, arch: fmnist-student}
-//     - {name: distilled, mode: offline, arch: fmnist-student, distill: {teacher: teacher}}
-//
-// A distill.teacher naming an earlier stage means that stage's run with the same seed.
-// Stages whose run directory already holds a summary.json made with the same configuration are
-// kept (an interrupted experiment resumes at stage granularity) unless `force`.
+/// @file
+/// `kd run EXPERIMENT.yaml`: a whole experiment (teacher, student, distilled student, ...) over
+/// one or more seeds, then a comparison table.
+/// @code{.yaml}
+///   out: runs/fmnist            # each stage writes out/<stage>-s<seed>
+///   seeds: [0, 1, 2]
+///   defaults: {train: {epochs: 10}, data: {source: fashion-mnist}}   # any RunConfig keys
+///   stages:
+///     - {name: teacher, arch: fmnist-teacher}
+///     - {name: student, arch: fmnist-student}
+///     - {name: distilled, mode: offline, arch: fmnist-student, distill: {teacher: teacher}}
+/// @endcode
+/// A distill.teacher naming an earlier stage means that stage's run with the same seed.
+/// Stages whose run directory already holds a summary.json made with the same configuration are
+/// kept (an interrupted experiment resumes at stage granularity) unless `force`.
 #include <string>
 #include <vector>
 
@@ -23,15 +24,15 @@ namespace kd {
 
 struct ExperimentPlan {
   std::string out;
-  std::vector<RunConfig> runs;  // in execution order
+  std::vector<RunConfig> runs;  ///< in execution order
 };
 
 ExperimentPlan load_experiment(const std::string& path,
                                const std::vector<uint64_t>& seeds_override);
-// Runs the plan (only the stages named in `only`, when it is not empty: the table then also
-// holds the other stages that are complete with their configuration); writes out/compare.md and
-// out/compare.json atomically and returns the table. An unknown name in `only` is a UsageError
-// listing the stages.
+/// Runs the plan (only the stages named in `only`, when it is not empty: the table then also
+/// holds the other stages that are complete with their configuration); writes out/compare.md and
+/// out/compare.json atomically and returns the table. An unknown name in `only` is a UsageError
+/// listing the stages.
 Comparison run_experiment(const ExperimentPlan& plan, bool force,
                           const std::vector<std::string>& only = {});
 

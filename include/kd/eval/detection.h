@@ -1,6 +1,7 @@
 #pragma once
-// A detector scored on a detection dataset: its boxes in the images' original pixels, and their
-// COCO mAP against the dataset's ground truth.
+/// @file
+/// A detector scored on a detection dataset: its boxes in the images' original pixels, and their
+/// COCO mAP against the dataset's ground truth.
 #include <cstdint>
 #include <vector>
 
@@ -13,7 +14,7 @@
 
 namespace kd {
 
-// The detector's boxes for every image of `data`, in the images' original pixels (COCO results).
+/// The detector's boxes for every image of `data`, in the images' original pixels (COCO results).
 std::vector<DetectionBox> detect_boxes(Model& model, const DetectionDataset& data,
                                        int64_t batch_size, torch::Device device,
                                        const PostprocessOptions& opts = {});

@@ -1,5 +1,6 @@
 #pragma once
-// Cost of a model: parameters, multiply-accumulates per image, latency and throughput.
+/// @file
+/// Cost of a model: parameters, multiply-accumulates per image, latency and throughput.
 #include <cstdint>
 
 #include <nlohmann/json.hpp>
@@ -9,14 +10,14 @@
 
 namespace kd {
 
-// MACs of one forward pass on a single input, counted from the convolutions and matrix
-// products LibTorch actually executes (RecordFunction observers), so it works the same for
-// registry models and TorchScript modules.
+/// MACs of one forward pass on a single input, counted from the convolutions and matrix
+/// products LibTorch actually executes (RecordFunction observers), so it works the same for
+/// registry models and TorchScript modules.
 int64_t count_macs(Model& model, torch::Device device);
 
 struct LatencyOptions {
   int warmup = 10;
-  int iterations = 200;  // batch-1 timings
+  int iterations = 200;  ///< batch-1 timings
   int64_t throughput_batch = 256;
   int throughput_iterations = 10;
 };
@@ -24,7 +25,7 @@ struct LatencyOptions {
 struct LatencyReport {
   double batch1_median_ms = 0.0;
   double batch1_p95_ms = 0.0;
-  double throughput_per_s = 0.0;  // images/s at throughput_batch
+  double throughput_per_s = 0.0;  ///< images/s at throughput_batch
   int64_t throughput_batch = 0;
   nlohmann::json to_json() const;
 };

@@ -1,7 +1,8 @@
 #pragma once
-// CRD's state: the two learned embedding heads and the memory bank of every training image's
-// embeddings (Tian et al. 2020). The loss itself is crd_loss (zoo.h); this keeps what it reads
-// between steps, and its bank is part of a resumable checkpoint (save / load).
+/// @file
+/// CRD's state: the two learned embedding heads and the memory bank of every training image's
+/// embeddings (Tian et al. 2020). The loss itself is crd_loss (zoo.h); this keeps what it reads
+/// between steps, and its bank is part of a resumable checkpoint (save / load).
 #include <string>
 
 #include <torch/nn/module.h>
@@ -13,14 +14,14 @@ namespace kd {
 
 class ContrastMemoryImpl : public torch::nn::Module {
  public:
-  // Heads from the flattened student / teacher feature widths to spec's dim; a bank of n_data
-  // rows per network, initialised as the authors do (uniform in +-1/sqrt(dim/3)).
+  /// Heads from the flattened student / teacher feature widths to spec's dim; a bank of n_data
+  /// rows per network, initialised as the authors do (uniform in +-1/sqrt(dim/3)).
   ContrastMemoryImpl(const LossSpec& spec, int64_t student_width, int64_t teacher_width,
                      int64_t n_data);
-  // The loss on one batch (features [B, ...] of the student and the teacher; index [B] the
-  // images' rows in the training set), then, in training mode, the bank rows of these images
-  // moved towards their new embeddings. With several data-parallel ranks the rows of every rank
-  // update every rank's bank, so the banks stay identical.
+  /// The loss on one batch (features [B, ...] of the student and the teacher; index [B] the
+  /// images' rows in the training set), then, in training mode, the bank rows of these images
+  /// moved towards their new embeddings. With several data-parallel ranks the rows of every rank
+  /// update every rank's bank, so the banks stay identical.
   torch::Tensor forward(const torch::Tensor& student_feature, const torch::Tensor& teacher_feature,
                         const torch::Tensor& index);
   void save(const std::string& path) const;
@@ -31,7 +32,7 @@ class ContrastMemoryImpl : public torch::nn::Module {
   int64_t negatives_;
   torch::nn::Linear embed_s_{nullptr}, embed_t_{nullptr};
   torch::Tensor memory_s_, memory_t_;
-  torch::Tensor z_;  // [2] normalisers, -1 until the first batch sets them
+  torch::Tensor z_;  ///< [2] normalisers, -1 until the first batch sets them
 };
 TORCH_MODULE(ContrastMemory);
 

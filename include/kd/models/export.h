@@ -1,6 +1,7 @@
 #pragma once
-// `kd export`: a model as a TorchScript file that PyTorch Python loads with torch.jit.load, and
-// its description beside it.
+/// @file
+/// `kd export`: a model as a TorchScript file that PyTorch Python loads with torch.jit.load, and
+/// its description beside it.
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -10,18 +11,18 @@ namespace kd {
 class Model;
 
 struct ExportResult {
-  std::string module_path;       // the .pt
-  std::string description_path;  // the .json beside it
+  std::string module_path;       ///< the .pt
+  std::string description_path;  ///< the .json beside it
   nlohmann::json description;
-  double max_abs_diff = 0;  // reloaded file vs kd's forward on the check inputs
+  double max_abs_diff = 0;  ///< reloaded file vs kd's forward on the check inputs
 };
 
-// Traces the network (input: normalized pixels, float [N, C, H, W]; the batch size is free)
-// into a TorchScript module whose parameters and buffers keep kd's names, so its state_dict()
-// matches the run's checkpoint. Writes `path` and the description (task, classes,
-// normalization, input shape, output layout, architecture options; also the sidecar that
-// kd::load_torchscript reads) as <path without extension>.json, each atomically, after
-// reloading the written module and checking it reproduces kd's outputs at two batch sizes.
+/// Traces the network (input: normalized pixels, float [N, C, H, W]; the batch size is free)
+/// into a TorchScript module whose parameters and buffers keep kd's names, so its state_dict()
+/// matches the run's checkpoint. Writes `path` and the description (task, classes,
+/// normalization, input shape, output layout, architecture options; also the sidecar that
+/// kd::load_torchscript reads) as PATH-without-extension.json, each atomically, after
+/// reloading the written module and checking it reproduces kd's outputs at two batch sizes.
 ExportResult export_torchscript(Model& model, const std::string& path);
 
 }  // namespace kd

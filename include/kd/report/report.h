@@ -1,7 +1,8 @@
 #pragma once
-// `kd report` and the runs dashboard of `kd serve --runs`: what is known about runs, gathered
-// into one JSON document, and that document rendered as a self-contained HTML page (Chart.js
-// from Debian's libjs-chart.js is inlined at build time; the page needs no network).
+/// @file
+/// `kd report` and the runs dashboard of `kd serve --runs`: what is known about runs, gathered
+/// into one JSON document, and that document rendered as a self-contained HTML page (Chart.js
+/// from Debian's libjs-chart.js is inlined at build time; the page needs no network).
 #include <string>
 #include <vector>
 
@@ -10,27 +11,27 @@
 namespace kd {
 
 struct ReportOptions {
-  int samples = 8;               // detectors: test images shown with their predicted boxes
-  double score_threshold = 0.3;  // detectors: lowest score drawn in the samples
+  int samples = 8;               ///< detectors: test images shown with their predicted boxes
+  double score_threshold = 0.3;  ///< detectors: lowest score drawn in the samples
 };
 
-// One run directory: its summary, per-epoch metrics, resolved config, role (teacher, student,
-// distilled; set by collect_report), and for a classifier the confusion matrix and per-class
-// accuracy, for a detector per-class precision-recall curves and sample predictions (the model
-// runs on the test images). An incomplete run (no summary.json) is described as such, with
-// whatever metrics it has.
+/// One run directory: its summary, per-epoch metrics, resolved config, role (teacher, student,
+/// distilled; set by collect_report), and for a classifier the confusion matrix and per-class
+/// accuracy, for a detector per-class precision-recall curves and sample predictions (the model
+/// runs on the test images). An incomplete run (no summary.json) is described as such, with
+/// whatever metrics it has.
 nlohmann::json collect_run(const std::string& dir, const ReportOptions& opts);
 
-// Several runs; teacher / student / distilled roles and the share of the gap distillation closed.
+/// Several runs; teacher / student / distilled roles and the share of the gap distillation closed.
 nlohmann::json collect_report(const std::vector<std::string>& dirs, const ReportOptions& opts);
 
-// The HTML page for collect_report's document.
+/// The HTML page for collect_report's document.
 std::string render_report(const nlohmann::json& report);
 
-// Run directories (folders with config.yaml) under root, at most max_depth levels down, sorted.
+/// Run directories (folders with config.yaml) under root, at most max_depth levels down, sorted.
 std::vector<std::string> find_run_dirs(const std::string& root, int max_depth = 4);
 
-// One dashboard row: name, task, mode, arch, metric, params, latency, date, state.
+/// One dashboard row: name, task, mode, arch, metric, params, latency, date, state.
 nlohmann::json run_row(const std::string& dir);
 
 }  // namespace kd

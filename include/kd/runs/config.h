@@ -1,9 +1,12 @@
 #pragma once
-// The fully resolved configuration of one training run. CLI flags and experiment YAML files
-// both fill this struct; the run directory stores it back as config.yaml. No torch here.
+/// @file
+/// The fully resolved configuration of one training run. CLI flags and experiment YAML files
+/// both fill this struct; the run directory stores it back as config.yaml. No torch here.
 #include <cstdint>
 #include <string>
 #include <vector>
+
+#include "kd/core/kinds.h"
 
 namespace YAML {
 class Node;
@@ -12,26 +15,26 @@ class Node;
 namespace kd {
 
 struct DataConfig {
-  std::string source = "fashion-mnist";  // see load_dataset()
-  std::string split;                     // split manifest; empty: make one from ratio + seed
+  std::string source = "fashion-mnist";  ///< see load_dataset()
+  std::string split;                     ///< split manifest; empty: make one from ratio + seed
   double train_ratio = 0.8;
   uint64_t split_seed = 0;
-  int64_t limit = 0;  // use only the first N training (and N/4 test) samples; 0: all
-  int channels = 0;   // 0: the source's
-  int height = 0;     // 0: the source's
+  int64_t limit = 0;  ///< use only the first N training (and N/4 test) samples; 0: all
+  int channels = 0;   ///< 0: the source's
+  int height = 0;     ///< 0: the source's
   int width = 0;
-  // Semi-supervised data: keep the labels of a stratified fraction of the training split
-  // (seeded by split_seed, so teacher and student runs see the same labeled part). `train`
-  // and `offline` runs use only the labeled part; `semi` runs also use the rest, unlabeled.
+  /// Semi-supervised data: keep the labels of a stratified fraction of the training split
+  /// (seeded by split_seed, so teacher and student runs see the same labeled part). `train`
+  /// and `offline` runs use only the labeled part; `semi` runs also use the rest, unlabeled.
   double labeled_fraction = 1.0;
-  std::string unlabeled;  // extra unlabeled images: an image folder (flat) or IDX images file
-  // Keep only these classes (names, indices or ranges like 0-4), relabelled 0..k-1 in the
-  // source's order: teachers for one domain of a multi-teacher merge.
+  std::string unlabeled;  ///< extra unlabeled images: an image folder (flat) or IDX images file
+  /// Keep only these classes (names, indices or ranges like 0-4), relabelled 0..k-1 in the
+  /// source's order: teachers for one domain of a multi-teacher merge.
   std::vector<std::string> classes;
 };
 
 struct OptimConfig {
-  std::string name = "sgd";  // sgd | adam | adamw
+  std::string name = "sgd";  ///< sgd | adam | adamw
   double lr = 0.05;
   double momentum = 0.9;
   bool nesterov = true;
@@ -39,11 +42,11 @@ struct OptimConfig {
 };
 
 struct ScheduleConfig {
-  std::string name = "cosine";  // cosine | step | constant
-  double warmup_epochs = 1.0;   // linear warm-up from 0, per iteration
-  int64_t step_size = 10;       // step: multiply by gamma every step_size epochs
+  std::string name = "cosine";  ///< cosine | step | constant
+  double warmup_epochs = 1.0;   ///< linear warm-up from 0, per iteration
+  int64_t step_size = 10;       ///< step: multiply by gamma every step_size epochs
   double gamma = 0.1;
-  double min_lr = 0.0;  // cosine floor
+  double min_lr = 0.0;  ///< cosine floor
 };
 
 struct TrainConfig {
@@ -52,50 +55,50 @@ struct TrainConfig {
   int64_t eval_batch_size = 1000;
   OptimConfig optim;
   ScheduleConfig schedule;
-  int crop_padding = 2;  // batch-level augmentation; 0 and hflip=false switch it off
+  int crop_padding = 2;  ///< batch-level augmentation; 0 and hflip=false switch it off
   bool hflip = true;
-  double mixup = 0.0;   // Beta(a, a) of batch-level mixup; 0: off
-  double cutmix = 0.0;  // Beta(a, a) of batch-level cutmix; 0: off
+  double mixup = 0.0;   ///< Beta(a, a) of batch-level mixup; 0: off
+  double cutmix = 0.0;  ///< Beta(a, a) of batch-level cutmix; 0: off
   double label_smoothing = 0.0;
 };
 
 struct DistillConfig {
-  std::string teacher;                // run directory or TorchScript .pt
-  std::vector<std::string> teachers;  // merge: two or more, each knowing some of the classes
+  std::string teacher;                ///< run directory or TorchScript .pt
+  std::vector<std::string> teachers;  ///< merge: two or more, each knowing some of the classes
   double temperature = 4.0;
-  double alpha = 0.9;            // labeled samples: alpha * soft term + (1 - alpha) * cross-entropy
-  std::string targets = "soft";  // soft | hard (pseudo-labels: the teacher's top class)
-  double threshold = 0.0;        // hard: keep pseudo-labels whose probability is >= this
-  int ensemble = 1;              // average the teacher over this many transforms of each image
-  int generations = 1;           // self: born-again generations (>= 2)
-  int teach_last = 0;            // self: a frozen snapshot of the student teaches the last M epochs
-  std::vector<std::string> hints;  // TEACHER_LAYER:STUDENT_LAYER[:WEIGHT]
-  std::string hint_loss = "nmse";  // mse | nmse
-  // Loss terms from the registry (kd/losses/registry.h), each `NAME:key=value,...`. A listed
-  // logit loss replaces the soft-target term (-T, --alpha): the objective is then ce_weight x
-  // cross-entropy on the labeled samples plus each term's weight x its loss. Feature losses add
-  // to either objective.
+  double alpha = 0.9;  ///< labeled samples: alpha * soft term + (1 - alpha) * cross-entropy
+  Targets targets = Targets::soft;  ///< hard: pseudo-labels, the teacher's top class
+  double threshold = 0.0;           ///< hard: keep pseudo-labels whose probability is >= this
+  int ensemble = 1;                 ///< average the teacher over this many transforms of each image
+  int generations = 1;              ///< self: born-again generations (>= 2)
+  int teach_last = 0;  ///< self: a frozen snapshot of the student teaches the last M epochs
+  std::vector<std::string> hints;  ///< TEACHER_LAYER:STUDENT_LAYER[:WEIGHT]
+  std::string hint_loss = "nmse";  ///< mse | nmse
+  /// Loss terms from the registry (kd/losses/registry.h), each `NAME:key=value,...`. A listed
+  /// logit loss replaces the soft-target term (-T, --alpha): the objective is then ce_weight x
+  /// cross-entropy on the labeled samples plus each term's weight x its loss. Feature losses add
+  /// to either objective.
   std::vector<std::string> losses;
   double ce_weight = 1.0;
-  bool teacher_cache = true;  // reuse teacher logits across epochs when augmentation is off
-  std::string cache_dir;      // empty: $KD_CACHE_DIR, else ~/.cache/kd
+  bool teacher_cache = true;  ///< reuse teacher logits across epochs when augmentation is off
+  std::string cache_dir;      ///< empty: $KD_CACHE_DIR, else ~/.cache/kd
 };
 
-// Detection runs (task detect): augmentation, loss and distillation weights.
+/// Detection runs (task detect): augmentation, loss and distillation weights.
 struct DetectConfig {
-  double scale_jitter = 0.2;  // training images rescaled by [1 - j, 1 + j] at a random place
+  double scale_jitter = 0.2;  ///< training images rescaled by [1 - j, 1 + j] at a random place
   double focal_alpha = 0.25;
   double focal_gamma = 1.5;
   double huber_delta = 0.1;
-  double box_weight = 50.0;  // box loss weight against the focal loss (EfficientDet's)
-  // Distillation from a detector teacher (run at the student's input size, same anchors).
-  double kd_class = 1.0;    // class-head KL at distill.temperature
-  double kd_box = 1.0;      // box-head Huber, weighted by the teacher's confidence
-  double kd_feature = 1.0;  // feature imitation on pyramid levels, through learned adapters
+  double box_weight = 50.0;  ///< box loss weight against the focal loss (EfficientDet's)
+  /// Distillation from a detector teacher (run at the student's input size, same anchors).
+  double kd_class = 1.0;    ///< class-head KL at distill.temperature
+  double kd_box = 1.0;      ///< box-head Huber, weighted by the teacher's confidence
+  double kd_feature = 1.0;  ///< feature imitation on pyramid levels, through learned adapters
   std::string kd_feature_loss =
-      "fitnet";  // fitnet (normalised MSE) | pkd | cwd, from the loss registry
+      "fitnet";  ///< fitnet (normalised MSE) | pkd | cwd, from the loss registry
   std::vector<std::string> kd_levels = {"P3", "P4", "P5"};
-  double score_threshold = 0.001;  // evaluation: keep detections at or above this score
+  double score_threshold = 0.001;  ///< evaluation: keep detections at or above this score
   double nms_iou = 0.5;
 };
 
@@ -104,16 +107,16 @@ struct RuntimeConfig {
   int threads = 0;
   uint64_t seed = 0;
   bool deterministic = false;
-  std::string precision = "fp32";  // fp32 | bf16 (autocast; kd/core/runtime.h)
+  std::string precision = "fp32";  ///< fp32 | bf16 (autocast; kd/core/runtime.h)
 };
 
 struct RunConfig {
-  std::string task = "classify";          // classify | detect
-  std::string name;                       // label used by `kd compare` to group seeds
-  std::string mode = "train";             // train | offline | semi | self | merge
-  std::string out;                        // run directory
-  std::string arch = "fmnist-student";    // registry name or a TorchScript .pt
-  std::vector<std::string> arch_options;  // key=value
+  Task task = Task::classify;
+  std::string name;  ///< label used by `kd compare` to group seeds
+  Mode mode = Mode::train;
+  std::string out;                        ///< run directory
+  std::string arch = "fmnist-student";    ///< registry name or a TorchScript .pt
+  std::vector<std::string> arch_options;  ///< key=value
   DataConfig data;
   TrainConfig train;
   DistillConfig distill;
@@ -123,11 +126,11 @@ struct RunConfig {
 };
 
 std::string to_yaml(const RunConfig& cfg);
-// The keys whose values differ between two to_yaml texts, as "train.epochs: 20 -> 5, ..."; empty
-// when they agree.
+/// The keys whose values differ between two to_yaml texts, as "train.epochs: 20 -> 5, ..."; empty
+/// when they agree.
 std::string config_changes(const std::string& before, const std::string& after);
-// Overlays the keys present in `node` onto `cfg`; an unknown key or a value of the wrong type
-// throws kd::Error naming `where` and the key path (e.g. "exp.yaml: train.optim.lr").
+/// Overlays the keys present in `node` onto `cfg`; an unknown key or a value of the wrong type
+/// throws kd::Error naming `where` and the key path (e.g. "exp.yaml: train.optim.lr").
 void apply_yaml(RunConfig& cfg, const YAML::Node& node, const std::string& where);
 void validate(const RunConfig& cfg);
 

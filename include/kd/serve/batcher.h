@@ -1,8 +1,9 @@
 #pragma once
-// Dynamic batching for one served model: requests from many HTTP threads wait in a bounded
-// queue; worker threads take up to max_batch inputs at a time (waiting at most max_wait after
-// the oldest one arrived for more to join), run them as one batch under inference mode, and
-// hand each request its rows of the output. A full queue refuses new work instead of growing.
+/// @file
+/// Dynamic batching for one served model: requests from many HTTP threads wait in a bounded
+/// queue; worker threads take up to max_batch inputs at a time (waiting at most max_wait after
+/// the oldest one arrived for more to join), run them as one batch under inference mode, and
+/// hand each request its rows of the output. A full queue refuses new work instead of growing.
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -18,13 +19,13 @@
 namespace kd {
 
 struct BatchOptions {
-  int64_t max_batch = 32;                    // inputs (rows) per forward pass
-  std::chrono::microseconds max_wait{2000};  // how long the oldest request waits for company
-  int64_t max_queue = 256;                   // requests waiting; more are refused
-  int workers = 1;                           // threads running batches (each with its own forward)
+  int64_t max_batch = 32;                    ///< inputs (rows) per forward pass
+  std::chrono::microseconds max_wait{2000};  ///< how long the oldest request waits for company
+  int64_t max_queue = 256;                   ///< requests waiting; more are refused
+  int workers = 1;  ///< threads running batches (each with its own forward)
 };
 
-// Thrown by submit() when the queue is full (the server answers 503).
+/// Thrown by submit() when the queue is full (the server answers 503).
 class QueueFull : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
@@ -32,18 +33,18 @@ class QueueFull : public std::runtime_error {
 
 class Batcher {
  public:
-  // run: float [B, ...] -> [B, ...]; called on worker threads, never concurrently with itself
-  // on one worker. on_batch(size, seconds) reports each batch (metrics).
+  /// run: float [B, ...] -> [B, ...]; called on worker threads, never concurrently with itself
+  /// on one worker. on_batch(size, seconds) reports each batch (metrics).
   Batcher(std::function<torch::Tensor(const torch::Tensor&)> run, BatchOptions options,
           std::function<void(int64_t, double)> on_batch = {});
-  ~Batcher();  // stops the workers; requests still queued fail with an error
+  ~Batcher();  ///< stops the workers; requests still queued fail with an error
   Batcher(const Batcher&) = delete;
   Batcher& operator=(const Batcher&) = delete;
 
-  // A request on its way (its body still being parsed). Workers wait for company (up to
-  // max_wait) only while some are announced: a lone request runs at once, without max_wait's
-  // latency, while under load batches still fill. Released by submit() or when it goes out of
-  // scope.
+  /// A request on its way (its body still being parsed). Workers wait for company (up to
+  /// max_wait) only while some are announced: a lone request runs at once, without max_wait's
+  /// latency, while under load batches still fill. Released by submit() or when it goes out of
+  /// scope.
   class Arrival {
    public:
     explicit Arrival(Batcher* b) : batcher_(b) {}
@@ -57,8 +58,8 @@ class Batcher {
   };
   Arrival expect();
 
-  // Queues input [n, ...] (n >= 1; inputs larger than max_batch run as a batch of their own) and
-  // returns its output rows. Throws QueueFull when max_queue requests are already waiting.
+  /// Queues input [n, ...] (n >= 1; inputs larger than max_batch run as a batch of their own) and
+  /// returns its output rows. Throws QueueFull when max_queue requests are already waiting.
   std::future<torch::Tensor> submit(torch::Tensor input, Arrival* arrival = nullptr);
   int64_t depth() const;
   const BatchOptions& options() const { return options_; }
@@ -79,7 +80,7 @@ class Batcher {
   std::condition_variable cv_;
   std::deque<Job> queue_;
   bool stopping_ = false;
-  int64_t expected_ = 0;  // announced requests not yet submitted
+  int64_t expected_ = 0;  ///< announced requests not yet submitted
   std::vector<std::thread> workers_;
 };
 

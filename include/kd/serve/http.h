@@ -1,6 +1,12 @@
 #pragma once
-// The transport of `kd serve`: cpp-httplib's server, a thread pool for connections, limits on
-// request size and time, and nothing else. Every request is handed to kd::Service.
+/// @file
+/// The transport of `kd serve`: HTTP/1.1 on Boost.Beast over Asio, event-driven. One I/O thread
+/// reads and writes every connection; complete requests go to a pool of handler threads, which
+/// call kd::Service (and wait there for their batch). Per connection: deadlines for the header,
+/// the body and idle keep-alive; limits on header bytes, header count and body bytes (the decoded
+/// bytes, whatever the framing: Content-Length, chunked, gzip); RFC 9112 framing (ambiguous
+/// requests get 400 and the connection is closed); pipelined requests answered in order.
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -10,19 +16,25 @@ class Service;
 
 struct HttpOptions {
   std::string host = "127.0.0.1";
-  int port = 8080;                      // 0: any free port (the bound one is returned by bind())
-  int threads = 64;                     // connections served at once (each waits on its batch)
-  int64_t max_body_bytes = 32ll << 20;  // larger requests get 413 before their body is read
-  int timeout_seconds = 30;             // reading a request / writing a response
+  int port = 8080;                      ///< 0: any free port (the bound one is returned by bind())
+  int threads = 64;                     ///< requests handled at once (each waits on its batch)
+  int64_t max_body_bytes = 32ll << 20;  ///< larger requests get 413 (after decoding)
+  int timeout_seconds = 30;             ///< receiving a request's body / sending a response
+  int header_timeout_seconds = 10;      ///< receiving a request's line and headers
+  int idle_timeout_seconds = 60;        ///< a keep-alive connection waiting for its next request
+  int64_t max_header_bytes = 64 << 10;  ///< request line and headers together
+  int max_header_count = 100;
+  int64_t max_connections = 10000;  ///< open at once; more wait in the listen queue
 };
 
 class HttpServer {
  public:
   HttpServer(Service& service, HttpOptions options);
   ~HttpServer();
-  int bind();   // returns the port; kd::Error when the address cannot be bound
-  void run();   // serves until stop()
-  void stop();  // safe from any thread
+  /// Returns the port; kd::Error naming the address when it cannot be bound (in use included).
+  int bind();
+  void run();   ///< serves until stop()
+  void stop();  ///< safe from any thread
 
  private:
   struct Impl;

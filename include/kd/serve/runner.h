@@ -1,7 +1,8 @@
 #pragma once
-// The model side of `kd serve`: one served model, its input contract, the batched forward pass
-// (run by the batcher's workers) and the turning of raw outputs into answers (run by the HTTP
-// threads, in parallel). Knows nothing of HTTP or JSON requests.
+/// @file
+/// The model side of `kd serve`: one served model, its input contract, the batched forward pass
+/// (run by the batcher's workers) and the turning of raw outputs into answers (run by the HTTP
+/// threads, in parallel). Knows nothing of HTTP or JSON requests.
 #include <memory>
 #include <string>
 #include <string_view>
@@ -14,20 +15,20 @@
 
 namespace kd {
 
-// An uploaded image made ready for the model, and what maps boxes back to its pixels.
+/// An uploaded image made ready for the model, and what maps boxes back to its pixels.
 struct PreparedImage {
-  torch::Tensor pixels;  // float [C, H, W] in [0, 1]
+  torch::Tensor pixels;  ///< float [C, H, W] in [0, 1]
   int64_t width = 0, height = 0;
-  double scale = 1;  // letterbox scale (detectors); 1 for classifiers
+  double scale = 1;  ///< letterbox scale (detectors); 1 for classifiers
 };
 
-// A detector's answer for one input, fixed-size so a batch of them forms tensors (the
-// EfficientNMS layout Triton users know): the first `count` rows are real.
+/// A detector's answer for one input, fixed-size so a batch of them forms tensors (the
+/// EfficientNMS layout Triton users know): the first `count` rows are real.
 struct DetectionTensors {
-  torch::Tensor count;    // int32 [1]
-  torch::Tensor boxes;    // float [max_detections, 4] x1, y1, x2, y2
-  torch::Tensor scores;   // float [max_detections]
-  torch::Tensor classes;  // int32 [max_detections]
+  torch::Tensor count;    ///< int32 [1]
+  torch::Tensor boxes;    ///< float [max_detections, 4] x1, y1, x2, y2
+  torch::Tensor scores;   ///< float [max_detections]
+  torch::Tensor classes;  ///< int32 [max_detections]
 };
 
 class ModelRunner {
@@ -37,32 +38,32 @@ class ModelRunner {
   const std::string& name() const { return name_; }
   const std::string& source() const { return source_; }  // the run directory or .pt it came from
   const ModelSpec& spec() const { return model_->spec(); }
-  bool is_detector() const { return spec().task == "detect"; }
+  bool is_detector() const { return spec().task == Task::detect; }
   int64_t num_parameters() const { return params_; }
   int64_t num_anchors() const { return anchors_.defined() ? anchors_.size(0) : 0; }
-  std::vector<int64_t> input_shape() const;  // [-1, C, H, W]
+  std::vector<int64_t> input_shape() const;  ///< [-1, C, H, W]
 
-  // float [B, C, H, W] pixels in [0, 1] -> raw outputs: class logits [B, K] or the detector's
-  // [B, A, K + 4]. Safe to call from several threads at once (eval mode, no state changes).
+  /// float [B, C, H, W] pixels in [0, 1] -> raw outputs: class logits [B, K] or the detector's
+  /// [B, A, K + 4]. Safe to call from several threads at once (eval mode, no state changes).
   torch::Tensor forward(const torch::Tensor& batch);
 
-  // Decodes and resizes (classifiers) or letterboxes (detectors) an encoded PNG/JPEG.
-  // kd::Error for undecodable bytes or more than max_pixels.
+  /// Decodes and resizes (classifiers) or letterboxes (detectors) an encoded PNG/JPEG.
+  /// kd::Error for undecodable bytes or more than max_pixels.
   PreparedImage prepare_image(std::string_view encoded, int64_t max_pixels) const;
 
-  // Top-k classes of one row of logits: [{"class", "index", "score"}], scores softmaxed.
+  /// Top-k classes of one row of logits: [{"class", "index", "score"}], scores softmaxed.
   nlohmann::json top_classes(const torch::Tensor& logits, int64_t k) const;
-  // One row of detector output to boxes; with an image, boxes are in its original pixels and
-  // clipped to it, without one in input pixels.
+  /// One row of detector output to boxes; with an image, boxes are in its original pixels and
+  /// clipped to it, without one in input pixels.
   DetectionTensors detect(const torch::Tensor& raw, const PreparedImage* image,
                           double score_threshold, int64_t max_detections) const;
-  // [{"class", "index", "score", "bbox": [x, y, w, h]}] for the real rows of `d`.
+  /// [{"class", "index", "score", "bbox": [x, y, w, h]}] for the real rows of `d`.
   nlohmann::json detections_json(const DetectionTensors& d) const;
 
  private:
   std::string name_, source_;
   std::unique_ptr<Model> model_;
-  torch::Tensor anchors_;  // detectors only
+  torch::Tensor anchors_;  ///< detectors only
   int64_t params_ = 0;
 };
 

@@ -1,18 +1,25 @@
 #pragma once
-// What `kd serve` answers, independent of the HTTP library: a request (method, path, headers,
-// body) in, a response (status, type, body) out. Routes:
-//   GET  /                                  the prediction web page (no key needed)
-//   GET  /v2/health/live, /v2/health/ready  Open Inference Protocol v2 health (no key needed)
-//   GET  /v2                                server metadata
-//   GET  /v2/models                         the served models (kd extension, used by the page)
-//   GET  /v2/models/{m}[/versions/1]        model metadata: inputs, outputs, datatypes, shapes
-//   GET  /v2/models/{m}[/versions/1]/ready
-//   POST /v2/models/{m}[/versions/1]/infer  tensors in JSON (FP32 pixels, or BYTES images)
-//   POST /v2/models/{m}/image               one PNG/JPEG (raw body or {"b64": ...}) ->
-//   classes/boxes GET  /v1/models/{m}, POST /v1/models/{m}:predict   TF-Serving style {"instances":
-//   [...]} GET  /metrics                           Prometheus text format GET  /runs,
-//   /runs/report?runs=A,B       the runs dashboard and reports (with --runs DIR)
-// Bad requests get a 4xx with {"error": "..."}; handle() never throws.
+/// @file
+/// What `kd serve` answers, independent of the HTTP library: a request (method, path, headers,
+/// body) in, a response (status, type, body) out. Routes:
+/// @verbatim
+///   GET  /                                  the prediction web page (no key needed)
+///   GET  /v2/health/live, /v2/health/ready  Open Inference Protocol v2 health (no key needed)
+///   GET  /v2                                server metadata
+///   GET  /v2/models                         the served models (kd extension, used by the page)
+///   GET  /v2/models/{m}[/versions/1]        model metadata: inputs, outputs, datatypes, shapes
+///   GET  /v2/models/{m}[/versions/1]/ready
+///   GET  /v2/models/{m}/config              Triton's model configuration
+///   GET  /v2/models[/{m}]/stats             Triton's statistics extension (what is measured)
+///   POST /v2/repository/index               Triton's repository index: every model, READY
+///   POST /v2/models/{m}[/versions/1]/infer  tensors in JSON or binary (the binary tensor data
+///                                           extension): FP32/FP64/FP16 pixels, UINT8, BYTES images
+///   POST /v2/models/{m}/image               one PNG/JPEG (raw body or {"b64": ...}) -> classes/boxes
+///   GET  /v1/models/{m}, POST /v1/models/{m}:predict   TF-Serving style {"instances": [...]}
+///   GET  /metrics                           Prometheus text format
+///   GET  /runs, /runs/report?runs=A,B       the runs dashboard and reports (with --runs DIR)
+/// @endverbatim
+/// Bad requests get a 4xx with {"error": "..."}; handle() never throws.
 #include <chrono>
 #include <map>
 #include <memory>
@@ -27,20 +34,20 @@
 namespace kd {
 
 struct ServiceOptions {
-  std::string api_key;                    // empty: no key; else "Authorization: Bearer <key>"
-  int64_t max_tensor_elements = 1 << 24;  // per request, checked before anything is allocated
-  int64_t max_image_pixels = 1 << 24;     // per image, checked from the header before decoding
-  int64_t max_images = 64;                // images per request
+  std::string api_key;                    ///< empty: no key; else "Authorization: Bearer <key>"
+  int64_t max_tensor_elements = 1 << 24;  ///< per request, checked before anything is allocated
+  int64_t max_image_pixels = 1 << 24;     ///< per image, checked from the header before decoding
+  int64_t max_images = 64;                ///< images per request
   BatchOptions batch;
-  int64_t top_k = 5;             // classes listed per image
-  double score_threshold = 0.3;  // boxes below are dropped
-  int64_t max_detections = 100;  // boxes per image
-  std::string runs_dir;          // non-empty: the runs dashboard under /runs (dashboard.h)
+  int64_t top_k = 5;             ///< classes listed per image
+  double score_threshold = 0.3;  ///< boxes below are dropped
+  int64_t max_detections = 100;  ///< boxes per image
+  std::string runs_dir;          ///< non-empty: the runs dashboard under /runs (dashboard.h)
 };
 
 struct HttpRequest {
   std::string method, path, body;
-  std::map<std::string, std::string> headers;  // names lower-cased
+  std::map<std::string, std::string> headers;  ///< names lower-cased
   std::map<std::string, std::string> query;
   std::string header(const std::string& lower_name) const;
 };
@@ -57,7 +64,7 @@ class Service {
   Service(std::vector<std::unique_ptr<ModelRunner>> runners, ServiceOptions options);
   ~Service();
   HttpResponse handle(const HttpRequest& request) noexcept;
-  // A response the transport itself produces (body too large, unreadable request), counted.
+  /// A response the transport itself produces (body too large, unreadable request), counted.
   HttpResponse transport_error(int status, const std::string& message);
   Metrics& metrics() { return metrics_; }
   std::vector<std::string> model_names() const;
@@ -66,25 +73,28 @@ class Service {
   struct Served;
   struct Routed;
   struct Route;
-  // The route table (service.cpp): path patterns, methods, the key each needs, handlers.
+  /// The route table (service.cpp): path patterns, methods, the key each needs, handlers.
   static const std::vector<Route>& routes();
   HttpResponse route(const HttpRequest& request, Routed& routed);
-  // The API key, from "Authorization: Bearer KEY" (or ?key=KEY where links must carry it).
+  /// The API key, from "Authorization: Bearer KEY" (or ?key=KEY where links must carry it).
   bool authorized(const HttpRequest& request, bool query_key_too) const;
   Served& find(const std::string& name);
-  // One file per protocol: Open Inference Protocol v2 (oip.cpp), TF Serving v1 (tf_serving.cpp),
-  // one uploaded image (image_route.cpp).
+  /// One file per protocol: Open Inference Protocol v2 (oip.cpp), TF Serving v1 (tf_serving.cpp),
+  /// one uploaded image (image_route.cpp).
   HttpResponse model_metadata(Served& m);
+  HttpResponse model_config(Served& m);  ///< Triton's model configuration
+  HttpResponse model_stats(Served* m);   ///< Triton's statistics; nullptr: every model
+  HttpResponse repository_index();       ///< Triton's model repository index
   HttpResponse infer(Served& m, const HttpRequest& request);
   HttpResponse model_status_v1(Served& m);
   HttpResponse predict_v1(Served& m, const HttpRequest& request);
   HttpResponse image(Served& m, const HttpRequest& request);
   HttpResponse models_list();
   torch::Tensor run(Served& m, const torch::Tensor& input, Batcher::Arrival& arrival);
-  // Decoded, resized or letterboxed images and their pixels stacked into one input batch.
+  /// Decoded, resized or letterboxed images and their pixels stacked into one input batch.
   struct ImageBatch {
     std::vector<PreparedImage> images;
-    torch::Tensor pixels;  // float [N, C, H, W]
+    torch::Tensor pixels;  ///< float [N, C, H, W]
   };
   ImageBatch prepare_images(Served& m, const std::vector<std::string>& encoded);
 
