@@ -10,6 +10,7 @@
 #include "kd/core/error.h"
 #include "kd/core/fs.h"
 #include "kd/core/runtime.h"
+#include "kd/serve/grpc.h"
 #include "kd/serve/http.h"
 #include "kd/serve/runner.h"
 #include "kd/serve/service.h"
@@ -21,6 +22,7 @@ namespace {
 struct ServeArgs {
   std::vector<std::string> runs;
   HttpOptions http;
+  int grpc_port = -1;  // -1: no gRPC
   ServiceOptions service;
   double max_wait_ms = 2;
   double max_body_mb = 32;
@@ -71,6 +73,13 @@ void run(ServeArgs& a) {
   Service service(std::move(runners), a.service);
   HttpServer server(service, a.http);
   const int port = server.bind();
+  std::unique_ptr<GrpcServer> grpc;
+  int grpc_port = -1;
+  if (a.grpc_port >= 0) {
+    grpc = std::make_unique<GrpcServer>(
+        service, GrpcOptions{a.http.host, a.grpc_port, a.http.max_body_bytes});
+    grpc_port = grpc->start();
+  }
   if (a.http.host != "127.0.0.1" && a.http.host != "localhost" && a.http.host != "::1" &&
       a.service.api_key.empty())
     spdlog::warn(
@@ -80,21 +89,23 @@ void run(ServeArgs& a) {
   // signal may land on any of them: the handler only sets a flag that a watcher thread polls.
   std::signal(SIGINT, on_stop_signal);
   std::signal(SIGTERM, on_stop_signal);
-  std::thread watcher([&server] {
+  std::thread watcher([&server, &grpc] {
     while (g_stop_signal == 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
     spdlog::info("signal {}: stopping", static_cast<int>(g_stop_signal));
+    if (grpc) grpc->stop();
     server.stop();
   });
   watcher.detach();
   // One line on stdout for scripts: where the server is and what it serves.
-  std::cout << nlohmann::json{{"listening", fmt::format("http://{}:{}", a.http.host, port)},
-                              {"models", models}}
-                   .dump()
-            << std::endl;
+  nlohmann::json where = {{"listening", fmt::format("http://{}:{}", a.http.host, port)},
+                          {"models", models}};
+  if (grpc) where["grpc"] = fmt::format("{}:{}", a.http.host, grpc_port);
+  std::cout << where.dump() << std::endl;
   spdlog::info("serving {} model(s) on http://{}:{} (max batch {}, max wait {} ms, queue {})",
                models.size(), a.http.host, port, a.service.batch.max_batch, a.max_wait_ms,
                a.service.batch.max_queue);
   server.run();
+  if (grpc) grpc->stop();
 }
 
 }  // namespace
@@ -117,6 +128,10 @@ void add_serve_command(CLI::App& app) {
       ->capture_default_str();
   c->add_option("--port", a->http.port, "port (0: any free port, printed on stdout)")
       ->capture_default_str()
+      ->check(CLI::Range(0, 65535));
+  c->add_option("--grpc-port", a->grpc_port,
+                "also serve the Open Inference Protocol over gRPC on this port (0: any free port, "
+                "printed on stdout)")
       ->check(CLI::Range(0, 65535));
   c->add_option("--api-key", a->service.api_key,
                 "require 'Authorization: Bearer KEY' (also from $KD_API_KEY)");

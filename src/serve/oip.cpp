@@ -143,6 +143,25 @@ HttpResponse Service::infer(Served& m, const HttpRequest& req) {
   }
   InferRequest request = parse_infer_request(
       req.body, {options_.max_tensor_elements, options_.max_images}, json_bytes);
+  const InferResult result = run_infer(m, request, arrival);
+  json out = {{"model_name", m.runner->name()}, {"model_version", "1"}, {"outputs", json::array()}};
+  if (request.has_id) out["id"] = request.id;
+  std::string binary;
+  for (const auto& w : result.wanted)
+    out["outputs"].push_back(
+        tensor_json(w.name, result.outputs.at(w.name), w.binary ? &binary : nullptr));
+  HttpResponse res = json_response(200, out);
+  if (std::any_of(result.wanted.begin(), result.wanted.end(),
+                  [](const InferOutput& w) { return w.binary; })) {
+    res.headers.emplace_back("Inference-Header-Content-Length", std::to_string(res.body.size()));
+    res.content_type = "application/octet-stream";
+    res.body += binary;
+  }
+  return res;
+}
+
+Service::InferResult Service::run_infer(Served& m, InferRequest& request,
+                                        Batcher::Arrival& arrival) {
   const ModelRunner& r = *m.runner;
   if (request.inputs.size() != 1)
     bad_request("model '{}' takes one input, got {}", r.name(), request.inputs.size());
@@ -201,18 +220,7 @@ HttpResponse Service::infer(Served& m, const HttpRequest& req) {
   } else {
     outputs = {{"logits", y}, {"probabilities", torch::softmax(y, 1)}};
   }
-  json out = {{"model_name", r.name()}, {"model_version", "1"}, {"outputs", json::array()}};
-  if (request.has_id) out["id"] = request.id;
-  std::string binary;
-  for (const auto& w : wanted)
-    out["outputs"].push_back(tensor_json(w.name, outputs.at(w.name), w.binary ? &binary : nullptr));
-  HttpResponse res = json_response(200, out);
-  if (std::any_of(wanted.begin(), wanted.end(), [](const InferOutput& w) { return w.binary; })) {
-    res.headers.emplace_back("Inference-Header-Content-Length", std::to_string(res.body.size()));
-    res.content_type = "application/octet-stream";
-    res.body += binary;
-  }
-  return res;
+  return {std::move(wanted), std::move(outputs)};
 }
 
 }  // namespace kd

@@ -233,6 +233,23 @@ bool true_parameter(simdjson::dom::element holder, const char* name) {
 
 }  // namespace
 
+void read_tensor_bytes(InferInput& in, std::string_view bytes, size_t index,
+                       const InferLimits& limits) {
+  const std::string where = fmt::format("inputs[{}]", index);
+  for (int64_t d : in.shape)
+    if (d < 0) bad("{}.shape must hold non-negative integers", where);
+  const int64_t count = element_count(in);
+  if (!numeric(in.datatype) && in.datatype != "BYTES")
+    bad("{}.datatype {} is not supported: send FP32 (or FP64, FP16) pixels in [0, 1], UINT8 "
+        "pixels in [0, 255], or BYTES (images)",
+        where, in.datatype);
+  if (numeric(in.datatype) && count > limits.max_elements)
+    bad("{}: {} elements, more than the limit of {}", where, count, limits.max_elements);
+  if (!numeric(in.datatype) && count > limits.max_strings)
+    bad("{}: {} images, more than the limit of {}", where, count, limits.max_strings);
+  read_binary(in, bytes, index, limits);
+}
+
 InferRequest parse_infer_request(const std::string& body, const InferLimits& limits,
                                  int64_t json_bytes) {
   if (body.empty()) bad("empty body: expected a JSON object");

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace kd {
@@ -53,5 +54,11 @@ struct InferLimits {
 // little-endian length and the bytes).
 InferRequest parse_infer_request(const std::string& body, const InferLimits& limits,
                                  int64_t json_bytes = -1);
+
+// An input whose name, datatype and shape are set and whose data comes as raw bytes (gRPC's
+// raw_input_contents, or its typed contents laid out the same way): checked and read as the
+// binary extension's are. `index` names the input in errors.
+void read_tensor_bytes(InferInput& in, std::string_view bytes, size_t index,
+                       const InferLimits& limits);
 
 }  // namespace kd

@@ -132,16 +132,20 @@ HttpResponse Service::handle(const HttpRequest& request) noexcept {
   } catch (...) {
     response = error_response(500, "internal error");
   }
+  record(routed, response.status, std::chrono::duration<double>(Clock::now() - start).count());
+  return response;
+}
+
+void Service::record(const Routed& routed, int status, double seconds) noexcept {
   try {
-    const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
-    metrics_.request(routed.model, routed.route, response.status, seconds);
+    metrics_.request(routed.model, routed.route, status, seconds);
     auto it = models_.find(routed.model);
-    if (it != models_.end() &&
-        (routed.route == "infer" || routed.route == "predict" || routed.route == "image")) {
+    if (it != models_.end() && (routed.route == "infer" || routed.route == "grpc_infer" ||
+                                routed.route == "predict" || routed.route == "image")) {
       auto& st = it->second->stats;
       const auto ns = static_cast<uint64_t>(seconds * 1e9);
       std::lock_guard lock(st.mu);
-      if (response.status == 200) {
+      if (status == 200) {
         ++st.success;
         st.success_ns += ns;
         st.last_inference_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -154,7 +158,48 @@ HttpResponse Service::handle(const HttpRequest& request) noexcept {
     }
   } catch (...) {
   }
-  return response;
+}
+
+int Service::infer_tensors(const std::string& model, const std::string& authorization,
+                           InferRequest& request, InferReply& reply, std::string& error) noexcept {
+  const auto start = Clock::now();
+  Routed routed;
+  routed.route = "grpc_infer";
+  int status = 200;
+  try {
+    HttpRequest auth;
+    auth.headers["authorization"] = authorization;
+    if (!authorized(auth, false)) {
+      routed.route = "auth";
+      throw HttpError(401,
+                      "missing or wrong API key: send the metadata 'authorization: Bearer <key>'");
+    }
+    Served& m = find(model);
+    routed.model = model;
+    auto arrival = m.batcher->expect();
+    auto result = run_infer(m, request, arrival);
+    reply.model = model;
+    reply.id = request.id;
+    reply.has_id = request.has_id;
+    for (const auto& w : result.wanted)
+      reply.outputs.emplace_back(w.name, result.outputs.at(w.name));
+  } catch (const HttpError& e) {
+    std::tie(status, error) = std::pair(e.status, std::string(e.what()));
+  } catch (const BadRequest& e) {
+    std::tie(status, error) = std::pair(400, std::string(e.what()));
+  } catch (const QueueFull& e) {
+    std::tie(status, error) = std::pair(503, std::string(e.what()));
+  } catch (const Error& e) {
+    std::tie(status, error) = std::pair(400, std::string(e.what()));
+  } catch (const std::exception& e) {
+    spdlog::error("gRPC ModelInfer {}: {}", model, e.what());
+    std::tie(status, error) =
+        std::pair(500, fmt::format("internal error: {}", std::string(e.what()).substr(0, 200)));
+  } catch (...) {
+    std::tie(status, error) = std::pair(500, std::string("internal error"));
+  }
+  record(routed, status, std::chrono::duration<double>(Clock::now() - start).count());
+  return status;
 }
 
 HttpResponse Service::transport_error(int status, const std::string& message) {

@@ -9,6 +9,7 @@
 #include "kd/serve/batcher.h"
 #include "kd/serve/runner.h"
 #include "kd/serve/service.h"
+#include "protocol.h"
 
 namespace kd {
 
@@ -23,6 +24,11 @@ struct Service::Served {
     int64_t last_inference_ms = 0;                                // since the epoch
     std::map<int64_t, std::pair<uint64_t, uint64_t>> batches;     // size -> (count, ns)
   } stats;
+};
+
+struct Service::InferResult {
+  std::vector<InferOutput> wanted;               // in the order asked, each binary or not
+  std::map<std::string, torch::Tensor> outputs;  // every output the model computed
 };
 
 // What a request was, for the metrics: which model and which route.

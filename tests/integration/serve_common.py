@@ -80,7 +80,8 @@ class Server:
         if not line:
             self.proc.wait(timeout=10)
             raise RuntimeError(f"kd serve exited ({self.proc.returncode}); see {log}")
-        self.url = json.loads(line)["listening"]
+        self.info = json.loads(line)  # {"listening": URL, "models": [...], "grpc": HOST:PORT}
+        self.url = self.info["listening"]
 
     def rss_kib(self):
         with open(f"/proc/{self.proc.pid}/status") as f:

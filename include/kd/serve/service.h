@@ -52,6 +52,15 @@ struct HttpRequest {
   std::string header(const std::string& lower_name) const;
 };
 
+struct InferRequest;  // a parsed OIP inference request (src/serve/protocol.h)
+
+/// What an inference answers, whatever the transport: the outputs asked for, in order.
+struct InferReply {
+  std::string model, id;
+  bool has_id = false;
+  std::vector<std::pair<std::string, torch::Tensor>> outputs;
+};
+
 struct HttpResponse {
   int status = 200;
   std::string content_type = "application/json";
@@ -66,7 +75,13 @@ class Service {
   HttpResponse handle(const HttpRequest& request) noexcept;
   /// A response the transport itself produces (body too large, unreadable request), counted.
   HttpResponse transport_error(int status, const std::string& message);
+  /// OIP inference for a transport other than HTTP (gRPC, kd/serve/grpc.h): the same key check
+  /// (`authorization` is "Bearer KEY"), model lookup, limits, batching, metrics and statistics
+  /// as POST /v2/models/{m}/infer. Returns an HTTP status; other than 200, `error` says why.
+  int infer_tensors(const std::string& model, const std::string& authorization,
+                    InferRequest& request, InferReply& reply, std::string& error) noexcept;
   Metrics& metrics() { return metrics_; }
+  const ServiceOptions& options() const { return options_; }
   std::vector<std::string> model_names() const;
 
  private:
@@ -76,6 +91,11 @@ class Service {
   /// The route table (service.cpp): path patterns, methods, the key each needs, handlers.
   static const std::vector<Route>& routes();
   HttpResponse route(const HttpRequest& request, Routed& routed);
+  /// Counts an answered request in the metrics and, for inference routes, the model's statistics.
+  void record(const Routed& routed, int status, double seconds) noexcept;
+  /// The transport-neutral core of OIP inference: the outputs asked for, computed.
+  struct InferResult;
+  InferResult run_infer(Served& m, InferRequest& request, Batcher::Arrival& arrival);
   /// The API key, from "Authorization: Bearer KEY" (or ?key=KEY where links must carry it).
   bool authorized(const HttpRequest& request, bool query_key_too) const;
   Served& find(const std::string& name);
