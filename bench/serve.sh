@@ -80,13 +80,22 @@ PY
 }
 
 printf "%-34s %5s %10s %9s %9s\n" server clients "req/s" "p50 ms" "p99 ms"
-"$KD" serve "student=$RUN" --port 0 >"$WORK/kd.json" 2>"$WORK/kd.log" &
+"$KD" serve "student=$RUN" --port 0 --grpc-port 0 >"$WORK/kd.json" 2>"$WORK/kd.log" &
 PIDS+=($!)
 sleep 0.5
 for _ in $(seq 100); do [ -s "$WORK/kd.json" ] && break; sleep 0.1; done
 KD_URL=$(/usr/bin/python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['listening'])" "$WORK/kd.json")
 wait_ready "$KD_URL"
 load "kd serve" "$KD_URL"
+# gRPC: ModelInfer with raw FP32 contents, one channel per client (bench/grpc_load.cpp).
+GRPC_LOAD=$(dirname "$KD")/bench/kd_grpc_load
+KD_GRPC=$(/usr/bin/python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['grpc'])" "$WORK/kd.json")
+for c in 1 32; do
+  read -r rps p50 p99 fails < <("$GRPC_LOAD" "$KD_GRPC" student "$c" "$SECONDS_EACH")
+  printf "%-34s %5s %10.0f %9.2f %9.2f%s\n" "kd serve (gRPC)" "$c" "$rps" "$p50" "$p99" \
+    "$([ "$fails" = 0 ] || echo "  ($fails failed)")"
+  printf "kd serve (gRPC)\t%s\t%s\t%s\n" "$c" "$rps" "$p99" >>"$WORK/wrk.txt.all"
+done
 # Memory after a soak of 25 MiB batches (8,192 images in binary, --max-body-mb 32): what the
 # server keeps once they are answered.
 /usr/bin/python3 - "$WORK/big.bin" "$WORK/big.len" <<'PY'
@@ -116,9 +125,9 @@ load "FastAPI+uvicorn+PyTorch" "http://127.0.0.1:$PORT"
 import sys
 rows = [l.split("\t") for l in open(sys.argv[1]).read().splitlines()]
 r = {(n, c): (float(rps), float(p99)) for n, c, rps, p99 in rows}
-for kind in ("json", "binary"):
+for kind, py in (("json", "json"), ("binary", "binary"), ("gRPC", "binary")):
     for c in ("1", "32"):
-        k, p = r[(f"kd serve ({kind})", c)], r[(f"FastAPI+uvicorn+PyTorch ({kind})", c)]
-        print(f"{kind:>6}, concurrency {c:>2}: kd {k[0] / p[0]:.2f}x the Python server's requests/s; "
-              f"p99 {k[1]:.2f} vs {p[1]:.2f} ms")
+        k, p = r[(f"kd serve ({kind})", c)], r[(f"FastAPI+uvicorn+PyTorch ({py})", c)]
+        print(f"{kind:>6}, concurrency {c:>2}: kd {k[0] / p[0]:.2f}x the Python server's requests/s "
+              f"({py}); p99 {k[1]:.2f} vs {p[1]:.2f} ms")
 PY

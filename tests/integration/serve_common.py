@@ -1,5 +1,6 @@
 """Helpers shared by the `kd serve` integration tests: small real runs to serve, test images,
 and a server process started on a free port and stopped with SIGTERM."""
+import atexit
 import gzip
 import json
 import os
@@ -80,6 +81,8 @@ class Server:
         if not line:
             self.proc.wait(timeout=10)
             raise RuntimeError(f"kd serve exited ({self.proc.returncode}); see {log}")
+        # A test that dies half-way must not leave its server running.
+        atexit.register(lambda p=self.proc: p.poll() is None and p.kill())
         self.info = json.loads(line)  # {"listening": URL, "models": [...], "grpc": HOST:PORT}
         self.url = self.info["listening"]
 
