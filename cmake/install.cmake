@@ -28,5 +28,5 @@ set(CPACK_DEBIAN_PACKAGE_SECTION science)
 # needs the development packages they were built against.
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 set(CPACK_DEBIAN_PACKAGE_DEPENDS
-    "libtorch-dev, libopencv-dev, libpugixml-dev, nlohmann-json3-dev, libyaml-cpp-dev, libspdlog-dev, libfmt-dev, zlib1g-dev, libsimdjson-dev, libgrpc++-dev, libprotobuf-dev, libgloo-dev, libopenblas0-pthread")
+    "libtorch-dev, libopencv-dev, libpugixml-dev, nlohmann-json3-dev, libyaml-cpp-dev, libspdlog-dev, libfmt-dev, zlib1g-dev, libsimdjson-dev, libgrpc++-dev, libprotobuf-dev, libonnx-dev, libgloo-dev, libopenblas0-pthread")
 include(CPack)

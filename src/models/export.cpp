@@ -6,6 +6,7 @@
 #include <torch/script.h>
 #include <torch/torch.h>
 
+#include "export_access.h"
 #include "kd/core/error.h"
 #include "kd/core/fs.h"
 #include "kd/models/model.h"
@@ -33,11 +34,14 @@ Module owner_of(Module root, const std::string& name, std::string* leaf,
   return root;
 }
 
-nlohmann::json describe(const Model& model, int64_t outputs_per_row, int64_t params) {
+}  // namespace
+
+nlohmann::json describe_export(Model& model, int64_t outputs_per_row, const char* format) {
   const ModelSpec& s = model.spec();
   const auto& in = s.input_shape;
+  const int64_t params = model.num_parameters();
   nlohmann::json d = {
-      {"format", "torchscript"},
+      {"format", format},
       {"produced_by", "kd export (traced)"},
       {"task", s.task},
       {"arch", s.arch},
@@ -70,9 +74,7 @@ nlohmann::json describe(const Model& model, int64_t outputs_per_row, int64_t par
   return d;
 }
 
-}  // namespace
-
-ExportResult export_torchscript(Model& model, const std::string& path) {
+torch::jit::Module trace_for_export(Model& model) {
   const ModelSpec& spec = model.spec();
   KD_CHECK(spec.input_shape.size() == 3, "model {}: no input shape to export with", spec.arch);
   model.train(false);
@@ -96,13 +98,20 @@ ExportResult export_torchscript(Model& model, const std::string& path) {
   auto traced = torch::jit::tracer::trace(
       {example},
       [&](torch::jit::Stack inputs) -> torch::jit::Stack {
-        return {model.forward_normalized(inputs.at(0).toTensor())};
+        return {ExportAccess::forward(model, inputs.at(0).toTensor())};
       },
       [](const torch::autograd::Variable&) { return std::string(); }, /*strict=*/false,
       /*force_outplace=*/false, &root);
   auto forward =
       cu->create_function(c10::QualifiedName(*root.type()->name(), "forward"), traced.first->graph);
   root.type()->addMethod(forward);
+  return root;
+}
+
+ExportResult export_torchscript(Model& model, const std::string& path) {
+  const ModelSpec& spec = model.spec();
+  Module root = trace_for_export(model);
+  const auto& in = spec.input_shape;
 
   ExportResult r;
   r.module_path = path;
@@ -117,14 +126,14 @@ ExportResult export_torchscript(Model& model, const std::string& path) {
   reloaded.eval();
   for (int64_t batch : {1, 3}) {
     auto x = torch::randn({batch, in[0], in[1], in[2]});
-    auto want = model.forward_normalized(x.to(model.device())).to(torch::kCPU);
+    auto want = ExportAccess::forward(model, x.to(model.device())).to(torch::kCPU);
     auto got = reloaded.forward({x}).toTensor();
     KD_CHECK(got.sizes() == want.sizes(), "{}: exported module gives shape {} where kd gives {}",
              path, c10::str(got.sizes()), c10::str(want.sizes()));
     r.max_abs_diff = std::max(r.max_abs_diff, (got - want).abs().max().item<double>());
     KD_CHECK(torch::allclose(got, want, 1e-4, 1e-5),
              "{}: exported module differs from kd (max |diff| {:.3g})", path, r.max_abs_diff);
-    if (batch == 1) r.description = describe(model, want.size(1), model.num_parameters());
+    if (batch == 1) r.description = describe_export(model, want.size(1), "torchscript");
   }
   r.description["check_max_abs_diff"] = r.max_abs_diff;
   write_text_atomically(r.description_path, r.description.dump(2) + "\n");

@@ -16,6 +16,7 @@ import sys
 import zlib
 
 import numpy as np
+import onnx
 import requests
 import torch
 
@@ -133,6 +134,15 @@ for name, run_dir, xin, out_name in [("cls", cls_run, x, "logits"), ("det", det_
          all(k in desc for k in ("task", "class_names", "mean", "std", "input_shape")) and
          desc["input"]["shape"][1:] == list(xin.shape[1:]))
     c.ok(f"export {name}: state_dict keeps kd's parameter names", all("." in k for k in m.state_dict()))
+    # ONNX: python3-onnx's checker with its shape inference (OpenCV runs the files: test_onnx.cpp).
+    onnx_path = os.path.join(WORK, f"{name}.onnx")
+    oinfo = json.loads(run([KD, "export", run_dir, "--format", "onnx", "--out", onnx_path]))
+    om = onnx.load(onnx_path)
+    onnx.checker.check_model(om, full_check=True)
+    dims = [d.dim_param or d.dim_value for d in om.graph.output[0].type.tensor_type.shape.dim]
+    c.ok(f"export {name} as ONNX: passes onnx.checker (full), output [batch, {', '.join(map(str, y.shape[1:]))}]",
+         oinfo["checked"] == "onnx.checker" and dims == ["batch", *y.shape[1:]] and
+         json.load(open(oinfo["description"]))["format"] == "onnx", dims)
 
 # --- bad requests: each a 4xx with a JSON error naming what was wrong --------------------------
 def png_claiming(width, height):

@@ -1,7 +1,7 @@
 #pragma once
 /// @file
-/// `kd export`: a model as a TorchScript file that PyTorch Python loads with torch.jit.load, and
-/// its description beside it.
+/// `kd export`: a model as a TorchScript file that PyTorch Python loads with torch.jit.load, or as
+/// an ONNX file, and its description beside it.
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -24,5 +24,12 @@ struct ExportResult {
 /// kd::load_torchscript reads) as PATH-without-extension.json, each atomically, after
 /// reloading the written module and checking it reproduces kd's outputs at two batch sizes.
 ExportResult export_torchscript(Model& model, const std::string& path);
+
+/// The same network as ONNX (opset 13; input "input" [batch, C, H, W] of normalized pixels,
+/// output "output"), for ONNX Runtime, OpenVINO, TensorRT or OpenCV's DNN module: weights as
+/// initializers, batch norms folded into their convolutions, constant subgraphs folded, the file
+/// passed through ONNX's checker; the description JSON beside it as for TorchScript. kd's own
+/// architectures only (a TorchScript model is exported with PyTorch's torch.onnx).
+ExportResult export_onnx(Model& model, const std::string& path);
 
 }  // namespace kd

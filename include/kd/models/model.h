@@ -63,8 +63,9 @@ class Model {
   int64_t num_parameters();
 
  protected:
-  /// Export traces the network itself: the exported file takes normalized input.
-  friend ExportResult export_torchscript(Model& model, const std::string& path);
+  /// Export traces the network itself: the exported file takes normalized input
+  /// (src/models/export_access.h).
+  friend struct ExportAccess;
   virtual torch::Tensor forward_normalized(const torch::Tensor& x) = 0;
   virtual std::pair<torch::Tensor, std::vector<torch::Tensor>> forward_features_normalized(
       const torch::Tensor& x, const std::vector<std::string>& layers) = 0;

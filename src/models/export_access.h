@@ -1,0 +1,23 @@
+#pragma once
+// Private to the models area: what the exporters (export.cpp, onnx_export.cpp) share.
+#include <cstdint>
+
+#include <nlohmann/json.hpp>
+#include <torch/script.h>
+
+#include "kd/models/model.h"
+
+namespace kd {
+
+// The network on normalized input, which is what an exported file computes.
+struct ExportAccess {
+  static torch::Tensor forward(Model& m, const torch::Tensor& x) { return m.forward_normalized(x); }
+};
+
+// A module whose forward is the traced network (batch size free), parameters and buffers under
+// kd's names.
+torch::jit::Module trace_for_export(Model& model);
+// The description JSON written beside an export (task, classes, normalization, input and output).
+nlohmann::json describe_export(Model& model, int64_t outputs_per_row, const char* format);
+
+}  // namespace kd

@@ -1,0 +1,94 @@
+// `kd export --format onnx` checked by another runtime: OpenCV's DNN module reads the file and
+// must compute what kd computes, for the reference classifiers and an EfficientDet detector.
+#include <iostream>
+
+#include <opencv2/dnn.hpp>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "kd/core/error.h"
+#include "kd/models/export.h"
+#include "kd/models/model.h"
+#include "test_util.h"
+
+namespace {
+
+std::unique_ptr<kd::Model> model(const std::string& arch, std::vector<int64_t> input_shape,
+                                 int classes) {
+  kd::ModelSpec s;
+  s.arch = arch;
+  s.input_shape = std::move(input_shape);
+  for (int c = 0; c < classes; ++c) s.class_names.push_back(std::to_string(c));
+  s.norm = s.input_shape[0] == 1 ? kd::Normalization{{0.286}, {0.353}}
+                                 : kd::Normalization{{0.485, 0.456, 0.406}, {0.229, 0.224, 0.225}};
+  torch::manual_seed(3);
+  auto m = kd::create_model(s);
+  // Batch norms with statistics of their own, so that folding them into the convolutions is
+  // tested, not the identity.
+  m->train(true);
+  torch::NoGradGuard no_grad;
+  for (int i = 0; i < 3; ++i)
+    m->forward(torch::rand({4, s.input_shape[0], s.input_shape[1], s.input_shape[2]}));
+  m->train(false);
+  return m;
+}
+
+// The largest difference between kd and OpenCV's run of the exported file, relative to the
+// output's scale, over a batch of 3 random images.
+double onnx_difference(kd::Model& m) {
+  TempDir dir;
+  const std::string path = (dir.path / "model.onnx").string();
+  auto r = kd::export_onnx(m, path);
+  EXPECT_EQ(r.description["format"], "onnx");
+  const auto& in = m.spec().input_shape;
+  torch::manual_seed(4);
+  auto x = torch::rand({3, in[0], in[1], in[2]});
+  torch::Tensor want;
+  {
+    torch::NoGradGuard no_grad;
+    want = m.forward(x);
+  }
+  // The file takes normalized input, as its description says.
+  auto mean = torch::tensor(m.spec().norm.mean, torch::kFloat).view({1, -1, 1, 1});
+  auto std = torch::tensor(m.spec().norm.std, torch::kFloat).view({1, -1, 1, 1});
+  auto xn = ((x - mean) / std).contiguous();
+  cv::dnn::Net net = cv::dnn::readNetFromONNX(path);
+  const int dims[4] = {3, static_cast<int>(in[0]), static_cast<int>(in[1]),
+                       static_cast<int>(in[2])};
+  cv::Mat blob(4, dims, CV_32F, xn.data_ptr<float>());
+  net.setInput(blob);
+  cv::Mat out = net.forward();
+  std::vector<int64_t> shape(out.size.p, out.size.p + out.dims);
+  EXPECT_EQ(shape, want.sizes().vec());
+  if (shape != want.sizes().vec()) return 1e9;
+  auto got = torch::from_blob(out.ptr<float>(), shape, torch::kFloat).clone();
+  return ((got - want).abs().max() / want.abs().max().clamp_min(1e-6)).item<double>();
+}
+
+TEST(Onnx, TheReferenceClassifiersRunInOpenCvAsInKd) {
+  for (const char* arch : {"fmnist-student", "fmnist-teacher"}) {
+    auto m = model(arch, {1, 28, 28}, 10);
+    const double d = onnx_difference(*m);
+    std::cout << arch << ": OpenCV vs kd, max relative difference " << d << "\n";
+    EXPECT_LT(d, 1e-4) << arch;
+  }
+}
+
+TEST(Onnx, AnEfficientDetRunsInOpenCvAsInKd) {
+  // BiFPN's fused weights, upsampling, max pooling and the heads' reshapes, all as ONNX.
+  auto m = model("effdet-d0", {3, 64, 64}, 3);
+  const double d = onnx_difference(*m);
+  std::cout << "effdet-d0: OpenCV vs kd, max relative difference " << d << "\n";
+  EXPECT_LT(d, 1e-4);
+}
+
+TEST(Onnx, ATorchScriptModelIsRefused) {
+  TempDir dir;
+  auto m = kd::load_model(std::string(KD_FIXTURE_DIR) + "/student_ts.pt");
+  EXPECT_KD_ERROR(kd::export_onnx(*m, (dir.path / "m.onnx").string()),
+                  "ONNX export is for kd's own architectures");
+}
+
+}  // namespace
