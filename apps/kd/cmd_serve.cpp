@@ -148,9 +148,9 @@ void add_serve_command(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   c->add_option("--http-threads", a->http.threads,
-                "requests handled at once (connections wait on one I/O thread)")
+                "requests handled at once (0: 8 per core; connections wait on one I/O thread)")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Range(0, 4096));
   c->add_option("--timeout", a->http.timeout_seconds,
                 "seconds to receive a request's body or send a response")
       ->capture_default_str()

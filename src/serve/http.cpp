@@ -433,7 +433,10 @@ int HttpServer::bind() {
 }
 
 void HttpServer::run() {
-  impl_->handlers = std::make_unique<asio::thread_pool>(std::max(1, impl_->options.threads));
+  const int threads = impl_->options.threads > 0
+                          ? impl_->options.threads
+                          : 8 * std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  impl_->handlers = std::make_unique<asio::thread_pool>(threads);
   impl_->accept();
   impl_->io.run();
   impl_->handlers->join();
