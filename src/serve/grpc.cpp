@@ -14,6 +14,7 @@
 #include "kd/core/version.h"
 #include "kd/serve/service.h"
 #include "protocol.h"
+#include "responses.h"
 
 namespace kd {
 namespace {
@@ -146,11 +147,10 @@ class InferenceService final : public pb::GRPCInferenceService::Service {
     out->set_model_version("1");
     if (reply.has_id) out->set_id(reply.id);
     for (const auto& [name, tensor] : reply.outputs) {
-      auto t = tensor.scalar_type() == torch::kInt32 ? tensor.contiguous()
-                                                     : tensor.to(torch::kFloat).contiguous();
+      const auto t = serve_detail::wire_tensor(tensor);
       auto* o = out->add_outputs();
       o->set_name(name);
-      o->set_datatype(t.scalar_type() == torch::kInt32 ? "INT32" : "FP32");
+      o->set_datatype(serve_detail::wire_datatype(t));
       for (int64_t d : t.sizes()) o->add_shape(d);
       out->add_raw_output_contents(static_cast<const char*>(t.data_ptr()),
                                    static_cast<size_t>(t.numel()) * t.element_size());

@@ -95,6 +95,19 @@ int64_t element_count(const InferInput& in) {
   return count;
 }
 
+// A datatype kd reads, and no more elements than the limits allow: checked before any data is.
+void check_input(const InferInput& in, const std::string& where, const InferLimits& limits) {
+  const int64_t count = element_count(in);
+  if (!numeric(in.datatype) && in.datatype != "BYTES")
+    bad("{}.datatype {} is not supported: send FP32 (or FP64, FP16) pixels in [0, 1], UINT8 "
+        "pixels in [0, 255], or BYTES (images)",
+        where, in.datatype);
+  if (numeric(in.datatype) && count > limits.max_elements)
+    bad("{}: {} elements, more than the limit of {}", where, count, limits.max_elements);
+  if (!numeric(in.datatype) && count > limits.max_strings)
+    bad("{}: {} images, more than the limit of {}", where, count, limits.max_strings);
+}
+
 InferInput read_input(simdjson::dom::object o, size_t index, const InferLimits& limits) {
   InferInput in;
   const std::string where = fmt::format("inputs[{}]", index);
@@ -114,14 +127,7 @@ InferInput read_input(simdjson::dom::object o, size_t index, const InferLimits& 
   }
   const int64_t count = element_count(in);
   const bool numbers = numeric(in.datatype);
-  if (!numbers && in.datatype != "BYTES")
-    bad("{}.datatype {} is not supported: send FP32 (or FP64, FP16) pixels in [0, 1], UINT8 "
-        "pixels in [0, 255], or BYTES (images)",
-        where, in.datatype);
-  if (numbers && count > limits.max_elements)
-    bad("{}: {} elements, more than the limit of {}", where, count, limits.max_elements);
-  if (!numbers && count > limits.max_strings)
-    bad("{}: {} images, more than the limit of {}", where, count, limits.max_strings);
+  check_input(in, where, limits);
   simdjson::dom::object params;
   if (!o["parameters"].error()) {
     if (o["parameters"].get_object().get(params)) bad("{}.parameters must be an object", where);
@@ -238,15 +244,7 @@ void read_tensor_bytes(InferInput& in, std::string_view bytes, size_t index,
   const std::string where = fmt::format("inputs[{}]", index);
   for (int64_t d : in.shape)
     if (d < 0) bad("{}.shape must hold non-negative integers", where);
-  const int64_t count = element_count(in);
-  if (!numeric(in.datatype) && in.datatype != "BYTES")
-    bad("{}.datatype {} is not supported: send FP32 (or FP64, FP16) pixels in [0, 1], UINT8 "
-        "pixels in [0, 255], or BYTES (images)",
-        where, in.datatype);
-  if (numeric(in.datatype) && count > limits.max_elements)
-    bad("{}: {} elements, more than the limit of {}", where, count, limits.max_elements);
-  if (!numeric(in.datatype) && count > limits.max_strings)
-    bad("{}: {} images, more than the limit of {}", where, count, limits.max_strings);
+  check_input(in, where, limits);
   read_binary(in, bytes, index, limits);
 }
 

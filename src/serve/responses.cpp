@@ -59,13 +59,15 @@ std::string shape_str(const std::vector<int64_t>& s) {
   return fmt::format("[{}]", fmt::join(s, ", "));
 }
 
+torch::Tensor wire_tensor(const torch::Tensor& t) {
+  return t.scalar_type() == torch::kInt32 ? t.contiguous() : t.to(torch::kFloat).contiguous();
+}
+
 json tensor_json(const std::string& name, const torch::Tensor& t, std::string* binary) {
-  auto c = t.contiguous();
+  const auto c = wire_tensor(t);
   const bool int32 = c.scalar_type() == torch::kInt32;
-  if (!int32) c = c.to(torch::kFloat).contiguous();
-  json out = {{"name", name}, {"datatype", int32 ? "INT32" : "FP32"}, {"shape", c.sizes().vec()}};
+  json out = {{"name", name}, {"datatype", wire_datatype(c)}, {"shape", c.sizes().vec()}};
   if (binary) {
-    // Little-endian, row-major: the machine's own layout (x86-64, aarch64).
     const size_t bytes = static_cast<size_t>(c.numel()) * c.element_size();
     binary->append(static_cast<const char*>(c.data_ptr()), bytes);
     out["parameters"] = {{"binary_data_size", bytes}};

@@ -34,6 +34,12 @@ json parse_body(const std::string& body);
 void flatten_numbers(const json& j, std::vector<float>& out, int64_t limit,
                      const std::string& where, int depth = 0);
 std::string shape_str(const std::vector<int64_t>& s);
+// An output tensor as it goes out (JSON, binary extension, gRPC): INT32 kept, anything else as
+// FP32; contiguous, row-major, little-endian (the machine's own layout: x86-64, aarch64).
+torch::Tensor wire_tensor(const torch::Tensor& t);
+inline const char* wire_datatype(const torch::Tensor& wire) {
+  return wire.scalar_type() == torch::kInt32 ? "INT32" : "FP32";
+}
 // An output tensor: FP32 or INT32, its data in JSON, or appended to `binary` (the binary tensor data
 // extension: the JSON then gives parameters.binary_data_size).
 json tensor_json(const std::string& name, const torch::Tensor& t, std::string* binary = nullptr);

@@ -57,6 +57,28 @@ std::string take_version(std::string& path) {
   return version;
 }
 
+// What a request that threw is answered with, whatever the transport: the status and message.
+// Unexpected exceptions are logged under `what` (the request) and answered 500.
+std::pair<int, std::string> failure_status(const std::exception_ptr& failure,
+                                           const std::string& what) {
+  try {
+    std::rethrow_exception(failure);
+  } catch (const HttpError& e) {
+    return {e.status, e.what()};
+  } catch (const BadRequest& e) {
+    return {400, e.what()};
+  } catch (const QueueFull& e) {
+    return {503, e.what()};
+  } catch (const Error& e) {  // bad content found deeper down (an image, a tensor)
+    return {400, e.what()};
+  } catch (const std::exception& e) {
+    spdlog::error("{}: {}", what, e.what());
+    return {500, fmt::format("internal error: {}", std::string(e.what()).substr(0, 200))};
+  } catch (...) {
+    return {500, "internal error"};
+  }
+}
+
 }  // namespace
 
 std::string HttpRequest::header(const std::string& lower_name) const {
@@ -116,21 +138,11 @@ HttpResponse Service::handle(const HttpRequest& request) noexcept {
   HttpResponse response;
   try {
     response = route(request, routed);
-  } catch (const HttpError& e) {
-    response = error_response(e.status, e.what());
-  } catch (const BadRequest& e) {
-    response = error_response(400, e.what());
-  } catch (const QueueFull& e) {
-    response = error_response(503, e.what());
-    response.headers.emplace_back("Retry-After", "1");
-  } catch (const Error& e) {  // bad content found deeper down (an image, a tensor)
-    response = error_response(400, e.what());
-  } catch (const std::exception& e) {
-    spdlog::error("{} {}: {}", request.method, request.path, e.what());
-    response = error_response(
-        500, fmt::format("internal error: {}", std::string(e.what()).substr(0, 200)));
   } catch (...) {
-    response = error_response(500, "internal error");
+    const auto [status, message] =
+        failure_status(std::current_exception(), request.method + " " + request.path);
+    response = error_response(status, message);
+    if (status == 503) response.headers.emplace_back("Retry-After", "1");
   }
   record(routed, response.status, std::chrono::duration<double>(Clock::now() - start).count());
   return response;
@@ -183,20 +195,8 @@ int Service::infer_tensors(const std::string& model, const std::string& authoriz
     reply.has_id = request.has_id;
     for (const auto& w : result.wanted)
       reply.outputs.emplace_back(w.name, result.outputs.at(w.name));
-  } catch (const HttpError& e) {
-    std::tie(status, error) = std::pair(e.status, std::string(e.what()));
-  } catch (const BadRequest& e) {
-    std::tie(status, error) = std::pair(400, std::string(e.what()));
-  } catch (const QueueFull& e) {
-    std::tie(status, error) = std::pair(503, std::string(e.what()));
-  } catch (const Error& e) {
-    std::tie(status, error) = std::pair(400, std::string(e.what()));
-  } catch (const std::exception& e) {
-    spdlog::error("gRPC ModelInfer {}: {}", model, e.what());
-    std::tie(status, error) =
-        std::pair(500, fmt::format("internal error: {}", std::string(e.what()).substr(0, 200)));
   } catch (...) {
-    std::tie(status, error) = std::pair(500, std::string("internal error"));
+    std::tie(status, error) = failure_status(std::current_exception(), "gRPC ModelInfer " + model);
   }
   record(routed, status, std::chrono::duration<double>(Clock::now() - start).count());
   return status;
