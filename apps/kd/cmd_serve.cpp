@@ -26,6 +26,7 @@ struct ServeArgs {
   ServiceOptions service;
   double max_wait_ms = 2;
   double max_body_mb = 32;
+  bool eager = false;  // serve the model as trained, without optimize_for_inference
   // One intra-op thread per batch worker by default: on a small machine the HTTP threads need the
   // other cores, and OpenMP's spinning workers would take them (bench/README.md).
   RuntimeConfig runtime{"auto", 1};
@@ -35,7 +36,8 @@ volatile std::sig_atomic_t g_stop_signal = 0;
 extern "C" void on_stop_signal(int sig) { g_stop_signal = sig; }
 
 // "NAME=PATH" names a model; a bare PATH is named after its directory (or file stem).
-std::unique_ptr<ModelRunner> load_runner(const std::string& arg, torch::Device device) {
+std::unique_ptr<ModelRunner> load_runner(const std::string& arg, torch::Device device,
+                                         bool optimize) {
   std::string name, path = arg;
   if (const auto eq = arg.find('='); eq != std::string::npos && !fs::exists(arg)) {
     name = arg.substr(0, eq);
@@ -48,7 +50,7 @@ std::unique_ptr<ModelRunner> load_runner(const std::string& arg, torch::Device d
            "{}: '{}' cannot be a model name in a URL; name it with NAME=RUN", arg, name);
   auto model = load_model(path);
   model->to(device);
-  return std::make_unique<ModelRunner>(name, path, std::move(model));
+  return std::make_unique<ModelRunner>(name, path, std::move(model), optimize);
 }
 
 void run(ServeArgs& a) {
@@ -66,10 +68,15 @@ void run(ServeArgs& a) {
   if (a.runs.empty() && a.service.runs_dir.empty())
     usage_fail("nothing to serve: give run directories, or --runs DIR");
   std::vector<std::unique_ptr<ModelRunner>> runners;
-  for (const auto& r : a.runs) runners.push_back(load_runner(r, device));
+  // The optimized graph is oneDNN's (CPU) and fp32; bf16 autocast runs the model as it is.
+  const bool optimize = !a.eager && device.is_cpu() && !bf16_autocast();
+  for (const auto& r : a.runs) runners.push_back(load_runner(r, device, optimize));
   nlohmann::json models = nlohmann::json::array();
   for (const auto& r : runners)
-    models.push_back({{"name", r->name()}, {"task", r->spec().task}, {"source", r->source()}});
+    models.push_back({{"name", r->name()},
+                      {"task", r->spec().task},
+                      {"source", r->source()},
+                      {"optimized", r->optimized()}});
   Service service(std::move(runners), a.service);
   HttpServer server(service, a.http);
   const int port = server.bind();
@@ -147,8 +154,11 @@ void add_serve_command(CLI::App& app) {
   c->add_option("--workers", a->service.batch.workers, "batch threads per model")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  c->add_flag("--eager", a->eager,
+              "run the model as trained, not traced and optimized for inference (CPU, fp32)");
   c->add_option("--http-threads", a->http.threads,
-                "requests handled at once (0: 8 per core; connections wait on one I/O thread)")
+                "threads for requests that block: images, TF Serving, large bodies, the runs "
+                "pages (0: 8 per core)")
       ->capture_default_str()
       ->check(CLI::Range(0, 4096));
   c->add_option("--timeout", a->http.timeout_seconds,

@@ -140,4 +140,28 @@ ExportResult export_torchscript(Model& model, const std::string& path) {
   return r;
 }
 
+std::unique_ptr<Model> optimize_for_inference(Model& model, double* max_abs_diff) {
+  KD_CHECK(model.device().is_cpu(), "optimizing for inference is for the CPU, not {}",
+           model.device().str());
+  Module traced = trace_for_export(model);
+  traced.eval();
+  Module frozen = torch::jit::freeze(traced);
+  auto optimized = make_script_model(model.spec(), torch::jit::optimize_for_inference(frozen, {}));
+  torch::NoGradGuard no_grad;
+  const auto& in = model.spec().input_shape;
+  double worst = 0;
+  for (int64_t batch : {1, 5}) {
+    auto x = torch::rand({batch, in[0], in[1], in[2]});
+    const torch::Tensor want = model.forward(x);
+    const torch::Tensor got = optimized->forward(x);
+    KD_CHECK(got.sizes() == want.sizes(), "optimized model gives shape {} where kd gives {}",
+             c10::str(got.sizes()), c10::str(want.sizes()));
+    worst = std::max(worst, (got - want).abs().max().item<double>());
+    KD_CHECK(torch::allclose(got, want, 1e-3, 1e-4), "optimized model differs (max |diff| {:.3g})",
+             worst);
+  }
+  if (max_abs_diff) *max_abs_diff = worst;
+  return optimized;
+}
+
 }  // namespace kd

@@ -17,6 +17,8 @@ struct ExportAccess {
 // A module whose forward is the traced network (batch size free), parameters and buffers under
 // kd's names.
 torch::jit::Module trace_for_export(Model& model);
+// A model whose network is `module` (taking normalized input), described by `spec`.
+std::unique_ptr<Model> make_script_model(ModelSpec spec, torch::jit::Module module);
 // The description JSON written beside an export (task, classes, normalization, input and output).
 nlohmann::json describe_export(Model& model, int64_t outputs_per_row, const char* format);
 

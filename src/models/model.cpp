@@ -318,6 +318,10 @@ class ScriptModel final : public Model {
 
 }  // namespace
 
+std::unique_ptr<Model> make_script_model(ModelSpec spec, torch::jit::Module module) {
+  return std::make_unique<ScriptModel>(std::move(spec), std::move(module));
+}
+
 std::unique_ptr<Model> create_model(const ModelSpec& spec) {
   if (spec.kind == "torchscript") {
     KD_CHECK(fs::is_regular_file(spec.arch), "{}: no such TorchScript file", spec.arch);

@@ -24,7 +24,7 @@ Batcher::~Batcher() {
   cv_.notify_all();
   for (auto& t : workers_) t.join();
   for (auto& job : queue_)
-    job.result.set_exception(std::make_exception_ptr(QueueFull("the server is shutting down")));
+    finish(job, {}, std::make_exception_ptr(QueueFull("the server is shutting down")));
 }
 
 Batcher::Arrival Batcher::expect() {
@@ -44,9 +44,23 @@ void Batcher::Arrival::release() {
 }
 
 std::future<torch::Tensor> Batcher::submit(torch::Tensor input, Arrival* arrival) {
+  auto promise = std::make_shared<std::promise<torch::Tensor>>();
+  auto future = promise->get_future();
+  submit(
+      std::move(input),
+      [promise](torch::Tensor rows, std::exception_ptr failure) {
+        if (failure)
+          promise->set_exception(failure);
+        else
+          promise->set_value(std::move(rows));
+      },
+      arrival);
+  return future;
+}
+
+void Batcher::submit(torch::Tensor input, Done done, Arrival* arrival) {
   KD_CHECK(input.dim() >= 1 && input.size(0) >= 1, "a request needs at least one input");
-  Job job{std::move(input), {}, std::chrono::steady_clock::now()};
-  auto future = job.result.get_future();
+  Job job{std::move(input), std::move(done), std::chrono::steady_clock::now()};
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) throw QueueFull("the server is shutting down");
@@ -57,7 +71,14 @@ std::future<torch::Tensor> Batcher::submit(torch::Tensor input, Arrival* arrival
   }
   if (arrival) arrival->release();
   cv_.notify_all();
-  return future;
+}
+
+// A callback that throws must not take the worker (and every later request) down with it.
+void Batcher::finish(Job& job, torch::Tensor rows, std::exception_ptr failure) noexcept {
+  try {
+    job.done(std::move(rows), failure);
+  } catch (...) {
+  }
 }
 
 int64_t Batcher::depth() const {
@@ -111,11 +132,11 @@ void Batcher::work() {
       int64_t row = 0;
       for (auto& j : batch) {
         const int64_t n = j.input.size(0);
-        j.result.set_value(output.narrow(0, row, n));
+        finish(j, output.narrow(0, row, n), nullptr);
         row += n;
       }
     } catch (...) {
-      for (auto& j : batch) j.result.set_exception(std::current_exception());
+      for (auto& j : batch) finish(j, {}, std::current_exception());
     }
     lock.lock();
   }

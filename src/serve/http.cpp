@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cctype>
+#include <condition_variable>
+#include <mutex>
 #include <optional>
 #include <thread>
 
@@ -54,6 +56,12 @@ struct Transport {
   tcp::acceptor acceptor{io};
   asio::steady_timer accept_retry{io};
   std::unique_ptr<asio::thread_pool> handlers;  // last: joined first, while io still exists
+  // Requests handed to the service and not answered yet. Answers come from the service's batch
+  // workers, which outlive this transport: it waits for them before io (which their answers are
+  // posted to) and the connections (which they hold) go away.
+  std::mutex pending_mu;
+  std::condition_variable answered;
+  int64_t pending = 0;
   void accept();
 };
 
@@ -295,12 +303,23 @@ class Connection : public std::enable_shared_from_this<Connection> {
       }
     }
     parser_.reset();
-    asio::post(*server_.handlers, [self = shared_from_this(), out] {
-      auto res = std::make_shared<HttpResponse>(self->server_.service.handle(*out));
-      out->body.clear();
-      out->body.shrink_to_fit();
-      asio::dispatch(self->stream_.get_executor(), [self, res] { self->write(*res); });
-    });
+    // Quick requests are answered before handle() returns, on this (the I/O) thread; inference
+    // by its batch's worker; blocking work on the handler pool.
+    {
+      std::lock_guard lock(server_.pending_mu);
+      ++server_.pending;
+    }
+    server_.service.handle(
+        std::move(*out),
+        [self = shared_from_this()](HttpResponse response) mutable {
+          auto res = std::make_shared<HttpResponse>(std::move(response));
+          auto& server = self->server_;
+          asio::dispatch(self->stream_.get_executor(), [self, res] { self->write(*res); });
+          self.reset();  // before the count: the transport may go once it reaches 0
+          std::lock_guard lock(server.pending_mu);
+          if (--server.pending == 0) server.answered.notify_all();
+        },
+        [this](std::function<void()> work) { asio::post(*server_.handlers, std::move(work)); });
   }
 
   // The transport's own errors: counted by the service, answered in JSON, connection closed
@@ -440,6 +459,8 @@ void HttpServer::run() {
   impl_->accept();
   impl_->io.run();
   impl_->handlers->join();
+  std::unique_lock lock(impl_->pending_mu);
+  impl_->answered.wait(lock, [this] { return impl_->pending == 0; });
 }
 
 void HttpServer::stop() {
@@ -449,7 +470,8 @@ void HttpServer::stop() {
     impl_->acceptor.close(ignored);
     impl_->io.stop();
   });
-  if (impl_->handlers) impl_->handlers->stop();
+  // The handler pool is not stopped: run() joins it once the requests it holds are answered
+  // (each is counted in `pending` until it is).
 }
 
 }  // namespace kd

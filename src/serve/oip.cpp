@@ -127,7 +127,7 @@ HttpResponse Service::repository_index() {
   return json_response(200, index);
 }
 
-HttpResponse Service::infer(Served& m, const HttpRequest& req) {
+void Service::infer(Served& m, HttpRequest& req, Respond respond) {
   auto arrival = m.batcher->expect();
   // The binary tensor data extension (tritonclient's and KServe's default): the JSON part's size.
   int64_t json_bytes = -1;
@@ -141,35 +141,57 @@ HttpResponse Service::infer(Served& m, const HttpRequest& req) {
     if (used != h.size() || json_bytes < 0)
       bad_request("Inference-Header-Content-Length '{}' is not a byte count", h);
   }
-  InferRequest request = parse_infer_request(
-      req.body, {options_.max_tensor_elements, options_.max_images}, json_bytes);
-  const InferResult result = run_infer(m, request, arrival);
-  json out = {{"model_name", m.runner->name()}, {"model_version", "1"}, {"outputs", json::array()}};
-  if (request.has_id) out["id"] = request.id;
-  std::string binary;
-  for (const auto& w : result.wanted)
-    out["outputs"].push_back(
-        tensor_json(w.name, result.outputs.at(w.name), w.binary ? &binary : nullptr));
-  HttpResponse res = json_response(200, out);
-  if (std::any_of(result.wanted.begin(), result.wanted.end(),
-                  [](const InferOutput& w) { return w.binary; })) {
-    res.headers.emplace_back("Inference-Header-Content-Length", std::to_string(res.body.size()));
-    res.content_type = "application/octet-stream";
-    res.body += binary;
-  }
-  return res;
+  auto request = std::make_shared<InferRequest>(parse_infer_request(
+      req.body, {options_.max_tensor_elements, options_.max_images}, json_bytes));
+  std::string().swap(req.body);  // parsed: a 25 MiB body need not wait for its batch
+  auto plan = std::make_shared<InferPlan>(plan_infer(m, *request));
+  // Runs on the batch's worker thread.
+  auto answer = [this, &m, request, plan, respond = std::move(respond)](
+                    torch::Tensor y, std::exception_ptr failure) {
+    HttpResponse res;
+    try {
+      if (failure) std::rethrow_exception(failure);
+      const InferResult result = finish_infer(m, *plan, y);
+      json out = {
+          {"model_name", m.runner->name()}, {"model_version", "1"}, {"outputs", json::array()}};
+      if (request->has_id) out["id"] = request->id;
+      std::string binary;
+      for (const auto& w : result.wanted)
+        out["outputs"].push_back(
+            tensor_json(w.name, result.outputs.at(w.name), w.binary ? &binary : nullptr));
+      res = json_response(200, out);
+      if (std::any_of(result.wanted.begin(), result.wanted.end(),
+                      [](const InferOutput& w) { return w.binary; })) {
+        res.headers.emplace_back("Inference-Header-Content-Length",
+                                 std::to_string(res.body.size()));
+        res.content_type = "application/octet-stream";
+        res.body += binary;
+      }
+    } catch (...) {
+      HttpRequest what;
+      what.method = "POST";
+      what.path = "/v2/models/" + m.runner->name() + "/infer";
+      res = failure_response(std::current_exception(), what);
+    }
+    respond(std::move(res));
+  };
+  m.batcher->submit(plan->input, std::move(answer), &arrival);
 }
 
 Service::InferResult Service::run_infer(Served& m, InferRequest& request,
                                         Batcher::Arrival& arrival) {
+  InferPlan plan = plan_infer(m, request);
+  return finish_infer(m, plan, m.batcher->submit(plan.input, &arrival).get());
+}
+
+Service::InferPlan Service::plan_infer(Served& m, InferRequest& request) {
   const ModelRunner& r = *m.runner;
   if (request.inputs.size() != 1)
     bad_request("model '{}' takes one input, got {}", r.name(), request.inputs.size());
   InferInput& in = request.inputs[0];
   const auto want = r.input_shape();
 
-  torch::Tensor x;
-  std::vector<PreparedImage> images;
+  InferPlan plan;
   if (in.datatype == "BYTES") {
     std::vector<std::string> decoded;
     for (size_t i = 0; i < in.strings.size(); ++i)
@@ -177,35 +199,40 @@ Service::InferResult Service::run_infer(Served& m, InferRequest& request,
           in.binary ? std::move(in.strings[i])
                     : decode_base64_image(in.strings[i], fmt::format("inputs[0].data[{}]", i)));
     auto batch = prepare_images(m, decoded);
-    images = std::move(batch.images);
-    x = batch.pixels;
+    plan.images = std::move(batch.images);
+    plan.input = batch.pixels;
   } else {
     const auto& shape = in.shape;
     if (shape.size() != 4 || shape[0] < 1 || shape[1] != want[1] || shape[2] != want[2] ||
         shape[3] != want[3])
       bad_request("inputs[0]: shape {} does not match the model's input {} (N >= 1)",
                   shape_str(shape), shape_str(want));
-    x = torch::from_blob(in.numbers.data(), shape, torch::kFloat).clone();
+    plan.input = torch::from_blob(in.numbers.data(), shape, torch::kFloat).clone();
+    std::vector<float>().swap(in.numbers);
   }
-  std::vector<InferOutput> wanted = request.outputs;
+  plan.wanted = request.outputs;
   std::vector<std::string> names =
       r.is_detector() ? std::vector<std::string>{"num_detections", "detection_boxes",
                                                  "detection_scores", "detection_classes"}
                       : std::vector<std::string>{"logits", "probabilities"};
-  if (wanted.empty())
-    for (const auto& n : names) wanted.push_back({n, request.binary_outputs});
+  if (plan.wanted.empty())
+    for (const auto& n : names) plan.wanted.push_back({n, request.binary_outputs});
   if (r.is_detector()) names.push_back("raw");
-  for (const auto& w : wanted)
+  for (const auto& w : plan.wanted)
     if (std::find(names.begin(), names.end(), w.name) == names.end())
       bad_request("model '{}' has no output '{}' (outputs: {})", r.name(), w.name,
                   fmt::join(names, ", "));
+  return plan;
+}
 
-  auto y = run(m, x, arrival);
+Service::InferResult Service::finish_infer(Served& m, InferPlan& plan, const torch::Tensor& y) {
+  check_finite(y);
+  const ModelRunner& r = *m.runner;
   std::map<std::string, torch::Tensor> outputs;
   if (r.is_detector()) {
     std::vector<torch::Tensor> n, b, s, c;
     for (int64_t i = 0; i < y.size(0); ++i) {
-      auto d = r.detect(y[i], images.empty() ? nullptr : &images[static_cast<size_t>(i)],
+      auto d = r.detect(y[i], plan.images.empty() ? nullptr : &plan.images[static_cast<size_t>(i)],
                         options_.score_threshold, options_.max_detections);
       n.push_back(d.count);
       b.push_back(d.boxes);
@@ -220,7 +247,7 @@ Service::InferResult Service::run_infer(Served& m, InferRequest& request,
   } else {
     outputs = {{"logits", y}, {"probabilities", torch::softmax(y, 1)}};
   }
-  return {std::move(wanted), std::move(outputs)};
+  return {std::move(plan.wanted), std::move(outputs)};
 }
 
 }  // namespace kd

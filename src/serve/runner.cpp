@@ -1,19 +1,33 @@
 #include "kd/serve/runner.h"
 
+#include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
 #include "kd/core/error.h"
 #include "kd/data/detection.h"
 #include "kd/data/image.h"
 #include "kd/detect/boxes.h"
+#include "kd/models/export.h"
 
 namespace kd {
 
-ModelRunner::ModelRunner(std::string name, std::string source, std::unique_ptr<Model> model)
+ModelRunner::ModelRunner(std::string name, std::string source, std::unique_ptr<Model> model,
+                         bool optimize)
     : name_(std::move(name)), source_(std::move(source)), model_(std::move(model)) {
   KD_CHECK(spec().input_shape.size() == 3, "{}: the model has no input shape [C, H, W]", source_);
   model_->train(false);
   params_ = model_->num_parameters();
+  if (optimize) {
+    try {
+      double diff = 0;
+      optimized_ = optimize_for_inference(*model_, &diff);
+      spdlog::debug("{}: optimized for inference (max |diff| {:.2g} against the model as trained)",
+                   name_, diff);
+    } catch (const std::exception& e) {
+      spdlog::warn("{}: serving the model as it is; optimizing it for inference failed: {}", name_,
+                   first_line(e.what()));
+    }
+  }
   if (is_detector()) {
     KD_CHECK(spec().input_shape[1] == spec().input_shape[2],
              "{}: a detector's input must be square", source_);
@@ -27,7 +41,8 @@ std::vector<int64_t> ModelRunner::input_shape() const {
 }
 
 torch::Tensor ModelRunner::forward(const torch::Tensor& batch) {
-  return model_->forward(batch.to(model_->device())).to(torch::kCPU);
+  Model& m = optimized_ ? *optimized_ : *model_;
+  return m.forward(batch.to(m.device())).to(torch::kCPU);
 }
 
 PreparedImage ModelRunner::prepare_image(std::string_view encoded, int64_t max_pixels) const {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <future>
 #include <optional>
 
 #include <fmt/ranges.h>
@@ -132,19 +133,78 @@ std::vector<std::string> Service::model_names() const {
   return out;
 }
 
-HttpResponse Service::handle(const HttpRequest& request) noexcept {
+struct Service::Route {
+  // Where a route's work runs (Service::handle).
+  enum class Work {
+    quick,     // on the transport's thread: answered from memory
+    batched,   // parsed on the transport's thread (small bodies), answered by the batch's worker
+    blocking,  // on an offloaded thread: decodes images, waits for its batch, reads files
+  };
+  enum class Auth {
+    kNone,        // health, the page: a browser or a load balancer asks without a key
+    kKey,         // the API: Authorization: Bearer KEY
+    kKeyOrQuery,  // the runs pages: links cannot carry headers, so ?key=KEY too
+  };
+  std::string name;     // the metrics' route label
+  std::string pattern;  // the path; "{model}" stands for a served model's name
+  std::string method;   // GET (HEAD too) or POST
+  Auth auth = Auth::kKey;
+  bool dashboard = false;  // only with --runs
+  Work work = Work::quick;
+  std::function<HttpResponse(Service&, const HttpRequest&, Served*)> handler;
+  std::function<void(Service&, HttpRequest&, Served*, Respond)> batched;  // Work::batched
+};
+
+// Bodies up to this size are parsed on the transport's thread (a 28x28 image in JSON is 15 KB,
+// its parse ~30 us); larger ones, up to a 25 MiB batch, would hold every other connection.
+constexpr size_t kQuickBodyBytes = 64 << 10;
+
+void Service::handle(HttpRequest request, Respond respond, const Offload& offload) noexcept {
   const auto start = Clock::now();
-  Routed routed;
-  HttpResponse response;
+  auto req = std::make_shared<HttpRequest>(std::move(request));
+  auto routed = std::make_shared<Routed>();
+  // Every answer goes out through here, once: counted, then handed to the transport.
+  auto answer = [this, start, routed, respond = std::move(respond)](HttpResponse response) {
+    record(*routed, response.status, std::chrono::duration<double>(Clock::now() - start).count());
+    respond(std::move(response));
+  };
+  auto fail = [this, req, answer] { answer(failure_response(std::current_exception(), *req)); };
   try {
-    response = route(request, routed);
+    Served* served = nullptr;
+    HttpResponse refused;
+    const Route* r = route(*req, *routed, served, refused);
+    if (!r) return answer(std::move(refused));
+    if (r->work == Route::Work::quick) return answer(r->handler(*this, *req, served));
+    if (r->work == Route::Work::batched && req->body.size() <= kQuickBodyBytes)
+      return r->batched(*this, *req, served, answer);
+    offload([this, r, req, served, answer, fail] {
+      try {
+        if (r->work == Route::Work::batched)
+          r->batched(*this, *req, served, answer);
+        else
+          answer(r->handler(*this, *req, served));
+      } catch (...) {
+        fail();
+      }
+    });
   } catch (...) {
-    const auto [status, message] =
-        failure_status(std::current_exception(), request.method + " " + request.path);
-    response = error_response(status, message);
-    if (status == 503) response.headers.emplace_back("Retry-After", "1");
+    fail();
   }
-  record(routed, response.status, std::chrono::duration<double>(Clock::now() - start).count());
+}
+
+HttpResponse Service::handle(const HttpRequest& request) noexcept {
+  std::promise<HttpResponse> answered;
+  handle(
+      request, [&answered](HttpResponse r) { answered.set_value(std::move(r)); },
+      [](const std::function<void()>& work) { work(); });
+  return answered.get_future().get();
+}
+
+HttpResponse Service::failure_response(const std::exception_ptr& failure,
+                                       const HttpRequest& request) {
+  const auto [status, message] = failure_status(failure, request.method + " " + request.path);
+  HttpResponse response = error_response(status, message);
+  if (status == 503) response.headers.emplace_back("Retry-After", "1");
   return response;
 }
 
@@ -215,22 +275,9 @@ Service::Served& Service::find(const std::string& name) {
   return *it->second;
 }
 
-struct Service::Route {
-  enum class Auth {
-    kNone,        // health, the page: a browser or a load balancer asks without a key
-    kKey,         // the API: Authorization: Bearer KEY
-    kKeyOrQuery,  // the runs pages: links cannot carry headers, so ?key=KEY too
-  };
-  std::string name;     // the metrics' route label
-  std::string pattern;  // the path; "{model}" stands for a served model's name
-  std::string method;   // GET (HEAD too) or POST
-  Auth auth = Auth::kKey;
-  bool dashboard = false;  // only with --runs
-  std::function<HttpResponse(Service&, const HttpRequest&, Served*)> handler;
-};
-
 const std::vector<Service::Route>& Service::routes() {
   using Auth = Route::Auth;
+  using Work = Route::Work;
   auto page = [](Service&, const HttpRequest&, Served*) {
     HttpResponse r;
     r.content_type = "text/html; charset=utf-8";
@@ -241,71 +288,73 @@ const std::vector<Service::Route>& Service::routes() {
     return s.dashboard_->list(req.query.count("key") ? req.query.at("key") : "");
   };
   static const std::vector<Route> table = {
-      {"health", "/v2/health/live", "GET", Auth::kNone, false,
+      {"health", "/v2/health/live", "GET", Auth::kNone, false, Work::quick,
        [](Service&, const HttpRequest&, Served*) {
          return json_response(200, {{"live", true}});
        }},
-      {"health", "/v2/health/ready", "GET", Auth::kNone, false,
+      {"health", "/v2/health/ready", "GET", Auth::kNone, false, Work::quick,
        [](Service&, const HttpRequest&, Served*) {
          return json_response(200, {{"ready", true}});
        }},
       // Browsers ask for an icon; an empty answer keeps their consoles free of 404s.
-      {"page", "/favicon.ico", "GET", Auth::kNone, false,
+      {"page", "/favicon.ico", "GET", Auth::kNone, false, Work::quick,
        [](Service&, const HttpRequest&, Served*) {
          HttpResponse r;
          r.status = 204;
          r.content_type = "image/x-icon";
          return r;
        }},
-      {"page", "/", "GET", Auth::kNone, false, page},
-      {"page", "/index.html", "GET", Auth::kNone, false, page},
-      {"runs", "/runs", "GET", Auth::kKeyOrQuery, true, runs_list},
-      {"runs", "/runs/", "GET", Auth::kKeyOrQuery, true, runs_list},
-      {"runs", "/runs/report", "GET", Auth::kKeyOrQuery, true,
+      {"page", "/", "GET", Auth::kNone, false, Work::quick, page},
+      {"page", "/index.html", "GET", Auth::kNone, false, Work::quick, page},
+      {"runs", "/runs", "GET", Auth::kKeyOrQuery, true, Work::blocking, runs_list},
+      {"runs", "/runs/", "GET", Auth::kKeyOrQuery, true, Work::blocking, runs_list},
+      {"runs", "/runs/report", "GET", Auth::kKeyOrQuery, true, Work::blocking,
        [](Service& s, const HttpRequest& req, Served*) {
          return s.dashboard_->report(req.query.count("runs") ? req.query.at("runs") : "",
                                      req.query.count("key") ? req.query.at("key") : "");
        }},
-      {"metrics", "/metrics", "GET", Auth::kKey, false,
+      {"metrics", "/metrics", "GET", Auth::kKey, false, Work::quick,
        [](Service& s, const HttpRequest&, Served*) {
          HttpResponse r;
          r.content_type = "text/plain; version=0.0.4; charset=utf-8";
          r.body = s.metrics_.render();
          return r;
        }},
-      {"server_metadata", "/v2", "GET", Auth::kKey, false,
+      {"server_metadata", "/v2", "GET", Auth::kKey, false, Work::quick,
        [](Service&, const HttpRequest&, Served*) {
          return json_response(
              200, {{"name", "kd"}, {"version", kVersion}, {"extensions", json::array()}});
        }},
-      {"repository_index", "/v2/repository/index", "POST", Auth::kKey, false,
+      {"repository_index", "/v2/repository/index", "POST", Auth::kKey, false, Work::quick,
        [](Service& s, const HttpRequest&, Served*) { return s.repository_index(); }},
-      {"model_stats", "/v2/models/stats", "GET", Auth::kKey, false,
+      {"model_stats", "/v2/models/stats", "GET", Auth::kKey, false, Work::quick,
        [](Service& s, const HttpRequest&, Served*) { return s.model_stats(nullptr); }},
-      {"models", "/v2/models", "GET", Auth::kKey, false,
+      {"models", "/v2/models", "GET", Auth::kKey, false, Work::quick,
        [](Service& s, const HttpRequest&, Served*) { return s.models_list(); }},
-      {"models", "/v2/models/", "GET", Auth::kKey, false,
+      {"models", "/v2/models/", "GET", Auth::kKey, false, Work::quick,
        [](Service& s, const HttpRequest&, Served*) { return s.models_list(); }},
-      {"model_metadata", "/v2/models/{model}", "GET", Auth::kKey, false,
+      {"model_metadata", "/v2/models/{model}", "GET", Auth::kKey, false, Work::quick,
        [](Service& s, const HttpRequest&, Served* m) { return s.model_metadata(*m); }},
-      {"model_metadata", "/v2/models/{model}/", "GET", Auth::kKey, false,
+      {"model_metadata", "/v2/models/{model}/", "GET", Auth::kKey, false, Work::quick,
        [](Service& s, const HttpRequest&, Served* m) { return s.model_metadata(*m); }},
-      {"model_config", "/v2/models/{model}/config", "GET", Auth::kKey, false,
+      {"model_config", "/v2/models/{model}/config", "GET", Auth::kKey, false, Work::quick,
        [](Service& s, const HttpRequest&, Served* m) { return s.model_config(*m); }},
-      {"model_stats", "/v2/models/{model}/stats", "GET", Auth::kKey, false,
+      {"model_stats", "/v2/models/{model}/stats", "GET", Auth::kKey, false, Work::quick,
        [](Service& s, const HttpRequest&, Served* m) { return s.model_stats(m); }},
-      {"model_ready", "/v2/models/{model}/ready", "GET", Auth::kKey, false,
+      {"model_ready", "/v2/models/{model}/ready", "GET", Auth::kKey, false, Work::quick,
        [](Service&, const HttpRequest&, Served* m) {
          return json_response(200, {{"name", m->runner->name()}, {"ready", true}});
        }},
-      {"infer", "/v2/models/{model}/infer", "POST", Auth::kKey, false,
-       [](Service& s, const HttpRequest& req, Served* m) { return s.infer(*m, req); }},
-      {"image", "/v2/models/{model}/image", "POST", Auth::kKey, false,
+      {"infer", "/v2/models/{model}/infer", "POST", Auth::kKey, false, Work::batched, nullptr,
+       [](Service& s, HttpRequest& req, Served* m, Respond respond) {
+         s.infer(*m, req, std::move(respond));
+       }},
+      {"image", "/v2/models/{model}/image", "POST", Auth::kKey, false, Work::blocking,
        [](Service& s, const HttpRequest& req, Served* m) { return s.image(*m, req); }},
       // Before model_status: "{model}" would otherwise take "name:predict" as a name.
-      {"predict", "/v1/models/{model}:predict", "POST", Auth::kKey, false,
+      {"predict", "/v1/models/{model}:predict", "POST", Auth::kKey, false, Work::blocking,
        [](Service& s, const HttpRequest& req, Served* m) { return s.predict_v1(*m, req); }},
-      {"model_status", "/v1/models/{model}", "GET", Auth::kKey, false,
+      {"model_status", "/v1/models/{model}", "GET", Auth::kKey, false, Work::quick,
        [](Service& s, const HttpRequest&, Served* m) { return s.model_status_v1(*m); }},
   };
   return table;
@@ -318,7 +367,8 @@ bool Service::authorized(const HttpRequest& req, bool query_key_too) const {
   return query_key_too && req.query.count("key") && same_key(req.query.at("key"), options_.api_key);
 }
 
-HttpResponse Service::route(const HttpRequest& req, Routed& routed) {
+const Service::Route* Service::route(const HttpRequest& req, Routed& routed, Served*& served,
+                                     HttpResponse& refused) {
   std::string path = req.path;
   const std::string version = take_version(path);
   const Route* match = nullptr;
@@ -342,28 +392,29 @@ HttpResponse Service::route(const HttpRequest& req, Routed& routed) {
   if (match && match->auth == Route::Auth::kKeyOrQuery) {
     routed.route = match->name;
     check_method();
-    if (!authorized(req, true))
-      return error_response(401, "missing or wrong API key: add ?key=<key> to the address");
+    if (!authorized(req, true)) {
+      refused = error_response(401, "missing or wrong API key: add ?key=<key> to the address");
+      return nullptr;
+    }
   } else if (!match || match->auth == Route::Auth::kKey) {
     if (!authorized(req, false)) {
       routed.route = "auth";
-      HttpResponse r = error_response(
+      refused = error_response(
           401, "missing or wrong API key: send the header 'Authorization: Bearer <key>'");
-      r.headers.emplace_back("WWW-Authenticate", "Bearer");
-      return r;
+      refused.headers.emplace_back("WWW-Authenticate", "Bearer");
+      return nullptr;
     }
   }
   if (!version.empty() && version != "1")
     throw HttpError(404, fmt::format("model '{}' has only version 1, not '{}'", model, version));
   if (!match) throw HttpError(404, fmt::format("no route {} {}", req.method, req.path));
   routed.route = match->name;
-  Served* served = nullptr;
   if (match->pattern.find("{model}") != std::string::npos) {
     served = &find(model);
     routed.model = model;
   }
   check_method();
-  return match->handler(*this, req, served);
+  return match;
 }
 
 HttpResponse Service::models_list() {
@@ -384,12 +435,16 @@ HttpResponse Service::models_list() {
 
 torch::Tensor Service::run(Served& m, const torch::Tensor& input, Batcher::Arrival& arrival) {
   auto out = m.batcher->submit(input, &arrival).get();
-  // JSON has no inf or NaN: they would go out as null, which typed clients cannot read.
-  if (!torch::isfinite(out).all().item<bool>())
+  check_finite(out);
+  return out;
+}
+
+void Service::check_finite(const torch::Tensor& output) {
+  // Typed clients cannot read the null that JSON would carry.
+  if (!torch::isfinite(output).all().item<bool>())
     bad_request(
         "the model's output for this input is not finite (inf or NaN): inputs are pixels "
         "in [0, 1]");
-  return out;
 }
 
 Service::ImageBatch Service::prepare_images(Served& m, const std::vector<std::string>& encoded) {

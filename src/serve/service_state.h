@@ -31,6 +31,12 @@ struct Service::InferResult {
   std::map<std::string, torch::Tensor> outputs;  // every output the model computed
 };
 
+struct Service::InferPlan {
+  torch::Tensor input;                 // float [N, C, H, W]
+  std::vector<PreparedImage> images;   // BYTES inputs: each image's size and letterbox scale
+  std::vector<InferOutput> wanted;     // in the order asked
+};
+
 // What a request was, for the metrics: which model and which route.
 struct Service::Routed {
   std::string model, route = "unknown";

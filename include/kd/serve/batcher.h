@@ -1,12 +1,14 @@
 #pragma once
 /// @file
-/// Dynamic batching for one served model: requests from many HTTP threads wait in a bounded
-/// queue; worker threads take up to max_batch inputs at a time (waiting at most max_wait after
-/// the oldest one arrived for more to join), run them as one batch under inference mode, and
-/// hand each request its rows of the output. A full queue refuses new work instead of growing.
+/// Dynamic batching for one served model: requests from any thread wait in a bounded queue;
+/// worker threads take up to max_batch inputs at a time (waiting at most max_wait after the
+/// oldest one arrived for more to join), run them as one batch under inference mode, and hand
+/// each request its rows of the output, through its callback on the worker thread (nobody waits
+/// on a thread of their own) or a future. A full queue refuses new work instead of growing.
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <exception>
 #include <functional>
 #include <future>
 #include <mutex>
@@ -58,8 +60,14 @@ class Batcher {
   };
   Arrival expect();
 
-  /// Queues input [n, ...] (n >= 1; inputs larger than max_batch run as a batch of their own) and
-  /// returns its output rows. Throws QueueFull when max_queue requests are already waiting.
+  /// Called on a worker thread with a request's output rows, or with the batch's failure (rows
+  /// undefined). It should be quick: the worker's next batch waits for it.
+  using Done = std::function<void(torch::Tensor rows, std::exception_ptr failure)>;
+  /// Queues input [n, ...] (n >= 1; inputs larger than max_batch run as a batch of their own);
+  /// `done` gets its output rows. Throws QueueFull when max_queue requests are already waiting
+  /// (`done` is then never called).
+  void submit(torch::Tensor input, Done done, Arrival* arrival = nullptr);
+  /// The same, for a caller that waits.
   std::future<torch::Tensor> submit(torch::Tensor input, Arrival* arrival = nullptr);
   int64_t depth() const;
   const BatchOptions& options() const { return options_; }
@@ -67,10 +75,11 @@ class Batcher {
  private:
   struct Job {
     torch::Tensor input;
-    std::promise<torch::Tensor> result;
+    Done done;
     std::chrono::steady_clock::time_point queued;
   };
   void work();
+  static void finish(Job& job, torch::Tensor rows, std::exception_ptr failure) noexcept;
   std::vector<Job> take_batch(std::unique_lock<std::mutex>& lock);
 
   std::function<torch::Tensor(const torch::Tensor&)> run_;

@@ -1,8 +1,10 @@
 #pragma once
 /// @file
 /// The transport of `kd serve`: HTTP/1.1 on Boost.Beast over Asio, event-driven. One I/O thread
-/// reads and writes every connection; complete requests go to a pool of handler threads, which
-/// call kd::Service (and wait there for their batch). Per connection: deadlines for the header,
+/// reads and writes every connection and hands complete requests to kd::Service, which answers
+/// quick ones at once, queues inference for its batch (the batch's worker answers) and gives
+/// what may block (images, TF Serving, large bodies, the runs pages) to a pool of handler
+/// threads. Per connection: deadlines for the header,
 /// the body and idle keep-alive; limits on header bytes, header count and body bytes (the decoded
 /// bytes, whatever the framing: Content-Length, chunked, gzip); RFC 9112 framing (ambiguous
 /// requests get 400 and the connection is closed); pipelined requests answered in order.
@@ -17,9 +19,8 @@ class Service;
 struct HttpOptions {
   std::string host = "127.0.0.1";
   int port = 8080;  ///< 0: any free port (the bound one is returned by bind())
-  /// Requests handled at once (each waits on its batch); 0: 8 per core. More threads than that
-  /// only contend for the cores: 64 on this 2-core machine served ~30 % fewer requests than 16
-  /// (bench/README.md).
+  /// Handler threads for the requests that block (each may wait on its batch); 0: 8 per core.
+  /// OIP inference of small bodies needs none.
   int threads = 0;
   int64_t max_body_bytes = 32ll << 20;  ///< larger requests get 413 (after decoding)
   int timeout_seconds = 30;             ///< receiving a request's body / sending a response

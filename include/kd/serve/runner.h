@@ -33,13 +33,17 @@ struct DetectionTensors {
 
 class ModelRunner {
  public:
-  ModelRunner(std::string name, std::string source, std::unique_ptr<Model> model);
+  /// optimize: run the forward pass through kd::optimize_for_inference (CPU, fp32 only); when
+  /// that cannot be built, a warning and the model as it is.
+  ModelRunner(std::string name, std::string source, std::unique_ptr<Model> model,
+              bool optimize = false);
 
   const std::string& name() const { return name_; }
   const std::string& source() const { return source_; }  // the run directory or .pt it came from
   const ModelSpec& spec() const { return model_->spec(); }
   bool is_detector() const { return spec().task == Task::detect; }
   int64_t num_parameters() const { return params_; }
+  bool optimized() const { return optimized_ != nullptr; }
   int64_t num_anchors() const { return anchors_.defined() ? anchors_.size(0) : 0; }
   std::vector<int64_t> input_shape() const;  ///< [-1, C, H, W]
 
@@ -63,6 +67,7 @@ class ModelRunner {
  private:
   std::string name_, source_;
   std::unique_ptr<Model> model_;
+  std::unique_ptr<Model> optimized_;  ///< what forward() runs, when built
   torch::Tensor anchors_;  ///< detectors only
   int64_t params_ = 0;
 };

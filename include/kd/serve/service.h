@@ -21,6 +21,7 @@
 /// @endverbatim
 /// Bad requests get a 4xx with {"error": "..."}; handle() never throws.
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -72,6 +73,15 @@ class Service {
  public:
   Service(std::vector<std::unique_ptr<ModelRunner>> runners, ServiceOptions options);
   ~Service();
+  using Respond = std::function<void(HttpResponse)>;
+  using Offload = std::function<void(std::function<void()>)>;
+  /// Answers `request` through `respond`, exactly once. The caller's thread does what is quick
+  /// (the metadata routes; parsing a small inference request and queueing it for its batch,
+  /// whose worker thread then answers); what may block (images, TF Serving, large bodies, the
+  /// runs pages) goes to `offload`, which runs it on some other thread. An event-driven transport
+  /// thus never waits on a batch, and no thread sits waiting for one.
+  void handle(HttpRequest request, Respond respond, const Offload& offload) noexcept;
+  /// The same, waited for on the caller's thread.
   HttpResponse handle(const HttpRequest& request) noexcept;
   /// A response the transport itself produces (body too large, unreadable request), counted.
   HttpResponse transport_error(int status, const std::string& message);
@@ -90,12 +100,21 @@ class Service {
   struct Route;
   /// The route table (service.cpp): path patterns, methods, the key each needs, handlers.
   static const std::vector<Route>& routes();
-  HttpResponse route(const HttpRequest& request, Routed& routed);
+  /// The route for a request, after the key check; nullptr with `refused` set when it is
+  /// answered without one (401). Throws HttpError for no route, a wrong method or model.
+  const Route* route(const HttpRequest& request, Routed& routed, Served*& served,
+                     HttpResponse& refused);
+  HttpResponse failure_response(const std::exception_ptr& failure, const HttpRequest& request);
   /// Counts an answered request in the metrics and, for inference routes, the model's statistics.
   void record(const Routed& routed, int status, double seconds) noexcept;
   /// The transport-neutral core of OIP inference: the outputs asked for, computed.
   struct InferResult;
   InferResult run_infer(Served& m, InferRequest& request, Batcher::Arrival& arrival);
+  /// run_infer in two halves around the batch: the input and the outputs asked for, checked;
+  /// then the model's output rows turned into every output.
+  struct InferPlan;
+  InferPlan plan_infer(Served& m, InferRequest& request);
+  InferResult finish_infer(Served& m, InferPlan& plan, const torch::Tensor& y);
   /// The API key, from "Authorization: Bearer KEY" (or ?key=KEY where links must carry it).
   bool authorized(const HttpRequest& request, bool query_key_too) const;
   Served& find(const std::string& name);
@@ -105,12 +124,15 @@ class Service {
   HttpResponse model_config(Served& m);  ///< Triton's model configuration
   HttpResponse model_stats(Served* m);   ///< Triton's statistics; nullptr: every model
   HttpResponse repository_index();       ///< Triton's model repository index
-  HttpResponse infer(Served& m, const HttpRequest& request);
+  /// OIP inference over HTTP: parsed on the caller's thread, answered by the batch's worker.
+  void infer(Served& m, HttpRequest& request, Respond respond);
   HttpResponse model_status_v1(Served& m);
   HttpResponse predict_v1(Served& m, const HttpRequest& request);
   HttpResponse image(Served& m, const HttpRequest& request);
   HttpResponse models_list();
   torch::Tensor run(Served& m, const torch::Tensor& input, Batcher::Arrival& arrival);
+  /// JSON has no inf or NaN: an output with them is refused (400), never sent as null.
+  static void check_finite(const torch::Tensor& output);
   /// Decoded, resized or letterboxed images and their pixels stacked into one input batch.
   struct ImageBatch {
     std::vector<PreparedImage> images;

@@ -1,5 +1,6 @@
-// `kd export --format onnx` checked by another runtime: OpenCV's DNN module reads the file and
-// must compute what kd computes, for the reference classifiers and an EfficientDet detector.
+// A model's network as another graph must compute what kd computes: `kd export --format onnx`
+// run by another runtime (OpenCV's DNN module), and the traced, frozen, oneDNN-optimized graph
+// that `kd serve` runs; for the reference classifiers and an EfficientDet detector.
 #include <iostream>
 
 #include <opencv2/dnn.hpp>
@@ -89,6 +90,46 @@ TEST(Onnx, ATorchScriptModelIsRefused) {
   auto m = kd::load_model(std::string(KD_FIXTURE_DIR) + "/student_ts.pt");
   EXPECT_KD_ERROR(kd::export_onnx(*m, (dir.path / "m.onnx").string()),
                   "ONNX export is for kd's own architectures");
+}
+
+// kd::optimize_for_inference against the model it came from, relative to the output's scale,
+// at batch sizes other than the ones it was checked with.
+double optimized_difference(kd::Model& m) {
+  auto fast = kd::optimize_for_inference(m);
+  const auto& in = m.spec().input_shape;
+  torch::NoGradGuard no_grad;
+  double worst = 0;
+  for (int64_t batch : {1, 7, 32}) {
+    torch::manual_seed(batch);
+    auto x = torch::rand({batch, in[0], in[1], in[2]});
+    auto want = m.forward(x), got = fast->forward(x);
+    EXPECT_EQ(got.sizes(), want.sizes());
+    if (got.sizes() != want.sizes()) return 1e9;
+    worst = std::max(
+        worst, ((got - want).abs().max() / want.abs().max().clamp_min(1e-6)).item<double>());
+  }
+  return worst;
+}
+
+TEST(InferenceGraph, TheReferenceClassifiersComputeWhatKdComputes) {
+  for (const char* arch : {"fmnist-student", "fmnist-teacher"}) {
+    auto m = model(arch, {1, 28, 28}, 10);
+    const double d = optimized_difference(*m);
+    std::cout << arch << ": optimized vs kd, max relative difference " << d << "\n";
+    EXPECT_LT(d, 1e-5) << arch;
+  }
+}
+
+TEST(InferenceGraph, AnEfficientDetComputesWhatKdComputes) {
+  auto m = model("effdet-d0", {3, 64, 64}, 3);
+  const double d = optimized_difference(*m);
+  std::cout << "effdet-d0: optimized vs kd, max relative difference " << d << "\n";
+  EXPECT_LT(d, 1e-5);
+}
+
+TEST(InferenceGraph, ATorchScriptModelFromPyTorchToo) {
+  auto m = kd::load_model(std::string(KD_FIXTURE_DIR) + "/student_ts.pt");
+  EXPECT_LT(optimized_difference(*m), 1e-5);
 }
 
 }  // namespace
