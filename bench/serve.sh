@@ -2,9 +2,11 @@
 # Serving benchmark: one Fashion-MNIST student run served by `kd serve` and, exported with
 # `kd export`, by FastAPI + uvicorn + PyTorch Python (bench/serve_baseline.py); wrk posts the same
 # Open Inference Protocol v2 request (one 28x28 image as FP32: in JSON, and with the binary tensor
-# data extension as tritonclient sends it) at concurrency 1 and 32, to one server at a time, in
-# the same run. Prints requests/s and p50/p99 latency for both.
-# Usage: bench/serve.sh path/to/kd RUN [SECONDS]
+# data extension as tritonclient sends it) at concurrency 1 and 32, to one server at a time, kd and
+# Python in turn (ROUNDS pairs per point, default 3). Prints the median requests/s and p50/p99
+# latency of each, the ratio of each pair, how much CPU the host stole meanwhile, and kd's memory
+# after a soak of 25 MiB batches.
+# Usage: [ROUNDS=3] bench/serve.sh path/to/kd RUN [SECONDS]
 set -euo pipefail
 KD=$(realpath "$1") RUN=$2 SECONDS_EACH=${3:-10}
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -52,15 +54,13 @@ wait_ready() {  # wait_ready URL
   for _ in $(seq 100); do curl -sf "$1/v2/health/ready" >/dev/null && return 0; sleep 0.1; done
   echo "serve bench: server at $1 did not come up"; exit 1
 }
-# load NAME URL: wrk at concurrency 1 and 32 (one wrk thread: wrk shares the 2 cores), JSON and
-# binary requests, one line each
-load() {
-  for kind in json binary; do
-  for c in 1 32; do
-    wrk -t1 -c"$c" -d"${SECONDS_EACH}s" --latency -s "$WORK/post-$kind.lua" "$2/v2/models/student/infer" >"$WORK/wrk.txt"
-    /usr/bin/python3 - "$1 ($kind)" "$c" "$WORK/wrk.txt" <<'PY'
+# wrk_point NAME URL KIND CLIENTS: one wrk run (one wrk thread: wrk shares the 2 cores); appends
+# "name kind clients req/s p50 p99 non2xx" to $WORK/points.
+wrk_point() {
+  wrk -t1 -c"$4" -d"${SECONDS_EACH}s" --latency -s "$WORK/post-$3.lua" "$2/v2/models/student/infer" >"$WORK/wrk.txt"
+  /usr/bin/python3 - "$1" "$3" "$4" "$WORK/wrk.txt" "$WORK/points" <<'PY'
 import re, sys
-name, c, text = sys.argv[1], sys.argv[2], open(sys.argv[3]).read()
+name, kind, c, text = sys.argv[1], sys.argv[2], sys.argv[3], open(sys.argv[4]).read()
 if "Requests/sec" not in text:
     sys.exit(f"serve bench: wrk failed:\n{text}")
 def ms(v):
@@ -71,31 +71,75 @@ p50 = ms(re.search(r"50%\s+(\S+)", text).group(1))
 p99 = ms(re.search(r"99%\s+(\S+)", text).group(1))
 non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
 errors = re.search(r"Socket errors: (.*)", text)
-open(sys.argv[3] + ".all", "a").write(f"{name}\t{c}\t{rps}\t{p99}\n")
-print(f"{name:<34} {c:>5} {rps:>10.0f} {p50:>9.2f} {p99:>9.2f}"
-      + (f"  ({non2xx.group(1)} non-2xx)" if non2xx else "") + (f"  (socket errors: {errors.group(1)})" if errors else ""))
+if errors:
+    print(f"serve bench: {name} {kind} {c}: socket errors: {errors.group(1)}", file=sys.stderr)
+open(sys.argv[5], "a").write(f"{name}\t{kind}\t{c}\t{rps}\t{p50}\t{p99}\t{non2xx.group(1) if non2xx else 0}\n")
 PY
-  done
-  done
 }
+cpu_ticks() { head -1 /proc/stat; }
 
-printf "%-34s %5s %10s %9s %9s\n" server clients "req/s" "p50 ms" "p99 ms"
+# Both servers are up for the whole run and loaded in turn (an idle one costs nothing): each
+# point is ROUNDS pairs of kd then Python runs, so a slow minute of a shared host (steal time)
+# falls on both sides rather than on one.
+ROUNDS=${ROUNDS:-3}
 "$KD" serve "student=$RUN" --port 0 --grpc-port 0 >"$WORK/kd.json" 2>"$WORK/kd.log" &
 PIDS+=($!)
-sleep 0.5
+KD_PID=$!
+PORT=$(/usr/bin/python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+/usr/bin/python3 "$HERE/serve_baseline.py" "$WORK/student.pt" "$PORT" 2>"$WORK/py.log" &
+PIDS+=($!)
 for _ in $(seq 100); do [ -s "$WORK/kd.json" ] && break; sleep 0.1; done
 KD_URL=$(/usr/bin/python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['listening'])" "$WORK/kd.json")
+PY_URL="http://127.0.0.1:$PORT"
 wait_ready "$KD_URL"
-load "kd serve" "$KD_URL"
+wait_ready "$PY_URL"
+BEFORE=$(cpu_ticks)
+for kind in json binary; do
+  for c in 1 32; do
+    for _ in $(seq "$ROUNDS"); do
+      wrk_point kd "$KD_URL" "$kind" "$c"
+      wrk_point python "$PY_URL" "$kind" "$c"
+    done
+  done
+done
 # gRPC: ModelInfer with raw FP32 contents, one channel per client (bench/grpc_load.cpp).
 GRPC_LOAD=$(dirname "$KD")/bench/kd_grpc_load
 KD_GRPC=$(/usr/bin/python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['grpc'])" "$WORK/kd.json")
 for c in 1 32; do
-  read -r rps p50 p99 fails < <("$GRPC_LOAD" "$KD_GRPC" student "$c" "$SECONDS_EACH")
-  printf "%-34s %5s %10.0f %9.2f %9.2f%s\n" "kd serve (gRPC)" "$c" "$rps" "$p50" "$p99" \
-    "$([ "$fails" = 0 ] || echo "  ($fails failed)")"
-  printf "kd serve (gRPC)\t%s\t%s\t%s\n" "$c" "$rps" "$p99" >>"$WORK/wrk.txt.all"
+  for _ in $(seq "$ROUNDS"); do
+    read -r rps p50 p99 fails < <("$GRPC_LOAD" "$KD_GRPC" student "$c" "$SECONDS_EACH")
+    printf "kd\tgRPC\t%s\t%s\t%s\t%s\t%s\n" "$c" "$rps" "$p50" "$p99" "$fails" >>"$WORK/points"
+  done
 done
+AFTER=$(cpu_ticks)
+/usr/bin/python3 - "$WORK/points" "$BEFORE" "$AFTER" <<'PY'
+import statistics as st, sys
+rows = [l.split("\t") for l in open(sys.argv[1]).read().splitlines()]
+pts = {}
+for name, kind, c, rps, p50, p99, bad in rows:
+    pts.setdefault((name, kind, c), []).append((float(rps), float(p50), float(p99), int(bad)))
+label = {"kd": "kd serve", "python": "FastAPI+uvicorn+PyTorch"}
+print(f"{'server':<34} {'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}   (median of the runs; req/s of each run)")
+for (name, kind, c), runs in pts.items():
+    med = [st.median(r[i] for r in runs) for i in range(3)]
+    bad = sum(r[3] for r in runs)
+    print(f"{label[name] + ' (' + kind + ')':<34} {c:>7} {med[0]:>8.0f} {med[1]:>8.2f} {med[2]:>8.2f}"
+          f"   ({', '.join(f'{r[0]:.0f}' for r in runs)})" + (f"  {bad} failed" if bad else ""))
+for kind, py in (("json", "json"), ("binary", "binary"), ("gRPC", "binary")):
+    for c in ("1", "32"):
+        k, p = pts[("kd", kind, c)], pts[("python", py, c)]
+        # gRPC has no Python counterpart run beside it: its ratio is of the medians.
+        ratios = ([a[0] / b[0] for a, b in zip(k, p)] if kind != "gRPC"
+                  else [st.median(a[0] for a in k) / st.median(b[0] for b in p)])
+        print(f"{kind:>6}, concurrency {c:>2}: kd {st.median(ratios):.2f}x the Python server's "
+              f"requests/s ({py}{'; pairs ' + ', '.join(f'{r:.2f}' for r in ratios) if len(ratios) > 1 else ''}); "
+              f"p99 {st.median(a[2] for a in k):.2f} vs {st.median(b[2] for b in p):.2f} ms")
+b, a = (list(map(int, x.split()[1:])) for x in sys.argv[2:4])
+d = [y - x for x, y in zip(b, a)]
+total = sum(d[:8])
+print(f"CPU time of the machine during the load: {100 * d[7] / total:.0f} % stolen by the host, "
+      f"{100 * d[3] / total:.0f} % idle")
+PY
 # Memory after a soak of 25 MiB batches (8,192 images in binary, --max-body-mb 32): what the
 # server keeps once they are answered.
 /usr/bin/python3 - "$WORK/big.bin" "$WORK/big.len" <<'PY'
@@ -113,21 +157,4 @@ for _ in 1 2 3 4; do
     --data-binary "@$WORK/big.bin" "$KD_URL/v2/models/student/infer" || echo "serve bench: a 25 MiB batch failed"
 done
 sleep 1
-echo "kd serve RSS after the load and four 25 MiB batches: $(awk '/VmRSS/ {printf "%.0f MB", $2 / 1024}' /proc/"${PIDS[0]}"/status)"
-kill "${PIDS[0]}"; wait "${PIDS[0]}" 2>/dev/null || true
-
-PORT=$(/usr/bin/python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
-/usr/bin/python3 "$HERE/serve_baseline.py" "$WORK/student.pt" "$PORT" 2>"$WORK/py.log" &
-PIDS+=($!)
-wait_ready "http://127.0.0.1:$PORT"
-load "FastAPI+uvicorn+PyTorch" "http://127.0.0.1:$PORT"
-/usr/bin/python3 - "$WORK/wrk.txt.all" <<'PY'
-import sys
-rows = [l.split("\t") for l in open(sys.argv[1]).read().splitlines()]
-r = {(n, c): (float(rps), float(p99)) for n, c, rps, p99 in rows}
-for kind, py in (("json", "json"), ("binary", "binary"), ("gRPC", "binary")):
-    for c in ("1", "32"):
-        k, p = r[(f"kd serve ({kind})", c)], r[(f"FastAPI+uvicorn+PyTorch ({py})", c)]
-        print(f"{kind:>6}, concurrency {c:>2}: kd {k[0] / p[0]:.2f}x the Python server's requests/s "
-              f"({py}); p99 {k[1]:.2f} vs {p[1]:.2f} ms")
-PY
+echo "kd serve RSS after the load and four 25 MiB batches: $(awk '/VmRSS/ {printf "%.0f MB", $2 / 1024}' /proc/"$KD_PID"/status)"
