@@ -15,6 +15,7 @@ void add_compare_command(CLI::App& app);
 void add_run_command(CLI::App& app);
 void add_predict_command(CLI::App& app);
 void add_export_command(CLI::App& app);
+void add_quantize_command(CLI::App& app);
 void add_serve_command(CLI::App& app);
 void add_launch_command(CLI::App& app);
 void add_report_command(CLI::App& app);  // data-parallel ranks on this machine

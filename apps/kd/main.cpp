@@ -37,6 +37,7 @@ int main(int argc, char** argv) {
   kd::cli::add_run_command(app);
   kd::cli::add_predict_command(app);
   kd::cli::add_export_command(app);
+  kd::cli::add_quantize_command(app);
   kd::cli::add_serve_command(app);
   kd::cli::add_launch_command(app);
   kd::cli::add_report_command(app);

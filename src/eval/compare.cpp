@@ -61,6 +61,7 @@ Comparison compare_runs(const std::vector<nlohmann::json>& summaries, ScoreOn on
                           s.value("arch", ""),
                           s.value("teacher_name", ""),
                           s.value("task", Task::classify),
+                          s.value("precision", "fp32"),
                           {},
                           {},
                           {},
@@ -108,7 +109,8 @@ Comparison compare_runs(const std::vector<nlohmann::json>& summaries, ScoreOn on
       continue;
     const Group* student = nullptr;
     for (const auto& other : order)
-      if (groups[other].row.mode == Mode::train && groups[other].row.arch == d.row.arch)
+      if (groups[other].row.mode == Mode::train && groups[other].row.arch == d.row.arch &&
+          groups[other].row.precision == "fp32")
         student = &groups[other];
     if (!student) continue;
     const Group& t = groups[d.row.teacher];
@@ -146,13 +148,13 @@ std::string Comparison::markdown() const {
   const std::string score = fmt::format("{}{} %", on == ScoreOn::eval ? "best eval " : "",
                                         detect ? "mAP@[.5:.95]" : "top-1");
   std::string out = fmt::format(
-      "| run | mode | arch | {}{} | params | MACs | latency b1 (ms) | throughput b256 (img/s) | "
-      "seeds |\n"
-      "|---|---|---|---|{}---|---|---|---|---|\n",
+      "| run | mode | arch | precision | {}{} | params | MACs | latency b1 (ms) | throughput b256 "
+      "(img/s) | seeds |\n"
+      "|---|---|---|---|---|{}---|---|---|---|---|\n",
       score, with50 ? " | mAP@.5 %" : "", with50 ? "---|" : "");
   for (const auto& r : rows)
-    out += fmt::format("| {} | {} | {} | {}{} | {} | {} | {} | {} | {} |\n", r.name, r.mode, r.arch,
-                       fmt_stat(r.score, 100, "{:.2f}"),
+    out += fmt::format("| {} | {} | {} | {} | {}{} | {} | {} | {} | {} | {} |\n", r.name, r.mode,
+                       r.arch, r.precision, fmt_stat(r.score, 100, "{:.2f}"),
                        with50 ? " | " + fmt_stat(r.score50, 100, "{:.2f}") : std::string(),
                        fmt_stat(r.params, 1, "{:.0f}"), fmt_stat(r.macs, 1, "{:.0f}"),
                        fmt_stat(r.latency_ms, 1, "{:.3f}"), fmt_stat(r.throughput, 1, "{:.0f}"),
@@ -177,6 +179,7 @@ nlohmann::json Comparison::to_json() const {
                          {"arch", r.arch},
                          {"teacher", r.teacher},
                          {"task", r.task},
+                         {"precision", r.precision},
                          {r.task == Task::detect ? "map" : "top1", js(r.score)},
                          {"params", js(r.params)},
                          {"macs", js(r.macs)},

@@ -51,6 +51,7 @@ nlohmann::json describe_export(Model& model, int64_t outputs_per_row, const char
       {"mean", s.norm.mean},
       {"std", s.norm.std},
       {"parameters", params},
+      {"precision", s.precision},
       {"input",
        {{"shape", {-1, in.at(0), in.at(1), in.at(2)}},
         {"dtype", "float32"},
@@ -110,16 +111,22 @@ torch::jit::Module trace_for_export(Model& model) {
 
 ExportResult export_torchscript(Model& model, const std::string& path) {
   const ModelSpec& spec = model.spec();
-  Module root = trace_for_export(model);
   const auto& in = spec.input_shape;
 
   ExportResult r;
   r.module_path = path;
   r.description_path = fs::path(path).replace_extension(".json").string();
   if (fs::path(path).has_parent_path()) fs::create_directories(fs::path(path).parent_path());
-  write_atomically(path, [&](const fs::path& tmp) {
-    write_serialized(tmp, [&](std::ostream& out) { root.save(out); });
-  });
+  if (spec.precision == "int8") {
+    // Already a TorchScript module of quantized kernels (taking normalized input): saved as it
+    // is, packed weights and all.
+    write_atomically(path, [&](const fs::path& tmp) { model.save(tmp.string()); });
+  } else {
+    Module root = trace_for_export(model);
+    write_atomically(path, [&](const fs::path& tmp) {
+      write_serialized(tmp, [&](std::ostream& out) { root.save(out); });
+    });
+  }
 
   // Check the file as a user will load it, at a batch size other than the traced one.
   auto reloaded = torch::jit::load(path, torch::kCPU);
@@ -135,6 +142,12 @@ ExportResult export_torchscript(Model& model, const std::string& path) {
              "{}: exported module differs from kd (max |diff| {:.3g})", path, r.max_abs_diff);
     if (batch == 1) r.description = describe_export(model, want.size(1), "torchscript");
   }
+  if (spec.precision == "int8") {
+    r.description["produced_by"] = "kd quantize, saved by kd export";
+    r.description["quantization"] = spec.quantization;
+    r.description["load"] = "torch.backends.quantized.engine = '" +
+                            spec.quantization.value("engine", "onednn") + "' before torch.jit.load";
+  }
   r.description["check_max_abs_diff"] = r.max_abs_diff;
   write_text_atomically(r.description_path, r.description.dump(2) + "\n");
   return r;
@@ -143,6 +156,8 @@ ExportResult export_torchscript(Model& model, const std::string& path) {
 std::unique_ptr<Model> optimize_for_inference(Model& model, double* max_abs_diff) {
   KD_CHECK(model.device().is_cpu(), "optimizing for inference is for the CPU, not {}",
            model.device().str());
+  KD_CHECK(model.spec().precision == "fp32", "the model is {}: already optimized",
+           model.spec().precision);
   Module traced = trace_for_export(model);
   traced.eval();
   Module frozen = torch::jit::freeze(traced);

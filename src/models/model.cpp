@@ -1,4 +1,5 @@
 #include "kd/models/model.h"
+#include "kd/models/quantize.h"
 
 #include <algorithm>
 #include <filesystem>
@@ -325,6 +326,7 @@ std::unique_ptr<Model> make_script_model(ModelSpec spec, torch::jit::Module modu
 std::unique_ptr<Model> create_model(const ModelSpec& spec) {
   if (spec.kind == "torchscript") {
     KD_CHECK(fs::is_regular_file(spec.arch), "{}: no such TorchScript file", spec.arch);
+    if (spec.precision == "int8") use_int8_engine();
     return std::make_unique<ScriptModel>(spec, load_script_module(spec.arch, torch::kCPU));
   }
   KD_CHECK(spec.input_shape.size() == 3, "model {}: input shape must be [C, H, W]", spec.arch);
@@ -354,6 +356,8 @@ std::unique_ptr<Model> load_torchscript(const std::string& path) {
       spec.input_shape = j.value("input_shape", std::vector<int64_t>{});
       spec.norm.mean = j.value("mean", std::vector<double>{});
       spec.norm.std = j.value("std", std::vector<double>{});
+      spec.precision = j.value("precision", "fp32");
+      spec.quantization = j.value("quantization", nlohmann::json::object());
     } catch (const nlohmann::json::exception& e) {
       fail("{}: bad TorchScript sidecar ({})", sidecar, e.what());
     }
@@ -405,6 +409,8 @@ std::unique_ptr<Model> load_model(const std::string& run_or_pt) {
   ModelSpec spec = ModelSpec::from_json(j, desc.string());
   verify_weights(j, weights, desc);
   std::unique_ptr<Model> model;
+  // Quantized weights are packed for the current engine as the module loads.
+  if (spec.precision == "int8") use_int8_engine();
   if (spec.kind == "torchscript") {
     model = std::make_unique<ScriptModel>(spec, load_script_module(weights.string(), torch::kCPU));
   } else {

@@ -14,13 +14,16 @@ constexpr int64_t kMaxSide = 16384;  // channels or pixels per side a descriptio
 }  // namespace
 
 nlohmann::json ModelSpec::to_json() const {
-  return {{"kind", kind},
-          {"task", task},
-          {"arch", arch},
-          {"options", options},
-          {"input_shape", input_shape},
-          {"class_names", class_names},
-          {"normalization", {{"mean", norm.mean}, {"std", norm.std}}}};
+  nlohmann::json j = {{"kind", kind},
+                      {"task", task},
+                      {"arch", arch},
+                      {"options", options},
+                      {"input_shape", input_shape},
+                      {"class_names", class_names},
+                      {"normalization", {{"mean", norm.mean}, {"std", norm.std}}},
+                      {"precision", precision}};
+  if (!quantization.empty()) j["quantization"] = quantization;
+  return j;
 }
 
 ModelSpec ModelSpec::from_json(const nlohmann::json& j, const std::string& where) {
@@ -34,11 +37,17 @@ ModelSpec ModelSpec::from_json(const nlohmann::json& j, const std::string& where
     s.class_names = j.at("class_names").get<std::vector<std::string>>();
     s.norm.mean = j.at("normalization").at("mean").get<std::vector<double>>();
     s.norm.std = j.at("normalization").at("std").get<std::vector<double>>();
+    s.precision = j.value("precision", "fp32");
+    s.quantization = j.value("quantization", nlohmann::json::object());
   } catch (const nlohmann::json::exception& e) {
     fail("{}: bad model description ({})", where, e.what());
   }
   KD_CHECK(s.kind == "native" || s.kind == "torchscript", "{}: unknown model kind '{}'", where,
            s.kind);
+  KD_CHECK(s.precision == "fp32" || s.precision == "int8", "{}: unknown precision '{}'", where,
+           s.precision);
+  KD_CHECK(s.precision == "fp32" || s.kind == "torchscript",
+           "{}: an int8 model is a TorchScript module (kind torchscript)", where);
   KD_CHECK(s.input_shape.size() == 3, "{}: input_shape must be [C, H, W]", where);
   for (int64_t d : s.input_shape)
     KD_CHECK(d >= 1 && d <= kMaxSide, "{}: input_shape entries must be in [1, {}], got {}", where,

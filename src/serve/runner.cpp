@@ -17,12 +17,13 @@ ModelRunner::ModelRunner(std::string name, std::string source, std::unique_ptr<M
   KD_CHECK(spec().input_shape.size() == 3, "{}: the model has no input shape [C, H, W]", source_);
   model_->train(false);
   params_ = model_->num_parameters();
-  if (optimize) {
+  // An INT8 model is its quantized kernels already.
+  if (optimize && spec().precision == "fp32") {
     try {
       double diff = 0;
       optimized_ = optimize_for_inference(*model_, &diff);
       spdlog::debug("{}: optimized for inference (max |diff| {:.2g} against the model as trained)",
-                   name_, diff);
+                    name_, diff);
     } catch (const std::exception& e) {
       spdlog::warn("{}: serving the model as it is; optimizing it for inference failed: {}", name_,
                    first_line(e.what()));

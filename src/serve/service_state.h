@@ -32,9 +32,9 @@ struct Service::InferResult {
 };
 
 struct Service::InferPlan {
-  torch::Tensor input;                 // float [N, C, H, W]
-  std::vector<PreparedImage> images;   // BYTES inputs: each image's size and letterbox scale
-  std::vector<InferOutput> wanted;     // in the order asked
+  torch::Tensor input;                // float [N, C, H, W]
+  std::vector<PreparedImage> images;  // BYTES inputs: each image's size and letterbox scale
+  std::vector<InferOutput> wanted;    // in the order asked
 };
 
 // What a request was, for the metrics: which model and which route.

@@ -105,8 +105,8 @@ double optimized_difference(kd::Model& m) {
     auto want = m.forward(x), got = fast->forward(x);
     EXPECT_EQ(got.sizes(), want.sizes());
     if (got.sizes() != want.sizes()) return 1e9;
-    worst = std::max(
-        worst, ((got - want).abs().max() / want.abs().max().clamp_min(1e-6)).item<double>());
+    worst = std::max(worst,
+                     ((got - want).abs().max() / want.abs().max().clamp_min(1e-6)).item<double>());
   }
   return worst;
 }

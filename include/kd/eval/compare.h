@@ -20,8 +20,9 @@ Stat stat_of(const std::vector<double>& v);
 struct CompareRow {
   std::string name;
   Mode mode = Mode::train;
-  std::string arch, teacher;   ///< teacher: the teacher group's name (distilled rows)
-  Task task = Task::classify;  ///< classify: score is top-1; detect: mAP@[.5:.95]
+  std::string arch, teacher;       ///< teacher: the teacher group's name (distilled rows)
+  Task task = Task::classify;      ///< classify: score is top-1; detect: mAP@[.5:.95]
+  std::string precision = "fp32";  ///< fp32 | int8 (kd quantize)
   Stat score, score50, params, macs, latency_ms, throughput;  ///< score50: detect's mAP@.5
 };
 

@@ -23,6 +23,8 @@ struct ModelSpec {
   std::vector<int64_t> input_shape;                   ///< C, H, W
   std::vector<std::string> class_names;
   Normalization norm;
+  std::string precision = "fp32";                          ///< fp32 | int8 (kd/models/quantize.h)
+  nlohmann::json quantization = nlohmann::json::object();  ///< int8: engine, observer, ...
 
   int64_t num_classes() const { return static_cast<int64_t>(class_names.size()); }
   nlohmann::json to_json() const;

@@ -68,7 +68,7 @@ class ModelRunner {
   std::string name_, source_;
   std::unique_ptr<Model> model_;
   std::unique_ptr<Model> optimized_;  ///< what forward() runs, when built
-  torch::Tensor anchors_;  ///< detectors only
+  torch::Tensor anchors_;             ///< detectors only
   int64_t params_ = 0;
 };
 

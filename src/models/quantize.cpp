@@ -1,0 +1,398 @@
+#include "kd/models/quantize.h"
+
+#include <algorithm>
+#include <limits>
+#include <map>
+#include <optional>
+#include <set>
+
+#include <ATen/record_function.h>
+#include <fmt/format.h>
+#include <torch/csrc/jit/passes/quantization/finalize.h>
+#include <torch/csrc/jit/passes/quantization/insert_observers.h>
+#include <torch/csrc/jit/passes/quantization/insert_quant_dequant.h>
+#include <torch/csrc/jit/passes/subgraph_rewrite.h>
+#include <torch/script.h>
+#include <torch/torch.h>
+
+#include "export_access.h"
+#include "kd/core/error.h"
+
+namespace kd {
+namespace {
+
+using torch::jit::Module;
+using torch::jit::Node;
+using torch::jit::Value;
+
+// Observers are TorchScript modules, as LibTorch's graph-mode passes expect: InsertObservers
+// clones one per observed tensor and calls its forward; InsertQuantDeQuant reads its dtype,
+// qscheme and ch_axis attributes and calls calculate_qparams(). Written here in TorchScript
+// rather than exported from PyTorch Python, so kd needs no Python to quantize.
+constexpr const char* kEps = "1.1920928955078125e-07";  // float32 epsilon, as PyTorch's observers
+
+// uint8 activations, affine: scale and zero point cover [min(lo, 0), max(hi, 0)].
+std::string affine_qparams(const std::string& lo, const std::string& hi) {
+  return fmt::format(R"(
+def calculate_qparams(self) -> Tuple[Tensor, Tensor]:
+    lo = torch.clamp({0}, max=0.0)
+    hi = torch.clamp({1}, min=0.0)
+    scale = torch.clamp((hi - lo) / 255.0, min={2})
+    zero_point = torch.clamp(torch.round(-lo / scale), 0, 255).long()
+    return scale.reshape([1]), zero_point.reshape([1])
+)",
+                     lo, hi, kEps);
+}
+
+Module observer_module(const std::string& name, at::ScalarType dtype, at::QScheme qscheme,
+                       int64_t ch_axis) {
+  Module m(c10::QualifiedName("__torch__.kd.quantization." + name));
+  m.register_attribute("training", c10::BoolType::get(), false);
+  m.register_attribute("dtype", c10::IntType::get(), static_cast<int64_t>(dtype));
+  m.register_attribute("qscheme", c10::IntType::get(), static_cast<int64_t>(qscheme));
+  m.register_attribute("ch_axis", c10::IntType::get(), ch_axis);
+  return m;
+}
+
+Module minmax_observer() {
+  Module m = observer_module("MinMaxObserver", at::kQUInt8, at::kPerTensorAffine, -1);
+  m.register_buffer("min_val", torch::tensor(std::numeric_limits<float>::infinity()));
+  m.register_buffer("max_val", torch::tensor(-std::numeric_limits<float>::infinity()));
+  m.define(R"(
+def forward(self, x: Tensor) -> Tensor:
+    if x.numel() > 0:
+        y = x.detach().float()
+        self.min_val = torch.min(self.min_val, y.min())
+        self.max_val = torch.max(self.max_val, y.max())
+    return x
+)" + affine_qparams("self.min_val", "self.max_val"));
+  return m;
+}
+
+// TensorRT's and Intel Neural Compressor's percentile calibration: each batch's extreme 0.01 %
+// on either side is clipped, the rest averaged over batches. Large tensors are subsampled with
+// a fixed stride (torch.quantile takes at most 16M values).
+Module percentile_observer() {
+  Module m = observer_module("PercentileObserver", at::kQUInt8, at::kPerTensorAffine, -1);
+  m.register_buffer("lo_sum", torch::zeros({}));
+  m.register_buffer("hi_sum", torch::zeros({}));
+  m.register_buffer("batches", torch::zeros({}));
+  m.define(R"(
+def forward(self, x: Tensor) -> Tensor:
+    if x.numel() > 0:
+        y = x.detach().float().flatten()
+        step = y.numel() // 4000000 + 1
+        y = y[::step]
+        self.lo_sum = self.lo_sum + torch.quantile(y, 0.0001)
+        self.hi_sum = self.hi_sum + torch.quantile(y, 0.9999)
+        self.batches = self.batches + 1
+    return x
+)" + affine_qparams("self.lo_sum / torch.clamp(self.batches, min=1.0)",
+                    "self.hi_sum / torch.clamp(self.batches, min=1.0)"));
+  return m;
+}
+
+// int8 weights, per output channel, symmetric (zero point 0), as PyTorch's default for oneDNN.
+Module weight_observer() {
+  Module m = observer_module("PerChannelWeightObserver", at::kQInt8, at::kPerChannelSymmetric, 0);
+  m.register_buffer("min_val", torch::zeros({0}));
+  m.register_buffer("max_val", torch::zeros({0}));
+  m.define(fmt::format(R"(
+def forward(self, w: Tensor) -> Tensor:
+    y = w.detach().float().flatten(1)
+    self.min_val = y.min(1)[0]
+    self.max_val = y.max(1)[0]
+    return w
+
+def calculate_qparams(self) -> Tuple[Tensor, Tensor]:
+    amax = torch.max(-torch.clamp(self.min_val, max=0.0), torch.clamp(self.max_val, min=0.0))
+    scale = torch.clamp(amax / 127.5, min={})
+    return scale, torch.zeros_like(scale).long()
+)",
+                       kEps));
+  return m;
+}
+
+// The module and attribute a prim::GetAttr chain starting at the graph's `self` reads.
+struct AttrRef {
+  Module owner;
+  std::string name;
+  Value* owner_value = nullptr;
+};
+
+std::optional<AttrRef> attr_ref(Module& root, Value* v) {
+  Node* n = v->node();
+  if (n->kind() != c10::prim::GetAttr) return std::nullopt;
+  std::vector<std::string> path;
+  Value* owner_value = n->input(0);
+  for (Value* cur = owner_value; cur->node()->kind() == c10::prim::GetAttr;
+       cur = cur->node()->input(0))
+    path.push_back(cur->node()->s(c10::attr::name));
+  Module owner = root;
+  for (auto it = path.rbegin(); it != path.rend(); ++it) owner = owner.attr(*it).toModule();
+  return AttrRef{owner, n->s(c10::attr::name), owner_value};
+}
+
+std::optional<double> constant_double(Value* v) {
+  auto c = torch::jit::toIValue(v);
+  if (!c) return std::nullopt;
+  if (c->isDouble()) return c->toDouble();
+  if (c->isInt()) return static_cast<double>(c->toInt());
+  return std::nullopt;
+}
+
+// Folds each inference-mode batch norm that reads only a convolution's output into that
+// convolution's weight and bias (new tensors; the traced model's own are not touched). On the
+// traced, not yet frozen graph, so the folded weights are still attributes the weight observers
+// see; quantized kernels then run conv + bias (+ ReLU) with no separate BN.
+int fold_batch_norms(Module& root) {
+  auto graph = root.get_method("forward").graph();
+  int folded = 0;
+  std::vector<Node*> norms;
+  for (Node* n : graph->nodes())
+    if (n->kind() == c10::aten::batch_norm) norms.push_back(n);
+  for (Node* bn : norms) {
+    Node* conv = bn->input(0)->node();
+    if ((conv->kind() != c10::aten::_convolution && conv->kind() != c10::aten::conv2d) ||
+        bn->input(0)->uses().size() != 1)
+      continue;
+    auto training = torch::jit::toIValue(bn->input(5));
+    const auto eps = constant_double(bn->input(7));
+    auto w = attr_ref(root, conv->input(1));
+    auto gamma = attr_ref(root, bn->input(1)), beta = attr_ref(root, bn->input(2));
+    auto mean = attr_ref(root, bn->input(3)), var = attr_ref(root, bn->input(4));
+    if (!training || !training->isBool() || training->toBool() || !eps || !w || !gamma || !beta ||
+        !mean || !var)
+      continue;
+    torch::NoGradGuard no_grad;
+    const auto W = w->owner.attr(w->name).toTensor();
+    const auto scale = gamma->owner.attr(gamma->name).toTensor() /
+                       torch::sqrt(var->owner.attr(var->name).toTensor() + *eps);
+    const auto m = mean->owner.attr(mean->name).toTensor();
+    const auto b = beta->owner.attr(beta->name).toTensor();
+    std::vector<int64_t> shape(static_cast<size_t>(W.dim()), 1);
+    shape[0] = -1;
+    w->owner.setattr(w->name, (W * scale.view(shape)).contiguous());
+    const auto bias_in = conv->input(2);
+    if (auto bias = attr_ref(root, bias_in)) {
+      const auto old = bias->owner.attr(bias->name).toTensor();
+      bias->owner.setattr(bias->name, (old - m) * scale + b);
+    } else {
+      // No bias before: one named "bias" (what the quantization passes look for), read from the
+      // convolution's own module.
+      KD_CHECK(!w->owner.hasattr("bias"),
+               "cannot fold a batch norm: the convolution's module "
+               "has a 'bias' that is not its bias");
+      w->owner.register_parameter("bias", (b - m * scale).contiguous(), false);
+      torch::jit::WithInsertPoint guard(conv);
+      conv->replaceInput(2, graph->insertGetAttr(w->owner_value, "bias"));
+    }
+    bn->output()->replaceAllUsesWith(conv->output());
+    bn->destroy();
+    ++folded;
+  }
+  return folded;
+}
+
+// A ReLU after a quantized convolution becomes the convolution's own (quantized::conv2d_relu
+// requantizes with the same scale and zero point, then clamps at the zero point: the same
+// values, one kernel and one pass over memory fewer). The observers only fuse the two when the
+// network calls Conv2d and ReLU modules; kd's traced graph calls the ops.
+void fuse_conv_relu(Module& quantized) {
+  torch::jit::SubgraphRewriter rewriter;
+  for (const char* relu : {"aten::relu", "aten::relu_"})
+    rewriter.RegisterRewritePattern(fmt::format(R"(
+graph(%x, %w, %scale, %zero_point):
+    %y = quantized::conv2d(%x, %w, %scale, %zero_point)
+    %r = {}(%y)
+    return (%r))",
+                                                relu),
+                                    R"(
+graph(%x, %w, %scale, %zero_point):
+    %r = quantized::conv2d_relu(%x, %w, %scale, %zero_point)
+    return (%r))");
+  auto graph = quantized.get_method("forward").graph();
+  rewriter.runOnGraph(graph);
+}
+
+torch::Tensor normalize(const ModelSpec& spec, const torch::Tensor& x) {
+  auto mean = torch::tensor(spec.norm.mean, torch::kFloat).view({1, -1, 1, 1});
+  auto std = torch::tensor(spec.norm.std, torch::kFloat).view({1, -1, 1, 1});
+  return (x - mean) / std;
+}
+
+std::string op_list(const std::vector<std::pair<std::string, int64_t>>& ops) {
+  std::string out;
+  for (const auto& [name, n] : ops)
+    out += fmt::format("{}{} (x{})", out.empty() ? "" : ", ", name, n);
+  return out;
+}
+
+}  // namespace
+
+const char* to_string(Observer o) { return o == Observer::minmax ? "minmax" : "percentile"; }
+
+Observer parse_observer(const std::string& word) {
+  if (word == "minmax") return Observer::minmax;
+  if (word == "percentile") return Observer::percentile;
+  fail("observer '{}': expected minmax or percentile", word);
+}
+
+void use_int8_engine() {
+  auto& ctx = at::globalContext();
+  const auto& engines = ctx.supportedQEngines();
+  if (std::find(engines.begin(), engines.end(), at::QEngine::ONEDNN) == engines.end()) {
+    std::string have;
+    for (auto e : engines) have += (have.empty() ? "" : ", ") + c10::toString(e);
+    fail("this LibTorch has no oneDNN quantized engine (it has: {})", have.empty() ? "none" : have);
+  }
+  ctx.setQEngine(at::QEngine::ONEDNN);
+}
+
+std::string int8_engine() {
+  std::string name = c10::toString(at::globalContext().qEngine());
+  std::transform(name.begin(), name.end(), name.begin(), ::tolower);
+  return name;
+}
+
+QuantizedOps quantized_ops(Model& model, const torch::Tensor& x) {
+  // Only the ops the model's graph calls (depth 1), not what they call in turn.
+  static const std::set<std::string> kCompute = {"aten::_convolution",
+                                                 "aten::conv2d",
+                                                 "aten::linear",
+                                                 "aten::addmm",
+                                                 "aten::matmul",
+                                                 "aten::mm",
+                                                 "aten::bmm",
+                                                 "aten::batch_norm",
+                                                 "aten::add",
+                                                 "aten::add_",
+                                                 "aten::mul",
+                                                 "aten::mul_",
+                                                 "aten::div",
+                                                 "aten::sub",
+                                                 "aten::sum",
+                                                 "aten::mean",
+                                                 "aten::relu",
+                                                 "aten::relu_",
+                                                 "aten::relu6",
+                                                 "aten::hardtanh",
+                                                 "aten::hardtanh_",
+                                                 "aten::clamp",
+                                                 "aten::sigmoid",
+                                                 "aten::silu",
+                                                 "aten::hardswish",
+                                                 "aten::tanh",
+                                                 "aten::gelu",
+                                                 "aten::max_pool2d",
+                                                 "aten::avg_pool2d",
+                                                 "aten::adaptive_avg_pool2d",
+                                                 "aten::upsample_nearest2d",
+                                                 "aten::cat",
+                                                 "aten::softmax"};
+  struct Record {
+    std::map<std::string, int64_t> int8, fp32;
+    int depth = 0;
+  };
+  static thread_local Record* record = nullptr;
+  const torch::Tensor input = normalize(model.spec(), x);
+  Record r;
+  record = &r;
+  auto handle = at::addThreadLocalCallback(
+      at::RecordFunctionCallback(
+          [](const at::RecordFunction& fn) -> std::unique_ptr<at::ObserverContext> {
+            if (!record || ++record->depth != 1) return nullptr;
+            const std::string name = fn.name();
+            bool quantized = false, floating = false;
+            for (const auto& v : fn.inputs()) {
+              if (!v.isTensor() || !v.toTensor().defined()) continue;
+              quantized |= v.toTensor().is_quantized();
+              floating |= v.toTensor().is_floating_point();
+            }
+            if (name.rfind("quantized::", 0) == 0 || (kCompute.count(name) && quantized))
+              ++record->int8[name];
+            else if (kCompute.count(name) && floating)
+              ++record->fp32[name];
+            return nullptr;
+          },
+          [](const at::RecordFunction&, at::ObserverContext*) {
+            if (record) --record->depth;
+          })
+          .needsInputs(true)
+          .scopes({at::RecordScope::FUNCTION}));
+  {
+    torch::NoGradGuard no_grad;
+    ExportAccess::forward(model, input);
+  }
+  at::removeCallback(handle);
+  record = nullptr;
+  QuantizedOps ops;
+  ops.int8.assign(r.int8.begin(), r.int8.end());
+  ops.fp32.assign(r.fp32.begin(), r.fp32.end());
+  return ops;
+}
+
+std::unique_ptr<Model> quantize_int8(Model& model,
+                                     const std::function<bool(torch::Tensor&)>& next_batch,
+                                     const QuantizeOptions& options, QuantizedOps* ops_out) {
+  KD_CHECK(model.device().is_cpu(), "INT8 quantization runs on the CPU, not {}",
+           model.device().str());
+  KD_CHECK(model.spec().precision != "int8", "the model is already INT8");
+  use_int8_engine();
+  const ModelSpec& spec = model.spec();
+  const auto& in = spec.input_shape;
+
+  Module traced = trace_for_export(model);
+  traced.eval();
+  const int folded = fold_batch_norms(traced);
+  torch::jit::QConfigDict qconfig{
+      {"", torch::jit::QConfig{
+               options.observer == Observer::minmax ? minmax_observer() : percentile_observer(),
+               weight_observer()}}};
+  Module observed = torch::jit::InsertObservers(traced, "forward", qconfig, /*inplace=*/false,
+                                                torch::jit::QuantType::STATIC);
+  int64_t images = 0;
+  {
+    torch::NoGradGuard no_grad;
+    torch::Tensor x;
+    while (next_batch(x)) {
+      KD_CHECK(x.dim() == 4 && x.size(1) == in[0] && x.size(2) == in[1] && x.size(3) == in[2],
+               "calibration batch of shape {} does not match the model's input [N, {}, {}, {}]",
+               c10::str(x.sizes()), in[0], in[1], in[2]);
+      observed.forward({normalize(spec, x.to(torch::kFloat))});
+      images += x.size(0);
+    }
+  }
+  KD_CHECK(images > 0, "no calibration images");
+  Module quant = torch::jit::InsertQuantDeQuant(observed, "forward", /*inplace=*/false,
+                                                /*debug=*/false, torch::jit::QuantType::STATIC);
+  quant = torch::jit::Finalize(quant, torch::jit::QuantType::STATIC);
+  fuse_conv_relu(quant);
+
+  ModelSpec qspec = spec;
+  qspec.kind = "torchscript";
+  qspec.precision = "int8";
+  auto result = make_script_model(qspec, quant);
+  const QuantizedOps ops = quantized_ops(*result, torch::rand({2, in[0], in[1], in[2]}));
+  KD_CHECK(!ops.int8.empty(), "nothing in the model could be quantized (fp32 ops: {})",
+           op_list(ops.fp32));
+  if (!ops.fp32.empty() && !options.allow_fp32_layers)
+    fail(
+        "these ops have no INT8 kernel on the {} engine and would run in fp32 between a "
+        "dequantize and a quantize: {}; pass --allow-fp32-layers to keep them in fp32",
+        int8_engine(), op_list(ops.fp32));
+  nlohmann::json fp32 = nlohmann::json::object();
+  for (const auto& [name, n] : ops.fp32) fp32[name] = n;
+  qspec.quantization = {{"engine", int8_engine()},
+                        {"observer", to_string(options.observer)},
+                        {"weights", "int8, per output channel, symmetric"},
+                        {"activations", "uint8, per tensor, affine"},
+                        {"calibration_images", images},
+                        {"batch_norms_folded", folded},
+                        {"fp32_ops", fp32},
+                        {"from", spec.arch}};
+  if (ops_out) *ops_out = ops;
+  return make_script_model(qspec, quant);
+}
+
+}  // namespace kd

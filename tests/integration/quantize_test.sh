@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# kd quantize on a small Fashion-MNIST run: the INT8 run directory, its accuracy against fp32,
+# INT8 kernels really running, and the INT8 model everywhere a model goes (eval, compare, serve,
+# predict, export loaded by PyTorch Python with the same outputs); bad input fails with one line.
+# Usage: quantize_test.sh KD_BINARY WORK_DIR
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+KD=$1 WORK=$2
+rm -rf "$WORK" && mkdir -p "$WORK" && cd "$WORK"
+export KD_CACHE_DIR=$WORK/cache
+source "$HERE/lib.sh"
+
+COMMON=(--limit 4000 --epochs 2 --warmup 0 --threads 2 --no-latency)
+check "train a teacher" "$KD" train --arch fmnist-teacher --arch-opt width=16 --out teacher "${COMMON[@]}"
+check "quantize it" "$KD" quantize teacher --calibration 256 --no-latency
+for f in config.yaml model.json model.pt summary.json; do
+  [ -f "teacher-int8/$f" ] && echo "ok   teacher-int8/$f" || { echo "FAIL teacher-int8/$f missing"; fails=$((fails + 1)); }
+done
+ok_if "model.json: int8, onednn, minmax, BN folded" "(lambda d: d['precision'] == 'int8' and \
+  d['kind'] == 'torchscript' and d['quantization']['engine'] == 'onednn' and \
+  d['quantization']['observer'] == 'minmax' and d['quantization']['batch_norms_folded'] == 3)(__import__('json').load(open('teacher-int8/model.json')))"
+# INT8 kernels, not dequantize-compute-quantize: every convolution and linear layer is a quantized
+# kernel, and no compute op ran on float tensors.
+ok_if "ops: quantized conv and linear kernels, nothing in fp32" "(lambda s: \
+  s['ops']['int8'].get('quantized::conv2d_relu', 0) == 3 and \
+  s['ops']['int8'].get('quantized::linear_relu', 0) + s['ops']['int8'].get('quantized::linear', 0) == 2 \
+  and s['ops']['fp32'] == {})(__import__('json').load(open('teacher-int8/summary.json')))"
+ok_if "INT8 top-1 within 1 point of fp32" "(lambda s: abs(s['test']['top1'] - s['source_test']['top1']) < 0.01)(__import__('json').load(open('teacher-int8/summary.json')))"
+ok_if "model.pt smaller than fp32's" "(lambda s: s['model_bytes'] < 0.5 * s['source_model_bytes'])(__import__('json').load(open('teacher-int8/summary.json')))"
+
+check "eval the fp32 run" "$KD" eval teacher --json
+mv out.txt eval-fp32.json
+check "eval the INT8 run" "$KD" eval teacher-int8 --json
+ok_if "eval on the whole test set: INT8 within 1 point of fp32" "(lambda a, b: a['metrics']['samples'] == 10000 and \
+  abs(a['metrics']['top1'] - b['metrics']['top1']) < 0.01)(*(__import__('json').load(open(f)) for f in ('out.txt', 'eval-fp32.json')))"
+check "compare fp32 and INT8" "$KD" compare teacher teacher-int8
+grep -q "int8" out.txt && echo "ok   compare shows the precision" || { echo "FAIL compare precision"; cat out.txt; fails=$((fails + 1)); }
+
+# PyTorch Python loads the exported INT8 module and computes what kd serve answers.
+check "export the INT8 run" "$KD" export teacher-int8 --out t8.pt
+"$KD" serve "t8=teacher-int8" --port 0 >serve.json 2>serve.log &
+SERVE=$!
+trap 'kill $SERVE 2>/dev/null || true' EXIT
+for _ in $(seq 100); do [ -s serve.json ] && break; sleep 0.1; done
+check "kd serve answers with the INT8 model; PyTorch Python gets the same logits" /usr/bin/python3 - <<'PY'
+import json, urllib.request
+import numpy as np, torch
+info = json.load(open("serve.json"))
+assert info["models"][0]["optimized"] is False, info
+desc = json.load(open("t8.json"))
+assert desc["precision"] == "int8", desc
+torch.backends.quantized.engine = desc["quantization"]["engine"]
+x = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)
+body = json.dumps({"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32",
+                               "data": x.ravel().tolist()}], "outputs": [{"name": "logits"}]})
+req = urllib.request.Request(info["listening"] + "/v2/models/t8/infer", body.encode(),
+                             {"Content-Type": "application/json"})
+kd = np.array(json.load(urllib.request.urlopen(req))["outputs"][0]["data"], np.float32).reshape(4, -1)
+m = torch.jit.load("t8.pt")
+mean, std = np.array(desc["mean"], np.float32), np.array(desc["std"], np.float32)
+with torch.no_grad():
+    py = m(torch.from_numpy((x - mean.reshape(1, -1, 1, 1)) / std.reshape(1, -1, 1, 1))).numpy()
+diff = np.abs(py - kd).max()
+print("max |python - kd serve|", diff)
+assert diff < 1e-4, diff
+PY
+cat out.txt
+kill $SERVE; wait $SERVE 2>/dev/null || true
+trap - EXIT
+
+check "quantize with the percentile observer" "$KD" quantize teacher --out teacher-pct --calibration 256 --observer percentile --no-latency
+ok_if "percentile: within 1 point of fp32" "(lambda s: s['quantization']['observer'] == 'percentile' and abs(s['test']['top1'] - s['source_test']['top1']) < 0.01)(__import__('json').load(open('teacher-pct/summary.json')))"
+
+expect_error 1 "teacher-int8 already exists: give another --out" "$KD" quantize teacher
+expect_error 1 "is already int8" "$KD" quantize teacher-int8 --out again
+expect_error 1 "no summary.json" "$KD" quantize nothing-here
+expect_error 2 "--observer: mean not in" "$KD" quantize teacher --out x --observer mean
+[ ! -e again ] && [ ! -e x ] && echo "ok   refused runs leave nothing behind" || { echo "FAIL leftovers"; fails=$((fails + 1)); }
+finish

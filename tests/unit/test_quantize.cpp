@@ -1,0 +1,131 @@
+// kd::quantize_int8 on kd's architectures and a PyTorch TorchScript model: INT8 kernels run (the
+// recorded ops), outputs stay close to fp32, the saved run loads back the same, and what cannot
+// be quantized is refused with the ops named.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "kd/core/error.h"
+#include "kd/models/export.h"
+#include "kd/models/model.h"
+#include "kd/models/quantize.h"
+#include "test_util.h"
+
+namespace {
+
+std::unique_ptr<kd::Model> model(const std::string& arch, std::vector<int64_t> input_shape,
+                                 int classes) {
+  kd::ModelSpec s;
+  s.arch = arch;
+  s.input_shape = std::move(input_shape);
+  for (int c = 0; c < classes; ++c) s.class_names.push_back(std::to_string(c));
+  s.norm = s.input_shape[0] == 1 ? kd::Normalization{{0.286}, {0.353}}
+                                 : kd::Normalization{{0.485, 0.456, 0.406}, {0.229, 0.224, 0.225}};
+  torch::manual_seed(3);
+  auto m = kd::create_model(s);
+  // Batch norms with statistics of their own, so that folding them is tested, not the identity.
+  m->train(true);
+  torch::NoGradGuard no_grad;
+  for (int i = 0; i < 3; ++i)
+    m->forward(torch::rand({4, s.input_shape[0], s.input_shape[1], s.input_shape[2]}));
+  m->train(false);
+  return m;
+}
+
+// n random calibration batches of 16 images.
+std::function<bool(torch::Tensor&)> batches(const kd::Model& m, int n) {
+  const auto& in = m.spec().input_shape;
+  return [in, n, i = 0](torch::Tensor& x) mutable {
+    if (i++ >= n) return false;
+    x = torch::rand({16, in[0], in[1], in[2]});
+    return true;
+  };
+}
+
+int64_t calls(const std::vector<std::pair<std::string, int64_t>>& ops, const std::string& name) {
+  for (const auto& [n, c] : ops)
+    if (n == name) return c;
+  return 0;
+}
+
+// Largest |int8 - fp32| relative to the fp32 output's range, on fresh random images.
+double relative_error(kd::Model& fp32, kd::Model& int8) {
+  torch::NoGradGuard no_grad;
+  const auto& in = fp32.spec().input_shape;
+  torch::manual_seed(11);
+  auto x = torch::rand({8, in[0], in[1], in[2]});
+  auto want = fp32.forward(x), got = int8.forward(x);
+  EXPECT_EQ(got.sizes(), want.sizes());
+  return ((got - want).abs().max() / (want.max() - want.min())).item<double>();
+}
+
+TEST(Quantize, TheReferenceTeacherRunsOnInt8KernelsCloseToFp32) {
+  auto m = model("fmnist-teacher", {1, 28, 28}, 10);
+  kd::QuantizedOps ops;
+  auto q = kd::quantize_int8(*m, batches(*m, 8), {}, &ops);
+  EXPECT_EQ(q->spec().precision, "int8");
+  EXPECT_EQ(q->spec().quantization["engine"], "onednn");
+  EXPECT_EQ(q->spec().quantization["batch_norms_folded"], 3);
+  EXPECT_EQ(q->spec().quantization["calibration_images"], 128);
+  // Every convolution and linear layer is a quantized kernel; nothing computes on floats.
+  EXPECT_EQ(calls(ops.int8, "quantized::conv2d") + calls(ops.int8, "quantized::conv2d_relu"), 3);
+  EXPECT_EQ(calls(ops.int8, "quantized::linear") + calls(ops.int8, "quantized::linear_relu"), 2);
+  EXPECT_TRUE(ops.fp32.empty()) << ops.fp32.front().first;
+  EXPECT_LT(relative_error(*m, *q), 0.05);
+  // The model is untouched: folding the batch norms made new tensors.
+  auto again = model("fmnist-teacher", {1, 28, 28}, 10);
+  torch::NoGradGuard no_grad;
+  auto x = torch::rand({2, 1, 28, 28});
+  EXPECT_TRUE(torch::equal(m->forward(x), again->forward(x)));
+}
+
+TEST(Quantize, ASavedInt8RunLoadsBackTheSame) {
+  auto m = model("fmnist-student", {1, 28, 28}, 10);
+  auto q = kd::quantize_int8(*m, batches(*m, 4), {kd::Observer::percentile, false});
+  EXPECT_EQ(q->spec().quantization["observer"], "percentile");
+  TempDir dir;
+  kd::save_model(*q, dir.path.string());
+  auto loaded = kd::load_model(dir.path.string());
+  EXPECT_EQ(loaded->spec().precision, "int8");
+  torch::NoGradGuard no_grad;
+  auto x = torch::rand({5, 1, 28, 28});
+  EXPECT_TRUE(torch::equal(q->forward(x), loaded->forward(x)));
+  EXPECT_KD_ERROR(kd::quantize_int8(*loaded, batches(*m, 1), {}), "already INT8");
+  EXPECT_KD_ERROR(kd::optimize_for_inference(*loaded), "already optimized");
+}
+
+TEST(Quantize, ATorchScriptModelFromPyTorchToo) {
+  auto m = kd::load_model(std::string(KD_FIXTURE_DIR) + "/student_ts.pt");
+  kd::QuantizedOps ops;
+  auto q = kd::quantize_int8(*m, batches(*m, 4), {}, &ops);
+  EXPECT_GT(calls(ops.int8, "quantized::conv2d") + calls(ops.int8, "quantized::conv2d_relu"), 0);
+  EXPECT_LT(relative_error(*m, *q), 0.05);
+}
+
+TEST(Quantize, OpsWithoutInt8KernelsAreNamedAndKeptOnlyWhenAllowed) {
+  // EfficientDet's BiFPN weighs its inputs by learned floats: multiplications the engine has no
+  // INT8 kernel for.
+  auto m = model("effdet-d0", {3, 64, 64}, 3);
+  EXPECT_KD_ERROR(kd::quantize_int8(*m, batches(*m, 2), {}),
+                  "have no INT8 kernel on the onednn engine");
+  kd::QuantizedOps ops;
+  auto q = kd::quantize_int8(*m, batches(*m, 2), {kd::Observer::minmax, true}, &ops);
+  EXPECT_FALSE(ops.fp32.empty());
+  EXPECT_GT(calls(ops.int8, "quantized::conv2d") + calls(ops.int8, "quantized::conv2d_relu"), 0);
+  EXPECT_FALSE(q->spec().quantization["fp32_ops"].empty());
+}
+
+TEST(Quantize, CalibrationOfTheWrongShapeOrNoneIsRefused) {
+  auto m = model("fmnist-student", {1, 28, 28}, 10);
+  EXPECT_KD_ERROR(kd::quantize_int8(*m,
+                                    [n = 0](torch::Tensor& x) mutable {
+                                      x = torch::rand({4, 3, 28, 28});
+                                      return n++ == 0;
+                                    },
+                                    {}),
+                  "calibration batch of shape [4, 3, 28, 28] does not match");
+  EXPECT_KD_ERROR(kd::quantize_int8(*m, [](torch::Tensor&) { return false; }, {}),
+                  "no calibration images");
+  EXPECT_KD_ERROR(kd::parse_observer("mean"), "expected minmax or percentile");
+}
+
+}  // namespace
