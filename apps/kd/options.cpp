@@ -85,6 +85,14 @@ void add_training_options(CLI::App& cmd, RunConfig& c, bool& no_augment) {
                  "batch-level cutmix, lam ~ Beta(A, A) (0: off); with --mixup, one per batch")
       ->capture_default_str();
   cmd.add_option("--label-smoothing", t.label_smoothing)->capture_default_str();
+  cmd.add_option("--qat", c.qat.precision,
+                 "int8: after the epochs, quantization-aware training of the best model (same "
+                 "objective, teacher included), then an INT8 model")
+      ->check(CLI::IsMember({"int8"}));
+  cmd.add_option("--qat-epochs", c.qat.epochs,
+                 "quantization-aware epochs (the last one with "
+                 "activation ranges frozen)")
+      ->capture_default_str();
   add_kind_option(cmd, "--task", c.task, "classify or detect (default: what --arch/--student is)",
                   {Task::classify, Task::detect});
   cmd.add_option("--scale-jitter", c.detect.scale_jitter,

@@ -25,7 +25,9 @@ nlohmann::json run_summary(const RunConfig& cfg, const std::string& task, Model&
                       {"train_images_per_s", result.train_images_per_s},
                       {"ranks", dist::world_size()},
                       {"finished", utc_timestamp()},
-                      {"device", device.str()}};
+                      {"device", device.str()},
+                      {"precision", best.spec().precision}};
+  if (!best.spec().quantization.empty()) s["quantization"] = best.spec().quantization;
   if (!cfg.distill.teacher.empty()) {
     s["teacher"] = cfg.distill.teacher;
     s["teacher_name"] = teacher_name(cfg.distill.teacher);

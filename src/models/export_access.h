@@ -19,6 +19,9 @@ struct ExportAccess {
 torch::jit::Module trace_for_export(Model& model);
 // A model whose network is `module` (taking normalized input), described by `spec`.
 std::unique_ptr<Model> make_script_model(ModelSpec spec, torch::jit::Module module);
+// The TorchScript module of a model made by make_script_model or loaded from TorchScript;
+// kd::Error for kd's own (native) models.
+torch::jit::Module& script_module_of(Model& model);
 // The description JSON written beside an export (task, classes, normalization, input and output).
 nlohmann::json describe_export(Model& model, int64_t outputs_per_row, const char* format);
 

@@ -208,6 +208,7 @@ class ScriptModel final : public Model {
  public:
   ScriptModel(ModelSpec spec, torch::jit::Module module)
       : Model(std::move(spec)), module_(std::move(module)) {}
+  torch::jit::Module& module() { return module_; }
 
   std::vector<torch::Tensor> parameters() override {
     std::vector<torch::Tensor> out;
@@ -318,6 +319,12 @@ class ScriptModel final : public Model {
 };
 
 }  // namespace
+
+torch::jit::Module& script_module_of(Model& model) {
+  auto* script = dynamic_cast<ScriptModel*>(&model);
+  KD_CHECK(script, "model {} is not a TorchScript module", model.spec().arch);
+  return script->module();
+}
 
 std::unique_ptr<Model> make_script_model(ModelSpec spec, torch::jit::Module module) {
   return std::make_unique<ScriptModel>(std::move(spec), std::move(module));

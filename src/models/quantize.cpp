@@ -44,26 +44,45 @@ def calculate_qparams(self) -> Tuple[Tensor, Tensor]:
                      lo, hi, kEps);
 }
 
+// fake_quant: the observer's forward returns its input as INT8 would represent it (fake
+// quantization, straight-through gradients): quantization-aware training. Otherwise it returns
+// its input: calibration.
 Module observer_module(const std::string& name, at::ScalarType dtype, at::QScheme qscheme,
-                       int64_t ch_axis) {
+                       int64_t ch_axis, bool fake_quant) {
   Module m(c10::QualifiedName("__torch__.kd.quantization." + name));
   m.register_attribute("training", c10::BoolType::get(), false);
+  m.register_attribute("fake_quant", c10::BoolType::get(), fake_quant);
+  m.register_attribute("observe", c10::BoolType::get(), true);
   m.register_attribute("dtype", c10::IntType::get(), static_cast<int64_t>(dtype));
   m.register_attribute("qscheme", c10::IntType::get(), static_cast<int64_t>(qscheme));
   m.register_attribute("ch_axis", c10::IntType::get(), ch_axis);
   return m;
 }
 
-Module minmax_observer() {
-  Module m = observer_module("MinMaxObserver", at::kQUInt8, at::kPerTensorAffine, -1);
+// Activation ranges. Calibration: the smallest and largest value seen. Training (fake_quant):
+// an exponential moving average of each batch's, as PyTorch's MovingAverageMinMaxObserver,
+// updated in training mode until freeze_observers().
+Module minmax_observer(bool fake_quant) {
+  Module m = observer_module("MinMaxObserver", at::kQUInt8, at::kPerTensorAffine, -1, fake_quant);
   m.register_buffer("min_val", torch::tensor(std::numeric_limits<float>::infinity()));
   m.register_buffer("max_val", torch::tensor(-std::numeric_limits<float>::infinity()));
+  m.register_buffer("batches", torch::zeros({}));
   m.define(R"(
 def forward(self, x: Tensor) -> Tensor:
-    if x.numel() > 0:
+    if self.observe and (self.training or not self.fake_quant) and x.numel() > 0:
         y = x.detach().float()
-        self.min_val = torch.min(self.min_val, y.min())
-        self.max_val = torch.max(self.max_val, y.max())
+        lo = y.min()
+        hi = y.max()
+        if self.fake_quant and bool(self.batches > 0):
+            self.min_val = self.min_val + 0.01 * (lo - self.min_val)
+            self.max_val = self.max_val + 0.01 * (hi - self.max_val)
+        else:
+            self.min_val = torch.min(self.min_val, lo)
+            self.max_val = torch.max(self.max_val, hi)
+        self.batches = self.batches + 1
+    if self.fake_quant and bool(self.batches > 0):
+        q = self.calculate_qparams()
+        return torch.fake_quantize_per_tensor_affine(x, float(q[0]), int(q[1]), 0, 255)
     return x
 )" + affine_qparams("self.min_val", "self.max_val"));
   return m;
@@ -73,7 +92,7 @@ def forward(self, x: Tensor) -> Tensor:
 // on either side is clipped, the rest averaged over batches. Large tensors are subsampled with
 // a fixed stride (torch.quantile takes at most 16M values).
 Module percentile_observer() {
-  Module m = observer_module("PercentileObserver", at::kQUInt8, at::kPerTensorAffine, -1);
+  Module m = observer_module("PercentileObserver", at::kQUInt8, at::kPerTensorAffine, -1, false);
   m.register_buffer("lo_sum", torch::zeros({}));
   m.register_buffer("hi_sum", torch::zeros({}));
   m.register_buffer("batches", torch::zeros({}));
@@ -93,8 +112,10 @@ def forward(self, x: Tensor) -> Tensor:
 }
 
 // int8 weights, per output channel, symmetric (zero point 0), as PyTorch's default for oneDNN.
-Module weight_observer() {
-  Module m = observer_module("PerChannelWeightObserver", at::kQInt8, at::kPerChannelSymmetric, 0);
+// The ranges are the weights' own, taken at every forward pass.
+Module weight_observer(bool fake_quant) {
+  Module m = observer_module("PerChannelWeightObserver", at::kQInt8, at::kPerChannelSymmetric, 0,
+                             fake_quant);
   m.register_buffer("min_val", torch::zeros({0}));
   m.register_buffer("max_val", torch::zeros({0}));
   m.define(fmt::format(R"(
@@ -102,6 +123,9 @@ def forward(self, w: Tensor) -> Tensor:
     y = w.detach().float().flatten(1)
     self.min_val = y.min(1)[0]
     self.max_val = y.max(1)[0]
+    if self.fake_quant:
+        q = self.calculate_qparams()
+        return torch.fake_quantize_per_channel_affine(w, q[0], q[1].int(), 0, -128, 127)
     return w
 
 def calculate_qparams(self) -> Tuple[Tensor, Tensor]:
@@ -332,25 +356,73 @@ QuantizedOps quantized_ops(Model& model, const torch::Tensor& x) {
   return ops;
 }
 
-std::unique_ptr<Model> quantize_int8(Model& model,
-                                     const std::function<bool(torch::Tensor&)>& next_batch,
-                                     const QuantizeOptions& options, QuantizedOps* ops_out) {
+namespace {
+
+// The traced network with its batch norms folded and an observer on every tensor a quantized
+// kernel will read: for calibration, or (fake_quant) for quantization-aware training.
+Module observed_network(Model& model, Observer observer, bool fake_quant, int* folded) {
   KD_CHECK(model.device().is_cpu(), "INT8 quantization runs on the CPU, not {}",
            model.device().str());
   KD_CHECK(model.spec().precision != "int8", "the model is already INT8");
   use_int8_engine();
-  const ModelSpec& spec = model.spec();
-  const auto& in = spec.input_shape;
-
+  // The passes clone the module; under autograd a clone of a parameter is not a leaf, and
+  // quantization-aware training could not optimize it.
+  torch::NoGradGuard no_grad;
   Module traced = trace_for_export(model);
   traced.eval();
-  const int folded = fold_batch_norms(traced);
+  *folded = fold_batch_norms(traced);
   torch::jit::QConfigDict qconfig{
       {"", torch::jit::QConfig{
-               options.observer == Observer::minmax ? minmax_observer() : percentile_observer(),
-               weight_observer()}}};
-  Module observed = torch::jit::InsertObservers(traced, "forward", qconfig, /*inplace=*/false,
-                                                torch::jit::QuantType::STATIC);
+               observer == Observer::minmax ? minmax_observer(fake_quant) : percentile_observer(),
+               weight_observer(fake_quant)}}};
+  return torch::jit::InsertObservers(traced, "forward", qconfig, /*inplace=*/false,
+                                     torch::jit::QuantType::STATIC);
+}
+
+// Observed network -> INT8 model: each observer's ranges become quantize calls, and the
+// dequantize-op-quantize patterns quantized kernels.
+std::unique_ptr<Model> convert(Module observed, const ModelSpec& spec, nlohmann::json how,
+                               const QuantizeOptions& options, QuantizedOps* ops_out) {
+  Module quant = torch::jit::InsertQuantDeQuant(observed, "forward", /*inplace=*/false,
+                                                /*debug=*/false, torch::jit::QuantType::STATIC);
+  quant = torch::jit::Finalize(quant, torch::jit::QuantType::STATIC);
+  fuse_conv_relu(quant);
+
+  ModelSpec qspec = spec;
+  qspec.kind = "torchscript";
+  qspec.precision = "int8";
+  qspec.quantization = nlohmann::json::object();
+  const auto& in = spec.input_shape;
+  auto result = make_script_model(qspec, quant);
+  const QuantizedOps ops = quantized_ops(*result, torch::rand({2, in[0], in[1], in[2]}));
+  KD_CHECK(!ops.int8.empty(), "nothing in the model could be quantized (fp32 ops: {})",
+           op_list(ops.fp32));
+  if (!ops.fp32.empty() && !options.allow_fp32_layers)
+    fail(
+        "these ops have no INT8 kernel on the {} engine and would run in fp32 between a "
+        "dequantize and a quantize: {}; pass --allow-fp32-layers to keep them in fp32",
+        int8_engine(), op_list(ops.fp32));
+  nlohmann::json fp32 = nlohmann::json::object();
+  for (const auto& [name, n] : ops.fp32) fp32[name] = n;
+  how.update({{"engine", int8_engine()},
+              {"weights", "int8, per output channel, symmetric"},
+              {"activations", "uint8, per tensor, affine"},
+              {"fp32_ops", fp32},
+              {"from", spec.arch}});
+  qspec.quantization = how;
+  if (ops_out) *ops_out = ops;
+  return make_script_model(qspec, quant);
+}
+
+}  // namespace
+
+std::unique_ptr<Model> quantize_int8(Model& model,
+                                     const std::function<bool(torch::Tensor&)>& next_batch,
+                                     const QuantizeOptions& options, QuantizedOps* ops_out) {
+  int folded = 0;
+  Module observed = observed_network(model, options.observer, /*fake_quant=*/false, &folded);
+  const ModelSpec& spec = model.spec();
+  const auto& in = spec.input_shape;
   int64_t images = 0;
   {
     torch::NoGradGuard no_grad;
@@ -364,35 +436,45 @@ std::unique_ptr<Model> quantize_int8(Model& model,
     }
   }
   KD_CHECK(images > 0, "no calibration images");
-  Module quant = torch::jit::InsertQuantDeQuant(observed, "forward", /*inplace=*/false,
-                                                /*debug=*/false, torch::jit::QuantType::STATIC);
-  quant = torch::jit::Finalize(quant, torch::jit::QuantType::STATIC);
-  fuse_conv_relu(quant);
+  return convert(observed, spec,
+                 {{"method", "post-training static"},
+                  {"observer", to_string(options.observer)},
+                  {"calibration_images", images},
+                  {"batch_norms_folded", folded}},
+                 options, ops_out);
+}
 
-  ModelSpec qspec = spec;
-  qspec.kind = "torchscript";
-  qspec.precision = "int8";
-  auto result = make_script_model(qspec, quant);
-  const QuantizedOps ops = quantized_ops(*result, torch::rand({2, in[0], in[1], in[2]}));
-  KD_CHECK(!ops.int8.empty(), "nothing in the model could be quantized (fp32 ops: {})",
-           op_list(ops.fp32));
-  if (!ops.fp32.empty() && !options.allow_fp32_layers)
-    fail(
-        "these ops have no INT8 kernel on the {} engine and would run in fp32 between a "
-        "dequantize and a quantize: {}; pass --allow-fp32-layers to keep them in fp32",
-        int8_engine(), op_list(ops.fp32));
-  nlohmann::json fp32 = nlohmann::json::object();
-  for (const auto& [name, n] : ops.fp32) fp32[name] = n;
-  qspec.quantization = {{"engine", int8_engine()},
-                        {"observer", to_string(options.observer)},
-                        {"weights", "int8, per output channel, symmetric"},
-                        {"activations", "uint8, per tensor, affine"},
-                        {"calibration_images", images},
-                        {"batch_norms_folded", folded},
-                        {"fp32_ops", fp32},
-                        {"from", spec.arch}};
-  if (ops_out) *ops_out = ops;
-  return make_script_model(qspec, quant);
+std::unique_ptr<Model> prepare_qat(Model& model) {
+  int folded = 0;
+  Module observed = observed_network(model, Observer::minmax, /*fake_quant=*/true, &folded);
+  ModelSpec spec = model.spec();
+  spec.kind = "torchscript";
+  spec.quantization = {{"method", "quantization-aware training"},
+                       {"observer", "moving-average minmax"},
+                       {"batch_norms_folded", folded},
+                       {"from", model.spec().arch}};
+  return make_script_model(spec, observed);
+}
+
+void freeze_observers(Model& qat) {
+  for (auto m : script_module_of(qat).modules())  // handles: the modules themselves change
+    if (m.hasattr("observe")) m.setattr("observe", false);
+}
+
+std::unique_ptr<Model> convert_qat(Model& qat, const QuantizeOptions& options, QuantizedOps* ops) {
+  const ModelSpec& spec = qat.spec();
+  KD_CHECK(spec.quantization.value("method", "") == "quantization-aware training",
+           "{}: not a quantization-aware model (kd::prepare_qat)", spec.arch);
+  Module observed = script_module_of(qat).deepcopy();
+  observed.eval();
+  {
+    // The weight observers take the trained weights' ranges.
+    torch::NoGradGuard no_grad;
+    const auto& in = spec.input_shape;
+    observed.forward({torch::zeros({1, in[0], in[1], in[2]})});
+  }
+  nlohmann::json how = spec.quantization;
+  return convert(observed, spec, how, options, ops);
 }
 
 }  // namespace kd

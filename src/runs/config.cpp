@@ -11,6 +11,7 @@
 
 #include "kd/core/error.h"
 #include "kd/losses/registry.h"
+#include "kd/runs/run.h"
 
 namespace kd {
 namespace {
@@ -147,6 +148,10 @@ Fields fields(RunConfig& c) {
       {"detect.kd_feature_loss", field(c.detect.kd_feature_loss)},
       {"detect.score_threshold", field(c.detect.score_threshold)},
       {"detect.nms_iou", field(c.detect.nms_iou)},
+      {"qat.precision", field(c.qat.precision)},
+      {"qat.epochs", field(c.qat.epochs)},
+      {"qat.lr_scale", field(c.qat.lr_scale)},
+      {"qat.freeze_epochs", field(c.qat.freeze_epochs)},
       {"runtime.device", field(c.runtime.device)},
       {"runtime.threads", field(c.runtime.threads)},
       {"runtime.seed", field(c.runtime.seed)},
@@ -297,6 +302,29 @@ void validate(const RunConfig& c) {
     usage_fail("--crop-padding must be in [0, 64] pixels, got {}", c.train.crop_padding);
   if (c.runtime.threads < 0 || c.runtime.threads > 1024)
     usage_fail("--threads must be in [0, 1024], got {}", c.runtime.threads);
+  if (!c.qat.precision.empty()) {
+    if (c.qat.precision != "int8") usage_fail("--qat {}: expected int8", c.qat.precision);
+    if (c.qat.epochs < 1 || c.qat.epochs > 1000)
+      usage_fail("--qat-epochs must be in [1, 1000], got {}", c.qat.epochs);
+    if (c.qat.freeze_epochs < 0 || c.qat.freeze_epochs >= c.qat.epochs)
+      usage_fail("qat.freeze_epochs must be in [0, qat.epochs), got {}", c.qat.freeze_epochs);
+    finite_in("qat.lr_scale", c.qat.lr_scale, 0, 10, true, false);
+    if (is_torchscript_path(c.arch))
+      usage_fail(
+          "--qat: the student {} is a TorchScript file; train it in fp32 and quantize the run "
+          "(kd quantize)",
+          c.arch);
+    if (c.task == Task::detect)
+      usage_fail("--qat is for classifiers (a detector is quantized after training: kd quantize)");
+    if (c.distill.generations > 1)
+      usage_fail("--qat with --generations: quantize the last generation's run (kd quantize)");
+    if (!d.hints.empty() || std::any_of(d.losses.begin(), d.losses.end(), [](const auto& l) {
+          return find_loss(parse_loss(l).name).feature;
+        }))
+      usage_fail(
+          "--qat trains the student's traced graph, which has no named layers: feature losses "
+          "and --hint cannot reach it (use logit losses)");
+  }
   if (c.task == Task::detect) {
     if (m != Mode::train && m != Mode::offline)
       usage_fail("detection runs support modes train and offline (a detector teacher), not {}", m);

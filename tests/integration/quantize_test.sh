@@ -71,9 +71,26 @@ trap - EXIT
 check "quantize with the percentile observer" "$KD" quantize teacher --out teacher-pct --calibration 256 --observer percentile --no-latency
 ok_if "percentile: within 1 point of fp32" "(lambda s: s['quantization']['observer'] == 'percentile' and abs(s['test']['top1'] - s['source_test']['top1']) < 0.01)(__import__('json').load(open('teacher-pct/summary.json')))"
 
+# Quantization-aware training: the run's epochs in fp32, then fake-quantized epochs under the same
+# objective (the teacher's too), then the INT8 model; the fp32 model stays in fp32/.
+check "kd distill --qat int8" "$KD" distill --teacher teacher --student fmnist-student --out qat-distilled \
+  --lr 0.05 --qat int8 --qat-epochs 2 "${COMMON[@]}"
+check "kd train --qat int8" "$KD" train --arch fmnist-student --out qat-student --lr 0.1 --qat int8 --qat-epochs 2 "${COMMON[@]}"
+for run in qat-distilled qat-student; do
+  ok_if "$run: an INT8 model on quantized kernels, its fp32 model kept, accuracy near fp32" "(lambda s, m: \
+    s['precision'] == 'int8' and m['precision'] == 'int8' and s['ops']['fp32'] == {} and \
+    s['ops']['int8'].get('quantized::conv2d_relu', 0) == 2 and s['qat']['epochs'] == 2 and \
+    abs(s['test']['top1'] - s['fp32_test']['top1']) < 0.05 and \
+    __import__('os').path.exists('$run/fp32/model.pt'))(*(__import__('json').load(open(f'$run/{f}')) for f in ('summary.json', 'model.json')))"
+done
+expect_error 2 "--qat: the student" "$KD" train --arch "$WORK/t8.pt" --qat int8 --out bad1 "${COMMON[@]}"
+expect_error 2 "feature losses and --hint cannot reach it" "$KD" distill --teacher teacher --out bad2 \
+  --qat int8 --loss at:teacher=8,student=3 "${COMMON[@]}"
+expect_error 2 "--qat: int4 not in" "$KD" train --qat int4 --out bad3 "${COMMON[@]}"
+
 expect_error 1 "teacher-int8 already exists: give another --out" "$KD" quantize teacher
 expect_error 1 "is already int8" "$KD" quantize teacher-int8 --out again
 expect_error 1 "no summary.json" "$KD" quantize nothing-here
 expect_error 2 "--observer: mean not in" "$KD" quantize teacher --out x --observer mean
-[ ! -e again ] && [ ! -e x ] && echo "ok   refused runs leave nothing behind" || { echo "FAIL leftovers"; fails=$((fails + 1)); }
+[ ! -e again ] && [ ! -e x ] && [ ! -e bad1 ] && [ ! -e bad2 ] && echo "ok   refused runs leave nothing behind" || { echo "FAIL leftovers"; fails=$((fails + 1)); }
 finish

@@ -129,3 +129,39 @@ TEST(Quantize, CalibrationOfTheWrongShapeOrNoneIsRefused) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(QuantizationAwareTraining, TrainsThroughFakeQuantizationAndConvertsToWhatItSimulated) {
+  auto m = model("fmnist-teacher", {1, 28, 28}, 10);
+  auto qat = kd::prepare_qat(*m);
+  EXPECT_EQ(qat->spec().quantization["batch_norms_folded"], 3);
+  // A few steps of plain SGD: gradients reach the weights through the fake quantization.
+  qat->train(true);
+  auto params = qat->parameters();
+  ASSERT_FALSE(params.empty());
+  torch::optim::SGD sgd(params, torch::optim::SGDOptions(0.01));
+  const auto before = params[0].detach().clone();
+  torch::manual_seed(5);
+  for (int step = 0; step < 5; ++step) {
+    auto x = torch::rand({16, 1, 28, 28});
+    auto loss = torch::cross_entropy_loss(qat->forward(x), torch::randint(10, {16}));
+    sgd.zero_grad();
+    loss.backward();
+    sgd.step();
+  }
+  EXPECT_FALSE(torch::equal(before, params[0].detach()));
+  kd::freeze_observers(*qat);
+  qat->train(false);
+  kd::QuantizedOps ops;
+  auto q = kd::convert_qat(*qat, {}, &ops);
+  EXPECT_EQ(q->spec().precision, "int8");
+  EXPECT_EQ(q->spec().quantization["method"], "quantization-aware training");
+  EXPECT_EQ(calls(ops.int8, "quantized::conv2d_relu"), 3);
+  EXPECT_TRUE(ops.fp32.empty());
+  // The INT8 model computes what the fake-quantized one simulated (up to rounding at the edges).
+  EXPECT_LT(relative_error(*qat, *q), 0.02);
+  EXPECT_KD_ERROR(kd::convert_qat(*m, {}), "not a quantization-aware model");
+}
+
+}  // namespace

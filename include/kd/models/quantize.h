@@ -57,6 +57,19 @@ std::unique_ptr<Model> quantize_int8(Model& model,
                                      const std::function<bool(torch::Tensor&)>& next_batch,
                                      const QuantizeOptions& options, QuantizedOps* ops = nullptr);
 
+/// Quantization-aware training: the model's network traced, batch norms folded, and fake
+/// quantization (straight-through gradients) on every tensor INT8 kernels will read: per-channel
+/// int8 weights from the weights themselves, uint8 activations from moving-average ranges taken
+/// in training mode. A TorchScript model kd's trainer trains like any other (logit losses; its
+/// graph has no named layers for feature losses). kd::Error as quantize_int8.
+std::unique_ptr<Model> prepare_qat(Model& model);
+/// The activation ranges stop moving (late in training, as the usual recipe does).
+void freeze_observers(Model& qat);
+/// The trained quantization-aware model as an INT8 model (the ranges it learned), as
+/// quantize_int8 returns. kd::Error when `qat` does not come from prepare_qat.
+std::unique_ptr<Model> convert_qat(Model& qat, const QuantizeOptions& options,
+                                   QuantizedOps* ops = nullptr);
+
 /// Runs `model` once on `x` and records which ops ran on quantized tensors and which on float
 /// tensors (at::RecordFunction): how a test or a user sees that INT8 kernels really run.
 QuantizedOps quantized_ops(Model& model, const torch::Tensor& x);

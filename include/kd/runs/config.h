@@ -84,6 +84,15 @@ struct DistillConfig {
   std::string cache_dir;      ///< empty: $KD_CACHE_DIR, else ~/.cache/kd
 };
 
+/// Quantization-aware training (`--qat int8`): after the run's epochs, its best model is fine-tuned
+/// with fake INT8 quantization under the same objective (its teacher too), then converted to INT8.
+struct QatConfig {
+  std::string precision;      ///< empty: off; int8
+  int64_t epochs = 3;         ///< quantization-aware epochs after the fp32 ones
+  double lr_scale = 0.1;      ///< their peak learning rate: the run's times this
+  int64_t freeze_epochs = 1;  ///< the last ones with activation ranges frozen
+};
+
 /// Detection runs (task detect): augmentation, loss and distillation weights.
 struct DetectConfig {
   double scale_jitter = 0.2;  ///< training images rescaled by [1 - j, 1 + j] at a random place
@@ -121,6 +130,7 @@ struct RunConfig {
   TrainConfig train;
   DistillConfig distill;
   DetectConfig detect;
+  QatConfig qat;
   RuntimeConfig runtime;
   bool measure_latency = true;
 };
