@@ -92,6 +92,7 @@ reproduce-classify: build
 	$(KD) run experiments/fmnist-scarce.yaml
 	$(KD) run experiments/fmnist-scarce-tune.yaml
 	$(KD) run experiments/fmnist.yaml
+	scripts/int8-table.sh $(KD)
 	$(KD) run experiments/fmnist-modes.yaml
 	$(KD) run experiments/fmnist-self.yaml
 

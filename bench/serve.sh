@@ -17,6 +17,8 @@ trap cleanup EXIT
 command -v wrk >/dev/null || { echo "serve bench: wrk is not installed (scripts/install-deps)"; exit 1; }
 
 "$KD" export "$RUN" --out "$WORK/student.pt" >/dev/null
+# The same run as INT8 (kd quantize), served beside it by the same server.
+"$KD" quantize "$RUN" --out "$WORK/int8" --no-latency >/dev/null
 /usr/bin/python3 - "$WORK/body.json" <<'PY'
 import gzip, json, sys
 import numpy as np
@@ -54,10 +56,10 @@ wait_ready() {  # wait_ready URL
   for _ in $(seq 100); do curl -sf "$1/v2/health/ready" >/dev/null && return 0; sleep 0.1; done
   echo "serve bench: server at $1 did not come up"; exit 1
 }
-# wrk_point NAME URL KIND CLIENTS: one wrk run (one wrk thread: wrk shares the 2 cores); appends
-# "name kind clients req/s p50 p99 non2xx" to $WORK/points.
+# wrk_point NAME URL KIND CLIENTS [MODEL]: one wrk run (one wrk thread: wrk shares the 2 cores);
+# appends "name kind clients req/s p50 p99 non2xx" to $WORK/points.
 wrk_point() {
-  wrk -t1 -c"$4" -d"${SECONDS_EACH}s" --latency -s "$WORK/post-$3.lua" "$2/v2/models/student/infer" >"$WORK/wrk.txt"
+  wrk -t1 -c"$4" -d"${SECONDS_EACH}s" --latency -s "$WORK/post-$3.lua" "$2/v2/models/${5:-student}/infer" >"$WORK/wrk.txt"
   /usr/bin/python3 - "$1" "$3" "$4" "$WORK/wrk.txt" "$WORK/points" <<'PY'
 import re, sys
 name, kind, c, text = sys.argv[1], sys.argv[2], sys.argv[3], open(sys.argv[4]).read()
@@ -82,7 +84,7 @@ cpu_ticks() { head -1 /proc/stat; }
 # point is ROUNDS pairs of kd then Python runs, so a slow minute of a shared host (steal time)
 # falls on both sides rather than on one.
 ROUNDS=${ROUNDS:-3}
-"$KD" serve "student=$RUN" --port 0 --grpc-port 0 >"$WORK/kd.json" 2>"$WORK/kd.log" &
+"$KD" serve "student=$RUN" "student8=$WORK/int8" --port 0 --grpc-port 0 >"$WORK/kd.json" 2>"$WORK/kd.log" &
 PIDS+=($!)
 KD_PID=$!
 PORT=$(/usr/bin/python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
@@ -99,6 +101,7 @@ for kind in json binary; do
     for _ in $(seq "$ROUNDS"); do
       wrk_point kd "$KD_URL" "$kind" "$c"
       wrk_point python "$PY_URL" "$kind" "$c"
+      if [ "$kind" = binary ]; then wrk_point kd-int8 "$KD_URL" "$kind" "$c" student8; fi
     done
   done
 done
@@ -118,20 +121,21 @@ rows = [l.split("\t") for l in open(sys.argv[1]).read().splitlines()]
 pts = {}
 for name, kind, c, rps, p50, p99, bad in rows:
     pts.setdefault((name, kind, c), []).append((float(rps), float(p50), float(p99), int(bad)))
-label = {"kd": "kd serve", "python": "FastAPI+uvicorn+PyTorch"}
+label = {"kd": "kd serve", "kd-int8": "kd serve, INT8 model", "python": "FastAPI+uvicorn+PyTorch"}
 print(f"{'server':<34} {'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}   (median of the runs; req/s of each run)")
 for (name, kind, c), runs in pts.items():
     med = [st.median(r[i] for r in runs) for i in range(3)]
     bad = sum(r[3] for r in runs)
     print(f"{label[name] + ' (' + kind + ')':<34} {c:>7} {med[0]:>8.0f} {med[1]:>8.2f} {med[2]:>8.2f}"
           f"   ({', '.join(f'{r[0]:.0f}' for r in runs)})" + (f"  {bad} failed" if bad else ""))
-for kind, py in (("json", "json"), ("binary", "binary"), ("gRPC", "binary")):
+for name, kind, py in (("kd", "json", "json"), ("kd", "binary", "binary"), ("kd", "gRPC", "binary"),
+                       ("kd-int8", "binary", "binary")):
     for c in ("1", "32"):
-        k, p = pts[("kd", kind, c)], pts[("python", py, c)]
+        k, p = pts[(name, kind, c)], pts[("python", py, c)]
         # gRPC has no Python counterpart run beside it: its ratio is of the medians.
         ratios = ([a[0] / b[0] for a, b in zip(k, p)] if kind != "gRPC"
                   else [st.median(a[0] for a in k) / st.median(b[0] for b in p)])
-        print(f"{kind:>6}, concurrency {c:>2}: kd {st.median(ratios):.2f}x the Python server's "
+        print(f"{kind + (' INT8' if name == 'kd-int8' else ''):>11}, concurrency {c:>2}: kd {st.median(ratios):.2f}x the Python server's "
               f"requests/s ({py}{'; pairs ' + ', '.join(f'{r:.2f}' for r in ratios) if len(ratios) > 1 else ''}); "
               f"p99 {st.median(a[2] for a in k):.2f} vs {st.median(b[2] for b in p):.2f} ms")
 b, a = (list(map(int, x.split()[1:])) for x in sys.argv[2:4])

@@ -61,6 +61,9 @@ void Model::check_layer(const std::string& name) const {
 }
 
 int64_t Model::num_parameters() {
+  // Quantized kernels keep their weights packed, out of parameters(): the count is the fp32
+  // model's, taken when it was converted.
+  if (spec_.precision == "int8") return spec_.quantization.value("parameters", int64_t{0});
   int64_t n = 0;
   for (const auto& p : parameters()) n += p.numel();
   return n;

@@ -17,6 +17,7 @@
 
 #include "export_access.h"
 #include "kd/core/error.h"
+#include "kd/models/macs.h"
 
 namespace kd {
 namespace {
@@ -381,8 +382,9 @@ Module observed_network(Model& model, Observer observer, bool fake_quant, int* f
 
 // Observed network -> INT8 model: each observer's ranges become quantize calls, and the
 // dequantize-op-quantize patterns quantized kernels.
-std::unique_ptr<Model> convert(Module observed, const ModelSpec& spec, nlohmann::json how,
-                               const QuantizeOptions& options, QuantizedOps* ops_out) {
+std::unique_ptr<Model> convert(Module observed, const ModelSpec& spec, int64_t parameters,
+                               int64_t macs, nlohmann::json how, const QuantizeOptions& options,
+                               QuantizedOps* ops_out) {
   Module quant = torch::jit::InsertQuantDeQuant(observed, "forward", /*inplace=*/false,
                                                 /*debug=*/false, torch::jit::QuantType::STATIC);
   quant = torch::jit::Finalize(quant, torch::jit::QuantType::STATIC);
@@ -405,6 +407,8 @@ std::unique_ptr<Model> convert(Module observed, const ModelSpec& spec, nlohmann:
   nlohmann::json fp32 = nlohmann::json::object();
   for (const auto& [name, n] : ops.fp32) fp32[name] = n;
   how.update({{"engine", int8_engine()},
+              {"parameters", parameters},
+              {"macs", macs},
               {"weights", "int8, per output channel, symmetric"},
               {"activations", "uint8, per tensor, affine"},
               {"fp32_ops", fp32},
@@ -436,7 +440,7 @@ std::unique_ptr<Model> quantize_int8(Model& model,
     }
   }
   KD_CHECK(images > 0, "no calibration images");
-  return convert(observed, spec,
+  return convert(observed, spec, model.num_parameters(), count_macs(model, torch::kCPU),
                  {{"method", "post-training static"},
                   {"observer", to_string(options.observer)},
                   {"calibration_images", images},
@@ -450,6 +454,8 @@ std::unique_ptr<Model> prepare_qat(Model& model) {
   ModelSpec spec = model.spec();
   spec.kind = "torchscript";
   spec.quantization = {{"method", "quantization-aware training"},
+                       {"fp32_parameters", model.num_parameters()},
+                       {"fp32_macs", count_macs(model, torch::kCPU)},
                        {"observer", "moving-average minmax"},
                        {"batch_norms_folded", folded},
                        {"from", model.spec().arch}};
@@ -474,7 +480,11 @@ std::unique_ptr<Model> convert_qat(Model& qat, const QuantizeOptions& options, Q
     observed.forward({torch::zeros({1, in[0], in[1], in[2]})});
   }
   nlohmann::json how = spec.quantization;
-  return convert(observed, spec, how, options, ops);
+  const int64_t parameters = how.value("fp32_parameters", int64_t{0});
+  const int64_t macs = how.value("fp32_macs", int64_t{0});
+  how.erase("fp32_parameters");
+  how.erase("fp32_macs");
+  return convert(observed, spec, parameters, macs, how, options, ops);
 }
 
 }  // namespace kd

@@ -133,6 +133,7 @@ nlohmann::json collect_run(const std::string& dir, const ReportOptions& opts) {
   run["task"] = cfg.task;
   run["mode"] = cfg.mode;
   run["arch"] = cfg.arch;
+  run["precision"] = "fp32";
   run["name"] = cfg.name.empty() ? d.filename().string() : cfg.name;
   run["metric"] = metric_name(cfg.task);
   if (!fs::exists(d / "summary.json")) {
@@ -167,6 +168,7 @@ void fill_complete_run(nlohmann::json& run, const std::string& dir, const RunCon
   run["task"] = task;
   run["metric"] = metric_name(task);
   run["arch"] = s.value("arch", cfg.arch);
+  run["precision"] = s.value("precision", "fp32");
   run["params"] = s.value("params", 0);
   run["macs"] = s.value("macs", 0);
   run["latency_ms"] = latency_ms(s);

@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include "kd/core/error.h"
+#include "kd/eval/profile.h"
 #include "kd/models/export.h"
 #include "kd/models/model.h"
 #include "kd/models/quantize.h"
@@ -71,6 +72,9 @@ TEST(Quantize, TheReferenceTeacherRunsOnInt8KernelsCloseToFp32) {
   EXPECT_EQ(calls(ops.int8, "quantized::linear") + calls(ops.int8, "quantized::linear_relu"), 2);
   EXPECT_TRUE(ops.fp32.empty()) << ops.fp32.front().first;
   EXPECT_LT(relative_error(*m, *q), 0.05);
+  // Weights packed into the kernels still count, as the fp32 model's.
+  EXPECT_EQ(q->num_parameters(), m->num_parameters());
+  EXPECT_EQ(kd::count_macs(*q, torch::kCPU), kd::count_macs(*m, torch::kCPU));
   // The model is untouched: folding the batch norms made new tensors.
   auto again = model("fmnist-teacher", {1, 28, 28}, 10);
   torch::NoGradGuard no_grad;

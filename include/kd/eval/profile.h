@@ -6,14 +6,10 @@
 #include <nlohmann/json.hpp>
 #include <torch/types.h>
 
+#include "kd/models/macs.h"
 #include "kd/models/model.h"
 
 namespace kd {
-
-/// MACs of one forward pass on a single input, counted from the convolutions and matrix
-/// products LibTorch actually executes (RecordFunction observers), so it works the same for
-/// registry models and TorchScript modules.
-int64_t count_macs(Model& model, torch::Device device);
 
 struct LatencyOptions {
   int warmup = 10;
