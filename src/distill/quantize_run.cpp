@@ -1,5 +1,7 @@
 #include "kd/distill/quantize_run.h"
 
+#include <set>
+
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
@@ -40,6 +42,19 @@ nlohmann::json quantize_run(const QuantizeRunOptions& o) {
   const fs::path out = o.out.empty() ? fs::path(source_dir.string() + "-int8") : fs::path(o.out);
   KD_CHECK(!fs::exists(out), "{} already exists: give another --out (nothing is replaced)",
            out.string());
+  const fs::path tmp = out.string() + ".partial";
+  // Left by an earlier attempt that failed: replaced only if it holds nothing but what kd writes.
+  if (fs::exists(tmp)) {
+    KD_CHECK(fs::is_directory(tmp), "{} exists and is not a folder kd quantize left: move it away",
+             tmp.string());
+    static const std::set<std::string> kOurs = {"config.yaml", "model.json", "model.pt",
+                                                "summary.json"};
+    for (const auto& e : fs::directory_iterator(tmp))
+      KD_CHECK(kOurs.count(e.path().filename().string()),
+               "{} holds '{}', which kd quantize did not write: move it away first", tmp.string(),
+               e.path().filename().string());
+    fs::remove_all(tmp);
+  }
   auto model = load_model(o.source);
   KD_CHECK(model->spec().precision == "fp32", "{} is already {}", o.source,
            model->spec().precision);
@@ -63,8 +78,6 @@ nlohmann::json quantize_run(const QuantizeRunOptions& o) {
 
   // Written into a temporary sibling and renamed at the end: OUT is complete or absent.
   fs::create_directories(out.parent_path().empty() ? fs::path(".") : out.parent_path());
-  const fs::path tmp = out.string() + ".partial";
-  fs::remove_all(tmp);
   fs::create_directories(tmp);
   cfg.out = out.string();
   // Seeds of one stage share a name ("distilled"), so that compare groups them: "distilled-int8".

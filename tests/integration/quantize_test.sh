@@ -92,5 +92,8 @@ expect_error 1 "teacher-int8 already exists: give another --out" "$KD" quantize 
 expect_error 1 "is already int8" "$KD" quantize teacher-int8 --out again
 expect_error 1 "no summary.json" "$KD" quantize nothing-here
 expect_error 2 "--observer: mean not in" "$KD" quantize teacher --out x --observer mean
+mkdir -p mine.partial && echo keep >mine.partial/notes.txt
+expect_error 1 "holds 'notes.txt', which kd quantize did not write" "$KD" quantize teacher --out mine --no-latency
+[ "$(cat mine.partial/notes.txt)" = keep ] && [ ! -e mine ] && echo "ok   a user's OUT.partial is left as it was" || { echo "FAIL mine.partial"; fails=$((fails + 1)); }
 [ ! -e again ] && [ ! -e x ] && [ ! -e bad1 ] && [ ! -e bad2 ] && echo "ok   refused runs leave nothing behind" || { echo "FAIL leftovers"; fails=$((fails + 1)); }
 finish
