@@ -1,6 +1,7 @@
 #include "kd/runs/config.h"
 
 #include <cmath>
+#include <filesystem>
 #include <functional>
 #include <limits>
 #include <map>
@@ -11,7 +12,6 @@
 
 #include "kd/core/error.h"
 #include "kd/losses/registry.h"
-#include "kd/runs/run.h"
 
 namespace kd {
 namespace {
@@ -188,6 +188,12 @@ void walk(const YAML::Node& node, const std::string& prefix,
 }
 
 }  // namespace
+
+bool is_torchscript_path(const std::string& arch) {
+  return arch.size() > 3 &&
+         (arch.rfind(".pt") == arch.size() - 3 || arch.rfind(".pth") == arch.size() - 4) &&
+         std::filesystem::is_regular_file(arch);
+}
 
 std::string to_yaml(const RunConfig& cfg) {
   RunConfig copy = cfg;

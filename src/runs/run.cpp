@@ -18,12 +18,6 @@ std::shared_ptr<Model> load_teacher_model(const std::string& run_or_pt) {
   return load_model(run_or_pt);
 }
 
-bool is_torchscript_path(const std::string& arch) {
-  return arch.size() > 3 &&
-         (arch.rfind(".pt") == arch.size() - 3 || arch.rfind(".pth") == arch.size() - 4) &&
-         fs::is_regular_file(arch);
-}
-
 void resolve_task(RunConfig& cfg) {
   // A detector architecture makes a detection run without saying so.
   if (!is_torchscript_path(cfg.arch) && find_architecture(cfg.arch).task == Task::detect)

@@ -135,6 +135,9 @@ struct RunConfig {
   bool measure_latency = true;
 };
 
+/// An architecture given as the path of an existing .pt/.pth file is a TorchScript model.
+bool is_torchscript_path(const std::string& arch);
+
 std::string to_yaml(const RunConfig& cfg);
 /// The keys whose values differ between two to_yaml texts, as "train.epochs: 20 -> 5, ..."; empty
 /// when they agree.

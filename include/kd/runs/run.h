@@ -35,8 +35,6 @@ std::string teacher_name(const std::string& teacher);
 /// finish, which is said (its best weights so far are what it teaches with).
 std::shared_ptr<Model> load_teacher_model(const std::string& run_or_pt);
 
-/// An architecture given as the path of an existing .pt/.pth file is a TorchScript model.
-bool is_torchscript_path(const std::string& arch);
 /// Fills what the config implies but does not say (a detector architecture: task detect), as
 /// execute_run does before writing config.yaml; experiments compare configs after it.
 void resolve_task(RunConfig& cfg);
