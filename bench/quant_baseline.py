@@ -7,7 +7,6 @@ calibrated on the first N training images, converted; then top-1 on the Fashion-
 the scripted model's size on disk, batch-1 median latency and batch-256 throughput measured as
 kd measures them (2 threads, warm-up, median of 200 batch-1 calls, 20 batches of 256).
 Usage: quant_baseline.py EXPORTED.pt ARCH [CALIBRATION_IMAGES]  -> one JSON line per precision."""
-import gzip
 import io
 import json
 import statistics
@@ -19,31 +18,17 @@ import torch
 import torch.ao.quantization as tq
 import torch.nn as nn
 
-ROOT = "/usr/share/datasets/fashion-mnist"
+import fmnist
+from fmnist import ROOT, load_idx
 
-
-def load_idx(path):
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+# Conv-BN-ReLU and Linear-ReLU runs of each network, by index, for fuse_modules.
+FUSE = {"fmnist-teacher": [["0", "1", "2"], ["4", "5", "6"], ["8", "9", "10"], ["13", "14"]],
+        "fmnist-student": [["0", "1"], ["3", "4"]]}
 
 
 def network(arch, width):
-    if arch == "fmnist-teacher":
-        w = width or 64
-        return nn.Sequential(
-            nn.Conv2d(1, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(w, 2 * w, 3, padding=1), nn.BatchNorm2d(2 * w), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(2 * w, 4 * w, 3, padding=1), nn.BatchNorm2d(4 * w), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(4 * w * 3 * 3, 256), nn.ReLU(), nn.Dropout(0.3),
-            nn.Linear(256, 10)), [["0", "1", "2"], ["4", "5", "6"], ["8", "9", "10"], ["13", "14"]]
-    w = width or 8
-    return nn.Sequential(
-        nn.Conv2d(1, w, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(w, 2 * w, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(2 * w * 7 * 7, 10)), [["0", "1"], ["3", "4"]]
+    build = fmnist.teacher if arch == "fmnist-teacher" else fmnist.student
+    return (build(width) if width else build()), FUSE[arch]
 
 
 def measure(model, x_test, y_test):

@@ -6,7 +6,6 @@ from the teacher run on every batch (Hinton KD at T 4, alpha 0.9, as kd distill'
 --precision bf16 runs the forward passes under CPU autocast to bfloat16, as kd does. Prints one
 JSON line per model."""
 import argparse
-import gzip
 import json
 import time
 
@@ -15,30 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-ROOT = "/usr/share/datasets/fashion-mnist"
-
-
-def load_idx(path):
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
-
-
-def teacher():
-    return nn.Sequential(
-        nn.Conv2d(1, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(64, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(128, 256, 3, padding=1), nn.BatchNorm2d(256), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(256 * 3 * 3, 256), nn.ReLU(), nn.Dropout(0.3), nn.Linear(256, 10))
-
-
-def student():
-    return nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(16 * 7 * 7, 10))
+from fmnist import ROOT, load_idx, student, teacher
 
 
 def main():

@@ -6,6 +6,8 @@
 
 #include <torch/torch.h>
 
+#include "kd/models/input.h"
+
 namespace kd {
 namespace {
 double percentile(std::vector<double> v, double q) {
@@ -13,12 +15,6 @@ double percentile(std::vector<double> v, double q) {
   const size_t i =
       std::min(v.size() - 1, static_cast<size_t>(q * static_cast<double>(v.size() - 1) + 0.5));
   return v[i];
-}
-
-torch::Tensor example_input(const Model& model, int64_t batch, torch::Device device) {
-  std::vector<int64_t> shape = {batch};
-  for (int64_t d : model.spec().input_shape) shape.push_back(d);
-  return torch::rand(shape, torch::TensorOptions().device(device));
 }
 
 }  // namespace
@@ -37,7 +33,7 @@ LatencyReport measure_latency(Model& model, torch::Device device, const LatencyO
   auto sync = [&] {
     if (device.is_cuda()) torch::cuda::synchronize();
   };
-  auto x1 = example_input(model, 1, device);
+  auto x1 = random_input(model.spec(), 1, device);
   for (int i = 0; i < opts.warmup; ++i) model.forward(x1);
   std::vector<double> ms;
   for (int i = 0; i < opts.iterations; ++i) {
@@ -49,7 +45,7 @@ LatencyReport measure_latency(Model& model, torch::Device device, const LatencyO
   LatencyReport r;
   r.batch1_median_ms = percentile(ms, 0.5);
   r.batch1_p95_ms = percentile(ms, 0.95);
-  auto xb = example_input(model, opts.throughput_batch, device);
+  auto xb = random_input(model.spec(), opts.throughput_batch, device);
   model.forward(xb);
   sync();
   auto t0 = clock::now();

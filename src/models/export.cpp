@@ -9,6 +9,7 @@
 #include "export_access.h"
 #include "kd/core/error.h"
 #include "kd/core/fs.h"
+#include "kd/models/input.h"
 #include "kd/models/model.h"
 
 namespace kd {
@@ -163,10 +164,9 @@ std::unique_ptr<Model> optimize_for_inference(Model& model, double* max_abs_diff
   Module frozen = torch::jit::freeze(traced);
   auto optimized = make_script_model(model.spec(), torch::jit::optimize_for_inference(frozen, {}));
   torch::NoGradGuard no_grad;
-  const auto& in = model.spec().input_shape;
   double worst = 0;
   for (int64_t batch : {1, 5}) {
-    auto x = torch::rand({batch, in[0], in[1], in[2]});
+    auto x = random_input(model.spec(), batch);
     const torch::Tensor want = model.forward(x);
     const torch::Tensor got = optimized->forward(x);
     KD_CHECK(got.sizes() == want.sizes(), "optimized model gives shape {} where kd gives {}",

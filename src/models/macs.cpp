@@ -6,6 +6,8 @@
 
 #include <torch/torch.h>
 
+#include "kd/models/input.h"
+
 namespace kd {
 namespace {
 
@@ -58,9 +60,7 @@ int64_t count_macs(Model& model, torch::Device device) {
   if (model.spec().precision == "int8") return model.spec().quantization.value("macs", int64_t{0});
   torch::InferenceMode guard;
   model.train(false);
-  std::vector<int64_t> shape = {1};
-  for (int64_t d : model.spec().input_shape) shape.push_back(d);
-  auto x = torch::rand(shape, torch::TensorOptions().device(device));
+  auto x = random_input(model.spec(), 1, device);
   t_macs = 0;
   t_depth = 0;
   auto handle = at::addThreadLocalCallback(

@@ -1,4 +1,5 @@
 #include "kd/models/model.h"
+#include "kd/models/input.h"
 #include "kd/models/quantize.h"
 
 #include <algorithm>
@@ -449,6 +450,12 @@ void save_model(Model& model, const std::string& dir) {
   const uint32_t crc = file_crc32(weights, &bytes);
   j["weights"] = {{"file", "model.pt"}, {"bytes", bytes}, {"crc32", crc}};
   write_text_atomically(fs::path(dir) / "model.json", j.dump(2) + "\n");
+}
+
+torch::Tensor random_input(const ModelSpec& spec, int64_t batch, torch::Device device) {
+  KD_CHECK(spec.input_shape.size() == 3, "model {}: no input shape [C, H, W]", spec.arch);
+  const auto& in = spec.input_shape;
+  return torch::rand({batch, in[0], in[1], in[2]}, torch::TensorOptions().device(device));
 }
 
 }  // namespace kd

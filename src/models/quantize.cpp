@@ -17,6 +17,7 @@
 
 #include "export_access.h"
 #include "kd/core/error.h"
+#include "kd/models/input.h"
 #include "kd/models/macs.h"
 
 namespace kd {
@@ -394,9 +395,8 @@ std::unique_ptr<Model> convert(Module observed, const ModelSpec& spec, int64_t p
   qspec.kind = "torchscript";
   qspec.precision = "int8";
   qspec.quantization = nlohmann::json::object();
-  const auto& in = spec.input_shape;
   auto result = make_script_model(qspec, quant);
-  const QuantizedOps ops = quantized_ops(*result, torch::rand({2, in[0], in[1], in[2]}));
+  const QuantizedOps ops = quantized_ops(*result, random_input(spec, 2));
   KD_CHECK(!ops.int8.empty(), "nothing in the model could be quantized (fp32 ops: {})",
            op_list(ops.fp32));
   if (!ops.fp32.empty() && !options.allow_fp32_layers)

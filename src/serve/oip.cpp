@@ -168,10 +168,8 @@ void Service::infer(Served& m, HttpRequest& req, Respond respond) {
         res.body += binary;
       }
     } catch (...) {
-      HttpRequest what;
-      what.method = "POST";
-      what.path = "/v2/models/" + m.runner->name() + "/infer";
-      res = failure_response(std::current_exception(), what);
+      res = failure_response(std::current_exception(),
+                             "POST /v2/models/" + m.runner->name() + "/infer");
     }
     respond(std::move(res));
   };

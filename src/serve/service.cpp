@@ -168,7 +168,9 @@ void Service::handle(HttpRequest request, Respond respond, const Offload& offloa
     record(*routed, response.status, std::chrono::duration<double>(Clock::now() - start).count());
     respond(std::move(response));
   };
-  auto fail = [this, req, answer] { answer(failure_response(std::current_exception(), *req)); };
+  auto fail = [this, req, answer] {
+    answer(failure_response(std::current_exception(), req->method + " " + req->path));
+  };
   try {
     Served* served = nullptr;
     HttpResponse refused;
@@ -201,8 +203,8 @@ HttpResponse Service::handle(const HttpRequest& request) noexcept {
 }
 
 HttpResponse Service::failure_response(const std::exception_ptr& failure,
-                                       const HttpRequest& request) {
-  const auto [status, message] = failure_status(failure, request.method + " " + request.path);
+                                       const std::string& what) {
+  const auto [status, message] = failure_status(failure, what);
   HttpResponse response = error_response(status, message);
   if (status == 503) response.headers.emplace_back("Retry-After", "1");
   return response;

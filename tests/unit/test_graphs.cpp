@@ -12,29 +12,10 @@
 #include "kd/core/error.h"
 #include "kd/models/export.h"
 #include "kd/models/model.h"
+#include "model_util.h"
 #include "test_util.h"
 
 namespace {
-
-std::unique_ptr<kd::Model> model(const std::string& arch, std::vector<int64_t> input_shape,
-                                 int classes) {
-  kd::ModelSpec s;
-  s.arch = arch;
-  s.input_shape = std::move(input_shape);
-  for (int c = 0; c < classes; ++c) s.class_names.push_back(std::to_string(c));
-  s.norm = s.input_shape[0] == 1 ? kd::Normalization{{0.286}, {0.353}}
-                                 : kd::Normalization{{0.485, 0.456, 0.406}, {0.229, 0.224, 0.225}};
-  torch::manual_seed(3);
-  auto m = kd::create_model(s);
-  // Batch norms with statistics of their own, so that folding them into the convolutions is
-  // tested, not the identity.
-  m->train(true);
-  torch::NoGradGuard no_grad;
-  for (int i = 0; i < 3; ++i)
-    m->forward(torch::rand({4, s.input_shape[0], s.input_shape[1], s.input_shape[2]}));
-  m->train(false);
-  return m;
-}
 
 // The largest difference between kd and OpenCV's run of the exported file, relative to the
 // output's scale, over a batch of 3 random images.
@@ -70,7 +51,7 @@ double onnx_difference(kd::Model& m) {
 
 TEST(Onnx, TheReferenceClassifiersRunInOpenCvAsInKd) {
   for (const char* arch : {"fmnist-student", "fmnist-teacher"}) {
-    auto m = model(arch, {1, 28, 28}, 10);
+    auto m = test_model(arch, {1, 28, 28}, 10);
     const double d = onnx_difference(*m);
     std::cout << arch << ": OpenCV vs kd, max relative difference " << d << "\n";
     EXPECT_LT(d, 1e-4) << arch;
@@ -79,7 +60,7 @@ TEST(Onnx, TheReferenceClassifiersRunInOpenCvAsInKd) {
 
 TEST(Onnx, AnEfficientDetRunsInOpenCvAsInKd) {
   // BiFPN's fused weights, upsampling, max pooling and the heads' reshapes, all as ONNX.
-  auto m = model("effdet-d0", {3, 64, 64}, 3);
+  auto m = test_model("effdet-d0", {3, 64, 64}, 3);
   const double d = onnx_difference(*m);
   std::cout << "effdet-d0: OpenCV vs kd, max relative difference " << d << "\n";
   EXPECT_LT(d, 1e-4);
@@ -113,7 +94,7 @@ double optimized_difference(kd::Model& m) {
 
 TEST(InferenceGraph, TheReferenceClassifiersComputeWhatKdComputes) {
   for (const char* arch : {"fmnist-student", "fmnist-teacher"}) {
-    auto m = model(arch, {1, 28, 28}, 10);
+    auto m = test_model(arch, {1, 28, 28}, 10);
     const double d = optimized_difference(*m);
     std::cout << arch << ": optimized vs kd, max relative difference " << d << "\n";
     EXPECT_LT(d, 1e-5) << arch;
@@ -121,7 +102,7 @@ TEST(InferenceGraph, TheReferenceClassifiersComputeWhatKdComputes) {
 }
 
 TEST(InferenceGraph, AnEfficientDetComputesWhatKdComputes) {
-  auto m = model("effdet-d0", {3, 64, 64}, 3);
+  auto m = test_model("effdet-d0", {3, 64, 64}, 3);
   const double d = optimized_difference(*m);
   std::cout << "effdet-d0: optimized vs kd, max relative difference " << d << "\n";
   EXPECT_LT(d, 1e-5);

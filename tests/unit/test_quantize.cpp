@@ -9,28 +9,10 @@
 #include "kd/models/export.h"
 #include "kd/models/model.h"
 #include "kd/models/quantize.h"
+#include "model_util.h"
 #include "test_util.h"
 
 namespace {
-
-std::unique_ptr<kd::Model> model(const std::string& arch, std::vector<int64_t> input_shape,
-                                 int classes) {
-  kd::ModelSpec s;
-  s.arch = arch;
-  s.input_shape = std::move(input_shape);
-  for (int c = 0; c < classes; ++c) s.class_names.push_back(std::to_string(c));
-  s.norm = s.input_shape[0] == 1 ? kd::Normalization{{0.286}, {0.353}}
-                                 : kd::Normalization{{0.485, 0.456, 0.406}, {0.229, 0.224, 0.225}};
-  torch::manual_seed(3);
-  auto m = kd::create_model(s);
-  // Batch norms with statistics of their own, so that folding them is tested, not the identity.
-  m->train(true);
-  torch::NoGradGuard no_grad;
-  for (int i = 0; i < 3; ++i)
-    m->forward(torch::rand({4, s.input_shape[0], s.input_shape[1], s.input_shape[2]}));
-  m->train(false);
-  return m;
-}
 
 // n random calibration batches of 16 images.
 std::function<bool(torch::Tensor&)> batches(const kd::Model& m, int n) {
@@ -60,7 +42,7 @@ double relative_error(kd::Model& fp32, kd::Model& int8) {
 }
 
 TEST(Quantize, TheReferenceTeacherRunsOnInt8KernelsCloseToFp32) {
-  auto m = model("fmnist-teacher", {1, 28, 28}, 10);
+  auto m = test_model("fmnist-teacher", {1, 28, 28}, 10);
   kd::QuantizedOps ops;
   auto q = kd::quantize_int8(*m, batches(*m, 8), {}, &ops);
   EXPECT_EQ(q->spec().precision, "int8");
@@ -76,14 +58,14 @@ TEST(Quantize, TheReferenceTeacherRunsOnInt8KernelsCloseToFp32) {
   EXPECT_EQ(q->num_parameters(), m->num_parameters());
   EXPECT_EQ(kd::count_macs(*q, torch::kCPU), kd::count_macs(*m, torch::kCPU));
   // The model is untouched: folding the batch norms made new tensors.
-  auto again = model("fmnist-teacher", {1, 28, 28}, 10);
+  auto again = test_model("fmnist-teacher", {1, 28, 28}, 10);
   torch::NoGradGuard no_grad;
   auto x = torch::rand({2, 1, 28, 28});
   EXPECT_TRUE(torch::equal(m->forward(x), again->forward(x)));
 }
 
 TEST(Quantize, ASavedInt8RunLoadsBackTheSame) {
-  auto m = model("fmnist-student", {1, 28, 28}, 10);
+  auto m = test_model("fmnist-student", {1, 28, 28}, 10);
   auto q = kd::quantize_int8(*m, batches(*m, 4), {kd::Observer::percentile, false});
   EXPECT_EQ(q->spec().quantization["observer"], "percentile");
   TempDir dir;
@@ -108,7 +90,7 @@ TEST(Quantize, ATorchScriptModelFromPyTorchToo) {
 TEST(Quantize, OpsWithoutInt8KernelsAreNamedAndKeptOnlyWhenAllowed) {
   // EfficientDet's BiFPN weighs its inputs by learned floats: multiplications the engine has no
   // INT8 kernel for.
-  auto m = model("effdet-d0", {3, 64, 64}, 3);
+  auto m = test_model("effdet-d0", {3, 64, 64}, 3);
   EXPECT_KD_ERROR(kd::quantize_int8(*m, batches(*m, 2), {}),
                   "have no INT8 kernel on the onednn engine");
   kd::QuantizedOps ops;
@@ -119,7 +101,7 @@ TEST(Quantize, OpsWithoutInt8KernelsAreNamedAndKeptOnlyWhenAllowed) {
 }
 
 TEST(Quantize, CalibrationOfTheWrongShapeOrNoneIsRefused) {
-  auto m = model("fmnist-student", {1, 28, 28}, 10);
+  auto m = test_model("fmnist-student", {1, 28, 28}, 10);
   EXPECT_KD_ERROR(kd::quantize_int8(*m,
                                     [n = 0](torch::Tensor& x) mutable {
                                       x = torch::rand({4, 3, 28, 28});
@@ -137,7 +119,7 @@ TEST(Quantize, CalibrationOfTheWrongShapeOrNoneIsRefused) {
 namespace {
 
 TEST(QuantizationAwareTraining, TrainsThroughFakeQuantizationAndConvertsToWhatItSimulated) {
-  auto m = model("fmnist-teacher", {1, 28, 28}, 10);
+  auto m = test_model("fmnist-teacher", {1, 28, 28}, 10);
   auto qat = kd::prepare_qat(*m);
   EXPECT_EQ(qat->spec().quantization["batch_norms_folded"], 3);
   // A few steps of plain SGD: gradients reach the weights through the fake quantization.

@@ -104,7 +104,8 @@ class Service {
   /// answered without one (401). Throws HttpError for no route, a wrong method or model.
   const Route* route(const HttpRequest& request, Routed& routed, Served*& served,
                      HttpResponse& refused);
-  HttpResponse failure_response(const std::exception_ptr& failure, const HttpRequest& request);
+  // `what` names the request in the message ("POST /v2/models/m/infer").
+  HttpResponse failure_response(const std::exception_ptr& failure, const std::string& what);
   /// Counts an answered request in the metrics and, for inference routes, the model's statistics.
   void record(const Routed& routed, int status, double seconds) noexcept;
   /// The transport-neutral core of OIP inference: the outputs asked for, computed.
