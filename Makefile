@@ -93,6 +93,7 @@ reproduce-classify: build
 	$(KD) run experiments/fmnist-scarce-tune.yaml
 	$(KD) run experiments/fmnist.yaml
 	scripts/int8-table.sh $(KD)
+	scripts/int8-table.sh $(KD) runs/scarce teacher10 student10 semi-dist
 	$(KD) run experiments/fmnist-modes.yaml
 	$(KD) run experiments/fmnist-self.yaml
 

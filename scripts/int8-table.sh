@@ -1,21 +1,30 @@
 #!/usr/bin/env bash
-# The INT8 table of the README: post-training INT8 (kd quantize) of the Fashion-MNIST teacher,
-# student and distilled student runs of experiments/fmnist.yaml (every seed; existing INT8 runs
-# are kept), the quantization-aware runs of that experiment beside them, and PyTorch Python's
+# An INT8 table of the README: post-training INT8 (kd quantize) of an experiment's teacher,
+# student and distilled student runs (every seed; existing INT8 runs are kept), the quantization-
+# aware runs STUDENT-qat and DISTILLED-qat of that experiment beside them, and PyTorch Python's
 # eager post-training quantization of the same networks (seed 0) measured right after kd's.
-# Usage: scripts/int8-table.sh [path/to/kd]   (after `kd run experiments/fmnist.yaml`)
+# Usage: scripts/int8-table.sh [path/to/kd [DIR TEACHER STUDENT DISTILLED]]
+#   default: build/kd runs/fmnist teacher student distilled   (after `kd run experiments/fmnist.yaml`)
+#   second pair: build/kd runs/scarce teacher10 student10 semi-dist   (experiments/fmnist-scarce.yaml)
 set -euo pipefail
-KD=${1:-build/kd}
-R=runs/fmnist
-for stage in teacher student distilled; do
-  for seed in 0 1 2; do
+KD=${1:-build/kd} R=${2:-runs/fmnist} TEACHER=${3:-teacher} STUDENT=${4:-student}
+DISTILLED=${5:-distilled}
+SEEDS=(0 1 2)
+for stage in "$TEACHER" "$STUDENT" "$DISTILLED"; do
+  for seed in "${SEEDS[@]}"; do
     [ -f "$R/$stage-s$seed-int8/summary.json" ] || "$KD" quantize "$R/$stage-s$seed"
   done
 done
-"$KD" compare $R/{teacher,student,distilled,student-qat,distilled-qat}-s{0,1,2} \
-  $R/{teacher,student,distilled}-s{0,1,2}-int8 | tee $R/int8.md
+runs=()
+for stage in "$TEACHER" "$STUDENT" "$DISTILLED" "$STUDENT-qat" "$DISTILLED-qat"; do
+  for seed in "${SEEDS[@]}"; do runs+=("$R/$stage-s$seed"); done
+done
+for stage in "$TEACHER" "$STUDENT" "$DISTILLED"; do
+  for seed in "${SEEDS[@]}"; do runs+=("$R/$stage-s$seed-int8"); done
+done
+"$KD" compare "${runs[@]}" | tee "$R/int8.md"
 # Size on disk and the source runs' fp32 numbers, per INT8 run (seed 0).
-for stage in teacher student distilled student-qat distilled-qat; do
+for stage in "$TEACHER" "$STUDENT" "$DISTILLED" "$STUDENT-qat" "$DISTILLED-qat"; do
   run=$R/$stage-s0; [ -d "$R/$stage-s0-int8" ] && run=$R/$stage-s0-int8
   /usr/bin/python3 - "$run" <<'PY'
 import json, os, sys
@@ -27,8 +36,8 @@ PY
 done
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
-for stage in teacher student; do
-  arch=$([ $stage = teacher ] && echo fmnist-teacher || echo fmnist-student)
+for stage in "$TEACHER" "$STUDENT"; do
+  arch=$(/usr/bin/python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['arch'])" "$R/$stage-s0/model.json")
   "$KD" export "$R/$stage-s0" --out "$WORK/$stage.pt" >/dev/null
   echo "PyTorch Python, $stage-s0:"
   /usr/bin/python3 "$(dirname "$0")/../bench/quant_baseline.py" "$WORK/$stage.pt" "$arch" 2>/dev/null
