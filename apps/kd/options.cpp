@@ -93,6 +93,8 @@ void add_training_options(CLI::App& cmd, RunConfig& c, bool& no_augment) {
                  "quantization-aware epochs (the last one with "
                  "activation ranges frozen)")
       ->capture_default_str();
+  cmd.add_flag("--allow-fp32-layers", c.qat.allow_fp32_layers,
+               "with --qat: ops without an INT8 kernel (EfficientDet's BiFPN sums) stay fp32");
   add_kind_option(cmd, "--task", c.task, "classify or detect (default: what --arch/--student is)",
                   {Task::classify, Task::detect});
   cmd.add_option("--scale-jitter", c.detect.scale_jitter,

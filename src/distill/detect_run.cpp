@@ -19,6 +19,7 @@
 #include "kd/models/registry.h"
 #include "kd/runs/run.h"
 #include "kd/runs/run_dir.h"
+#include "qat.h"
 #include "summary.h"
 
 namespace kd {
@@ -183,6 +184,7 @@ nlohmann::json execute_detect_run(const RunConfig& cfg, const std::string& run_d
                data.test.size(), data.train.num_classes(), size, size);
 
   auto student = build_detector(cfg, data.train, size);
+  check_quantizable(cfg, *student);
   student->to(device);
   std::shared_ptr<Model> teacher;
   if (cfg.mode == Mode::offline) teacher = load_detector_teacher(cfg.distill.teacher, *student);
@@ -192,11 +194,38 @@ nlohmann::json execute_detect_run(const RunConfig& cfg, const std::string& run_d
   const TrainResult tr = trainer.fit(task, run_dir);
   if (!dist::is_main()) return {{"rank", dist::rank()}};
 
-  auto best = load_model(run_dir);
-  best->to(device);
   const auto& po = task.postprocess_options();
+  nlohmann::json summary;
+  std::unique_ptr<Model> best;
+  if (cfg.qat.precision.empty()) {
+    best = load_model(run_dir);
+  } else {
+    // The quantization-aware epochs train the traced graph, which has no named pyramid levels:
+    // the class and box terms of the teacher stay, the feature term is left out.
+    RunConfig qc = cfg;
+    qc.detect.kd_feature = 0;
+    if (teacher && cfg.detect.kd_feature > 0)
+      spdlog::info("--qat: the quantization-aware epochs distill the class and box heads only");
+    best = train_quantization_aware(
+        qc, resume,
+        [&](Model& fp32) {
+          fp32.to(device);
+          return evaluate_detector(fp32, data.test, cfg.train.eval_batch_size, device, po)
+              .to_json();
+        },
+        [&](Model& qat, const TrainConfig& q, uint64_t seed, const std::string& dir) {
+          RunConfig phase = qc;
+          phase.train = q;
+          DetectionTask t(phase, device, qat, teacher, data.train, data.eval);
+          Trainer trainer(q, device, seed);
+          trainer.set_resume(resume);
+          return trainer.fit(t, dir).train_seconds;
+        },
+        summary);
+  }
+  best->to(device);
   CocoMetrics test = evaluate_detector(*best, data.test, cfg.train.eval_batch_size, device, po);
-  nlohmann::json summary = run_summary(cfg, "detect", *best, tr, task.score_name(), device);
+  summary.update(run_summary(cfg, "detect", *best, tr, task.score_name(), device));
   summary.update({{"train_samples", data.train.size()},
                   {"input_size", size},
                   {"test_set", data.test_name},

@@ -11,6 +11,7 @@
 #include "kd/eval/detection.h"
 #include "kd/eval/profile.h"
 #include "kd/runs/run.h"
+#include "summary.h"
 
 namespace kd {
 
@@ -105,10 +106,7 @@ nlohmann::json quantize_run(const QuantizeRunOptions& o) {
                       {"device", "cpu"}};
   for (const char* key : {"teacher", "teacher_name", "teachers", "strategy"})
     if (source_summary.contains(key)) s[key] = source_summary[key];
-  nlohmann::json int8_ops = nlohmann::json::object(), fp32_ops = nlohmann::json::object();
-  for (const auto& [name, n] : ops.int8) int8_ops[name] = n;
-  for (const auto& [name, n] : ops.fp32) fp32_ops[name] = n;
-  s["ops"] = {{"int8", int8_ops}, {"fp32", fp32_ops}};
+  s["ops"] = ops_summary(ops);
   if (detector) {
     PostprocessOptions po;
     po.score_threshold = cfg.detect.score_threshold;

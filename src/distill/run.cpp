@@ -9,6 +9,7 @@
 #include <torch/torch.h>
 
 #include "detect_run.h"
+#include "qat.h"
 #include "kd/core/distributed.h"
 #include "kd/core/error.h"
 #include "kd/core/fs.h"
@@ -26,56 +27,6 @@
 
 namespace kd {
 namespace {
-
-// --qat int8: the run's best fp32 model (kept in OUT/fp32) fine-tuned with fake quantization
-// under the same objective, the activation ranges frozen for the last epochs, then converted;
-// OUT/model.pt becomes the INT8 model. The quantization-aware epochs leave their own records
-// in OUT/qat (and OUT/qat-frozen).
-std::unique_ptr<Model> train_quantization_aware(const RunConfig& cfg, Strategy& strategy,
-                                                const RunData& data, torch::Device device,
-                                                bool resume, nlohmann::json& summary) {
-  KD_CHECK(!dist::active(), "--qat runs in one process (not under kd launch)");
-  const fs::path dir(cfg.out);
-  // A resumed run may already have replaced model.pt with the INT8 model.
-  if (!(resume && fs::exists(dir / "fp32" / "model.json")))
-    save_model(*load_model(cfg.out), (dir / "fp32").string());
-  auto fp32 = load_model((dir / "fp32").string());
-  summary["fp32_test"] = evaluate_classifier(*fp32, data.test, cfg.train.eval_batch_size, device)
-                             .to_json(fp32->spec().class_names);
-  auto qat = prepare_qat(*fp32);
-  TrainConfig q = cfg.train;
-  q.epochs = cfg.qat.epochs - cfg.qat.freeze_epochs;
-  q.optim.lr *= cfg.qat.lr_scale;
-  q.schedule.warmup_epochs = 0;
-  Trainer observing(q, device, cfg.runtime.seed);
-  observing.set_resume(resume);
-  double seconds =
-      observing.fit(*qat, strategy, data.train, data.eval, (dir / "qat").string()).train_seconds;
-  if (cfg.qat.freeze_epochs > 0) {
-    // Ranges fixed, the weights settle into them at a tenth of the learning rate.
-    freeze_observers(*qat);
-    q.epochs = cfg.qat.freeze_epochs;
-    q.optim.lr *= 0.1;
-    q.schedule.name = "constant";
-    Trainer frozen(q, device, cfg.runtime.seed + 1);
-    frozen.set_resume(resume);
-    seconds += frozen.fit(*qat, strategy, data.train, data.eval, (dir / "qat-frozen").string())
-                   .train_seconds;
-  }
-  qat->train(false);
-  QuantizedOps ops;
-  auto int8 = convert_qat(*qat, {}, &ops);
-  save_model(*int8, cfg.out);
-  summary["qat"] = {{"epochs", cfg.qat.epochs},
-                    {"frozen_epochs", cfg.qat.freeze_epochs},
-                    {"lr", cfg.train.optim.lr * cfg.qat.lr_scale},
-                    {"seconds", seconds}};
-  nlohmann::json int8_ops = nlohmann::json::object(), fp32_ops = nlohmann::json::object();
-  for (const auto& [name, n] : ops.int8) int8_ops[name] = n;
-  for (const auto& [name, n] : ops.fp32) fp32_ops[name] = n;
-  summary["ops"] = {{"int8", int8_ops}, {"fp32", fp32_ops}};
-  return load_model(cfg.out);
-}
 
 std::unique_ptr<Model> make_student(const RunConfig& cfg, const Dataset& train);
 
@@ -111,6 +62,7 @@ std::unique_ptr<Model> build_student(const RunConfig& cfg, const Dataset& train)
          c10::str(train.images.sizes().slice(1)), first_line(why));
   }
   probe_student(*m, cfg, train);
+  check_quantizable(cfg, *m);
   return m;
 }
 
@@ -331,9 +283,23 @@ nlohmann::json execute_run(const RunConfig& requested, bool overwrite, bool resu
       }
     }
 
-    auto best = cfg.qat.precision.empty()
-                    ? load_model(cfg.out)
-                    : train_quantization_aware(cfg, *strategy, data, device, resume, summary);
+    std::unique_ptr<Model> best;
+    if (cfg.qat.precision.empty()) {
+      best = load_model(cfg.out);
+    } else {
+      best = train_quantization_aware(
+          cfg, resume,
+          [&](Model& fp32) {
+            return evaluate_classifier(fp32, data.test, cfg.train.eval_batch_size, device)
+                .to_json(fp32.spec().class_names);
+          },
+          [&](Model& qat, const TrainConfig& q, uint64_t seed, const std::string& dir) {
+            Trainer t(q, device, seed);
+            t.set_resume(resume);
+            return t.fit(qat, *strategy, data.train, data.eval, dir).train_seconds;
+          },
+          summary);
+    }
     ClassificationReport test = test_top1(*best);
     nlohmann::json base = run_summary(cfg, "classify", *best, tr, "best_eval_top1", device);
     summary.update(base);

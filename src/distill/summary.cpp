@@ -42,4 +42,11 @@ void write_summary(const RunConfig& cfg, nlohmann::json& summary, Model& best,
   write_text_atomically(fs::path(cfg.out) / "summary.json", summary.dump(2) + "\n");
 }
 
+nlohmann::json ops_summary(const QuantizedOps& ops) {
+  nlohmann::json int8 = nlohmann::json::object(), fp32 = nlohmann::json::object();
+  for (const auto& [name, n] : ops.int8) int8[name] = n;
+  for (const auto& [name, n] : ops.fp32) fp32[name] = n;
+  return {{"int8", int8}, {"fp32", fp32}};
+}
+
 }  // namespace kd

@@ -7,6 +7,7 @@
 
 #include "kd/distill/trainer.h"
 #include "kd/models/model.h"
+#include "kd/models/quantize.h"
 #include "kd/runs/config.h"
 
 namespace kd {
@@ -21,5 +22,8 @@ nlohmann::json run_summary(const RunConfig& cfg, const std::string& task, Model&
 // Adds the latency when the config asks for it and writes summary.json into cfg.out atomically.
 void write_summary(const RunConfig& cfg, nlohmann::json& summary, Model& best,
                    torch::Device device);
+
+// An INT8 model's recorded ops as summary.json's "ops": {"int8": {op: calls}, "fp32": {...}}.
+nlohmann::json ops_summary(const QuantizedOps& ops);
 
 }  // namespace kd

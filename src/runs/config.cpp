@@ -152,6 +152,7 @@ Fields fields(RunConfig& c) {
       {"qat.epochs", field(c.qat.epochs)},
       {"qat.lr_scale", field(c.qat.lr_scale)},
       {"qat.freeze_epochs", field(c.qat.freeze_epochs)},
+      {"qat.allow_fp32_layers", field(c.qat.allow_fp32_layers)},
       {"runtime.device", field(c.runtime.device)},
       {"runtime.threads", field(c.runtime.threads)},
       {"runtime.seed", field(c.runtime.seed)},
@@ -308,6 +309,8 @@ void validate(const RunConfig& c) {
     usage_fail("--crop-padding must be in [0, 64] pixels, got {}", c.train.crop_padding);
   if (c.runtime.threads < 0 || c.runtime.threads > 1024)
     usage_fail("--threads must be in [0, 1024], got {}", c.runtime.threads);
+  if (c.qat.allow_fp32_layers && c.qat.precision.empty())
+    usage_fail("--allow-fp32-layers goes with --qat int8");
   if (!c.qat.precision.empty()) {
     if (c.qat.precision != "int8") usage_fail("--qat {}: expected int8", c.qat.precision);
     if (c.qat.epochs < 1 || c.qat.epochs > 1000)
@@ -320,8 +323,6 @@ void validate(const RunConfig& c) {
           "--qat: the student {} is a TorchScript file; train it in fp32 and quantize the run "
           "(kd quantize)",
           c.arch);
-    if (c.task == Task::detect)
-      usage_fail("--qat is for classifiers (a detector is quantized after training: kd quantize)");
     if (c.distill.generations > 1)
       usage_fail("--qat with --generations: quantize the last generation's run (kd quantize)");
     if (!d.hints.empty() || std::any_of(d.losses.begin(), d.losses.end(), [](const auto& l) {

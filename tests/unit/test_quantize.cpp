@@ -7,6 +7,7 @@
 #include "kd/core/error.h"
 #include "kd/eval/profile.h"
 #include "kd/models/export.h"
+#include "kd/models/input.h"
 #include "kd/models/model.h"
 #include "kd/models/quantize.h"
 #include "model_util.h"
@@ -33,9 +34,8 @@ int64_t calls(const std::vector<std::pair<std::string, int64_t>>& ops, const std
 // Largest |int8 - fp32| relative to the fp32 output's range, on fresh random images.
 double relative_error(kd::Model& fp32, kd::Model& int8) {
   torch::NoGradGuard no_grad;
-  const auto& in = fp32.spec().input_shape;
   torch::manual_seed(11);
-  auto x = torch::rand({8, in[0], in[1], in[2]});
+  auto x = kd::random_input(fp32.spec(), 8);
   auto want = fp32.forward(x), got = int8.forward(x);
   EXPECT_EQ(got.sizes(), want.sizes());
   return ((got - want).abs().max() / (want.max() - want.min())).item<double>();
@@ -151,3 +151,31 @@ TEST(QuantizationAwareTraining, TrainsThroughFakeQuantizationAndConvertsToWhatIt
 }
 
 }  // namespace
+
+TEST(QuantizationAwareTraining, DetectorTrainsAndConvertsWithItsFp32LayersKept) {
+  // EfficientDet d0: its convolutions learn under fake quantization; the BiFPN's learned-weight
+  // sums stay fp32 (allowed), as post-training INT8 keeps them.
+  auto m = test_model("effdet-d0", {3, 64, 64}, 3);
+  auto qat = kd::prepare_qat(*m);
+  qat->train(true);
+  auto params = qat->parameters();
+  ASSERT_FALSE(params.empty());
+  torch::optim::SGD sgd(params, torch::optim::SGDOptions(0.001));
+  torch::manual_seed(5);
+  for (int step = 0; step < 3; ++step) {
+    auto y = qat->forward(torch::rand({4, 3, 64, 64}));
+    auto loss = y.pow(2).mean();
+    sgd.zero_grad();
+    loss.backward();
+    sgd.step();
+  }
+  kd::freeze_observers(*qat);
+  qat->train(false);
+  EXPECT_KD_ERROR(kd::convert_qat(*qat, {}), "have no INT8 kernel on the onednn engine");
+  kd::QuantizedOps ops;
+  auto q = kd::convert_qat(*qat, {kd::Observer::minmax, true}, &ops);
+  EXPECT_EQ(q->spec().precision, "int8");
+  EXPECT_GT(calls(ops.int8, "quantized::conv2d") + calls(ops.int8, "quantized::conv2d_relu"), 0);
+  EXPECT_FALSE(ops.fp32.empty());
+  EXPECT_LT(relative_error(*qat, *q), 0.1);
+}

@@ -91,6 +91,7 @@ struct QatConfig {
   int64_t epochs = 3;         ///< quantization-aware epochs after the fp32 ones
   double lr_scale = 0.1;      ///< their peak learning rate: the run's times this
   int64_t freeze_epochs = 1;  ///< the last ones with activation ranges frozen
+  bool allow_fp32_layers = false;  ///< ops without an INT8 kernel stay fp32 (EfficientDet's BiFPN)
 };
 
 /// Detection runs (task detect): augmentation, loss and distillation weights.
