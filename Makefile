@@ -4,7 +4,7 @@ JOBS ?= 2
 KD := $(BUILD)/kd
 GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
 
-.PHONY: all deps configure build demo test test-sanitize bench fuzz reproduce reproduce-classify reproduce-detect clean package package-test examples format docs
+.PHONY: all deps configure build demo demo-merge test test-sanitize bench fuzz reproduce reproduce-classify reproduce-detect clean package package-test examples format docs
 
 all: build
 
@@ -23,6 +23,11 @@ build: configure
 demo: build
 	$(KD) run experiments/fmnist-demo.yaml
 	$(KD) report runs/demo/teacher-s0 runs/demo/student-s0 runs/demo/distilled-s0 -o runs/demo/report.html
+
+# The article's merge on two real datasets (seed 0): a clothes teacher, a digits teacher, one
+# 20-class student from the pooled images without labels, against one trained on all labels.
+demo-merge: build
+	$(KD) run experiments/merge-two-datasets.yaml --seeds 0
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j 1
@@ -95,6 +100,7 @@ reproduce-classify: build
 	scripts/int8-table.sh $(KD)
 	scripts/int8-table.sh $(KD) runs/scarce teacher10 student10 semi-dist
 	$(KD) run experiments/fmnist-modes.yaml
+	$(KD) run experiments/merge-two-datasets.yaml
 	$(KD) run experiments/fmnist-self.yaml
 
 # Detection: the generated dataset (seeded), then d0, d3 and d0 distilled from d3 (~1 h);
@@ -105,6 +111,7 @@ $(DETECT_DATA)/train.json: | build
 
 reproduce-detect: build $(DETECT_DATA)/train.json
 	$(KD) run experiments/detect.yaml
+	scripts/int8-table.sh $(KD) runs/detect d3 d0 d0-distilled
 
 clean:
 	rm -rf $(BUILD) $(FUZZ_BUILD) $(SAN_BUILD)

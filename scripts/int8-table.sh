@@ -2,17 +2,22 @@
 # An INT8 table of the README: post-training INT8 (kd quantize) of an experiment's teacher,
 # student and distilled student runs (every seed; existing INT8 runs are kept), the quantization-
 # aware runs STUDENT-qat and DISTILLED-qat of that experiment beside them, and PyTorch Python's
-# eager post-training quantization of the same networks (seed 0) measured right after kd's.
+# eager post-training quantization of the same networks (seed 0) measured right after kd's
+# (Fashion-MNIST's reference networks; a detector has no eager twin in bench/quant_baseline.py).
+# Detectors are quantized with --allow-fp32-layers (the BiFPN's learned-weight sums).
 # Usage: scripts/int8-table.sh [path/to/kd [DIR TEACHER STUDENT DISTILLED]]
 #   default: build/kd runs/fmnist teacher student distilled   (after `kd run experiments/fmnist.yaml`)
 #   second pair: build/kd runs/scarce teacher10 student10 semi-dist   (experiments/fmnist-scarce.yaml)
+#   detection:   build/kd runs/detect d3 d0 d0-distilled              (experiments/detect.yaml)
 set -euo pipefail
 KD=${1:-build/kd} R=${2:-runs/fmnist} TEACHER=${3:-teacher} STUDENT=${4:-student}
 DISTILLED=${5:-distilled}
 SEEDS=(0 1 2)
 for stage in "$TEACHER" "$STUDENT" "$DISTILLED"; do
   for seed in "${SEEDS[@]}"; do
-    [ -f "$R/$stage-s$seed-int8/summary.json" ] || "$KD" quantize "$R/$stage-s$seed"
+    run=$R/$stage-s$seed
+    task=$(/usr/bin/python3 -c "import json,sys; print(json.load(open(sys.argv[1])).get('task', 'classify'))" "$run/model.json")
+    [ -f "$run-int8/summary.json" ] || "$KD" quantize "$run" $([ "$task" = detect ] && echo --allow-fp32-layers)
   done
 done
 runs=()
@@ -38,6 +43,7 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 for stage in "$TEACHER" "$STUDENT"; do
   arch=$(/usr/bin/python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['arch'])" "$R/$stage-s0/model.json")
+  case $arch in fmnist-teacher | fmnist-student) ;; *) continue ;; esac
   "$KD" export "$R/$stage-s0" --out "$WORK/$stage.pt" >/dev/null
   echo "PyTorch Python, $stage-s0:"
   /usr/bin/python3 "$(dirname "$0")/../bench/quant_baseline.py" "$WORK/$stage.pt" "$arch" 2>/dev/null

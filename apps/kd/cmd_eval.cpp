@@ -161,7 +161,17 @@ void run(const EvalArgs& a) {
     data.width = static_cast<int>(model->spec().input_shape[2]);
   }
   RunData d = load_run_data(data);
-  const Dataset& set = a.part == "eval" ? d.eval : d.test;
+  Dataset set = a.part == "eval" ? d.eval : d.test;
+  // Another dataset's classes are matched to the model's by name (a 20-class student of clothes
+  // and digits scored on the digits alone).
+  const auto& classes = model->spec().class_names;
+  if (!a.data.empty() && !classes.empty() && set.class_names != classes) {
+    try {
+      set = relabel_as(set, classes);
+    } catch (const Error& e) {
+      fail("--data {}: {} (the model's classes)", a.data, first_line(e.what()));
+    }
+  }
   ClassificationReport r = evaluate_classifier(*model, set, 1000, device);
   nlohmann::json out = {{"run", a.run},
                         {"data", data.source},

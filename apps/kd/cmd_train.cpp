@@ -106,6 +106,9 @@ void add_train_commands(CLI::App& app) {
        "--ensemble", d.ensemble,
        "average the teacher over N views of each image (identity, flip, 4 one-pixel shifts)")
       ->capture_default_str();
+  k->add_flag("--merge-by-source", d.merge_by_source,
+              "merge on pooled data (--data A+B): each image is taught only by the teachers "
+              "whose classes are all classes of its source");
   k->add_option("--generations", d.generations, "self: born-again generations (N >= 2)");
   k->add_option("--teach-last", d.teach_last,
                 "self: a frozen snapshot of the student teaches the last M epochs");

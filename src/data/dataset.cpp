@@ -1,5 +1,6 @@
 #include "kd/data/dataset.h"
 
+#include <algorithm>
 #include <filesystem>
 
 #include <fmt/format.h>
@@ -84,15 +85,23 @@ torch::Tensor resize_images(const torch::Tensor& images, const ImageOptions& opt
 }
 
 Dataset Dataset::without_labels() const {
-  return {images, torch::full_like(labels, kUnlabeled), class_names, source};
+  Dataset d = *this;
+  d.labels = torch::full_like(labels, kUnlabeled);
+  return d;
 }
 
 Dataset concat(const Dataset& a, const Dataset& b) {
   KD_CHECK(a.images.sizes().slice(1) == b.images.sizes().slice(1),
            "{} has images of {} but {} has {}", a.source, c10::str(a.images.sizes().slice(1)),
            b.source, c10::str(b.images.sizes().slice(1)));
-  return {torch::cat({a.images, b.images}), torch::cat({a.labels, b.labels}), a.class_names,
-          a.source + " + " + b.source};
+  Dataset out{torch::cat({a.images, b.images}), torch::cat({a.labels, b.labels}), a.class_names,
+              a.source + " + " + b.source};
+  // Pool origins survive only when both halves come from the same pool.
+  if (a.origin.defined() && b.origin.defined() && a.origin_classes == b.origin_classes) {
+    out.origin = torch::cat({a.origin, b.origin});
+    out.origin_classes = a.origin_classes;
+  }
+  return out;
 }
 
 Dataset select_classes(const Dataset& data, const std::vector<std::string>& classes) {
@@ -127,17 +136,23 @@ Dataset select_classes(const Dataset& data, const std::vector<std::string>& clas
   KD_CHECK(!names.empty(), "--classes: no class selected");
   auto new_labels = remap.index_select(0, data.labels.clamp_min(0));
   auto index = (new_labels >= 0).logical_and(data.labels >= 0).nonzero().flatten();
-  return {data.images.index_select(0, index), new_labels.index_select(0, index), names,
-          data.source};
+  Dataset out = data.subset(index);
+  out.labels = new_labels.index_select(0, index);
+  out.class_names = names;
+  return out;
 }
 
 Dataset Dataset::subset(const torch::Tensor& index) const {
-  return {images.index_select(0, index), labels.index_select(0, index), class_names, source};
+  Dataset d{images.index_select(0, index), labels.index_select(0, index), class_names, source};
+  if (origin.defined()) {
+    d.origin = origin.index_select(0, index);
+    d.origin_classes = origin_classes;
+  }
+  return d;
 }
 
 Dataset Dataset::head(int64_t n) const {
-  n = std::min(n, size());
-  return {images.narrow(0, 0, n).clone(), labels.narrow(0, 0, n).clone(), class_names, source};
+  return subset(torch::arange(std::min(n, size()), torch::kInt64));
 }
 
 Normalization compute_normalization(const Dataset& data) {
@@ -188,9 +203,71 @@ Dataset load_idx_pair(const std::string& images_path, const std::string& labels_
   return d;
 }
 
-bool is_idx_source(const std::string& spec) { return is_idx_dir(resolve_alias(spec)); }
+Dataset relabel_as(const Dataset& data, const std::vector<std::string>& classes) {
+  std::vector<int64_t> to;
+  for (const auto& name : data.class_names) {
+    auto it = std::find(classes.begin(), classes.end(), name);
+    KD_CHECK(it != classes.end(), "{}: class '{}' is not one of [{}]", data.source, name,
+             fmt::join(classes, ", "));
+    to.push_back(it - classes.begin());
+  }
+  Dataset out = data;
+  out.class_names = classes;
+  if (to.empty()) return out;
+  auto remap = torch::tensor(to, torch::kInt64);
+  out.labels = torch::where(data.labels >= 0, remap.index_select(0, data.labels.clamp_min(0)),
+                            data.labels);
+  return out;
+}
+
+std::vector<std::string> pooled_sources(const std::string& spec) {
+  if (spec.find('+') == std::string::npos || fs::exists(spec)) return {spec};
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (true) {
+    const size_t plus = spec.find('+', start);
+    out.push_back(spec.substr(start, plus == std::string::npos ? plus : plus - start));
+    KD_CHECK(!out.back().empty(), "--data {}: an empty source in the pooled list", spec);
+    if (plus == std::string::npos) return out;
+    start = plus + 1;
+  }
+}
+
+Dataset pool_datasets(const std::vector<Dataset>& parts) {
+  KD_CHECK(!parts.empty(), "no datasets to pool");
+  Dataset out = parts[0];
+  std::vector<torch::Tensor> origin = {torch::zeros({out.size()}, torch::kInt64)};
+  out.origin_classes = {out.class_names};
+  for (size_t i = 1; i < parts.size(); ++i) {
+    const Dataset& d = parts[i];
+    KD_CHECK(d.images.sizes().slice(1) == out.images.sizes().slice(1),
+             "{} has images of {} but {} has {}: give --size and --channels to pool them",
+             parts[0].source, c10::str(out.images.sizes().slice(1)), d.source,
+             c10::str(d.images.sizes().slice(1)));
+    // Classes are matched by name: a name both sources have is one class.
+    for (const auto& name : d.class_names)
+      if (std::find(out.class_names.begin(), out.class_names.end(), name) == out.class_names.end())
+        out.class_names.push_back(name);
+    out.images = torch::cat({out.images, d.images});
+    out.labels = torch::cat({out.labels, relabel_as(d, out.class_names).labels});
+    out.source += " + " + d.source;
+    origin.push_back(torch::full({d.size()}, static_cast<int64_t>(i), torch::kInt64));
+    out.origin_classes.push_back(d.class_names);
+  }
+  out.origin = torch::cat(origin);
+  return out;
+}
+
+bool is_idx_source(const std::string& spec) {
+  const auto sources = pooled_sources(spec);
+  return std::all_of(sources.begin(), sources.end(),
+                     [](const std::string& s) { return is_idx_dir(resolve_alias(s)); });
+}
 
 bool has_part(const std::string& spec, const std::string& part) {
+  if (const auto sources = pooled_sources(spec); sources.size() > 1)
+    return std::all_of(sources.begin(), sources.end(),
+                       [&](const std::string& s) { return has_part(s, part); });
   fs::path root = resolve_alias(spec);
   if (is_idx_dir(root)) {
     const std::string stem = part == "train" ? "train" : "t10k";
@@ -202,6 +279,11 @@ bool has_part(const std::string& spec, const std::string& part) {
 
 Dataset load_dataset(const std::string& spec, const std::string& part, const ImageOptions& opts) {
   KD_CHECK(part == "train" || part == "test", "unknown dataset part '{}'", part);
+  if (const auto sources = pooled_sources(spec); sources.size() > 1) {
+    std::vector<Dataset> parts;
+    for (const auto& s : sources) parts.push_back(load_dataset(s, part, opts));
+    return pool_datasets(parts);
+  }
   fs::path root = resolve_alias(spec);
   if (spec == "fashion-mnist" && !fs::exists(root))
     fail("fashion-mnist: {} is missing (apt-get install dataset-fashion-mnist)", root.string());

@@ -91,6 +91,7 @@ DistillOptions distill_options(const RunConfig& cfg) {
   o.targets = d.targets;
   o.threshold = d.threshold;
   o.ensemble = d.ensemble;
+  o.merge_by_source = d.merge_by_source;
   for (const auto& h : d.hints) o.losses.push_back(parse_hint(h, d.hint_loss));
   for (const auto& l : d.losses) o.losses.push_back(parse_loss(l));
   o.ce_weight = d.ce_weight;

@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cctype>
+#include <limits>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -9,6 +10,8 @@
 #include "kd/core/error.h"
 #include "kd/core/fs.h"
 #include "kd/distill/strategy.h"
+
+#include <limits>
 #include "kd/eval/classify.h"
 #include "kd/losses/crd.h"
 #include "kd/losses/zoo.h"
@@ -164,6 +167,33 @@ void DistillStrategy::attach_teachers(Model& student) {
   for (int64_t c = 0; c < num_classes_; ++c)
     KD_CHECK(owners[static_cast<size_t>(c)] > 0, "class '{}' of the data is known by no teacher",
              class_names_[static_cast<size_t>(c)]);
+  if (opts_.merge_by_source) {
+    KD_CHECK(mode_ == Mode::merge && train_->origin.defined(),
+             "--merge-by-source needs --mode merge on pooled data (--data A+B)");
+    // A teacher teaches a source when every class it knows is a class of that source.
+    const auto& sources = train_->origin_classes;
+    std::vector<torch::Tensor> rows;
+    for (size_t s = 0; s < sources.size(); ++s) {
+      std::vector<torch::Tensor> cols;
+      bool any = false;
+      for (const auto& t : teachers_) {
+        bool mine = true;
+        for (const auto& n : t.model->spec().class_names)
+          mine = mine && std::any_of(sources[s].begin(), sources[s].end(),
+                                     [&](const std::string& c) { return lower(c) == lower(n); });
+        any = any || mine;
+        cols.push_back(torch::full({t.class_map.numel()}, mine, torch::kBool));
+      }
+      KD_CHECK(any, "--merge-by-source: no teacher knows only classes of source {} ({})", s + 1,
+               fmt::join(sources[s], ", "));
+      rows.push_back(torch::cat(cols));
+    }
+    source_columns_ = torch::stack(rows);
+    info_["merge"] = {{"rule",
+                       "by source: each image taught only by the teachers of the pooled source "
+                       "it came from, their logits under one softmax"},
+                      {"sources", sources}};
+  }
   for (auto& t : teachers_) {
     t.model->to(device_);
     t.model->train(false);
@@ -176,7 +206,7 @@ void DistillStrategy::attach_teachers(Model& student) {
   const bool cacheable = opts_.use_cache && !augment_.enabled();
   std::vector<std::vector<torch::Tensor>> logits;
   if (cacheable || teachers_.size() > 1) logits = pool_logits(*train_, true);
-  if (teachers_.size() > 1) fit_class_offsets(logits);
+  if (teachers_.size() > 1 && !opts_.merge_by_source) fit_class_offsets(logits);
   cached_logits_ = torch::Tensor();
   cached_feats_.clear();
   info_["teacher_cache"] = cacheable ? cache_status_
@@ -184,7 +214,7 @@ void DistillStrategy::attach_teachers(Model& student) {
                                ? "off (mixup/cutmix: the teacher sees each mixed batch)"
                                : (augment_.enabled() ? "off (augmentation on)" : "off");
   if (!cacheable) return;
-  cached_logits_ = combine(logits).to(device_);
+  cached_logits_ = combine(logits, train_->origin).to(device_);
   if (!feature_terms_.empty()) {
     const auto t_layers = teacher_layers();
     double bytes = 0;
@@ -367,10 +397,16 @@ void DistillStrategy::fit_class_offsets(const std::vector<std::vector<torch::Ten
                Z.size(0), fmt::join(marg, ", "));
 }
 
-torch::Tensor DistillStrategy::combine(
-    const std::vector<std::vector<torch::Tensor>>& logits) const {
-  return merged_class_logits(teacher_columns(logits), column_classes(), num_classes_,
-                             class_offsets_);
+torch::Tensor DistillStrategy::combine(const std::vector<std::vector<torch::Tensor>>& logits,
+                                       const torch::Tensor& origin) const {
+  auto Z = teacher_columns(logits);
+  if (source_columns_.defined()) {
+    KD_CHECK(origin.defined(), "--merge-by-source: images without a pooled source");
+    // The other sources' teachers' columns get no mass.
+    auto keep = source_columns_.index_select(0, origin.to(torch::kCPU)).to(Z.device());
+    Z = Z.masked_fill(keep.logical_not(), -std::numeric_limits<float>::infinity());
+  }
+  return merged_class_logits(Z, column_classes(), num_classes_, class_offsets_);
 }
 
 torch::Tensor fit_merge_offsets(const torch::Tensor& columns, const torch::Tensor& column_class,
@@ -417,9 +453,10 @@ std::vector<std::string> DistillStrategy::student_layers() const {
   return out;
 }
 
-torch::Tensor DistillStrategy::batch_logits(const torch::Tensor& x,
+torch::Tensor DistillStrategy::batch_logits(const Batch& batch,
                                             std::vector<torch::Tensor>* feats) {
   torch::NoGradGuard no_grad;
+  const torch::Tensor& x = batch.x;
   std::vector<std::vector<torch::Tensor>> logits(teachers_.size());
   for (size_t t = 0; t < teachers_.size(); ++t) {
     for (int k = 0; k < opts_.ensemble; ++k) {
@@ -433,7 +470,9 @@ torch::Tensor DistillStrategy::batch_logits(const torch::Tensor& x,
       }
     }
   }
-  return combine(logits);
+  return combine(logits, train_->origin.defined()
+                            ? train_->origin.index_select(0, batch.index.to(torch::kCPU))
+                            : torch::Tensor());
 }
 
 StepResult DistillStrategy::step(Model& student, const Batch& batch) {
@@ -456,7 +495,7 @@ StepResult DistillStrategy::step(Model& student, const Batch& batch) {
       t_feats = teachers_[0].model->forward_with_features(batch.x, teacher_layers()).second;
     }
   } else {
-    z_t = batch_logits(batch.x, need_feats ? &t_feats : nullptr);
+    z_t = batch_logits(batch, need_feats ? &t_feats : nullptr);
   }
   for (const auto& f : cached_feats_) t_feats.push_back(f.index_select(0, batch.index));
 
@@ -496,7 +535,7 @@ std::vector<torch::Tensor> DistillStrategy::parameters() {
 
 torch::Tensor DistillStrategy::targets_for(const Dataset& data) {
   KD_CHECK(!teachers_.empty(), "{}: no teacher yet", mode_);
-  return torch::softmax(combine(pool_logits(data)), 1);
+  return torch::softmax(combine(pool_logits(data), data.origin), 1);
 }
 
 nlohmann::json DistillStrategy::describe() const {

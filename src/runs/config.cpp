@@ -128,6 +128,7 @@ Fields fields(RunConfig& c) {
       {"distill.targets", kind_field(c.distill.targets)},
       {"distill.threshold", field(c.distill.threshold)},
       {"distill.ensemble", field(c.distill.ensemble)},
+      {"distill.merge_by_source", field(c.distill.merge_by_source)},
       {"distill.generations", field(c.distill.generations)},
       {"distill.teach_last", field(c.distill.teach_last)},
       {"distill.hints", field(c.distill.hints)},
@@ -373,6 +374,8 @@ void validate(const RunConfig& c) {
     usage_fail("generations must be in [1, 100], got {}", d.generations);
   if (d.threshold < 0 || d.threshold >= 1)
     usage_fail("threshold must be in [0, 1), got {}", d.threshold);
+  if (d.merge_by_source && m != Mode::merge)
+    usage_fail("--merge-by-source is for --mode merge, not {}", m);
   if (d.ensemble < 1 || d.ensemble > 6)
     usage_fail("ensemble must be in [1, 6] transforms, got {}", d.ensemble);
   if (d.hint_loss != "mse" && d.hint_loss != "nmse")

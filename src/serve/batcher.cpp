@@ -58,9 +58,24 @@ std::future<torch::Tensor> Batcher::submit(torch::Tensor input, Arrival* arrival
   return future;
 }
 
-void Batcher::submit(torch::Tensor input, Done done, Arrival* arrival) {
+void Batcher::submit(torch::Tensor input, Done done, Arrival* arrival, bool may_run_here) {
   KD_CHECK(input.dim() >= 1 && input.size(0) >= 1, "a request needs at least one input");
   Job job{std::move(input), std::move(done), std::chrono::steady_clock::now()};
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    const int64_t others = expected_ - (arrival && arrival->pending() ? 1 : 0);
+    if (may_run_here && !stopping_ && queue_.empty() && running_ == 0 && others == 0) {
+      ++running_;
+      lock.unlock();
+      if (arrival) arrival->release();
+      std::vector<Job> batch;
+      batch.push_back(std::move(job));
+      run_batch(batch);
+      lock.lock();
+      --running_;
+      return;
+    }
+  }
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) throw QueueFull("the server is shutting down");
@@ -119,26 +134,34 @@ void Batcher::work() {
     if (stopping_) return;
     auto batch = take_batch(lock);
     if (batch.empty()) continue;
+    ++running_;
+    const bool more = !queue_.empty();
     lock.unlock();
-    if (!queue_.empty()) cv_.notify_one();  // another worker may start on what is left
-    const auto start = std::chrono::steady_clock::now();
-    try {
-      std::vector<torch::Tensor> inputs;
-      for (const auto& j : batch) inputs.push_back(j.input);
-      auto output = run_(inputs.size() == 1 ? inputs[0] : torch::cat(inputs));
-      const double seconds =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      if (on_batch_) on_batch_(output.size(0), seconds);
-      int64_t row = 0;
-      for (auto& j : batch) {
-        const int64_t n = j.input.size(0);
-        finish(j, output.narrow(0, row, n), nullptr);
-        row += n;
-      }
-    } catch (...) {
-      for (auto& j : batch) finish(j, {}, std::current_exception());
-    }
+    if (more) cv_.notify_one();  // another worker may start on what is left
+    run_batch(batch);
     lock.lock();
+    --running_;
+  }
+}
+
+void Batcher::run_batch(std::vector<Job>& batch) {
+  c10::InferenceMode inference;  // (a worker is in it already; a caller of submit may not be)
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    std::vector<torch::Tensor> inputs;
+    for (const auto& j : batch) inputs.push_back(j.input);
+    auto output = run_(inputs.size() == 1 ? inputs[0] : torch::cat(inputs));
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (on_batch_) on_batch_(output.size(0), seconds);
+    int64_t row = 0;
+    for (auto& j : batch) {
+      const int64_t n = j.input.size(0);
+      finish(j, output.narrow(0, row, n), nullptr);
+      row += n;
+    }
+  } catch (...) {
+    for (auto& j : batch) finish(j, {}, std::current_exception());
   }
 }
 

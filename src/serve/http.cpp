@@ -282,6 +282,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (head_) out->method = "GET";
     version_ = req.version();
     body_bytes_ = out->body.size();
+    out->sole_connection = server_.open_connections.load() == 1;
     if (auto enc = req.find(http::field::content_encoding); enc != req.end()) {
       const std::string coding = lower(trim(enc->value()));
       if (coding == "gzip" || coding == "deflate" || coding == "x-gzip") {

@@ -173,7 +173,8 @@ void Service::infer(Served& m, HttpRequest& req, Respond respond) {
     }
     respond(std::move(res));
   };
-  m.batcher->submit(plan->input, std::move(answer), &arrival);
+  m.batcher->submit(plan->input, std::move(answer), &arrival,
+                    req.sole_connection && in_flight_.load() == 1);
 }
 
 Service::InferResult Service::run_infer(Served& m, InferRequest& request,

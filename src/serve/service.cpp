@@ -165,8 +165,10 @@ void Service::handle(HttpRequest request, Respond respond, const Offload& offloa
   auto req = std::make_shared<HttpRequest>(std::move(request));
   auto routed = std::make_shared<Routed>();
   // Every answer goes out through here, once: counted, then handed to the transport.
+  ++in_flight_;
   auto answer = [this, start, routed, respond = std::move(respond)](HttpResponse response) {
     record(*routed, response.status, std::chrono::duration<double>(Clock::now() - start).count());
+    --in_flight_;
     respond(std::move(response));
   };
   auto fail = [this, req, answer] {

@@ -202,6 +202,48 @@ TEST(Merge, TeachersOfPartOfTheClassesCoverTheStudent) {
                   "knows 5 of the data's 10 classes");
 }
 
+TEST(Merge, BySourceEachImageIsTaughtByItsSourcesTeachers) {
+  // A pool of two sources: the first 24 images from one with classes 0-4, the last 16 from one
+  // with classes 5-9 (as fashion-mnist+data/mnist pools two datasets).
+  auto all = tiny_dataset(40);
+  auto low = kd::select_classes(all, {"0-4"}), high = kd::select_classes(all, {"5-9"});
+  auto data = kd::pool_datasets({low, high}).without_labels();
+  ASSERT_EQ(data.class_names, kNames);
+  auto student = model("fmnist-student", kNames);
+  kd::DistillOptions o;
+  o.use_cache = false;
+  o.merge_by_source = true;
+  kd::DistillStrategy merge(
+      kd::Mode::merge,
+      {{"a", model("fmnist-student", names(0, 4))}, {"b", model("fmnist-student", names(5, 9))}},
+      o);
+  merge.prepare(*student, data, {}, torch::kCPU);
+  auto q = merge.targets_for(data);
+  const int64_t n_low = low.size();
+  // All of each image's mass on its own source's classes.
+  EXPECT_LT((q.narrow(0, 0, n_low).narrow(1, 0, 5).sum(1) - 1).abs().max().item<double>(), 1e-6);
+  EXPECT_LT((q.narrow(0, n_low, data.size() - n_low).narrow(1, 5, 5).sum(1) - 1)
+                .abs()
+                .max()
+                .item<double>(),
+            1e-6);
+  EXPECT_EQ(merge.describe()["merge"]["rule"].get<std::string>().rfind("by source", 0), 0u);
+  // The same teachers on data of one source: nothing to route by.
+  kd::DistillStrategy unpooled(
+      kd::Mode::merge,
+      {{"a", model("fmnist-student", names(0, 4))}, {"b", model("fmnist-student", names(5, 9))}},
+      o);
+  EXPECT_KD_ERROR(unpooled.prepare(*student, all, {}, torch::kCPU),
+                  "--merge-by-source needs --mode merge on pooled data");
+  // A source no teacher covers alone.
+  kd::DistillStrategy straddling(
+      kd::Mode::merge,
+      {{"a", model("fmnist-student", names(0, 6))}, {"b", model("fmnist-student", names(3, 9))}},
+      o);
+  EXPECT_KD_ERROR(straddling.prepare(*student, data, {}, torch::kCPU),
+                  "no teacher knows only classes of source 1");
+}
+
 TEST(Semi, HardTargetsIgnoreUnconfidentUnlabeledSamples) {
   auto data = tiny_dataset(16);
   data.labels.narrow(0, 8, 8).fill_(kd::kUnlabeled);
@@ -269,6 +311,28 @@ TEST(Data, SelectClassesRelabels) {
   auto u = d.without_labels();
   EXPECT_EQ((u.labels == kd::kUnlabeled).sum().item<int64_t>(), 30);
   EXPECT_EQ(kd::concat(d, u).size(), 60);
+}
+
+TEST(Data, PooledDatasetsMatchClassesByName) {
+  auto fashion = kd::select_classes(tiny_dataset(30), {"0-2"});  // T-shirt/top, Trouser, Pullover
+  kd::Dataset digits;
+  digits.images = torch::zeros({4, 1, 28, 28}, torch::kUInt8);
+  digits.labels = torch::tensor(std::vector<int64_t>{0, 1, 1, kd::kUnlabeled});
+  digits.class_names = {"digit 0", "Trouser"};
+  digits.source = "digits";
+  auto pooled = kd::pool_datasets({fashion, digits});
+  EXPECT_EQ(pooled.class_names,
+            (std::vector<std::string>{"T-shirt/top", "Trouser", "Pullover", "digit 0"}));
+  EXPECT_EQ(pooled.size(), fashion.size() + 4);
+  // digit 0 -> 3, Trouser -> 1 (the class both have), an unlabeled image stays unlabeled.
+  auto tail = pooled.labels.narrow(0, fashion.size(), 4);
+  EXPECT_TRUE(torch::equal(tail, torch::tensor(std::vector<int64_t>{3, 1, 1, kd::kUnlabeled})));
+  digits.images = torch::zeros({4, 1, 32, 32}, torch::kUInt8);
+  EXPECT_KD_ERROR(kd::pool_datasets({fashion, digits}), "give --size and --channels to pool them");
+  EXPECT_EQ(kd::pooled_sources("fashion-mnist+data/mnist"),
+            (std::vector<std::string>{"fashion-mnist", "data/mnist"}));
+  EXPECT_EQ(kd::pooled_sources("fashion-mnist"), (std::vector<std::string>{"fashion-mnist"}));
+  EXPECT_KD_ERROR(kd::pooled_sources("fashion-mnist++data/mnist"), "an empty source");
 }
 
 }  // namespace

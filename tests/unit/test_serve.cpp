@@ -152,6 +152,44 @@ TEST(Batcher, ALoneClientIsNotKeptWaiting) {
   }
 }
 
+TEST(Batcher, ALoneRequestMayRunOnItsOwnThreadButNeverBesideOthers) {
+  std::atomic<bool> release{false};
+  std::atomic<int> batches{0};
+  BatchOptions opts;
+  opts.max_wait = std::chrono::microseconds(0);
+  Batcher batcher(
+      [&](const torch::Tensor& x) {
+        while (x.item<float>() < 0 && !release) std::this_thread::yield();
+        return x + 1;
+      },
+      opts, [&](int64_t, double) { ++batches; });
+  // Idle batcher: the batch runs here, `done` is called before submit returns, on this thread.
+  auto arrival = batcher.expect();
+  std::thread::id ran_on;
+  torch::Tensor got;
+  batcher.submit(
+      torch::full({1}, 1.0f),
+      [&](torch::Tensor rows, std::exception_ptr) {
+        ran_on = std::this_thread::get_id();
+        got = rows;
+      },
+      &arrival, /*may_run_here=*/true);
+  EXPECT_EQ(ran_on, std::this_thread::get_id());
+  EXPECT_EQ(got.item<float>(), 2.0f);
+  EXPECT_EQ(batches.load(), 1);
+  // A worker busy with a batch (held by its input -1): the next request queues for a worker.
+  auto busy = batcher.submit(torch::full({1}, -1.0f));
+  while (batcher.depth() > 0) std::this_thread::yield();
+  std::atomic<bool> answered{false};
+  batcher.submit(
+      torch::full({1}, 5.0f), [&](torch::Tensor, std::exception_ptr) { answered = true; },
+      nullptr, /*may_run_here=*/true);
+  EXPECT_FALSE(answered.load());  // queued behind the running batch, not run here
+  release = true;
+  EXPECT_EQ(busy.get().item<float>(), 0.0f);
+  while (!answered) std::this_thread::yield();
+}
+
 TEST(Batcher, RefusesWorkWhenTheQueueIsFullAndPassesErrorsOn) {
   std::atomic<bool> release{false};
   BatchOptions opts;

@@ -22,6 +22,10 @@ struct Dataset {
   torch::Tensor labels;  ///< int64 [N]
   std::vector<std::string> class_names;
   std::string source;  ///< where it came from, for logs and manifests
+  /// A pooled dataset's sources (pool_datasets): the source of each image, int64 [N] indexing
+  /// origin_classes, which lists each source's class names. Undefined for a single source.
+  torch::Tensor origin;
+  std::vector<std::vector<std::string>> origin_classes;
 
   int64_t size() const { return images.size(0); }
   int64_t num_classes() const { return static_cast<int64_t>(class_names.size()); }
@@ -54,13 +58,25 @@ Normalization compute_normalization(const Dataset& data);
 
 /// `spec` is "fashion-mnist" (Debian's dataset-fashion-mnist), a directory holding IDX files
 /// (train-images-idx3-ubyte[.gz] ...), or an image folder (one sub-folder per class, or
-/// train/ and test/ each holding one sub-folder per class). `part` is "train" or "test".
+/// train/ and test/ each holding one sub-folder per class); or several of these joined by '+'
+/// ("fashion-mnist+data/mnist"), pooled into one dataset (pool_datasets). `part` is "train" or
+/// "test".
 /// Returns false from has_part() when the source has no such part (e.g. no test split).
 Dataset load_dataset(const std::string& spec, const std::string& part, const ImageOptions& opts);
 bool has_part(const std::string& spec, const std::string& part);
 /// IDX sources load at their stored size and are resized (resize_images) once sliced: cheap to
 /// load whole, costly to resize whole (70,000 images at 128x128 as floats is 4.6 GB).
 bool is_idx_source(const std::string& spec);
+
+/// The same samples labelled as indices into `classes` (matched by name): how a model of those
+/// classes is scored on data that has some of them, in any order. kd::Error for a class of the
+/// data that `classes` lacks.
+Dataset relabel_as(const Dataset& data, const std::vector<std::string>& classes);
+/// The sources of a pooled spec "A+B+..." (one, when spec has no '+' or names an existing path).
+std::vector<std::string> pooled_sources(const std::string& spec);
+/// Datasets of one image shape as one: images and labels concatenated in order, classes matched
+/// by name (a name several datasets have is one class; the others are appended in order).
+Dataset pool_datasets(const std::vector<Dataset>& parts);
 
 /// Image folder: `root/CLASS/IMAGE`, PNG or JPEG, decoded with OpenCV.
 Dataset load_image_folder(const std::string& root, const ImageOptions& opts);

@@ -63,6 +63,9 @@ struct DistillOptions {
   Targets targets = Targets::soft;
   double threshold = 0.0;  ///< hard: minimum teacher probability of a pseudo-label
   int ensemble = 1;        ///< teacher averaged over this many views (ensemble_view)
+  /// merge on a pooled dataset (--data A+B): each image is taught only by the teachers whose
+  /// classes are all classes of the source it came from; no offsets are fitted.
+  bool merge_by_source = false;
   /// Registry terms (--loss; --hint is a fitnet term). With a logit term among them, the
   /// objective is ce_weight x CE on labeled samples + the terms; otherwise the soft-target loss
   /// above + the feature terms.
@@ -140,13 +143,15 @@ class DistillStrategy final : public Strategy {
   void build_feature_heads(Model& student, Model& teacher);
   /// logits[t][k]: teacher t on view k, [B, C_t]. Returns the class logits [B, C_student]:
   /// softmax(them / T) is the target distribution at temperature T.
-  torch::Tensor combine(const std::vector<std::vector<torch::Tensor>>& logits) const;
+  /// `origin` [B]: each image's pooled source, for merge_by_source (undefined otherwise).
+  torch::Tensor combine(const std::vector<std::vector<torch::Tensor>>& logits,
+                        const torch::Tensor& origin) const;
   /// Views averaged, teachers concatenated: [B, sum of C_t].
   torch::Tensor teacher_columns(const std::vector<std::vector<torch::Tensor>>& logits) const;
   torch::Tensor column_classes() const;
   void fit_class_offsets(const std::vector<std::vector<torch::Tensor>>& logits);
   /// Teacher class logits for a batch, and the teacher features of the feature terms into feats.
-  torch::Tensor batch_logits(const torch::Tensor& x, std::vector<torch::Tensor>* feats);
+  torch::Tensor batch_logits(const Batch& batch, std::vector<torch::Tensor>* feats);
   std::vector<std::string> teacher_layers() const;
   std::vector<std::string> student_layers() const;
   /// all_ranks: every data-parallel rank calls it together and each computes a share.
@@ -168,6 +173,8 @@ class DistillStrategy final : public Strategy {
   int64_t num_classes_ = 0;
   std::vector<std::string> class_names_;
   torch::Tensor class_offsets_;  ///< [sum of C_t] (merge)
+  /// merge_by_source: [sources, sum of C_t], true where a column's teacher teaches that source.
+  torch::Tensor source_columns_;
   torch::Tensor cached_logits_;  ///< [N, C] teacher class logits on the device, or undefined
   std::vector<torch::Tensor> cached_feats_;  ///< per feature term [N, ...], or empty
   std::string cache_status_;                 ///< of the last pass over a dataset

@@ -70,6 +70,7 @@ struct DistillConfig {
   Targets targets = Targets::soft;  ///< hard: pseudo-labels, the teacher's top class
   double threshold = 0.0;           ///< hard: keep pseudo-labels whose probability is >= this
   int ensemble = 1;                 ///< average the teacher over this many transforms of each image
+  bool merge_by_source = false;     ///< merge on pooled data: teachers of each image's source only
   int generations = 1;              ///< self: born-again generations (>= 2)
   int teach_last = 0;  ///< self: a frozen snapshot of the student teaches the last M epochs
   std::vector<std::string> hints;  ///< TEACHER_LAYER:STUDENT_LAYER[:WEIGHT]

@@ -54,6 +54,7 @@ class Batcher {
     Arrival(const Arrival&) = delete;
     ~Arrival() { release(); }
     void release();
+    bool pending() const { return batcher_ != nullptr; }
 
    private:
     Batcher* batcher_;
@@ -65,8 +66,12 @@ class Batcher {
   using Done = std::function<void(torch::Tensor rows, std::exception_ptr failure)>;
   /// Queues input [n, ...] (n >= 1; inputs larger than max_batch run as a batch of their own);
   /// `done` gets its output rows. Throws QueueFull when max_queue requests are already waiting
-  /// (`done` is then never called).
-  void submit(torch::Tensor input, Done done, Arrival* arrival = nullptr);
+  /// (`done` is then never called). may_run_here: when nothing is queued, running or announced
+  /// but this request, its batch runs on the calling thread and `done` is called before submit
+  /// returns: a lone request skips the two thread hand-offs (to a worker and back), which on a
+  /// busy host cost more than its forward pass.
+  void submit(torch::Tensor input, Done done, Arrival* arrival = nullptr,
+              bool may_run_here = false);
   /// The same, for a caller that waits.
   std::future<torch::Tensor> submit(torch::Tensor input, Arrival* arrival = nullptr);
   int64_t depth() const;
@@ -79,6 +84,7 @@ class Batcher {
     std::chrono::steady_clock::time_point queued;
   };
   void work();
+  void run_batch(std::vector<Job>& batch);
   static void finish(Job& job, torch::Tensor rows, std::exception_ptr failure) noexcept;
   std::vector<Job> take_batch(std::unique_lock<std::mutex>& lock);
 
@@ -90,6 +96,7 @@ class Batcher {
   std::deque<Job> queue_;
   bool stopping_ = false;
   int64_t expected_ = 0;  ///< announced requests not yet submitted
+  int64_t running_ = 0;   ///< batches in a forward pass (on workers or callers)
   std::vector<std::thread> workers_;
 };
 

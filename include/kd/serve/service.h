@@ -21,6 +21,7 @@
 /// @endverbatim
 /// Bad requests get a 4xx with {"error": "..."}; handle() never throws.
 #include <chrono>
+#include <atomic>
 #include <functional>
 #include <map>
 #include <memory>
@@ -50,6 +51,9 @@ struct HttpRequest {
   std::string method, path, body;
   std::map<std::string, std::string> headers;  ///< names lower-cased
   std::map<std::string, std::string> query;
+  /// The transport's only open connection sent it: nothing else can be on its way, so a lone
+  /// inference may run on the thread that parsed it (Batcher::submit may_run_here).
+  bool sole_connection = false;
   std::string header(const std::string& lower_name) const;
 };
 
@@ -143,6 +147,11 @@ class Service {
 
   ServiceOptions options_;
   Metrics metrics_;
+  /// Requests being handled (from handle() to their answer): a lone one from the transport's
+  /// only connection runs its batch on the thread that parsed it (Batcher::submit may_run_here).
+  /// The count alone cannot tell: under load, an answered request's successors may still be in
+  /// their sockets, and running each inline would serialise them all on one thread.
+  std::atomic<int64_t> in_flight_{0};
   std::map<std::string, std::unique_ptr<Served>> models_;
   std::unique_ptr<Dashboard> dashboard_;
 };
