@@ -117,6 +117,30 @@ check "teacher for classes 3-9, by name and range" "$KD" train --arch fmnist-stu
   --classes Dress,Coat,Sandal,Shirt,7-9 --out t39 --lr 0.1 "${COMMON[@]}"
 check "merge two teachers with shared classes" "$KD" distill --mode merge --teacher t07 --teacher t39 \
   --out merged "${KDC[@]}"
+# Two datasets pooled (the article's merge): Fashion-MNIST and a small IDX set of three made-up
+# "digit" classes (a bright bar at one of three heights), one teacher each, one 13-class student.
+/usr/bin/python3 - <<'PY'
+import gzip, os, struct
+import numpy as np
+rng = np.random.default_rng(0)
+os.makedirs("digits", exist_ok=True)
+for part, n in (("train", 300), ("t10k", 60)):
+    y = np.arange(n) % 3
+    x = (rng.random((n, 28, 28)) * 40).astype(np.uint8)
+    for i, c in enumerate(y):
+        x[i, 4 + 8 * c:10 + 8 * c, 4:24] = 230
+    for name, a in ((f"{part}-images-idx3-ubyte.gz", x), (f"{part}-labels-idx1-ubyte.gz", y.astype(np.uint8))):
+        with gzip.open(f"digits/{name}", "wb") as f:
+            f.write(struct.pack(">BBBB", 0, 0, 8, a.ndim) + struct.pack(f">{a.ndim}I", *a.shape) + a.tobytes())
+open("digits/classes.txt", "w").write("digit 0\ndigit 1\ndigit 2\n")
+PY
+check "teacher of the made-up digits" "$KD" train --arch fmnist-student --data digits --out tdig --lr 0.1 \
+  --epochs 3 --warmup 0 --threads 2 --no-latency
+check "merge by source on fashion-mnist+digits" "$KD" distill --mode merge --teacher teacher --teacher tdig \
+  --data fashion-mnist+digits --merge-by-source --out merged_src "${KDC[@]}"
+check "eval the 13-class student on the digits alone" "$KD" eval merged_src --data digits --json
+ok_if "... scored on the digits' 60 test images, matched by name" "(lambda d: d['metrics']['samples'] == 60 and \
+  len(d['metrics']['per_class']) == 13)(__import__('json').load(open('out.txt')))"
 check "hint with soft targets (1x1-conv adapter)" "$KD" distill --teacher teacher --hint 7:5 --out hinted "${KDC[@]}"
 check "hint alone, mse, teacher per batch" "$KD" distill --teacher teacher --alpha 0 --hint 7:5:0.5 \
   --hint-loss mse --out hinted_alone --lr 0.02 "${COMMON[@]}"
@@ -166,6 +190,8 @@ expect_json snap 'd["strategy"]["snapshot_epoch"]' 2
 expect_json merged 'd["train_unlabeled"]' 3000
 expect_json merged 'round(sum(d["strategy"]["merge"]["pool_class_marginals"]), 6)' 1.0
 expect_json merged 'len(d["test"]["per_class"])' 10
+expect_json merged_src 'len(d["test"]["per_class"])' 13
+expect_json merged_src 'd["strategy"]["merge"]["rule"].startswith("by source")' True
 expect_json hinted 'd["strategy"]["feature_losses"][0]["adapter"]' conv1x1
 expect_json hinted_alone 'd["strategy"]["teacher_features"] if "teacher_features" in d["strategy"] else "per batch"' "per batch"
 expect_json zoo1 '[f["adapter"] for f in d["strategy"]["feature_losses"]]' "['none']"
@@ -205,6 +231,13 @@ expect_error 1 "has no layer '99' (layers: 0, 1, 2" "$KD" distill --teacher teac
   --out bad24 "${KDC[@]}"
 expect_error 1 "at 7:6: attention transfer needs [C, H, W] feature maps; the student's 6 output is [784]" \
   "$KD" distill --teacher teacher --loss at:teacher=7,student=6 --out bad25 "${KDC[@]}"
+expect_error 1 "--merge-by-source needs --mode merge on pooled data" "$KD" distill --mode merge \
+  --teacher t07 --teacher t39 --merge-by-source --out bad26 "${KDC[@]}"
+expect_error 2 "--merge-by-source is for --mode merge, not offline" "$KD" distill --teacher teacher \
+  --merge-by-source --out bad27 "${KDC[@]}"
+expect_error 1 "give --size and --channels to pool them" "$KD" train --data fashion-mnist+folder \
+  --out bad28 "${COMMON[@]}"
+expect_error 1 "class 'digit 0' is not one of [T-shirt/top" "$KD" eval teacher --data digits
 expect_error 2 "mode merge needs two or more teachers" "$KD" distill --mode merge --teacher t07 --out bad17 "${KDC[@]}"
 expect_error 2 "exactly one of --generations N (N >= 2) or --teach-last M" "$KD" distill --mode self \
   --generations 2 --teach-last 1 --out bad18 "${KDC[@]}"
