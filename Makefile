@@ -28,6 +28,7 @@ demo: build
 # 20-class student from the pooled images without labels, against one trained on all labels.
 demo-merge: build
 	$(KD) run experiments/merge-two-datasets.yaml --seeds 0
+	scripts/merge-table.sh $(KD)
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j 1
@@ -101,6 +102,7 @@ reproduce-classify: build
 	scripts/int8-table.sh $(KD) runs/scarce teacher10 student10 semi-dist
 	$(KD) run experiments/fmnist-modes.yaml
 	$(KD) run experiments/merge-two-datasets.yaml
+	scripts/merge-table.sh $(KD)
 	$(KD) run experiments/fmnist-self.yaml
 
 # Detection: the generated dataset (seeded), then d0, d3 and d0 distilled from d3 (~1 h);
