@@ -215,8 +215,8 @@ Dataset relabel_as(const Dataset& data, const std::vector<std::string>& classes)
   out.class_names = classes;
   if (to.empty()) return out;
   auto remap = torch::tensor(to, torch::kInt64);
-  out.labels = torch::where(data.labels >= 0, remap.index_select(0, data.labels.clamp_min(0)),
-                            data.labels);
+  out.labels =
+      torch::where(data.labels >= 0, remap.index_select(0, data.labels.clamp_min(0)), data.labels);
   return out;
 }
 

@@ -18,8 +18,8 @@ namespace kd {
 
 // Trains `qat` for q.epochs into `dir` (a run directory of its own), as the run's fp32 epochs
 // were trained; returns the training seconds.
-using QatPhase = std::function<double(Model& qat, const TrainConfig& q, uint64_t seed,
-                                      const std::string& dir)>;
+using QatPhase =
+    std::function<double(Model& qat, const TrainConfig& q, uint64_t seed, const std::string& dir)>;
 
 // Before any epoch: fails (naming them) when the student has ops without an INT8 kernel and
 // cfg.qat does not allow them in fp32, rather than after the training.

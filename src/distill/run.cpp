@@ -9,7 +9,6 @@
 #include <torch/torch.h>
 
 #include "detect_run.h"
-#include "qat.h"
 #include "kd/core/distributed.h"
 #include "kd/core/error.h"
 #include "kd/core/fs.h"
@@ -23,6 +22,7 @@
 #include "kd/models/registry.h"
 #include "kd/runs/run.h"
 #include "kd/runs/run_dir.h"
+#include "qat.h"
 #include "summary.h"
 
 namespace kd {

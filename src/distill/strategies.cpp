@@ -11,11 +11,11 @@
 #include "kd/core/fs.h"
 #include "kd/distill/strategy.h"
 
-#include <limits>
 #include "kd/eval/classify.h"
 #include "kd/losses/crd.h"
 #include "kd/losses/zoo.h"
 #include "teacher_cache.h"
+#include <limits>
 
 namespace kd {
 namespace {
@@ -453,8 +453,7 @@ std::vector<std::string> DistillStrategy::student_layers() const {
   return out;
 }
 
-torch::Tensor DistillStrategy::batch_logits(const Batch& batch,
-                                            std::vector<torch::Tensor>* feats) {
+torch::Tensor DistillStrategy::batch_logits(const Batch& batch, std::vector<torch::Tensor>* feats) {
   torch::NoGradGuard no_grad;
   const torch::Tensor& x = batch.x;
   std::vector<std::vector<torch::Tensor>> logits(teachers_.size());
@@ -471,8 +470,8 @@ torch::Tensor DistillStrategy::batch_logits(const Batch& batch,
     }
   }
   return combine(logits, train_->origin.defined()
-                            ? train_->origin.index_select(0, batch.index.to(torch::kCPU))
-                            : torch::Tensor());
+                             ? train_->origin.index_select(0, batch.index.to(torch::kCPU))
+                             : torch::Tensor());
 }
 
 StepResult DistillStrategy::step(Model& student, const Batch& batch) {

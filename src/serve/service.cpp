@@ -205,8 +205,7 @@ HttpResponse Service::handle(const HttpRequest& request) noexcept {
   return answered.get_future().get();
 }
 
-HttpResponse Service::failure_response(const std::exception_ptr& failure,
-                                       const std::string& what) {
+HttpResponse Service::failure_response(const std::exception_ptr& failure, const std::string& what) {
   const auto [status, message] = failure_status(failure, what);
   HttpResponse response = error_response(status, message);
   if (status == 503) response.headers.emplace_back("Retry-After", "1");

@@ -23,8 +23,7 @@ inline std::unique_ptr<kd::Model> test_model(const std::string& arch,
   auto m = kd::create_model(s);
   m->train(true);
   torch::NoGradGuard no_grad;
-  for (int i = 0; i < 3; ++i)
-    m->forward(kd::random_input(s, 4));
+  for (int i = 0; i < 3; ++i) m->forward(kd::random_input(s, 4));
   m->train(false);
   return m;
 }

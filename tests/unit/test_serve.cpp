@@ -182,8 +182,8 @@ TEST(Batcher, ALoneRequestMayRunOnItsOwnThreadButNeverBesideOthers) {
   while (batcher.depth() > 0) std::this_thread::yield();
   std::atomic<bool> answered{false};
   batcher.submit(
-      torch::full({1}, 5.0f), [&](torch::Tensor, std::exception_ptr) { answered = true; },
-      nullptr, /*may_run_here=*/true);
+      torch::full({1}, 5.0f), [&](torch::Tensor, std::exception_ptr) { answered = true; }, nullptr,
+      /*may_run_here=*/true);
   EXPECT_FALSE(answered.load());  // queued behind the running batch, not run here
   release = true;
   EXPECT_EQ(busy.get().item<float>(), 0.0f);

@@ -88,10 +88,10 @@ struct DistillConfig {
 /// Quantization-aware training (`--qat int8`): after the run's epochs, its best model is fine-tuned
 /// with fake INT8 quantization under the same objective (its teacher too), then converted to INT8.
 struct QatConfig {
-  std::string precision;      ///< empty: off; int8
-  int64_t epochs = 3;         ///< quantization-aware epochs after the fp32 ones
-  double lr_scale = 0.1;      ///< their peak learning rate: the run's times this
-  int64_t freeze_epochs = 1;  ///< the last ones with activation ranges frozen
+  std::string precision;           ///< empty: off; int8
+  int64_t epochs = 3;              ///< quantization-aware epochs after the fp32 ones
+  double lr_scale = 0.1;           ///< their peak learning rate: the run's times this
+  int64_t freeze_epochs = 1;       ///< the last ones with activation ranges frozen
   bool allow_fp32_layers = false;  ///< ops without an INT8 kernel stay fp32 (EfficientDet's BiFPN)
 };
 

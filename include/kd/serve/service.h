@@ -20,8 +20,8 @@
 ///   GET  /runs, /runs/report?runs=A,B       the runs dashboard and reports (with --runs DIR)
 /// @endverbatim
 /// Bad requests get a 4xx with {"error": "..."}; handle() never throws.
-#include <chrono>
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
