@@ -63,8 +63,9 @@ void Batcher::submit(torch::Tensor input, Done done, Arrival* arrival, bool may_
   Job job{std::move(input), std::move(done), std::chrono::steady_clock::now()};
   {
     std::unique_lock<std::mutex> lock(mu_);
+    if (stopping_) throw QueueFull("the server is shutting down");
     const int64_t others = expected_ - (arrival && arrival->pending() ? 1 : 0);
-    if (may_run_here && !stopping_ && queue_.empty() && running_ == 0 && others == 0) {
+    if (may_run_here && queue_.empty() && running_ == 0 && others == 0) {
       ++running_;
       lock.unlock();
       if (arrival) arrival->release();
@@ -75,10 +76,6 @@ void Batcher::submit(torch::Tensor input, Done done, Arrival* arrival, bool may_
       --running_;
       return;
     }
-  }
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (stopping_) throw QueueFull("the server is shutting down");
     if (static_cast<int64_t>(queue_.size()) >= options_.max_queue)
       throw QueueFull(
           fmt::format("the queue is full ({} requests waiting); retry later", queue_.size()));
