@@ -169,10 +169,14 @@ TrainResult Trainer::fit(TrainingTask& task, const std::string& run_dir) {
     images_per_s_sum += ns / train_s;
 
     TaskScore ev = task.evaluate();
+    // Training and evaluation: what the dashboard's ETA of a live run is made from.
+    const double epoch_s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     nlohmann::json rec = {{"epoch", epoch},
                           {"lr", scheduled_lr(cfg_, epoch * iters - 1, iters)},
                           {"train_loss", loss_sum / ns},
                           {"train_seconds", train_s},
+                          {"epoch_seconds", epoch_s},
                           {"train_images_per_s", ns / train_s}};
     const std::string trained = task.describe_training(loss_sum / ns, sums, ns, rec);
     rec.update(ev.record);

@@ -16,6 +16,7 @@
 #include "kd/eval/compare.h"
 #include "kd/eval/detection.h"
 #include "kd/models/model.h"
+#include "kd/report/run_index.h"
 #include "kd/runs/run.h"
 #include "report_page.h"
 
@@ -28,18 +29,6 @@ nlohmann::json read_json_file(const fs::path& p) {
   } catch (const nlohmann::json::exception& e) {
     fail("{}: not valid JSON ({})", p.string(), e.what());
   }
-}
-
-// metrics.jsonl, one record per epoch; a torn last line (a run killed while writing) is dropped.
-std::vector<nlohmann::json> read_history(const fs::path& p) {
-  std::vector<nlohmann::json> out;
-  std::ifstream in(p);
-  std::string line;
-  while (std::getline(in, line)) {
-    auto j = nlohmann::json::parse(line, nullptr, false);
-    if (!j.is_discarded() && j.is_object()) out.push_back(j);
-  }
-  return out;
 }
 
 // Test images with the detector's boxes drawn, as PNG data URLs (kd predict's drawing).
@@ -128,7 +117,7 @@ nlohmann::json collect_run(const std::string& dir, const ReportOptions& opts) {
   nlohmann::json run;
   run["path"] = dir;
   run["config"] = read_text(d / "config.yaml");
-  run["history"] = read_history(d / "metrics.jsonl");
+  run["history"] = read_metrics((d / "metrics.jsonl").string());
   const RunConfig cfg = read_run_config(dir);
   run["task"] = cfg.task;
   run["mode"] = cfg.mode;
@@ -233,15 +222,21 @@ std::string render_report(const nlohmann::json& report) {
   // nor "<!--" can end or change it ('<' only occurs inside JSON strings, where \u003c is '<').
   std::string data;
   for (char ch : report.dump()) data += ch == '<' ? std::string("\\u003c") : std::string(1, ch);
-  std::string page = kReportPage;
+  std::string page = with_chart_js(kReportPage);
   auto put = [&](const std::string& marker, const std::string& text) {
     const auto at = page.find(marker);
     KD_CHECK(at != std::string::npos, "report template has no {}", marker);
     page.replace(at, marker.size(), text);
   };
-  put("/*KD_CHART_JS*/", kChartJs);
   put("KD_REPORT_DATA", data);
   return page;
+}
+
+std::string with_chart_js(std::string page) {
+  const std::string marker = "/*KD_CHART_JS*/";
+  const auto at = page.find(marker);
+  KD_CHECK(at != std::string::npos, "page template has no {}", marker);
+  return page.replace(at, marker.size(), kChartJs);
 }
 
 std::vector<std::string> find_run_dirs(const std::string& root, int max_depth) {
@@ -262,34 +257,6 @@ std::vector<std::string> find_run_dirs(const std::string& root, int max_depth) {
   }
   std::sort(out.begin(), out.end());
   return out;
-}
-
-nlohmann::json run_row(const std::string& dir) {
-  const fs::path d(dir);
-  nlohmann::json row = {{"path", dir}, {"name", d.filename().string()}, {"complete", false}};
-  try {
-    const RunConfig cfg = read_run_config(dir);
-    row["task"] = cfg.task;
-    row["mode"] = cfg.mode;
-    row["arch"] = cfg.arch;
-    row["metric"] = metric_name(cfg.task);
-    if (fs::exists(d / "summary.json")) {
-      const auto s = read_json_file(d / "summary.json");
-      row["complete"] = true;
-      row["name"] = s.value("name", row["name"].get<std::string>());
-      row["score"] = cfg.task == Task::detect ? s.at("test").value("map", 0.0)
-                                              : s.at("test").value("top1", 0.0);
-      row["params"] = s.value("params", 0);
-      row["latency_ms"] = latency_ms(s);
-      row["date"] = s.value("finished", "");
-    } else {
-      row["state"] = fs::exists(d / "error.txt") ? "failed" : "incomplete";
-    }
-  } catch (const std::exception& e) {  // one damaged run must not take the whole list down
-    row["complete"] = false;
-    row["state"] = std::string("unreadable: ") + std::string(e.what()).substr(0, 200);
-  }
-  return row;
 }
 
 }  // namespace kd

@@ -8,8 +8,12 @@
 #include "kd/core/fs.h"
 #include "kd/report/report.h"
 #include "kd/serve/service.h"
+#include "responses.h"
+#include "web_page.h"
 
 namespace kd {
+using serve_detail::json_response;
+
 namespace {
 
 std::string escape(const std::string& s) {
@@ -28,23 +32,9 @@ std::string escape(const std::string& s) {
       case '"':
         out += "&quot;";
         break;
-      case '\'':
-        out += "&#39;";
-        break;
       default:
         out += c;
     }
-  }
-  return out;
-}
-
-std::string url_escape(const std::string& s) {
-  std::string out;
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '/' || c == '~')
-      out += static_cast<char>(c);
-    else
-      out += fmt::format("%{:02X}", c);
   }
   return out;
 }
@@ -57,84 +47,70 @@ HttpResponse html(int status, std::string body) {
   return r;
 }
 
-const char* kStyle = R"(<style>
-body { font: 14px/1.45 system-ui, sans-serif; margin: 0; color: #1d2330; background: #f4f6fa; }
-header { background: #1d2330; color: #fff; padding: 14px 28px; } header h1 { margin: 0; font-size: 20px; }
-header a { color: #9cc3ff; margin-right: 16px; } main { padding: 16px 28px; }
-table { border-collapse: collapse; background: #fff; box-shadow: 0 1px 3px rgba(0,0,0,.08); }
-th, td { padding: 5px 10px; text-align: right; border-bottom: 1px solid #e4e8ef; white-space: nowrap; }
-th:nth-child(-n+3), td:nth-child(-n+3) { text-align: left; }
-.state { color: #b05a00; } button { margin: 10px 0; padding: 6px 12px; }
-</style>)";
+std::vector<std::string> split_runs(const std::string& param) {
+  std::vector<std::string> out;
+  std::stringstream ss(param);
+  std::string rel;
+  while (std::getline(ss, rel, ','))
+    if (!rel.empty()) out.push_back(rel);
+  return out;
+}
 
 }  // namespace
 
-Dashboard::Dashboard(std::string root, std::map<std::string, std::string> served)
-    : root_(std::move(root)), served_(std::move(served)) {
-  KD_CHECK(fs::is_directory(root_), "--runs {}: no such directory", root_);
-}
-
-HttpResponse Dashboard::list(const std::string& key) const {
-  const std::string key_q = key.empty() ? "" : "&key=" + url_escape(key);
-  std::ostringstream rows;
-  int n = 0;
-  for (const auto& dir : find_run_dirs(root_)) {
-    const auto row = run_row(dir);
-    const std::string rel = fs::relative(dir, root_).string();
-    const bool done = row["complete"].get<bool>();
-    std::string predict;
-    for (const auto& [source, model] : served_)
-      if (fs::weakly_canonical(source) == fs::weakly_canonical(dir))
-        predict = fmt::format(" · <a href=\"/?model={}\">predict</a>", url_escape(model));
-    const double score = row.value("score", 0.0);
-    rows << fmt::format(
-        "<tr data-run=\"{0}\"><td><input type=checkbox value=\"{0}\"></td><td "
-        "title=\"{1}\">{0}</td><td>{2}</td><td>{3}</td>"
-        "<td>{4}</td><td>{5}</td><td>{6}</td><td>{7}</td><td>{8}</td><td>{9}</td>"
-        "<td><a href=\"/runs/report?runs={10}{11}\">report</a>{12}</td></tr>\n",
-        escape(rel), escape(row.value("name", "")), escape(row.value("task", "")),
-        escape(row.value("mode", "")), escape(row.value("arch", "")),
-        done ? (row["task"] == "detect" ? fmt::format("{:.3f} mAP", score)
-                                        : fmt::format("{:.2f} %", 100 * score))
-             : fmt::format("<span class=state>{}</span>", escape(row.value("state", "incomplete"))),
-        done ? std::to_string(row.value("params", int64_t{0})) : "-",
-        done && row.value("latency_ms", -1.0) >= 0
-            ? fmt::format("{:.3f}", row["latency_ms"].get<double>())
-            : "-",
-        escape(row.value("date", "")), done ? "complete" : escape(row.value("state", "incomplete")),
-        url_escape(rel), key_q, predict);
-    ++n;
+Dashboard::Dashboard(const std::string& root, const std::map<std::string, std::string>& served)
+    : index_(root), page_(with_chart_js(kRunsPage)) {
+  for (const auto& [source, model] : served) {
+    std::error_code ec;
+    const fs::path rel =
+        fs::relative(fs::weakly_canonical(source, ec), fs::weakly_canonical(root), ec);
+    if (!ec && !rel.empty() && *rel.begin() != "..") served_[rel.generic_string()] = model;
   }
-  std::string page = fmt::format(
-      "<!doctype html><html lang=en><head><meta charset=utf-8><title>kd runs</title>{}</head>"
-      "<body data-runs=\"{}\"><header><h1>kd runs: {}</h1><a href=\"/\">prediction page</a><a "
-      "href=\"/metrics\">metrics</a></header><main>"
-      "<table id=runs><tr><th></th><th>run</th><th>task</th><th>mode</th><th>arch</th><th>test "
-      "score</th><th>params</th>"
-      "<th>latency b1 (ms)</th><th>finished</th><th>state</th><th></th></tr>\n{}</table>"
-      "<button id=compare>Report on the selected runs</button></main><script>"
-      "document.getElementById('compare').onclick = () => {{"
-      " const runs = [...document.querySelectorAll('input[type=checkbox]:checked')].map(c => "
-      "encodeURIComponent(c.value));"
-      " if (runs.length) location.href = '/runs/report?runs=' + runs.join(',') + {};"
-      "}};</script></body></html>",
-      kStyle, n, escape(root_), rows.str(), nlohmann::json(key_q).dump());
-  return html(200, page);
 }
 
-HttpResponse Dashboard::report(const std::string& runs_param, const std::string&) const {
-  // Only runs the listing shows, by their path relative to the root: nothing else on disk.
-  std::map<std::string, std::string> known;
-  for (const auto& dir : find_run_dirs(root_)) known[fs::relative(dir, root_).string()] = dir;
+HttpResponse Dashboard::page() const { return html(200, page_); }
+
+HttpResponse Dashboard::index(const HttpRequest& req) {
+  // The stamp changes whenever a file a row is read from does: an unchanged folder costs the
+  // client one small 304 per refresh.
+  auto inm = req.headers.find("if-none-match");
+  const std::string etag = "\"" + index_.stamp() + "\"";
+  if (inm != req.headers.end() && inm->second == etag) {
+    HttpResponse r;
+    r.status = 304;
+    r.content_type = "application/json";
+    r.headers.emplace_back("ETag", etag);
+    return r;
+  }
+  nlohmann::json doc = index_.index();
+  for (auto& row : doc["runs"]) {
+    auto it = served_.find(row["path"].get<std::string>());
+    if (it != served_.end()) row["served"] = it->second;
+  }
+  HttpResponse r = json_response(200, doc);
+  r.headers.emplace_back("ETag", "\"" + doc["stamp"].get<std::string>() + "\"");
+  r.headers.emplace_back("Cache-Control", "no-cache");
+  return r;
+}
+
+HttpResponse Dashboard::curves(const std::string& runs_param) {
+  const auto rels = split_runs(runs_param);
+  if (rels.empty()) return json_response(400, {{"error", "runs=A,B: which runs' curves"}});
+  try {
+    return json_response(200, index_.curves(rels));
+  } catch (const Error& e) {
+    return json_response(404, {{"error", e.what()}});
+  }
+}
+
+HttpResponse Dashboard::report(const std::string& runs_param) {
+  // Only runs the index lists, by their path relative to the root: nothing else on disk.
+  const auto known = index_.runs();
   std::vector<std::string> dirs;
-  std::stringstream ss(runs_param);
-  std::string rel;
-  while (std::getline(ss, rel, ',')) {
-    if (rel.empty()) continue;
+  for (const auto& rel : split_runs(runs_param)) {
     auto it = known.find(rel);
     if (it == known.end())
-      return html(404,
-                  "<!doctype html><p>no run '" + escape(rel) + "' under " + escape(root_) + "</p>");
+      return html(404, "<!doctype html><p>no run '" + escape(rel) + "' under the runs folder</p>");
     dirs.push_back(it->second);
   }
   if (dirs.empty()) return html(400, "<!doctype html><p>runs=A,B: which runs to report on</p>");

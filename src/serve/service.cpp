@@ -288,8 +288,9 @@ const std::vector<Service::Route>& Service::routes() {
     r.body = kWebPage;
     return r;
   };
-  auto runs_list = [](Service& s, const HttpRequest& req, Served*) {
-    return s.dashboard_->list(req.query.count("key") ? req.query.at("key") : "");
+  auto runs_page = [](Service& s, const HttpRequest&, Served*) { return s.dashboard_->page(); };
+  auto param = [](const HttpRequest& req, const char* name) {
+    return req.query.count(name) ? req.query.at(name) : std::string();
   };
   static const std::vector<Route> table = {
       {"health", "/v2/health/live", "GET", Auth::kNone, false, Work::quick,
@@ -310,12 +311,17 @@ const std::vector<Service::Route>& Service::routes() {
        }},
       {"page", "/", "GET", Auth::kNone, false, Work::quick, page},
       {"page", "/index.html", "GET", Auth::kNone, false, Work::quick, page},
-      {"runs", "/runs", "GET", Auth::kKeyOrQuery, true, Work::blocking, runs_list},
-      {"runs", "/runs/", "GET", Auth::kKeyOrQuery, true, Work::blocking, runs_list},
+      {"runs", "/runs", "GET", Auth::kKeyOrQuery, true, Work::quick, runs_page},
+      {"runs", "/runs/", "GET", Auth::kKeyOrQuery, true, Work::quick, runs_page},
+      {"runs", "/runs/index.json", "GET", Auth::kKeyOrQuery, true, Work::blocking,
+       [](Service& s, const HttpRequest& req, Served*) { return s.dashboard_->index(req); }},
+      {"runs", "/runs/curves", "GET", Auth::kKeyOrQuery, true, Work::blocking,
+       [param](Service& s, const HttpRequest& req, Served*) {
+         return s.dashboard_->curves(param(req, "runs"));
+       }},
       {"runs", "/runs/report", "GET", Auth::kKeyOrQuery, true, Work::blocking,
-       [](Service& s, const HttpRequest& req, Served*) {
-         return s.dashboard_->report(req.query.count("runs") ? req.query.at("runs") : "",
-                                     req.query.count("key") ? req.query.at("key") : "");
+       [param](Service& s, const HttpRequest& req, Served*) {
+         return s.dashboard_->report(param(req, "runs"));
        }},
       {"metrics", "/metrics", "GET", Auth::kKey, false, Work::quick,
        [](Service& s, const HttpRequest&, Served*) {

@@ -85,6 +85,12 @@ class Browser:
             time.sleep(0.1)
         raise RuntimeError(f"timed out waiting for {expression}")
 
+    def viewport(self, width, height, mobile=False):
+        """Emulates a window of this size (a phone's with mobile=True); headless windows are at least
+        500 px wide otherwise."""
+        self.call("Emulation.setDeviceMetricsOverride", width=width, height=height,
+                  deviceScaleFactor=2 if mobile else 1, mobile=mobile)
+
     def set_file(self, selector, path):
         root = self.call("DOM.getDocument")["root"]["nodeId"]
         node = self.call("DOM.querySelector", nodeId=root, selector=selector)["nodeId"]

@@ -28,10 +28,10 @@ nlohmann::json collect_report(const std::vector<std::string>& dirs, const Report
 /// The HTML page for collect_report's document.
 std::string render_report(const nlohmann::json& report);
 
+/// An HTML page with Debian's Chart.js put in place of its `/*KD_CHART_JS*/` marker.
+std::string with_chart_js(std::string page);
+
 /// Run directories (folders with config.yaml) under root, at most max_depth levels down, sorted.
 std::vector<std::string> find_run_dirs(const std::string& root, int max_depth = 4);
-
-/// One dashboard row: name, task, mode, arch, metric, params, latency, date, state.
-nlohmann::json run_row(const std::string& dir);
 
 }  // namespace kd

@@ -1,34 +1,41 @@
 #pragma once
 /// @file
-/// The runs dashboard of `kd serve --runs DIR`: GET /runs lists the run directories under DIR
-/// (name, task, mode, score, params, latency, date, state) with links to their reports, and
-/// GET /runs/report?runs=A,B renders kd report's page for those runs (paths relative to DIR,
-/// only ones the listing shows). Served models link to the prediction page.
+/// The runs dashboard of `kd serve --runs DIR`: GET /runs is the page (groups of seeds, charts,
+/// live runs; see src/serve/web/runs.html); it draws from GET /runs/index.json (RunIndex's
+/// document, with an ETag: a refresh while nothing changed is answered 304) and GET
+/// /runs/curves?runs=A,B (their metrics.jsonl). GET /runs/report?runs=A,B renders kd report's
+/// page for those runs. Paths are relative to DIR, and only runs the index lists are read.
 #include <map>
 #include <mutex>
 #include <string>
 
+#include "kd/report/run_index.h"
+
 namespace kd {
 
 struct HttpResponse;
+struct HttpRequest;
 
 class Dashboard {
  public:
   /// served: run directory (as given to kd serve) -> served model name.
-  Dashboard(std::string root, std::map<std::string, std::string> served);
-  HttpResponse list(const std::string& key_param) const;
-  HttpResponse report(const std::string& runs_param, const std::string& key_param) const;
+  Dashboard(const std::string& root, const std::map<std::string, std::string>& served);
+  HttpResponse page() const;
+  HttpResponse index(const HttpRequest& req);
+  HttpResponse curves(const std::string& runs_param);
+  HttpResponse report(const std::string& runs_param);
 
  private:
-  std::string root_;
-  std::map<std::string, std::string> served_;
+  RunIndex index_;
+  std::string page_;
+  std::map<std::string, std::string> served_;  ///< rel path under the root -> served model
   /// Reports already made (a detector's evaluates its model on the test images), by the runs
   /// asked for, valid while the runs' summary.json and metrics.jsonl files are unchanged.
   struct Cached {
     std::string stamp, page;
   };
-  mutable std::mutex cache_mutex_;
-  mutable std::map<std::string, Cached> cache_;
+  std::mutex cache_mutex_;
+  std::map<std::string, Cached> cache_;
 };
 
 }  // namespace kd
