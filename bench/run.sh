@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make bench`: one training epoch of the reference teacher and student with kd and with the same
 # model and loop in PyTorch Python (bench/train_baseline.py), in the same run; then the cost of a
-# distillation epoch relative to a plain student epoch, with and without the teacher cache.
+# distillation epoch relative to a plain student epoch, with and without the teacher cache; bf16;
+# serving; data-parallel training; the runs dashboard with 1,020 runs.
 # Usage: bench/run.sh path/to/kd
 set -euo pipefail
 KD=$(realpath "$1")
@@ -73,3 +74,6 @@ echo "== serving: the distilled student above, kd serve vs FastAPI + uvicorn + P
 
 echo "== data-parallel training: 1 process vs 2 ranks (kd launch)"
 "$HERE/distributed.sh" "$KD"
+
+echo "== runs dashboard: a folder of 1,020 runs (kd serve --runs), index requests and the page in Chromium"
+/usr/bin/python3 "$HERE/dashboard.py" "$KD" "$WORK/fmnist-student" 1020

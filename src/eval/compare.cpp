@@ -108,9 +108,11 @@ Comparison compare_runs(const std::vector<nlohmann::json>& summaries, ScoreOn on
     if (d.row.mode == Mode::train || d.row.teacher.empty() || !groups.count(d.row.teacher))
       continue;
     const Group* student = nullptr;
+    // (Not the teacher's own group: a teacher may share the student's registry architecture at
+    // another width.)
     for (const auto& other : order)
-      if (groups[other].row.mode == Mode::train && groups[other].row.arch == d.row.arch &&
-          groups[other].row.precision == "fp32")
+      if (other != d.row.teacher && groups[other].row.mode == Mode::train &&
+          groups[other].row.arch == d.row.arch && groups[other].row.precision == "fp32")
         student = &groups[other];
     if (!student) continue;
     const Group& t = groups[d.row.teacher];

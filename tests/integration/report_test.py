@@ -1,33 +1,23 @@
-"""`kd report` and the runs dashboard of `kd serve --runs`, in headless Chromium: the reports of a
-teacher / student / distilled classifier set (plus an incomplete run) and of a detector load with
-no console errors, every chart has data points, the confusion heatmap and the sample predictions
-are there, the incomplete run is reported as such; the dashboard lists the runs and opens their
-reports. Screenshots are kept in ARTIFACT_DIR.
+"""`kd report` in headless Chromium: the reports of a teacher / student / distilled classifier set
+(plus an incomplete run) and of a detector load with no console errors, every chart has data
+points, the confusion heatmap and the sample predictions are there, the incomplete run is reported
+as such. Screenshots are kept in ARTIFACT_DIR. (The dashboard of `kd serve --runs`:
+dashboard_test.py.)
 Usage: report_test.py KD_BINARY WORK_DIR ARTIFACT_DIR"""
 import os
 import shutil
 import subprocess
 import sys
 
-import requests
-
 sys.path.insert(0, os.path.dirname(__file__))
 from browser import Browser  # noqa: E402
-from serve_common import Checks, Server, make_runs, run  # noqa: E402
+from serve_common import Checks, make_distilled_runs, make_runs, run  # noqa: E402
 
 KD, WORK, ARTIFACTS = sys.argv[1], sys.argv[2], sys.argv[3]
 os.makedirs(ARTIFACTS, exist_ok=True)
 c = Checks()
 cls_run, det_run, _ = make_runs(KD, os.path.join(WORK, "runs"))  # made by the ctest fixture
-runs = os.path.join(WORK, "runs")
-env = dict(os.environ, KD_CACHE_DIR=os.path.join(WORK, "cache"))
-common = ["--limit", "3000", "--epochs", "2", "--warmup", "0", "--lr", "0.1", "--threads", "2"]
-student, distilled = os.path.join(runs, "student"), os.path.join(runs, "distilled")
-if not os.path.exists(os.path.join(student, "summary.json")):
-    run([KD, "train", "--arch", "fmnist-student", "--arch-opt", "width=4", *common, "--out", student], env=env)
-if not os.path.exists(os.path.join(distilled, "summary.json")):
-    run([KD, "distill", "--teacher", cls_run, "--student", "fmnist-student", "--arch-opt", "width=4", *common,
-         "--out", distilled], env=env)
+student, distilled = make_distilled_runs(KD, os.path.join(WORK, "runs"), cls_run)
 # An interrupted run: its checkpoints and metrics, no summary.json.
 broken = os.path.join(WORK, "incomplete")
 shutil.rmtree(broken, ignore_errors=True)
@@ -86,23 +76,6 @@ try:
     c.ok("a missing run: exit 1, one line", r.returncode == 1 and r.stderr.strip().count("\n") == 0 and
          "no such run directory" in r.stderr, r.stderr)
 
-    server = Server(KD, [cls_run, "--runs", runs], os.path.join(WORK, "server-dash.log"))
-    try:
-        browser.goto(server.url + "/runs")
-        n = browser.wait_for("document.body && document.body.dataset.runs")
-        listed = browser.eval("[...document.querySelectorAll('#runs tr[data-run]')].map(r => r.dataset.run).sort().join()")
-        c.ok("the dashboard lists the runs under --runs", listed == "cls,det0,distilled,student", listed)
-        c.ok("the served classifier links to the prediction page",
-             browser.eval("!!document.querySelector('tr[data-run=\"cls\"] a[href=\"/?model=cls\"]')"))
-        browser.screenshot(os.path.join(ARTIFACTS, "dashboard.png"))
-        browser.eval("document.querySelectorAll('input[value=\"cls\"], input[value=\"distilled\"]').forEach(i => i.checked = true);"
-                     "document.getElementById('compare').click()")
-        state, charts = open_report(browser, server.url + "/runs/report?runs=cls,distilled", "dashboard-report.png")
-        c.ok("its report of two selected runs loads with data", state == "ready" and charts.get("params") == 2, charts)
-        c.ok("no console errors in the dashboard", not browser.errors, browser.errors)
-        c.ok("a path outside --runs is refused (404)", requests.get(server.url + "/runs/report?runs=../runs/cls").status_code == 404)
-    finally:
-        server.stop()
 finally:
     browser.close()
 c.done()

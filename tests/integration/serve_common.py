@@ -56,6 +56,19 @@ def make_runs(kd, work):
     return cls, det, data
 
 
+def make_distilled_runs(kd, work, teacher):
+    """A narrow student trained alone and one distilled from `teacher`, 2 epochs each (seconds)."""
+    env = dict(os.environ, KD_CACHE_DIR=os.path.join(work, "..", "cache"))
+    common = ["--limit", "3000", "--epochs", "2", "--warmup", "0", "--lr", "0.1", "--threads", "2"]
+    student, distilled = os.path.join(work, "student"), os.path.join(work, "distilled")
+    if not os.path.exists(os.path.join(student, "summary.json")):
+        run([kd, "train", "--arch", "fmnist-student", "--arch-opt", "width=4", *common, "--out", student], env=env)
+    if not os.path.exists(os.path.join(distilled, "summary.json")):
+        run([kd, "distill", "--teacher", teacher, "--student", "fmnist-student", "--arch-opt", "width=4", *common,
+             "--out", distilled], env=env)
+    return student, distilled
+
+
 def fmnist_images(n):
     """The first n Fashion-MNIST test images (uint8 [n, 28, 28]) and labels."""
     with gzip.open(os.path.join(FMNIST, "t10k-images-idx3-ubyte.gz")) as f:
