@@ -17,7 +17,8 @@
 ///   POST /v2/models/{m}/image               one PNG/JPEG (raw body or {"b64": ...}) -> classes/boxes
 ///   GET  /v1/models/{m}, POST /v1/models/{m}:predict   TF-Serving style {"instances": [...]}
 ///   GET  /metrics                           Prometheus text format
-///   GET  /runs, /runs/report?runs=A,B       the runs dashboard and reports (with --runs DIR)
+///   GET  /runs, /runs/index.json, /runs/curves?runs=A,B, /runs/report?runs=A,B
+///                                           the runs dashboard, its data, reports (--runs DIR)
 /// @endverbatim
 /// Bad requests get a 4xx with {"error": "..."}; handle() never throws.
 #include <atomic>
