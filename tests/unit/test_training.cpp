@@ -245,6 +245,13 @@ TEST(Compare, GapClosedPairsSeeds) {
   ASSERT_EQ(one.gap_closed.size(), 1u);
   EXPECT_EQ(one.gap_closed[0].second.n, 2);
   EXPECT_NEAR(one.gap_closed[0].second.mean, (0.5 + 0.5) / 2, 1e-9);  // 0.02/0.04, 0.01/0.02
+  // A teacher of the student's registry architecture (another width) listed after the student:
+  // the plain student is still the other trained group, never the teacher's own.
+  auto same = kd::compare_runs({summary("d", "offline", "small", 0.90, 0, "t"),
+                                summary("s", "train", "small", 0.88, 0),
+                                summary("t", "train", "small", 0.92, 0)});
+  ASSERT_EQ(same.gap_closed.size(), 1u);
+  EXPECT_NEAR(same.gap_closed[0].second.mean, 0.5, 1e-9);
 }
 
 TEST(Compare, ScoresOnTheEvalSplitWhenAsked) {
