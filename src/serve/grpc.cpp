@@ -40,7 +40,7 @@ grpc::Status status_of(int http_status, const std::string& message) {
   }
 }
 
-std::string authorization(const grpc::ServerContext* ctx) {
+std::string authorization(const grpc::ServerContextBase* ctx) {
   const auto& md = ctx->client_metadata();
   auto it = md.find("authorization");
   return it == md.end() ? std::string() : std::string(it->second.data(), it->second.size());
@@ -80,7 +80,11 @@ std::string contents_bytes(const pb::ModelInferRequest::InferInputTensor& t, siz
   return out;
 }
 
-class InferenceService final : public pb::GRPCInferenceService::Service {
+// ModelInfer is a callback method: the batch's worker finishes the call, so no gRPC thread waits
+// for a batch (32 clients would hold 32 threads). The quick metadata methods stay synchronous.
+class InferenceService final
+    : public pb::GRPCInferenceService::WithCallbackMethod_ModelInfer<
+          pb::GRPCInferenceService::Service> {
  public:
   explicit InferenceService(kd::Service& s) : service_(s) {}
 
@@ -127,35 +131,42 @@ class InferenceService final : public pb::GRPCInferenceService::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status ModelInfer(grpc::ServerContext* ctx, const pb::ModelInferRequest* in,
-                          pb::ModelInferResponse* out) override {
-    InferRequest request;
-    std::string error;
+  grpc::ServerUnaryReactor* ModelInfer(grpc::CallbackServerContext* ctx,
+                                       const pb::ModelInferRequest* in,
+                                       pb::ModelInferResponse* out) override {
+    auto* reactor = ctx->DefaultReactor();
+    auto request = std::make_shared<InferRequest>();
     try {
-      if (!in->model_version().empty() && in->model_version() != "1")
-        return {grpc::StatusCode::NOT_FOUND, fmt::format("model '{}' has only version 1, not '{}'",
-                                                         in->model_name(), in->model_version())};
-      request = to_request(*in);
+      if (!in->model_version().empty() && in->model_version() != "1") {
+        reactor->Finish({grpc::StatusCode::NOT_FOUND,
+                         fmt::format("model '{}' has only version 1, not '{}'", in->model_name(),
+                                     in->model_version())});
+        return reactor;
+      }
+      *request = to_request(*in);
     } catch (const BadRequest& e) {
-      return {grpc::StatusCode::INVALID_ARGUMENT, e.what()};
+      reactor->Finish({grpc::StatusCode::INVALID_ARGUMENT, e.what()});
+      return reactor;
     }
-    InferReply reply;
-    const int code =
-        service_.infer_tensors(in->model_name(), authorization(ctx), request, reply, error);
-    if (code != 200) return status_of(code, error);
-    out->set_model_name(reply.model);
-    out->set_model_version("1");
-    if (reply.has_id) out->set_id(reply.id);
-    for (const auto& [name, tensor] : reply.outputs) {
-      const auto t = serve_detail::wire_tensor(tensor);
-      auto* o = out->add_outputs();
-      o->set_name(name);
-      o->set_datatype(serve_detail::wire_datatype(t));
-      for (int64_t d : t.sizes()) o->add_shape(d);
-      out->add_raw_output_contents(static_cast<const char*>(t.data_ptr()),
-                                   static_cast<size_t>(t.numel()) * t.element_size());
-    }
-    return grpc::Status::OK;
+    service_.infer_tensors(
+        in->model_name(), authorization(ctx), std::move(request),
+        [reactor, out](int code, InferReply reply, std::string error) {
+          if (code != 200) return reactor->Finish(status_of(code, error));
+          out->set_model_name(reply.model);
+          out->set_model_version("1");
+          if (reply.has_id) out->set_id(reply.id);
+          for (const auto& [name, tensor] : reply.outputs) {
+            const auto t = serve_detail::wire_tensor(tensor);
+            auto* o = out->add_outputs();
+            o->set_name(name);
+            o->set_datatype(serve_detail::wire_datatype(t));
+            for (int64_t d : t.sizes()) o->add_shape(d);
+            out->add_raw_output_contents(static_cast<const char*>(t.data_ptr()),
+                                         static_cast<size_t>(t.numel()) * t.element_size());
+          }
+          reactor->Finish(grpc::Status::OK);
+        });
+    return reactor;
   }
 
  private:

@@ -236,34 +236,55 @@ void Service::record(const Routed& routed, int status, double seconds) noexcept 
   }
 }
 
-int Service::infer_tensors(const std::string& model, const std::string& authorization,
-                           InferRequest& request, InferReply& reply, std::string& error) noexcept {
+void Service::infer_tensors(const std::string& model, const std::string& authorization,
+                            std::shared_ptr<InferRequest> request, InferDone done) noexcept {
   const auto start = Clock::now();
-  Routed routed;
-  routed.route = "grpc_infer";
-  int status = 200;
+  auto routed = std::make_shared<Routed>();
+  routed->route = "grpc_infer";
+  auto answer = [this, start, routed, done](int status, InferReply reply, std::string error) {
+    record(*routed, status, std::chrono::duration<double>(Clock::now() - start).count());
+    try {
+      done(status, std::move(reply), std::move(error));
+    } catch (...) {  // the transport's callback must not take the batch worker down
+    }
+  };
   try {
     HttpRequest auth;
     auth.headers["authorization"] = authorization;
     if (!authorized(auth, false)) {
-      routed.route = "auth";
+      routed->route = "auth";
       throw HttpError(401,
                       "missing or wrong API key: send the metadata 'authorization: Bearer <key>'");
     }
     Served& m = find(model);
-    routed.model = model;
+    routed->model = model;
     auto arrival = m.batcher->expect();
-    auto result = run_infer(m, request, arrival);
-    reply.model = model;
-    reply.id = request.id;
-    reply.has_id = request.has_id;
-    for (const auto& w : result.wanted)
-      reply.outputs.emplace_back(w.name, result.outputs.at(w.name));
+    auto plan = std::make_shared<InferPlan>(plan_infer(m, *request));
+    // Runs on the batch's worker thread.
+    auto finish = [this, &m, model, request, plan, answer](torch::Tensor y,
+                                                           std::exception_ptr failure) {
+      InferReply reply;
+      try {
+        if (failure) std::rethrow_exception(failure);
+        const InferResult result = finish_infer(m, *plan, y);
+        reply.model = model;
+        reply.id = request->id;
+        reply.has_id = request->has_id;
+        for (const auto& w : result.wanted)
+          reply.outputs.emplace_back(w.name, result.outputs.at(w.name));
+      } catch (...) {
+        const auto [status, error] =
+            failure_status(std::current_exception(), "gRPC ModelInfer " + model);
+        return answer(status, {}, error);
+      }
+      answer(200, std::move(reply), {});
+    };
+    m.batcher->submit(plan->input, std::move(finish), &arrival);
   } catch (...) {
-    std::tie(status, error) = failure_status(std::current_exception(), "gRPC ModelInfer " + model);
+    const auto [status, error] =
+        failure_status(std::current_exception(), "gRPC ModelInfer " + model);
+    answer(status, {}, error);
   }
-  record(routed, status, std::chrono::duration<double>(Clock::now() - start).count());
-  return status;
 }
 
 HttpResponse Service::transport_error(int status, const std::string& message) {

@@ -92,9 +92,12 @@ class Service {
   HttpResponse transport_error(int status, const std::string& message);
   /// OIP inference for a transport other than HTTP (gRPC, kd/serve/grpc.h): the same key check
   /// (`authorization` is "Bearer KEY"), model lookup, limits, batching, metrics and statistics
-  /// as POST /v2/models/{m}/infer. Returns an HTTP status; other than 200, `error` says why.
-  int infer_tensors(const std::string& model, const std::string& authorization,
-                    InferRequest& request, InferReply& reply, std::string& error) noexcept;
+  /// as POST /v2/models/{m}/infer. `done` gets an HTTP status (other than 200, `error` says why)
+  /// exactly once: on the batch's worker thread, or on this one when the request fails before
+  /// it is queued. No thread waits for the batch.
+  using InferDone = std::function<void(int status, InferReply reply, std::string error)>;
+  void infer_tensors(const std::string& model, const std::string& authorization,
+                     std::shared_ptr<InferRequest> request, InferDone done) noexcept;
   Metrics& metrics() { return metrics_; }
   const ServiceOptions& options() const { return options_; }
   std::vector<std::string> model_names() const;
