@@ -5,14 +5,14 @@
 # eager post-training quantization of the same networks (seed 0) measured right after kd's
 # (Fashion-MNIST's reference networks; a detector has no eager twin in bench/quant_baseline.py).
 # Detectors are quantized with --allow-fp32-layers (the BiFPN's learned-weight sums).
-# Usage: scripts/int8-table.sh [path/to/kd [DIR TEACHER STUDENT DISTILLED]]
+# Usage: [SEEDS="0 1 2"] scripts/int8-table.sh [path/to/kd [DIR TEACHER STUDENT DISTILLED]]
 #   default: build/kd runs/fmnist teacher student distilled   (after `kd run experiments/fmnist.yaml`)
 #   second pair: build/kd runs/scarce teacher10 student10 semi-dist   (experiments/fmnist-scarce.yaml)
 #   detection:   build/kd runs/detect d3 d0 d0-distilled              (experiments/detect.yaml)
 set -euo pipefail
 KD=${1:-build/kd} R=${2:-runs/fmnist} TEACHER=${3:-teacher} STUDENT=${4:-student}
 DISTILLED=${5:-distilled}
-SEEDS=(0 1 2)
+read -ra SEEDS <<<"${SEEDS:-0 1 2}"
 for stage in "$TEACHER" "$STUDENT" "$DISTILLED"; do
   for seed in "${SEEDS[@]}"; do
     run=$R/$stage-s$seed
