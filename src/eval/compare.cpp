@@ -23,6 +23,10 @@ Stat stat_of(const std::vector<double>& v) {
   return s;
 }
 
+void to_json(nlohmann::json& j, const Stat& s) {
+  j = {{"mean", s.mean}, {"std", s.std}, {"n", s.n}};
+}
+
 Comparison compare_runs(const std::vector<nlohmann::json>& summaries, ScoreOn on) {
   struct Group {
     CompareRow row;
@@ -169,9 +173,6 @@ std::string Comparison::markdown() const {
 }
 
 nlohmann::json Comparison::to_json() const {
-  auto js = [](const Stat& s) {
-    return nlohmann::json{{"mean", s.mean}, {"std", s.std}, {"n", s.n}};
-  };
   nlohmann::json j = {{"rows", nlohmann::json::array()},
                       {"gap_closed", nlohmann::json::object()},
                       {"scored_on", on == ScoreOn::eval ? "eval" : "test"}};
@@ -182,14 +183,14 @@ nlohmann::json Comparison::to_json() const {
                          {"teacher", r.teacher},
                          {"task", r.task},
                          {"precision", r.precision},
-                         {r.task == Task::detect ? "map" : "top1", js(r.score)},
-                         {"params", js(r.params)},
-                         {"macs", js(r.macs)},
-                         {"latency_ms", js(r.latency_ms)},
-                         {"throughput", js(r.throughput)}});
-    if (r.task == Task::detect && on == ScoreOn::test) j["rows"].back()["map50"] = js(r.score50);
+                         {r.task == Task::detect ? "map" : "top1", r.score},
+                         {"params", r.params},
+                         {"macs", r.macs},
+                         {"latency_ms", r.latency_ms},
+                         {"throughput", r.throughput}});
+    if (r.task == Task::detect && on == ScoreOn::test) j["rows"].back()["map50"] = r.score50;
   }
-  for (const auto& [name, s] : gap_closed) j["gap_closed"][name] = js(s);
+  for (const auto& [name, s] : gap_closed) j["gap_closed"][name] = s;
   return j;
 }
 

@@ -86,8 +86,8 @@ std::set<std::string> held_locks() {
 bool lock_held(const fs::path& lock, const std::set<std::string>& held) {
   struct stat st {};
   if (held.empty() || ::stat(lock.c_str(), &st) != 0) return false;
-  return held.count(fmt::format("{:02x}:{:02x}:{}", major(st.st_dev), minor(st.st_dev),
-                                st.st_ino)) > 0;
+  return held.count(
+             fmt::format("{:02x}:{:02x}:{}", major(st.st_dev), minor(st.st_dev), st.st_ino)) > 0;
 }
 
 std::string first_line(const std::string& text, size_t max) {
@@ -95,13 +95,12 @@ std::string first_line(const std::string& text, size_t max) {
   return line.size() > max ? line.substr(0, max) + "..." : line;
 }
 
-nlohmann::json stat_json(const Stat& s) { return {{"mean", s.mean}, {"std", s.std}, {"n", s.n}}; }
-
 // Where a run's teacher is, relative to the root when it lies below it (as the rows' paths are).
 std::string teacher_path(const std::string& teacher, const fs::path& root) {
   if (teacher.empty()) return "";
   std::error_code ec;
-  const fs::path rel = fs::relative(fs::weakly_canonical(teacher, ec), fs::weakly_canonical(root), ec);
+  const fs::path rel =
+      fs::relative(fs::weakly_canonical(teacher, ec), fs::weakly_canonical(root), ec);
   if (ec || rel.empty() || *rel.begin() == "..") return fs::path(teacher).filename().string();
   return rel.generic_string();
 }
@@ -161,7 +160,8 @@ nlohmann::json build_row(const fs::path& dir, const std::string& rel, const fs::
       // training time alone (metrics written before kd recorded epoch_seconds).
       std::vector<double> seconds;
       for (size_t i = history.size() > 3 ? history.size() - 3 : 0; i < history.size(); ++i)
-        seconds.push_back(history[i].value("epoch_seconds", history[i].value("train_seconds", 0.0)));
+        seconds.push_back(
+            history[i].value("epoch_seconds", history[i].value("train_seconds", 0.0)));
       const int64_t left = row["epochs"].get<int64_t>() - static_cast<int64_t>(history.size());
       if (!seconds.empty() && left >= 0)
         row["eta_s"] = static_cast<double>(left) * stat_of(seconds).mean;
@@ -217,8 +217,7 @@ std::string RunIndex::stamp() {
 
 std::map<std::string, std::string> RunIndex::runs() {
   std::map<std::string, std::string> out;
-  for (const auto& dir : find_run_dirs(root_))
-    out[fs::relative(dir, root_).generic_string()] = dir;
+  for (const auto& dir : find_run_dirs(root_)) out[fs::relative(dir, root_).generic_string()] = dir;
   return out;
 }
 
@@ -247,14 +246,14 @@ nlohmann::json RunIndex::index() {
                             {"task", r.task},
                             {"precision", r.precision},
                             {"teacher", r.teacher},
-                            {"score", stat_json(r.score)},
-                            {"params", stat_json(r.params)},
-                            {"macs", stat_json(r.macs)},
-                            {"latency_ms", stat_json(r.latency_ms)},
-                            {"throughput", stat_json(r.throughput)}};
-        if (r.task == Task::detect) g["score50"] = stat_json(r.score50);
+                            {"score", r.score},
+                            {"params", r.params},
+                            {"macs", r.macs},
+                            {"latency_ms", r.latency_ms},
+                            {"throughput", r.throughput}};
+        if (r.task == Task::detect) g["score50"] = r.score50;
         for (const auto& [name, gap] : c.gap_closed)
-          if (name == r.name) g["gap_closed"] = stat_json(gap);
+          if (name == r.name) g["gap_closed"] = gap;
         groups_.push_back(g);
       }
     }

@@ -82,9 +82,8 @@ std::string contents_bytes(const pb::ModelInferRequest::InferInputTensor& t, siz
 
 // ModelInfer is a callback method: the batch's worker finishes the call, so no gRPC thread waits
 // for a batch (32 clients would hold 32 threads). The quick metadata methods stay synchronous.
-class InferenceService final
-    : public pb::GRPCInferenceService::WithCallbackMethod_ModelInfer<
-          pb::GRPCInferenceService::Service> {
+class InferenceService final : public pb::GRPCInferenceService::WithCallbackMethod_ModelInfer<
+                                   pb::GRPCInferenceService::Service> {
  public:
   explicit InferenceService(kd::Service& s) : service_(s) {}
 
@@ -138,9 +137,9 @@ class InferenceService final
     auto request = std::make_shared<InferRequest>();
     try {
       if (!in->model_version().empty() && in->model_version() != "1") {
-        reactor->Finish({grpc::StatusCode::NOT_FOUND,
-                         fmt::format("model '{}' has only version 1, not '{}'", in->model_name(),
-                                     in->model_version())});
+        reactor->Finish(
+            {grpc::StatusCode::NOT_FOUND, fmt::format("model '{}' has only version 1, not '{}'",
+                                                      in->model_name(), in->model_version())});
         return reactor;
       }
       *request = to_request(*in);
@@ -148,24 +147,24 @@ class InferenceService final
       reactor->Finish({grpc::StatusCode::INVALID_ARGUMENT, e.what()});
       return reactor;
     }
-    service_.infer_tensors(
-        in->model_name(), authorization(ctx), std::move(request),
-        [reactor, out](int code, InferReply reply, std::string error) {
-          if (code != 200) return reactor->Finish(status_of(code, error));
-          out->set_model_name(reply.model);
-          out->set_model_version("1");
-          if (reply.has_id) out->set_id(reply.id);
-          for (const auto& [name, tensor] : reply.outputs) {
-            const auto t = serve_detail::wire_tensor(tensor);
-            auto* o = out->add_outputs();
-            o->set_name(name);
-            o->set_datatype(serve_detail::wire_datatype(t));
-            for (int64_t d : t.sizes()) o->add_shape(d);
-            out->add_raw_output_contents(static_cast<const char*>(t.data_ptr()),
-                                         static_cast<size_t>(t.numel()) * t.element_size());
-          }
-          reactor->Finish(grpc::Status::OK);
-        });
+    service_.infer_tensors(in->model_name(), authorization(ctx), std::move(request),
+                           [reactor, out](int code, InferReply reply, std::string error) {
+                             if (code != 200) return reactor->Finish(status_of(code, error));
+                             out->set_model_name(reply.model);
+                             out->set_model_version("1");
+                             if (reply.has_id) out->set_id(reply.id);
+                             for (const auto& [name, tensor] : reply.outputs) {
+                               const auto t = serve_detail::wire_tensor(tensor);
+                               auto* o = out->add_outputs();
+                               o->set_name(name);
+                               o->set_datatype(serve_detail::wire_datatype(t));
+                               for (int64_t d : t.sizes()) o->add_shape(d);
+                               out->add_raw_output_contents(
+                                   static_cast<const char*>(t.data_ptr()),
+                                   static_cast<size_t>(t.numel()) * t.element_size());
+                             }
+                             reactor->Finish(grpc::Status::OK);
+                           });
     return reactor;
   }
 

@@ -4,4 +4,4 @@
 namespace kd {
 extern const char* const kWebPage;
 extern const char* const kRunsPage;
-}
+}  // namespace kd

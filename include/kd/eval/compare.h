@@ -16,6 +16,8 @@ struct Stat {
   int n = 0;
 };
 Stat stat_of(const std::vector<double>& v);
+/// {"mean", "std", "n"}: how reports, compare.json and the dashboard write a Stat.
+void to_json(nlohmann::json& j, const Stat& s);
 
 struct CompareRow {
   std::string name;
