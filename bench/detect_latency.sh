@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # Detector latency, measured again in a quiet process per run (the summaries' numbers are taken
 # at the end of training, while anything else on the machine competes): batch-1 median and p95
-# of the network's forward, and batch-256 throughput, pooled by run name (mean ± std over seeds).
-# Usage: bench/detect_latency.sh path/to/kd RUN...
+# of the network's forward, and batch-256 throughput, pooled by run name (mean ± std over seeds
+# and rounds). The runs are measured in turn, ROUNDS times over (default 3): measured one group
+# after the other, a slow spell of this shared host lands on one group and reads as a difference
+# between models (it did: a "0.9 ms slower" distilled d0 that alternating runs do not show).
+# Usage: [ROUNDS=3] bench/detect_latency.sh path/to/kd RUN...
 set -euo pipefail
 KD=$1
 shift
-for run in "$@"; do
-  "$KD" eval "$run" --latency --json --threads 2 2>/dev/null |
-    /usr/bin/python3 -c "import json,sys; d=json.load(sys.stdin); l=d['latency']; print(sys.argv[1], l['batch1_median_ms'], l['batch1_p95_ms'], l['throughput_per_s'])" "$run"
+for _ in $(seq "${ROUNDS:-3}"); do
+  for run in "$@"; do
+    "$KD" eval "$run" --latency --json --threads 2 2>/dev/null |
+      /usr/bin/python3 -c "import json,sys; d=json.load(sys.stdin); l=d['latency']; print(sys.argv[1], l['batch1_median_ms'], l['batch1_p95_ms'], l['throughput_per_s'])" "$run"
+  done
 done | /usr/bin/python3 -c '
 import sys, re, statistics as st
 rows = {}
