@@ -4,7 +4,6 @@
 # aware runs STUDENT-qat and DISTILLED-qat of that experiment beside them, and PyTorch Python's
 # eager post-training quantization of the same networks (seed 0) measured right after kd's
 # (Fashion-MNIST's reference networks; a detector has no eager twin in bench/quant_baseline.py).
-# Detectors are quantized with --allow-fp32-layers (the BiFPN's learned-weight sums).
 # Usage: [SEEDS="0 1 2"] scripts/int8-table.sh [path/to/kd [DIR TEACHER STUDENT DISTILLED]]
 #   default: build/kd runs/fmnist teacher student distilled   (after `kd run experiments/fmnist.yaml`)
 #   second pair: build/kd runs/scarce teacher10 student10 semi-dist   (experiments/fmnist-scarce.yaml)
@@ -16,8 +15,7 @@ read -ra SEEDS <<<"${SEEDS:-0 1 2}"
 for stage in "$TEACHER" "$STUDENT" "$DISTILLED"; do
   for seed in "${SEEDS[@]}"; do
     run=$R/$stage-s$seed
-    task=$(/usr/bin/python3 -c "import json,sys; print(json.load(open(sys.argv[1])).get('task', 'classify'))" "$run/model.json")
-    [ -f "$run-int8/summary.json" ] || "$KD" quantize "$run" $([ "$task" = detect ] && echo --allow-fp32-layers)
+    [ -f "$run-int8/summary.json" ] || "$KD" quantize "$run"
   done
 done
 runs=()

@@ -2,10 +2,10 @@
 # kd quantize on a small Fashion-MNIST run: the INT8 run directory, its accuracy against fp32,
 # INT8 kernels really running, and the INT8 model everywhere a model goes (eval, compare, serve,
 # predict, export loaded by PyTorch Python with the same outputs); bad input fails with one line.
-# Usage: quantize_test.sh KD_BINARY WORK_DIR
+# Usage: quantize_test.sh KD_BINARY FIXTURE_DIR WORK_DIR
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-KD=$1 WORK=$2
+KD=$1 FIX=$2 WORK=$3
 rm -rf "$WORK" && mkdir -p "$WORK" && cd "$WORK"
 export KD_CACHE_DIR=$WORK/cache
 source "$HERE/lib.sh"
@@ -87,6 +87,16 @@ expect_error 2 "--qat: the student" "$KD" train --arch "$WORK/t8.pt" --qat int8 
 expect_error 2 "feature losses and --hint cannot reach it" "$KD" distill --teacher teacher --out bad2 \
   --qat int8 --loss at:teacher=8,student=3 "${COMMON[@]}"
 expect_error 2 "--qat: int4 not in" "$KD" train --qat int4 --out bad3 "${COMMON[@]}"
+
+# An op with no INT8 kernel (SiLU, in a TorchScript student from PyTorch) is named, and kept in
+# fp32 only when --allow-fp32-layers says so.
+check "train a TorchScript student with SiLU" "$KD" train --arch "$FIX/student_silu_ts.pt" --out silu \
+  --limit 1000 --epochs 1 --warmup 0 --threads 2 --no-latency
+expect_error 1 "have no INT8 kernel on the onednn engine and would run in fp32 between a dequantize and a quantize: aten::max_pool2d (x2), aten::silu (x2)" \
+  "$KD" quantize silu --calibration 64 --no-latency
+check "quantize it keeping SiLU in fp32" "$KD" quantize silu --allow-fp32-layers --calibration 64 --no-latency
+ok_if "silu-int8: INT8 convolutions, SiLU named among the fp32 ops" "(lambda d: \
+  d['quantization']['fp32_ops'].get('aten::silu', 0) == 2)(__import__('json').load(open('silu-int8/model.json')))"
 
 expect_error 1 "teacher-int8 already exists: give another --out" "$KD" quantize teacher
 expect_error 1 "is already int8" "$KD" quantize teacher-int8 --out again
