@@ -3,7 +3,8 @@
 # student and distilled student runs (every seed; existing INT8 runs are kept), the quantization-
 # aware runs STUDENT-qat and DISTILLED-qat of that experiment beside them, and PyTorch Python's
 # eager post-training quantization of the same networks (seed 0) measured right after kd's
-# (Fashion-MNIST's reference networks; a detector has no eager twin in bench/quant_baseline.py).
+# (Fashion-MNIST's reference networks, bench/quant_baseline.py; a detector has no eager twin, and
+# PyTorch's graph mode quantizes kd's TorchScript export instead, bench/quant_jit_baseline.py).
 # Usage: [SEEDS="0 1 2"] scripts/int8-table.sh [path/to/kd [DIR TEACHER STUDENT DISTILLED]]
 #   default: build/kd runs/fmnist teacher student distilled   (after `kd run experiments/fmnist.yaml`)
 #   second pair: build/kd runs/scarce teacher10 student10 semi-dist   (experiments/fmnist-scarce.yaml)
@@ -39,10 +40,20 @@ PY
 done
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
-for stage in "$TEACHER" "$STUDENT"; do
+for stage in "$TEACHER" "$STUDENT" "$DISTILLED"; do
   arch=$(/usr/bin/python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['arch'])" "$R/$stage-s0/model.json")
-  case $arch in fmnist-teacher | fmnist-student) ;; *) continue ;; esac
   "$KD" export "$R/$stage-s0" --out "$WORK/$stage.pt" >/dev/null
-  echo "PyTorch Python, $stage-s0:"
-  /usr/bin/python3 "$(dirname "$0")/../bench/quant_baseline.py" "$WORK/$stage.pt" "$arch" 2>/dev/null
+  case $arch in
+    fmnist-teacher | fmnist-student)
+      [ "$stage" = "$DISTILLED" ] && continue
+      echo "PyTorch Python, $stage-s0:"
+      /usr/bin/python3 "$(dirname "$0")/../bench/quant_baseline.py" "$WORK/$stage.pt" "$arch" 2>/dev/null ;;
+    effdet-*)
+      # Graph mode on kd's TorchScript export, scored by kd eval.
+      echo "PyTorch Python, $stage-s0:"
+      data=$(/usr/bin/python3 -c "import yaml,sys; print(yaml.safe_load(open(sys.argv[1]))['data']['source'])" "$R/$stage-s0/config.yaml")
+      /usr/bin/python3 "$(dirname "$0")/../bench/quant_jit_baseline.py" "$WORK/$stage.pt" "$data" "$WORK/$stage-int8.pt" 2>/dev/null
+      "$KD" eval "$WORK/$stage-int8.pt" --data "$data" --json 2>/dev/null |
+        /usr/bin/python3 -c "import json,sys; print(json.dumps({'python': 'int8 graph-mode PTQ, kd eval', 'map': json.load(sys.stdin)['metrics']['map']}))" ;;
+  esac
 done
