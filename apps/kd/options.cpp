@@ -31,6 +31,9 @@ void add_data_options(CLI::App& cmd, DataConfig& d) {
   cmd.add_option("--classes", d.classes,
                  "keep only these classes: names, indices or ranges (0-4), comma-separated")
       ->delimiter(',');
+  cmd.add_flag("--others", d.others,
+               "with --classes: keep the other classes' images too, as one class \"(others)\" (a "
+               "merge teacher's \"not mine\")");
   cmd.add_option("--channels", d.channels, "1 (grayscale) or 3 (RGB); default: the source's")
       ->check(CLI::IsMember({1, 3}));
   cmd.add_option_function<int>(

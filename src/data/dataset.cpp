@@ -104,7 +104,8 @@ Dataset concat(const Dataset& a, const Dataset& b) {
   return out;
 }
 
-Dataset select_classes(const Dataset& data, const std::vector<std::string>& classes) {
+Dataset select_classes(const Dataset& data, const std::vector<std::string>& classes,
+                       bool others) {
   const int64_t n = data.num_classes();
   std::vector<bool> keep(static_cast<size_t>(n), false);
   auto index_of = [&](const std::string& item) -> int64_t {
@@ -134,6 +135,16 @@ Dataset select_classes(const Dataset& data, const std::vector<std::string>& clas
       names.push_back(data.class_names[static_cast<size_t>(c)]);
     }
   KD_CHECK(!names.empty(), "--classes: no class selected");
+  if (others) {
+    KD_CHECK(static_cast<int64_t>(names.size()) < n,
+             "--others: --classes keeps every class of {}; there are no others", data.source);
+    KD_CHECK(std::find(names.begin(), names.end(), kOthersClass) == names.end(),
+             "--others: {} already has a class named '{}'", data.source, kOthersClass);
+    const auto rest = static_cast<int64_t>(names.size());
+    for (int64_t c = 0; c < n; ++c)
+      if (!keep[static_cast<size_t>(c)]) remap[c] = rest;
+    names.push_back(kOthersClass);
+  }
   auto new_labels = remap.index_select(0, data.labels.clamp_min(0));
   auto index = (new_labels >= 0).logical_and(data.labels >= 0).nonzero().flatten();
   Dataset out = data.subset(index);

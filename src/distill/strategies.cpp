@@ -145,10 +145,20 @@ void DistillStrategy::attach_teachers(Model& student) {
       // A TorchScript teacher without a names file is taken to use the student's classes.
       for (int64_t c = 0; c < num_classes_; ++c) map.push_back(c);
     }
-    for (const auto& n : names) {
+    t.others_column = -1;
+    for (size_t i = 0; i < names.size(); ++i) {
+      const auto& n = names[i];
       int64_t found = -1;
       for (int64_t c = 0; c < num_classes_; ++c)
         if (lower(class_names_[static_cast<size_t>(c)]) == lower(n)) found = c;
+      if (found < 0 && n == kOthersClass) {
+        // Trained with --others: its "not mine" output, not a class of the data.
+        KD_CHECK(mode_ == Mode::merge,
+                 "teacher {} has a class '{}' (trained with --others): it teaches in --mode merge",
+                 t.label, n);
+        t.others_column = static_cast<int64_t>(i);
+        continue;
+      }
       if (found < 0)
         fail("teacher {}: class '{}' matches no class of the data (classes: {})", t.label, n,
              fmt::join(class_names_, ", "));
@@ -358,16 +368,30 @@ std::vector<std::vector<torch::Tensor>> DistillStrategy::pool_logits(const Datas
 
 torch::Tensor DistillStrategy::teacher_columns(
     const std::vector<std::vector<torch::Tensor>>& logits) const {
+  // A teacher with a "not mine" output (--others) says how much of the image is its own: every
+  // teacher's columns are then its log-probabilities, the "not mine" one dropped, so that under
+  // the one softmax over all columns a teacher that says "not mine" hands its mass to the others.
+  const bool any_others = std::any_of(teachers_.begin(), teachers_.end(),
+                                      [](const Teacher& t) { return t.others_column >= 0; });
   std::vector<torch::Tensor> cols;
   for (size_t t = 0; t < teachers_.size(); ++t) {
+    const auto& teacher = teachers_[t];
+    const int64_t outputs = teacher.class_map.numel() + (teacher.others_column >= 0 ? 1 : 0);
     auto z = torch::zeros_like(logits[t][0], torch::kFloat32);
     for (const auto& v : logits[t]) {
-      KD_CHECK(v.size(1) == teachers_[t].class_map.numel(),
-               "teacher {} returns {} outputs for {} classes", teachers_[t].label, v.size(1),
-               teachers_[t].class_map.numel());
+      KD_CHECK(v.size(1) == outputs, "teacher {} returns {} outputs for {} classes", teacher.label,
+               v.size(1), outputs);
       z += v.to(torch::kFloat32);
     }
-    cols.push_back(z / static_cast<double>(logits[t].size()));
+    z /= static_cast<double>(logits[t].size());
+    if (any_others) z = torch::log_softmax(z, 1);
+    if (teacher.others_column >= 0) {
+      std::vector<int64_t> own;
+      for (int64_t i = 0; i < outputs; ++i)
+        if (i != teacher.others_column) own.push_back(i);
+      z = z.index_select(1, torch::tensor(own, torch::kInt64).to(z.device()));
+    }
+    cols.push_back(z);
   }
   return torch::cat(cols, 1);
 }

@@ -103,6 +103,7 @@ Fields fields(RunConfig& c) {
       {"data.labeled_fraction", field(c.data.labeled_fraction)},
       {"data.unlabeled", field(c.data.unlabeled)},
       {"data.classes", field(c.data.classes)},
+      {"data.others", field(c.data.others)},
       {"train.epochs", field(c.train.epochs)},
       {"train.batch_size", field(c.train.batch_size)},
       {"train.eval_batch_size", field(c.train.eval_batch_size)},
@@ -337,7 +338,7 @@ void validate(const RunConfig& c) {
     if (m != Mode::train && m != Mode::offline)
       usage_fail("detection runs support modes train and offline (a detector teacher), not {}", m);
     if (c.data.labeled_fraction != 1.0 || !c.data.unlabeled.empty() || !c.data.classes.empty() ||
-        !d.hints.empty())
+        c.data.others || !d.hints.empty())
       usage_fail(
           "--labeled-fraction, --unlabeled, --classes and --hint are classification options; "
           "detection distillation uses --kd-feature for pyramid features");
@@ -353,6 +354,8 @@ void validate(const RunConfig& c) {
         usage_fail("kd level '{}': expected P3, P4 or P5", l);
     if (k.nms_iou <= 0 || k.nms_iou > 1) usage_fail("nms iou must be in (0, 1], got {}", k.nms_iou);
   }
+  if (c.data.others && c.data.classes.empty())
+    usage_fail("--others goes with --classes (the classes that are not the others)");
   if (c.out.empty()) usage_fail("no output run directory (--out)");
   if ((m == Mode::offline || m == Mode::semi) && d.teacher.empty())
     usage_fail("mode {} needs a teacher (--teacher RUN_OR_PT)", m);

@@ -74,9 +74,9 @@ RunData load_run_data(const DataConfig& cfg, Mode mode) {
     d.test = d.test.head(std::max<int64_t>(1, cfg.limit / 4));
   }
   if (!cfg.classes.empty()) {
-    d.train = select_classes(d.train, cfg.classes);
-    d.eval = select_classes(d.eval, cfg.classes);
-    d.test = select_classes(d.test, cfg.classes);
+    d.train = select_classes(d.train, cfg.classes, cfg.others);
+    d.eval = select_classes(d.eval, cfg.classes, cfg.others);
+    d.test = select_classes(d.test, cfg.classes, cfg.others);
   }
   if (resize_later)
     for (Dataset* part : {&d.train, &d.eval, &d.test})

@@ -202,6 +202,47 @@ TEST(Merge, TeachersOfPartOfTheClassesCoverTheStudent) {
                   "knows 5 of the data's 10 classes");
 }
 
+TEST(Merge, TeachersWithAnOthersClassHandTheirMassToTheOthers) {
+  // Teachers trained with --others: each has its five classes and "(others)". Their columns are
+  // log-probabilities with "(others)" dropped: p(c) proportional to teacher(c) * exp(-offset).
+  auto data = tiny_dataset(40).without_labels();
+  auto student = model("fmnist-student", kNames);
+  auto with_others = [](std::vector<std::string> n) {
+    n.push_back(kd::kOthersClass);
+    return n;
+  };
+  auto a = model("fmnist-student", with_others(names(0, 4)));
+  auto b = model("fmnist-student", with_others(names(5, 9)));
+  kd::DistillOptions o;
+  o.use_cache = false;
+  kd::DistillStrategy merge(kd::Mode::merge, {{"a", a}, {"b", b}}, o);
+  merge.prepare(*student, data, {}, torch::kCPU);
+  auto q = merge.targets_for(data);
+  torch::NoGradGuard no_grad;
+  a->train(false);
+  b->train(false);
+  auto x = data.images.to(torch::kFloat32).div(255.0);
+  auto za = torch::log_softmax(a->forward(x), 1), zb = torch::log_softmax(b->forward(x), 1);
+  auto Z = torch::cat({za.narrow(1, 0, 5), zb.narrow(1, 0, 5)}, 1);
+  const auto offsets = merge.describe()["merge"]["offsets"].get<std::vector<double>>();
+  auto expected = torch::softmax(Z - torch::tensor(offsets, torch::kFloat32), 1);
+  EXPECT_LT((q - expected).abs().max().item<double>(), 1e-4);
+  // The raw logits of the two would differ: the "(others)" outputs count.
+  auto raw = torch::cat({a->forward(x).narrow(1, 0, 5), b->forward(x).narrow(1, 0, 5)}, 1);
+  EXPECT_GT((torch::softmax(raw - torch::tensor(offsets, torch::kFloat32), 1) - q)
+                .abs()
+                .max()
+                .item<double>(),
+            1e-3);
+  // Outside a merge a teacher's "(others)" has no meaning.
+  auto labeled = tiny_dataset(40);
+  kd::DistillStrategy offline(
+      kd::Mode::offline, {{"a", model("fmnist-student", with_others(kNames))}}, o);
+  EXPECT_KD_ERROR(offline.prepare(*student, labeled, {}, torch::kCPU),
+                  "teacher a has a class '(others)' (trained with --others): it teaches in --mode "
+                  "merge");
+}
+
 TEST(Merge, BySourceEachImageIsTaughtByItsSourcesTeachers) {
   // A pool of two sources: the first 24 images from one with classes 0-4, the last 16 from one
   // with classes 5-9 (as fashion-mnist+data/mnist pools two datasets).
@@ -308,6 +349,15 @@ TEST(Data, SelectClassesRelabels) {
   EXPECT_EQ(kd::select_classes(d, {"T-shirt/top"}).size(), 3);  // a name with a dash is not a range
   EXPECT_KD_ERROR(kd::select_classes(d, {"Cat"}), "'Cat' is neither a class of tiny");
   EXPECT_KD_ERROR(kd::select_classes(d, {"5-2"}), "empty range");
+  // --others: the rest kept, as one more class.
+  auto o = kd::select_classes(d, {"0-2", "Bag"}, true);
+  EXPECT_EQ(o.class_names, (std::vector<std::string>{"T-shirt/top", "Trouser", "Pullover", "Bag",
+                                                     kd::kOthersClass}));
+  EXPECT_EQ(o.size(), 30);
+  EXPECT_EQ((o.labels == 4).sum().item<int64_t>(), 18);
+  EXPECT_EQ(o.labels[8].item<int64_t>(), 3);  // sample 8 is a Bag
+  EXPECT_EQ(o.labels[9].item<int64_t>(), 4);  // sample 9 an ankle boot: others
+  EXPECT_KD_ERROR(kd::select_classes(d, {"0-9"}, true), "keeps every class of tiny");
   auto u = d.without_labels();
   EXPECT_EQ((u.labels == kd::kUnlabeled).sum().item<int64_t>(), 30);
   EXPECT_EQ(kd::concat(d, u).size(), 60);

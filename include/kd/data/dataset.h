@@ -37,9 +37,15 @@ struct Dataset {
 /// Appends b's samples to a's (same image shape); a's class names are kept.
 Dataset concat(const Dataset& a, const Dataset& b);
 
+/// The class the images of the classes `select_classes` leaves out become with `others`: a
+/// teacher's "not mine" class, which a multi-teacher merge reads as such.
+inline constexpr const char* kOthersClass = "(others)";
+
 /// Keeps the samples of the listed classes and relabels them 0..k-1 in the source's class
 /// order. Items are class names, indices, or index ranges "A-B"; unknown ones are errors.
-Dataset select_classes(const Dataset& data, const std::vector<std::string>& classes);
+/// `others`: the remaining samples are kept too, as one more class, kOthersClass.
+Dataset select_classes(const Dataset& data, const std::vector<std::string>& classes,
+                       bool others = false);
 
 /// uint8 [N, C, H, W] resized (bilinear) and converted to opts' channels; unchanged when opts
 /// asks for neither.

@@ -31,6 +31,9 @@ struct DataConfig {
   /// Keep only these classes (names, indices or ranges like 0-4), relabelled 0..k-1 in the
   /// source's order: teachers for one domain of a multi-teacher merge.
   std::vector<std::string> classes;
+  /// With `classes`: the other classes' images are kept as one class, "(others)": a teacher
+  /// that learns to say "not mine" for a merge.
+  bool others = false;
 };
 
 struct OptimConfig {
