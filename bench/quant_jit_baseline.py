@@ -12,32 +12,14 @@ Usage: quant_jit_baseline.py EXPORTED.pt DATA_DIR OUT.pt [CALIBRATION_IMAGES]  -
 import collections
 import json
 import os
-import statistics
 import sys
-import time
 
 import numpy as np
 import torch
 import torch.ao.quantization as tq
 from PIL import Image
 
-
-def measure(model, x):
-    with torch.inference_mode():
-        x1, xb = x[:1], x[:256]
-        for _ in range(20):
-            model(x1)
-        ms = []
-        for _ in range(200):
-            t = time.perf_counter()
-            model(x1)
-            ms.append((time.perf_counter() - t) * 1e3)
-        model(xb)
-        t = time.perf_counter()
-        for _ in range(20):
-            model(xb)
-        throughput = 20 * 256 / (time.perf_counter() - t)
-    return {"batch1_median_ms": statistics.median(ms), "throughput_per_s": throughput}
+from quant_baseline import speed
 
 
 SHAPE_OPS = {"aten::size", "aten::len", "aten::permute", "aten::flatten", "aten::unflatten",
@@ -73,7 +55,7 @@ def main():
     x = (torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255 - mean) / std
 
     fp32 = torch.jit.load(path).eval()
-    print(json.dumps({"python": "fp32", **measure(torch.jit.freeze(fp32), x)}), flush=True)
+    print(json.dumps({"python": "fp32", **speed(torch.jit.freeze(fp32), x)}), flush=True)
 
     qconfig = tq.QConfig(
         activation=tq.MinMaxObserver.with_args(dtype=torch.quint8, qscheme=torch.per_tensor_affine),
@@ -92,7 +74,7 @@ def main():
     with open(out[:-3] + ".json", "w") as f:
         json.dump(desc, f, indent=2)
     print(json.dumps({"python": "int8 graph-mode PTQ", "fp32_ops": fp32_ops(q),
-                      "bytes": os.path.getsize(out), **measure(q, x)}), flush=True)
+                      "bytes": os.path.getsize(out), **speed(q, x)}), flush=True)
 
 
 if __name__ == "__main__":

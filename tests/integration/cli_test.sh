@@ -117,6 +117,14 @@ check "teacher for classes 3-9, by name and range" "$KD" train --arch fmnist-stu
   --classes Dress,Coat,Sandal,Shirt,7-9 --out t39 --lr 0.1 "${COMMON[@]}"
 check "merge two teachers with shared classes" "$KD" distill --mode merge --teacher t07 --teacher t39 \
   --out merged "${KDC[@]}"
+# Disjoint halves with "not mine" teachers (--others: the other half's images as one class).
+check "teacher for classes 0-4 and the others" "$KD" train --arch fmnist-student --classes 0-4 --others \
+  --out t04o --lr 0.1 "${COMMON[@]}"
+check "teacher for classes 5-9 and the others" "$KD" train --arch fmnist-student --classes 5-9 --others \
+  --out t59o --lr 0.1 "${COMMON[@]}"
+[ "$(json t04o/model.json 'd["class_names"][-1]')" = "(others)" ] && echo "ok   t04o: the sixth class is (others)" || { echo "FAIL t04o classes"; fails=$((fails+1)); }
+check "merge the two" "$KD" distill --mode merge --teacher t04o --teacher t59o --out merged_others "${KDC[@]}"
+expect_error 2 "--others goes with --classes" "$KD" train --arch fmnist-student --others --out bad_others "${COMMON[@]}"
 # Two datasets pooled (the article's merge): Fashion-MNIST and a small IDX set of three made-up
 # "digit" classes (a bright bar at one of three heights), one teacher each, one 13-class student.
 /usr/bin/python3 - <<'PY'
@@ -191,6 +199,7 @@ expect_json merged 'd["train_unlabeled"]' 3000
 expect_json merged 'round(sum(d["strategy"]["merge"]["pool_class_marginals"]), 6)' 1.0
 expect_json merged 'len(d["test"]["per_class"])' 10
 expect_json merged_src 'len(d["test"]["per_class"])' 13
+expect_json merged_others 'len(d["test"]["per_class"])' 10
 expect_json merged_src 'd["strategy"]["merge"]["rule"].startswith("by source")' True
 expect_json hinted 'd["strategy"]["feature_losses"][0]["adapter"]' conv1x1
 expect_json hinted_alone 'd["strategy"]["teacher_features"] if "teacher_features" in d["strategy"] else "per batch"' "per batch"
