@@ -210,20 +210,16 @@ RunIndex::Scan RunIndex::scan() {
   return out;
 }
 
-std::string RunIndex::stamp() {
-  std::lock_guard<std::mutex> lock(mu_);
-  return scan().stamp;
-}
-
 std::map<std::string, std::string> RunIndex::runs() {
   std::map<std::string, std::string> out;
   for (const auto& dir : find_run_dirs(root_)) out[fs::relative(dir, root_).generic_string()] = dir;
   return out;
 }
 
-nlohmann::json RunIndex::index() {
+std::optional<nlohmann::json> RunIndex::index(const std::string& unless_stamp) {
   std::lock_guard<std::mutex> lock(mu_);
   const Scan s = scan();
+  if (!unless_stamp.empty() && s.stamp == unless_stamp) return std::nullopt;
   nlohmann::json rows = nlohmann::json::array();
   for (const auto& rel : s.rels) rows.push_back(entries_.at(rel).row);
   if (groups_stamp_ != s.stamp) {
@@ -264,11 +260,11 @@ nlohmann::json RunIndex::index() {
   // The folder's own name: where it lies on the machine is not the page's business.
   fs::path where = fs::absolute(root_).lexically_normal();
   if (where.filename().empty()) where = where.parent_path();
-  return {{"root", where.filename().string()},
-          {"stamp", s.stamp},
-          {"now", now},
-          {"runs", rows},
-          {"groups", groups_}};
+  return nlohmann::json{{"root", where.filename().string()},
+                        {"stamp", s.stamp},
+                        {"now", now},
+                        {"runs", rows},
+                        {"groups", groups_}};
 }
 
 nlohmann::json RunIndex::curves(const std::vector<std::string>& rel_paths) {

@@ -74,15 +74,19 @@ HttpResponse Dashboard::index(const HttpRequest& req) {
   // The stamp changes whenever a file a row is read from does: an unchanged folder costs the
   // client one small 304 per refresh.
   auto inm = req.headers.find("if-none-match");
-  const std::string etag = "\"" + index_.stamp() + "\"";
-  if (inm != req.headers.end() && inm->second == etag) {
+  std::string client_stamp;
+  if (inm != req.headers.end() && inm->second.size() > 2 && inm->second.front() == '"' &&
+      inm->second.back() == '"')
+    client_stamp = inm->second.substr(1, inm->second.size() - 2);
+  auto current = index_.index(client_stamp);
+  if (!current) {
     HttpResponse r;
     r.status = 304;
     r.content_type = "application/json";
-    r.headers.emplace_back("ETag", etag);
+    r.headers.emplace_back("ETag", inm->second);
     return r;
   }
-  nlohmann::json doc = index_.index();
+  nlohmann::json& doc = *current;
   for (auto& row : doc["runs"]) {
     auto it = served_.find(row["path"].get<std::string>());
     if (it != served_.end()) row["served"] = it->second;

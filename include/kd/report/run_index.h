@@ -9,6 +9,7 @@
 /// calls per run; the document's `stamp` changes exactly when something shown changed.
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -25,10 +26,9 @@ class RunIndex {
  public:
   explicit RunIndex(std::string root);
 
-  /// {root, stamp, runs: [...], groups: [...]} (see the README's dashboard section).
-  nlohmann::json index();
-  /// The stamp index() would return now, without building the document.
-  std::string stamp();
+  /// {root, stamp, runs: [...], groups: [...]} (see the README's dashboard section); nothing
+  /// when its stamp would be `unless_stamp` (a client's copy is current: one scan, no document).
+  std::optional<nlohmann::json> index(const std::string& unless_stamp = "");
   /// rel path -> the run's metrics.jsonl records; only runs index() lists (else an Error naming
   /// the path).
   nlohmann::json curves(const std::vector<std::string>& rel_paths);
