@@ -18,12 +18,14 @@ namespace {
 
 const char* const kLock = ".lock";
 
-// The names kd writes at the top of a run directory (see kd/distill/run.h), and `kd export`'s
-// default folder.
+// The names kd writes at the top of a run directory (see kd/distill/run.h): a quantization-aware
+// run's fp32 model and its two phases (src/distill/qat.cpp) included; and `kd export`'s default
+// folder.
 const std::set<std::string>& run_entries() {
   static const std::set<std::string> names = {
-      "config.yaml", "summary.json", "metrics.jsonl", "error.txt", "model.pt",
-      "model.json",  "checkpoints",  "generations",   "export",    kLock};
+      "config.yaml", "summary.json", "metrics.jsonl", "error.txt", "model.pt",   "model.json",
+      "checkpoints", "generations",  "fp32",          "qat",       "qat-frozen", "export",
+      kLock};
   return names;
 }
 

@@ -89,6 +89,10 @@ TEST(RunDir, ReplacesOnlyWhatKdWrote) {
   write(run / "config.yaml", "mode: train\n");
   write(run / "metrics.jsonl", "{}\n");
   write(run / "summary.json.tmp.123", "");
+  // A quantization-aware run's fp32 model and phases (kd run redoes it when its stage changes).
+  write(run / "fp32" / "model.pt", "");
+  write(run / "qat" / "metrics.jsonl", "{}\n");
+  write(run / "qat-frozen" / "metrics.jsonl", "{}\n");
   EXPECT_FALSE(kd::not_a_run_directory(run).has_value());
   { auto lock = kd::RunDirLock::claim(run, kd::RunDirLock::Claim::kReplace); }
   EXPECT_FALSE(fs::exists(run / "metrics.jsonl"));  // replaced: emptied apart from the lock
