@@ -104,8 +104,7 @@ Dataset concat(const Dataset& a, const Dataset& b) {
   return out;
 }
 
-Dataset select_classes(const Dataset& data, const std::vector<std::string>& classes,
-                       bool others) {
+Dataset select_classes(const Dataset& data, const std::vector<std::string>& classes, bool others) {
   const int64_t n = data.num_classes();
   std::vector<bool> keep(static_cast<size_t>(n), false);
   auto index_of = [&](const std::string& item) -> int64_t {

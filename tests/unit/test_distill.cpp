@@ -236,8 +236,8 @@ TEST(Merge, TeachersWithAnOthersClassHandTheirMassToTheOthers) {
             1e-3);
   // Outside a merge a teacher's "(others)" has no meaning.
   auto labeled = tiny_dataset(40);
-  kd::DistillStrategy offline(
-      kd::Mode::offline, {{"a", model("fmnist-student", with_others(kNames))}}, o);
+  kd::DistillStrategy offline(kd::Mode::offline,
+                              {{"a", model("fmnist-student", with_others(kNames))}}, o);
   EXPECT_KD_ERROR(offline.prepare(*student, labeled, {}, torch::kCPU),
                   "teacher a has a class '(others)' (trained with --others): it teaches in --mode "
                   "merge");

@@ -137,7 +137,7 @@ class DistillStrategy final : public Strategy {
   struct Teacher {
     std::string label;
     std::shared_ptr<Model> model;
-    torch::Tensor class_map;  ///< student class index of each teacher class but "(others)"
+    torch::Tensor class_map;     ///< student class index of each teacher class but "(others)"
     int64_t others_column = -1;  ///< the teacher's "(others)" output (--others), or -1
   };
   void attach_teachers(Model& student);
