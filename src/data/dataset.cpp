@@ -137,7 +137,8 @@ Dataset select_classes(const Dataset& data, const std::vector<std::string>& clas
   if (others) {
     KD_CHECK(static_cast<int64_t>(names.size()) < n,
              "--others: --classes keeps every class of {}; there are no others", data.source);
-    KD_CHECK(std::find(names.begin(), names.end(), kOthersClass) == names.end(),
+    KD_CHECK(std::find(data.class_names.begin(), data.class_names.end(), kOthersClass) ==
+                 data.class_names.end(),
              "--others: {} already has a class named '{}'", data.source, kOthersClass);
     const auto rest = static_cast<int64_t>(names.size());
     for (int64_t c = 0; c < n; ++c)

@@ -260,7 +260,7 @@ graph(%x):
 // operand keeps the product in fp32. The weights are read once, when the model is quantized (in
 // quantization-aware training they stay at their fp32 values). Values are computed by running
 // the graph's own ops on what depends only on constants and the module's attributes.
-int fold_parameter_scalars(Module& root) {
+void fold_parameter_scalars(Module& root) {
   auto graph = root.get_method("forward").graph();
   std::unordered_map<Value*, c10::IValue> known;
   for (Node* n : graph->nodes()) {
@@ -282,7 +282,6 @@ int fold_parameter_scalars(Module& root) {
   std::vector<Node*> muls;
   for (Node* n : graph->nodes())
     if (n->kind() == c10::aten::mul && n->inputs().size() == 2) muls.push_back(n);
-  int folded = 0;
   for (Node* mul : muls) {
     for (size_t side : {size_t{1}, size_t{0}}) {
       auto it = known.find(mul->input(side));
@@ -295,12 +294,10 @@ int fold_parameter_scalars(Module& root) {
       Value* product = graph->insert(c10::aten::mul, {other, scalar});
       mul->output()->replaceAllUsesWith(product);
       mul->destroy();
-      ++folded;
       break;
     }
   }
   torch::jit::EliminateDeadCode(graph);
-  return folded;
 }
 
 // A ReLU after a quantized convolution becomes the convolution's own (quantized::conv2d_relu

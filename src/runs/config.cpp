@@ -340,7 +340,8 @@ void validate(const RunConfig& c) {
     if (c.data.labeled_fraction != 1.0 || !c.data.unlabeled.empty() || !c.data.classes.empty() ||
         c.data.others || !d.hints.empty())
       usage_fail(
-          "--labeled-fraction, --unlabeled, --classes and --hint are classification options; "
+          "--labeled-fraction, --unlabeled, --classes, --others and --hint are classification "
+          "options; "
           "detection distillation uses --kd-feature for pyramid features");
     const auto& k = c.detect;
     if (k.scale_jitter < 0 || k.scale_jitter >= 1)
