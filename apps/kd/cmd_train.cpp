@@ -31,14 +31,12 @@ void run(TrainArgs& a) {
     return;
   }
   if (a.cfg.out.empty()) usage_fail("--out is required");
-  if (a.cfg.mode == Mode::merge) {
-    a.cfg.distill.teachers = a.teachers;
-  } else if (a.teachers.size() == 1) {
+  // One teacher is distill.teacher; several are distill.teachers, merged (--mode merge) or
+  // averaged as an ensemble (offline, semi). validate() says which modes take which.
+  if (a.teachers.size() == 1 && a.cfg.mode != Mode::merge)
     a.cfg.distill.teacher = a.teachers[0];
-  } else if (a.teachers.size() > 1) {
-    usage_fail("{} teachers given: several teachers are combined with --mode merge",
-               a.teachers.size());
-  }
+  else
+    a.cfg.distill.teachers = a.teachers;
   if (a.no_augment) {
     a.cfg.train.crop_padding = 0;
     a.cfg.train.hflip = false;
@@ -86,7 +84,8 @@ void add_train_commands(CLI::App& app) {
       "  kd distill --teacher runs/det-d3 --student effdet-d0 --data data/det --out "
       "runs/det-d0-kd");
   k->add_option("--teacher", distill->teachers,
-                "teacher run directory or TorchScript .pt (repeat for --mode merge)");
+                "teacher run directory or TorchScript .pt; repeat it for --mode merge, or for an "
+                "ensemble (offline, semi: the teachers' probabilities averaged)");
   k->add_option("--student", distill->cfg.arch, "student architecture, or a TorchScript .pt")
       ->capture_default_str();
   add_kind_option(

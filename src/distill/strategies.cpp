@@ -216,7 +216,14 @@ void DistillStrategy::attach_teachers(Model& student) {
   const bool cacheable = opts_.use_cache && !augment_.enabled();
   std::vector<std::vector<torch::Tensor>> logits;
   if (cacheable || teachers_.size() > 1) logits = pool_logits(*train_, true);
-  if (teachers_.size() > 1 && !opts_.merge_by_source) fit_class_offsets(logits);
+  if (mode_ == Mode::merge && !opts_.merge_by_source) fit_class_offsets(logits);
+  if (mode_ != Mode::merge && teachers_.size() > 1)
+    info_["ensemble_of_teachers"] = {{"rule", "the mean of the teachers' probabilities"},
+                                     {"teachers", [&] {
+                                        std::vector<std::string> labels;
+                                        for (const auto& t : teachers_) labels.push_back(t.label);
+                                        return labels;
+                                      }()}};
   cached_logits_ = torch::Tensor();
   cached_feats_.clear();
   info_["teacher_cache"] = cacheable ? cache_status_
@@ -371,8 +378,12 @@ torch::Tensor DistillStrategy::teacher_columns(
   // A teacher with a "not mine" output (--others) says how much of the image is its own: every
   // teacher's columns are then its log-probabilities, the "not mine" one dropped, so that under
   // the one softmax over all columns a teacher that says "not mine" hands its mass to the others.
-  const bool any_others = std::any_of(teachers_.begin(), teachers_.end(),
-                                      [](const Teacher& t) { return t.others_column >= 0; });
+  // An ensemble (several teachers of all the classes, offline or semi) takes log-probabilities
+  // too: merged_class_logits then sums each class's probabilities, and the softmax of the sum is
+  // the teachers' mean distribution, whatever each one's logit scale.
+  const bool log_probs = (mode_ != Mode::merge && teachers_.size() > 1) ||
+                         std::any_of(teachers_.begin(), teachers_.end(),
+                                     [](const Teacher& t) { return t.others_column >= 0; });
   std::vector<torch::Tensor> cols;
   for (size_t t = 0; t < teachers_.size(); ++t) {
     const auto& teacher = teachers_[t];
@@ -384,7 +395,7 @@ torch::Tensor DistillStrategy::teacher_columns(
       z += v.to(torch::kFloat32);
     }
     z /= static_cast<double>(logits[t].size());
-    if (any_others) z = torch::log_softmax(z, 1);
+    if (log_probs) z = torch::log_softmax(z, 1);
     if (teacher.others_column >= 0) {
       std::vector<int64_t> own;
       for (int64_t i = 0; i < outputs; ++i)

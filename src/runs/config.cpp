@@ -358,10 +358,12 @@ void validate(const RunConfig& c) {
   if (c.data.others && c.data.classes.empty())
     usage_fail("--others goes with --classes (the classes that are not the others)");
   if (c.out.empty()) usage_fail("no output run directory (--out)");
-  if ((m == Mode::offline || m == Mode::semi) && d.teacher.empty())
-    usage_fail("mode {} needs a teacher (--teacher RUN_OR_PT)", m);
-  if ((m == Mode::offline || m == Mode::semi) && !d.teachers.empty())
-    usage_fail("mode {} takes one teacher; several teachers are merged with --mode merge", m);
+  if ((m == Mode::offline || m == Mode::semi) && d.teacher.empty() == d.teachers.empty())
+    usage_fail("mode {} needs a teacher (--teacher RUN_OR_PT), or two or more for an ensemble", m);
+  if ((m == Mode::offline || m == Mode::semi) && d.teachers.size() == 1)
+    usage_fail("mode {}: an ensemble needs two or more teachers; one is distill.teacher", m);
+  if (c.task == Task::detect && !d.teachers.empty())
+    usage_fail("detection distillation takes one teacher (--teacher), not {}", d.teachers.size());
   if (m == Mode::merge && (d.teachers.size() < 2 || !d.teacher.empty()))
     usage_fail("mode merge needs two or more teachers (--teacher A --teacher B)");
   if (m == Mode::self && (!d.teacher.empty() || !d.teachers.empty()))
@@ -384,7 +386,7 @@ void validate(const RunConfig& c) {
     usage_fail("ensemble must be in [1, 6] transforms, got {}", d.ensemble);
   if (d.hint_loss != "mse" && d.hint_loss != "nmse")
     usage_fail("hint loss '{}': expected mse or nmse", d.hint_loss);
-  if (!d.hints.empty() && (m == Mode::train || m == Mode::merge))
+  if (!d.hints.empty() && (m == Mode::train || m == Mode::merge || !d.teachers.empty()))
     usage_fail("--hint needs a single teacher (modes offline, semi, self)");
   finite_in("cross-entropy weight (--ce-weight)", d.ce_weight, 0, 1e6, false, false);
   if (c.runtime.precision != "fp32" && c.runtime.precision != "bf16")
@@ -406,11 +408,9 @@ void validate(const RunConfig& c) {
     if (m == Mode::train)
       usage_fail("--loss {} needs a teacher: use kd distill (or a mode other than train)",
                  spec.name);
-    if (info.feature && m == Mode::merge)
-      usage_fail(
-          "--loss {} is a feature loss and mode merge has several teachers: feature losses need "
-          "one teacher",
-          spec.name);
+    if (info.feature && !d.teachers.empty())
+      usage_fail("--loss {} is a feature loss and {} teachers are given: feature losses need one",
+                 spec.name, d.teachers.size());
     if (info.needs_labels && (m == Mode::merge || m == Mode::semi))
       usage_fail("--loss {} needs a label for every image and mode {} trains on images without one",
                  spec.name, m);

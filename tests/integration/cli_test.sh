@@ -108,6 +108,14 @@ check "semi: 10% labels, soft targets, 2-view ensemble" "$KD" distill --mode sem
   --labeled-fraction 0.1 --ensemble 2 --out semi "${KDC[@]}"
 check "semi: hard pseudo-labels above a threshold" "$KD" distill --mode semi --teacher teacher \
   --labeled-fraction 0.1 --targets hard --threshold 0.5 --out semi_hard "${KDC[@]}"
+check "semi: an ensemble of two teachers" "$KD" distill --mode semi --teacher teacher --teacher student \
+  --labeled-fraction 0.1 --out semi_ens "${KDC[@]}"
+/usr/bin/python3 -c "import json, sys; s = json.load(open('semi_ens/summary.json'));
+e = s['strategy']['ensemble_of_teachers']; assert e['teachers'] == ['teacher', 'student'], e
+assert s['teachers'] == ['teacher', 'student'] and 'teacher' not in s, s.keys()" \
+  || { echo "FAIL: semi_ens/summary.json does not name the ensemble"; exit 1; }
+expect_error 2 "--hint needs a single teacher" "$KD" distill --teacher teacher --teacher student \
+  --hint 7:5 --out bad_ens "${KDC[@]}"
 check "semi: an unlabeled image folder" "$KD" distill --mode semi --teacher teacher --unlabeled unlabeled \
   --out semi_folder "${KDC[@]}"
 check "self: born-again generations" "$KD" distill --mode self --generations 2 --out ban "${KDC[@]}"
@@ -234,7 +242,7 @@ expect_error 2 "loss dist has no option 'alpha' (options: beta, gamma, T, std, w
   "$KD" distill --teacher teacher --loss dist:alpha=1 --out bad21 "${KDC[@]}"
 expect_error 2 "--loss dkd needs a label for every image and mode semi trains on images without one" \
   "$KD" distill --mode semi --labeled-fraction 0.1 --teacher teacher --loss dkd --out bad22 "${KDC[@]}"
-expect_error 2 "--loss sp is a feature loss and mode merge has several teachers" "$KD" distill --mode merge \
+expect_error 2 "--loss sp is a feature loss and 2 teachers are given: feature losses need one" "$KD" distill --mode merge \
   --teacher t07 --teacher t39 --loss sp:teacher=7,student=5 --out bad23 "${KDC[@]}"
 expect_error 1 "has no layer '99' (layers: 0, 1, 2" "$KD" distill --teacher teacher --loss at:teacher=7,student=99 \
   --out bad24 "${KDC[@]}"

@@ -243,6 +243,39 @@ TEST(Merge, TeachersWithAnOthersClassHandTheirMassToTheOthers) {
                   "merge");
 }
 
+TEST(Ensemble, TeachersOfAllTheClassesAreAveragedInProbability) {
+  // Two teachers of every class, of different logit scales: the targets are the mean of their
+  // distributions (not the softmax of their summed logits, where the louder one would win).
+  auto data = tiny_dataset(40);
+  auto student = model("fmnist-student", kNames);
+  auto a = model("fmnist-student", kNames), b = model("cnn", kNames, {{"width", 8}});
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : b->parameters()) p.mul_(3.0);
+  }
+  kd::DistillOptions o;
+  o.use_cache = false;
+  for (auto mode : {kd::Mode::offline, kd::Mode::semi}) {
+    kd::DistillStrategy ensemble(mode, {{"a", a}, {"b", b}}, o);
+    ensemble.prepare(*student, mode == kd::Mode::semi ? data.without_labels() : data, {},
+                     torch::kCPU);
+    auto q = ensemble.targets_for(data);
+    torch::NoGradGuard no_grad;
+    auto x = data.images.to(torch::kFloat32).div(255.0);
+    auto pa = torch::softmax(a->forward(x), 1), pb = torch::softmax(b->forward(x), 1);
+    ASSERT_GT((pa - pb).abs().max().item<double>(), 0.1);  // the two really differ
+    EXPECT_LT((q - (pa + pb) / 2).abs().max().item<double>(), 1e-5);
+    const auto info = ensemble.describe();
+    EXPECT_EQ(info["ensemble_of_teachers"]["teachers"], nlohmann::json({"a", "b"}));
+    EXPECT_FALSE(info.contains("merge"));  // no class offsets: the teachers' own marginals stand
+  }
+  // A member of part of the classes belongs in a merge.
+  kd::DistillStrategy partial(kd::Mode::offline,
+                              {{"a", a}, {"c", model("fmnist-student", names(0, 4))}}, o);
+  EXPECT_KD_ERROR(partial.prepare(*student, data, {}, torch::kCPU),
+                  "teacher c knows 5 of the data's 10 classes");
+}
+
 TEST(Merge, BySourceEachImageIsTaughtByItsSourcesTeachers) {
   // A pool of two sources: the first 24 images from one with classes 0-4, the last 16 from one
   // with classes 5-9 (as fashion-mnist+data/mnist pools two datasets).
