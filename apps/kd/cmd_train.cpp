@@ -145,6 +145,10 @@ void add_train_commands(CLI::App& app) {
   k->add_flag(
       "--no-teacher-cache", [&d](int64_t) { d.teacher_cache = false; },
       "run the teacher on every batch even without augmentation");
+  k->add_option("--teacher-view", d.teacher_view,
+                "with augmentation: augmented (the teacher sees each augmented batch) or clean "
+                "(it labels each image once, unaugmented, as in Noisy Student)")
+      ->capture_default_str();
   k->add_option("--cache-dir", d.cache_dir,
                 "teacher cache folder (default $KD_CACHE_DIR or ~/.cache/kd)");
   k->add_flag("--force", distill->force, "replace an existing run directory");

@@ -96,6 +96,7 @@ DistillOptions distill_options(const RunConfig& cfg) {
   for (const auto& l : d.losses) o.losses.push_back(parse_loss(l));
   o.ce_weight = d.ce_weight;
   o.use_cache = d.teacher_cache;
+  o.teacher_on_clean_images = d.teacher_view == "clean";
   o.cache_dir = d.cache_dir;
   o.teacher_batch_size = cfg.train.eval_batch_size;
   if (cfg.mode == Mode::self && d.teach_last > 0)

@@ -212,8 +212,13 @@ void DistillStrategy::attach_teachers(Model& student) {
   build_feature_heads(student, *teachers_[0].model);
 
   // Teacher outputs over the whole pool: needed for the merge offsets, and reused every epoch
-  // when the images do not change between epochs.
-  const bool cacheable = opts_.use_cache && !augment_.enabled();
+  // when the images do not change between epochs, or when the teacher labels the clean images
+  // and the student learns them on augmented views.
+  const bool clean = opts_.teacher_on_clean_images && augment_.enabled();
+  KD_CHECK(!(clean && augment_.mixes()), "a teacher on clean images cannot label mixed images");
+  KD_CHECK(!(clean && !feature_terms_.empty()),
+           "a teacher on clean images has no features of the student's augmented view");
+  const bool cacheable = clean || (opts_.use_cache && !augment_.enabled());
   std::vector<std::vector<torch::Tensor>> logits;
   if (cacheable || teachers_.size() > 1) logits = pool_logits(*train_, true);
   if (mode_ == Mode::merge && !opts_.merge_by_source) fit_class_offsets(logits);
@@ -226,7 +231,9 @@ void DistillStrategy::attach_teachers(Model& student) {
                                       }()}};
   cached_logits_ = torch::Tensor();
   cached_feats_.clear();
-  info_["teacher_cache"] = cacheable ? cache_status_
+  if (clean) info_["teacher_view"] = "clean images, each labeled once";
+  info_["teacher_cache"] = !opts_.use_cache ? "off"
+                           : cacheable      ? cache_status_
                            : augment_.mixes()
                                ? "off (mixup/cutmix: the teacher sees each mixed batch)"
                                : (augment_.enabled() ? "off (augmentation on)" : "off");

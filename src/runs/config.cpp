@@ -137,6 +137,7 @@ Fields fields(RunConfig& c) {
       {"distill.losses", loss_list_field(c.distill.losses)},
       {"distill.ce_weight", field(c.distill.ce_weight)},
       {"distill.teacher_cache", field(c.distill.teacher_cache)},
+      {"distill.teacher_view", field(c.distill.teacher_view)},
       {"distill.cache_dir", field(c.distill.cache_dir)},
       {"detect.scale_jitter", field(c.detect.scale_jitter)},
       {"detect.focal_alpha", field(c.detect.focal_alpha)},
@@ -380,6 +381,21 @@ void validate(const RunConfig& c) {
     usage_fail("generations must be in [1, 100], got {}", d.generations);
   if (d.threshold < 0 || d.threshold >= 1)
     usage_fail("threshold must be in [0, 1), got {}", d.threshold);
+  if (d.teacher_view != "augmented" && d.teacher_view != "clean")
+    usage_fail("--teacher-view '{}': expected augmented or clean", d.teacher_view);
+  if (d.teacher_view == "clean") {
+    if (m == Mode::train) usage_fail("--teacher-view clean: mode train has no teacher");
+    if (!d.hints.empty())
+      usage_fail(
+          "--teacher-view clean and --hint: a hint matches the teacher's and the student's "
+          "maps of one view");
+    if (c.task == Task::detect)
+      usage_fail(
+          "--teacher-view clean: a detection teacher sees the student's view (its boxes move "
+          "with scale jitter and flips)");
+    if (c.train.mixup > 0 || c.train.cutmix > 0)
+      usage_fail("--teacher-view clean and --mixup/--cutmix: a mixed image has no clean view");
+  }
   if (d.merge_by_source && m != Mode::merge)
     usage_fail("--merge-by-source is for --mode merge, not {}", m);
   if (d.ensemble < 1 || d.ensemble > 6)
@@ -408,6 +424,11 @@ void validate(const RunConfig& c) {
     if (m == Mode::train)
       usage_fail("--loss {} needs a teacher: use kd distill (or a mode other than train)",
                  spec.name);
+    if (info.feature && d.teacher_view == "clean")
+      usage_fail(
+          "--loss {} is a feature loss: it matches the teacher's and the student's maps of "
+          "one view, and --teacher-view clean gives them two",
+          spec.name);
     if (info.feature && !d.teachers.empty())
       usage_fail("--loss {} is a feature loss and {} teachers are given: feature losses need one",
                  spec.name, d.teachers.size());

@@ -116,6 +116,14 @@ assert s['teachers'] == ['teacher', 'student'] and 'teacher' not in s, s.keys()"
   || { echo "FAIL: semi_ens/summary.json does not name the ensemble"; exit 1; }
 expect_error 2 "--hint needs a single teacher" "$KD" distill --teacher teacher --teacher student \
   --hint 7:5 --out bad_ens "${KDC[@]}"
+check "semi: augmented student, teacher on the clean images" "$KD" distill --mode semi --teacher teacher \
+  --labeled-fraction 0.1 --teacher-view clean --out semi_clean --lr 0.02 "${COMMON[@]}"
+/usr/bin/python3 -c "import json; s = json.load(open('semi_clean/summary.json'))['strategy']
+assert s['teacher_view'] == 'clean images, each labeled once', s" || { echo "FAIL: semi_clean/summary.json does not say the teacher saw clean images"; exit 1; }
+expect_error 2 "--teacher-view 'sideways': expected augmented or clean" "$KD" distill --teacher teacher \
+  --teacher-view sideways --out bad_view "${COMMON[@]}"
+expect_error 2 "--teacher-view clean and --mixup/--cutmix: a mixed image has no clean view" "$KD" distill \
+  --teacher teacher --teacher-view clean --mixup 0.2 --out bad_view "${COMMON[@]}"
 check "semi: an unlabeled image folder" "$KD" distill --mode semi --teacher teacher --unlabeled unlabeled \
   --out semi_folder "${KDC[@]}"
 check "self: born-again generations" "$KD" distill --mode self --generations 2 --out ban "${KDC[@]}"

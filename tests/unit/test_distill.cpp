@@ -276,6 +276,46 @@ TEST(Ensemble, TeachersOfAllTheClassesAreAveragedInProbability) {
                   "teacher c knows 5 of the data's 10 classes");
 }
 
+TEST(TeacherView, CleanLabelsEachImageOnceAndAugmentedViewsLearnThoseTargets) {
+  auto data = tiny_dataset(20);
+  auto student = model("fmnist-student", kNames), teacher = model("fmnist-student", kNames);
+  kd::Augment augment;
+  augment.crop_padding = 2;
+  augment.hflip = true;
+  kd::DistillOptions o;
+  o.use_cache = false;
+  o.teacher_on_clean_images = true;
+  kd::DistillStrategy clean(kd::Mode::offline, {{"t", teacher}}, o);
+  clean.prepare(*student, data, augment, torch::kCPU);
+  EXPECT_EQ(clean.describe()["teacher_view"], "clean images, each labeled once");
+  kd::Loader loader(data, {10, true, false, augment, 3}, torch::kCPU);
+  loader.start_epoch(0);
+  auto batch = loader.get(0);
+  student->train(false);  // no dropout or batch statistics between the two evaluations
+  auto loss = clean.step(*student, batch).loss;
+  torch::NoGradGuard no_grad;
+  auto clean_x = data.images.index_select(0, batch.index).to(torch::kFloat32).div(255.0);
+  ASSERT_GT((clean_x - batch.x).abs().max().item<double>(), 0.1);  // the batch is augmented
+  auto targets = torch::softmax(teacher->forward(clean_x) / o.loss.temperature, 1);
+  auto expected = kd::distill_loss(student->forward(batch.x), targets, batch.y, o.loss, false, 0);
+  EXPECT_NEAR(loss.item<double>(), expected.item<double>(), 1e-5);
+  // The default: the teacher sees the same augmented batch as the student.
+  o.teacher_on_clean_images = false;
+  kd::DistillStrategy same_view(kd::Mode::offline, {{"t", teacher}}, o);
+  same_view.prepare(*student, data, augment, torch::kCPU);
+  auto seen = torch::softmax(teacher->forward(batch.x) / o.loss.temperature, 1);
+  auto expected_same = kd::distill_loss(student->forward(batch.x), seen, batch.y, o.loss, false, 0);
+  EXPECT_NEAR(same_view.step(*student, batch).loss.item<double>(), expected_same.item<double>(),
+              1e-5);
+  EXPECT_GT(std::abs(expected_same.item<double>() - expected.item<double>()), 1e-4);
+  // Mixed images have no clean view.
+  augment.mixup = 0.2;
+  o.teacher_on_clean_images = true;
+  kd::DistillStrategy mixed(kd::Mode::offline, {{"t", teacher}}, o);
+  EXPECT_KD_ERROR(mixed.prepare(*student, data, augment, torch::kCPU),
+                  "a teacher on clean images cannot label mixed images");
+}
+
 TEST(Merge, BySourceEachImageIsTaughtByItsSourcesTeachers) {
   // A pool of two sources: the first 24 images from one with classes 0-4, the last 16 from one
   // with classes 5-9 (as fashion-mnist+data/mnist pools two datasets).

@@ -72,6 +72,9 @@ struct DistillOptions {
   std::vector<LossSpec> losses;
   double ce_weight = 1.0;
   bool use_cache = true;  ///< teacher logits on disk, targets and hint features in memory
+  /// The teacher labels the un-augmented images once, and its targets stand for every augmented
+  /// view of them (teacher_view clean); otherwise it sees each augmented batch.
+  bool teacher_on_clean_images = false;
   std::string cache_dir;
   int64_t teacher_batch_size = 1000;
   int64_t snapshot_epoch = 0;  ///< > 0: no teacher before this epoch; at its start a frozen copy

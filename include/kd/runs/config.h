@@ -66,8 +66,10 @@ struct TrainConfig {
 };
 
 struct DistillConfig {
-  std::string teacher;                ///< run directory or TorchScript .pt
-  std::vector<std::string> teachers;  ///< merge: two or more, each knowing some of the classes
+  std::string teacher;  ///< run directory or TorchScript .pt
+  /// Two or more: merged (mode merge, each knowing some of the classes) or an ensemble (offline,
+  /// semi: each knowing every class, their probabilities averaged).
+  std::vector<std::string> teachers;
   double temperature = 4.0;
   double alpha = 0.9;  ///< labeled samples: alpha * soft term + (1 - alpha) * cross-entropy
   Targets targets = Targets::soft;  ///< hard: pseudo-labels, the teacher's top class
@@ -85,7 +87,11 @@ struct DistillConfig {
   std::vector<std::string> losses;
   double ce_weight = 1.0;
   bool teacher_cache = true;  ///< reuse teacher logits across epochs when augmentation is off
-  std::string cache_dir;      ///< empty: $KD_CACHE_DIR, else ~/.cache/kd
+  /// What the teacher sees when the student's images are augmented: "augmented", the student's
+  /// own view, per batch (consistent teaching); "clean", each image once without augmentation,
+  /// its targets reused for every augmented view (Noisy Student's noised student).
+  std::string teacher_view = "augmented";
+  std::string cache_dir;  ///< empty: $KD_CACHE_DIR, else ~/.cache/kd
 };
 
 /// Quantization-aware training (`--qat int8`): after the run's epochs, its best model is fine-tuned
