@@ -85,8 +85,8 @@ fuzz: deps $(FUZZ_BUILD)/CMakeCache.txt
 
 # The full recipes over 3 seeds: the README's results tables. fmnist-methods, its knob sweep
 # fmnist-methods-tune, fmnist-patient and fmnist-pair2 reuse the demo's teacher; fmnist-scarce-tune
-# (the knob sweep behind fmnist-scarce's settings) fmnist-scarce's teacher10 of seed 0;
-# fmnist-modes fmnist's teachers.
+# (the knob sweep behind fmnist-scarce's settings) fmnist-scarce's teacher10 of seed 0,
+# fmnist-scarce-ns its three teacher10 runs; fmnist-modes fmnist's teachers and fmnist-scarce's.
 reproduce: reproduce-classify reproduce-detect
 
 reproduce-classify: build
@@ -96,6 +96,7 @@ reproduce-classify: build
 	$(KD) run experiments/fmnist-patient.yaml
 	$(KD) run experiments/fmnist-pair2.yaml
 	$(KD) run experiments/fmnist-scarce.yaml
+	$(KD) run experiments/fmnist-scarce-ns.yaml
 	$(KD) run experiments/fmnist-scarce-tune.yaml
 	$(KD) run experiments/fmnist.yaml
 	scripts/int8-table.sh $(KD)
