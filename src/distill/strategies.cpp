@@ -430,9 +430,14 @@ void DistillStrategy::fit_class_offsets(const std::vector<std::vector<torch::Ten
   std::vector<double> offs(b.data_ptr<double>(), b.data_ptr<double>() + b.numel());
   auto m = marginal.to(torch::kFloat64);
   std::vector<double> marg(m.data_ptr<double>(), m.data_ptr<double>() + m.numel());
-  info_["merge"] = {{"rule",
-                     "softmax over all teachers' logits minus per-class offsets fitted so the "
-                     "pool's class marginals are uniform"},
+  const bool any_others = std::any_of(teachers_.begin(), teachers_.end(),
+                                      [](const Teacher& t) { return t.others_column >= 0; });
+  info_["merge"] = {{"rule", any_others ? "softmax over all teachers' log-probabilities without "
+                                          "their (others) output, minus per-class offsets fitted "
+                                          "so the pool's class marginals are uniform"
+                                        : "softmax over all teachers' logits minus per-class "
+                                          "offsets fitted so the pool's class marginals are "
+                                          "uniform"},
                     {"offsets", offs},
                     {"pool_class_marginals", marg}};
   spdlog::info("merge: per-class offsets fitted on {} images; pool class marginals {:.3f}",

@@ -225,6 +225,8 @@ TEST(Merge, TeachersWithAnOthersClassHandTheirMassToTheOthers) {
   auto za = torch::log_softmax(a->forward(x), 1), zb = torch::log_softmax(b->forward(x), 1);
   auto Z = torch::cat({za.narrow(1, 0, 5), zb.narrow(1, 0, 5)}, 1);
   const auto offsets = merge.describe()["merge"]["offsets"].get<std::vector<double>>();
+  EXPECT_NE(merge.describe()["merge"]["rule"].get<std::string>().find("log-probabilities without"),
+            std::string::npos);
   auto expected = torch::softmax(Z - torch::tensor(offsets, torch::kFloat32), 1);
   EXPECT_LT((q - expected).abs().max().item<double>(), 1e-4);
   // The raw logits of the two would differ: the "(others)" outputs count.
