@@ -252,7 +252,16 @@ void flatten(const YAML::Node& n, const std::string& prefix,
 
 std::string config_changes(const std::string& before, const std::string& after) {
   std::map<std::string, std::string> a, b;
-  flatten(YAML::Load(before), "", a);
+  // A run started by an older kd lacks the keys added since; read through today's defaults,
+  // such a key is absent only if it differs from its default.
+  try {
+    RunConfig old;
+    apply_yaml(old, YAML::Load(before), "the run's configuration");
+    flatten(YAML::Load(to_yaml(old)), "", a);
+  } catch (const std::exception&) {  // a key kd no longer has: compare the text as written
+    a.clear();
+    flatten(YAML::Load(before), "", a);
+  }
   flatten(YAML::Load(after), "", b);
   std::string out;
   for (const auto& [k, v] : b) {

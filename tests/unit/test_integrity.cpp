@@ -192,6 +192,15 @@ TEST(Config, ChangesAreNamed) {
   a.train.epochs = 20;
   EXPECT_EQ(kd::config_changes(kd::to_yaml(a), kd::to_yaml(b)), "train.epochs: 20 -> 5");
   EXPECT_EQ(kd::config_changes(kd::to_yaml(a), kd::to_yaml(a)), "");
+  // A run started before a key existed: the key at its default is no change, any other value is.
+  std::string older = kd::to_yaml(a);
+  const auto key = older.find("teacher_view");
+  ASSERT_NE(key, std::string::npos);
+  const auto line = older.rfind('\n', key) + 1;
+  older.erase(line, older.find('\n', key) - line + 1);
+  EXPECT_EQ(kd::config_changes(older, kd::to_yaml(a)), "");
+  a.distill.teacher_view = "clean";
+  EXPECT_EQ(kd::config_changes(older, kd::to_yaml(a)), "distill.teacher_view: augmented -> clean");
 }
 
 // 6. A damaged teacher-cache entry is recomputed, never trained on.
