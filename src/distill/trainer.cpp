@@ -189,17 +189,21 @@ TrainResult Trainer::fit(TrainingTask& task, const std::string& run_dir) {
       result.best_epoch = epoch;
     }
     if (write) {
+      // The best model before the checkpoint that says the epoch is done: killed in between,
+      // the run resumes from the epoch before, redoes this one, finds it best again and
+      // rewrites model.pt and model.json together. The other order could leave a model.pt whose
+      // model.json is an earlier epoch's, and a resume that never rewrites them.
+      if (best) {
+        write_atomically(dir / "checkpoints" / "best.pt",
+                         [&](const fs::path& tmp) { model.save(tmp.string()); });
+        save_model(model, run_dir);
+      }
       write_checkpoint(
           dir, {epoch, result.best_score, result.best_epoch, images_per_s_sum, result.history},
           [&](const fs::path& folder) {
             save_training_state(folder, model, *optimizer, extra);
             task.save_state(folder);
           });
-      if (best) {
-        write_atomically(dir / "checkpoints" / "best.pt",
-                         [&](const fs::path& tmp) { model.save(tmp.string()); });
-        save_model(model, run_dir);
-      }
       append_line(dir / "metrics.jsonl", rec.dump());
     }
   }
