@@ -222,7 +222,7 @@ void DistillStrategy::attach_teachers(Model& student) {
   std::vector<std::vector<torch::Tensor>> logits;
   if (cacheable || teachers_.size() > 1) logits = pool_logits(*train_, true);
   if (mode_ == Mode::merge && !opts_.merge_by_source) fit_class_offsets(logits);
-  if (mode_ != Mode::merge && teachers_.size() > 1)
+  if (teacher_ensemble())
     info_["ensemble_of_teachers"] = {{"rule", "the mean of the teachers' probabilities"},
                                      {"teachers", [&] {
                                         std::vector<std::string> labels;
@@ -232,11 +232,11 @@ void DistillStrategy::attach_teachers(Model& student) {
   cached_logits_ = torch::Tensor();
   cached_feats_.clear();
   if (clean) info_["teacher_view"] = "clean images, each labeled once";
-  info_["teacher_cache"] = !opts_.use_cache ? "off"
-                           : cacheable      ? cache_status_
-                           : augment_.mixes()
-                               ? "off (mixup/cutmix: the teacher sees each mixed batch)"
-                               : (augment_.enabled() ? "off (augmentation on)" : "off");
+  info_["teacher_cache"] =
+      !opts_.use_cache   ? "off"
+      : cacheable        ? cache_status_
+      : augment_.mixes() ? "off (mixup/cutmix: the teacher sees each mixed batch)"
+                         : "off (augmentation on)";  // cache on but not cacheable: augmented images
   if (!cacheable) return;
   cached_logits_ = combine(logits, train_->origin).to(device_);
   if (!feature_terms_.empty()) {
@@ -388,9 +388,7 @@ torch::Tensor DistillStrategy::teacher_columns(
   // An ensemble (several teachers of all the classes, offline or semi) takes log-probabilities
   // too: merged_class_logits then sums each class's probabilities, and the softmax of the sum is
   // the teachers' mean distribution, whatever each one's logit scale.
-  const bool log_probs = (mode_ != Mode::merge && teachers_.size() > 1) ||
-                         std::any_of(teachers_.begin(), teachers_.end(),
-                                     [](const Teacher& t) { return t.others_column >= 0; });
+  const bool log_probs = teacher_ensemble() || any_others_teacher();
   std::vector<torch::Tensor> cols;
   for (size_t t = 0; t < teachers_.size(); ++t) {
     const auto& teacher = teachers_[t];
@@ -414,6 +412,11 @@ torch::Tensor DistillStrategy::teacher_columns(
   return torch::cat(cols, 1);
 }
 
+bool DistillStrategy::any_others_teacher() const {
+  return std::any_of(teachers_.begin(), teachers_.end(),
+                     [](const Teacher& t) { return t.others_column >= 0; });
+}
+
 torch::Tensor DistillStrategy::column_classes() const {
   std::vector<torch::Tensor> maps;
   for (const auto& t : teachers_) maps.push_back(t.class_map);
@@ -430,16 +433,15 @@ void DistillStrategy::fit_class_offsets(const std::vector<std::vector<torch::Ten
   std::vector<double> offs(b.data_ptr<double>(), b.data_ptr<double>() + b.numel());
   auto m = marginal.to(torch::kFloat64);
   std::vector<double> marg(m.data_ptr<double>(), m.data_ptr<double>() + m.numel());
-  const bool any_others = std::any_of(teachers_.begin(), teachers_.end(),
-                                      [](const Teacher& t) { return t.others_column >= 0; });
-  info_["merge"] = {{"rule", any_others ? "softmax over all teachers' log-probabilities without "
-                                          "their (others) output, minus per-class offsets fitted "
-                                          "so the pool's class marginals are uniform"
-                                        : "softmax over all teachers' logits minus per-class "
-                                          "offsets fitted so the pool's class marginals are "
-                                          "uniform"},
-                    {"offsets", offs},
-                    {"pool_class_marginals", marg}};
+  info_["merge"] = {
+      {"rule", any_others_teacher() ? "softmax over all teachers' log-probabilities without "
+                                      "their (others) output, minus per-class offsets fitted "
+                                      "so the pool's class marginals are uniform"
+                                    : "softmax over all teachers' logits minus per-class "
+                                      "offsets fitted so the pool's class marginals are "
+                                      "uniform"},
+      {"offsets", offs},
+      {"pool_class_marginals", marg}};
   spdlog::info("merge: per-class offsets fitted on {} images; pool class marginals {:.3f}",
                Z.size(0), fmt::join(marg, ", "));
 }

@@ -153,6 +153,10 @@ class DistillStrategy final : public Strategy {
   /// Views averaged, teachers concatenated: [B, sum of C_t].
   torch::Tensor teacher_columns(const std::vector<std::vector<torch::Tensor>>& logits) const;
   torch::Tensor column_classes() const;
+  /// Several teachers of all the classes (offline, semi): their probabilities are averaged.
+  bool teacher_ensemble() const { return mode_ != Mode::merge && teachers_.size() > 1; }
+  /// Some teacher was trained with --others: its columns are log-probabilities without it.
+  bool any_others_teacher() const;
   void fit_class_offsets(const std::vector<std::vector<torch::Tensor>>& logits);
   /// Teacher class logits for a batch, and the teacher features of the feature terms into feats.
   torch::Tensor batch_logits(const Batch& batch, std::vector<torch::Tensor>* feats);
