@@ -1,6 +1,7 @@
 #include <iostream>
 
 #include <CLI/CLI.hpp>
+#include <fmt/core.h>
 
 #include "commands.h"
 #include "kd/core/distributed.h"
@@ -14,9 +15,27 @@ struct RunArgs {
   std::vector<uint64_t> seeds;
   std::vector<std::string> stages;
   bool force = false;
+  bool plan = false;
 };
 
+// One line a run: what `kd run` would do with it and why; then the teachers it would wait for.
+void print_plan(const ExperimentPlan& plan, const std::vector<PlannedRun>& actions) {
+  static const char* const kNames[] = {"keep", "resume", "run", "skip"};
+  for (size_t i = 0; i < plan.runs.size(); ++i)
+    fmt::print("{:<7}{}  ({})\n", kNames[actions[i].action], plan.runs[i].out, actions[i].why);
+  for (const auto& t : plan.missing_teachers)
+    fmt::print(
+        "missing teacher: {} (another experiment makes it; kd run refuses to start "
+        "without it)\n",
+        t);
+}
+
 void run(const RunArgs& a) {
+  if (a.plan) {
+    const ExperimentPlan plan = load_experiment(a.file, a.seeds, TeacherPaths::may_be_missing);
+    if (dist::is_main()) print_plan(plan, plan_actions(plan, a.force, a.stages));
+    return;
+  }
   ExperimentPlan plan = load_experiment(a.file, a.seeds);
   Comparison c = run_experiment(plan, a.force, a.stages);
   if (dist::is_main()) std::cout << c.markdown();
@@ -37,6 +56,8 @@ void add_run_command(CLI::App& app) {
                 "already complete")
       ->delimiter(',');
   c->add_flag("--force", a->force, "redo stages that already completed");
+  c->add_flag("--plan", a->plan,
+              "check the file and print what each run would do (keep, resume, run), run nothing");
   c->callback([a] { run(*a); });
 }
 

@@ -49,8 +49,8 @@ void check_comparison_is_ours(const std::string& out) {
 
 }  // namespace
 
-ExperimentPlan load_experiment(const std::string& path,
-                               const std::vector<uint64_t>& seeds_override) {
+ExperimentPlan load_experiment(const std::string& path, const std::vector<uint64_t>& seeds_override,
+                               TeacherPaths teachers) {
   KD_CHECK(fs::is_regular_file(path), "{}: no such experiment file", path);
   YAML::Node doc;
   try {
@@ -104,6 +104,8 @@ ExperimentPlan load_experiment(const std::string& path,
           teacher.replace(at, 6, std::to_string(seed));
         if (names.count(teacher))
           teacher = (fs::path(plan.out) / fmt::format("{}-s{}", teacher, seed)).string();
+        else if (teachers == TeacherPaths::may_be_missing && !fs::exists(teacher))
+          plan.missing_teachers.push_back(fmt::format("{} (seed {}): {}", cfg.name, seed, teacher));
         else
           KD_CHECK(fs::exists(teacher),
                    "{}: teacher '{}' is neither an earlier stage nor an existing path", where,
@@ -122,44 +124,63 @@ ExperimentPlan load_experiment(const std::string& path,
   return plan;
 }
 
-Comparison run_experiment(const ExperimentPlan& plan, bool force,
-                          const std::vector<std::string>& only) {
+std::vector<PlannedRun> plan_actions(const ExperimentPlan& plan, bool force,
+                                     const std::vector<std::string>& only) {
   std::set<std::string> stages, selected(only.begin(), only.end());
   for (const auto& cfg : plan.runs) stages.insert(cfg.name);
   for (const auto& name : selected)
     if (!stages.count(name))
       usage_fail("--stages: the experiment has no stage '{}' (stages: {})", name,
                  fmt::join(stages, ", "));
-  std::vector<nlohmann::json> summaries;
+  std::vector<PlannedRun> actions;
   for (const auto& cfg : plan.runs) {
     const bool complete = fs::exists(fs::path(cfg.out) / "summary.json");
     // A finished stage is kept only if it ran with exactly this configuration.
     const bool same = complete && to_yaml(read_run_config(cfg.out)) == to_yaml(cfg);
-    if (!selected.empty() && !selected.count(cfg.name)) {
-      if (same) summaries.push_back(read_summary(cfg.out));
-      continue;
-    }
     // An interrupted stage with this configuration continues from its last checkpoint.
-    const fs::path config_file = fs::path(cfg.out) / "config.yaml";
-    const bool interrupted = !complete && fs::exists(config_file) &&
+    const bool interrupted = !complete && fs::exists(fs::path(cfg.out) / "config.yaml") &&
                              fs::exists(fs::path(cfg.out) / "checkpoints") &&
                              to_yaml(read_run_config(cfg.out)) == to_yaml(cfg);
+    if (!selected.empty() && !selected.count(cfg.name))
+      actions.push_back(
+          same ? PlannedRun{PlannedRun::keep, "not in --stages; complete, in the table"}
+               : PlannedRun{PlannedRun::skip, "not in --stages"});
+    else if (same)
+      actions.push_back(force ? PlannedRun{PlannedRun::run, "complete, redone (--force)"}
+                              : PlannedRun{PlannedRun::keep, "complete with this configuration"});
+    else if (interrupted && !force)
+      actions.push_back({PlannedRun::resume, "interrupted, from its last checkpoint"});
+    else if (complete)
+      actions.push_back({PlannedRun::run, "configuration changed"});
+    else if (fs::exists(cfg.out))
+      actions.push_back({PlannedRun::run, "incomplete, started over"});
+    else
+      actions.push_back({PlannedRun::run, "new"});
+  }
+  return actions;
+}
+
+Comparison run_experiment(const ExperimentPlan& plan, bool force,
+                          const std::vector<std::string>& only) {
+  const std::vector<PlannedRun> actions = plan_actions(plan, force, only);
+  std::vector<nlohmann::json> summaries;
+  for (size_t i = 0; i < plan.runs.size(); ++i) {
+    const RunConfig& cfg = plan.runs[i];
+    auto action = actions[i].action;
+    if (action == PlannedRun::skip) continue;
     // Under data parallelism rank 0's reading of the disk decides for every rank.
-    enum Action { kKeep, kResume, kRun };
-    Action action = !force && same ? kKeep : !force && interrupted ? kResume : kRun;
     if (dist::active())
-      action =
-          static_cast<Action>(dist::sum({dist::is_main() ? static_cast<double>(action) : 0.0})[0]);
-    if (action == kKeep) {
-      spdlog::info("{}: complete, kept (pass --force to redo)", cfg.out);
+      action = static_cast<PlannedRun::Action>(
+          dist::sum({dist::is_main() ? static_cast<double>(action) : 0.0})[0]);
+    if (action == PlannedRun::keep) {
+      spdlog::info("{}: {}, kept", cfg.out, actions[i].why);
     } else {
       try {
-        if (action == kResume) {
+        if (action == PlannedRun::resume) {
           spdlog::info("{}: interrupted, resuming", cfg.out);
           execute_run(cfg, /*overwrite=*/false, /*resume=*/true);
         } else {
-          if (complete && !same)
-            spdlog::info("{}: configuration changed, running it again", cfg.out);
+          spdlog::info("{}: {}, running it", cfg.out, actions[i].why);
           execute_run(cfg, /*overwrite=*/true);
         }
       } catch (const Interrupted&) {

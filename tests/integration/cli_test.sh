@@ -68,6 +68,21 @@ check "kd run --stages: one stage again, the others kept in the table" "$KD" run
 ok_if "--stages ran only the student" "__import__('os').path.exists('exp/student-s0/summary.json') and \
   'complete, kept' not in open('err.txt').read() and open('exp/compare.md').read().count('| distilled') == 1"
 expect_error 2 "--stages: the experiment has no stage 'nope' (stages: distilled, student, teacher)" "$KD" run exp.yaml --stages nope
+check "kd run --plan" "$KD" run exp.yaml --plan
+ok_if "--plan: every stage complete is kept" "open('out.txt').read().count('keep ') == 3"
+rm -rf exp/distilled-s0/summary.json
+check "kd run --plan, one stage incomplete" "$KD" run exp.yaml --plan
+ok_if "--plan names the incomplete stage and writes nothing" "'resume $WORK/exp/distilled-s0  (interrupted, from its last checkpoint)' in open('out.txt').read() \
+  and not __import__('os').path.exists('exp/distilled-s0/summary.json')"
+check "kd run after --plan resumes that stage" "$KD" run exp.yaml
+# Every experiment the repository ships parses and validates, from a folder where none has run:
+# a typo in a key or a value fails here, not an hour into `make reproduce`.
+mkdir -p shipped && cd shipped
+for f in "$HERE"/../../experiments/*.yaml; do
+  check "kd run --plan $(basename "$f")" "$KD" run --plan "$f"
+done
+cd "$WORK"
+ok_if "--plan ran nothing" "__import__('os').listdir('shipped') == []"
 
 # A 4-class IDX set and a PNG image folder, written here.
 /usr/bin/python3 - <<'PY'
