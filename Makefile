@@ -97,6 +97,8 @@ reproduce-classify: build
 	$(KD) run experiments/fmnist-pair2.yaml
 	$(KD) run experiments/fmnist-scarce.yaml
 	$(KD) run experiments/fmnist-scarce-ns.yaml
+	$(KD) run experiments/fmnist-scarce-teacher-tune.yaml
+	$(KD) run experiments/fmnist-scarce-long.yaml
 	$(KD) run experiments/fmnist-scarce-tune.yaml
 	$(KD) run experiments/fmnist.yaml
 	scripts/int8-table.sh $(KD)
