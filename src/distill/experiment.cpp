@@ -163,11 +163,16 @@ std::vector<PlannedRun> plan_actions(const ExperimentPlan& plan, bool force,
 Comparison run_experiment(const ExperimentPlan& plan, bool force,
                           const std::vector<std::string>& only) {
   const std::vector<PlannedRun> actions = plan_actions(plan, force, only);
+  const std::set<std::string> selected(only.begin(), only.end());
   std::vector<nlohmann::json> summaries;
   for (size_t i = 0; i < plan.runs.size(); ++i) {
     const RunConfig& cfg = plan.runs[i];
     auto action = actions[i].action;
-    if (action == PlannedRun::skip) continue;
+    // A stage left out by --stages is only read, by each rank from its own disk: no collective.
+    if (!selected.empty() && !selected.count(cfg.name)) {
+      if (action == PlannedRun::keep) summaries.push_back(read_summary(cfg.out));
+      continue;
+    }
     // Under data parallelism rank 0's reading of the disk decides for every rank.
     if (dist::active())
       action = static_cast<PlannedRun::Action>(
