@@ -56,8 +56,9 @@ void add_run_command(CLI::App& app) {
                 "already complete")
       ->delimiter(',');
   c->add_flag("--force", a->force, "redo stages that already completed");
-  c->add_flag("--plan", a->plan,
-              "check the file and print what each run would do (keep, resume, run), run nothing");
+  c->add_flag(
+      "--plan", a->plan,
+      "check the file and print what each run would do (keep, resume, run, skip), run nothing");
   c->callback([a] { run(*a); });
 }
 
