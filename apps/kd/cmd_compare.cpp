@@ -1,6 +1,9 @@
+#include <filesystem>
 #include <iostream>
+#include <set>
 
 #include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
 
 #include "commands.h"
 #include "kd/eval/compare.h"
@@ -17,7 +20,15 @@ struct CompareArgs {
 
 void run(const CompareArgs& a) {
   std::vector<nlohmann::json> summaries;
-  for (const auto& r : a.runs) summaries.push_back(read_summary(r));
+  std::set<std::filesystem::path> seen;
+  for (const auto& r : a.runs) {
+    // A run named twice (a shell glob and a path, a symbolic link) is one run, not two seeds.
+    if (!seen.insert(std::filesystem::canonical(r)).second) {
+      spdlog::warn("{}: given more than once; counted once", r);
+      continue;
+    }
+    summaries.push_back(read_summary(r));
+  }
   Comparison c = compare_runs(summaries, a.on == "eval" ? ScoreOn::eval : ScoreOn::test);
   if (a.json)
     std::cout << c.to_json().dump(2) << std::endl;

@@ -12,6 +12,7 @@
 #include "kd/data/detection.h"
 #include "kd/data/make_detection.h"
 #include "kd/data/split.h"
+#include "kd/runs/run_dir.h"
 
 namespace kd::cli {
 namespace {
@@ -28,6 +29,7 @@ struct InfoArgs {
 };
 
 void split(const SplitArgs& a) {
+  check_output_file(a.out, "--out", {{"data", a.data}});
   // Detection sets are split by image (one label each: a seeded shuffle), as runs split them.
   torch::Tensor labels =
       is_detection_source(a.data)

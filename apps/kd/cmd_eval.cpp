@@ -13,6 +13,7 @@
 #include "kd/eval/profile.h"
 #include "kd/models/model.h"
 #include "kd/runs/run.h"
+#include "kd/runs/run_dir.h"
 #include "options.h"
 
 namespace kd::cli {
@@ -127,6 +128,8 @@ void run(const EvalArgs& a) {
     return eval_results_file(a);
   }
   if (a.run.empty()) usage_fail("give a run directory (or --gt FILE --results FILE)");
+  if (!a.save_results.empty())
+    check_output_file(a.save_results, "--save-results", {{"model", a.run}, {"data", a.data}});
   torch::Device device = init_runtime(
       {a.runtime.device, a.runtime.threads, a.runtime.seed, false, a.runtime.precision});
   auto model = load_model(a.run);

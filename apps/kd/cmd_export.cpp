@@ -8,6 +8,7 @@
 #include "kd/core/fs.h"
 #include "kd/models/export.h"
 #include "kd/models/model.h"
+#include "kd/runs/run_dir.h"
 
 namespace kd::cli {
 namespace {
@@ -27,21 +28,20 @@ void run(const ExportArgs& a) {
       a.out.empty() ? (fs::path(a.run) / "export" / ("model" + ext)).string() : a.out;
   if (fs::path(out).extension() != ext)
     usage_fail("--out {}: the {} file must end in {}", out, onnx ? "ONNX" : "TorchScript", ext);
+  // The export and its description (OUT.json) must not replace what it is exported from, a
+  // run's files, or a file kd did not write. RUN/export/ is kd's own place in the run.
+  const fs::path sidecar = export_description_path(out);
+  if (!a.out.empty()) {
+    const std::vector<ProtectedPath> inputs = {
+        {"model", a.run},
+        {"model description", a.run + ".json"},
+        {"model description", fs::path(a.run).replace_extension(".json").string()}};
+    check_output_file(out, "--out", inputs);
+    check_output_file(sidecar, "--out (its description)", inputs);
+    if (auto why = not_an_export_description(sidecar))
+      usage_fail("--out {}: {} exists and {}: not replacing it", out, sidecar.string(), *why);
+  }
   auto model = load_model(a.run);
-  // The export and its .json description must not replace what it is exported from.
-  const fs::path parent = fs::absolute(out).parent_path();
-  const fs::path sidecar = fs::path(out).replace_extension(".json");
-  if (fs::is_directory(a.run) && fs::exists(parent) && fs::equivalent(parent, a.run))
-    usage_fail(
-        "--out {}: inside the run directory itself it would replace the run's own files; "
-        "write it elsewhere (default RUN/export/model.pt or model.onnx)",
-        out);
-  for (const fs::path& target : {fs::path(out), sidecar})
-    for (const fs::path& source :
-         {fs::path(a.run), fs::path(a.run + ".json"), fs::path(a.run).replace_extension(".json")})
-      if (fs::is_regular_file(source) && fs::exists(target) && fs::equivalent(source, target))
-        usage_fail("--out {}: would overwrite the model it exports from ({})", out,
-                   source.string());
   auto r = onnx ? export_onnx(*model, out) : export_torchscript(*model, out);
   nlohmann::json said = {{"module", r.module_path},
                          {"description", r.description_path},
@@ -66,7 +66,7 @@ void add_export_command(CLI::App& app) {
       "description JSON");
   c->footer(
       "Example: kd export runs/fmnist/distilled-s0 --out student.pt   (writes student.pt and "
-      "student.json)\n"
+      "student.pt.json)\n"
       "         kd export runs/fmnist/distilled-s0 --format onnx --out student.onnx\n"
       "The module takes normalized input: (pixels in [0, 1] - mean) / std, as the JSON says.");
   c->add_option("run", a->run, "run directory (or a TorchScript file with its sidecar)")

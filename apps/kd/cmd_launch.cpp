@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <csignal>
 #include <netinet/in.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -90,10 +91,15 @@ int launch(LaunchArgs& a) {
   std::vector<pid_t> pids(static_cast<size_t>(a.nproc), -1);
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
+  const pid_t launcher = ::getpid();
   for (int local = 0; local < a.nproc; ++local) {
     const pid_t pid = ::fork();
     KD_CHECK(pid >= 0, "launch: fork failed: {}", std::strerror(errno));
     if (pid == 0) {
+      // The rank dies with its launcher, however the launcher dies (SIGKILL included), instead
+      // of training on as an orphan and writing the run after the launcher reported failure.
+      // The check after prctl covers a launcher that died before it.
+      if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != launcher) ::_exit(137);
       std::signal(SIGINT, SIG_DFL);
       std::signal(SIGTERM, SIG_DFL);
       const int rank = a.node_rank * a.nproc + local;

@@ -1,4 +1,5 @@
 #include <iostream>
+#include <set>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -9,6 +10,7 @@
 #include "kd/core/runtime.h"
 #include "kd/detect/predict.h"
 #include "kd/models/model.h"
+#include "kd/runs/run_dir.h"
 #include "options.h"
 
 namespace kd::cli {
@@ -23,7 +25,26 @@ struct PredictArgs {
   RuntimeConfig runtime;
 };
 
+// Where each image's drawn copy goes: OUT_DIR/<stem>.boxes.png, and <stem>-2.boxes.png, -3, ...
+// for images of one name from different folders, so that no copy replaces another.
+std::vector<std::string> drawn_paths(const PredictArgs& a) {
+  std::vector<std::string> out;
+  std::set<std::string> taken;
+  for (const auto& image : a.images) {
+    const std::string stem = fs::path(image).stem().string();
+    std::string name = stem + ".boxes.png";
+    for (int k = 2; taken.count(name); ++k) name = fmt::format("{}-{}.boxes.png", stem, k);
+    taken.insert(name);
+    out.push_back((fs::path(a.out_dir) / name).string());
+    check_output_file(out.back(), "--out-dir", {{"model", a.run}, {"image", image}});
+  }
+  return out;
+}
+
 void run(const PredictArgs& a) {
+  if (!(a.score >= 0 && a.score <= 1))
+    usage_fail("--score {}: expected a number in [0, 1]", a.score);
+  const std::vector<std::string> drawn_to = a.no_draw ? std::vector<std::string>() : drawn_paths(a);
   torch::Device device = init_runtime(
       {a.runtime.device, a.runtime.threads, a.runtime.seed, false, a.runtime.precision});
   auto model = load_model(a.run);
@@ -32,11 +53,9 @@ void run(const PredictArgs& a) {
     usage_fail("kd predict draws boxes: {} is a classifier (use kd eval)", a.run);
   if (!a.no_draw) fs::create_directories(a.out_dir);
   // One JSON document per image, one per line, as soon as it is ready.
-  for (const auto& image : a.images) {
-    const std::string drawn =
-        a.no_draw
-            ? ""
-            : (fs::path(a.out_dir) / (fs::path(image).stem().string() + ".boxes.png")).string();
+  for (size_t i = 0; i < a.images.size(); ++i) {
+    const std::string& image = a.images[i];
+    const std::string drawn = a.no_draw ? "" : drawn_to[i];
     auto result = predict_image(*model, image, a.score, drawn);
     if (!drawn.empty()) result["drawn"] = drawn;
     std::cout << result.dump() << std::endl;

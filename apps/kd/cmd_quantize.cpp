@@ -60,7 +60,7 @@ void add_quantize_command(CLI::App& app) {
   c->add_option("--calibration", a->run.calibration,
                 "training images (seeded sample) the activation ranges are taken from")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
   c->add_option("--observer", a->observer,
                 "activation ranges: minmax, or percentile (each batch's 0.01 % tails clipped)")
       ->check(CLI::IsMember({"minmax", "percentile"}))

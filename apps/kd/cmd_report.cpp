@@ -7,6 +7,7 @@
 #include "kd/core/error.h"
 #include "kd/core/fs.h"
 #include "kd/report/report.h"
+#include "kd/runs/run_dir.h"
 
 namespace kd::cli {
 namespace {
@@ -18,6 +19,7 @@ struct ReportArgs {
 };
 
 void run(const ReportArgs& a) {
+  check_output_file(a.out, "-o");
   auto report = collect_report(a.runs, a.opts);
   write_text_atomically(a.out, render_report(report));
   for (const auto& r : report["runs"])

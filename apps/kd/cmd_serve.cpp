@@ -25,6 +25,7 @@ struct ServeArgs {
   int grpc_port = -1;  // -1: no gRPC
   ServiceOptions service;
   double max_wait_ms = 2;
+  int64_t max_inflight_mib = 512;
   double max_body_mb = 32;
   bool eager = false;  // serve the model as trained, without optimize_for_inference
   // One intra-op thread per batch worker by default: on a small machine the HTTP threads need the
@@ -61,6 +62,7 @@ void run(ServeArgs& a) {
   if (a.service.api_key.empty())
     if (const char* k = std::getenv("KD_API_KEY")) a.service.api_key = k;
   a.service.batch.max_wait = std::chrono::microseconds(static_cast<int64_t>(a.max_wait_ms * 1000));
+  a.service.batch.max_bytes_in_flight = a.max_inflight_mib << 20;
   a.http.max_body_bytes = static_cast<int64_t>(a.max_body_mb * (1 << 20));
   KD_CHECK(a.max_wait_ms >= 0, "--max-wait-ms must not be negative");
   KD_CHECK(a.http.max_body_bytes > 0, "--max-body-mb must be positive");
@@ -151,6 +153,10 @@ void add_serve_command(CLI::App& app) {
   c->add_option("--max-queue", a->service.batch.max_queue, "requests waiting per model before 503")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  c->add_option("--max-inflight-mib", a->max_inflight_mib,
+                "input MiB queued or running per model before 503 (a larger request alone runs)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 20));
   c->add_option("--workers", a->service.batch.workers, "batch threads per model")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);

@@ -15,6 +15,11 @@
 namespace kd {
 
 void write_atomically(const fs::path& path, const std::function<void(const fs::path&)>& write) {
+  // rename() replaces whatever is there: a device (/dev/full), a FIFO, a symbolic link.
+  std::error_code ec;
+  const auto st = fs::symlink_status(path, ec);
+  if (!ec && fs::exists(st) && !fs::is_regular_file(st))
+    fail("{}: exists and is not a regular file; not replacing it", path.string());
   if (path.has_parent_path()) fs::create_directories(path.parent_path());
   fs::path tmp = path;
   tmp += ".tmp." + std::to_string(::getpid());

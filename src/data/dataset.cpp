@@ -10,6 +10,7 @@
 #include "idx.h"
 #include "kd/core/error.h"
 #include "kd/core/fs.h"
+#include "kd/core/json.h"
 
 namespace kd {
 namespace {
@@ -41,7 +42,10 @@ std::vector<std::string> class_names_for(const fs::path& dir, int64_t num_classe
   if (fs::exists(names)) {
     std::istringstream in(read_text(names));
     for (std::string line; std::getline(in, line);)
-      if (!line.empty()) out.push_back(line);
+      if (!line.empty()) {
+        check_utf8(line, names.string() + ": class name");
+        out.push_back(line);
+      }
     KD_CHECK(static_cast<int64_t>(out.size()) >= num_classes,
              "{}: lists {} class names but labels go up to {}", names.string(), out.size(),
              num_classes - 1);

@@ -7,6 +7,7 @@
 
 #include "idx.h"
 #include "kd/core/error.h"
+#include "kd/core/json.h"
 #include "kd/data/dataset.h"
 #include "opencv_image.h"
 
@@ -76,6 +77,7 @@ Dataset load_image_folder(const std::string& root, const ImageOptions& opts) {
     if (e.is_directory() && e.path().filename().string()[0] != '.')
       classes.push_back(e.path().filename().string());
   std::sort(classes.begin(), classes.end());
+  for (const auto& c : classes) check_utf8(c, root + ": class folder");
   KD_CHECK(!classes.empty(), "{}: no class sub-folders (expected {}/<class>/<image>)", root, root);
 
   std::vector<std::pair<std::string, int64_t>> files;

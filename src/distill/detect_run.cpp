@@ -213,6 +213,11 @@ nlohmann::json execute_detect_run(const RunConfig& cfg, const std::string& run_d
           return evaluate_detector(fp32, data.test, cfg.train.eval_batch_size, device, po)
               .to_json();
         },
+        [&](Model& m) {
+          m.to(torch::kCPU);
+          return evaluate_detector(m, data.eval, cfg.train.eval_batch_size, torch::kCPU, po)
+              .stats[0];
+        },
         [&](Model& qat, const TrainConfig& q, uint64_t seed, const std::string& dir) {
           RunConfig phase = qc;
           phase.train = q;
@@ -230,6 +235,7 @@ nlohmann::json execute_detect_run(const RunConfig& cfg, const std::string& run_d
                   {"input_size", size},
                   {"test_set", data.test_name},
                   {"test", test.to_json(best->spec().class_names)}});
+  summary["test"]["images"] = data.test.size();
   if (teacher) {
     const auto& k = cfg.detect;
     // The teacher as the student saw it: at the student's input size.

@@ -54,7 +54,11 @@ ExperimentPlan load_experiment(const std::string& path, const std::vector<uint64
   KD_CHECK(fs::is_regular_file(path), "{}: no such experiment file", path);
   YAML::Node doc;
   try {
-    doc = YAML::LoadFile(path);
+    const auto docs = YAML::LoadAllFromFile(path);
+    KD_CHECK(docs.size() <= 1,
+             "{}: holds {} YAML documents (separated by ---); an experiment is one document", path,
+             docs.size());
+    if (!docs.empty()) doc = docs[0];
   } catch (const YAML::Exception& e) {
     fail("{}: {}", path, e.what());
   }
@@ -78,6 +82,9 @@ ExperimentPlan load_experiment(const std::string& path, const std::vector<uint64
   }
   if (!seeds_override.empty()) seeds = seeds_override;
   KD_CHECK(!seeds.empty(), "{}: seeds must not be empty", path);
+  for (uint64_t s : seeds)
+    KD_CHECK(s <= kMaxSeed, "{}: seed {} is too large: seeds must be below 2^32 = 4294967296", path,
+             s);
   for (size_t i = 0; i < seeds.size(); ++i)
     for (size_t j = 0; j < i; ++j)
       KD_CHECK(seeds[i] != seeds[j], "{}: seed {} is listed twice", path, seeds[i]);

@@ -2,6 +2,7 @@
 
 #include <filesystem>
 
+#include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
 #include "kd/core/distributed.h"
@@ -42,7 +43,8 @@ void check_quantizable(const RunConfig& cfg, Model& student) {
 
 std::unique_ptr<Model> train_quantization_aware(
     const RunConfig& cfg, bool resume, const std::function<nlohmann::json(Model&)>& fp32_test,
-    const QatPhase& phase, nlohmann::json& summary) {
+    const std::function<double(Model&)>& eval_score, const QatPhase& phase,
+    nlohmann::json& summary) {
   KD_CHECK(!dist::active(), "--qat runs in one process (not under kd launch)");
   const fs::path dir(cfg.out);
   // A resumed run may already have replaced model.pt with the INT8 model.
@@ -67,11 +69,22 @@ std::unique_ptr<Model> train_quantization_aware(
   qat->train(false);
   QuantizedOps ops;
   auto int8 = convert_qat(*qat, convert_options(cfg), &ops);
+  const double simulated = eval_score(*qat), converted = eval_score(*int8);
+  spdlog::info("--qat {}: eval score {:.4f} fake-quantized, {:.4f} converted", cfg.qat.precision,
+               simulated, converted);
+  if (converted < simulated - kMaxInt8Drop)
+    fail(
+        "--qat {}: the converted INT8 model scores {:.4f} on the eval split, {:.4f} below the "
+        "last quantization-aware epoch's {:.4f} (more than {}): the conversion lost what training "
+        "simulated; OUT/fp32 keeps the fp32 model",
+        cfg.qat.precision, converted, simulated - converted, simulated, kMaxInt8Drop);
   save_model(*int8, cfg.out);
   summary["qat"] = {{"epochs", cfg.qat.epochs},
                     {"frozen_epochs", cfg.qat.freeze_epochs},
                     {"lr", cfg.train.optim.lr * cfg.qat.lr_scale},
                     {"allow_fp32_layers", cfg.qat.allow_fp32_layers},
+                    {"eval_fake_quantized", simulated},
+                    {"eval_int8", converted},
                     {"seconds", seconds}};
   summary["ops"] = ops_summary(ops);
   return load_model(cfg.out);

@@ -26,9 +26,15 @@ using QatPhase =
 void check_quantizable(const RunConfig& cfg, Model& student);
 
 // The quantization-aware epochs and the conversion; summary gains "qat" and "ops". `fp32_test`
-// scores the fp32 model on the test set, for summary["fp32_test"]. Returns the INT8 model.
+// scores the fp32 model on the test set, for summary["fp32_test"]; `eval_score` a model on the
+// eval split (the task's score: top-1, mAP). The converted model must score within
+// kMaxInt8Drop of the fake-quantized one it came from, or the run fails naming both (a
+// conversion that lost what training simulated, which once gave 10 % top-1 and exit 0).
+// Returns the INT8 model.
+constexpr double kMaxInt8Drop = 0.03;
 std::unique_ptr<Model> train_quantization_aware(
     const RunConfig& cfg, bool resume, const std::function<nlohmann::json(Model&)>& fp32_test,
-    const QatPhase& phase, nlohmann::json& summary);
+    const std::function<double(Model&)>& eval_score, const QatPhase& phase,
+    nlohmann::json& summary);
 
 }  // namespace kd

@@ -11,6 +11,7 @@
 #include "kd/eval/detection.h"
 #include "kd/eval/profile.h"
 #include "kd/runs/run.h"
+#include "kd/runs/run_dir.h"
 #include "summary.h"
 
 namespace kd {
@@ -43,6 +44,7 @@ nlohmann::json quantize_run(const QuantizeRunOptions& o) {
   const fs::path out = o.out.empty() ? fs::path(source_dir.string() + "-int8") : fs::path(o.out);
   KD_CHECK(!fs::exists(out), "{} already exists: give another --out (nothing is replaced)",
            out.string());
+  check_output_location(out, {{"source run", o.source}, {"data", cfg.data.source}});
   const fs::path tmp = out.string() + ".partial";
   // Left by an earlier attempt that failed: replaced only if it holds nothing but what kd writes.
   if (fs::exists(tmp)) {
@@ -114,6 +116,7 @@ nlohmann::json quantize_run(const QuantizeRunOptions& o) {
     s["test_set"] = det.test_name;
     s["test"] = evaluate_detector(*best, det.test, cfg.train.eval_batch_size, cpu, po)
                     .to_json(best->spec().class_names);
+    s["test"]["images"] = det.test.size();
   } else {
     s["test_set"] = cls.test_name;
     s["test"] = evaluate_classifier(*best, cls.test, cfg.train.eval_batch_size, cpu)

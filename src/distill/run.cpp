@@ -295,6 +295,9 @@ nlohmann::json execute_run(const RunConfig& requested, bool overwrite, bool resu
             return evaluate_classifier(fp32, data.test, cfg.train.eval_batch_size, device)
                 .to_json(fp32.spec().class_names);
           },
+          [&](Model& m) {
+            return evaluate_classifier(m, data.eval, cfg.train.eval_batch_size, torch::kCPU).top1;
+          },
           [&](Model& qat, const TrainConfig& q, uint64_t seed, const std::string& dir) {
             Trainer t(q, device, seed);
             t.set_resume(resume);

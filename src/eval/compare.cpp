@@ -1,7 +1,9 @@
 #include "kd/eval/compare.h"
 
+#include <algorithm>
 #include <cmath>
 #include <map>
+#include <set>
 
 #include <fmt/format.h>
 
@@ -27,11 +29,36 @@ void to_json(nlohmann::json& j, const Stat& s) {
   j = {{"mean", s.mean}, {"std", s.std}, {"n", s.n}};
 }
 
+namespace {
+
+// What a run was tested on: the test set's name, its images and its class names. Older summaries
+// without a field leave it out of the comparison.
+std::string tested_on(const nlohmann::json& s) {
+  std::string out = s.value("test_set", "");
+  const auto t = s.value("test", nlohmann::json::object());
+  if (t.contains("samples")) out += fmt::format(", {} images", t["samples"].dump());
+  if (t.contains("images")) out += fmt::format(", {} images", t["images"].dump());
+  std::vector<std::string> classes;
+  if (t.contains("per_class") && t["per_class"].is_object())
+    for (const auto& [name, v] : t["per_class"].items()) classes.push_back(name);
+  if (t.contains("per_class") && t["per_class"].is_array())
+    for (const auto& c : t["per_class"]) classes.push_back(c.value("name", ""));
+  if (!classes.empty()) out += fmt::format(", {} classes", classes.size());
+  std::sort(classes.begin(), classes.end());
+  for (const auto& c : classes) out += "\x1f" + c;  // the names compared, not printed
+  return out;
+}
+
+std::string printable(const std::string& on) { return on.substr(0, on.find('\x1f')); }
+
+}  // namespace
+
 Comparison compare_runs(const std::vector<nlohmann::json>& summaries, ScoreOn on) {
   struct Group {
     CompareRow row;
     std::vector<double> top1, score50, params, macs, lat, thr;
     std::map<uint64_t, double> top1_by_seed;
+    std::set<std::string> tested_on;
   };
   // Born-again runs carry every generation's test accuracy: each earlier generation becomes a
   // row of its own ("ban gen 1"), the run itself being the last generation.
@@ -48,6 +75,10 @@ Comparison compare_runs(const std::vector<nlohmann::json>& summaries, ScoreOn on
                               {"macs", s.value("macs", 0.0)},
                               {"test", {{"top1", gens[g].value("test_top1", 0.0)}}}};
         if (gens[g].contains("best_eval_top1")) row["best_eval_top1"] = gens[g]["best_eval_top1"];
+        // Tested as the run itself was.
+        row["test_set"] = s.value("test_set", "");
+        for (const char* k : {"samples", "images", "per_class"})
+          if (s.contains("test") && s["test"].contains(k)) row["test"][k] = s["test"][k];
         expanded.push_back(row);
       }
     }
@@ -86,6 +117,7 @@ Comparison compare_runs(const std::vector<nlohmann::json>& summaries, ScoreOn on
                s.value("seed", uint64_t{0}), key);
       top1 = s[key].get<double>();
     }
+    g.tested_on.insert(tested_on(s));
     g.top1.push_back(top1);
     g.top1_by_seed[s.value("seed", uint64_t{0})] = top1;
     g.params.push_back(s.value("params", 0.0));
@@ -107,6 +139,16 @@ Comparison compare_runs(const std::vector<nlohmann::json>& summaries, ScoreOn on
     g.row.throughput = stat_of(g.thr);
     c.rows.push_back(g.row);
   }
+  std::set<std::string> all_sets;
+  for (const auto& name : order)
+    all_sets.insert(groups[name].tested_on.begin(), groups[name].tested_on.end());
+  if (all_sets.size() > 1) {
+    std::string which;
+    for (const auto& name : order)
+      for (const auto& on : groups[name].tested_on)
+        which += fmt::format("{}{} on {}", which.empty() ? "" : "; ", name, printable(on));
+    c.notes.push_back("these runs were not all tested on the same images and classes: " + which);
+  }
   for (const auto& name : order) {
     const Group& d = groups[name];
     if (d.row.mode == Mode::train || d.row.teacher.empty() || !groups.count(d.row.teacher))
@@ -120,6 +162,20 @@ Comparison compare_runs(const std::vector<nlohmann::json>& summaries, ScoreOn on
         student = &groups[other];
     if (!student) continue;
     const Group& t = groups[d.row.teacher];
+    std::set<std::string> sets;
+    for (const Group* g : {&d, student, &t}) sets.insert(g->tested_on.begin(), g->tested_on.end());
+    if (sets.size() > 1) {
+      std::string which;
+      for (const auto& [what, g] :
+           {std::pair{"teacher", &t}, {"student", student}, {name.c_str(), &d}})
+        for (const auto& on : g->tested_on)
+          which += fmt::format("{}{} on {}", which.empty() ? "" : "; ", what, printable(on));
+      c.notes.push_back(fmt::format(
+          "{}: gap not computed: its teacher, student and itself were not tested on the same "
+          "images and classes ({})",
+          name, which));
+      continue;
+    }
     // Gap closed per seed when every group has that seed (paired), else on the means. A
     // teacher group of one run taught every seed (one teacher, several student seeds).
     std::vector<double> gaps;
@@ -168,7 +224,8 @@ std::string Comparison::markdown() const {
   for (const auto& [name, s] : gap_closed)
     out += fmt::format("\n{}: closes {} % of the teacher-student gap", name,
                        fmt_stat(s, 100, "{:.1f}"));
-  if (!gap_closed.empty()) out += "\n";
+  for (const auto& note : notes) out += "\nWarning: " + note;
+  if (!gap_closed.empty() || !notes.empty()) out += "\n";
   return out;
 }
 
@@ -191,6 +248,7 @@ nlohmann::json Comparison::to_json() const {
     if (r.task == Task::detect && on == ScoreOn::test) j["rows"].back()["map50"] = r.score50;
   }
   for (const auto& [name, s] : gap_closed) j["gap_closed"][name] = s;
+  if (!notes.empty()) j["notes"] = notes;
   return j;
 }
 

@@ -37,6 +37,26 @@ Module owner_of(Module root, const std::string& name, std::string* leaf,
 
 }  // namespace
 
+fs::path export_description_path(const std::string& path) { return fs::path(path + ".json"); }
+
+std::optional<std::string> not_an_export_description(const fs::path& path) {
+  std::error_code ec;
+  if (!fs::exists(fs::symlink_status(path, ec))) return std::nullopt;
+  if (!fs::is_regular_file(fs::symlink_status(path, ec))) return "is not a regular file";
+  try {
+    const auto j = nlohmann::json::parse(read_text(path));
+    if (j.is_object() && j.value("produced_by", "").find("kd export") != std::string::npos)
+      return std::nullopt;
+  } catch (const nlohmann::json::exception&) {
+  }
+  return "is not a model description kd export wrote";
+}
+
+void check_description_replaceable(const fs::path& path) {
+  if (auto why = not_an_export_description(path))
+    fail("{} {}: not replacing it with the export's description", path.string(), *why);
+}
+
 nlohmann::json describe_export(Model& model, int64_t outputs_per_row, const char* format) {
   const ModelSpec& s = model.spec();
   const auto& in = s.input_shape;
@@ -116,7 +136,8 @@ ExportResult export_torchscript(Model& model, const std::string& path) {
 
   ExportResult r;
   r.module_path = path;
-  r.description_path = fs::path(path).replace_extension(".json").string();
+  r.description_path = export_description_path(path).string();
+  check_description_replaceable(r.description_path);
   if (fs::path(path).has_parent_path()) fs::create_directories(fs::path(path).parent_path());
   if (spec.precision == "int8") {
     // Already a TorchScript module of quantized kernels (taking normalized input): saved as it

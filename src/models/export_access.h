@@ -23,6 +23,8 @@ std::unique_ptr<Model> make_script_model(ModelSpec spec, torch::jit::Module modu
 // kd::Error for kd's own (native) models.
 torch::jit::Module& script_module_of(Model& model);
 // The description JSON written beside an export (task, classes, normalization, input and output).
+/// kd::Error unless `path` is absent or a description kd export wrote (not_an_export_description).
+void check_description_replaceable(const std::filesystem::path& path);
 nlohmann::json describe_export(Model& model, int64_t outputs_per_row, const char* format);
 
 }  // namespace kd

@@ -337,7 +337,10 @@ std::unique_ptr<Model> make_script_model(ModelSpec spec, torch::jit::Module modu
 std::unique_ptr<Model> create_model(const ModelSpec& spec) {
   if (spec.kind == "torchscript") {
     KD_CHECK(fs::is_regular_file(spec.arch), "{}: no such TorchScript file", spec.arch);
-    if (spec.precision == "int8") use_int8_engine();
+    if (spec.precision == "int8") {
+      use_int8_engine();
+      check_int8_runs_here(spec, spec.arch);
+    }
     return std::make_unique<ScriptModel>(spec, load_script_module(spec.arch, torch::kCPU));
   }
   KD_CHECK(spec.input_shape.size() == 3, "model {}: input shape must be [C, H, W]", spec.arch);
@@ -421,7 +424,10 @@ std::unique_ptr<Model> load_model(const std::string& run_or_pt) {
   verify_weights(j, weights, desc);
   std::unique_ptr<Model> model;
   // Quantized weights are packed for the current engine as the module loads.
-  if (spec.precision == "int8") use_int8_engine();
+  if (spec.precision == "int8") {
+    use_int8_engine();
+    check_int8_runs_here(spec, desc.string());
+  }
   if (spec.kind == "torchscript") {
     model = std::make_unique<ScriptModel>(spec, load_script_module(weights.string(), torch::kCPU));
   } else {

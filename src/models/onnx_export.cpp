@@ -291,10 +291,26 @@ class Translator {
       attr(r, "mode", std::string("nearest"));
       return;
     }
+    if (kind == "aten::adaptive_avg_pool2d") {
+      const auto in = sizes_of(n->input(0)), o = sizes_of(n->output());
+      if (o[2] == 1 && o[3] == 1)
+        return void(add("GlobalAveragePool", {name(n->input(0))}, {out(n)}));
+      // Equal windows: the input divides into the output grid (PyTorch's bins are then exact).
+      KD_CHECK(in[2] % o[2] == 0 && in[3] % o[3] == 0,
+               "ONNX export: adaptive average pooling from {}x{} to {}x{} has unequal windows",
+               in[2], in[3], o[2], o[3]);
+      const std::vector<int64_t> k = {in[2] / o[2], in[3] / o[3]};
+      auto* p = add("AveragePool", {name(n->input(0))}, {out(n)});
+      attr(p, "kernel_shape", k);
+      attr(p, "strides", k);
+      return;
+    }
     if (kind == "aten::contiguous" || kind == "aten::dropout" || kind == "aten::feature_dropout" ||
         kind == "aten::detach")
       return void(add("Identity", {name(n->input(0))}, {out(n)}));
-    fail("ONNX export: kd does not translate {} yet (in {})", kind, c10::str(*n));
+    std::string node = c10::str(*n);
+    while (!node.empty() && (node.back() == '\n' || node.back() == ' ')) node.pop_back();
+    fail("ONNX export: kd does not translate {} yet (in {})", kind, node);
   }
 
   // A tensor operand, or a number (scalar arithmetic on a tensor) as a [1] initializer.
@@ -330,6 +346,11 @@ void value_info(onnx::ValueInfoProto* v, const std::string& name, std::vector<in
 
 ExportResult export_onnx(Model& model, const std::string& path) {
   const ModelSpec& spec = model.spec();
+  KD_CHECK(spec.precision != "int8",
+           "model {}: ONNX export of an INT8 model is not supported (its quantized kernels have "
+           "no ONNX translation here): export the fp32 run it was made from, or export it as "
+           "TorchScript (--format torchscript)",
+           spec.arch);
   KD_CHECK(spec.kind == "native",
            "model {}: ONNX export is for kd's own architectures; a TorchScript model is exported "
            "with PyTorch's torch.onnx",
@@ -368,7 +389,8 @@ ExportResult export_onnx(Model& model, const std::string& path) {
 
   ExportResult r;
   r.module_path = path;
-  r.description_path = fs::path(path).replace_extension(".json").string();
+  r.description_path = export_description_path(path).string();
+  check_description_replaceable(r.description_path);
   if (fs::path(path).has_parent_path()) fs::create_directories(fs::path(path).parent_path());
   write_atomically(path, [&](const fs::path& tmp) {
     std::ofstream f(tmp, std::ios::binary);

@@ -7,6 +7,7 @@
 #include <set>
 #include <unordered_map>
 
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/record_function.h>
 #include <fmt/format.h>
 #include <torch/csrc/jit/passes/dead_code_elimination.h>
@@ -35,18 +36,21 @@ using torch::jit::Value;
 // rather than exported from PyTorch Python, so kd needs no Python to quantize.
 constexpr const char* kEps = "1.1920928955078125e-07";  // float32 epsilon, as PyTorch's observers
 
-// uint8 activations, affine: scale and zero point cover [min(lo, 0), max(hi, 0)].
-std::string affine_qparams(const std::string& lo, const std::string& hi) {
+// uint8 activations, affine: scale and zero point cover [min(lo, 0), max(hi, 0)] with the
+// levels 0..qmax (255, or 127 where the kernels saturate: int8_activation_bits).
+std::string affine_qparams(const std::string& lo, const std::string& hi, int qmax) {
   return fmt::format(R"(
 def calculate_qparams(self) -> Tuple[Tensor, Tensor]:
     lo = torch.clamp({0}, max=0.0)
     hi = torch.clamp({1}, min=0.0)
-    scale = torch.clamp((hi - lo) / 255.0, min={2})
-    zero_point = torch.clamp(torch.round(-lo / scale), 0, 255).long()
+    scale = torch.clamp((hi - lo) / {3}.0, min={2})
+    zero_point = torch.clamp(torch.round(-lo / scale), 0, {3}).long()
     return scale.reshape([1]), zero_point.reshape([1])
 )",
-                     lo, hi, kEps);
+                     lo, hi, kEps, qmax);
 }
+
+int activation_qmax() { return (1 << int8_activation_bits()) - 1; }
 
 // fake_quant: the observer's forward returns its input as INT8 would represent it (fake
 // quantization, straight-through gradients): quantization-aware training. Otherwise it returns
@@ -86,9 +90,10 @@ def forward(self, x: Tensor) -> Tensor:
         self.batches = self.batches + 1
     if self.fake_quant and bool(self.batches > 0):
         q = self.calculate_qparams()
-        return torch.fake_quantize_per_tensor_affine(x, float(q[0]), int(q[1]), 0, 255)
+        return torch.fake_quantize_per_tensor_affine(x, float(q[0]), int(q[1]), 0, )" +
+           std::to_string(activation_qmax()) + R"()
     return x
-)" + affine_qparams("self.min_val", "self.max_val"));
+)" + affine_qparams("self.min_val", "self.max_val", activation_qmax()));
   return m;
 }
 
@@ -111,7 +116,7 @@ def forward(self, x: Tensor) -> Tensor:
         self.batches = self.batches + 1
     return x
 )" + affine_qparams("self.lo_sum / torch.clamp(self.batches, min=1.0)",
-                    "self.hi_sum / torch.clamp(self.batches, min=1.0)"));
+                    "self.hi_sum / torch.clamp(self.batches, min=1.0)", activation_qmax()));
   return m;
 }
 
@@ -355,6 +360,47 @@ void use_int8_engine() {
   ctx.setQEngine(at::QEngine::ONEDNN);
 }
 
+int int8_activation_bits() {
+  static const int bits = [] {
+    use_int8_engine();
+    // A 3x3 convolution over 64 channels of 255 x 127: every pair of products is 64,770, past
+    // what a 16-bit register holds. Exact: 64 * 9 * 255 * 127 = 18,653,760, quantized to 200;
+    // summed in saturating 16-bit pairs it comes out near half that.
+    const double exact = 64 * 9 * 255.0 * 127.0, out_scale = exact / 200.0;
+    torch::NoGradGuard no_grad;
+    const auto qx = at::quantize_per_tensor(torch::full({1, 64, 3, 3}, 255.0), 1.0, 0, at::kQUInt8);
+    const auto qw = at::quantize_per_tensor(torch::full({1, 64, 3, 3}, 127.0), 1.0, 0, at::kQInt8);
+    // The ops as quantized models call them, through the dispatcher (boxed: the packed weights'
+    // C++ type is internal to ATen).
+    auto& ops = c10::Dispatcher::singleton();
+    torch::jit::Stack stack = {qw,
+                               c10::IValue(),
+                               c10::List<int64_t>({1, 1}),
+                               c10::List<int64_t>({0, 0}),
+                               c10::List<int64_t>({1, 1}),
+                               int64_t{1}};
+    ops.findSchemaOrThrow("quantized::conv2d_prepack", "").callBoxed(&stack);
+    stack = {qx, stack.at(0), out_scale, int64_t{0}};
+    ops.findSchemaOrThrow("quantized::conv2d", "new").callBoxed(&stack);
+    const double y = stack.at(0).toTensor().dequantize().item<double>();
+    return std::abs(y / out_scale - 200.0) <= 1.0 ? 8 : 7;
+  }();
+  return bits;
+}
+
+void check_int8_runs_here(const ModelSpec& spec, const std::string& where) {
+  if (spec.precision != "int8" || spec.kind != "torchscript") return;
+  // Models quantized before the key existed used the full range.
+  const int bits = spec.quantization.value("activation_bits", 8);
+  if (bits > int8_activation_bits())
+    fail(
+        "{}: INT8 with {}-bit activations (calibrated on a CPU whose INT8 kernels have VNNI), but "
+        "this CPU's oneDNN kernels add products in saturating 16-bit registers and compute "
+        "{}-bit activations only: its answers would be wrong. Quantize the fp32 model again on "
+        "this CPU (kd quantize), or run it on a CPU with AVX512-VNNI or AVX-VNNI",
+        where, bits, int8_activation_bits());
+}
+
 std::string int8_engine() {
   std::string name = c10::toString(at::globalContext().qEngine());
   std::transform(name.begin(), name.end(), name.begin(), ::tolower);
@@ -492,7 +538,8 @@ std::unique_ptr<Model> convert(Module observed, const ModelSpec& spec, int64_t p
               {"parameters", parameters},
               {"macs", macs},
               {"weights", "int8, per output channel, symmetric"},
-              {"activations", "uint8, per tensor, affine"},
+              {"activations", fmt::format("uint8, per tensor, affine, {}-bit range",
+                                          how.value("activation_bits", 8))},
               {"fp32_ops", fp32},
               {"from", spec.arch}});
   qspec.quantization = how;
@@ -524,6 +571,7 @@ std::unique_ptr<Model> quantize_int8(Model& model,
   KD_CHECK(images > 0, "no calibration images");
   return convert(observed, spec, model.num_parameters(), count_macs(model, torch::kCPU),
                  {{"method", "post-training static"},
+                  {"activation_bits", int8_activation_bits()},
                   {"observer", to_string(options.observer)},
                   {"calibration_images", images},
                   {"batch_norms_folded", folded}},
@@ -539,6 +587,7 @@ std::unique_ptr<Model> prepare_qat(Model& model) {
                        {"fp32_parameters", model.num_parameters()},
                        {"fp32_macs", count_macs(model, torch::kCPU)},
                        {"observer", "moving-average minmax"},
+                       {"activation_bits", int8_activation_bits()},
                        {"batch_norms_folded", folded},
                        {"from", model.spec().arch}};
   return make_script_model(spec, observed);

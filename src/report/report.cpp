@@ -243,13 +243,25 @@ std::vector<std::string> find_run_dirs(const std::string& root, int max_depth) {
   std::vector<std::string> out;
   KD_CHECK(fs::is_directory(root), "{}: no such directory", root);
   std::error_code ec;
+  const fs::path inside = fs::canonical(root);
+  // A symbolic link in the folder to a run elsewhere is not one of its runs: only what lies
+  // under `root` itself is read and served.
+  auto under_root = [&](const fs::path& p) {
+    std::error_code e;
+    const fs::path c = fs::canonical(p, e);
+    if (e) return false;
+    auto i = c.begin();
+    for (auto r = inside.begin(); r != inside.end(); ++r, ++i)
+      if (i == c.end() || *i != *r) return false;
+    return true;
+  };
   for (auto it = fs::recursive_directory_iterator(
            root, fs::directory_options::skip_permission_denied, ec);
        it != fs::recursive_directory_iterator(); it.increment(ec)) {
     if (ec) break;
     if (!it->is_directory()) continue;
     if (fs::exists(it->path() / "config.yaml") && it->path().filename() != "checkpoints") {
-      out.push_back(it->path().string());
+      if (under_root(it->path())) out.push_back(it->path().string());
       it.disable_recursion_pending();  // a run's generations/ are part of it
     } else if (it.depth() + 1 >= max_depth) {
       it.disable_recursion_pending();

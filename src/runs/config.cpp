@@ -263,6 +263,9 @@ std::string config_changes(const std::string& before, const std::string& after) 
     flatten(YAML::Load(before), "", a);
   }
   flatten(YAML::Load(after), "", b);
+  // Where the run lies is not part of its recipe: a run moved or copied elsewhere resumes.
+  a.erase("out");
+  b.erase("out");
   std::string out;
   for (const auto& [k, v] : b) {
     auto it = a.find(k);
@@ -296,6 +299,9 @@ void validate(const RunConfig& c) {
                  hi_open ? ")" : "]", v);
   };
   const double inf = std::numeric_limits<double>::infinity();
+  // LibTorch's CPU generator keeps 32 bits of a seed: 2^32 would train what 0 trains.
+  if (c.runtime.seed > kMaxSeed)
+    usage_fail("seed {} is too large: seeds must be below 2^32 = 4294967296", c.runtime.seed);
   if (c.train.epochs < 1) usage_fail("epochs must be >= 1, got {}", c.train.epochs);
   if (c.train.eval_batch_size < 1)
     usage_fail("eval batch size must be >= 1, got {}", c.train.eval_batch_size);
@@ -327,8 +333,13 @@ void validate(const RunConfig& c) {
     if (c.qat.precision != "int8") usage_fail("--qat {}: expected int8", c.qat.precision);
     if (c.qat.epochs < 1 || c.qat.epochs > 1000)
       usage_fail("--qat-epochs must be in [1, 1000], got {}", c.qat.epochs);
-    if (c.qat.freeze_epochs < 0 || c.qat.freeze_epochs >= c.qat.epochs)
-      usage_fail("qat.freeze_epochs must be in [0, qat.epochs), got {}", c.qat.freeze_epochs);
+    if (c.qat.freeze_epochs < 0)
+      usage_fail("qat.freeze_epochs must be >= 0, got {}", c.qat.freeze_epochs);
+    if (c.qat.freeze_epochs >= c.qat.epochs)
+      usage_fail(
+          "--qat-epochs {}: the quantization-aware epochs include {} with the ranges frozen "
+          "(qat.freeze_epochs), so give at least {}",
+          c.qat.epochs, c.qat.freeze_epochs, c.qat.freeze_epochs + 1);
     finite_in("qat.lr_scale", c.qat.lr_scale, 0, 10, true, false);
     if (is_torchscript_path(c.arch))
       usage_fail(

@@ -72,8 +72,20 @@ std::optional<std::string> not_a_run_directory(const fs::path& dir) {
   return std::nullopt;
 }
 
+// The innermost kd run directory that `p` lies strictly inside, if any.
+static std::optional<fs::path> enclosing_run(const fs::path& p) {
+  for (fs::path dir = p.parent_path(); !dir.empty(); dir = dir.parent_path()) {
+    if (!not_a_run_directory(dir)) return dir;
+    if (dir == dir.root_path()) break;
+  }
+  return std::nullopt;
+}
+
 void check_output_location(const fs::path& out, const std::vector<ProtectedPath>& inputs) {
   const fs::path o = canonical_or_self(out);
+  if (auto run = enclosing_run(o))
+    usage_fail("--out {} lies inside the run directory {}: choose a run directory outside it",
+               out.string(), run->string());
   for (const auto& [what, path] : inputs) {
     if (path.empty() || !fs::exists(path)) continue;
     const fs::path p = canonical_or_self(path);
@@ -83,6 +95,36 @@ void check_output_location(const fs::path& out, const std::vector<ProtectedPath>
     if (within(o, p))
       usage_fail("--out {} lies inside the {} {}: choose another run directory", out.string(), what,
                  path);
+  }
+}
+
+void check_output_file(const fs::path& path, const std::string& flag,
+                       const std::vector<ProtectedPath>& inputs) {
+  std::error_code ec;
+  const auto st = fs::symlink_status(path, ec);
+  if (!ec && fs::exists(st) && !fs::is_regular_file(st))
+    usage_fail("{} {}: exists and is not a regular file ({}); kd writes only regular files", flag,
+               path.string(),
+               fs::is_symlink(st)     ? "a symbolic link"
+               : fs::is_directory(st) ? "a directory"
+               : fs::is_fifo(st)      ? "a FIFO"
+               : fs::is_socket(st)    ? "a socket"
+                                      : "a device or special file");
+  const fs::path p = canonical_or_self(path);
+  for (const char* system : {"/dev", "/proc", "/sys"})
+    if (within(p, system))
+      usage_fail("{} {}: lies under {}, which kd does not write to", flag, path.string(), system);
+  if (auto run = enclosing_run(p))
+    usage_fail(
+        "{} {}: lies inside the kd run directory {}, whose files it would replace; "
+        "write it elsewhere",
+        flag, path.string(), run->string());
+  for (const auto& [what, input] : inputs) {
+    if (input.empty() || !fs::exists(input)) continue;
+    const fs::path i = canonical_or_self(input);
+    if (within(p, i))
+      usage_fail("{} {}: is or lies inside the {} {}; write it elsewhere", flag, path.string(),
+                 what, input);
   }
 }
 

@@ -60,10 +60,26 @@ std::future<torch::Tensor> Batcher::submit(torch::Tensor input, Arrival* arrival
 
 void Batcher::submit(torch::Tensor input, Done done, Arrival* arrival, bool may_run_here) {
   KD_CHECK(input.dim() >= 1 && input.size(0) >= 1, "a request needs at least one input");
-  Job job{std::move(input), std::move(done), std::chrono::steady_clock::now()};
+  const auto bytes = static_cast<int64_t>(input.nbytes());
+  // The bytes are counted until `done` has been called.
+  Done counted = [this, bytes, done = std::move(done)](torch::Tensor rows,
+                                                       std::exception_ptr failure) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      bytes_in_flight_ -= bytes;
+    }
+    done(std::move(rows), failure);
+  };
+  Job job{std::move(input), std::move(counted), std::chrono::steady_clock::now()};
   {
     std::unique_lock<std::mutex> lock(mu_);
     if (stopping_) throw QueueFull("the server is shutting down");
+    if (bytes_in_flight_ > 0 && bytes_in_flight_ + bytes > options_.max_bytes_in_flight)
+      throw QueueFull(fmt::format(
+          "{} MiB of inputs are in flight, and this request's {} MiB would pass the limit of {} "
+          "MiB; retry later",
+          bytes_in_flight_ >> 20, bytes >> 20, options_.max_bytes_in_flight >> 20));
+    bytes_in_flight_ += bytes;
     const int64_t others = expected_ - (arrival && arrival->pending() ? 1 : 0);
     if (may_run_here && queue_.empty() && running_ == 0 && others == 0) {
       ++running_;
@@ -76,9 +92,11 @@ void Batcher::submit(torch::Tensor input, Done done, Arrival* arrival, bool may_
       --running_;
       return;
     }
-    if (static_cast<int64_t>(queue_.size()) >= options_.max_queue)
+    if (static_cast<int64_t>(queue_.size()) >= options_.max_queue) {
+      bytes_in_flight_ -= bytes;
       throw QueueFull(
           fmt::format("the queue is full ({} requests waiting); retry later", queue_.size()));
+    }
     queue_.push_back(std::move(job));
   }
   if (arrival) arrival->release();
@@ -141,16 +159,33 @@ void Batcher::work() {
   }
 }
 
+torch::Tensor Batcher::run_in_chunks(const torch::Tensor& input) {
+  std::vector<torch::Tensor> parts;
+  for (int64_t at = 0; at < input.size(0); at += options_.max_batch) {
+    const auto start = std::chrono::steady_clock::now();
+    parts.push_back(run_(input.narrow(0, at, std::min(options_.max_batch, input.size(0) - at))));
+    if (on_batch_)
+      on_batch_(parts.back().size(0),
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  return torch::cat(parts);
+}
+
 void Batcher::run_batch(std::vector<Job>& batch) {
   c10::InferenceMode inference;  // (a worker is in it already; a caller of submit may not be)
   const auto start = std::chrono::steady_clock::now();
   try {
     std::vector<torch::Tensor> inputs;
     for (const auto& j : batch) inputs.push_back(j.input);
-    auto output = run_(inputs.size() == 1 ? inputs[0] : torch::cat(inputs));
-    const double seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    if (on_batch_) on_batch_(output.size(0), seconds);
+    torch::Tensor output;
+    if (inputs.size() == 1 && inputs[0].size(0) > options_.max_batch) {
+      output = run_in_chunks(inputs[0]);
+    } else {
+      output = run_(inputs.size() == 1 ? inputs[0] : torch::cat(inputs));
+      const double seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      if (on_batch_) on_batch_(output.size(0), seconds);
+    }
     int64_t row = 0;
     for (auto& j : batch) {
       const int64_t n = j.input.size(0);

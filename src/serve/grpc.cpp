@@ -1,6 +1,7 @@
 #include "kd/serve/grpc.h"
 
 #include <cstring>
+#include <optional>
 
 #include <fmt/format.h>
 #include <grpc/support/log.h>
@@ -99,6 +100,7 @@ class InferenceService final : public pb::GRPCInferenceService::WithCallbackMeth
   }
   grpc::Status ModelReady(grpc::ServerContext* ctx, const pb::ModelReadyRequest* in,
                           pb::ModelReadyResponse* out) override {
+    if (auto refused = check_name(in->name())) return *refused;
     auto r = get(ctx, "/v2/models/" + in->name() + version_path(in->version()) + "/ready");
     out->set_ready(r.status == 200);
     return r.status == 404 ? grpc::Status::OK : status(r);
@@ -114,6 +116,7 @@ class InferenceService final : public pb::GRPCInferenceService::WithCallbackMeth
   grpc::Status ModelMetadata(grpc::ServerContext* ctx, const pb::ModelMetadataRequest* in,
                              pb::ModelMetadataResponse* out) override {
     // The HTTP route's answer, translated: one description of a model for both protocols.
+    if (auto refused = check_name(in->name())) return *refused;
     auto r = get(ctx, "/v2/models/" + in->name() + version_path(in->version()));
     if (r.status != 200) return status(r);
     const auto j = nlohmann::json::parse(r.body);
@@ -135,6 +138,15 @@ class InferenceService final : public pb::GRPCInferenceService::WithCallbackMeth
                                        pb::ModelInferResponse* out) override {
     auto* reactor = ctx->DefaultReactor();
     auto request = std::make_shared<InferRequest>();
+    // The key before anything about the request is looked at.
+    HttpRequest key_check;
+    key_check.method = "GET";
+    key_check.path = "/v2";
+    key_check.headers["authorization"] = authorization(ctx);
+    if (auto r = service_.handle(key_check); r.status == 401) {
+      reactor->Finish(status(r));
+      return reactor;
+    }
     try {
       if (!in->model_version().empty() && in->model_version() != "1") {
         reactor->Finish(
@@ -169,6 +181,14 @@ class InferenceService final : public pb::GRPCInferenceService::WithCallbackMeth
   }
 
  private:
+  // A model name goes into an HTTP path of the service: one that is empty, holds a '/' (which
+  // would reach another route: "m/config") or is longer than any served name is not one.
+  static std::optional<grpc::Status> check_name(const std::string& name) {
+    if (!name.empty() && name.size() <= 256 && name.find('/') == std::string::npos)
+      return std::nullopt;
+    return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                        fmt::format("no model named '{}'", name.substr(0, 64)));
+  }
   static std::string version_path(const std::string& v) {
     return v.empty() ? "" : "/versions/" + v;
   }

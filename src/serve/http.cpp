@@ -283,20 +283,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
     version_ = req.version();
     body_bytes_ = out->body.size();
     out->sole_connection = server_.open_connections.load() == 1;
+    bool compressed = false, gzip = false;
     if (auto enc = req.find(http::field::content_encoding); enc != req.end()) {
       const std::string coding = lower(trim(enc->value()));
       if (coding == "gzip" || coding == "deflate" || coding == "x-gzip") {
-        std::optional<std::string> plain;
-        try {
-          plain = inflate_body(out->body, coding != "deflate",
-                               static_cast<size_t>(opts().max_body_bytes));
-        } catch (const Error& e) {
-          return fail_request(400, e.what());
-        }
-        if (!plain) return too_large();
-        out->body = std::move(*plain);
-        body_bytes_ = std::max(body_bytes_, out->body.size());
-        out->headers.erase("content-encoding");
+        compressed = true;
+        gzip = coding != "deflate";
       } else if (coding != "identity") {
         return fail_request(415, fmt::format("Content-Encoding '{}' is not supported (gzip, "
                                              "deflate or none)",
@@ -304,12 +296,47 @@ class Connection : public std::enable_shared_from_this<Connection> {
       }
     }
     parser_.reset();
-    // Quick requests are answered before handle() returns, on this (the I/O) thread; inference
-    // by its batch's worker; blocking work on the handler pool.
     {
       std::lock_guard lock(server_.pending_mu);
       ++server_.pending;
     }
+    if (!compressed) return handle(std::move(out));
+    // Inflating may take milliseconds per request (32 KiB to 32 MiB): on the handler pool, so
+    // that the I/O thread goes on serving every other connection meanwhile.
+    asio::post(*server_.handlers, [self = shared_from_this(), out, gzip]() mutable {
+      std::optional<std::string> plain;
+      std::string error;
+      try {
+        plain = inflate_body(out->body, gzip, static_cast<size_t>(self->opts().max_body_bytes));
+      } catch (const Error& e) {
+        error = e.what();
+      }
+      if (!error.empty() || !plain) {
+        asio::dispatch(self->stream_.get_executor(), [self, error] {
+          if (error.empty())
+            self->too_large();
+          else
+            self->fail_request(400, error);
+          self->answered_one();
+        });
+        return;
+      }
+      out->body = std::move(*plain);
+      self->body_bytes_ = std::max(self->body_bytes_, out->body.size());
+      out->headers.erase("content-encoding");
+      self->handle(std::move(out));
+    });
+  }
+
+  void answered_one() {
+    std::lock_guard lock(server_.pending_mu);
+    if (--server_.pending == 0) server_.answered.notify_all();
+  }
+
+  // Quick requests are answered before the service's handle() returns, on the calling thread
+  // (the I/O thread, or a handler after inflating); inference by its batch's worker; blocking
+  // work on the handler pool. `pending` counts the request until it is answered.
+  void handle(std::shared_ptr<HttpRequest> out) {
     server_.service.handle(
         std::move(*out),
         [self = shared_from_this()](HttpResponse response) mutable {

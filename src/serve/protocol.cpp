@@ -90,7 +90,8 @@ int64_t element_count(const InferInput& in) {
     // Saturating: the product of hostile dimensions must not overflow (found by
     // fuzz_infer_request).
     constexpr int64_t kCap = int64_t(1) << 40;
-    count = v > 0 && count > kCap / v ? kCap : count * std::max<int64_t>(v, 1);
+    // A zero dimension holds nothing: shape [0] with one image is a mismatch, not [1].
+    count = v > 0 && count > kCap / v ? kCap : count * std::max<int64_t>(v, 0);
   }
   return count;
 }

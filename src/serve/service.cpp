@@ -153,7 +153,8 @@ struct Service::Route {
   bool dashboard = false;  // only with --runs
   Work work = Work::quick;
   std::function<HttpResponse(Service&, const HttpRequest&, Served*)> handler;
-  std::function<void(Service&, HttpRequest&, Served*, Respond)> batched;  // Work::batched
+  // Work::batched; `offload` is null when already off the transport's thread.
+  std::function<void(Service&, HttpRequest&, Served*, Respond, const Offload*)> batched;
 };
 
 // Bodies up to this size are parsed on the transport's thread (a 28x28 image in JSON is 15 KB,
@@ -181,11 +182,11 @@ void Service::handle(HttpRequest request, Respond respond, const Offload& offloa
     if (!r) return answer(std::move(refused));
     if (r->work == Route::Work::quick) return answer(r->handler(*this, *req, served));
     if (r->work == Route::Work::batched && req->body.size() <= kQuickBodyBytes)
-      return r->batched(*this, *req, served, answer);
+      return r->batched(*this, *req, served, answer, &offload);
     offload([this, r, req, served, answer, fail] {
       try {
         if (r->work == Route::Work::batched)
-          r->batched(*this, *req, served, answer);
+          r->batched(*this, *req, served, answer, nullptr);
         else
           answer(r->handler(*this, *req, served));
       } catch (...) {
@@ -295,8 +296,9 @@ HttpResponse Service::transport_error(int status, const std::string& message) {
 Service::Served& Service::find(const std::string& name) {
   auto it = models_.find(name);
   if (it == models_.end())
-    throw HttpError(
-        404, fmt::format("no model named '{}' (served: {})", name, fmt::join(model_names(), ", ")));
+    throw HttpError(404,
+                    fmt::format("no model named '{}{}' (served: {})", name.substr(0, 64),
+                                name.size() > 64 ? "..." : "", fmt::join(model_names(), ", ")));
   return *it->second;
 }
 
@@ -377,8 +379,8 @@ const std::vector<Service::Route>& Service::routes() {
          return json_response(200, {{"name", m->runner->name()}, {"ready", true}});
        }},
       {"infer", "/v2/models/{model}/infer", "POST", Auth::kKey, false, Work::batched, nullptr,
-       [](Service& s, HttpRequest& req, Served* m, Respond respond) {
-         s.infer(*m, req, std::move(respond));
+       [](Service& s, HttpRequest& req, Served* m, Respond respond, const Offload* offload) {
+         s.infer(*m, req, std::move(respond), offload);
        }},
       {"image", "/v2/models/{model}/image", "POST", Auth::kKey, false, Work::blocking,
        [](Service& s, const HttpRequest& req, Served* m) { return s.image(*m, req); }},

@@ -97,4 +97,16 @@ check "resume on 2 ranks" "$KD" launch --nproc 2 -- kd train --resume killed2
 grep -q "resuming after epoch" err.txt && echo "ok   resumed from a checkpoint" || { echo "FAIL no resume"; cat err.txt; fails=$((fails + 1)); }
 ok_if "resumed 2-rank run = uninterrupted 2-rank run (test top-1)" \
   "__import__('json').load(open('whole2/summary.json'))['test'] == __import__('json').load(open('killed2/summary.json'))['test']"
+
+# The launcher killed with SIGKILL (issue 33): its ranks die with it instead of training on as
+# orphans and writing the run after the launcher reported failure.
+"$KD" launch --nproc 2 -- kd train "${R[@]}" --epochs 20 --out orphans >/dev/null 2>&1 & lp=$!
+while [ ! -f orphans/metrics.jsonl ] && kill -0 $lp 2>/dev/null; do sleep 0.05; done
+ranks=$(pgrep -P $lp | tr '\n' ' ')
+kill -9 $lp; wait $lp 2>/dev/null || true
+sleep 2
+left=0; for r in $ranks; do kill -0 "$r" 2>/dev/null && left=$((left + 1)); done
+ok_if "launcher SIGKILLed: its ranks ($ranks) are gone 2 s later ($left left)" "'$ranks'.strip() != '' and $left == 0"
+for r in $ranks; do kill -9 "$r" 2>/dev/null || true; done
+ok_if "and no run was written after it" "not __import__('os').path.exists('orphans/summary.json')"
 finish

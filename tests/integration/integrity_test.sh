@@ -20,7 +20,7 @@ mkdir -p home/d && echo mine >home/mine.txt && echo f >home/d/f
 ok_if "home/mine.txt and home/d/f survive" "open('home/mine.txt').read() == 'mine\n' and open('home/d/f').read() == 'f\n'"
 cp -r t trun && (cd trun && expect_error 2 "not replacing the working directory" "$KD" train --out . --force "${C[@]}")
 expect_error 2 "would hold the teacher t" "$KD" distill --teacher t --out t --force "${C[@]}"
-expect_error 2 "lies inside the teacher t" "$KD" distill --teacher t --out t/sub "${C[@]}"
+expect_error 2 "--out t/sub lies inside the run directory" "$KD" distill --teacher t --out t/sub "${C[@]}"
 check "the teacher still loads" "$KD" eval t --json
 mkdir -p user && echo x >user/notes.txt && echo "mode: train" >user/config.yaml
 expect_error 2 "it holds 'notes.txt', which kd did not write" "$KD" train --out user --force "${C[@]}"
@@ -56,9 +56,11 @@ expect_error 1 "key 'stages' appears twice" "$KD" run bad.yaml
 ok_if "nothing was written for the refused experiments" "not __import__('os').path.exists('exp2') and not __import__('os').path.exists('victim-s0')"
 
 echo "-- 4. kd export never overwrites its own run"
-expect_error 2 "would replace the run's own files" "$KD" export t --out t/model.pt
+expect_error 2 "--out t/model.pt: lies inside the kd run directory" "$KD" export t --out t/model.pt
 check "kd export t/export/model.pt (the default)" "$KD" export t
-expect_error 2 "would overwrite the model it exports from" "$KD" export t/export/model.pt --out t/export/model.pt
+expect_error 2 "--out t/export/model.pt: lies inside the kd run directory" "$KD" export t/export/model.pt --out t/export/model.pt
+cp t/export/model.pt standalone.pt && cp t/export/model.pt.json standalone.pt.json
+expect_error 2 "--out standalone.pt: is or lies inside the model standalone.pt" "$KD" export standalone.pt --out standalone.pt
 check "the run still loads after the refused exports" "$KD" eval t --json
 
 echo "-- 5. one process per run directory"
@@ -248,5 +250,70 @@ ok_if "SIGINT: exit 130, a message and error.txt (rc $rc)" "$rc == 130 and 'inte
 sed -i 's/epochs: 20/epochs: 5/' sig/config.yaml
 expect_error 2 "config.yaml was edited since the run started (train.epochs: 20 -> 5)" "$KD" train --resume sig
 sed -i 's/epochs: 5/epochs: 20/' sig/config.yaml
+
+echo "-- round 2 (issue 33), 1-3, 14: every writer refuses special files, run directories and users' files"
+mkfifo pipe
+mkdir -p u && echo mine >u/mine.txt
+for target in /dev/full /dev/null pipe u; do
+  expect_error 2 "-o $target: exists and is not a regular file" "$KD" report t -o "$target"
+  expect_error 2 "--out $target: exists and is not a regular file" "$KD" data split --out "$target"
+done
+ok_if "/dev/full and /dev/null are still devices, pipe a FIFO" \
+  "all(__import__('stat').S_ISCHR(__import__('os').stat(p).st_mode) for p in ('/dev/full', '/dev/null')) and \
+   __import__('stat').S_ISFIFO(__import__('os').stat('pipe').st_mode)"
+expect_error 2 "-o /dev/new-kd-report: lies under /dev" "$KD" report t -o /dev/new-kd-report
+ln -s u/mine.txt link.html
+expect_error 2 "-o link.html: exists and is not a regular file (a symbolic link)" "$KD" report t -o link.html
+cp -r t v
+for target in t/model.pt v/summary.json t/checkpoints/x.html; do
+  expect_error 2 "-o $target: lies inside the kd run directory" "$KD" report v -o "$target"
+  expect_error 2 "--out $target: lies inside the kd run directory" "$KD" data split --out "$target"
+done
+expect_error 2 "--out v/model.pt: lies inside the kd run directory" "$KD" export t --out v/model.pt
+expect_error 2 "--save-results v/results.json: lies inside the kd run directory" "$KD" eval t --save-results v/results.json
+check "both runs still evaluate" "$KD" eval v --json
+check "and teach" "$KD" distill --teacher v --out dv "${C[@]}"
+expect_error 2 "--out v/sub lies inside the run directory" "$KD" quantize t --out v/sub --calibration 10
+mkdir -p mine && echo '{"mine": 1}' >mine/model.json
+check "kd export --out mine/model.pt" "$KD" export t --out mine/model.pt
+check "kd export --out mine/model.onnx" "$KD" export t --format onnx --out mine/model.onnx
+ok_if "the user's model.json is untouched; the .pt and the .onnx keep a description each" \
+  "open('mine/model.json').read() == '{\"mine\": 1}\n' and \
+   __import__('json').load(open('mine/model.pt.json'))['format'] == 'torchscript' and \
+   __import__('json').load(open('mine/model.onnx.json'))['format'] == 'onnx'"
+check "the export loads with its description" "$KD" eval mine/model.pt --data fashion-mnist --json
+echo '{"mine": 2}' >mine/model.pt.json
+expect_error 2 "is not a model description kd export wrote: not replacing it" "$KD" export t --out mine/model.pt
+
+echo "-- round 2, 6: seeds of 2^32 and more; one run named twice"
+expect_error 2 "seeds must be below 2^32" "$KD" train --seed 4294967296 --out big-seed "${C[@]}"
+printf 'out: exp3\nseeds: [0, 4294967296]\nstages:\n  - {name: t}\n' >bad.yaml
+expect_error 1 "seed 4294967296 is too large" "$KD" run bad.yaml --plan
+"$KD" compare t t ./t >cmp.txt 2>cmp.err
+ok_if "kd compare t t ./t counts one seed" \
+  "open('cmp.txt').read().count('| 1 |') == 1 and 'given more than once' in open('cmp.err').read()"
+
+echo "-- round 2, 12: a class folder whose name is not UTF-8"
+$PY - <<'PYEOF'
+import os, numpy as np
+from PIL import Image
+for c in (b'ok', b'b\xff'):
+    d = os.path.join(b'badnames', c)
+    os.makedirs(d, exist_ok=True)
+    for i in range(6):
+        Image.fromarray(np.full((8, 8), i * 40, np.uint8)).save(os.path.join(d, b'%d.png' % i), 'PNG')
+PYEOF
+expect_error 1 'class folder "b\ufffd": not valid UTF-8' "$KD" train --data badnames --out bn "${C[@]}"
+ok_if "refused before training (no metrics.jsonl)" "not __import__('os').path.exists('bn/metrics.jsonl')"
+
+echo "-- round 2, 13: compare says when runs were tested on different images"
+check "a student on 400 images (test 100)" "$KD" train --arch fmnist-student --limit 400 --epochs 1 --warmup 0 \
+  --threads 2 --no-latency --out s400
+check "distilled on 400 images (test 100)" "$KD" distill --teacher t --limit 400 --epochs 1 --warmup 0 \
+  --threads 2 --no-latency --out d400
+"$KD" compare t s400 d400 >cmp.txt 2>&1
+ok_if "no gap closed, and a warning naming both test sets" \
+  "'closes' not in open('cmp.txt').read() and 'gap not computed' in open('cmp.txt').read() and \
+   '50 images' in open('cmp.txt').read() and '100 images' in open('cmp.txt').read()"
 
 finish

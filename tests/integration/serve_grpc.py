@@ -127,6 +127,16 @@ for what, call, kw, want in [
         ("unknown output", ModelInfer, dict(request=raw_request("m", X, names=("boxes",)), metadata=AUTH),
          grpc.StatusCode.INVALID_ARGUMENT),
         ("version 2", ModelInfer, dict(request=pb.ModelInferRequest(model_name="m", model_version="2"), metadata=AUTH),
+         grpc.StatusCode.NOT_FOUND),
+        # The key before the request (issue 33): a keyless caller learns nothing of versions or shapes.
+        ("no key, version 2", ModelInfer, dict(request=pb.ModelInferRequest(model_name="m", model_version="2")),
+         grpc.StatusCode.UNAUTHENTICATED),
+        ("no key, wrong shape", ModelInfer, dict(request=raw_request("m", X.reshape(4, 1, 14, 56))),
+         grpc.StatusCode.UNAUTHENTICATED),
+        # Names are not spliced into HTTP routes.
+        *[(f"ModelMetadata '{name[:20]}'", ModelMetadata, dict(request=pb.ModelMetadataRequest(name=name), metadata=AUTH),
+           grpc.StatusCode.NOT_FOUND) for name in ("", "m/config", "m/stats", "m/infer", "x" * 100000)],
+        ("ModelReady 'm/config'", ModelReady, dict(request=pb.ModelReadyRequest(name="m/config"), metadata=AUTH),
          grpc.StatusCode.NOT_FOUND)]:
     code, details = code_of(call, **kw)
     c.ok(f"{what}: {want.name}", code == want, f"{code} {details}")

@@ -10,8 +10,11 @@
 #include <torch/torch.h>
 
 #include "kd/core/error.h"
+#include "kd/core/fs.h"
 #include "kd/models/export.h"
 #include "kd/models/model.h"
+#include "kd/models/quantize.h"
+#include "kd/models/registry.h"
 #include "model_util.h"
 #include "test_util.h"
 
@@ -49,13 +52,45 @@ double onnx_difference(kd::Model& m) {
   return ((got - want).abs().max() / want.abs().max().clamp_min(1e-6)).item<double>();
 }
 
-TEST(Onnx, TheReferenceClassifiersRunInOpenCvAsInKd) {
-  for (const char* arch : {"fmnist-student", "fmnist-teacher"}) {
+TEST(Onnx, EveryClassifierKdListsRunsInOpenCvAsInKd) {
+  int tried = 0;
+  for (const auto& a : kd::architectures()) {
+    if (a.task != kd::Task::classify) continue;
+    ++tried;
+    const auto& arch = a.name;
     auto m = test_model(arch, {1, 28, 28}, 10);
     const double d = onnx_difference(*m);
     std::cout << arch << ": OpenCV vs kd, max relative difference " << d << "\n";
     EXPECT_LT(d, 1e-4) << arch;
   }
+  EXPECT_GE(tried, 5);  // fmnist-student, fmnist-teacher, mlp, cnn, resnet
+}
+
+TEST(Onnx, AnInt8ModelIsRefusedForBeingInt8) {
+  auto m = test_model("cnn", {1, 28, 28}, 10);
+  auto q = kd::quantize_int8(*m,
+                             [i = 0](torch::Tensor& x) mutable {
+                               x = torch::rand({8, 1, 28, 28});
+                               return i++ < 2;
+                             },
+                             {});
+  TempDir dir;
+  EXPECT_KD_ERROR(kd::export_onnx(*q, (dir.path / "m.onnx").string()), "INT8");
+}
+
+TEST(Export, TheDescriptionIsNamedAfterTheWholeFileAndNeverReplacesAUsersFile) {
+  auto m = test_model("fmnist-student", {1, 28, 28}, 10);
+  TempDir dir;
+  const auto pt = (dir.path / "x.pt").string(), onnx = (dir.path / "x.onnx").string();
+  EXPECT_EQ(kd::export_torchscript(*m, pt).description_path, pt + ".json");
+  EXPECT_EQ(kd::export_onnx(*m, onnx).description_path, onnx + ".json");
+  EXPECT_EQ(nlohmann::json::parse(kd::read_text(pt + ".json"))["format"], "torchscript");
+  EXPECT_EQ(nlohmann::json::parse(kd::read_text(onnx + ".json"))["format"], "onnx");
+  // Exported again: its own description is replaced; a user's file of that name is not.
+  EXPECT_NO_THROW(kd::export_torchscript(*m, pt));
+  kd::write_text_atomically(pt + ".json", "{\"mine\": true}\n");
+  EXPECT_KD_ERROR(kd::export_torchscript(*m, pt), "not a model description kd export wrote");
+  EXPECT_EQ(kd::read_text(pt + ".json"), "{\"mine\": true}\n");
 }
 
 TEST(Onnx, AnEfficientDetRunsInOpenCvAsInKd) {

@@ -1,12 +1,14 @@
 // kd::quantize_int8 on kd's architectures and a PyTorch TorchScript model: INT8 kernels run (the
 // recorded ops), outputs stay close to fp32, the saved run loads back the same, and what cannot
 // be quantized is refused with the ops named.
+#include <cstdlib>
 #include <map>
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include "kd/core/error.h"
+#include "kd/core/fs.h"
 #include "kd/eval/profile.h"
 #include "kd/models/export.h"
 #include "kd/models/input.h"
@@ -79,6 +81,42 @@ TEST(Quantize, ASavedInt8RunLoadsBackTheSame) {
   EXPECT_TRUE(torch::equal(q->forward(x), loaded->forward(x)));
   EXPECT_KD_ERROR(kd::quantize_int8(*loaded, batches(*m, 1), {}), "already INT8");
   EXPECT_KD_ERROR(kd::optimize_for_inference(*loaded), "already optimized");
+}
+
+// What this CPU's oneDNN kernels dispatch: VNNI (32-bit accumulation) unless the CPU lacks it or
+// ONEDNN_MAX_CPU_ISA caps the ISA below it (ctest's int8_without_vnni entry sets AVX2).
+bool kernels_have_vnni() {
+  if (const char* isa = std::getenv("ONEDNN_MAX_CPU_ISA"))
+    if (std::string(isa) == "AVX2" || std::string(isa) == "AVX512_CORE") return false;
+  const std::string cpuinfo = kd::read_text("/proc/cpuinfo");
+  return cpuinfo.find(" avx512_vnni") != std::string::npos ||
+         cpuinfo.find(" avx_vnni") != std::string::npos;
+}
+
+TEST(Int8Kernels, TheActivationRangeFollowsWhatTheKernelsComputeExactly) {
+  EXPECT_EQ(kd::int8_activation_bits(), kernels_have_vnni() ? 8 : 7);
+  auto m = test_model("fmnist-student", {1, 28, 28}, 10);
+  auto q = kd::quantize_int8(*m, batches(*m, 2), {});
+  EXPECT_EQ(q->spec().quantization["activation_bits"], kd::int8_activation_bits());
+}
+
+TEST(Int8Kernels, AModelCalibratedForVnniIsRefusedWhereTheKernelsSaturate) {
+  auto m = test_model("fmnist-student", {1, 28, 28}, 10);
+  auto q = kd::quantize_int8(*m, batches(*m, 2), {});
+  TempDir dir;
+  kd::save_model(*q, dir.path.string());
+  auto desc = nlohmann::json::parse(kd::read_text(dir.path / "model.json"));
+  desc["quantization"]["activation_bits"] = 8;
+  kd::write_text_atomically(dir.path / "model.json", desc.dump(2));
+  if (kd::int8_activation_bits() == 8) {
+    EXPECT_NO_THROW(kd::load_model(dir.path.string()));
+  } else {
+    EXPECT_KD_ERROR(kd::load_model(dir.path.string()), "8-bit activations");
+  }
+  // 7 bits are exact on every CPU.
+  desc["quantization"]["activation_bits"] = 7;
+  kd::write_text_atomically(dir.path / "model.json", desc.dump(2));
+  EXPECT_NO_THROW(kd::load_model(dir.path.string()));
 }
 
 TEST(Quantize, ATorchScriptModelFromPyTorchToo) {

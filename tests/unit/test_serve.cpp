@@ -135,9 +135,36 @@ TEST(Batcher, GathersConcurrentRequestsAndSplitsTheirRows) {
     EXPECT_TRUE(torch::equal(results[static_cast<size_t>(i)].get(), torch::full({1, 3}, 2.0f * i)));
   EXPECT_EQ(batches.load(), 1);  // the 8 rows filled one batch before the wait ran out
   EXPECT_EQ(largest.load(), 8);
-  // A request larger than max_batch runs alone, whole.
-  auto big = batcher.submit(torch::ones({20, 3})).get();
-  EXPECT_EQ(big.size(0), 20);
+  // A request larger than max_batch runs alone, in forward passes of at most max_batch rows:
+  // memory for activations stays that of one batch, whatever the request's size.
+  batches = 0;
+  largest = 0;
+  auto big = batcher.submit(torch::arange(60).view({20, 3}).to(torch::kFloat)).get();
+  EXPECT_TRUE(torch::equal(big, torch::arange(60).view({20, 3}).to(torch::kFloat) * 2));
+  EXPECT_EQ(batches.load(), 3);  // 8 + 8 + 4
+  EXPECT_EQ(largest.load(), 8);
+}
+
+TEST(Batcher, RefusesInputsPastTheBytesInFlightButNeverALoneOne) {
+  std::atomic<bool> release{false};
+  BatchOptions opts;
+  opts.max_wait = std::chrono::microseconds(0);
+  opts.max_bytes_in_flight = 1000;  // bytes of input
+  Batcher batcher(
+      [&](const torch::Tensor& x) {
+        while (!release) std::this_thread::yield();
+        return x;
+      },
+      opts);
+  // Alone, a request larger than the cap runs (it could never run otherwise).
+  auto first = batcher.submit(torch::ones({100, 3}));  // 1,200 bytes
+  EXPECT_THROW(batcher.submit(torch::ones({1, 3})), QueueFull);
+  release = true;
+  EXPECT_EQ(first.get().size(0), 100);
+  // Answered: its bytes are no longer in flight.
+  EXPECT_EQ(batcher.submit(torch::ones({50, 3})).get().size(0), 50);
+  auto a = batcher.submit(torch::ones({50, 3}));  // 600 bytes
+  a.get();
 }
 
 TEST(Batcher, ALoneClientIsNotKeptWaiting) {

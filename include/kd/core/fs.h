@@ -12,7 +12,9 @@ namespace kd {
 
 namespace fs = std::filesystem;
 
-/// Calls write(tmp_path), fsyncs nothing (speed) but renames atomically onto `path`.
+/// Calls write(tmp_path), fsyncs nothing (speed) but renames atomically onto `path`. A `path`
+/// that exists and is not a regular file (a device, a FIFO, a symbolic link) is a kd::Error:
+/// the rename would replace it.
 void write_atomically(const fs::path& path, const std::function<void(const fs::path&)>& write);
 void write_text_atomically(const fs::path& path, const std::string& text);
 /// Writes `bytes` to `path` (not atomically); a failed write (a full disk) is a kd::Error naming

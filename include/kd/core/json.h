@@ -15,6 +15,19 @@
 
 namespace kd {
 
+/// kd::Error when `text` is not valid UTF-8, which JSON (and so every summary, model description
+/// and served answer) cannot hold: `what` names where it came from, and the message shows the
+/// text with the bad bytes replaced. Checked where names enter (class folders, classes.txt),
+/// before any work.
+inline void check_utf8(const std::string& text, const std::string& what) {
+  try {
+    (void)nlohmann::json(text).dump();
+  } catch (const nlohmann::json::type_error&) {
+    fail("{} {}: not valid UTF-8; rename it", what,
+         nlohmann::json(text).dump(-1, ' ', true, nlohmann::json::error_handler_t::replace));
+  }
+}
+
 template <typename T>
 T json_int(const nlohmann::json& v, const std::string& what) {
   if (!v.is_number_integer()) fail("{}: expected an integer, got {}", what, v.dump().substr(0, 40));

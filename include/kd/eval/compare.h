@@ -38,12 +38,16 @@ struct Comparison {
   /// For each distilled group: (name, gap closed) where gap closed = (D - S) / (T - S) with S the
   /// plain-trained group of the same architecture and T its teacher's group, on the score.
   std::vector<std::pair<std::string, Stat>> gap_closed;
+  /// What could not be compared and why (runs tested on different test sets or class lists):
+  /// their gap is not computed, and the table says so.
+  std::vector<std::string> notes;
   std::string markdown() const;
   nlohmann::json to_json() const;
 };
 
 /// `summaries` are summary.json documents; a distilled run names its teacher's group in
-/// "teacher_name". With ScoreOn::eval, a summary without a best eval score is an error naming it.
+/// "teacher_name". The gap is computed only when the teacher, student and distilled runs were
+/// tested on the same images (test set, image count) with the same classes; otherwise a note. With ScoreOn::eval, a summary without a best eval score is an error naming it.
 Comparison compare_runs(const std::vector<nlohmann::json>& summaries, ScoreOn on = ScoreOn::test);
 
 }  // namespace kd

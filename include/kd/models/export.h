@@ -2,7 +2,9 @@
 /// @file
 /// `kd export`: a model as a TorchScript file that PyTorch Python loads with torch.jit.load, or as
 /// an ONNX file, and its description beside it.
+#include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -13,16 +15,24 @@ class Model;
 
 struct ExportResult {
   std::string module_path;       ///< the .pt
-  std::string description_path;  ///< the .json beside it
+  std::string description_path;  ///< the description beside it (export_description_path)
   nlohmann::json description;
   double max_abs_diff = 0;  ///< reloaded file vs kd's forward on the check inputs
 };
+
+/// Where the description of an export at `path` goes: PATH.json (student.pt -> student.pt.json),
+/// so that a .pt and an .onnx of one name keep one each and a user's model.json beside
+/// model.pt is left alone. kd::load_torchscript reads it (and the older student.json).
+std::filesystem::path export_description_path(const std::string& path);
+/// Why `path` is not a description kd export wrote, and so must not be replaced; nullopt when it
+/// is one or does not exist.
+std::optional<std::string> not_an_export_description(const std::filesystem::path& path);
 
 /// Traces the network (input: normalized pixels, float [N, C, H, W]; the batch size is free)
 /// into a TorchScript module whose parameters and buffers keep kd's names, so its state_dict()
 /// matches the run's checkpoint. Writes `path` and the description (task, classes,
 /// normalization, input shape, output layout, architecture options; also the sidecar that
-/// kd::load_torchscript reads) as PATH-without-extension.json, each atomically, after
+/// kd::load_torchscript reads) as export_description_path(path), each atomically, after
 /// reloading the written module and checking it reproduces kd's outputs at two batch sizes.
 ExportResult export_torchscript(Model& model, const std::string& path);
 

@@ -44,6 +44,17 @@ struct QuantizedOps {
 /// Makes the oneDNN quantized engine LibTorch's current one; kd::Error when this LibTorch has
 /// none (the error names the engines it has).
 void use_int8_engine();
+/// The activation range this CPU's INT8 kernels compute exactly: 8 bits (uint8 0..255) where
+/// oneDNN's u8 x s8 kernels accumulate in 32 bits (AVX512-VNNI, AVX-VNNI), 7 bits (0..127,
+/// PyTorch's reduce_range) where they add pairs of products in saturating 16-bit registers
+/// (AVX2, AVX-512 without VNNI: 8-bit activations there gave 10-50 % relative error). Measured
+/// once per process by a quantized convolution whose products overflow 16 bits, so it follows
+/// what oneDNN really dispatches (ONEDNN_MAX_CPU_ISA included). Recorded in each INT8 model's
+/// description as quantization.activation_bits.
+int int8_activation_bits();
+/// kd::Error naming `where` for a kd INT8 model whose activations this CPU's kernels would
+/// saturate (calibrated with 8 bits where the kernels have VNNI, run where they have not).
+void check_int8_runs_here(const ModelSpec& spec, const std::string& where);
 /// The name of LibTorch's current quantized engine ("onednn", "qnnpack", ...).
 std::string int8_engine();
 

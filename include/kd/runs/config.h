@@ -14,6 +14,9 @@ class Node;
 
 namespace kd {
 
+/// The largest seed a run takes: LibTorch's CPU generator keeps 32 bits of it.
+constexpr uint64_t kMaxSeed = 0xffffffffULL;
+
 struct DataConfig {
   std::string source = "fashion-mnist";  ///< see load_dataset()
   std::string split;                     ///< split manifest; empty: make one from ratio + seed

@@ -26,6 +26,14 @@ using ProtectedPath = std::pair<std::string, std::string>;
 void check_output_location(const std::filesystem::path& out,
                            const std::vector<ProtectedPath>& inputs);
 
+/// Refuses (usage_fail, before any work) a file the user named as an output, or a file kd writes
+/// beside it (`flag` names the option in the message), when it: exists and is not a regular file
+/// (a device such as /dev/full, a FIFO, a directory, a symbolic link: an atomic rename would
+/// replace it); lies under /dev, /proc or /sys; lies inside a directory kd can prove is a run
+/// (not_a_run_directory), whose files it would corrupt; or is, holds or lies inside one of `inputs`.
+void check_output_file(const std::filesystem::path& path, const std::string& flag,
+                       const std::vector<ProtectedPath>& inputs = {});
+
 /// Refuses to delete `path`: the working directory or one above it, or a folder kd did not make.
 void check_deletable_run(const std::filesystem::path& path);
 

@@ -25,6 +25,9 @@ struct BatchOptions {
   std::chrono::microseconds max_wait{2000};  ///< how long the oldest request waits for company
   int64_t max_queue = 256;                   ///< requests waiting; more are refused
   int workers = 1;  ///< threads running batches (each with its own forward)
+  /// Input bytes queued or running, all requests together; a request past it is refused
+  /// (QueueFull: 503 with Retry-After) unless nothing else is in flight.
+  int64_t max_bytes_in_flight = int64_t{512} << 20;
 };
 
 /// Thrown by submit() when the queue is full (the server answers 503).
@@ -64,9 +67,10 @@ class Batcher {
   /// Called on a worker thread with a request's output rows, or with the batch's failure (rows
   /// undefined). It should be quick: the worker's next batch waits for it.
   using Done = std::function<void(torch::Tensor rows, std::exception_ptr failure)>;
-  /// Queues input [n, ...] (n >= 1; inputs larger than max_batch run as a batch of their own);
+  /// Queues input [n, ...] (n >= 1; an input larger than max_batch runs alone, in forward passes
+  /// of max_batch rows, so memory for activations stays that of max_batch);
   /// `done` gets its output rows. Throws QueueFull when max_queue requests are already waiting
-  /// (`done` is then never called). may_run_here: when nothing is queued, running or announced
+  /// or the bytes in flight would pass max_bytes_in_flight (`done` is then never called). may_run_here: when nothing is queued, running or announced
   /// but this request, its batch runs on the calling thread and `done` is called before submit
   /// returns: a lone request skips the two thread hand-offs (to a worker and back), which on a
   /// busy host cost more than its forward pass.
@@ -83,6 +87,8 @@ class Batcher {
     Done done;
     std::chrono::steady_clock::time_point queued;
   };
+  /// The model on `input`, max_batch rows at a time.
+  torch::Tensor run_in_chunks(const torch::Tensor& input);
   void work();
   void run_batch(std::vector<Job>& batch);
   static void finish(Job& job, torch::Tensor rows, std::exception_ptr failure) noexcept;
@@ -95,8 +101,9 @@ class Batcher {
   std::condition_variable cv_;
   std::deque<Job> queue_;
   bool stopping_ = false;
-  int64_t expected_ = 0;  ///< announced requests not yet submitted
-  int64_t running_ = 0;   ///< batches in a forward pass (on workers or callers)
+  int64_t expected_ = 0;         ///< announced requests not yet submitted
+  int64_t running_ = 0;          ///< batches in a forward pass (on workers or callers)
+  int64_t bytes_in_flight_ = 0;  ///< input bytes of the requests queued or running
   std::vector<std::thread> workers_;
 };
 

@@ -35,7 +35,8 @@ class Dashboard {
     std::string stamp, page;
   };
   std::mutex cache_mutex_;
-  std::map<std::string, Cached> cache_;
+  std::map<std::string, Cached> cache_;  ///< by the normalised run list
+  size_t cache_bytes_ = 0;
 };
 
 }  // namespace kd

@@ -133,8 +133,14 @@ class Service {
   HttpResponse model_config(Served& m);  ///< Triton's model configuration
   HttpResponse model_stats(Served* m);   ///< Triton's statistics; nullptr: every model
   HttpResponse repository_index();       ///< Triton's model repository index
-  /// OIP inference over HTTP: parsed on the caller's thread, answered by the batch's worker.
-  void infer(Served& m, HttpRequest& request, Respond respond);
+  /// OIP inference over HTTP: parsed on the caller's thread, answered by the batch's worker. A
+  /// request of images (BYTES) is decoded and planned through `offload` when the caller's thread
+  /// is the transport's (offload not null).
+  void infer(Served& m, HttpRequest& request, Respond respond, const Offload* offload);
+  /// The parsed request planned and queued for its batch; `respond` is taken (moved from) only
+  /// once planning succeeded, so a caller can still answer a planning error with it.
+  void submit_infer(Served& m, const std::shared_ptr<InferRequest>& request,
+                    Batcher::Arrival& arrival, Respond& respond, bool run_here);
   HttpResponse model_status_v1(Served& m);
   HttpResponse predict_v1(Served& m, const HttpRequest& request);
   HttpResponse image(Served& m, const HttpRequest& request);
