@@ -19,8 +19,10 @@ configure: deps $(BUILD)/CMakeCache.txt
 build: configure
 	cmake --build $(BUILD) -j $(JOBS)
 
-# Teacher, student and distilled student on Fashion-MNIST, then the comparison table.
-demo: build
+# Teacher, student and distilled student on Fashion-MNIST, then the comparison table. Only the
+# kd binary is built (not the tests and benchmarks): minutes less on a fresh clone.
+demo: configure
+	cmake --build $(BUILD) --target kd_cli -j $(JOBS)
 	$(KD) run experiments/fmnist-demo.yaml
 	$(KD) report runs/demo/teacher-s0 runs/demo/student-s0 runs/demo/distilled-s0 -o runs/demo/report.html
 

@@ -65,7 +65,7 @@ def main():
     calibration = int(sys.argv[3]) if len(sys.argv) > 3 else 1024
     torch.set_num_threads(2)
     torch.backends.quantized.engine = "onednn"
-    desc = json.load(open(path[:-3] + ".json"))
+    desc = json.load(open(path + ".json"))
     mean = torch.tensor(desc["mean"]).view(1, -1, 1, 1)
     std = torch.tensor(desc["std"]).view(1, -1, 1, 1)
     fp32, fuse = network(arch, desc["options"].get("width"))

@@ -6,7 +6,7 @@ the passes kd's own quantizer starts from), with kd's observers (minmax per-tens
 activations, per-channel symmetric int8 weights) on the onednn backend, calibrated on the first N
 canvases of the training set. Prints its ops left in fp32, size on disk, batch-1 median latency
 and batch-256 throughput measured as kd measures them (2 threads, warm-up, median of 200 batch-1
-calls, 20 batches of 256), and writes OUT.pt with the export's sidecar OUT.json, so that
+calls, 20 batches of 256), and writes OUT.pt with the export's sidecar OUT.pt.json, so that
 `kd eval OUT.pt --data DATA` scores it with kd's own evaluator.
 Usage: quant_jit_baseline.py EXPORTED.pt DATA_DIR OUT.pt [CALIBRATION_IMAGES]  -> JSON lines."""
 import collections
@@ -46,7 +46,7 @@ def main():
     calibration = int(sys.argv[4]) if len(sys.argv) > 4 else 1024
     torch.set_num_threads(2)
     torch.backends.quantized.engine = "onednn"
-    desc = json.load(open(path[:-3] + ".json"))
+    desc = json.load(open(path + ".json"))
     mean = torch.tensor(desc["mean"]).view(1, -1, 1, 1)
     std = torch.tensor(desc["std"]).view(1, -1, 1, 1)
     images = json.load(open(os.path.join(data, "train.json")))["images"][:max(calibration, 256)]
@@ -71,7 +71,7 @@ def main():
     torch.jit.save(q, out)
     desc["precision"] = "int8"
     desc["produced_by"] = "PyTorch Python torch.ao.quantization.quantize_jit (bench/quant_jit_baseline.py)"
-    with open(out[:-3] + ".json", "w") as f:
+    with open(out + ".json", "w") as f:
         json.dump(desc, f, indent=2)
     print(json.dumps({"python": "int8 graph-mode PTQ", "fp32_ops": fp32_ops(q),
                       "bytes": os.path.getsize(out), **speed(q, x)}), flush=True)

@@ -13,7 +13,7 @@ import uvicorn
 from fastapi import FastAPI, Request, Response
 
 MODEL, PORT = sys.argv[1], int(sys.argv[2])
-desc = json.load(open(MODEL[:-3] + ".json"))
+desc = json.load(open(MODEL + ".json"))
 model = torch.jit.load(MODEL).eval()
 mean = torch.tensor(desc["mean"]).view(1, -1, 1, 1)
 std = torch.tensor(desc["std"]).view(1, -1, 1, 1)

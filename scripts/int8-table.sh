@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# An INT8 table of the README: post-training INT8 (kd quantize) of an experiment's teacher,
+# An INT8 table of docs/results/int8.md: post-training INT8 (kd quantize) of an experiment's teacher,
 # student and distilled student runs (every seed; existing INT8 runs are kept), the quantization-
 # aware runs STUDENT-qat and DISTILLED-qat of that experiment beside them, and PyTorch Python's
 # eager post-training quantization of the same networks (seed 0) measured right after kd's

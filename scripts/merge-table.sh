@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The two-dataset merge table of the README: every run of experiments/merge-two-datasets.yaml
+# The two-dataset merge table of docs/results/modes.md: every run of experiments/merge-two-datasets.yaml
 # scored by `kd eval` on the pooled test set (10,000 clothes + 2,000 digits) and on each dataset's
 # own test set (the 20-class students' classes matched by name), mean ± std over the seeds; the
 # merged students as a share of the all-labels student20, per seed.

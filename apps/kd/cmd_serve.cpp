@@ -128,7 +128,8 @@ void add_serve_command(CLI::App& app) {
       "Example: kd serve runs/fmnist/distilled-s0 runs/detect/d0-distilled-s0 --port 8080\n"
       "         kd serve runs/fmnist/distilled-s0 --runs runs   (adds the runs dashboard at "
       "/runs)\n"
-      "Then open http://127.0.0.1:8080/ or POST /v2/models/distilled-s0/infer (see README).");
+      "Then open http://127.0.0.1:8080/ or POST /v2/models/distilled-s0/infer "
+      "(docs/guide/serving.md).");
   c->add_option("runs", a->runs, "run directories or TorchScript files, each as RUN or NAME=RUN");
   c->add_option("--runs", a->service.runs_dir,
                 "a folder of runs: a dashboard at /runs lists them, with reports")

@@ -47,7 +47,7 @@ import json, urllib.request
 import numpy as np, torch
 info = json.load(open("serve.json"))
 assert info["models"][0]["optimized"] is False, info
-desc = json.load(open("t8.json"))
+desc = json.load(open("t8.pt.json"))
 assert desc["precision"] == "int8", desc
 torch.backends.quantized.engine = desc["quantization"]["engine"]
 x = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)

@@ -116,7 +116,7 @@ torch::Tensor merged_class_logits(const torch::Tensor& columns, const torch::Ten
 /// so a per-class offset is subtracted first, fitted on the training pool (EM prior adjustment,
 /// Saerens et al. 2002) so that the merged class marginals over the pool are uniform: without it, a
 /// teacher's catch-all class (Shirt for the footwear-and-bags teacher) claims images of the other
-/// teacher's classes. README.md has the measurements behind this.
+/// teacher's classes. docs/results/modes.md has the measurements behind this.
 class DistillStrategy final : public Strategy {
  public:
   /// teachers: (label for messages and the summary, model).

@@ -26,7 +26,7 @@ class RunIndex {
  public:
   explicit RunIndex(std::string root);
 
-  /// {root, stamp, runs: [...], groups: [...]} (see the README's dashboard section); nothing
+  /// {root, stamp, runs: [...], groups: [...]} (docs/guide/serving.md, the dashboard); nothing
   /// when its stamp would be `unless_stamp` (a client's copy is current: one scan, no document).
   std::optional<nlohmann::json> index(const std::string& unless_stamp = "");
   /// rel path -> the run's metrics.jsonl records; only runs index() lists (else an Error naming
