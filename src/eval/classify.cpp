@@ -92,6 +92,10 @@ torch::Tensor predict_logits_all_ranks(Model& model, const Dataset& data, int64_
 
 ClassificationReport evaluate_classifier(Model& model, const Dataset& data, int64_t batch_size,
                                          torch::Device device) {
+  KD_CHECK(model.spec().num_classes() > 0 || model.spec().kind != "torchscript",
+           "{}: a TorchScript model without a description names no classes: write {}.json beside "
+           "it with class_names, input_shape, mean and std (docs/guide/training.md)",
+           model.spec().arch, model.spec().arch);
   KD_CHECK(model.spec().num_classes() == data.num_classes() || data.num_classes() == 0,
            "model has {} classes but {} has {}", model.spec().num_classes(), data.source,
            data.num_classes());

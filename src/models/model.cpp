@@ -358,6 +358,7 @@ std::unique_ptr<Model> load_torchscript(const std::string& path) {
   ModelSpec spec;
   spec.kind = "torchscript";
   spec.arch = path;
+  bool described = false;
   for (const std::string& sidecar :
        {path + ".json", fs::path(path).replace_extension(".json").string()}) {
     if (!fs::exists(sidecar)) continue;
@@ -375,8 +376,20 @@ std::unique_ptr<Model> load_torchscript(const std::string& path) {
     } catch (const nlohmann::json::exception& e) {
       fail("{}: bad TorchScript sidecar ({})", sidecar, e.what());
     }
+    std::string missing;
+    for (const char* key : {"class_names", "input_shape", "mean", "std"})
+      if (!j.contains(key)) missing += (missing.empty() ? "" : ", ") + std::string(key);
+    if (!missing.empty())
+      spdlog::warn("{}: no {} (kd feeds a TorchScript model float32 NCHW pixels in [0, 1], then "
+                   "(x - mean) / std; docs/guide/training.md)",
+                   sidecar, missing);
+    described = true;
     break;
   }
+  if (!described)
+    spdlog::warn("{}: no description beside it ({}.json with class_names, input_shape, mean, std): "
+                 "its input is fed unnormalized and its classes are unnamed",
+                 path, path);
   return create_model(spec);
 }
 
