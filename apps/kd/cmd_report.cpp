@@ -1,3 +1,4 @@
+#include <filesystem>
 #include <iostream>
 
 #include <CLI/CLI.hpp>
@@ -20,7 +21,17 @@ struct ReportArgs {
 
 void run(const ReportArgs& a) {
   check_output_file(a.out, "-o");
-  auto report = collect_report(a.runs, a.opts);
+  // `kd report runs/exp/*` also names the experiment's compare.md and compare.json: files are
+  // not runs, and are left out with a word.
+  std::vector<std::string> runs;
+  for (const auto& r : a.runs) {
+    if (std::filesystem::is_regular_file(r))
+      spdlog::warn("{}: a file, not a run directory; left out of the report", r);
+    else
+      runs.push_back(r);
+  }
+  if (runs.empty()) usage_fail("no run directories among the {} paths given", a.runs.size());
+  auto report = collect_report(runs, a.opts);
   write_text_atomically(a.out, render_report(report));
   for (const auto& r : report["runs"])
     if (!r["complete"].get<bool>())

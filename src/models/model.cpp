@@ -380,16 +380,18 @@ std::unique_ptr<Model> load_torchscript(const std::string& path) {
     for (const char* key : {"class_names", "input_shape", "mean", "std"})
       if (!j.contains(key)) missing += (missing.empty() ? "" : ", ") + std::string(key);
     if (!missing.empty())
-      spdlog::warn("{}: no {} (kd feeds a TorchScript model float32 NCHW pixels in [0, 1], then "
-                   "(x - mean) / std; docs/guide/training.md)",
-                   sidecar, missing);
+      spdlog::warn(
+          "{}: no {} (kd feeds a TorchScript model float32 NCHW pixels in [0, 1], then "
+          "(x - mean) / std; docs/guide/training.md)",
+          sidecar, missing);
     described = true;
     break;
   }
   if (!described)
-    spdlog::warn("{}: no description beside it ({}.json with class_names, input_shape, mean, std): "
-                 "its input is fed unnormalized and its classes are unnamed",
-                 path, path);
+    spdlog::warn(
+        "{}: no description beside it ({}.json with class_names, input_shape, mean, std): "
+        "its input is fed unnormalized and its classes are unnamed",
+        path, path);
   return create_model(spec);
 }
 

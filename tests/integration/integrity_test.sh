@@ -285,6 +285,9 @@ check "the export loads with its description" "$KD" eval mine/model.pt --data fa
 echo '{"mine": 2}' >mine/model.pt.json
 expect_error 2 "is not a model description kd export wrote: not replacing it" "$KD" export t --out mine/model.pt
 
+check "kd report exp/* leaves out the files beside the runs (compare.md)" "$KD" report exp/t-s0 exp/compare.md -o exp-report.html
+ok_if "... with a word" "'a file, not a run directory' in open('err.txt').read()"
+
 echo "-- round 2, 6: seeds of 2^32 and more; one run named twice"
 expect_error 2 "seeds must be below 2^32" "$KD" train --seed 4294967296 --out big-seed "${C[@]}"
 printf 'out: exp3\nseeds: [0, 4294967296]\nstages:\n  - {name: t}\n' >bad.yaml
