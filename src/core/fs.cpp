@@ -14,12 +14,21 @@
 
 namespace kd {
 
-void write_atomically(const fs::path& path, const std::function<void(const fs::path&)>& write) {
-  // rename() replaces whatever is there: a device (/dev/full), a FIFO, a symbolic link.
+std::optional<std::string> special_file(const fs::path& path) {
   std::error_code ec;
   const auto st = fs::symlink_status(path, ec);
-  if (!ec && fs::exists(st) && !fs::is_regular_file(st))
-    fail("{}: exists and is not a regular file; not replacing it", path.string());
+  if (ec || !fs::exists(st) || fs::is_regular_file(st)) return std::nullopt;
+  return fs::is_symlink(st)     ? "a symbolic link"
+         : fs::is_directory(st) ? "a directory"
+         : fs::is_fifo(st)      ? "a FIFO"
+         : fs::is_socket(st)    ? "a socket"
+                                : "a device or special file";
+}
+
+void write_atomically(const fs::path& path, const std::function<void(const fs::path&)>& write) {
+  // rename() replaces whatever is there: a device (/dev/full), a FIFO, a symbolic link.
+  if (auto what = special_file(path))
+    fail("{}: exists and is not a regular file ({}); not replacing it", path.string(), *what);
   if (path.has_parent_path()) fs::create_directories(path.parent_path());
   fs::path tmp = path;
   tmp += ".tmp." + std::to_string(::getpid());

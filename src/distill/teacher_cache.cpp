@@ -101,12 +101,11 @@ CachedLogits cached_teacher_logits(Model& teacher, const Dataset& data, const st
   CachedLogits out;
   const std::string key = teacher_cache_key(teacher, data);
   out.path = (fs::path(dir) / ("teacher-" + key + ".pt")).string();
-  std::error_code ec;
-  const auto st = fs::symlink_status(out.path, ec);
-  if (fs::exists(st) && !fs::is_regular_file(st)) {
+  if (auto what = special_file(out.path)) {
     // A FIFO would block the read; write_atomically refuses to replace it.
-    spdlog::warn("teacher cache {}: not a regular file; not reading or replacing it", out.path);
-  } else if (fs::exists(st)) {
+    spdlog::warn("teacher cache {}: {}, not a regular file; not reading or replacing it", out.path,
+                 *what);
+  } else if (fs::exists(out.path)) {
     const std::string why = read_entry(out.path, key, data.size(), out.logits);
     out.hit = why.empty();
     if (!out.hit) spdlog::warn("teacher cache {}: {}; recomputing it", out.path, why);

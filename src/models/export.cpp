@@ -40,9 +40,9 @@ Module owner_of(Module root, const std::string& name, std::string* leaf,
 fs::path export_description_path(const std::string& path) { return fs::path(path + ".json"); }
 
 std::optional<std::string> not_an_export_description(const fs::path& path) {
+  if (auto what = special_file(path)) return "is " + *what;
   std::error_code ec;
-  if (!fs::exists(fs::symlink_status(path, ec))) return std::nullopt;
-  if (!fs::is_regular_file(fs::symlink_status(path, ec))) return "is not a regular file";
+  if (!fs::exists(path, ec)) return std::nullopt;
   try {
     const auto j = nlohmann::json::parse(read_text(path));
     if (j.is_object() && j.value("produced_by", "").find("kd export") != std::string::npos)

@@ -100,16 +100,9 @@ void check_output_location(const fs::path& out, const std::vector<ProtectedPath>
 
 void check_output_file(const fs::path& path, const std::string& flag,
                        const std::vector<ProtectedPath>& inputs) {
-  std::error_code ec;
-  const auto st = fs::symlink_status(path, ec);
-  if (!ec && fs::exists(st) && !fs::is_regular_file(st))
+  if (auto what = special_file(path))
     usage_fail("{} {}: exists and is not a regular file ({}); kd writes only regular files", flag,
-               path.string(),
-               fs::is_symlink(st)     ? "a symbolic link"
-               : fs::is_directory(st) ? "a directory"
-               : fs::is_fifo(st)      ? "a FIFO"
-               : fs::is_socket(st)    ? "a socket"
-                                      : "a device or special file");
+               path.string(), *what);
   const fs::path p = canonical_or_self(path);
   for (const char* system : {"/dev", "/proc", "/sys"})
     if (within(p, system))

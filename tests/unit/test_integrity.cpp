@@ -11,6 +11,7 @@
 #include "data/idx.h"
 #include "distill/teacher_cache.h"
 #include "kd/core/error.h"
+#include "kd/core/fs.h"
 #include "kd/data/dataset.h"
 #include "kd/data/detection.h"
 #include "kd/data/image.h"
@@ -268,6 +269,27 @@ TEST(Idx, ReadsOnlyWhatTheHeaderSaysAndOnlyRegularFiles) {
   const std::string fifo = t / "fifo";
   ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
   EXPECT_KD_ERROR(kd::read_idx(fifo), "not a regular file");
+}
+
+// Issue 33, 1: an atomic write never renames over what is not a regular file.
+TEST(AtomicWrite, NeverReplacesADeviceAFifoAFolderOrALink) {
+  TempDir t;
+  const std::string fifo = t / "fifo", dir = t / "dir", link = t / "link", file = t / "file";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  std::filesystem::create_directory(dir);
+  kd::write_text_atomically(file, "mine\n");
+  std::filesystem::create_symlink(file, link);
+  EXPECT_EQ(kd::special_file(file), std::nullopt);
+  EXPECT_EQ(kd::special_file(t / "absent"), std::nullopt);
+  EXPECT_EQ(kd::special_file(fifo), "a FIFO");
+  EXPECT_EQ(kd::special_file("/dev/null"), "a device or special file");
+  // (Only the test's own files: a regression must not cost the machine its /dev/full.)
+  for (const std::string& target : {fifo, dir, link})
+    EXPECT_KD_ERROR(kd::write_text_atomically(target, "x"), "not a regular file");
+  EXPECT_TRUE(std::filesystem::is_fifo(fifo));
+  EXPECT_TRUE(std::filesystem::is_directory(dir));
+  EXPECT_TRUE(std::filesystem::is_symlink(link));
+  EXPECT_EQ(kd::read_text(file), "mine\n");
 }
 
 // 12. A stray label without classes.txt is refused, not made into 201 classes.

@@ -4,6 +4,7 @@
 /// so a reader never sees a half-written file.
 #include <filesystem>
 #include <functional>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -12,6 +13,10 @@ namespace kd {
 
 namespace fs = std::filesystem;
 
+/// What `path` is when it exists and is not a regular file ("a symbolic link", "a directory",
+/// "a FIFO", "a socket", "a device or special file"): a writer must not replace it. nullopt when
+/// it is a regular file or does not exist.
+std::optional<std::string> special_file(const fs::path& path);
 /// Calls write(tmp_path), fsyncs nothing (speed) but renames atomically onto `path`. A `path`
 /// that exists and is not a regular file (a device, a FIFO, a symbolic link) is a kd::Error:
 /// the rename would replace it.
