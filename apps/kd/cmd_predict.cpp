@@ -11,6 +11,7 @@
 #include "kd/detect/predict.h"
 #include "kd/models/model.h"
 #include "kd/runs/run_dir.h"
+#include "kd/serve/runner.h"
 #include "options.h"
 
 namespace kd::cli {
@@ -22,6 +23,7 @@ struct PredictArgs {
   double score = 0.3;
   std::string out_dir = "predictions";
   bool no_draw = false;
+  int64_t top_k = 5;
   RuntimeConfig runtime;
 };
 
@@ -41,16 +43,36 @@ std::vector<std::string> drawn_paths(const PredictArgs& a) {
   return out;
 }
 
+// A classifier: each image decoded and resized as `kd serve` does it, its top classes as one
+// JSON line ({"image", "classes": [{"class", "index", "score"}]}); nothing is written.
+void classify(const PredictArgs& a, std::unique_ptr<Model> model) {
+  ModelRunner runner(a.run, a.run, std::move(model));
+  for (const auto& image : a.images) {
+    KD_CHECK(fs::is_regular_file(image), "{}: no such image file", image);
+    PreparedImage p;
+    try {
+      p = runner.prepare_image(read_text(image), int64_t{1} << 26);
+    } catch (const Error& e) {
+      fail("{}: {}", image, first_line(e.what()));
+    }
+    const torch::Tensor logits = runner.forward(p.pixels.unsqueeze(0));
+    std::cout << nlohmann::json{{"image", image},
+                                {"classes", runner.top_classes(logits[0], a.top_k)}}
+                     .dump()
+              << std::endl;
+  }
+}
+
 void run(const PredictArgs& a) {
   if (!(a.score >= 0 && a.score <= 1))
     usage_fail("--score {}: expected a number in [0, 1]", a.score);
-  const std::vector<std::string> drawn_to = a.no_draw ? std::vector<std::string>() : drawn_paths(a);
+  if (a.top_k < 1) usage_fail("--top-k {}: expected at least 1", a.top_k);
   torch::Device device = init_runtime(
       {a.runtime.device, a.runtime.threads, a.runtime.seed, false, a.runtime.precision});
   auto model = load_model(a.run);
+  if (model->spec().task != Task::detect) return classify(a, std::move(model));
+  const std::vector<std::string> drawn_to = a.no_draw ? std::vector<std::string>() : drawn_paths(a);
   model->to(device);
-  if (model->spec().task != Task::detect)
-    usage_fail("kd predict draws boxes: {} is a classifier (use kd eval)", a.run);
   if (!a.no_draw) fs::create_directories(a.out_dir);
   // One JSON document per image, one per line, as soon as it is ready.
   for (size_t i = 0; i < a.images.size(); ++i) {
@@ -67,15 +89,21 @@ void run(const PredictArgs& a) {
 void add_predict_command(CLI::App& app) {
   auto a = std::make_shared<PredictArgs>();
   auto* c = app.add_subcommand(
-      "predict", "detect objects in image files: boxes as JSON, and copies with boxes drawn");
+      "predict",
+      "a model on image files: a classifier's top classes, or a detector's boxes as JSON and "
+      "copies with the boxes drawn");
   c->footer(
-      "Example: kd predict runs/det-d0-kd photo1.png photo2.jpg --score 0.3 --out-dir predictions");
-  c->add_option("run", a->run, "detector run directory")->required();
+      "Example: kd predict runs/det-d0-kd photo1.png photo2.jpg --score 0.3 --out-dir predictions\n"
+      "         kd predict runs/distilled photo.png --top-k 3");
+  c->add_option("run", a->run, "run directory (or TorchScript file): a classifier or a detector")
+      ->required();
   c->add_option("images", a->images, "image files (PNG, JPEG, ...)")->required();
   c->add_option("--score", a->score, "minimum score of a box")->capture_default_str();
   c->add_option("--out-dir", a->out_dir, "where the drawn copies go (<name>.boxes.png)")
       ->capture_default_str();
   c->add_flag("--no-draw", a->no_draw, "print boxes only");
+  c->add_option("--top-k", a->top_k, "classifiers: classes listed per image")
+      ->capture_default_str();
   add_runtime_options(*c, a->runtime);
   c->callback([a] { run(*a); });
 }

@@ -292,6 +292,15 @@ expect_error 2 "is not a model description kd export wrote: not replacing it" "$
 check "kd report exp/* leaves out the files beside the runs (compare.md)" "$KD" report exp/t-s0 exp/compare.md -o exp-report.html
 ok_if "... with a word" "'a file, not a run directory' in open('err.txt').read()"
 
+echo "-- kd predict on a classifier (issue 34): top classes per image, nothing written"
+$PY -c "from PIL import Image; import numpy as np; Image.fromarray(np.zeros((28, 28), np.uint8)).save('one.png')"
+check "kd predict t one.png --top-k 3" "$KD" predict t one.png --top-k 3
+ok_if "... three classes of the run's names, as one JSON line" \
+  "(lambda d: d['image'] == 'one.png' and len(d['classes']) == 3 and d['classes'][0]['class'] in \
+   ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot'])\
+   (__import__('json').loads(open('out.txt').read()))"
+ok_if "... and no predictions folder" "not __import__('os').path.exists('predictions')"
+
 echo "-- round 2, 6: seeds of 2^32 and more; one run named twice"
 expect_error 2 "seeds must be below 2^32" "$KD" train --seed 4294967296 --out big-seed "${C[@]}"
 printf 'out: exp3\nseeds: [0, 4294967296]\nstages:\n  - {name: t}\n' >bad.yaml
