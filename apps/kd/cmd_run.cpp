@@ -2,6 +2,7 @@
 
 #include <CLI/CLI.hpp>
 #include <fmt/core.h>
+#include <fmt/ranges.h>
 
 #include "commands.h"
 #include "kd/core/distributed.h"
@@ -18,11 +19,32 @@ struct RunArgs {
   bool plan = false;
 };
 
-// One line a run: what `kd run` would do with it and why; then the teachers it would wait for.
+// What a run trains: "offline fmnist-student from runs/demo/teacher-s0, losses dist, 15 epochs".
+std::string recipe(const RunConfig& c) {
+  std::string out = fmt::format("{} {}", c.mode, c.arch);
+  if (!c.arch_options.empty()) out += fmt::format(" ({})", fmt::join(c.arch_options, ", "));
+  std::vector<std::string> teachers = c.distill.teachers;
+  if (!c.distill.teacher.empty()) teachers.insert(teachers.begin(), c.distill.teacher);
+  if (!teachers.empty()) out += fmt::format(" from {}", fmt::join(teachers, " + "));
+  std::vector<std::string> losses;  // their names; config.yaml has every option
+  for (const auto& l : c.distill.losses) losses.push_back(l.substr(0, l.find(':')));
+  if (!losses.empty()) out += fmt::format(", losses {}", fmt::join(losses, " + "));
+  out += fmt::format(", {} epoch{} on {}", c.train.epochs, c.train.epochs == 1 ? "" : "s",
+                     c.data.source);
+  if (c.data.labeled_fraction < 1)
+    out += fmt::format(" ({:g} of the labels)", c.data.labeled_fraction);
+  if (!c.qat.precision.empty()) out += fmt::format(", then --qat {}", c.qat.precision);
+  return out;
+}
+
+// Two lines a run: what `kd run` would do with it and why, and what it trains; then the teachers
+// it would wait for.
 void print_plan(const ExperimentPlan& plan, const std::vector<PlannedRun>& actions) {
   static const char* const kNames[] = {"keep", "resume", "run", "skip"};
-  for (size_t i = 0; i < plan.runs.size(); ++i)
+  for (size_t i = 0; i < plan.runs.size(); ++i) {
     fmt::print("{:<7}{}  ({})\n", kNames[actions[i].action], plan.runs[i].out, actions[i].why);
+    fmt::print("       {}\n", recipe(plan.runs[i]));
+  }
   for (const auto& t : plan.missing_teachers)
     fmt::print(
         "missing teacher: {} (another experiment makes it; kd run refuses to start "

@@ -70,6 +70,8 @@ ok_if "--stages ran only the student" "__import__('os').path.exists('exp/student
 expect_error 2 "--stages: the experiment has no stage 'nope' (stages: distilled, student, teacher)" "$KD" run exp.yaml --stages nope
 check "kd run --plan" "$KD" run exp.yaml --plan
 ok_if "--plan: every stage complete is kept" "open('out.txt').read().count('keep ') == 3"
+ok_if "--plan says what each run trains" "'train fmnist-teacher (width=8), 1 epoch on fashion-mnist' in open('out.txt').read() \
+  and 'offline fmnist-student from $WORK/exp/teacher-s0, 1 epoch on' in open('out.txt').read()"
 rm -rf exp/distilled-s0/summary.json
 check "kd run --plan, one stage incomplete" "$KD" run exp.yaml --plan
 ok_if "--plan names the incomplete stage and writes nothing" "'resume $WORK/exp/distilled-s0  (interrupted, from its last checkpoint)' in open('out.txt').read() \
