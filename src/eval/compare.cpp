@@ -139,16 +139,22 @@ Comparison compare_runs(const std::vector<nlohmann::json>& summaries, ScoreOn on
     g.row.throughput = stat_of(g.thr);
     c.rows.push_back(g.row);
   }
-  std::set<std::string> all_sets;
-  for (const auto& name : order)
-    all_sets.insert(groups[name].tested_on.begin(), groups[name].tested_on.end());
-  if (all_sets.size() > 1) {
+  // "teacher on fashion-mnist test, 50 images, 10 classes; ..." when the groups named were
+  // tested on more than one set; empty when on one.
+  auto mixed_test_sets = [&](const std::vector<std::pair<std::string, const Group*>>& named) {
+    std::set<std::string> sets;
+    for (const auto& [label, g] : named) sets.insert(g->tested_on.begin(), g->tested_on.end());
     std::string which;
-    for (const auto& name : order)
-      for (const auto& on : groups[name].tested_on)
-        which += fmt::format("{}{} on {}", which.empty() ? "" : "; ", name, printable(on));
+    if (sets.size() > 1)
+      for (const auto& [label, g] : named)
+        for (const auto& on : g->tested_on)
+          which += fmt::format("{}{} on {}", which.empty() ? "" : "; ", label, printable(on));
+    return which;
+  };
+  std::vector<std::pair<std::string, const Group*>> all;
+  for (const auto& name : order) all.emplace_back(name, &groups[name]);
+  if (const std::string which = mixed_test_sets(all); !which.empty())
     c.notes.push_back("these runs were not all tested on the same images and classes: " + which);
-  }
   for (const auto& name : order) {
     const Group& d = groups[name];
     if (d.row.mode == Mode::train || d.row.teacher.empty() || !groups.count(d.row.teacher))
@@ -162,14 +168,9 @@ Comparison compare_runs(const std::vector<nlohmann::json>& summaries, ScoreOn on
         student = &groups[other];
     if (!student) continue;
     const Group& t = groups[d.row.teacher];
-    std::set<std::string> sets;
-    for (const Group* g : {&d, student, &t}) sets.insert(g->tested_on.begin(), g->tested_on.end());
-    if (sets.size() > 1) {
-      std::string which;
-      for (const auto& [what, g] :
-           {std::pair{"teacher", &t}, {"student", student}, {name.c_str(), &d}})
-        for (const auto& on : g->tested_on)
-          which += fmt::format("{}{} on {}", which.empty() ? "" : "; ", what, printable(on));
+    if (const std::string which =
+            mixed_test_sets({{"teacher", &t}, {"student", student}, {name, &d}});
+        !which.empty()) {
       c.notes.push_back(fmt::format(
           "{}: gap not computed: its teacher, student and itself were not tested on the same "
           "images and classes ({})",

@@ -18,6 +18,7 @@
 #include "kd/models/model.h"
 #include "kd/report/run_index.h"
 #include "kd/runs/run.h"
+#include "kd/runs/run_dir.h"
 #include "report_page.h"
 
 namespace kd {
@@ -249,11 +250,7 @@ std::vector<std::string> find_run_dirs(const std::string& root, int max_depth) {
   auto under_root = [&](const fs::path& p) {
     std::error_code e;
     const fs::path c = fs::canonical(p, e);
-    if (e) return false;
-    auto i = c.begin();
-    for (auto r = inside.begin(); r != inside.end(); ++r, ++i)
-      if (i == c.end() || *i != *r) return false;
-    return true;
+    return !e && lies_within(c, inside);
   };
   for (auto it = fs::recursive_directory_iterator(
            root, fs::directory_options::skip_permission_denied, ec);

@@ -35,8 +35,9 @@ fs::path canonical_or_self(const fs::path& p) {
   return ec ? fs::absolute(p).lexically_normal() : c;
 }
 
-// `inner` is `outer` or lies below it.
-bool within(const fs::path& inner, const fs::path& outer) {
+}  // namespace
+
+bool lies_within(const fs::path& inner, const fs::path& outer) {
   auto i = inner.begin();
   for (auto o = outer.begin(); o != outer.end(); ++o, ++i) {
     if (o->empty()) continue;  // a trailing separator
@@ -44,6 +45,8 @@ bool within(const fs::path& inner, const fs::path& outer) {
   }
   return true;
 }
+
+namespace {
 
 bool empty_but_lock(const fs::path& dir) {
   for (const auto& e : fs::directory_iterator(dir))
@@ -89,10 +92,10 @@ void check_output_location(const fs::path& out, const std::vector<ProtectedPath>
   for (const auto& [what, path] : inputs) {
     if (path.empty() || !fs::exists(path)) continue;
     const fs::path p = canonical_or_self(path);
-    if (within(p, o))
+    if (lies_within(p, o))
       usage_fail("--out {} would hold the {} {}: choose another run directory", out.string(), what,
                  path);
-    if (within(o, p))
+    if (lies_within(o, p))
       usage_fail("--out {} lies inside the {} {}: choose another run directory", out.string(), what,
                  path);
   }
@@ -105,7 +108,7 @@ void check_output_file(const fs::path& path, const std::string& flag,
                path.string(), *what);
   const fs::path p = canonical_or_self(path);
   for (const char* system : {"/dev", "/proc", "/sys"})
-    if (within(p, system))
+    if (lies_within(p, system))
       usage_fail("{} {}: lies under {}, which kd does not write to", flag, path.string(), system);
   if (auto run = enclosing_run(p))
     usage_fail(
@@ -115,7 +118,7 @@ void check_output_file(const fs::path& path, const std::string& flag,
   for (const auto& [what, input] : inputs) {
     if (input.empty() || !fs::exists(input)) continue;
     const fs::path i = canonical_or_self(input);
-    if (within(p, i))
+    if (lies_within(p, i))
       usage_fail("{} {}: is or lies inside the {} {}; write it elsewhere", flag, path.string(),
                  what, input);
   }
@@ -123,7 +126,7 @@ void check_output_file(const fs::path& path, const std::string& flag,
 
 void check_deletable_run(const fs::path& path) {
   const fs::path p = canonical_or_self(path);
-  if (within(canonical_or_self(fs::current_path()), p))
+  if (lies_within(canonical_or_self(fs::current_path()), p))
     usage_fail("{}: not replacing the working directory (or one above it)", path.string());
   if (auto why = not_a_run_directory(path))
     usage_fail("{}: not replacing it: {} (kd replaces only run directories it made)", path.string(),

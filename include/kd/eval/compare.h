@@ -47,7 +47,8 @@ struct Comparison {
 
 /// `summaries` are summary.json documents; a distilled run names its teacher's group in
 /// "teacher_name". The gap is computed only when the teacher, student and distilled runs were
-/// tested on the same images (test set, image count) with the same classes; otherwise a note. With ScoreOn::eval, a summary without a best eval score is an error naming it.
+/// tested on the same images (test set, image count) with the same classes; otherwise a note.
+/// With ScoreOn::eval, a summary without a best eval score is an error naming it.
 Comparison compare_runs(const std::vector<nlohmann::json>& summaries, ScoreOn on = ScoreOn::test);
 
 }  // namespace kd

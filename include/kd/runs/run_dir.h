@@ -15,6 +15,9 @@ namespace kd {
 /// What a run directory may hold: kd's names only (temporary files of an atomic write included).
 bool is_run_entry(const std::string& name);
 
+/// `inner` is `outer` or lies below it, compared component by component (both already canonical).
+bool lies_within(const std::filesystem::path& inner, const std::filesystem::path& outer);
+
 /// Why `dir` is not provably a kd run directory (its first foreign entry, or no config.yaml);
 /// nullopt when it is one.
 std::optional<std::string> not_a_run_directory(const std::filesystem::path& dir);

@@ -70,7 +70,8 @@ class Batcher {
   /// Queues input [n, ...] (n >= 1; an input larger than max_batch runs alone, in forward passes
   /// of max_batch rows, so memory for activations stays that of max_batch);
   /// `done` gets its output rows. Throws QueueFull when max_queue requests are already waiting
-  /// or the bytes in flight would pass max_bytes_in_flight (`done` is then never called). may_run_here: when nothing is queued, running or announced
+  /// or the bytes in flight would pass max_bytes_in_flight (`done` is then never called).
+  /// may_run_here: when nothing is queued, running or announced
   /// but this request, its batch runs on the calling thread and `done` is called before submit
   /// returns: a lone request skips the two thread hand-offs (to a worker and back), which on a
   /// busy host cost more than its forward pass.
