@@ -11,8 +11,13 @@ all: build
 deps:
 	@scripts/install-deps
 
+# The build's optional parts, ON unless given (e.g. `make build BUILD=build-trainer KD_WITH_SERVE=OFF`
+# in a new build folder); scripts/install-deps reads the same variables.
+KD_OPTIONS := $(foreach o,KD_WITH_SERVE KD_WITH_GRPC KD_WITH_ONNX KD_BUILD_TESTS KD_BUILD_BENCH,$(if $($(o)),-D$(o)=$($(o))))
+export KD_WITH_SERVE KD_WITH_GRPC KD_WITH_ONNX
+
 $(BUILD)/CMakeCache.txt:
-	cmake -S . -B $(BUILD) $(GENERATOR) -DCMAKE_BUILD_TYPE=Release
+	cmake -S . -B $(BUILD) $(GENERATOR) -DCMAKE_BUILD_TYPE=Release $(KD_OPTIONS)
 
 configure: deps $(BUILD)/CMakeCache.txt
 

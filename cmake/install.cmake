@@ -27,6 +27,16 @@ set(CPACK_DEBIAN_PACKAGE_SECTION science)
 # The kd binary's shared libraries are found by dpkg-shlibdeps; linking the static libraries
 # needs the development packages they were built against.
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
-set(CPACK_DEBIAN_PACKAGE_DEPENDS
-    "libtorch-dev, libopencv-dev, libpugixml-dev, nlohmann-json3-dev, libyaml-cpp-dev, libspdlog-dev, libfmt-dev, zlib1g-dev, libsimdjson-dev, libgrpc++-dev, libprotobuf-dev, libonnx-dev, libgloo-dev, libopenblas0-pthread")
+set(KD_DEB_DEPENDS libtorch-dev libopencv-dev libpugixml-dev nlohmann-json3-dev libyaml-cpp-dev
+    libspdlog-dev libfmt-dev zlib1g-dev libgloo-dev libopenblas0-pthread)
+if(KD_WITH_SERVE)
+  list(APPEND KD_DEB_DEPENDS libsimdjson-dev)
+endif()
+if(KD_WITH_GRPC)
+  list(APPEND KD_DEB_DEPENDS libgrpc++-dev libprotobuf-dev)
+endif()
+if(KD_WITH_ONNX)
+  list(APPEND KD_DEB_DEPENDS libonnx-dev)
+endif()
+list(JOIN KD_DEB_DEPENDS ", " CPACK_DEBIAN_PACKAGE_DEPENDS)
 include(CPack)

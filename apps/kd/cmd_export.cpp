@@ -6,6 +6,7 @@
 #include "commands.h"
 #include "kd/core/error.h"
 #include "kd/core/fs.h"
+#include "kd/core/version.h"
 #include "kd/models/export.h"
 #include "kd/models/model.h"
 #include "kd/runs/run_dir.h"
@@ -23,6 +24,8 @@ void run(const ExportArgs& a) {
   const bool onnx = a.format == "onnx";
   if (!onnx && a.format != "torchscript")
     usage_fail("--format {}: expected torchscript or onnx", a.format);
+  if (onnx && !kWithOnnx)
+    usage_fail("--format onnx: this kd was built without ONNX export (KD_WITH_ONNX=OFF)");
   const std::string ext = onnx ? ".onnx" : ".pt";
   const std::string out =
       a.out.empty() ? (fs::path(a.run) / "export" / ("model" + ext)).string() : a.out;

@@ -10,7 +10,10 @@
 #include "kd/core/error.h"
 #include "kd/core/fs.h"
 #include "kd/core/runtime.h"
+#include "kd/core/version.h"
+#if KD_WITH_GRPC
 #include "kd/serve/grpc.h"
+#endif
 #include "kd/serve/http.h"
 #include "kd/serve/runner.h"
 #include "kd/serve/service.h"
@@ -56,6 +59,8 @@ std::unique_ptr<ModelRunner> load_runner(const std::string& arg, torch::Device d
 
 void run(ServeArgs& a) {
   std::signal(SIGPIPE, SIG_IGN);
+  if (a.grpc_port >= 0 && !kWithGrpc)
+    usage_fail("--grpc-port: this kd was built without gRPC (KD_WITH_GRPC=OFF)");
 
   const torch::Device device = init_runtime(
       {a.runtime.device, a.runtime.threads, a.runtime.seed, false, a.runtime.precision});
@@ -82,6 +87,7 @@ void run(ServeArgs& a) {
   Service service(std::move(runners), a.service);
   HttpServer server(service, a.http);
   const int port = server.bind();
+#if KD_WITH_GRPC
   std::unique_ptr<GrpcServer> grpc;
   int grpc_port = -1;
   if (a.grpc_port >= 0) {
@@ -89,6 +95,13 @@ void run(ServeArgs& a) {
         service, GrpcOptions{a.http.host, a.grpc_port, a.http.max_body_bytes});
     grpc_port = grpc->start();
   }
+#else
+  struct NoGrpc {
+    void stop() {}
+  };
+  std::unique_ptr<NoGrpc> grpc;
+  const int grpc_port = -1;
+#endif
   if (a.http.host != "127.0.0.1" && a.http.host != "localhost" && a.http.host != "::1" &&
       a.service.api_key.empty())
     spdlog::warn(

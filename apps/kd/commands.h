@@ -16,8 +16,8 @@ void add_run_command(CLI::App& app);
 void add_predict_command(CLI::App& app);
 void add_export_command(CLI::App& app);
 void add_quantize_command(CLI::App& app);
-void add_serve_command(CLI::App& app);
-void add_launch_command(CLI::App& app);
-void add_report_command(CLI::App& app);  // data-parallel ranks on this machine
+void add_serve_command(CLI::App& app);   // only with KD_WITH_SERVE
+void add_launch_command(CLI::App& app);  // data-parallel ranks on this machine
+void add_report_command(CLI::App& app);
 
 }  // namespace kd::cli

@@ -26,7 +26,10 @@ int main(int argc, char** argv) {
       "kd: train a teacher, distill a small student, measure and compare them.\n"
       "Example: kd train --arch fmnist-teacher --epochs 15 --out runs/teacher"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", std::string("kd ") + kd::kVersion);
+  app.set_version_flag(
+      "--version",
+      fmt::format("kd {} (serve {}, grpc {}, onnx {})", kd::kVersion, kd::kWithServe ? "on" : "off",
+                  kd::kWithGrpc ? "on" : "off", kd::kWithOnnx ? "on" : "off"));
   // Logs go to stderr so stdout carries only results (tables, JSON, run paths).
   spdlog::set_default_logger(spdlog::stderr_color_mt("kd"));
   spdlog::set_pattern("[%H:%M:%S] %v");
@@ -39,7 +42,16 @@ int main(int argc, char** argv) {
   kd::cli::add_predict_command(app);
   kd::cli::add_export_command(app);
   kd::cli::add_quantize_command(app);
+#if KD_WITH_SERVE
   kd::cli::add_serve_command(app);
+#else
+  // Named, so `kd serve` says why it is missing instead of "unexpected argument".
+  app.add_subcommand("serve", "(not in this build: cmake -DKD_WITH_SERVE=ON)")
+      ->allow_extras()
+      ->callback([] {
+        kd::usage_fail("kd serve: this kd was built without serving (KD_WITH_SERVE=OFF)");
+      });
+#endif
   kd::cli::add_launch_command(app);
   kd::cli::add_report_command(app);
   // KD_PARSE_ONLY=1: the command line is parsed and checked (options, values, required ones) and

@@ -9,6 +9,7 @@
 #include "export_access.h"
 #include "kd/core/error.h"
 #include "kd/core/fs.h"
+#include "kd/core/version.h"
 #include "kd/models/input.h"
 #include "kd/models/model.h"
 
@@ -199,5 +200,12 @@ std::unique_ptr<Model> optimize_for_inference(Model& model, double* max_abs_diff
   if (max_abs_diff) *max_abs_diff = worst;
   return optimized;
 }
+
+#if !KD_WITH_ONNX
+// onnx_export.cpp is left out of this build; library users get the reason, not a link error.
+ExportResult export_onnx(Model&, const std::string& path) {
+  throw Error(fmt::format("{}: this kd was built without ONNX export (KD_WITH_ONNX=OFF)", path));
+}
+#endif
 
 }  // namespace kd

@@ -280,11 +280,15 @@ check "and teach" "$KD" distill --teacher v --out dv "${C[@]}"
 expect_error 2 "--out v/sub lies inside the run directory" "$KD" quantize t --out v/sub --calibration 10
 mkdir -p mine && echo '{"mine": 1}' >mine/model.json
 check "kd export --out mine/model.pt" "$KD" export t --out mine/model.pt
-check "kd export --out mine/model.onnx" "$KD" export t --format onnx --out mine/model.onnx
-ok_if "the user's model.json is untouched; the .pt and the .onnx keep a description each" \
-  "open('mine/model.json').read() == '{\"mine\": 1}\n' and \
-   __import__('json').load(open('mine/model.pt.json'))['format'] == 'torchscript' and \
-   __import__('json').load(open('mine/model.onnx.json'))['format'] == 'onnx'"
+if has_part onnx; then
+  check "kd export --out mine/model.onnx" "$KD" export t --format onnx --out mine/model.onnx
+  ok_if "the user's model.json is untouched; the .pt and the .onnx keep a description each" \
+    "open('mine/model.json').read() == '{\"mine\": 1}\n' and \
+     __import__('json').load(open('mine/model.pt.json'))['format'] == 'torchscript' and \
+     __import__('json').load(open('mine/model.onnx.json'))['format'] == 'onnx'"
+else
+  expect_error 2 "built without ONNX export (KD_WITH_ONNX=OFF)" "$KD" export t --format onnx --out mine/model.onnx
+fi
 check "the export loads with its description" "$KD" eval mine/model.pt --data fashion-mnist --json
 echo '{"mine": 2}' >mine/model.pt.json
 expect_error 2 "is not a model description kd export wrote: not replacing it" "$KD" export t --out mine/model.pt

@@ -19,3 +19,6 @@ ok_if() {  # ok_if DESCRIPTION PYTHON_CONDITION
     echo "FAIL $1 ($2)"; fails=$((fails + 1)); fi
 }
 finish() { echo "$fails failed"; [ "$fails" -eq 0 ]; }
+# has_part serve|grpc|onnx: whether this kd was built with that part (`kd --version` lists them);
+# without it, its checks are skipped and the command's refusal is checked instead.
+has_part() { "$KD" --version | grep -q "$1 on"; }

@@ -38,6 +38,7 @@ grep -q "int8" out.txt && echo "ok   compare shows the precision" || { echo "FAI
 
 # PyTorch Python loads the exported INT8 module and computes what kd serve answers.
 check "export the INT8 run" "$KD" export teacher-int8 --out t8.pt
+if has_part serve; then
 "$KD" serve "t8=teacher-int8" --port 0 >serve.json 2>serve.log &
 SERVE=$!
 trap 'kill $SERVE 2>/dev/null || true' EXIT
@@ -67,6 +68,9 @@ PY
 cat out.txt
 kill $SERVE; wait $SERVE 2>/dev/null || true
 trap - EXIT
+else
+  expect_error 2 "built without serving (KD_WITH_SERVE=OFF)" "$KD" serve "t8=teacher-int8" --port 0
+fi
 
 check "quantize with the percentile observer" "$KD" quantize teacher --out teacher-pct --calibration 256 --observer percentile --no-latency
 ok_if "percentile: within 1 point of fp32" "(lambda s: s['quantization']['observer'] == 'percentile' and abs(s['test']['top1'] - s['source_test']['top1']) < 0.01)(__import__('json').load(open('teacher-pct/summary.json')))"

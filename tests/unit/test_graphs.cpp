@@ -11,6 +11,7 @@
 
 #include "kd/core/error.h"
 #include "kd/core/fs.h"
+#include "kd/core/version.h"
 #include "kd/models/export.h"
 #include "kd/models/model.h"
 #include "kd/models/quantize.h"
@@ -19,6 +20,14 @@
 #include "test_util.h"
 
 namespace {
+
+// A build without ONNX export (KD_WITH_ONNX=OFF) refuses it with the reason; the ONNX tests stop.
+#define SKIP_WITHOUT_ONNX()                                                             \
+  if (!kd::kWithOnnx) {                                                                 \
+    auto tiny = test_model("mlp", {1, 8, 8}, 2);                                        \
+    EXPECT_KD_ERROR(kd::export_onnx(*tiny, "/nonexistent/m.onnx"), "KD_WITH_ONNX=OFF"); \
+    GTEST_SKIP() << "built without ONNX export";                                        \
+  }
 
 // The largest difference between kd and OpenCV's run of the exported file, relative to the
 // output's scale, over a batch of 3 random images.
@@ -53,6 +62,7 @@ double onnx_difference(kd::Model& m) {
 }
 
 TEST(Onnx, EveryClassifierKdListsRunsInOpenCvAsInKd) {
+  SKIP_WITHOUT_ONNX();
   int tried = 0;
   for (const auto& a : kd::architectures()) {
     if (a.task != kd::Task::classify) continue;
@@ -67,6 +77,7 @@ TEST(Onnx, EveryClassifierKdListsRunsInOpenCvAsInKd) {
 }
 
 TEST(Onnx, AnInt8ModelIsRefusedForBeingInt8) {
+  SKIP_WITHOUT_ONNX();
   auto m = test_model("cnn", {1, 28, 28}, 10);
   auto q = kd::quantize_int8(*m,
                              [i = 0](torch::Tensor& x) mutable {
@@ -79,6 +90,7 @@ TEST(Onnx, AnInt8ModelIsRefusedForBeingInt8) {
 }
 
 TEST(Export, TheDescriptionIsNamedAfterTheWholeFileAndNeverReplacesAUsersFile) {
+  SKIP_WITHOUT_ONNX();
   auto m = test_model("fmnist-student", {1, 28, 28}, 10);
   TempDir dir;
   const auto pt = (dir.path / "x.pt").string(), onnx = (dir.path / "x.onnx").string();
@@ -94,6 +106,7 @@ TEST(Export, TheDescriptionIsNamedAfterTheWholeFileAndNeverReplacesAUsersFile) {
 }
 
 TEST(Onnx, AnEfficientDetRunsInOpenCvAsInKd) {
+  SKIP_WITHOUT_ONNX();
   // BiFPN's fused weights, upsampling, max pooling and the heads' reshapes, all as ONNX.
   auto m = test_model("effdet-d0", {3, 64, 64}, 3);
   const double d = onnx_difference(*m);
@@ -102,6 +115,7 @@ TEST(Onnx, AnEfficientDetRunsInOpenCvAsInKd) {
 }
 
 TEST(Onnx, ATorchScriptModelIsRefused) {
+  SKIP_WITHOUT_ONNX();
   TempDir dir;
   auto m = kd::load_model(std::string(KD_FIXTURE_DIR) + "/student_ts.pt");
   EXPECT_KD_ERROR(kd::export_onnx(*m, (dir.path / "m.onnx").string()),
