@@ -7,6 +7,7 @@
 
 #include "commands.h"
 #include "kd/eval/compare.h"
+#include "kd/runs/config.h"
 #include "kd/runs/run.h"
 
 namespace kd::cli {
@@ -20,6 +21,7 @@ struct CompareArgs {
 
 void run(const CompareArgs& a) {
   std::vector<nlohmann::json> summaries;
+  std::vector<std::string> torchscript_teachers;
   std::set<std::filesystem::path> seen;
   for (const auto& r : a.runs) {
     // A run named twice (a shell glob and a path, a symbolic link) is one run, not two seeds.
@@ -27,8 +29,16 @@ void run(const CompareArgs& a) {
       spdlog::warn("{}: given more than once; counted once", r);
       continue;
     }
-    summaries.push_back(read_summary(r));
+    if (std::filesystem::is_regular_file(r) && !is_torchscript_path(r))
+      spdlog::warn("{}: a file, not a run directory or a TorchScript teacher; left out", r);
+    else if (std::filesystem::is_regular_file(r))
+      torchscript_teachers.push_back(r);
+    else
+      summaries.push_back(read_summary(r));
   }
+  // A TorchScript teacher's row comes from the runs distilled from it; it leads, as a teacher run.
+  for (auto it = torchscript_teachers.rbegin(); it != torchscript_teachers.rend(); ++it)
+    summaries.insert(summaries.begin(), require_torchscript_teacher_summary(*it, summaries));
   Comparison c = compare_runs(summaries, a.on == "eval" ? ScoreOn::eval : ScoreOn::test);
   if (a.json)
     std::cout << c.to_json().dump(2) << std::endl;
@@ -47,7 +57,10 @@ void add_compare_command(CLI::App& app) {
       "Example: kd compare runs/teacher runs/student runs/distilled\n"
       "Runs with the same name (seeds of one recipe) are pooled into mean ± std.\n"
       "Tuning: kd compare --on eval runs/sweep/* picks knobs on the eval split.");
-  c->add_option("runs", a->runs, "run directories")->required()->check(CLI::ExistingDirectory);
+  c->add_option("runs", a->runs,
+                "run directories; a TorchScript teacher (.pt) too, given with runs distilled from it")
+      ->required()
+      ->check(CLI::ExistingPath);
   c->add_flag("--json", a->json, "print JSON instead of a Markdown table");
   c->add_option("--on", a->on,
                 "score compared: test (the result) or eval (each run's best eval-split score: tune "

@@ -26,6 +26,7 @@ struct SplitArgs {
 
 struct InfoArgs {
   std::string data = "fashion-mnist";
+  int size = 0;  // 0: the source's size (IDX), or image folders' default
 };
 
 void split(const SplitArgs& a) {
@@ -73,14 +74,18 @@ void info(const InfoArgs& a) {
   if (is_detection_source(a.data)) return detection_info(a);
   for (const char* part : {"train", "test"}) {
     if (!has_part(a.data, part)) {
-      fmt::print("{}: no {} part\n", a.data, part);
+      fmt::print(
+          "{}: no {} part: runs test on their eval split (hold out a test set as "
+          "DIR/train/<class>/ and DIR/test/<class>/)\n",
+          a.data, part);
       continue;
     }
-    Dataset d = load_dataset(a.data, part, {});
+    Dataset d = load_dataset(a.data, part, {0, a.size, a.size});
     Normalization n = compute_normalization(d);
-    fmt::print("{} [{}]: {} images of {}x{}x{}, {} classes, mean {} std {}\n", a.data, part,
-               d.size(), d.images.size(1), d.images.size(2), d.images.size(3), d.num_classes(),
-               fmt::join(n.mean, ","), fmt::join(n.std, ","));
+    fmt::print("{} [{}]: {} images of {}x{}x{}{}, {} classes, mean {} std {}\n", a.data, part,
+               d.size(), d.images.size(1), d.images.size(2), d.images.size(3),
+               a.size == 0 && !is_idx_source(a.data) ? " (image folders' default size; --size)" : "",
+               d.num_classes(), fmt::join(n.mean, ","), fmt::join(n.std, ","));
     auto counts = torch::bincount(d.labels, {}, d.num_classes());
     for (int64_t c = 0; c < d.num_classes(); ++c)
       fmt::print("  {:>3} {:<16} {}\n", c, d.class_names[c], counts[c].item<int64_t>());
@@ -137,6 +142,8 @@ void add_data_commands(CLI::App& app) {
   auto* ic = data->add_subcommand("info", "sizes, classes, class counts and pixel statistics");
   ic->footer("Example: kd data info --data fashion-mnist");
   ic->add_option("--data", i->data, "dataset")->capture_default_str();
+  ic->add_option("--size", i->size, "decode image folders at SIZE x SIZE (as kd train --size)")
+      ->check(CLI::Range(1, 4096));
   ic->callback([i] { info(*i); });
 }
 

@@ -8,6 +8,7 @@
 #include "kd/core/error.h"
 #include "kd/core/fs.h"
 #include "kd/report/report.h"
+#include "kd/runs/config.h"
 #include "kd/runs/run_dir.h"
 
 namespace kd::cli {
@@ -21,12 +22,12 @@ struct ReportArgs {
 
 void run(const ReportArgs& a) {
   check_output_file(a.out, "-o");
-  // `kd report runs/exp/*` also names the experiment's compare.md and compare.json: files are
-  // not runs, and are left out with a word.
+  // `kd report runs/exp/*` also names the experiment's compare.md and compare.json: files other
+  // than a TorchScript teacher are not runs, and are left out with a word.
   std::vector<std::string> runs;
   for (const auto& r : a.runs) {
-    if (std::filesystem::is_regular_file(r))
-      spdlog::warn("{}: a file, not a run directory; left out of the report", r);
+    if (std::filesystem::is_regular_file(r) && !is_torchscript_path(r))
+      spdlog::warn("{}: a file, not a run directory or a TorchScript teacher; left out", r);
     else
       runs.push_back(r);
   }
@@ -49,7 +50,9 @@ void add_report_command(CLI::App& app) {
   c->footer(
       "Example: kd report runs/fmnist/teacher-s0 runs/fmnist/student-s0 runs/fmnist/distilled-s0 "
       "-o report.html");
-  c->add_option("runs", a->runs, "run directories")->required();
+  c->add_option("runs", a->runs,
+                "run directories; a TorchScript teacher (.pt) too, given with runs distilled from it")
+      ->required();
   c->add_option("-o,--out", a->out, "the HTML file to write")->capture_default_str();
   c->add_option("--samples", a->opts.samples, "detectors: test images shown with their boxes")
       ->capture_default_str()

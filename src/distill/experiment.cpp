@@ -205,6 +205,17 @@ Comparison run_experiment(const ExperimentPlan& plan, bool force,
     }
     summaries.push_back(read_summary(cfg.out));
   }
+  // A TorchScript teacher from outside the experiment is a row too (the gap needs it), scored by
+  // the runs distilled from it.
+  std::vector<std::string> files;
+  for (const auto& cfg : plan.runs)
+    if (!cfg.distill.teacher.empty() && fs::is_regular_file(cfg.distill.teacher) &&
+        std::find(files.begin(), files.end(), cfg.distill.teacher) == files.end())
+      files.push_back(cfg.distill.teacher);
+  std::vector<nlohmann::json> teachers;
+  for (const auto& pt : files)
+    if (auto t = torchscript_teacher_summary(pt, summaries)) teachers.push_back(*t);
+  summaries.insert(summaries.begin(), teachers.begin(), teachers.end());
   Comparison c = compare_runs(summaries);
   if (dist::is_main()) {
     write_text_atomically(fs::path(plan.out) / "compare.md", c.markdown());

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <fstream>
+#include <functional>
+#include <map>
 
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
@@ -125,6 +127,7 @@ nlohmann::json collect_run(const std::string& dir, const ReportOptions& opts) {
   run["arch"] = cfg.arch;
   run["precision"] = "fp32";
   run["name"] = cfg.name.empty() ? d.filename().string() : cfg.name;
+  run["seed"] = cfg.runtime.seed;
   run["metric"] = metric_name(cfg.task);
   if (!fs::exists(d / "summary.json")) {
     run["complete"] = false;
@@ -191,9 +194,57 @@ nlohmann::json collect_report(const std::vector<std::string>& dirs, const Report
   nlohmann::json runs = nlohmann::json::array();
   std::vector<nlohmann::json> summaries;
   for (const auto& dir : dirs) {
+    if (fs::is_regular_file(dir)) {  // a TorchScript teacher: after the runs that score it
+      runs.push_back({{"path", dir}});
+      continue;
+    }
     runs.push_back(collect_run(dir, opts));
     if (runs.back()["complete"].get<bool>()) summaries.push_back(runs.back()["summary"]);
   }
+  for (auto& r : runs)
+    if (!r.contains("complete")) {
+      const std::string pt = r["path"];
+      const nlohmann::json s = require_torchscript_teacher_summary(pt, summaries);
+      r = {{"path", pt},
+           {"config", fmt::format("(a TorchScript file: no config.yaml; its test score is the one "
+                                  "the {} run(s) distilled from it measured)",
+                                  s["measured_by"].get<size_t>())},
+           {"history", nlohmann::json::array()},
+           {"name", s["name"]},
+           {"seed", 0},
+           {"task", Task::classify},
+           {"mode", Mode::train},
+           {"arch", s["arch"]},
+           {"precision", s["precision"]},
+           {"metric", metric_name(Task::classify)},
+           {"complete", true},
+           {"state", "complete"},
+           {"params", s["params"]},
+           {"macs", 0},
+           {"latency_ms", -1.0},
+           {"finished", ""},
+           {"teacher", ""},
+           {"teacher_name", ""},
+           {"score", s["test"]["top1"]},
+           {"classes", nlohmann::json::array()},
+           {"per_class", nlohmann::json::array()},
+           {"confusion", nlohmann::json::array()},
+           {"summary", s}};
+      summaries.insert(summaries.begin(), s);
+    }
+  // Seeds of one recipe share its name (kd compare groups by it); the page tells them apart by
+  // seed, or by path where even the seed is shared (one recipe in two experiments).
+  auto label_runs = [&runs](const std::function<std::string(const nlohmann::json&)>& label) {
+    std::map<std::string, int> count;
+    for (const auto& r : runs) ++count[r["label"].get<std::string>()];
+    for (auto& r : runs)
+      if (count[r["label"].get<std::string>()] > 1) r["label"] = label(r);
+  };
+  for (auto& r : runs) r["label"] = r["name"];
+  label_runs([](const nlohmann::json& r) {
+    return fmt::format("{} (seed {})", r["name"].get<std::string>(), r["seed"].get<uint64_t>());
+  });
+  label_runs([](const nlohmann::json& r) { return r["path"].get<std::string>(); });
   // A trained run another run learned from is a teacher; other trained runs are students.
   for (auto& r : runs) {
     if (r["mode"] != "train") {

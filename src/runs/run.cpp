@@ -1,7 +1,9 @@
 #include "kd/runs/run.h"
 
 #include <algorithm>
+#include <optional>
 
+#include <torch/script.h>
 #include <torch/torch.h>
 #include <yaml-cpp/yaml.h>
 
@@ -182,6 +184,72 @@ RunConfig read_run_config(const std::string& run_dir) {
     fail("{}: {}", p.string(), e.what());
   }
   return cfg;
+}
+
+bool learned_from(const nlohmann::json& run, const std::string& teacher) {
+  const std::string t = run.value("teacher", "");
+  if (t.empty()) return false;
+  // The path as the run was given it; from another folder, or after a move, only its name is left
+  // to go by.
+  if (!fs::exists(t)) return fs::path(t).filename() == fs::path(teacher).filename();
+  std::error_code ec1, ec2;
+  const auto a = fs::weakly_canonical(t, ec1), b = fs::weakly_canonical(teacher, ec2);
+  return !ec1 && !ec2 && a == b;
+}
+
+std::optional<nlohmann::json> torchscript_teacher_summary(const std::string& pt,
+                                                          const std::vector<nlohmann::json>& runs) {
+  KD_CHECK(fs::is_regular_file(pt), "{}: neither a run directory nor a TorchScript file", pt);
+  // Its score is what the runs distilled from it alone measured of its answers on their test
+  // images (teacher_targets_top1); ensembles and merges measured their combined targets.
+  std::vector<const nlohmann::json*> taught;
+  for (const auto& r : runs)
+    if (learned_from(r, pt) && !r.contains("teachers") && r.contains("teacher_targets_top1") &&
+        r.value("task", Task::classify) == Task::classify)
+      taught.push_back(&r);
+  if (taught.empty()) return std::nullopt;
+  double top1 = 0;
+  for (const auto* r : taught) top1 += (*r)["teacher_targets_top1"].get<double>();
+  top1 /= static_cast<double>(taught.size());
+  int64_t params = 0;
+  try {
+    for (const auto& p : torch::jit::load(pt, torch::kCPU).parameters()) params += p.numel();
+  } catch (const c10::Error& e) {
+    fail("{}: not a TorchScript file ({})", pt, first_line(e.what()));
+  }
+  const nlohmann::json& like = *taught.front();
+  nlohmann::json test = {{"top1", top1}};
+  for (const char* k : {"samples", "images"})
+    if (like["test"].contains(k)) test[k] = like["test"][k];
+  // The class names it was tested on (kd compare checks that rows share a test set); its
+  // per-class scores are not known.
+  if (like["test"].contains("per_class") && like["test"]["per_class"].is_object()) {
+    test["per_class"] = nlohmann::json::object();
+    for (const auto& [name, v] : like["test"]["per_class"].items()) test["per_class"][name] = nullptr;
+  }
+  return nlohmann::json{{"name", teacher_name(pt)},
+                        {"task", Task::classify},
+                        {"mode", Mode::train},
+                        {"arch", "torchscript"},
+                        {"seed", 0},
+                        {"params", params},
+                        {"macs", 0},
+                        {"precision", "fp32"},
+                        {"test_set", like.value("test_set", "")},
+                        {"test", test},
+                        {"source", pt},
+                        {"measured_by", taught.size()}};
+}
+
+nlohmann::json require_torchscript_teacher_summary(const std::string& pt,
+                                                   const std::vector<nlohmann::json>& runs) {
+  auto s = torchscript_teacher_summary(pt, runs);
+  KD_CHECK(s.has_value(),
+           "{}: a TorchScript teacher has no results of its own; give it together with a "
+           "classifier run distilled from it alone (its test score is recorded there), or "
+           "measure it with `kd eval {}`",
+           pt, pt);
+  return *s;
 }
 
 std::string teacher_name(const std::string& teacher) {

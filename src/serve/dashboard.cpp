@@ -17,7 +17,7 @@ using serve_detail::json_response;
 
 namespace {
 
-std::string escape(const std::string& s) {
+std::string escape_html(const std::string& s) {
   std::string out;
   for (char c : s) {
     switch (c) {
@@ -127,14 +127,14 @@ HttpResponse Dashboard::report(const std::string& runs_param) {
   const auto known = index_.runs();
   std::string error;
   const auto rels = split_runs(runs_param, &error);
-  if (rels.empty()) return html(400, "<!doctype html><p>" + escape(error) + "</p>");
+  if (rels.empty()) return html(400, "<!doctype html><p>" + escape_html(error) + "</p>");
   std::string key;
   std::vector<std::string> dirs;
   for (const auto& rel : rels) {
     key += rel + '\n';
     auto it = known.find(rel);
     if (it == known.end())
-      return html(404, "<!doctype html><p>no run '" + escape(rel) + "' under the runs folder</p>");
+      return html(404, "<!doctype html><p>no run '" + escape_html(rel) + "' under the runs folder</p>");
     dirs.push_back(it->second);
   }
   std::string stamp;

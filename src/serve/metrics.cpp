@@ -8,7 +8,7 @@ namespace kd {
 namespace {
 
 // Label values escape backslash, double quote and newline (exposition format).
-std::string escape(const std::string& v) {
+std::string escape_label(const std::string& v) {
   std::string out;
   for (char c : v) {
     if (c == '\\' || c == '"') out += '\\';
@@ -24,7 +24,7 @@ std::string escape(const std::string& v) {
 std::string labels(std::initializer_list<std::pair<const char*, std::string>> kv) {
   std::string out;
   for (const auto& [k, v] : kv)
-    out += fmt::format("{}{}=\"{}\"", out.empty() ? "" : ",", k, escape(v));
+    out += fmt::format("{}{}=\"{}\"", out.empty() ? "" : ",", k, escape_label(v));
   return out;
 }
 

@@ -25,6 +25,18 @@ check "train a TorchScript student" "$KD" train --arch "$FIX/student_ts.pt" --ou
 expect_error 2 "student_ts.pt is a model file with no run configuration to take its data from: give --data" \
   "$KD" eval "$FIX/student_ts.pt"
 check "eval a TorchScript file on data" "$KD" eval "$FIX/student_ts.pt" --data fashion-mnist --json
+# A TorchScript teacher is a teacher row of kd compare and kd report: scored as the run distilled
+# from it measured it on its test images (teacher_targets_top1), so the gap is computed.
+check "compare with a TorchScript teacher" "$KD" compare "$FIX/student_ts.pt" student from_ts --json
+ok_if "the .pt leads as the teacher, with from_ts's measure of it; the gap closed is computed" \
+  "(lambda c, d: c['rows'][0]['name'] == 'student_ts' and c['rows'][0]['arch'] == 'torchscript' and
+    abs(c['rows'][0]['top1']['mean'] - d['teacher_targets_top1']) < 1e-9 and 'from_ts' in c['gap_closed'])(
+    __import__('json').load(open('out.txt')), __import__('json').load(open('from_ts/summary.json')))"
+expect_error 1 "student_ts.pt: a TorchScript teacher has no results of its own" \
+  "$KD" compare "$FIX/student_ts.pt" student
+check "report with a TorchScript teacher" "$KD" report "$FIX/student_ts.pt" student from_ts -o ts_report.html
+ok_if "the report's .pt row is the teacher" \
+  "'\"role\":\"teacher\"' in open('ts_report.html').read() and '\"name\":\"student_ts\"' in open('ts_report.html').read()"
 
 for run in teacher student distilled cached1 cached2 from_ts ts_student; do
   for f in config.yaml metrics.jsonl model.json model.pt summary.json checkpoints/epoch-0002/state.json checkpoints/best.pt; do

@@ -139,6 +139,14 @@ try:
     with_latency = len([g for g in index["groups"] if g["latency_ms"]["n"]])
     c.ok(f"score-latency chart: one point per group with a latency ({with_latency})", points(0) == with_latency, points(0))
     c.ok("score-params chart: one point per group with a score (5)", points(1) == 5, points(1))
+    roles = browser.eval("Object.fromEntries(window.kdCharts[1].data.datasets.flatMap(d => d.data.map(p => "
+                         "[(d.label === '(top level)' ? '' : d.label + '/') + p.label, p.role])))")
+    c.ok("each point is shaped by its group's role: teacher, student, distilled",
+         roles.get("exp/teacher") == "teacher" and roles.get("exp/student") == "student" and
+         roles.get("exp/distilled") == "distilled", roles)
+    shapes = browser.eval("window.kdCharts[1].getDatasetMeta(window.kdCharts[1].data.datasets.findIndex(d => d.label === 'exp'))"
+                          ".data.map(e => e.options.pointStyle).sort().join()")
+    c.ok("... drawn as triangle, circle and diamond", shapes == "circle,rectRot,triangle", shapes)
 
     browser.eval("document.querySelector('tr.group[data-group=\"exp/live\"] .toggle').click()")
     browser.eval("document.querySelector('tr.seed[data-run=\"exp/live-s0\"] input').click()")

@@ -57,6 +57,14 @@ try:
     c.ok("40 runs (a method sweep) get 40 different colours", distinct == 40, distinct)
     roles = browser.eval("[...document.querySelectorAll('#runs .role')].map(e => e.textContent).join()")
     c.ok("roles: teacher, student, distilled (and the incomplete distilled run)", roles == "teacher,student,distilled,distilled", roles)
+    badges = browser.eval("""(() => { const norm = c => { const d = document.createElement('div'); d.style.color = c;
+        document.body.append(d); const v = getComputedStyle(d).color; d.remove(); return v; };
+      return [...document.querySelectorAll('#runs .role')].map((e, i) => [getComputedStyle(e).backgroundColor, norm(runColor(i))]); })()""")
+    c.ok("each role badge has its run's colour (the colour of its curves and points)",
+         len(badges) == 4 and all(a == b for a, b in badges), badges)
+    fits = browser.eval("[...document.querySelectorAll('[data-heatmap]')].map(e => [e.scrollWidth, e.clientWidth])")
+    c.ok("each 10-class confusion matrix fits its card in a 1,280 px window (no scrolling)",
+         len(fits) == 3 and all(w <= cw for w, cw in fits), fits)
     c.ok("the share of the gap closed is stated", "gap closed by distillation: distilled" in browser.eval("document.getElementById('gap').textContent"))
     cells = browser.eval("document.querySelectorAll('[data-heatmap] td').length")
     c.ok("confusion heatmaps: 3 x 10 x 10 cells", cells == 300, cells)

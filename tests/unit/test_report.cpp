@@ -16,10 +16,11 @@ namespace fs = std::filesystem;
 
 // A finished (or, without a score, unfinished) classification run directory.
 void make_run(const fs::path& dir, const std::string& name, const std::string& mode, double score,
-              const std::string& teacher = "") {
+              const std::string& teacher = "", uint64_t seed = 0) {
   fs::create_directories(dir);
   kd::RunConfig cfg;
   cfg.name = name;
+  cfg.runtime.seed = seed;
   cfg.mode = kd::parse_kind<kd::Mode>(mode, "test");
   cfg.out = dir.string();
   std::ofstream(dir / "config.yaml") << kd::to_yaml(cfg);
@@ -64,6 +65,22 @@ TEST(Report, RolesGapAndIncompleteRuns) {
   std::ofstream(d.path / "x" / "error.txt") << "loss is NaN";
   EXPECT_EQ(kd::collect_run(d / "x", {})["state"], "failed: loss is NaN");
   EXPECT_KD_ERROR(kd::collect_report({d / "nowhere"}, {}), "no such run directory");
+}
+
+TEST(Report, SeedsOfOneRecipeAreLabelledBySeedAndOtherwiseByPath) {
+  TempDir d;
+  make_run(d.path / "a" / "distilled-s0", "distilled", "offline", 0.85, "", 0);
+  make_run(d.path / "a" / "distilled-s1", "distilled", "offline", 0.86, "", 1);
+  make_run(d.path / "b" / "distilled-s1", "distilled", "offline", 0.84, "", 1);
+  make_run(d.path / "a" / "teacher", "teacher", "train", 0.9);
+  const auto runs = kd::collect_report({d / "a" / "distilled-s0", d / "a" / "distilled-s1",
+                                        d / "b" / "distilled-s1", d / "a" / "teacher"},
+                                       {})["runs"];
+  EXPECT_EQ(runs[0]["label"], "distilled (seed 0)");
+  EXPECT_EQ(runs[1]["label"], (d.path / "a" / "distilled-s1").string());  // seed 1 twice
+  EXPECT_EQ(runs[2]["label"], (d.path / "b" / "distilled-s1").string());
+  EXPECT_EQ(runs[3]["label"], "teacher");  // a name of its own stays as it is
+  EXPECT_EQ(runs[1]["name"], "distilled");  // kd compare's groups keep the recipe's name
 }
 
 TEST(Report, PageKeepsNamesInsideItsData) {

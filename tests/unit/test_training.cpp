@@ -1,4 +1,6 @@
 // Config, loader, schedule, teacher cache and the training loop on small synthetic data.
+#include <functional>
+
 #include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -6,6 +8,7 @@
 
 #include "distill/teacher_cache.h"
 #include "kd/core/error.h"
+#include "kd/core/fs.h"
 #include "kd/core/runtime.h"
 #include "kd/data/loader.h"
 #include "kd/distill/trainer.h"
@@ -52,6 +55,22 @@ TEST(Config, YamlRoundTripAndStrictKeys) {
                   "exp.yaml: unknown key 'train.optim.lrr'");
   EXPECT_KD_ERROR(kd::apply_yaml(r, YAML::Load("train: {epochs: many}"), "exp.yaml"),
                   "exp.yaml: train.epochs: bad value");
+}
+
+// docs/guide/config.md names every key a run's config.yaml holds (no key added without its line).
+TEST(Config, EveryKeyIsOnTheReferencePage) {
+  const std::string page = kd::read_text(std::string(KD_GOLDEN_DIR) + "/../../docs/guide/config.md");
+  std::function<void(const YAML::Node&, const std::string&)> check = [&](const YAML::Node& n,
+                                                                         const std::string& at) {
+    if (n.IsMap() && n.size() > 0) {
+      for (const auto& kv : n) check(kv.second, at + kv.first.as<std::string>() + ".");
+      return;
+    }
+    const std::string key = at.substr(0, at.size() - 1);
+    EXPECT_NE(page.find("`" + key + "`"), std::string::npos)
+        << key << " is not on docs/guide/config.md";
+  };
+  check(YAML::Load(kd::to_yaml(kd::RunConfig{})), "");
 }
 
 TEST(Config, ModeTaskAndTargetsAreWordsInTheFileAndEnumsInside) {

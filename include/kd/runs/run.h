@@ -14,7 +14,9 @@
 /// @endverbatim
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -30,6 +32,16 @@ nlohmann::json read_summary(const std::string& run_dir);
 RunConfig read_run_config(const std::string& run_dir);
 /// The name `kd compare` groups a teacher under: its run's name, or a .pt file's stem.
 std::string teacher_name(const std::string& teacher);
+/// Whether a run's summary names `teacher` (a run directory or a file) as its one teacher.
+bool learned_from(const nlohmann::json& run_summary, const std::string& teacher);
+/// A TorchScript teacher as a run summary for kd compare, kd report and kd run: its name (the
+/// file's stem), parameters, and test top-1 as the classifier runs in `runs` distilled from it
+/// alone recorded it; none when no run did.
+std::optional<nlohmann::json> torchscript_teacher_summary(const std::string& pt,
+                                                          const std::vector<nlohmann::json>& runs);
+/// The same, failing with what to do instead when no run in `runs` scored the teacher.
+nlohmann::json require_torchscript_teacher_summary(const std::string& pt,
+                                                   const std::vector<nlohmann::json>& runs);
 
 /// A teacher from a run directory or a TorchScript file; a run without summary.json did not
 /// finish, which is said (its best weights so far are what it teaches with).
