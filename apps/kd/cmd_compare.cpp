@@ -57,8 +57,9 @@ void add_compare_command(CLI::App& app) {
       "Example: kd compare runs/teacher runs/student runs/distilled\n"
       "Runs with the same name (seeds of one recipe) are pooled into mean ± std.\n"
       "Tuning: kd compare --on eval runs/sweep/* picks knobs on the eval split.");
-  c->add_option("runs", a->runs,
-                "run directories; a TorchScript teacher (.pt) too, given with runs distilled from it")
+  c->add_option(
+       "runs", a->runs,
+       "run directories; a TorchScript teacher (.pt) too, given with runs distilled from it")
       ->required()
       ->check(CLI::ExistingPath);
   c->add_flag("--json", a->json, "print JSON instead of a Markdown table");

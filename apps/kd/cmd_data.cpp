@@ -82,10 +82,11 @@ void info(const InfoArgs& a) {
     }
     Dataset d = load_dataset(a.data, part, {0, a.size, a.size});
     Normalization n = compute_normalization(d);
-    fmt::print("{} [{}]: {} images of {}x{}x{}{}, {} classes, mean {} std {}\n", a.data, part,
-               d.size(), d.images.size(1), d.images.size(2), d.images.size(3),
-               a.size == 0 && !is_idx_source(a.data) ? " (image folders' default size; --size)" : "",
-               d.num_classes(), fmt::join(n.mean, ","), fmt::join(n.std, ","));
+    fmt::print(
+        "{} [{}]: {} images of {}x{}x{}{}, {} classes, mean {} std {}\n", a.data, part, d.size(),
+        d.images.size(1), d.images.size(2), d.images.size(3),
+        a.size == 0 && !is_idx_source(a.data) ? " (image folders' default size; --size)" : "",
+        d.num_classes(), fmt::join(n.mean, ","), fmt::join(n.std, ","));
     auto counts = torch::bincount(d.labels, {}, d.num_classes());
     for (int64_t c = 0; c < d.num_classes(); ++c)
       fmt::print("  {:>3} {:<16} {}\n", c, d.class_names[c], counts[c].item<int64_t>());

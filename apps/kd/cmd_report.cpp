@@ -50,8 +50,9 @@ void add_report_command(CLI::App& app) {
   c->footer(
       "Example: kd report runs/fmnist/teacher-s0 runs/fmnist/student-s0 runs/fmnist/distilled-s0 "
       "-o report.html");
-  c->add_option("runs", a->runs,
-                "run directories; a TorchScript teacher (.pt) too, given with runs distilled from it")
+  c->add_option(
+       "runs", a->runs,
+       "run directories; a TorchScript teacher (.pt) too, given with runs distilled from it")
       ->required();
   c->add_option("-o,--out", a->out, "the HTML file to write")->capture_default_str();
   c->add_option("--samples", a->opts.samples, "detectors: test images shown with their boxes")

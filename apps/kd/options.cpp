@@ -13,7 +13,9 @@ void add_data_options(CLI::App& cmd, DataConfig& d) {
       ->capture_default_str();
   cmd.add_option("--split-seed", d.split_seed, "seed of the train/eval split")
       ->capture_default_str();
-  cmd.add_option("--limit", d.limit, "use a stratified slice of N training images, and N/4 eval and N/4 test images (smoke tests)")
+  cmd.add_option("--limit", d.limit,
+                 "use a stratified slice of N training images, and N/4 eval and N/4 test images "
+                 "(smoke tests)")
       ->check(CLI::Validator(
           [](std::string& v) {
             try {

@@ -251,9 +251,10 @@ void DistillStrategy::attach_teachers(Model& student) {
     }
     if (bytes <= kMaxCachedFeatureBytes) {
       // A teacher pass over the whole pool (tens of seconds on a CPU): said, so it is not a stall.
-      spdlog::info("teacher features at {}: one teacher pass over {} images ({:.0f} MiB, kept in "
-                   "memory)",
-                   fmt::join(t_layers, ", "), train_->size(), bytes / (1 << 20));
+      spdlog::info(
+          "teacher features at {}: one teacher pass over {} images ({:.0f} MiB, kept in "
+          "memory)",
+          fmt::join(t_layers, ", "), train_->size(), bytes / (1 << 20));
       const auto started = std::chrono::steady_clock::now();
       torch::NoGradGuard no_grad;
       std::vector<std::vector<torch::Tensor>> parts(t_layers.size());
@@ -265,8 +266,9 @@ void DistillStrategy::attach_teachers(Model& student) {
       }
       for (auto& p : parts) cached_feats_.push_back(torch::cat(p));
       info_["teacher_features"] = fmt::format("cached in memory ({:.0f} MiB)", bytes / (1 << 20));
-      spdlog::info("teacher features ready in {:.1f} s",
-                   std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+      spdlog::info(
+          "teacher features ready in {:.1f} s",
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
     } else {
       info_["teacher_features"] =
           fmt::format("teacher run per batch ({:.0f} MiB would not be cached)", bytes / (1 << 20));

@@ -225,7 +225,8 @@ std::optional<nlohmann::json> torchscript_teacher_summary(const std::string& pt,
   // per-class scores are not known.
   if (like["test"].contains("per_class") && like["test"]["per_class"].is_object()) {
     test["per_class"] = nlohmann::json::object();
-    for (const auto& [name, v] : like["test"]["per_class"].items()) test["per_class"][name] = nullptr;
+    for (const auto& [name, v] : like["test"]["per_class"].items())
+      test["per_class"][name] = nullptr;
   }
   return nlohmann::json{{"name", teacher_name(pt)},
                         {"task", Task::classify},

@@ -134,7 +134,8 @@ HttpResponse Dashboard::report(const std::string& runs_param) {
     key += rel + '\n';
     auto it = known.find(rel);
     if (it == known.end())
-      return html(404, "<!doctype html><p>no run '" + escape_html(rel) + "' under the runs folder</p>");
+      return html(404,
+                  "<!doctype html><p>no run '" + escape_html(rel) + "' under the runs folder</p>");
     dirs.push_back(it->second);
   }
   std::string stamp;

@@ -154,7 +154,7 @@ struct Service::Route {
   Work work = Work::quick;
   std::function<HttpResponse(Service&, const HttpRequest&, Served*)> handler;
   // Work::batched; `offload` is null when already off the transport's thread.
-  std::function<void(Service&, HttpRequest&, Served*, Respond, const Offload*)> batched;
+  std::function<void(Service&, HttpRequest&, Served*, Respond, const Offload*)> batched = nullptr;
 };
 
 // Bodies up to this size are parsed on the transport's thread (a 28x28 image in JSON is 15 KB,

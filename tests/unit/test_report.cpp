@@ -73,13 +73,14 @@ TEST(Report, SeedsOfOneRecipeAreLabelledBySeedAndOtherwiseByPath) {
   make_run(d.path / "a" / "distilled-s1", "distilled", "offline", 0.86, "", 1);
   make_run(d.path / "b" / "distilled-s1", "distilled", "offline", 0.84, "", 1);
   make_run(d.path / "a" / "teacher", "teacher", "train", 0.9);
-  const auto runs = kd::collect_report({d / "a" / "distilled-s0", d / "a" / "distilled-s1",
-                                        d / "b" / "distilled-s1", d / "a" / "teacher"},
+  auto at = [&](const char* a, const char* b) { return (d.path / a / b).string(); };
+  const auto runs = kd::collect_report({at("a", "distilled-s0"), at("a", "distilled-s1"),
+                                        at("b", "distilled-s1"), at("a", "teacher")},
                                        {})["runs"];
   EXPECT_EQ(runs[0]["label"], "distilled (seed 0)");
   EXPECT_EQ(runs[1]["label"], (d.path / "a" / "distilled-s1").string());  // seed 1 twice
   EXPECT_EQ(runs[2]["label"], (d.path / "b" / "distilled-s1").string());
-  EXPECT_EQ(runs[3]["label"], "teacher");  // a name of its own stays as it is
+  EXPECT_EQ(runs[3]["label"], "teacher");   // a name of its own stays as it is
   EXPECT_EQ(runs[1]["name"], "distilled");  // kd compare's groups keep the recipe's name
 }
 

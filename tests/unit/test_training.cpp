@@ -59,7 +59,8 @@ TEST(Config, YamlRoundTripAndStrictKeys) {
 
 // docs/guide/config.md names every key a run's config.yaml holds (no key added without its line).
 TEST(Config, EveryKeyIsOnTheReferencePage) {
-  const std::string page = kd::read_text(std::string(KD_GOLDEN_DIR) + "/../../docs/guide/config.md");
+  const std::string page =
+      kd::read_text(std::string(KD_GOLDEN_DIR) + "/../../docs/guide/config.md");
   std::function<void(const YAML::Node&, const std::string&)> check = [&](const YAML::Node& n,
                                                                          const std::string& at) {
     if (n.IsMap() && n.size() > 0) {

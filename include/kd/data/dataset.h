@@ -24,8 +24,8 @@ struct Dataset {
   std::string source;  ///< where it came from, for logs and manifests
   /// A pooled dataset's sources (pool_datasets): the source of each image, int64 [N] indexing
   /// origin_classes, which lists each source's class names. Undefined for a single source.
-  torch::Tensor origin;
-  std::vector<std::vector<std::string>> origin_classes;
+  torch::Tensor origin = {};
+  std::vector<std::vector<std::string>> origin_classes = {};
 
   int64_t size() const { return images.size(0); }
   int64_t num_classes() const { return static_cast<int64_t>(class_names.size()); }
