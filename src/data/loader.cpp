@@ -136,4 +136,10 @@ void mix_batch(Batch& b, const Augment& aug, torch::Generator& gen) {
   b.lam = lam;
 }
 
+int64_t inference_batch_size(int64_t requested, const torch::Tensor& images) {
+  constexpr int64_t kMaxValues = int64_t{1} << 22;
+  const int64_t per_image = images.size(0) > 0 ? images.numel() / images.size(0) : 1;
+  return std::max<int64_t>(1, std::min(requested, kMaxValues / std::max<int64_t>(1, per_image)));
+}
+
 }  // namespace kd

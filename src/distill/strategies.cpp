@@ -258,8 +258,9 @@ void DistillStrategy::attach_teachers(Model& student) {
       const auto started = std::chrono::steady_clock::now();
       torch::NoGradGuard no_grad;
       std::vector<std::vector<torch::Tensor>> parts(t_layers.size());
-      for (int64_t s = 0; s < train_->size(); s += opts_.teacher_batch_size) {
-        const int64_t n = std::min(opts_.teacher_batch_size, train_->size() - s);
+      const int64_t batch = inference_batch_size(opts_.teacher_batch_size, train_->images);
+      for (int64_t s = 0; s < train_->size(); s += batch) {
+        const int64_t n = std::min(batch, train_->size() - s);
         auto x = train_->images.narrow(0, s, n).to(device_).to(torch::kFloat32).div_(255.0);
         auto f = teachers_[0].model->forward_with_features(x, t_layers).second;
         for (size_t i = 0; i < f.size(); ++i) parts[i].push_back(f[i].contiguous());

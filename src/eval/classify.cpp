@@ -68,7 +68,7 @@ torch::Tensor predict_logits(Model& model, const Dataset& data, int64_t batch_si
                              torch::Device device) {
   torch::InferenceMode guard;
   model.train(false);
-  Loader loader(data, {batch_size, false, false, {}, 0}, device);
+  Loader loader(data, {inference_batch_size(batch_size, data.images), false, false, {}, 0}, device);
   std::vector<torch::Tensor> out;
   for (int64_t i = 0; i < loader.num_batches(); ++i) out.push_back(model.forward(loader.get(i).x));
   return torch::cat(out).to(torch::kCPU);

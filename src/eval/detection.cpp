@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "kd/core/error.h"
+#include "kd/data/loader.h"
 #include "kd/detect/predict.h"
 
 namespace kd {
@@ -18,6 +19,7 @@ std::vector<DetectionBox> detect_boxes(Model& model, const DetectionDataset& dat
   KD_CHECK(C == data.num_classes(), "model {} has {} classes but the data has {}",
            model.spec().arch, C, data.num_classes());
   std::vector<DetectionBox> out;
+  batch_size = inference_batch_size(batch_size, data.images);
   for (int64_t start = 0; start < data.size(); start += batch_size) {
     const int64_t n = std::min(batch_size, data.size() - start);
     auto x = data.images.narrow(0, start, n).to(device).to(torch::kFloat).div_(255.0);
