@@ -13,7 +13,7 @@
 #include "kd/core/runtime.h"
 #include "kd/models/model.h"
 #include "kd/serve/http.h"
-#include "kd/serve/runner.h"
+#include "kd/eval/runner.h"
 #include "kd/serve/service.h"
 
 int main(int argc, char** argv) try {

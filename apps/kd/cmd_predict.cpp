@@ -11,7 +11,7 @@
 #include "kd/detect/predict.h"
 #include "kd/models/model.h"
 #include "kd/runs/run_dir.h"
-#include "kd/serve/runner.h"
+#include "kd/eval/runner.h"
 #include "options.h"
 
 namespace kd::cli {

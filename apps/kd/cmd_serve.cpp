@@ -15,7 +15,7 @@
 #include "kd/serve/grpc.h"
 #endif
 #include "kd/serve/http.h"
-#include "kd/serve/runner.h"
+#include "kd/eval/runner.h"
 #include "kd/serve/service.h"
 #include "options.h"
 

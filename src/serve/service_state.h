@@ -7,7 +7,7 @@
 #include <string>
 
 #include "kd/serve/batcher.h"
-#include "kd/serve/runner.h"
+#include "kd/eval/runner.h"
 #include "kd/serve/service.h"
 #include "protocol.h"
 

@@ -13,7 +13,7 @@
 #include "kd/models/model.h"
 #include "kd/serve/batcher.h"
 #include "kd/serve/metrics.h"
-#include "kd/serve/runner.h"
+#include "kd/eval/runner.h"
 #include "kd/serve/service.h"
 #include "serve/protocol.h"
 

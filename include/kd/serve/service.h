@@ -32,7 +32,7 @@
 #include "kd/serve/batcher.h"
 #include "kd/serve/dashboard.h"
 #include "kd/serve/metrics.h"
-#include "kd/serve/runner.h"
+#include "kd/eval/runner.h"
 
 namespace kd {
 

@@ -1,8 +1,9 @@
 #pragma once
 /// @file
-/// The model side of `kd serve`: one served model, its input contract, the batched forward pass
-/// (run by the batcher's workers) and the turning of raw outputs into answers (run by the HTTP
-/// threads, in parallel). Knows nothing of HTTP or JSON requests.
+/// The model side of `kd serve` and `kd predict`: one served model, its input contract, the batched
+/// forward pass (run by the batcher's workers) and the turning of raw outputs into answers (run by
+/// the HTTP threads, in parallel). Knows nothing of HTTP or JSON requests, so a build without
+/// serving (KD_WITH_SERVE=OFF) has it too.
 #include <memory>
 #include <string>
 #include <string_view>

@@ -1,4 +1,4 @@
-#include "kd/serve/runner.h"
+#include "kd/eval/runner.h"
 
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
