@@ -11,9 +11,9 @@
 #include <vector>
 
 #include "kd/core/runtime.h"
+#include "kd/eval/runner.h"
 #include "kd/models/model.h"
 #include "kd/serve/http.h"
-#include "kd/eval/runner.h"
 #include "kd/serve/service.h"
 
 int main(int argc, char** argv) try {

@@ -9,9 +9,9 @@
 #include "kd/core/fs.h"
 #include "kd/core/runtime.h"
 #include "kd/detect/predict.h"
+#include "kd/eval/runner.h"
 #include "kd/models/model.h"
 #include "kd/runs/run_dir.h"
-#include "kd/eval/runner.h"
 #include "options.h"
 
 namespace kd::cli {

@@ -14,8 +14,8 @@
 #if KD_WITH_GRPC
 #include "kd/serve/grpc.h"
 #endif
-#include "kd/serve/http.h"
 #include "kd/eval/runner.h"
+#include "kd/serve/http.h"
 #include "kd/serve/service.h"
 #include "options.h"
 

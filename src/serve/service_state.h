@@ -6,8 +6,8 @@
 #include <mutex>
 #include <string>
 
-#include "kd/serve/batcher.h"
 #include "kd/eval/runner.h"
+#include "kd/serve/batcher.h"
 #include "kd/serve/service.h"
 #include "protocol.h"
 

@@ -10,10 +10,10 @@
 #include "kd/core/base64.h"
 #include "kd/core/error.h"
 #include "kd/data/image.h"
+#include "kd/eval/runner.h"
 #include "kd/models/model.h"
 #include "kd/serve/batcher.h"
 #include "kd/serve/metrics.h"
-#include "kd/eval/runner.h"
 #include "kd/serve/service.h"
 #include "serve/protocol.h"
 

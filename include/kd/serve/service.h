@@ -29,10 +29,10 @@
 #include <string>
 #include <vector>
 
+#include "kd/eval/runner.h"
 #include "kd/serve/batcher.h"
 #include "kd/serve/dashboard.h"
 #include "kd/serve/metrics.h"
-#include "kd/eval/runner.h"
 
 namespace kd {
 
