@@ -7,8 +7,8 @@
 
 #include "commands.h"
 #include "kd/eval/compare.h"
-#include "kd/runs/config.h"
 #include "kd/runs/run.h"
+#include "options.h"
 
 namespace kd::cli {
 namespace {
@@ -23,15 +23,13 @@ void run(const CompareArgs& a) {
   std::vector<nlohmann::json> summaries;
   std::vector<std::string> torchscript_teachers;
   std::set<std::filesystem::path> seen;
-  for (const auto& r : a.runs) {
+  for (const auto& r : runs_and_teachers(a.runs)) {
     // A run named twice (a shell glob and a path, a symbolic link) is one run, not two seeds.
     if (!seen.insert(std::filesystem::canonical(r)).second) {
       spdlog::warn("{}: given more than once; counted once", r);
       continue;
     }
-    if (std::filesystem::is_regular_file(r) && !is_torchscript_path(r))
-      spdlog::warn("{}: a file, not a run directory or a TorchScript teacher; left out", r);
-    else if (std::filesystem::is_regular_file(r))
+    if (std::filesystem::is_regular_file(r))
       torchscript_teachers.push_back(r);
     else
       summaries.push_back(read_summary(r));

@@ -1,4 +1,3 @@
-#include <filesystem>
 #include <iostream>
 
 #include <CLI/CLI.hpp>
@@ -8,8 +7,8 @@
 #include "kd/core/error.h"
 #include "kd/core/fs.h"
 #include "kd/report/report.h"
-#include "kd/runs/config.h"
 #include "kd/runs/run_dir.h"
+#include "options.h"
 
 namespace kd::cli {
 namespace {
@@ -22,15 +21,7 @@ struct ReportArgs {
 
 void run(const ReportArgs& a) {
   check_output_file(a.out, "-o");
-  // `kd report runs/exp/*` also names the experiment's compare.md and compare.json: files other
-  // than a TorchScript teacher are not runs, and are left out with a word.
-  std::vector<std::string> runs;
-  for (const auto& r : a.runs) {
-    if (std::filesystem::is_regular_file(r) && !is_torchscript_path(r))
-      spdlog::warn("{}: a file, not a run directory or a TorchScript teacher; left out", r);
-    else
-      runs.push_back(r);
-  }
+  const std::vector<std::string> runs = runs_and_teachers(a.runs);
   if (runs.empty()) usage_fail("no run directories among the {} paths given", a.runs.size());
   auto report = collect_report(runs, a.opts);
   write_text_atomically(a.out, render_report(report));

@@ -1,5 +1,9 @@
 #include "options.h"
 
+#include <filesystem>
+
+#include <spdlog/spdlog.h>
+
 namespace kd::cli {
 
 void add_data_options(CLI::App& cmd, DataConfig& d) {
@@ -110,6 +114,17 @@ void add_training_options(CLI::App& cmd, RunConfig& c, bool& no_augment) {
       "skip the latency measurement in the summary");
   add_data_options(cmd, c.data);
   add_runtime_options(cmd, c.runtime);
+}
+
+std::vector<std::string> runs_and_teachers(const std::vector<std::string>& paths) {
+  std::vector<std::string> kept;
+  for (const auto& p : paths) {
+    if (std::filesystem::is_regular_file(p) && !is_torchscript_path(p))
+      spdlog::warn("{}: a file, not a run directory or a TorchScript teacher; left out", p);
+    else
+      kept.push_back(p);
+  }
+  return kept;
 }
 
 }  // namespace kd::cli

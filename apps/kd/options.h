@@ -26,5 +26,8 @@ CLI::Option* add_kind_option(CLI::App& cmd, const std::string& name, E& ref,
 void add_data_options(CLI::App& cmd, DataConfig& d);
 void add_runtime_options(CLI::App& cmd, RuntimeConfig& r);
 void add_training_options(CLI::App& cmd, RunConfig& c, bool& no_augment);
+/// The paths `kd compare` and `kd report` take: run directories and TorchScript teachers. Other
+/// files (`runs/exp/*` names compare.md and compare.json too) are left out with a warning.
+std::vector<std::string> runs_and_teachers(const std::vector<std::string>& paths);
 
 }  // namespace kd::cli
