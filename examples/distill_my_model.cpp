@@ -75,7 +75,7 @@ int main(int argc, char** argv) try {
   std::shared_ptr<kd::Model> teacher = kd::load_model(teacher_path);
   kd::ModelSpec spec;
   spec.arch = "tiny-net";
-  spec.input_shape = {d.train.images.size(1), d.train.images.size(2), d.train.images.size(3)};
+  spec.input_shape = d.train.input_shape();
   spec.class_names = d.train.class_names;
   spec.norm = kd::compute_normalization(d.train);
   auto student = kd::create_model(spec);

@@ -11,6 +11,7 @@
 #include "kd/data/dataset.h"
 #include "kd/data/detection.h"
 #include "kd/data/make_detection.h"
+#include "kd/data/source.h"
 #include "kd/data/split.h"
 #include "kd/runs/run_dir.h"
 
@@ -22,6 +23,13 @@ struct SplitArgs {
   double ratio = 0.8;
   uint64_t seed = 0;
   std::string out;
+};
+
+struct PackArgs {
+  std::string data;
+  std::string out;
+  std::string part = "train";
+  int64_t shard_mb = 256;
 };
 
 struct InfoArgs {
@@ -70,6 +78,18 @@ void detection_info(const InfoArgs& a) {
   }
 }
 
+void pack(const PackArgs& a) {
+  KD_CHECK(is_streamed_source(a.data),
+           "--data {}: not a folder of images or a file list (IDX data is packed already)",
+           a.data);
+  check_output_location(a.out, {{"data", a.data}});
+  const PackResult r = pack_shards(open_source(a.data, a.part), a.out, a.part,
+                                   a.shard_mb * (int64_t{1} << 20));
+  fmt::print("{} [{}]: {} images in {} shards ({:.1f} MB){} -> --data {}\n", a.data, a.part,
+             r.samples, r.shards, static_cast<double>(r.bytes) / 1e6,
+             r.skipped ? fmt::format(", {} skipped", r.skipped) : "", r.pattern);
+}
+
 void info(const InfoArgs& a) {
   if (is_detection_source(a.data)) return detection_info(a);
   for (const char* part : {"train", "test"}) {
@@ -82,11 +102,14 @@ void info(const InfoArgs& a) {
     }
     Dataset d = load_dataset(a.data, part, {0, a.size, a.size});
     Normalization n = compute_normalization(d);
-    fmt::print(
-        "{} [{}]: {} images of {}x{}x{}{}, {} classes, mean {} std {}\n", a.data, part, d.size(),
-        d.images.size(1), d.images.size(2), d.images.size(3),
-        a.size == 0 && !is_idx_source(a.data) ? " (image folders' default size; --size)" : "",
-        d.num_classes(), fmt::join(n.mean, ","), fmt::join(n.std, ","));
+    const auto s = d.input_shape();
+    const auto& g = d.stream.geometry;
+    fmt::print("{} [{}]: {} images{}, input {}x{}x{}{}, {} classes, mean {} std {}\n", a.data, part,
+               d.size(), d.streamed() ? " (streamed)" : "", s[0], s[1], s[2],
+               d.streamed() ? fmt::format(" (eval: shorter side {}, centre crop{}; --size)",
+                                          g.resize, a.size == 0 ? ", the photo default" : "")
+                            : "",
+               d.num_classes(), fmt::join(n.mean, ","), fmt::join(n.std, ","));
     auto counts = torch::bincount(d.labels, {}, d.num_classes());
     for (int64_t c = 0; c < d.num_classes(); ++c)
       fmt::print("  {:>3} {:<16} {}\n", c, d.class_names[c], counts[c].item<int64_t>());
@@ -139,11 +162,25 @@ void add_data_commands(CLI::App& app) {
     fmt::print("{}\n", info.dump(2));
   });
 
+  auto p = std::make_shared<PackArgs>();
+  auto* pc = data->add_subcommand(
+      "pack", "write an image folder or file list into tar shards (WebDataset layout)");
+  pc->footer("Example: kd data pack --data photos --out photos-shards --shard-size 256");
+  pc->add_option("--data", p->data, "image folder or .csv/.tsv file list")->required();
+  pc->add_option("--out,-o", p->out, "folder to write (new or empty)")->required();
+  pc->add_option("--part", p->part, "train or test (folders with train/ and test/)")
+      ->check(CLI::IsMember({"train", "test"}))
+      ->capture_default_str();
+  pc->add_option("--shard-size", p->shard_mb, "MB per shard")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20))
+      ->capture_default_str();
+  pc->callback([p] { pack(*p); });
+
   auto i = std::make_shared<InfoArgs>();
   auto* ic = data->add_subcommand("info", "sizes, classes, class counts and pixel statistics");
   ic->footer("Example: kd data info --data fashion-mnist");
   ic->add_option("--data", i->data, "dataset")->capture_default_str();
-  ic->add_option("--size", i->size, "decode image folders at SIZE x SIZE (as kd train --size)")
+  ic->add_option("--size", i->size, "photos' input SIZE x SIZE (as kd train --size)")
       ->check(CLI::Range(1, 4096));
   ic->callback([i] { info(*i); });
 }

@@ -40,6 +40,8 @@ void run(TrainArgs& a) {
   if (a.no_augment) {
     a.cfg.train.crop_padding = 0;
     a.cfg.train.hflip = false;
+    a.cfg.train.random_resized_crop = false;
+    a.cfg.train.jitter = 0;
     a.cfg.detect.scale_jitter = 0;
   }
 

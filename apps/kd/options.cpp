@@ -44,9 +44,23 @@ void add_data_options(CLI::App& cmd, DataConfig& d) {
       ->check(CLI::IsMember({1, 3}));
   cmd.add_option_function<int>(
          "--size", [&d](int s) { d.height = d.width = s; },
-         "resize images to SIZE x SIZE (detection: letterbox to it; default the "
-         "detector's image_size)")
+         "input SIZE x SIZE: photos are cropped to it (training: random-resized crop; eval: "
+         "shorter side resized to --resize, centre crop; default 224), IDX data resized "
+         "(detection: letterbox to it; default the detector's image_size)")
       ->check(CLI::Range(1, 4096));
+  cmd.add_option("--resize", d.resize,
+                 "photos: the eval transform's shorter side before the centre crop (default "
+                 "size * 256 / 224)")
+      ->check(CLI::Range(1, 4096));
+  cmd.add_option("--workers", d.workers,
+                 "threads that read, decode and augment photos (default: one per core; 0: the "
+                 "training thread); results do not depend on it")
+      ->check(CLI::Range(0, 256));
+  cmd.add_flag("--strict", d.strict,
+               "stop at an image that fails to load (default: skip it with a counted warning)");
+  cmd.add_option("--max-missing", d.max_missing,
+                 "file lists: the share of listed files that may be missing (they are left out)")
+      ->capture_default_str();
 }
 
 void add_runtime_options(CLI::App& cmd, RuntimeConfig& r) {
@@ -86,6 +100,13 @@ void add_training_options(CLI::App& cmd, RunConfig& c, bool& no_augment) {
   cmd.add_option("--crop-padding", t.crop_padding, "random-crop padding in pixels (0: off)")
       ->capture_default_str();
   cmd.add_option("--hflip", t.hflip, "random horizontal flips (true/false)")->capture_default_str();
+  cmd.add_option("--random-resized-crop", t.random_resized_crop,
+                 "photos: RandomResizedCrop per image, scale 0.08-1 (true/false; false: the eval "
+                 "crop)")
+      ->capture_default_str();
+  cmd.add_option("--jitter", t.jitter,
+                 "photos: colour jitter, brightness/contrast/saturation in [1 - J, 1 + J] (0: off)")
+      ->capture_default_str();
   cmd.add_flag("--no-augment", no_augment, "switch off crop and flip augmentation");
   cmd.add_option("--mixup", t.mixup,
                  "batch-level mixup, lam ~ Beta(A, A) (0: off); a teacher sees the mixed images")

@@ -12,6 +12,8 @@
 #include "kd/core/error.h"
 #include "kd/core/fs.h"
 #include "kd/core/json.h"
+#include "kd/data/loader.h"
+#include "pipeline.h"
 
 namespace kd {
 namespace {
@@ -95,12 +97,44 @@ Dataset Dataset::without_labels() const {
   return d;
 }
 
+std::vector<int64_t> Dataset::input_shape() const {
+  if (streamed()) {
+    const auto& g = stream.geometry;
+    return {g.channels, g.size, g.size};
+  }
+  return images.sizes().slice(1).vec();
+}
+
+namespace {
+
+std::string shape_text(const Dataset& d) { return c10::str(c10::IntArrayRef(d.input_shape())); }
+
+// The samples of a and b as one streamed dataset (the same source, or both sources in turn).
+Dataset concat_streamed(const Dataset& a, const Dataset& b) {
+  Dataset out = a;
+  out.images = torch::Tensor();
+  if (a.files == b.files) {
+    out.ids = torch::cat({a.ids, b.ids});
+  } else {
+    out.files = concat_sources(a.files, b.files);
+    out.ids = torch::cat({a.ids, b.ids + a.files->size()});
+  }
+  return out;
+}
+
+}  // namespace
+
 Dataset concat(const Dataset& a, const Dataset& b) {
-  KD_CHECK(a.images.sizes().slice(1) == b.images.sizes().slice(1),
-           "{} has images of {} but {} has {}", a.source, c10::str(a.images.sizes().slice(1)),
-           b.source, c10::str(b.images.sizes().slice(1)));
-  Dataset out{torch::cat({a.images, b.images}), torch::cat({a.labels, b.labels}), a.class_names,
-              a.source + " + " + b.source};
+  KD_CHECK(a.input_shape() == b.input_shape(), "{} has images of {} but {} has {}", a.source,
+           shape_text(a), b.source, shape_text(b));
+  KD_CHECK(a.streamed() == b.streamed(), "{} and {}: streamed images cannot join in-memory ones",
+           a.source, b.source);
+  Dataset out = a.streamed() ? concat_streamed(a, b) : a;
+  if (!a.streamed()) out.images = torch::cat({a.images, b.images});
+  out.labels = torch::cat({a.labels, b.labels});
+  out.source = a.source + " + " + b.source;
+  out.origin = torch::Tensor();
+  out.origin_classes.clear();
   // Pool origins survive only when both halves come from the same pool.
   if (a.origin.defined() && b.origin.defined() && a.origin_classes == b.origin_classes) {
     out.origin = torch::cat({a.origin, b.origin});
@@ -159,7 +193,14 @@ Dataset select_classes(const Dataset& data, const std::vector<std::string>& clas
 }
 
 Dataset Dataset::subset(const torch::Tensor& index) const {
-  Dataset d{images.index_select(0, index), labels.index_select(0, index), class_names, source};
+  Dataset d = *this;
+  d.labels = labels.index_select(0, index);
+  if (streamed())
+    d.ids = ids.index_select(0, index);
+  else
+    d.images = images.index_select(0, index);
+  d.origin = torch::Tensor();
+  d.origin_classes.clear();
   if (origin.defined()) {
     d.origin = origin.index_select(0, index);
     d.origin_classes = origin_classes;
@@ -173,10 +214,20 @@ Dataset Dataset::head(int64_t n) const {
 
 Normalization compute_normalization(const Dataset& data) {
   KD_CHECK(data.size() > 0, "{}: cannot compute normalization of an empty dataset", data.source);
+  if (data.streamed()) {
+    // Evenly spaced samples, decoded: the statistics of photos settle long before 2,000.
+    constexpr int64_t kSamples = 2000;
+    const int64_t n = std::min(kSamples, data.size());
+    auto pick = torch::linspace(0, static_cast<double>(data.size() - 1), n, torch::kFloat64)
+                    .round()
+                    .to(torch::kInt64);
+    return compute_normalization(materialize(data.subset(pick)));
+  }
   // Per channel, exact integer sums of the pixels and their squares over slices: the whole set as
   // float64 would be 8 bytes a pixel (1 GiB for 4,800 RGB images of 96 px, and as much again for
   // std's temporary).
   const int64_t channels = data.images.size(1);
+  KD_CHECK(data.images.size(0) > 0, "{}: no image loaded", data.source);
   const int64_t slice =
       std::max<int64_t>(1, (int64_t{4} << 20) / (data.images.numel() / data.size()));
   auto sum = torch::zeros({channels}, torch::kInt64),
@@ -265,26 +316,38 @@ std::vector<std::string> pooled_sources(const std::string& spec) {
 
 Dataset pool_datasets(const std::vector<Dataset>& parts) {
   KD_CHECK(!parts.empty(), "no datasets to pool");
-  Dataset out = parts[0];
+  // Streamed and in-memory sources pool in memory: the streamed ones are decoded at the shape
+  // asked for (IDX data is small; pooling it with a large photo set is not what it is for).
+  const bool mixed = std::any_of(parts.begin(), parts.end(),
+                                 [](const Dataset& d) { return d.streamed(); }) &&
+                     std::any_of(parts.begin(), parts.end(),
+                                 [](const Dataset& d) { return !d.streamed(); });
+  auto part = [&](size_t i) {
+    return mixed && parts[i].streamed() && parts[i].input_shape() == parts[0].input_shape()
+               ? materialize(parts[i])
+               : parts[i];
+  };
+  Dataset out = part(0);
   std::vector<torch::Tensor> origin = {torch::zeros({out.size()}, torch::kInt64)};
-  out.origin_classes = {out.class_names};
   for (size_t i = 1; i < parts.size(); ++i) {
-    const Dataset& d = parts[i];
-    KD_CHECK(d.images.sizes().slice(1) == out.images.sizes().slice(1),
+    const Dataset d = part(i);
+    KD_CHECK(d.input_shape() == out.input_shape(),
              "{} has images of {} but {} has {}: give --size and --channels to pool them",
-             parts[0].source, c10::str(out.images.sizes().slice(1)), d.source,
-             c10::str(d.images.sizes().slice(1)));
+             parts[0].source, shape_text(out), d.source, shape_text(d));
     // Classes are matched by name: a name both sources have is one class.
     for (const auto& name : d.class_names)
       if (std::find(out.class_names.begin(), out.class_names.end(), name) == out.class_names.end())
         out.class_names.push_back(name);
-    out.images = torch::cat({out.images, d.images});
-    out.labels = torch::cat({out.labels, relabel_as(d, out.class_names).labels});
-    out.source += " + " + d.source;
+    const auto classes = out.class_names;
+    auto labels = torch::cat({out.labels, relabel_as(d, classes).labels});
+    out = concat(out, d);
+    out.labels = labels;
+    out.class_names = classes;
     origin.push_back(torch::full({d.size()}, static_cast<int64_t>(i), torch::kInt64));
-    out.origin_classes.push_back(d.class_names);
   }
   out.origin = torch::cat(origin);
+  out.origin_classes.clear();
+  for (const auto& p : parts) out.origin_classes.push_back(p.class_names);
   return out;
 }
 
@@ -307,33 +370,82 @@ bool has_part(const std::string& spec, const std::string& part) {
   return part == "train" && fs::is_directory(root);
 }
 
-Dataset load_dataset(const std::string& spec, const std::string& part, const ImageOptions& opts) {
+InputGeometry stream_geometry(const ImageOptions& opts) {
+  InputGeometry g;
+  g.channels = opts.channels > 0 ? opts.channels : 3;
+  KD_CHECK(g.channels == 1 || g.channels == 3, "image channels must be 1 or 3, got {}", g.channels);
+  g.size = opts.height > 0 ? opts.height : kDefaultPhotoSize;
+  KD_CHECK(opts.width <= 0 || opts.width == g.size,
+           "streamed images are cropped square: data.height {} != data.width {}", opts.height,
+           opts.width);
+  g.resize = opts.resize > 0 ? opts.resize : default_resize(g.size);
+  KD_CHECK(g.resize >= g.size, "data.resize {} is smaller than the crop {}", g.resize, g.size);
+  return g;
+}
+
+Dataset load_dataset(const std::string& spec, const std::string& part, const ImageOptions& opts,
+                     StreamOptions stream) {
   KD_CHECK(part == "train" || part == "test", "unknown dataset part '{}'", part);
   if (const auto sources = pooled_sources(spec); sources.size() > 1) {
     std::vector<Dataset> parts;
-    for (const auto& s : sources) parts.push_back(load_dataset(s, part, opts));
+    for (const auto& s : sources) parts.push_back(load_dataset(s, part, opts, stream));
     return pool_datasets(parts);
   }
   fs::path root = resolve_alias(spec);
   if (spec == "fashion-mnist" && !fs::exists(root))
     fail("fashion-mnist: {} is missing (apt-get install dataset-fashion-mnist)", root.string());
+  if (is_streamed_source(spec)) {
+    SourceListing listing = open_source(spec, part, stream.max_missing);
+    Dataset d;
+    d.labels = listing.labels;
+    d.class_names = listing.class_names;
+    d.source = listing.source;
+    d.files = listing.files;
+    d.ids = torch::arange(d.labels.size(0), torch::kInt64);
+    d.stream = stream;
+    d.stream.geometry = stream_geometry(opts);
+    return d;
+  }
   KD_CHECK(fs::exists(root), "--data {}: no such file or directory", spec);
   KD_CHECK(fs::is_directory(root), "--data {}: not a directory", spec);
-  Dataset d;
-  if (is_idx_dir(root)) {
-    const std::string stem = part == "train" ? "train" : "t10k";
-    std::string images = find_idx(root, stem + "-images-idx3-ubyte");
-    std::string labels = find_idx(root, stem + "-labels-idx1-ubyte");
-    KD_CHECK(!images.empty(), "{}: no {}-images-idx3-ubyte[.gz]", root.string(), stem);
-    KD_CHECK(!labels.empty(), "{}: no {}-labels-idx1-ubyte[.gz]", root.string(), stem);
-    d = load_idx_pair(images, labels);
-    d.images = resize_images(d.images, opts);
-  } else {
-    fs::path dir = fs::is_directory(root / "train") ? root / part : root;
-    KD_CHECK(fs::is_directory(dir), "{}: has no '{}' folder", root.string(), part);
-    d = load_image_folder(dir.string(), opts);
-  }
+  const std::string stem = part == "train" ? "train" : "t10k";
+  std::string images = find_idx(root, stem + "-images-idx3-ubyte");
+  std::string labels = find_idx(root, stem + "-labels-idx1-ubyte");
+  KD_CHECK(!images.empty(), "{}: no {}-images-idx3-ubyte[.gz]", root.string(), stem);
+  KD_CHECK(!labels.empty(), "{}: no {}-labels-idx1-ubyte[.gz]", root.string(), stem);
+  Dataset d = load_idx_pair(images, labels);
+  d.images = resize_images(d.images, opts);
   return d;
+}
+
+Dataset materialize(const Dataset& data) {
+  if (!data.streamed()) return data;
+  BatchPipeline::Options p;
+  p.files = data.files;
+  p.geometry = data.stream.geometry;
+  p.workers = resolve_workers(data.stream.workers);
+  p.strict = data.stream.strict;
+  p.batch_size = std::min<int64_t>(256, std::max<int64_t>(1, data.size()));
+  BatchPipeline pipeline(std::move(p));
+  pipeline.start(data.ids, torch::arange(data.size(), torch::kInt64), 0);
+  std::vector<torch::Tensor> pixels, kept;
+  const int64_t batch = std::min<int64_t>(256, std::max<int64_t>(1, data.size()));
+  for (int64_t b = 0; b * batch < data.size(); ++b) {
+    auto [x, rows] = pipeline.take(b, [](const torch::Tensor& t) { return t.clone(); });
+    pixels.push_back(x);
+    kept.push_back(rows + b * batch);
+  }
+  Dataset out = data.subset(torch::cat(kept));
+  out.files = nullptr;
+  out.ids = torch::Tensor();
+  out.images = torch::cat(pixels);
+  return out;
+}
+
+torch::Tensor first_pixels(const Dataset& data, int64_t n) {
+  n = std::min(n, data.size());
+  const auto head = data.head(n);
+  return head.streamed() ? materialize(head).images : head.images;
 }
 
 }  // namespace kd

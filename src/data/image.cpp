@@ -10,6 +10,7 @@
 
 #include "kd/core/crc.h"
 #include "kd/core/error.h"
+#include "kd/data/transform.h"
 #include "opencv_image.h"
 
 namespace kd {
@@ -139,6 +140,13 @@ cv::Mat read_image_file(const std::string& path, int flags, int64_t max_pixels) 
 torch::Tensor decode_image(std::string_view bytes, const ImageOptions& opts, int64_t max_pixels) {
   const int channels = opts.channels > 0 ? opts.channels : 3;
   KD_CHECK(channels == 1 || channels == 3, "image channels must be 1 or 3, got {}", channels);
+  if (opts.resize > 0) {  // the eval transform of a model trained on streamed photos
+    (void)encoded_image_size(bytes);  // uploads are PNG or JPEG, not BMP
+    const InputGeometry g = stream_geometry(opts);
+    auto out = torch::empty({g.channels, g.size, g.size}, torch::kUInt8);
+    transform_image(bytes, g, {}, 0, out.data_ptr<uint8_t>(), max_pixels);
+    return out;
+  }
   cv::Mat img = decode_checked(bytes, channels == 1 ? cv::IMREAD_GRAYSCALE : cv::IMREAD_COLOR,
                                max_pixels, false);
   const int h = opts.height > 0 ? opts.height : img.rows;

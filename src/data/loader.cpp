@@ -2,27 +2,57 @@
 
 #include <algorithm>
 #include <cmath>
+#include <thread>
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
 #include "kd/core/error.h"
+#include "pipeline.h"
 
 namespace kd {
 
+int resolve_workers(int workers) {
+  if (workers >= 0) return workers;
+  return std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+}
+
 Loader::Loader(const Dataset& data, LoaderOptions opts, torch::Device device)
-    : images_(data.images.to(device)),
+    : images_(data.streamed() ? torch::Tensor() : data.images.to(device)),
       labels_(data.labels.to(device)),
+      ids_(data.ids),
       opts_(opts),
       order_(torch::arange(data.size(), torch::kInt64)),
       device_(device),
+      view_(data.view),
       gen_(at::make_generator<at::CPUGeneratorImpl>(opts.seed)) {
   KD_CHECK(opts.batch_size > 0, "batch size must be positive, got {}", opts.batch_size);
   KD_CHECK(data.size() > 0, "{}: dataset is empty", data.source);
   KD_CHECK(opts.world_size >= 1 && opts.rank >= 0 && opts.rank < opts.world_size,
            "loader: rank {} of {} is out of range", opts.rank, opts.world_size);
+  if (data.streamed()) {
+    BatchPipeline::Options p;
+    p.files = data.files;
+    p.geometry = data.stream.geometry;
+    // Per image in the workers: the crop and the flip (the batch-level pad-crop is for in-memory
+    // data); mixup and cutmix stay batch-level, after.
+    p.augment.random_resized_crop = opts.augment.random_resized_crop;
+    p.augment.hflip = opts.augment.hflip;
+    p.augment.jitter = opts.augment.jitter;
+    p.seed = opts.seed;
+    p.workers = resolve_workers(data.stream.workers);
+    p.strict = data.stream.strict;
+    p.batch_size = opts.batch_size;
+    p.device = device;
+    pipeline_ = std::make_unique<BatchPipeline>(std::move(p));
+  }
   shard();
+  if (pipeline_) pipeline_->start(ids_.index_select(0, order_), order_, epoch_);
 }
+
+Loader::~Loader() = default;
+
+int64_t Loader::skipped() const { return pipeline_ ? pipeline_->skipped() : 0; }
 
 void Loader::shard() {
   if (opts_.world_size == 1) return;
@@ -33,6 +63,7 @@ void Loader::shard() {
 }
 
 void Loader::start_epoch(int64_t epoch) {
+  epoch_ = epoch;
   {
     std::lock_guard<std::mutex> lock(gen_.mutex());
     gen_.set_current_seed(opts_.seed * 1000003ULL + static_cast<uint64_t>(epoch));
@@ -48,6 +79,7 @@ void Loader::start_epoch(int64_t epoch) {
     gen_.set_current_seed((opts_.seed * 1000003ULL + static_cast<uint64_t>(epoch)) * 65537ULL +
                           static_cast<uint64_t>(opts_.rank));
   }
+  if (pipeline_) pipeline_->start(ids_.index_select(0, order_), order_, epoch);
 }
 
 int64_t Loader::num_batches() const {
@@ -60,13 +92,35 @@ Batch Loader::get(int64_t i) const {
   const int64_t n = std::min(opts_.batch_size, order_.size(0) - start);
   auto idx = order_.narrow(0, start, n).to(device_);
   Batch b;
+  if (pipeline_) {
+    auto [x, kept] = pipeline_->take(i, [&](const torch::Tensor& pixels) {
+      return pixels.to(device_, /*non_blocking=*/true).to(torch::kFloat32).div_(255.0f);
+    });
+    b.x = x;
+    if (kept.size(0) < n) idx = idx.index_select(0, kept.to(device_));
+  } else {
+    b.x = images_.index_select(0, idx).to(torch::kFloat32).div_(255.0f);
+    if (opts_.augment.crop_padding > 0 || opts_.augment.hflip)
+      b.x = augment_batch(b.x, opts_.augment, gen_);
+  }
   b.index = idx;
-  b.x = images_.index_select(0, idx).to(torch::kFloat32).div_(255.0f);
   b.y = labels_.index_select(0, idx);
-  if (opts_.augment.crop_padding > 0 || opts_.augment.hflip)
-    b.x = augment_batch(b.x, opts_.augment, gen_);
+  if (view_ != 0) b.x = ensemble_view(b.x, view_);
   if (opts_.augment.mixes()) mix_batch(b, opts_.augment, gen_);
   return b;
+}
+
+torch::Tensor ensemble_view(const torch::Tensor& images, int k) {
+  namespace F = torch::nn::functional;
+  KD_CHECK(k >= 0 && k < 6, "ensemble view {} out of range [0, 6)", k);
+  if (k == 0) return images;
+  if (k == 1) return images.flip({3});
+  // Shift by one pixel with zero fill: pad one side, cut the other.
+  static const int64_t shifts[4][2] = {{0, 1}, {0, -1}, {1, 0}, {-1, 0}};  // dy, dx
+  const int64_t dy = shifts[k - 2][0], dx = shifts[k - 2][1];
+  const int64_t h = images.size(2), w = images.size(3);
+  auto padded = F::pad(images, F::PadFuncOptions({1, 1, 1, 1}));
+  return padded.narrow(2, 1 - dy, h).narrow(3, 1 - dx, w).contiguous();
 }
 
 torch::Tensor augment_batch(const torch::Tensor& x, const Augment& aug, torch::Generator& gen) {
@@ -136,10 +190,22 @@ void mix_batch(Batch& b, const Augment& aug, torch::Generator& gen) {
   b.lam = lam;
 }
 
-int64_t inference_batch_size(int64_t requested, const torch::Tensor& images) {
+namespace {
+
+int64_t batch_for(int64_t requested, int64_t per_image) {
   constexpr int64_t kMaxValues = int64_t{1} << 22;
-  const int64_t per_image = images.size(0) > 0 ? images.numel() / images.size(0) : 1;
   return std::max<int64_t>(1, std::min(requested, kMaxValues / std::max<int64_t>(1, per_image)));
+}
+
+}  // namespace
+
+int64_t inference_batch_size(int64_t requested, const torch::Tensor& images) {
+  return batch_for(requested, images.size(0) > 0 ? images.numel() / images.size(0) : 1);
+}
+
+int64_t inference_batch_size(int64_t requested, const Dataset& data) {
+  const auto s = data.input_shape();
+  return batch_for(requested, s[0] * s[1] * s[2]);
 }
 
 }  // namespace kd

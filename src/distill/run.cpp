@@ -36,7 +36,7 @@ void probe_student(Model& m, const RunConfig& cfg, const Dataset& train) {
   try {
     torch::NoGradGuard no_grad;
     m.train(false);
-    auto x = train.images.narrow(0, 0, std::min<int64_t>(2, train.size()))
+    auto x = first_pixels(train, 2)
                  .to(torch::kFloat32)
                  .div(255.0);
     auto y = m.forward(x);
@@ -47,7 +47,7 @@ void probe_student(Model& m, const RunConfig& cfg, const Dataset& train) {
     std::string why = e.what();
     if (const auto* c = dynamic_cast<const c10::Error*>(&e)) why = c->what_without_backtrace();
     fail("model {} cannot take the data's {} images: {}", cfg.arch,
-         c10::str(train.images.sizes().slice(1)), first_line(why));
+         c10::str(c10::IntArrayRef(train.input_shape())), first_line(why));
   }
 }
 
@@ -59,7 +59,7 @@ std::unique_ptr<Model> build_student(const RunConfig& cfg, const Dataset& train)
     const std::string why = e.what_without_backtrace();
     fail("model {}{} cannot be built for the data's {} images: {}", cfg.arch,
          cfg.arch_options.empty() ? "" : fmt::format(" ({})", fmt::join(cfg.arch_options, ", ")),
-         c10::str(train.images.sizes().slice(1)), first_line(why));
+         c10::str(c10::IntArrayRef(train.input_shape())), first_line(why));
   }
   probe_student(*m, cfg, train);
   check_quantizable(cfg, *m);
@@ -68,7 +68,8 @@ std::unique_ptr<Model> build_student(const RunConfig& cfg, const Dataset& train)
 
 std::unique_ptr<Model> make_student(const RunConfig& cfg, const Dataset& train) {
   ModelSpec spec;
-  spec.input_shape = {train.images.size(1), train.images.size(2), train.images.size(3)};
+  spec.input_shape = train.input_shape();
+  if (train.streamed()) spec.resize = train.stream.geometry.resize;
   spec.class_names = train.class_names;
   spec.norm = compute_normalization(train);
   if (is_torchscript_path(cfg.arch)) {
@@ -108,11 +109,8 @@ std::shared_ptr<Model> load_teacher(const std::string& path, const Dataset& trai
   std::shared_ptr<Model> teacher = load_teacher_model(path);
   const auto& ts = teacher->spec();
   if (ts.input_shape.size() == 3)
-    KD_CHECK(ts.input_shape[0] == train.images.size(1) &&
-                 ts.input_shape[1] == train.images.size(2) &&
-                 ts.input_shape[2] == train.images.size(3),
-             "teacher {} expects input {} but the data is {}", path, c10::str(ts.input_shape),
-             c10::str(train.images.sizes().slice(1)));
+    KD_CHECK(ts.input_shape == train.input_shape(), "teacher {} expects input {} but the data is {}",
+             path, c10::str(ts.input_shape), c10::str(c10::IntArrayRef(train.input_shape())));
   return teacher;
 }
 
@@ -186,6 +184,17 @@ nlohmann::json execute_run(const RunConfig& requested, bool overwrite, bool resu
     spdlog::info("data {}: train {} ({} unlabeled) / eval {} / {} {}, {} classes", cfg.data.source,
                  data.train.size(), unlabeled, data.eval.size(), data.test_name, data.test.size(),
                  data.train.num_classes());
+    if (data.train.streamed()) {
+      const auto& g = data.train.stream.geometry;
+      spdlog::info(
+          "input {}x{}x{} (training: {}{}{}; eval: shorter side {}, centre crop), streamed by {} "
+          "decode worker(s)",
+          g.channels, g.size, g.size,
+          cfg.train.random_resized_crop ? "random-resized crop" : "eval crop",
+          cfg.train.hflip ? ", flip" : "",
+          cfg.train.jitter > 0 ? fmt::format(", colour jitter {}", cfg.train.jitter) : "", g.resize,
+          resolve_workers(data.train.stream.workers));
+    }
     nlohmann::json summary = {{"train_samples", data.train.size()}, {"train_unlabeled", unlabeled}};
     Trainer trainer(cfg.train, device, cfg.runtime.seed);
     trainer.set_resume(resume);

@@ -60,18 +60,6 @@ LossSpec parse_hint(const std::string& text, const std::string& hint_loss) {
   return h;
 }
 
-torch::Tensor ensemble_view(const torch::Tensor& images, int k) {
-  KD_CHECK(k >= 0 && k < 6, "ensemble view {} out of range [0, 6)", k);
-  if (k == 0) return images;
-  if (k == 1) return images.flip({3});
-  // Shift by one pixel with zero fill: pad one side, cut the other.
-  static const int64_t shifts[4][2] = {{0, 1}, {0, -1}, {1, 0}, {-1, 0}};  // dy, dx
-  const int64_t dy = shifts[k - 2][0], dx = shifts[k - 2][1];
-  const int64_t h = images.size(2), w = images.size(3);
-  auto padded = F::pad(images, F::PadFuncOptions({1, 1, 1, 1}));
-  return padded.narrow(2, 1 - dy, h).narrow(3, 1 - dx, w).contiguous();
-}
-
 DistillStrategy::DistillStrategy(Mode mode, std::vector<NamedModel> teachers, DistillOptions opts)
     : mode_(mode), opts_(std::move(opts)) {
   KD_CHECK(!teachers.empty() || opts_.snapshot_epoch > 0, "{}: no teacher", mode_);
@@ -245,7 +233,7 @@ void DistillStrategy::attach_teachers(Model& student) {
     double bytes = 0;
     {
       torch::NoGradGuard no_grad;
-      auto x = train_->images.narrow(0, 0, 1).to(device_).to(torch::kFloat32).div_(255.0);
+      auto x = first_pixels(*train_, 1).to(device_).to(torch::kFloat32).div_(255.0);
       for (auto& f : teachers_[0].model->forward_with_features(x, t_layers).second)
         bytes += static_cast<double>(f.numel()) * 4.0 * static_cast<double>(train_->size());
     }
@@ -258,14 +246,22 @@ void DistillStrategy::attach_teachers(Model& student) {
       const auto started = std::chrono::steady_clock::now();
       torch::NoGradGuard no_grad;
       std::vector<std::vector<torch::Tensor>> parts(t_layers.size());
-      const int64_t batch = inference_batch_size(opts_.teacher_batch_size, train_->images);
-      for (int64_t s = 0; s < train_->size(); s += batch) {
-        const int64_t n = std::min(batch, train_->size() - s);
-        auto x = train_->images.narrow(0, s, n).to(device_).to(torch::kFloat32).div_(255.0);
-        auto f = teachers_[0].model->forward_with_features(x, t_layers).second;
+      Loader loader(*train_, in_order(inference_batch_size(opts_.teacher_batch_size, *train_)), device_);
+      std::vector<torch::Tensor> index;
+      for (int64_t b = 0; b < loader.num_batches(); ++b) {
+        Batch batch = loader.get(b);
+        auto f = teachers_[0].model->forward_with_features(batch.x, t_layers).second;
         for (size_t i = 0; i < f.size(); ++i) parts[i].push_back(f[i].contiguous());
+        index.push_back(batch.index);
       }
-      for (auto& p : parts) cached_feats_.push_back(torch::cat(p));
+      // Rows by dataset index (a streamed image that failed to load has none: zeros, never read).
+      const auto rows = torch::cat(index);
+      for (auto& p : parts) {
+        auto all = torch::cat(p);
+        auto shape = all.sizes().vec();
+        shape[0] = train_->size();
+        cached_feats_.push_back(torch::zeros(shape, all.options()).index_copy_(0, rows, all));
+      }
       info_["teacher_features"] = fmt::format("cached in memory ({:.0f} MiB)", bytes / (1 << 20));
       spdlog::info(
           "teacher features ready in {:.1f} s",
@@ -298,7 +294,7 @@ void DistillStrategy::build_feature_heads(Model& student, Model& teacher) {
   }
   if (!feature_terms_.empty() && adapters_.empty()) {
     torch::NoGradGuard no_grad;
-    auto x = train_->images.narrow(0, 0, std::min<int64_t>(2, train_->size()))
+    auto x = first_pixels(*train_, 2)
                  .to(device_)
                  .to(torch::kFloat32)
                  .div_(255.0);
@@ -366,7 +362,7 @@ std::vector<std::vector<torch::Tensor>> DistillStrategy::pool_logits(const Datas
   for (size_t t = 0; t < teachers_.size(); ++t) {
     for (int k = 0; k < opts_.ensemble; ++k) {
       Dataset view = data;
-      view.images = ensemble_view(data.images, k);
+      view.view = k;
       if (opts_.use_cache) {
         auto c = cached_teacher_logits(*teachers_[t].model, view, dir, opts_.teacher_batch_size,
                                        device_, all_ranks);

@@ -46,7 +46,17 @@ std::string teacher_cache_key(Model& teacher, const Dataset& data) {
     model_hash.add(name);
     model_hash.add(t);
   }
-  data_hash.add(data.images);
+  if (data.streamed()) {
+    // The files (names, sizes, modification times), which of them, and how they are decoded.
+    const uint64_t fp = data.files->fingerprint();
+    data_hash.add(&fp, sizeof fp);
+    data_hash.add(data.ids);
+    const auto& g = data.stream.geometry;
+    data_hash.add(fmt::format("{} {} {}", g.channels, g.size, g.resize));
+  } else {
+    data_hash.add(data.images);
+  }
+  data_hash.add(fmt::format("view {}", data.view));
   return fmt::format("{:016x}-{:016x}", model_hash.h, data_hash.h);
 }
 

@@ -222,13 +222,21 @@ ClassificationReport evaluate_sharded(Model& model, const Dataset& data, int64_t
   auto index = torch::arange(dist::rank(), data.size(), dist::world_size(), torch::kInt64);
   Dataset part = data.subset(index);
   ClassificationMeter meter(model.spec().num_classes());
-  if (part.size() > 0) meter.add(predict_logits(model, part, batch_size, device), part.labels);
+  if (part.size() > 0) add_predictions(meter, model, part, batch_size, device);
   meter.all_reduce();
   return meter.report();
 }
 
-Augment augment_of(const TrainConfig& cfg) {
-  return {cfg.crop_padding, cfg.hflip, cfg.mixup, cfg.cutmix};
+// Streamed images are cropped per image (RandomResizedCrop); the pad-crop is for in-memory ones.
+Augment augment_of(const TrainConfig& cfg, const Dataset& train) {
+  Augment a;
+  a.crop_padding = train.streamed() ? 0 : cfg.crop_padding;
+  a.hflip = cfg.hflip;
+  a.mixup = cfg.mixup;
+  a.cutmix = cfg.cutmix;
+  a.random_resized_crop = train.streamed() && cfg.random_resized_crop;
+  a.jitter = train.streamed() ? cfg.jitter : 0.0;
+  return a;
 }
 
 }  // namespace
@@ -242,11 +250,11 @@ ClassificationTask::ClassificationTask(const TrainConfig& cfg, torch::Device dev
       eval_batch_size_(cfg.eval_batch_size),
       device_(device),
       loader_(train,
-              {rank_batch_size(cfg), true, false, augment_of(cfg), seed, dist::rank(),
+              {rank_batch_size(cfg), true, false, augment_of(cfg, train), seed, dist::rank(),
                dist::world_size()},
               device) {
   student_.to(device_);
-  strategy_.prepare(student_, train, augment_of(cfg), device_);
+  strategy_.prepare(student_, train, augment_of(cfg, train), device_);
   extra_ = strategy_.parameters();
 }
 

@@ -64,14 +64,36 @@ ClassificationReport ClassificationMeter::report() const {
   return r;
 }
 
-torch::Tensor predict_logits(Model& model, const Dataset& data, int64_t batch_size,
-                             torch::Device device) {
+namespace {
+
+// The model over every batch of `data` in order, in eval mode without autograd.
+template <typename Use>
+void for_each_batch(Model& model, const Dataset& data, int64_t batch_size, torch::Device device,
+                    const Use& use) {
   torch::InferenceMode guard;
   model.train(false);
-  Loader loader(data, {inference_batch_size(batch_size, data.images), false, false, {}, 0}, device);
-  std::vector<torch::Tensor> out;
-  for (int64_t i = 0; i < loader.num_batches(); ++i) out.push_back(model.forward(loader.get(i).x));
-  return torch::cat(out).to(torch::kCPU);
+  Loader loader(data, in_order(inference_batch_size(batch_size, data)), device);
+  for (int64_t i = 0; i < loader.num_batches(); ++i) {
+    Batch b = loader.get(i);
+    use(model.forward(b.x).to(torch::kCPU), b);
+  }
+}
+
+}  // namespace
+
+torch::Tensor predict_logits(Model& model, const Dataset& data, int64_t batch_size,
+                             torch::Device device) {
+  std::vector<torch::Tensor> out, index;
+  for_each_batch(model, data, batch_size, device, [&](const torch::Tensor& logits, const Batch& b) {
+    out.push_back(logits);
+    index.push_back(b.index.to(torch::kCPU));
+  });
+  auto logits = torch::cat(out);
+  if (logits.size(0) == data.size()) return logits;
+  // Streamed images that failed to load have no logits: zero rows, which no step reads (the
+  // image is skipped there too).
+  return torch::zeros({data.size(), logits.size(1)}, logits.options())
+      .index_copy_(0, torch::cat(index), logits);
 }
 
 torch::Tensor predict_logits_all_ranks(Model& model, const Dataset& data, int64_t batch_size,
@@ -100,8 +122,15 @@ ClassificationReport evaluate_classifier(Model& model, const Dataset& data, int6
            "model has {} classes but {} has {}", model.spec().num_classes(), data.source,
            data.num_classes());
   ClassificationMeter meter(model.spec().num_classes());
-  meter.add(predict_logits(model, data, batch_size, device), data.labels);
+  add_predictions(meter, model, data, batch_size, device);
   return meter.report();
+}
+
+void add_predictions(ClassificationMeter& meter, Model& model, const Dataset& data,
+                     int64_t batch_size, torch::Device device) {
+  for_each_batch(model, data, batch_size, device, [&](const torch::Tensor& logits, const Batch& b) {
+    meter.add(logits, b.y.to(torch::kCPU));
+  });
 }
 
 }  // namespace kd

@@ -57,7 +57,8 @@ PreparedImage ModelRunner::prepare_image(std::string_view encoded, int64_t max_p
     p.height = size.height;
     p.pixels = decode_image(
         encoded,
-        ImageOptions{static_cast<int>(s[0]), static_cast<int>(s[1]), static_cast<int>(s[2])},
+        ImageOptions{static_cast<int>(s[0]), static_cast<int>(s[1]), static_cast<int>(s[2]),
+                     static_cast<int>(spec().resize)},
         max_pixels);
   }
   p.pixels = p.pixels.to(torch::kFloat).div_(255.0);

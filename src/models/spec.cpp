@@ -1,5 +1,6 @@
 // Model descriptions (model.json, and the sidecar of an exported .pt): the one place that reads
 // them, kept apart from the models so its fuzz target (fuzz/model_spec.cpp) links only this.
+#include <algorithm>
 #include <cmath>
 
 #include "kd/core/error.h"
@@ -23,6 +24,7 @@ nlohmann::json ModelSpec::to_json() const {
                       {"normalization", {{"mean", norm.mean}, {"std", norm.std}}},
                       {"precision", precision}};
   if (!quantization.empty()) j["quantization"] = quantization;
+  if (resize > 0) j["resize"] = resize;
   return j;
 }
 
@@ -39,6 +41,7 @@ ModelSpec ModelSpec::from_json(const nlohmann::json& j, const std::string& where
     s.norm.std = j.at("normalization").at("std").get<std::vector<double>>();
     s.precision = j.value("precision", "fp32");
     s.quantization = j.value("quantization", nlohmann::json::object());
+    s.resize = j.value("resize", int64_t{0});
   } catch (const nlohmann::json::exception& e) {
     fail("{}: bad model description ({})", where, e.what());
   }
@@ -52,6 +55,10 @@ ModelSpec ModelSpec::from_json(const nlohmann::json& j, const std::string& where
   for (int64_t d : s.input_shape)
     KD_CHECK(d >= 1 && d <= kMaxSide, "{}: input_shape entries must be in [1, {}], got {}", where,
              kMaxSide, d);
+  KD_CHECK(s.resize == 0 || (s.resize >= std::max(s.input_shape[1], s.input_shape[2]) &&
+                             s.input_shape[1] == s.input_shape[2] && s.resize <= kMaxSide),
+           "{}: resize {} must be 0 or at least the square input's side, at most {}", where,
+           s.resize, kMaxSide);
   KD_CHECK(s.options.is_object(), "{}: options must be an object", where);
   KD_CHECK(!s.class_names.empty(), "{}: class_names is empty", where);
   KD_CHECK(s.norm.mean.size() == s.norm.std.size() &&

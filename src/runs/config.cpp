@@ -100,6 +100,10 @@ Fields fields(RunConfig& c) {
       {"data.channels", field(c.data.channels)},
       {"data.height", field(c.data.height)},
       {"data.width", field(c.data.width)},
+      {"data.resize", field(c.data.resize)},
+      {"data.workers", field(c.data.workers)},
+      {"data.strict", field(c.data.strict)},
+      {"data.max_missing", field(c.data.max_missing)},
       {"data.labeled_fraction", field(c.data.labeled_fraction)},
       {"data.unlabeled", field(c.data.unlabeled)},
       {"data.classes", field(c.data.classes)},
@@ -109,6 +113,8 @@ Fields fields(RunConfig& c) {
       {"train.eval_batch_size", field(c.train.eval_batch_size)},
       {"train.crop_padding", field(c.train.crop_padding)},
       {"train.hflip", field(c.train.hflip)},
+      {"train.random_resized_crop", field(c.train.random_resized_crop)},
+      {"train.jitter", field(c.train.jitter)},
       {"train.mixup", field(c.train.mixup)},
       {"train.cutmix", field(c.train.cutmix)},
       {"train.label_smoothing", field(c.train.label_smoothing)},
@@ -325,6 +331,13 @@ void validate(const RunConfig& c) {
     usage_fail("image size must be in [1, 4096] pixels, got {}x{}", c.data.height, c.data.width);
   if (c.train.crop_padding < 0 || c.train.crop_padding > 64)
     usage_fail("--crop-padding must be in [0, 64] pixels, got {}", c.train.crop_padding);
+  if (c.data.resize < 0 || c.data.resize > 4096 || (c.data.resize > 0 && c.data.resize < c.data.height))
+    usage_fail("--resize must be in [--size, 4096] pixels (0: size * 256 / 224), got {}",
+               c.data.resize);
+  if (c.data.workers < -1 || c.data.workers > 256)
+    usage_fail("--workers must be in [0, 256] (-1: one per core), got {}", c.data.workers);
+  finite_in("data.max_missing (--max-missing)", c.data.max_missing, 0, 1, false, false);
+  finite_in("jitter (--jitter)", c.train.jitter, 0, 1, false, false);
   if (c.runtime.threads < 0 || c.runtime.threads > 1024)
     usage_fail("--threads must be in [0, 1024], got {}", c.runtime.threads);
   if (c.qat.allow_fp32_layers && c.qat.precision.empty())

@@ -24,6 +24,12 @@ void resolve_task(RunConfig& cfg) {
   // A detector architecture makes a detection run without saying so.
   if (!is_torchscript_path(cfg.arch) && find_architecture(cfg.arch).task == Task::detect)
     cfg.task = Task::detect;
+  // Photos are trained at an explicit size, recorded in config.yaml: torchvision's 224 crop and
+  // 256 -> 224 eval unless the config says otherwise.
+  if (cfg.task == Task::classify && is_streamed_source(pooled_sources(cfg.data.source)[0])) {
+    if (cfg.data.height == 0) cfg.data.height = cfg.data.width = kDefaultPhotoSize;
+    if (cfg.data.resize == 0) cfg.data.resize = default_resize(cfg.data.height);
+  }
 }
 
 namespace {
@@ -47,20 +53,22 @@ void fill_parts(Parts& d, const Data& full, const Split& split, bool has_test,
 }  // namespace
 
 RunData load_run_data(const DataConfig& cfg, Mode mode) {
-  const ImageOptions img{cfg.channels, cfg.height, cfg.width};
+  const ImageOptions img{cfg.channels, cfg.height, cfg.width, cfg.resize};
   // IDX data is resized after the split and the limit: only the images kept are resized.
   const bool resize_later = is_idx_source(cfg.source);
   const ImageOptions load_as = resize_later ? ImageOptions{} : img;
-  Dataset full = load_dataset(cfg.source, "train", load_as);
+  const StreamOptions stream{{}, cfg.workers, cfg.strict, cfg.max_missing};
+  Dataset full = load_dataset(cfg.source, "train", load_as, stream);
   Split split = resolve_split(cfg.split, full.labels, cfg.train_ratio, cfg.split_seed, cfg.source);
   RunData d;
   fill_parts(d, full, split, has_part(cfg.source, "test"),
-             [&] { return load_dataset(cfg.source, "test", load_as); });
+             [&] { return load_dataset(cfg.source, "test", load_as, stream); });
   if (d.test_name == "test") {
     // The test part must fit what is trained on: found now, not after the last epoch.
-    KD_CHECK(d.test.images.sizes().slice(1) == d.train.images.sizes().slice(1),
+    KD_CHECK(d.test.input_shape() == d.train.input_shape(),
              "{}: its test images are {} but its training images {}", cfg.source,
-             c10::str(d.test.images.sizes().slice(1)), c10::str(d.train.images.sizes().slice(1)));
+             c10::str(c10::IntArrayRef(d.test.input_shape())),
+             c10::str(c10::IntArrayRef(d.train.input_shape())));
     const int64_t test_max = d.test.size() ? d.test.labels.max().item<int64_t>() : -1;
     KD_CHECK(test_max < d.train.num_classes(),
              "{}: its test labels go up to {} but training has {} classes", d.test.source, test_max,
@@ -97,12 +105,7 @@ RunData load_run_data(const DataConfig& cfg, Mode mode) {
                   ? concat(d.train.subset(labeled), d.train.subset(rest).without_labels())
                   : d.train.subset(labeled);
   }
-  if (!cfg.unlabeled.empty()) {
-    ImageOptions like_train{static_cast<int>(d.train.images.size(1)),
-                            static_cast<int>(d.train.images.size(2)),
-                            static_cast<int>(d.train.images.size(3))};
-    d.train = concat(d.train, load_unlabeled(cfg.unlabeled, like_train));
-  }
+  if (!cfg.unlabeled.empty()) d.train = concat(d.train, load_unlabeled(cfg.unlabeled, d.train));
   // Merged teachers teach from images alone.
   if (mode == Mode::merge) d.train = d.train.without_labels();
   return d;

@@ -311,7 +311,7 @@ TEST(ImageFolder, HiddenFoldersAreSkipped) {
     std::ofstream(t.path / dir / "a.png", std::ios::binary)
         .write(reinterpret_cast<const char*>(png.data()), png.size());
   }
-  auto d = kd::load_image_folder(t.path.string(), {1, 4, 4});
+  auto d = kd::open_source(t.path.string(), "train");
   EXPECT_EQ(d.class_names, (std::vector<std::string>{"cat", "dog"}));
 }
 

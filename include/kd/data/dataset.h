@@ -1,24 +1,41 @@
 #pragma once
 /// @file
-/// An in-memory image classification dataset: uint8 pixels plus int64 labels.
+/// An image classification dataset: labels and class names in memory, pixels either in memory
+/// (IDX: uint8 [N, C, H, W]) or streamed from a SampleSource (folders, lists, tar shards), read
+/// and decoded per batch by the loader's workers.
+#include <memory>
 #include <string>
 #include <vector>
 
 #include <torch/types.h>
 
+#include "kd/data/source.h"
+#include "kd/data/transform.h"
+
 namespace kd {
 
 struct ImageOptions {
-  int channels = 0;  ///< 0: keep the source's (1 for IDX, 3 for image folders)
-  int height = 0;    ///< 0: keep the source's size (image folders need one: default 32)
+  int channels = 0;  ///< 0: keep the source's (1 for IDX, 3 for photos)
+  int height = 0;    ///< 0: keep the source's size (streamed photos: kDefaultPhotoSize)
   int width = 0;
+  /// Photos: the shorter side is resized to this and the centre height x width cropped (the
+  /// eval transform); 0: default_resize(height) for streamed data, a plain resize for uploads.
+  int resize = 0;
+};
+
+/// How a streamed dataset is read: the input each image becomes, and by how many threads.
+struct StreamOptions {
+  InputGeometry geometry;
+  int workers = -1;     ///< decode threads: -1 one per core, 0 in the thread that takes batches
+  bool strict = false;  ///< an image that fails to load is an error instead of a skipped warning
+  double max_missing = 0.01;  ///< file lists: the share of listed files that may be missing
 };
 
 /// The label of an image without one (semi-supervised pools, merged-teacher training).
 constexpr int64_t kUnlabeled = -1;
 
 struct Dataset {
-  torch::Tensor images;  ///< uint8 [N, C, H, W]
+  torch::Tensor images;  ///< in memory: uint8 [N, C, H, W]; undefined when streamed
   torch::Tensor labels;  ///< int64 [N]
   std::vector<std::string> class_names;
   std::string source;  ///< where it came from, for logs and manifests
@@ -26,8 +43,17 @@ struct Dataset {
   /// origin_classes, which lists each source's class names. Undefined for a single source.
   torch::Tensor origin = {};
   std::vector<std::vector<std::string>> origin_classes = {};
+  /// Streamed: sample i is files->read(ids[i]), transformed as `stream` says.
+  std::shared_ptr<const SampleSource> files = {};
+  torch::Tensor ids = {};
+  StreamOptions stream = {};
+  /// A fixed view of every image, applied per batch (ensemble_view: teacher ensembles).
+  int view = 0;
 
-  int64_t size() const { return images.size(0); }
+  bool streamed() const { return files != nullptr; }
+  /// C, H, W of the model input a sample becomes.
+  std::vector<int64_t> input_shape() const;
+  int64_t size() const { return labels.size(0); }
   int64_t num_classes() const { return static_cast<int64_t>(class_names.size()); }
   Dataset subset(const torch::Tensor& index) const;
   Dataset head(int64_t n) const;   ///< first n samples (small slices for tests and smoke runs)
@@ -51,11 +77,18 @@ Dataset select_classes(const Dataset& data, const std::vector<std::string>& clas
 /// asks for neither.
 torch::Tensor resize_images(const torch::Tensor& images, const ImageOptions& opts);
 
-/// Images without labels: an image folder (all PNG/JPEG files under it, sorted) or an IDX
-/// images file. Resized/recoloured to `opts` like labeled images.
-Dataset load_unlabeled(const std::string& path, const ImageOptions& opts);
+/// Images without labels, to train beside `like`: an image folder (all PNG/JPEG files under it,
+/// sorted; streamed when `like` is, else decoded to its shape) or an IDX images file (resized
+/// and recoloured to its shape).
+Dataset load_unlabeled(const std::string& path, const Dataset& like);
+/// A streamed dataset decoded into memory by the eval transform (pooling with IDX data);
+/// images that fail to load are left out with a warning.
+Dataset materialize(const Dataset& streamed);
+/// The first n samples' pixels, uint8 [n, C, H, W] (a probe batch, calibration).
+torch::Tensor first_pixels(const Dataset& data, int64_t n);
 
 /// Per-channel mean and std of pixels scaled to [0, 1]; stored with every model trained on it.
+/// Streamed data: over up to 2,000 images (evenly spaced) through the eval transform.
 struct Normalization {
   std::vector<double> mean;
   std::vector<double> std;
@@ -63,12 +96,16 @@ struct Normalization {
 Normalization compute_normalization(const Dataset& data);
 
 /// `spec` is "fashion-mnist" (Debian's dataset-fashion-mnist), a directory holding IDX files
-/// (train-images-idx3-ubyte[.gz] ...), or an image folder (one sub-folder per class, or
-/// train/ and test/ each holding one sub-folder per class); or several of these joined by '+'
+/// (train-images-idx3-ubyte[.gz] ...), or a streamed source (kd/data/source.h: an image folder,
+/// a .csv/.tsv file list, tar shards); or several of these joined by '+'
 /// ("fashion-mnist+data/mnist"), pooled into one dataset (pool_datasets). `part` is "train" or
-/// "test".
+/// "test". `stream` says how streamed sources are read (its geometry from `opts`).
 /// Returns false from has_part() when the source has no such part (e.g. no test split).
-Dataset load_dataset(const std::string& spec, const std::string& part, const ImageOptions& opts);
+Dataset load_dataset(const std::string& spec, const std::string& part, const ImageOptions& opts,
+                     StreamOptions stream = {});
+/// The geometry `opts` asks of streamed images: 3 channels and kDefaultPhotoSize unless given,
+/// square, resize default_resize(size) unless given.
+InputGeometry stream_geometry(const ImageOptions& opts);
 bool has_part(const std::string& spec, const std::string& part);
 /// IDX sources load at their stored size and are resized (resize_images) once sliced: cheap to
 /// load whole, costly to resize whole (70,000 images at 128x128 as floats is 4.6 GB).
@@ -84,8 +121,6 @@ std::vector<std::string> pooled_sources(const std::string& spec);
 /// by name (a name several datasets have is one class; the others are appended in order).
 Dataset pool_datasets(const std::vector<Dataset>& parts);
 
-/// Image folder: `root/CLASS/IMAGE`, PNG or JPEG, decoded with OpenCV.
-Dataset load_image_folder(const std::string& root, const ImageOptions& opts);
 /// IDX pair: images [N,H,W] or [N,C,H,W] and labels [N].
 Dataset load_idx_pair(const std::string& images, const std::string& labels);
 

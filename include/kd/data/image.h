@@ -20,8 +20,9 @@ struct ImageSize {
 ImageSize encoded_image_size(std::string_view bytes);
 
 /// Checks the header against max_pixels, then decodes to uint8 [C, H, W]: converted to
-/// opts.channels (1 gray, 3 RGB) and resized to opts.height x opts.width (INTER_AREA), as
-/// load_image_folder does. kd::Error when the bytes do not decode.
+/// opts.channels (1 gray, 3 RGB) and resized to opts.height x opts.width (INTER_AREA), or with
+/// opts.resize the eval transform of streamed photos (shorter side to resize, centre crop).
+/// kd::Error when the bytes do not decode.
 torch::Tensor decode_image(std::string_view bytes, const ImageOptions& opts, int64_t max_pixels);
 
 }  // namespace kd

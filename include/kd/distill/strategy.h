@@ -81,10 +81,6 @@ struct DistillOptions {
                                // of the student becomes the teacher (self-distillation)
 };
 
-/// View k of a batch for teacher ensembling: 0 identity, 1 horizontal flip, 2-5 one-pixel
-/// shifts right, left, down, up (zero fill). Works on uint8 and float images.
-torch::Tensor ensemble_view(const torch::Tensor& images, int k);
-
 /// The merge rule, on teacher logits concatenated column-wise (`columns` [N, J]; column j belongs
 /// to class column_class[j] of the student). Offsets [J] make the merged class marginals over the
 /// pool uniform, a class's mass split equally among the columns of the teachers that know it.

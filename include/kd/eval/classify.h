@@ -41,6 +41,10 @@ class ClassificationMeter {
 
 ClassificationReport evaluate_classifier(Model& model, const Dataset& data, int64_t batch_size,
                                          torch::Device device);
+/// The model's predictions on `data` added to `meter` (streamed images that fail to load are
+/// left out, each named in a warning).
+void add_predictions(ClassificationMeter& meter, Model& model, const Dataset& data,
+                     int64_t batch_size, torch::Device device);
 /// Logits for every sample in order, in eval mode without autograd (teacher cache, pseudo-labels).
 torch::Tensor predict_logits(Model& model, const Dataset& data, int64_t batch_size,
                              torch::Device device);

@@ -21,6 +21,9 @@ struct ModelSpec {
   std::string arch;             ///< registry name (native) or the source .pt (torchscript)
   nlohmann::json options = nlohmann::json::object();  ///< architecture options, fully resolved
   std::vector<int64_t> input_shape;                   ///< C, H, W
+  /// Trained on streamed photos: an image is resized (shorter side) to this, then its centre
+  /// H x W cropped, as the eval transform does. 0: resized to H x W.
+  int64_t resize = 0;
   std::vector<std::string> class_names;
   Normalization norm;
   std::string precision = "fp32";                          ///< fp32 | int8 (kd/models/quantize.h)

@@ -23,9 +23,15 @@ struct DataConfig {
   double train_ratio = 0.8;
   uint64_t split_seed = 0;
   int64_t limit = 0;  ///< use only the first N training (and N/4 test) samples; 0: all
-  int channels = 0;   ///< 0: the source's
-  int height = 0;     ///< 0: the source's
+  int channels = 0;   ///< 0: the source's (streamed photos: 3)
+  int height = 0;     ///< 0: the source's (streamed photos: kDefaultPhotoSize, set by resolve_task)
   int width = 0;
+  int resize = 0;     ///< streamed photos: eval resize of the shorter side (0: height * 256 / 224)
+  /// Streamed sources: decode threads (-1: one per core; 0: in the training thread), whether an
+  /// image that fails to load stops the run, and the share of a list's files that may be missing.
+  int workers = -1;
+  bool strict = false;
+  double max_missing = 0.01;
   /// Semi-supervised data: keep the labels of a stratified fraction of the training split
   /// (seeded by split_seed, so teacher and student runs see the same labeled part). `train`
   /// and `offline` runs use only the labeled part; `semi` runs also use the rest, unlabeled.
@@ -61,8 +67,11 @@ struct TrainConfig {
   int64_t eval_batch_size = 1000;
   OptimConfig optim;
   ScheduleConfig schedule;
-  int crop_padding = 2;  ///< batch-level augmentation; 0 and hflip=false switch it off
+  int crop_padding = 2;  ///< in-memory data: batch-level pad-crop; 0 and hflip=false: none
   bool hflip = true;
+  /// Streamed photos, per image: RandomResizedCrop (else the eval transform) and colour jitter.
+  bool random_resized_crop = true;
+  double jitter = 0.0;
   double mixup = 0.0;   ///< Beta(a, a) of batch-level mixup; 0: off
   double cutmix = 0.0;  ///< Beta(a, a) of batch-level cutmix; 0: off
   double label_smoothing = 0.0;
