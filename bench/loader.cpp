@@ -10,6 +10,7 @@
 
 #include <torch/torch.h>
 
+#include "kd/core/runtime.h"
 #include "kd/data/dataset.h"
 #include "kd/data/loader.h"
 
@@ -25,7 +26,7 @@ int main(int argc, char** argv) {
     if (flag == "--workers") workers = std::atoi(argv[i + 1]);
     if (flag == "--batches") max_batches = std::atoll(argv[i + 1]);
   }
-  torch::set_num_threads(1);
+  kd::init_runtime({"cpu", 1});  // the allocator tuning and one intra-op thread, as in the baseline
   kd::StreamOptions stream;
   stream.workers = workers;
   const auto data = kd::load_dataset(argv[1], "train", {3, 224, 224, 0}, stream);

@@ -46,9 +46,10 @@ for c in classes:
         files.append((f"{os.path.basename(a.out)}/{c}/{name}", c))
 if a.list:
     out = a.list_out or a.out.rstrip("/") + f"-{a.list}.csv"
+    order = np.random.default_rng(a.seed).permutation(len(files))  # every class in any prefix
     with open(out, "w") as f:
         f.write("path,label\n")
         for k in range(a.list):
-            path, c = files[k % len(files)]
+            path, c = files[order[k % len(files)]]
             f.write(f"{path},{c}\n")
     print(out)

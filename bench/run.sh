@@ -69,6 +69,9 @@ else
   echo "(skipped: this CPU has no avx512_bf16 or amx_bf16)"
 fi
 
+echo "== streamed data: loader, memory, a 224 px epoch (bench/data.sh)"
+"$HERE/data.sh" "$KD" "$WORK/data"
+
 echo "== serving: the distilled student above, kd serve vs FastAPI + uvicorn + PyTorch (wrk, 10 s each)"
 "$HERE/serve.sh" "$KD" "$WORK/cached" 10
 

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 #include <fstream>
+#include <map>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -194,7 +195,11 @@ SourceListing open_list(const fs::path& list, double max_missing) {
   KD_CHECK(in, "{}: cannot read", list.string());
   const fs::path base = list.parent_path();
   PathTable paths;
-  std::vector<std::string> label_names;
+  // Labels as indices into the names in order of appearance (a million entries name a few
+  // classes: no string per entry), sorted below.
+  std::map<std::string, int64_t> seen;
+  std::vector<std::string> names;
+  std::vector<int64_t> labels;
   int64_t line_no = 0, missing = 0, total = 0;
   std::string first_missing;
   Fnv fp;
@@ -223,7 +228,13 @@ SourceListing open_list(const fs::path& list, double max_missing) {
     fp.add(s.size);
     fp.add(s.mtime_ns);
     paths.add(full);
-    label_names.push_back(label);
+    if (label.empty()) {
+      labels.push_back(kUnlabeled);
+      continue;
+    }
+    auto [it, added] = seen.emplace(label, static_cast<int64_t>(names.size()));
+    if (added) names.push_back(label);
+    labels.push_back(it->second);
   }
   KD_CHECK(total > 0, "{}: lists no images", list.string());
   if (missing > 0) {
@@ -235,18 +246,14 @@ SourceListing open_list(const fs::path& list, double max_missing) {
   }
   // Classes are the label names, sorted (as a folder's class sub-folders are); an empty label is
   // an unlabeled image.
-  std::vector<std::string> classes;
-  for (const auto& l : label_names)
-    if (!l.empty()) classes.push_back(l);
+  KD_CHECK(!names.empty(), "{}: no image has a label", list.string());
+  std::vector<std::string> classes = names;
   std::sort(classes.begin(), classes.end());
-  classes.erase(std::unique(classes.begin(), classes.end()), classes.end());
-  KD_CHECK(!classes.empty(), "{}: no image has a label", list.string());
-  std::vector<int64_t> labels;
-  labels.reserve(label_names.size());
-  for (const auto& l : label_names)
-    labels.push_back(l.empty() ? kUnlabeled
-                               : std::lower_bound(classes.begin(), classes.end(), l) -
-                                     classes.begin());
+  std::vector<int64_t> sorted_index(names.size());
+  for (size_t k = 0; k < names.size(); ++k)
+    sorted_index[k] = std::lower_bound(classes.begin(), classes.end(), names[k]) - classes.begin();
+  for (auto& l : labels)
+    if (l >= 0) l = sorted_index[static_cast<size_t>(l)];
   return {std::make_shared<FileSource>(std::move(paths), fp.h),
           torch::tensor(labels, torch::kInt64), classes, list.string()};
 }

@@ -218,7 +218,7 @@ void DistillStrategy::attach_teachers(Model& student) {
                                         for (const auto& t : teachers_) labels.push_back(t.label);
                                         return labels;
                                       }()}};
-  cached_logits_ = torch::Tensor();
+  cached_raw_.clear();
   cached_feats_.clear();
   if (clean) info_["teacher_view"] = "clean images, each labeled once";
   info_["teacher_cache"] =
@@ -227,7 +227,7 @@ void DistillStrategy::attach_teachers(Model& student) {
       : augment_.mixes() ? "off (mixup/cutmix: the teacher sees each mixed batch)"
                          : "off (augmentation on)";  // cache on but not cacheable: augmented images
   if (!cacheable) return;
-  cached_logits_ = combine(logits, train_->origin).to(device_);
+  cached_raw_ = logits;
   if (!feature_terms_.empty()) {
     const auto t_layers = teacher_layers();
     double bytes = 0;
@@ -271,12 +271,19 @@ void DistillStrategy::attach_teachers(Model& student) {
           fmt::format("teacher run per batch ({:.0f} MiB would not be cached)", bytes / (1 << 20));
     }
   }
-  auto unlabeled = (train_->labels < 0).to(device_);
+  auto unlabeled = train_->labels < 0;
   const int64_t n_unlabeled = unlabeled.sum().item<int64_t>();
   info_["unlabeled_samples"] = n_unlabeled;
   if (opts_.targets == Targets::hard && n_unlabeled > 0) {
-    auto conf = std::get<0>(torch::softmax(cached_logits_, 1).max(1));
-    const double covered = (conf >= opts_.threshold).logical_and(unlabeled).sum().item<double>();
+    double covered = 0;
+    constexpr int64_t kSlice = 1 << 14;
+    for (int64_t s = 0; s < train_->size(); s += kSlice) {
+      auto index = torch::arange(s, std::min(s + kSlice, train_->size()), torch::kInt64);
+      auto conf = std::get<0>(torch::softmax(cached_targets(index), 1).max(1)).to(torch::kCPU);
+      covered += (conf >= opts_.threshold).logical_and(unlabeled.index_select(0, index))
+                     .sum()
+                     .item<double>();
+    }
     info_["pseudo_label_coverage"] = covered / static_cast<double>(n_unlabeled);
     spdlog::info("pseudo-labels: {:.1f}% of {} unlabeled images reach probability {}",
                  100 * covered / static_cast<double>(n_unlabeled), n_unlabeled, opts_.threshold);
@@ -465,6 +472,15 @@ torch::Tensor DistillStrategy::combine(const std::vector<std::vector<torch::Tens
   return merged_class_logits(Z, column_classes(), num_classes_, class_offsets_);
 }
 
+torch::Tensor DistillStrategy::cached_targets(const torch::Tensor& index) const {
+  auto idx = index.to(torch::kCPU);
+  std::vector<std::vector<torch::Tensor>> rows(cached_raw_.size());
+  for (size_t t = 0; t < cached_raw_.size(); ++t)
+    for (const auto& v : cached_raw_[t]) rows[t].push_back(v.index_select(0, idx).to(torch::kFloat32));
+  const auto& origin = train_->origin;
+  return combine(rows, origin.defined() ? origin.index_select(0, idx) : origin).to(device_);
+}
+
 torch::Tensor fit_merge_offsets(const torch::Tensor& columns, const torch::Tensor& column_class,
                                 int64_t num_classes) {
   auto Z = columns.to(torch::kFloat64);
@@ -543,8 +559,8 @@ StepResult DistillStrategy::step(Model& student, const Batch& batch) {
   torch::Tensor z_t;
   std::vector<torch::Tensor> t_feats;
   const bool need_feats = !feature_terms_.empty() && cached_feats_.empty();
-  if (cached_logits_.defined()) {
-    z_t = cached_logits_.index_select(0, batch.index);
+  if (!cached_raw_.empty()) {
+    z_t = cached_targets(batch.index);
     if (need_feats) {
       torch::NoGradGuard no_grad;
       t_feats = teachers_[0].model->forward_with_features(batch.x, teacher_layers()).second;

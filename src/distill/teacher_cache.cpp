@@ -1,6 +1,12 @@
 #include "teacher_cache.h"
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <cstdlib>
+#include <cstring>
+#include <fstream>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -63,44 +69,94 @@ std::string teacher_cache_key(Model& teacher, const Dataset& data) {
 namespace {
 
 // Teacher logits must be finite and of a size a classifier produces; anything else is damage
-// (or a broken teacher) and must not become a training target.
+// (or a broken teacher) and must not become a training target. Checked in slices: an entry can
+// be larger than memory.
 constexpr double kMaxAbsLogit = 1e4;
 
 std::string logits_problem(const torch::Tensor& logits, int64_t rows) {
   if (logits.dim() != 2 || logits.size(0) != rows)
     return fmt::format("shape {}, expected [{}, classes]", c10::str(logits.sizes()), rows);
-  if (!torch::isfinite(logits).all().item<bool>()) return "non-finite values";
-  if (logits.numel() > 0 && logits.abs().max().item<double>() > kMaxAbsLogit)
-    return fmt::format("values beyond +-{:g}", kMaxAbsLogit);
+  constexpr int64_t kSlice = 1 << 16;
+  for (int64_t s = 0; s < rows; s += kSlice) {
+    auto part = logits.narrow(0, s, std::min(kSlice, rows - s)).to(torch::kFloat32);
+    if (!torch::isfinite(part).all().item<bool>()) return "non-finite values";
+    if (part.numel() > 0 && part.abs().max().item<double>() > kMaxAbsLogit)
+      return fmt::format("values beyond +-{:g}", kMaxAbsLogit);
+  }
   return "";
 }
 
-// The CRC-32 covers the key (an entry copied under another name fails) and the values.
-uint32_t entry_crc(const std::string& key, const torch::Tensor& logits) {
-  auto c = logits.contiguous();
-  return crc32_bytes(c.data_ptr(), static_cast<size_t>(c.numel()) * c.element_size(),
-                     crc32_bytes(key.data(), key.size()));
+// An entry: a 32-byte header (magic, rows, columns, the CRC-32 of the key and the values), then
+// the logits as float16, row by row: read by memory-mapping, so a teacher's answers for millions
+// of images stay on disk (in the page cache) and only a batch's rows are read at each step.
+constexpr char kMagic[8] = {'K', 'D', 'T', 'E', 'A', 'C', 'H', '1'};
+struct Header {
+  char magic[8];
+  int64_t rows;
+  int64_t cols;
+  uint32_t crc;
+  uint32_t reserved;
+};
+static_assert(sizeof(Header) == 32);
+
+uint32_t entry_crc(const std::string& key, const void* values, size_t bytes) {
+  return crc32_bytes(values, bytes, crc32_bytes(key.data(), key.size()));
 }
 
-// An entry: logits plus the CRC-32; a mismatch or damage reads as a miss with the reason.
+// A read-only mapping of `path` as float16 [rows, cols]; unmapped when the tensor goes.
+torch::Tensor map_values(const std::string& path, const Header& h) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return {};
+  const size_t bytes = sizeof(Header) + static_cast<size_t>(h.rows * h.cols) * 2;
+  void* p = ::mmap(nullptr, bytes, PROT_READ, MAP_SHARED, fd, 0);
+  ::close(fd);
+  if (p == MAP_FAILED) return {};
+  return torch::from_blob(
+      static_cast<char*>(p) + sizeof(Header), {h.rows, h.cols}, [p, bytes](void*) { ::munmap(p, bytes); },
+      torch::TensorOptions().dtype(torch::kFloat16));
+}
+
+// Reads an entry: a mismatch or damage reads as a miss with the reason.
 std::string read_entry(const std::string& path, const std::string& key, int64_t rows,
                        torch::Tensor& logits) {
-  torch::Tensor crc;
-  try {
-    torch::serialize::InputArchive a;
-    a.load_from(path);
-    a.read("logits", logits);
-    a.read("crc32", crc);
-  } catch (const std::exception&) {  // c10::Error, or the TorchScript parser's ErrorReport
-    return "unreadable";
+  Header h{};
+  {
+    std::ifstream in(path, std::ios::binary);
+    if (!in.read(reinterpret_cast<char*>(&h), sizeof h) ||
+        std::memcmp(h.magic, kMagic, sizeof kMagic) != 0)
+      return "unreadable";
   }
-  if (crc.numel() != 1 || crc.scalar_type() != torch::kInt64 ||
-      logits.scalar_type() != torch::kFloat32)
+  std::error_code ec;
+  const auto size = fs::file_size(path, ec);
+  if (ec || h.rows < 0 || h.cols <= 0 || h.cols > (int64_t{1} << 24) ||
+      size != sizeof(Header) + static_cast<uintmax_t>(h.rows) * static_cast<uintmax_t>(h.cols) * 2)
     return "unreadable";
-  if (auto why = logits_problem(logits, rows); !why.empty()) return why;
-  if (static_cast<uint32_t>(crc.item<int64_t>()) != entry_crc(key, logits))
+  if (h.rows != rows) return fmt::format("shape [{}, {}], expected [{}, classes]", h.rows, h.cols, rows);
+  auto mapped = map_values(path, h);
+  if (!mapped.defined()) return "unreadable";
+  if (entry_crc(key, mapped.data_ptr(), static_cast<size_t>(mapped.numel()) * 2) != h.crc)
     return "CRC-32 mismatch";
+  if (auto why = logits_problem(mapped, rows); !why.empty()) return why;
+  logits = mapped;
   return "";
+}
+
+// Writes an entry atomically (through a temporary file and a rename).
+void write_entry(const std::string& path, const std::string& key, const torch::Tensor& half) {
+  auto values = half.contiguous();
+  Header h{};
+  std::memcpy(h.magic, kMagic, sizeof kMagic);
+  h.rows = values.size(0);
+  h.cols = values.size(1);
+  h.crc = entry_crc(key, values.data_ptr(), static_cast<size_t>(values.numel()) * 2);
+  write_atomically(path, [&](const fs::path& tmp) {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out.write(reinterpret_cast<const char*>(&h), sizeof h);
+    out.write(static_cast<const char*>(values.data_ptr()),
+              static_cast<std::streamsize>(values.numel() * 2));
+    out.flush();
+    KD_CHECK(out.good(), "{}: cannot write", tmp.string());
+  });
 }
 
 }  // namespace
@@ -110,7 +166,7 @@ CachedLogits cached_teacher_logits(Model& teacher, const Dataset& data, const st
   all_ranks = all_ranks && dist::active();
   CachedLogits out;
   const std::string key = teacher_cache_key(teacher, data);
-  out.path = (fs::path(dir) / ("teacher-" + key + ".pt")).string();
+  out.path = (fs::path(dir) / ("teacher-" + key + ".f16")).string();
   if (auto what = special_file(out.path)) {
     // A FIFO would block the read; write_atomically refuses to replace it.
     spdlog::warn("teacher cache {}: {}, not a regular file; not reading or replacing it", out.path,
@@ -124,8 +180,11 @@ CachedLogits cached_teacher_logits(Model& teacher, const Dataset& data, const st
   if (all_ranks)
     out.hit = dist::sum({out.hit ? 1.0 : 0.0})[0] == static_cast<double>(dist::world_size());
   if (out.hit) return out;
-  out.logits = all_ranks ? predict_logits_all_ranks(teacher, data, batch_size, device)
-                         : predict_logits(teacher, data, batch_size, device);
+  // Stored as float16 whether or not the entry can be written, so a run trains on the same
+  // targets from a hit as from a miss.
+  out.logits = (all_ranks ? predict_logits_all_ranks(teacher, data, batch_size, device)
+                          : predict_logits(teacher, data, batch_size, device))
+                   .to(torch::kFloat16);
   if (auto why = logits_problem(out.logits, data.size()); !why.empty())
     fail(
         "the teacher's logits over the training images have {}: the teacher is broken, not the "
@@ -133,12 +192,10 @@ CachedLogits cached_teacher_logits(Model& teacher, const Dataset& data, const st
         why);
   if (all_ranks && !dist::is_main()) return out;
   try {
-    write_atomically(out.path, [&](const fs::path& tmp) {
-      torch::serialize::OutputArchive a;
-      a.write("logits", out.logits);
-      a.write("crc32", torch::tensor(static_cast<int64_t>(entry_crc(key, out.logits))));
-      write_serialized(tmp, [&](std::ostream& s) { a.save_to(s); });
-    });
+    write_entry(out.path, key, out.logits);
+    // From now on read from the file (the page cache), not kept in memory twice.
+    torch::Tensor mapped;
+    if (read_entry(out.path, key, data.size(), mapped).empty()) out.logits = mapped;
   } catch (const std::exception&) {
     // The cache is an optimisation: a read-only or full disk must not fail the run.
   }

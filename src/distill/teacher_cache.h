@@ -15,7 +15,9 @@ std::string default_cache_dir();
 std::string teacher_cache_key(Model& teacher, const Dataset& data);
 
 struct CachedLogits {
-  torch::Tensor logits;  // [N, C] on CPU
+  // [N, C] float16 on CPU: memory-mapped from the entry (teacher-KEY.f16) when it could be
+  // written or read, else in memory. Rows of streamed images that failed to load are zeros.
+  torch::Tensor logits;
   bool hit = false;
   std::string path;
 };

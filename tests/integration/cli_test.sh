@@ -125,7 +125,7 @@ for i in range(30):
 os.makedirs("no_images", exist_ok=True)
 open("no_images/readme.txt", "w").write("no images here")
 PY
-expect_error 1 "broken.png: not a PNG or JPEG image" "$KD" train --data folder --size 28 --channels 1 --out bad0 "${COMMON[@]}"
+expect_error 1 "broken.png: not a PNG or JPEG image" "$KD" train --data folder --size 28 --channels 1 --strict --out bad0 "${COMMON[@]}"
 rm folder/bright/broken.png; rmdir folder/empty_class_is_fine
 check "train on a PNG image folder" "$KD" train --data folder --size 28 --channels 1 --arch fmnist-student \
   --out from_folder --epochs 3 --lr 0.1 --no-latency

@@ -74,7 +74,7 @@ ok_if "metrics.jsonl holds epochs 1-5 once" "[__import__('json').loads(l)['epoch
 
 echo "-- 6, 7. damaged teacher cache entries and model files"
 check "distill (cache miss)" "$KD" distill --teacher t --out d1 --no-augment "${C[@]}"
-entry=$(ls cache/teacher-*.pt | head -1)
+entry=$(ls cache/teacher-*.f16 | head -1)
 $PY - "$entry" <<'EOF'
 import sys
 b = bytearray(open(sys.argv[1], 'rb').read())

@@ -211,6 +211,8 @@ TEST(TeacherCache, DamagedEntriesAreRecomputed) {
   auto d = toy();
   auto first = kd::cached_teacher_logits(*teacher, d, t.path.string(), 16, torch::kCPU);
   ASSERT_FALSE(first.hit);
+  EXPECT_EQ(first.logits.scalar_type(), torch::kFloat16);
+  first.logits = first.logits.clone();  // the entry is about to be damaged in place
   const std::string pristine = read(first.path);
   auto damaged = [&](const std::function<void()>& damage) {
     damage();
@@ -220,15 +222,14 @@ TEST(TeacherCache, DamagedEntriesAreRecomputed) {
     EXPECT_TRUE(
         kd::cached_teacher_logits(*teacher, d, t.path.string(), 16, torch::kCPU).hit);  // rewritten
   };
+  // Other values under the first entry's header (its CRC-32), rows as the values say.
   auto resave = [&](const torch::Tensor& logits) {
-    torch::serialize::InputArchive in;
-    in.load_from(first.path);
-    torch::Tensor crc;
-    in.read("crc32", crc);
-    torch::serialize::OutputArchive out;
-    out.write("logits", logits);
-    out.write("crc32", crc);
-    out.save_to(first.path);
+    std::string header = pristine.substr(0, 32);
+    const int64_t rows = logits.size(0);
+    header.replace(8, 8, reinterpret_cast<const char*>(&rows), 8);
+    auto half = logits.to(torch::kFloat16).contiguous();
+    write(first.path, header + std::string(static_cast<const char*>(half.data_ptr()),
+                                           static_cast<size_t>(half.numel()) * 2));
   };
   damaged([&] {
     std::string bytes = pristine;
@@ -236,7 +237,7 @@ TEST(TeacherCache, DamagedEntriesAreRecomputed) {
     write(first.path, bytes);
   });
   damaged([&] { resave(first.logits.roll(1, 0)); });
-  damaged([&] { resave(torch::full_like(first.logits, 1e30)); });
+  damaged([&] { resave(torch::full_like(first.logits, 3e4)); });  // beyond +-1e4
   damaged([&] { resave(torch::full_like(first.logits, std::numeric_limits<float>::quiet_NaN())); });
   damaged([&] { resave(first.logits.narrow(0, 0, 5)); });
 }

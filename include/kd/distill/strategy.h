@@ -179,7 +179,11 @@ class DistillStrategy final : public Strategy {
   torch::Tensor class_offsets_;  ///< [sum of C_t] (merge)
   /// merge_by_source: [sources, sum of C_t], true where a column's teacher teaches that source.
   torch::Tensor source_columns_;
-  torch::Tensor cached_logits_;  ///< [N, C] teacher class logits on the device, or undefined
+  /// The teachers' logits over the training pool (per teacher, per ensemble view), on the CPU
+  /// (float16, memory-mapped from the teacher cache), combined into class logits a batch at a
+  /// time (cached_targets); empty when the teacher runs on each batch.
+  std::vector<std::vector<torch::Tensor>> cached_raw_;
+  torch::Tensor cached_targets(const torch::Tensor& index) const;
   std::vector<torch::Tensor> cached_feats_;  ///< per feature term [N, ...], or empty
   std::string cache_status_;                 ///< of the last pass over a dataset
   nlohmann::json info_ = nlohmann::json::object();
