@@ -6,7 +6,7 @@
 #   2. memory: peak RSS of the loader alone and of `kd train` over lists of 10^4, 10^5, 10^6
 #      entries (repeating the photos);
 #   3. training not starved: a 224 px epoch streamed vs the same model on in-memory batches.
-# Usage: bench/data.sh path/to/kd [WORK]
+# Usage: bench/data.sh path/to/kd [WORK] [SECTIONS: loader memory epoch]
 set -euo pipefail
 KD=$(realpath "$1")
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -15,8 +15,10 @@ WORK=${2:-$(mktemp -d /tmp/kd-data.XXXXXX)}
 mkdir -p "$WORK" && cd "$WORK"
 [ -d photos ] || /usr/bin/python3 "$HERE/photos.py" photos --images 12000 --size 256
 for n in 10000 100000 1000000; do [ -f "photos-$n.csv" ] || /usr/bin/python3 "$HERE/photos.py" photos --list "$n" >/dev/null; done
+SECTIONS=${3:-loader memory epoch}
 get() { /usr/bin/python3 -c "import json,sys; print(json.loads(sys.stdin.read())[sys.argv[1]])" "$1"; }
 
+if [[ " $SECTIONS " == *" loader "* ]]; then
 echo "== loader alone: 40 batches of 128 (5,120 photos of 256 px), RandomResizedCrop 224 + flip + normalize"
 printf "%-8s %12s %16s %8s\n" workers "kd img/s" "torchvision img/s" ratio
 for w in 0 1 2; do
@@ -25,15 +27,23 @@ for w in 0 1 2; do
   printf "%-8s %12.0f %16.0f %7.2fx\n" "$w" "$k" "$p" "$(/usr/bin/python3 -c "print($k / $p)")"
 done
 
+fi
+
+if [[ " $SECTIONS " == *" memory "* ]]; then
 echo "== peak RSS over file lists (the loader alone: 10 batches; kd train: fmnist-student, 224 px, batch 128, --limit 512, 1 epoch)"
 printf "%-10s %14s %14s %10s\n" entries "loader MB" "kd train MB" "train s"
 for n in 10000 100000 1000000; do
-  l=$( { /usr/bin/time -f "%M" "$BENCH" "photos-$n.csv" --workers 2 --batches 10 >/dev/null 2>/dev/null; } 2>&1 | tail -1)
+  /usr/bin/time -o rss.txt -f "%M" "$BENCH" "photos-$n.csv" --workers 2 --batches 10 >/dev/null 2>&1
+  l=$(tail -1 rss.txt)
   rm -rf "mem-$n"
-  t=$( { /usr/bin/time -f "%M %e" "$KD" train --data "photos-$n.csv" --arch fmnist-student --limit 512 --epochs 1 --no-latency --out "mem-$n" >/dev/null 2>/dev/null; } 2>&1 | tail -1)
+  /usr/bin/time -o rss.txt -f "%M %e" "$KD" train --data "photos-$n.csv" --arch fmnist-student --limit 512 --epochs 1 --no-latency --out "mem-$n" >/dev/null 2>&1
+  t=$(tail -1 rss.txt)
   printf "%-10s %14.0f %14.0f %10s\n" "$n" "$(/usr/bin/python3 -c "print($l / 1024)")" "$(/usr/bin/python3 -c "print(${t% *} / 1024)")" "${t#* }"
 done
 
+fi
+
+if [[ " $SECTIONS " == *" epoch "* ]]; then
 echo "== a 224 px training epoch (2,048 photos, batch 128): streamed (decode + RandomResizedCrop + flip) vs in-memory batches"
 [ -f photos-2560.csv ] || head -2561 photos-10000.csv > photos-2560.csv
 [ -d idx224 ] || /usr/bin/python3 "$HERE/photos_idx.py" photos-2560.csv 2560 idx224
@@ -46,3 +56,4 @@ for arch in fmnist-student fmnist-teacher; do
   s=$(get train_images_per_s < "str-$arch/summary.json")
   printf "%-16s %14.1f %14.1f %7.3fx\n" "$arch" "$m" "$s" "$(/usr/bin/python3 -c "print($s / $m)")"
 done
+fi

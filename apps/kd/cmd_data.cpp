@@ -80,11 +80,10 @@ void detection_info(const InfoArgs& a) {
 
 void pack(const PackArgs& a) {
   KD_CHECK(is_streamed_source(a.data),
-           "--data {}: not a folder of images or a file list (IDX data is packed already)",
-           a.data);
+           "--data {}: not a folder of images or a file list (IDX data is packed already)", a.data);
   check_output_location(a.out, {{"data", a.data}});
-  const PackResult r = pack_shards(open_source(a.data, a.part), a.out, a.part,
-                                   a.shard_mb * (int64_t{1} << 20));
+  const PackResult r =
+      pack_shards(open_source(a.data, a.part), a.out, a.part, a.shard_mb * (int64_t{1} << 20));
   fmt::print("{} [{}]: {} images in {} shards ({:.1f} MB){} -> --data {}\n", a.data, a.part,
              r.samples, r.shards, static_cast<double>(r.bytes) / 1e6,
              r.skipped ? fmt::format(", {} skipped", r.skipped) : "", r.pattern);

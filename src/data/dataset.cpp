@@ -318,10 +318,9 @@ Dataset pool_datasets(const std::vector<Dataset>& parts) {
   KD_CHECK(!parts.empty(), "no datasets to pool");
   // Streamed and in-memory sources pool in memory: the streamed ones are decoded at the shape
   // asked for (IDX data is small; pooling it with a large photo set is not what it is for).
-  const bool mixed = std::any_of(parts.begin(), parts.end(),
-                                 [](const Dataset& d) { return d.streamed(); }) &&
-                     std::any_of(parts.begin(), parts.end(),
-                                 [](const Dataset& d) { return !d.streamed(); });
+  const bool mixed =
+      std::any_of(parts.begin(), parts.end(), [](const Dataset& d) { return d.streamed(); }) &&
+      std::any_of(parts.begin(), parts.end(), [](const Dataset& d) { return !d.streamed(); });
   auto part = [&](size_t i) {
     return mixed && parts[i].streamed() && parts[i].input_shape() == parts[0].input_shape()
                ? materialize(parts[i])

@@ -140,7 +140,7 @@ cv::Mat read_image_file(const std::string& path, int flags, int64_t max_pixels) 
 torch::Tensor decode_image(std::string_view bytes, const ImageOptions& opts, int64_t max_pixels) {
   const int channels = opts.channels > 0 ? opts.channels : 3;
   KD_CHECK(channels == 1 || channels == 3, "image channels must be 1 or 3, got {}", channels);
-  if (opts.resize > 0) {  // the eval transform of a model trained on streamed photos
+  if (opts.resize > 0) {              // the eval transform of a model trained on streamed photos
     (void)encoded_image_size(bytes);  // uploads are PNG or JPEG, not BMP
     const InputGeometry g = stream_geometry(opts);
     auto out = torch::empty({g.channels, g.size, g.size}, torch::kUInt8);

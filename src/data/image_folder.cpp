@@ -40,9 +40,9 @@ Dataset load_unlabeled(const std::string& path, const Dataset& like) {
   KD_CHECK(images.size(0) > 0, "unlabeled data {}: no images", path);
   Dataset d;
   d.source = path;
-  d.images = resize_images(images, ImageOptions{static_cast<int>(shape[0]),
-                                                static_cast<int>(shape[1]),
-                                                static_cast<int>(shape[2])});
+  d.images =
+      resize_images(images, ImageOptions{static_cast<int>(shape[0]), static_cast<int>(shape[1]),
+                                         static_cast<int>(shape[2])});
   d.labels = torch::full({d.images.size(0)}, kUnlabeled, torch::kInt64);
   return d;
 }

@@ -20,10 +20,11 @@ BatchPipeline::BatchPipeline(Options opts) : opts_(std::move(opts)) {
   sample_bytes_ = int64_t{g.channels} * g.size * g.size;
   // The workers are the parallelism: OpenCV's own threads inside each resize would only contend.
   cv::setNumThreads(0);
-  const auto options = torch::TensorOptions().dtype(torch::kUInt8).pinned_memory(
-      opts_.device.is_cuda());
+  const auto options =
+      torch::TensorOptions().dtype(torch::kUInt8).pinned_memory(opts_.device.is_cuda());
   slots_.resize(kDepth);
-  for (auto& s : slots_) s.pixels = torch::empty({opts_.batch_size, g.channels, g.size, g.size}, options);
+  for (auto& s : slots_)
+    s.pixels = torch::empty({opts_.batch_size, g.channels, g.size, g.size}, options);
   for (int w = 0; w < opts_.workers; ++w) threads_.emplace_back([this] { work(); });
 }
 
@@ -37,7 +38,8 @@ BatchPipeline::~BatchPipeline() {
 }
 
 int64_t BatchPipeline::rows(int64_t b) const {
-  return std::min<int64_t>(opts_.batch_size, static_cast<int64_t>(ids_.size()) - b * opts_.batch_size);
+  return std::min<int64_t>(opts_.batch_size,
+                           static_cast<int64_t>(ids_.size()) - b * opts_.batch_size);
 }
 
 void BatchPipeline::start(const torch::Tensor& ids, const torch::Tensor& index, int64_t epoch) {
@@ -91,8 +93,8 @@ void BatchPipeline::run(int64_t job, uint64_t generation, std::unique_lock<std::
   std::string why;
   try {
     const std::string bytes = opts_.files->read(id);
-    transform_image(bytes, opts_.geometry, opts_.augment,
-                    sample_seed(opts_.seed, epoch, index), out);
+    transform_image(bytes, opts_.geometry, opts_.augment, sample_seed(opts_.seed, epoch, index),
+                    out);
   } catch (const std::exception& e) {
     why = e.what();
     const std::string name = opts_.files->name(id);
@@ -139,7 +141,8 @@ std::pair<torch::Tensor, torch::Tensor> BatchPipeline::take(
   std::vector<int64_t> kept;
   if (!slot.failures.empty()) {
     std::sort(slot.failures.begin(), slot.failures.end());
-    if (opts_.strict) fail("{} (data.strict: failing instead of skipping it)", slot.failures[0].second);
+    if (opts_.strict)
+      fail("{} (data.strict: failing instead of skipping it)", slot.failures[0].second);
     size_t f = 0;
     for (int64_t r = 0; r < n; ++r) {
       if (f < slot.failures.size() && slot.failures[f].first == r) {
@@ -154,8 +157,8 @@ std::pair<torch::Tensor, torch::Tensor> BatchPipeline::take(
              slot.failures[0].second);
   }
   lock.unlock();
-  torch::Tensor rows_kept = kept.empty() ? torch::arange(n, torch::kInt64)
-                                         : torch::tensor(kept, torch::kInt64);
+  torch::Tensor rows_kept =
+      kept.empty() ? torch::arange(n, torch::kInt64) : torch::tensor(kept, torch::kInt64);
   torch::Tensor pixels = slot.pixels.narrow(0, 0, n);
   if (!kept.empty()) pixels = pixels.index_select(0, rows_kept);
   torch::Tensor out = use(pixels);

@@ -52,7 +52,7 @@ class BatchPipeline {
   struct Slot {
     int64_t batch = -1;
     int64_t remaining = 0;
-    torch::Tensor pixels;  // uint8 [batch_size, C, S, S], reused
+    torch::Tensor pixels;                                   // uint8 [batch_size, C, S, S], reused
     std::vector<std::pair<int64_t, std::string>> failures;  // row, why
   };
   int64_t rows(int64_t b) const;
@@ -72,8 +72,9 @@ class BatchPipeline {
   std::vector<Slot> slots_;
   std::mutex mu_;
   std::condition_variable work_cv_, done_cv_;
-  int64_t next_job_ = 0;   // jobs are the epoch's samples in order
-  int64_t consumed_ = 0;   // the next batch to be taken: workers fill batches below consumed_ + depth
+  int64_t next_job_ = 0;  // jobs are the epoch's samples in order
+  int64_t consumed_ =
+      0;  // the next batch to be taken: workers fill batches below consumed_ + depth
   int64_t in_flight_ = 0;  // jobs being run outside the lock
   uint64_t generation_ = 0;
   bool stop_ = false;

@@ -131,8 +131,8 @@ SourceListing open_folder(const fs::path& dir, const std::string& source) {
       classes.push_back(e.path().filename().string());
   std::sort(classes.begin(), classes.end());
   for (const auto& c : classes) check_utf8(c, dir.string() + ": class folder");
-  KD_CHECK(!classes.empty(), "{}: no class sub-folders (expected {}/<class>/<image>)",
-           dir.string(), dir.string());
+  KD_CHECK(!classes.empty(), "{}: no class sub-folders (expected {}/<class>/<image>)", dir.string(),
+           dir.string());
   PathTable paths;
   std::vector<int64_t> labels;
   Fnv fp;
@@ -153,8 +153,8 @@ SourceListing open_folder(const fs::path& dir, const std::string& source) {
     }
   }
   KD_CHECK(paths.size() > 0, "{}: no PNG/JPEG images in any class folder", dir.string());
-  return {std::make_shared<FileSource>(std::move(paths), fp.h), torch::tensor(labels, torch::kInt64),
-          classes, source};
+  return {std::make_shared<FileSource>(std::move(paths), fp.h),
+          torch::tensor(labels, torch::kInt64), classes, source};
 }
 
 // One CSV/TSV field list: commas (or tabs) outside double quotes split; "" is a quote.
@@ -213,8 +213,8 @@ SourceListing open_list(const fs::path& list, double max_missing) {
     const std::string path = trim(fields[0]), label = trim(fields[1]);
     // A header line names its columns: its first field is not an image file name.
     if (total == 0 && paths.size() == 0 && missing == 0 && !is_image_name(path)) continue;
-    KD_CHECK(is_image_name(path), "{}:{}: '{}' is not a PNG, JPEG or BMP file name",
-             list.string(), line_no, path);
+    KD_CHECK(is_image_name(path), "{}:{}: '{}' is not a PNG, JPEG or BMP file name", list.string(),
+             line_no, path);
     check_utf8(label, fmt::format("{}:{}: label", list.string(), line_no));
     ++total;
     const std::string full = fs::path(path).is_absolute() ? path : (base / path).string();
@@ -380,8 +380,8 @@ SourceListing open_shards(const std::string& spec) {
     }
     if (classes.empty())
       for (int64_t c = 0; c <= top; ++c) classes.push_back(std::to_string(c));
-    KD_CHECK(top < static_cast<int64_t>(classes.size()), "{}: class index {} but {} names {}",
-             spec, top, names_file.string(), classes.size());
+    KD_CHECK(top < static_cast<int64_t>(classes.size()), "{}: class index {} but {} names {}", spec,
+             top, names_file.string(), classes.size());
   } else {
     if (classes.empty()) {
       for (const auto& t : label_texts)
@@ -416,7 +416,8 @@ std::vector<std::string> expand_braces(const std::string& pattern) {
   if (open == std::string::npos) return {pattern};
   const auto close = pattern.find('}', open);
   KD_CHECK(close != std::string::npos, "'{}': a '{{' without its '}}'", pattern);
-  const std::string head = pattern.substr(0, open), body = pattern.substr(open + 1, close - open - 1),
+  const std::string head = pattern.substr(0, open),
+                    body = pattern.substr(open + 1, close - open - 1),
                     tail = pattern.substr(close + 1);
   std::vector<std::string> items;
   if (const auto dots = body.find(".."); dots != std::string::npos) {
@@ -498,7 +499,9 @@ SourceListing open_unlabeled_folder(const std::string& path) {
   }
   const auto n = static_cast<int64_t>(files.size());
   return {std::make_shared<FileSource>(std::move(paths), fp.h),
-          torch::full({n}, kUnlabeled, torch::kInt64), {}, path};
+          torch::full({n}, kUnlabeled, torch::kInt64),
+          {},
+          path};
 }
 
 }  // namespace kd

@@ -17,7 +17,8 @@ constexpr uint64_t kBlock = 512;
 
 struct Fd {
   int fd;
-  explicit Fd(const std::string& path) : fd(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC)) {
+  explicit Fd(const std::string& path)
+      : fd(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC)) {
     if (fd < 0) fail("{}: cannot open ({})", path, std::strerror(errno));
   }
   ~Fd() { ::close(fd); }
@@ -102,8 +103,8 @@ void for_each_tar_member(const std::string& path,
     const char type = h[156];
     const uint64_t data = pos + kBlock;
     if (data + size > file_size)
-      fail("{}: truncated tar shard (member {} runs past the end at byte {})", path,
-           field(h, 100), file_size);
+      fail("{}: truncated tar shard (member {} runs past the end at byte {})", path, field(h, 100),
+           file_size);
     if (type == 'L' || type == 'x') {  // the next member's long name
       TarMember m{"", data, size};
       const std::string text = reader.read(m);

@@ -77,8 +77,8 @@ nlohmann::json quantize_run(const QuantizeRunOptions& o) {
     const int64_t n = std::min<int64_t>(o.calibration, cls.train.size());
     auto gen = at::make_generator<at::CPUGeneratorImpl>(o.seed);
     auto order = torch::randperm(cls.train.size(), gen, torch::kLong).narrow(0, 0, n);
-    train_images = cls.train.streamed() ? materialize(cls.train.subset(order)).images
-                                        : cls.train.images;
+    train_images =
+        cls.train.streamed() ? materialize(cls.train.subset(order)).images : cls.train.images;
   }
   QuantizedOps ops;
   auto q = quantize_int8(*model, calibration_batches(train_images, o.calibration, o.seed), o.quant,

@@ -36,9 +36,7 @@ void probe_student(Model& m, const RunConfig& cfg, const Dataset& train) {
   try {
     torch::NoGradGuard no_grad;
     m.train(false);
-    auto x = first_pixels(train, 2)
-                 .to(torch::kFloat32)
-                 .div(255.0);
+    auto x = first_pixels(train, 2).to(torch::kFloat32).div(255.0);
     auto y = m.forward(x);
     KD_CHECK(y.dim() == 2 && y.size(0) == x.size(0) && y.size(1) == train.num_classes(),
              "it returns {} for {} images of {} classes", c10::str(y.sizes()), x.size(0),
@@ -109,8 +107,9 @@ std::shared_ptr<Model> load_teacher(const std::string& path, const Dataset& trai
   std::shared_ptr<Model> teacher = load_teacher_model(path);
   const auto& ts = teacher->spec();
   if (ts.input_shape.size() == 3)
-    KD_CHECK(ts.input_shape == train.input_shape(), "teacher {} expects input {} but the data is {}",
-             path, c10::str(ts.input_shape), c10::str(c10::IntArrayRef(train.input_shape())));
+    KD_CHECK(ts.input_shape == train.input_shape(),
+             "teacher {} expects input {} but the data is {}", path, c10::str(ts.input_shape),
+             c10::str(c10::IntArrayRef(train.input_shape())));
   return teacher;
 }
 

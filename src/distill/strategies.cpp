@@ -246,7 +246,8 @@ void DistillStrategy::attach_teachers(Model& student) {
       const auto started = std::chrono::steady_clock::now();
       torch::NoGradGuard no_grad;
       std::vector<std::vector<torch::Tensor>> parts(t_layers.size());
-      Loader loader(*train_, in_order(inference_batch_size(opts_.teacher_batch_size, *train_)), device_);
+      Loader loader(*train_, in_order(inference_batch_size(opts_.teacher_batch_size, *train_)),
+                    device_);
       std::vector<torch::Tensor> index;
       for (int64_t b = 0; b < loader.num_batches(); ++b) {
         Batch batch = loader.get(b);
@@ -280,7 +281,8 @@ void DistillStrategy::attach_teachers(Model& student) {
     for (int64_t s = 0; s < train_->size(); s += kSlice) {
       auto index = torch::arange(s, std::min(s + kSlice, train_->size()), torch::kInt64);
       auto conf = std::get<0>(torch::softmax(cached_targets(index), 1).max(1)).to(torch::kCPU);
-      covered += (conf >= opts_.threshold).logical_and(unlabeled.index_select(0, index))
+      covered += (conf >= opts_.threshold)
+                     .logical_and(unlabeled.index_select(0, index))
                      .sum()
                      .item<double>();
     }
@@ -301,10 +303,7 @@ void DistillStrategy::build_feature_heads(Model& student, Model& teacher) {
   }
   if (!feature_terms_.empty() && adapters_.empty()) {
     torch::NoGradGuard no_grad;
-    auto x = first_pixels(*train_, 2)
-                 .to(device_)
-                 .to(torch::kFloat32)
-                 .div_(255.0);
+    auto x = first_pixels(*train_, 2).to(device_).to(torch::kFloat32).div_(255.0);
     student.train(false);
     auto sf = student.forward_with_features(x, s_layers).second;
     auto tf = teacher.forward_with_features(x, t_layers).second;
@@ -476,7 +475,8 @@ torch::Tensor DistillStrategy::cached_targets(const torch::Tensor& index) const 
   auto idx = index.to(torch::kCPU);
   std::vector<std::vector<torch::Tensor>> rows(cached_raw_.size());
   for (size_t t = 0; t < cached_raw_.size(); ++t)
-    for (const auto& v : cached_raw_[t]) rows[t].push_back(v.index_select(0, idx).to(torch::kFloat32));
+    for (const auto& v : cached_raw_[t])
+      rows[t].push_back(v.index_select(0, idx).to(torch::kFloat32));
   const auto& origin = train_->origin;
   return combine(rows, origin.defined() ? origin.index_select(0, idx) : origin).to(device_);
 }

@@ -112,8 +112,8 @@ torch::Tensor map_values(const std::string& path, const Header& h) {
   ::close(fd);
   if (p == MAP_FAILED) return {};
   return torch::from_blob(
-      static_cast<char*>(p) + sizeof(Header), {h.rows, h.cols}, [p, bytes](void*) { ::munmap(p, bytes); },
-      torch::TensorOptions().dtype(torch::kFloat16));
+      static_cast<char*>(p) + sizeof(Header), {h.rows, h.cols},
+      [p, bytes](void*) { ::munmap(p, bytes); }, torch::TensorOptions().dtype(torch::kFloat16));
 }
 
 // Reads an entry: a mismatch or damage reads as a miss with the reason.
@@ -131,7 +131,8 @@ std::string read_entry(const std::string& path, const std::string& key, int64_t 
   if (ec || h.rows < 0 || h.cols <= 0 || h.cols > (int64_t{1} << 24) ||
       size != sizeof(Header) + static_cast<uintmax_t>(h.rows) * static_cast<uintmax_t>(h.cols) * 2)
     return "unreadable";
-  if (h.rows != rows) return fmt::format("shape [{}, {}], expected [{}, classes]", h.rows, h.cols, rows);
+  if (h.rows != rows)
+    return fmt::format("shape [{}, {}], expected [{}, classes]", h.rows, h.cols, rows);
   auto mapped = map_values(path, h);
   if (!mapped.defined()) return "unreadable";
   if (entry_crc(key, mapped.data_ptr(), static_cast<size_t>(mapped.numel()) * 2) != h.crc)

@@ -55,11 +55,10 @@ PreparedImage ModelRunner::prepare_image(std::string_view encoded, int64_t max_p
     const ImageSize size = encoded_image_size(encoded);
     p.width = size.width;
     p.height = size.height;
-    p.pixels = decode_image(
-        encoded,
-        ImageOptions{static_cast<int>(s[0]), static_cast<int>(s[1]), static_cast<int>(s[2]),
-                     static_cast<int>(spec().resize)},
-        max_pixels);
+    p.pixels = decode_image(encoded,
+                            ImageOptions{static_cast<int>(s[0]), static_cast<int>(s[1]),
+                                         static_cast<int>(s[2]), static_cast<int>(spec().resize)},
+                            max_pixels);
   }
   p.pixels = p.pixels.to(torch::kFloat).div_(255.0);
   return p;

@@ -331,7 +331,8 @@ void validate(const RunConfig& c) {
     usage_fail("image size must be in [1, 4096] pixels, got {}x{}", c.data.height, c.data.width);
   if (c.train.crop_padding < 0 || c.train.crop_padding > 64)
     usage_fail("--crop-padding must be in [0, 64] pixels, got {}", c.train.crop_padding);
-  if (c.data.resize < 0 || c.data.resize > 4096 || (c.data.resize > 0 && c.data.resize < c.data.height))
+  if (c.data.resize < 0 || c.data.resize > 4096 ||
+      (c.data.resize > 0 && c.data.resize < c.data.height))
     usage_fail("--resize must be in [--size, 4096] pixels (0: size * 256 / 224), got {}",
                c.data.resize);
   if (c.data.workers < -1 || c.data.workers > 256)

@@ -86,6 +86,24 @@ ok_if "the killed run is incomplete" "not __import__('os').path.exists('killed/s
 check "resume the killed photo run" "$KD" train --resume killed
 same_test whole killed
 
+# Multi-teacher merge on streamed photos: a teacher of red and green ("not mine" for blue) and one
+# of blue; a teacher ensemble's views (flips) through the loader; cutmix after the per-image pipeline.
+check "teacher of red, green and the others" "$KD" train --data photos --classes green,red --others --out trg "${S[@]}"
+check "teacher of blue and the others" "$KD" train --data photos --classes blue --others --out tb "${S[@]}"
+check "merge the two on the photos" "$KD" distill --mode merge --teacher trg --teacher tb --data photos \
+  --student fmnist-student "${C[@]}" --epochs 2 --out merged
+check "a 2-view teacher ensemble on clean photos" "$KD" distill --teacher folder --data photos --ensemble 2 \
+  --teacher-view clean --student fmnist-student "${C[@]}" --epochs 2 --out ens
+check "cutmix on streamed photos" "$KD" train --data photos --cutmix 1.0 --out cutmix "${S[@]}"
+
+# Two data-parallel ranks read only their share; draws depend on (seed, epoch, index), not on the
+# rank, so the 2-rank run matches the 1-process run.
+D=(--arch fmnist-student --data photos --size 32 --epochs 2 --warmup 0 --lr 0.05 --no-latency --deterministic)
+check "1 process" "$KD" train "${D[@]}" --threads 1 --batch-size 32 --out one
+check "2 ranks (kd launch)" "$KD" launch --nproc 2 -- kd train "${D[@]}" --batch-size 32 --out two
+ok_if "2 ranks = 1 process (train loss, eval top-1)" \
+  "(lambda a, b: abs(a['train_loss'] - b['train_loss']) < 1e-4 and a['eval_top1'] == b['eval_top1'])(*[__import__('json').loads(open(f'{r}/metrics.jsonl').readlines()[-1]) for r in ('one', 'two')])"
+
 # The default input of photos is 224 (torchvision's), said in the log and the config.
 check "no --size: 224 x 224" "$KD" train --data photos --arch fmnist-student --epochs 1 --limit 12 --no-latency --out default
 grep -q "input 3x224x224" err.txt && grep -q "height: 224" default/config.yaml && echo "ok   default 224" || { echo "FAIL default size"; fails=$((fails+1)); }

@@ -24,9 +24,9 @@ void write_image(const fs::path& path, int w, int h, int cls, int n) {
   cv::Mat img(h, w, CV_8UC3);
   for (int y = 0; y < h; ++y)
     for (int x = 0; x < w; ++x)
-      img.at<cv::Vec3b>(y, x) = cv::Vec3b(static_cast<uint8_t>(40 * cls + x % 7),
-                                          static_cast<uint8_t>(3 * n + y % 5),
-                                          static_cast<uint8_t>((x * y + n) % 255));
+      img.at<cv::Vec3b>(y, x) =
+          cv::Vec3b(static_cast<uint8_t>(40 * cls + x % 7), static_cast<uint8_t>(3 * n + y % 5),
+                    static_cast<uint8_t>((x * y + n) % 255));
   fs::create_directories(path.parent_path());
   ASSERT_TRUE(cv::imwrite(path.string(), img));
 }
@@ -39,8 +39,7 @@ void write_folder(const fs::path& root, int per_class) {
       write_image(root / classes[c] / (std::to_string(i) + ".jpg"), 40 + 7 * i, 30 + 5 * c, c, i);
 }
 
-kd::Dataset streamed(const std::string& spec, int size = 24, int workers = 2,
-                     bool strict = false) {
+kd::Dataset streamed(const std::string& spec, int size = 24, int workers = 2, bool strict = false) {
   kd::StreamOptions s;
   s.workers = workers;
   s.strict = strict;
@@ -60,7 +59,8 @@ std::vector<torch::Tensor> epoch_batches(const kd::Dataset& d, int64_t epoch, bo
   std::vector<torch::Tensor> out;
   for (int64_t b = 0; b < loader.num_batches(); ++b) {
     auto batch = loader.get(b);
-    out.push_back(torch::cat({batch.x.flatten(), batch.y.to(torch::kFloat), batch.index.to(torch::kFloat)}));
+    out.push_back(
+        torch::cat({batch.x.flatten(), batch.y.to(torch::kFloat), batch.index.to(torch::kFloat)}));
   }
   return out;
 }
@@ -96,9 +96,10 @@ TEST(Sources, FileListWithHeaderRelativePathsAndQuotes) {
   std::ofstream(t / "list.csv") << "path,label\n"
                                    "imgs/ant/0.jpg,insect\n"
                                    "\"imgs/bee/0.jpg\",\"insect\"\n"
-                                   "imgs/cat/1.jpg,mammal\n"
-                                   + (t.path / "imgs/cat/0.jpg").string() + ",mammal\n"
-                                   "imgs/ant/1.jpg,\n";
+                                   "imgs/cat/1.jpg,mammal\n" +
+                                       (t.path / "imgs/cat/0.jpg").string() +
+                                       ",mammal\n"
+                                       "imgs/ant/1.jpg,\n";
   kd::Dataset d = streamed(t / "list.csv");
   EXPECT_EQ(d.size(), 5);
   EXPECT_EQ(d.class_names, (std::vector<std::string>{"insect", "mammal"}));
@@ -145,7 +146,8 @@ TEST(Sources, TarShardsHoldWhatTheFolderHeld) {
   for (int64_t i : {0, 7, 14}) EXPECT_EQ(d.files->read(i), listing.files->read(i));
   EXPECT_EQ(d.files->name(3), (t.path / "shards/train-000000.tar").string() + ":000000003");
   // The same pixels through the loader.
-  EXPECT_TRUE(same(epoch_batches(d, 0, true), epoch_batches(streamed((t.path / "photos").string()), 0, true)));
+  EXPECT_TRUE(same(epoch_batches(d, 0, true),
+                   epoch_batches(streamed((t.path / "photos").string()), 0, true)));
   EXPECT_KD_ERROR(streamed((t.path / "shards/train-{000000..000001}.tar").string()),
                   "shard " + (t.path / "shards/train-000001.tar").string() + " does not exist");
   // A shard cut short is named.
@@ -200,7 +202,8 @@ TEST(StreamLoader, SameBatchesForAnyNumberOfWorkers) {
   EXPECT_TRUE(same(one, epoch_batches(streamed(root, 24, 4), 3, true)));
   EXPECT_FALSE(same(one, epoch_batches(streamed(root, 24, 2), 4, true)));
   // Eval batches (no augmentation) are the same every epoch.
-  EXPECT_TRUE(same(epoch_batches(streamed(root), 0, false), epoch_batches(streamed(root), 0, false)) );
+  EXPECT_TRUE(
+      same(epoch_batches(streamed(root), 0, false), epoch_batches(streamed(root), 0, false)));
   // A resumed epoch starts mid-way: batch 3 first, then 1, equals the sequential ones.
   kd::LoaderOptions o;
   o.batch_size = 5;

@@ -31,8 +31,8 @@ struct Augment {
 };
 
 struct Batch {
-  torch::Tensor x;      ///< float [B, C, H, W] in [0, 1] (normalization lives in the model)
-  torch::Tensor y;      ///< int64 [B]
+  torch::Tensor x;  ///< float [B, C, H, W] in [0, 1] (normalization lives in the model)
+  torch::Tensor y;  ///< int64 [B]
   /// int64 [B], positions in the loader's dataset (teacher cache key). Streamed images that
   /// failed to load are left out of a batch, so B can be less than the batch size.
   torch::Tensor index;

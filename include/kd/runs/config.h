@@ -26,7 +26,7 @@ struct DataConfig {
   int channels = 0;   ///< 0: the source's (streamed photos: 3)
   int height = 0;     ///< 0: the source's (streamed photos: kDefaultPhotoSize, set by resolve_task)
   int width = 0;
-  int resize = 0;     ///< streamed photos: eval resize of the shorter side (0: height * 256 / 224)
+  int resize = 0;  ///< streamed photos: eval resize of the shorter side (0: height * 256 / 224)
   /// Streamed sources: decode threads (-1: one per core; 0: in the training thread), whether an
   /// image that fails to load stops the run, and the share of a list's files that may be missing.
   int workers = -1;
