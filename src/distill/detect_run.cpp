@@ -39,6 +39,7 @@ std::unique_ptr<Model> build_detector(const RunConfig& cfg, const DetectionDatas
   // Normalization from the training pixels (letterbox padding included: it is what the model sees).
   Dataset pixels;
   pixels.images = train.images;
+  pixels.labels = torch::zeros({train.images.size(0)}, torch::kInt64);
   spec.norm = compute_normalization(pixels);
   return create_model(spec);
 }

@@ -191,7 +191,10 @@ for d in ('a', 'b', '.git', '.ipynb_checkpoints'):
 b = open('folder/a/0.png', 'rb').read()
 open('folder/a/0.png', 'wb').write(b[:len(b) - 20])
 EOF
-expect_error 1 "folder/a/0.png: truncated PNG" "$KD" train --data folder --size 16 --out i1 --epochs 1
+# A damaged photo is skipped with a warning naming it (streamed data), or stops a --strict run.
+expect_error 1 "folder/a/0.png: truncated PNG" "$KD" train --data folder --size 16 --out i1 --epochs 1 --strict
+check "a truncated PNG is skipped" "$KD" train --data folder --size 16 --out i1b --epochs 1 --no-latency
+grep -q "skipped folder/a/0.png: truncated PNG" err.txt && echo "ok   the skipped PNG is named" || { echo "FAIL skipped PNG warning"; fails=$((fails + 1)); }
 rm folder/a/0.png
 check "hidden folders are not classes" "$KD" train --data folder --size 16 --out i2 --epochs 1 --no-latency
 ok_if "two classes" "__import__('json').load(open('i2/model.json'))['class_names'] == ['a', 'b']"
