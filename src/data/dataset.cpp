@@ -369,19 +369,6 @@ bool has_part(const std::string& spec, const std::string& part) {
   return part == "train" && fs::is_directory(root);
 }
 
-InputGeometry stream_geometry(const ImageOptions& opts) {
-  InputGeometry g;
-  g.channels = opts.channels > 0 ? opts.channels : 3;
-  KD_CHECK(g.channels == 1 || g.channels == 3, "image channels must be 1 or 3, got {}", g.channels);
-  g.size = opts.height > 0 ? opts.height : kDefaultPhotoSize;
-  KD_CHECK(opts.width <= 0 || opts.width == g.size,
-           "streamed images are cropped square: data.height {} != data.width {}", opts.height,
-           opts.width);
-  g.resize = opts.resize > 0 ? opts.resize : default_resize(g.size);
-  KD_CHECK(g.resize >= g.size, "data.resize {} is smaller than the crop {}", g.resize, g.size);
-  return g;
-}
-
 Dataset load_dataset(const std::string& spec, const std::string& part, const ImageOptions& opts,
                      StreamOptions stream) {
   KD_CHECK(part == "train" || part == "test", "unknown dataset part '{}'", part);

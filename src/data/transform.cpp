@@ -7,6 +7,7 @@
 #include <opencv2/imgproc.hpp>
 
 #include "kd/core/error.h"
+#include "kd/data/dataset.h"
 #include "kd/data/image.h"
 #include "opencv_image.h"
 
@@ -85,6 +86,19 @@ int decode_flags(int channels, int reduce) {
 }
 
 }  // namespace
+
+InputGeometry stream_geometry(const ImageOptions& opts) {
+  InputGeometry g;
+  g.channels = opts.channels > 0 ? opts.channels : 3;
+  KD_CHECK(g.channels == 1 || g.channels == 3, "image channels must be 1 or 3, got {}", g.channels);
+  g.size = opts.height > 0 ? opts.height : kDefaultPhotoSize;
+  KD_CHECK(opts.width <= 0 || opts.width == g.size,
+           "streamed images are cropped square: data.height {} != data.width {}", opts.height,
+           opts.width);
+  g.resize = opts.resize > 0 ? opts.resize : default_resize(g.size);
+  KD_CHECK(g.resize >= g.size, "data.resize {} is smaller than the crop {}", g.resize, g.size);
+  return g;
+}
 
 int default_resize(int size) { return static_cast<int>(std::lround(size * 256.0 / 224.0)); }
 
