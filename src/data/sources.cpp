@@ -21,16 +21,26 @@
 #include "tar.h"
 
 namespace kd {
+namespace {
 
-void PathTable::add(std::string_view path) {
-  chars_.append(path);
-  ends_.push_back(chars_.size());
-}
+// Paths are compact in memory: one string of all names and an offset per name (a million
+// std::strings would cost 32 bytes each before their characters).
+class PathTable {
+ public:
+  void add(std::string_view path) {
+    chars_.append(path);
+    ends_.push_back(chars_.size());
+  }
+  int64_t size() const { return static_cast<int64_t>(ends_.size()); }
+  std::string_view at(int64_t i) const {
+    const uint64_t begin = i == 0 ? 0 : ends_[static_cast<size_t>(i - 1)];
+    return std::string_view(chars_).substr(begin, ends_[static_cast<size_t>(i)] - begin);
+  }
 
-std::string_view PathTable::at(int64_t i) const {
-  const uint64_t begin = i == 0 ? 0 : ends_[static_cast<size_t>(i - 1)];
-  return std::string_view(chars_).substr(begin, ends_[static_cast<size_t>(i)] - begin);
-}
+ private:
+  std::string chars_;
+  std::vector<uint64_t> ends_;
+};
 
 bool is_image_name(std::string_view name) {
   const auto dot = name.rfind('.');
@@ -64,8 +74,6 @@ std::string read_image_bytes(const std::string& path) {
   }
   return data;
 }
-
-namespace {
 
 struct Fnv {
   uint64_t h = 1469598103934665603ULL;

@@ -41,18 +41,6 @@ struct SourceListing {
   std::string source;  ///< the path it came from, for logs
 };
 
-/// Paths are compact in memory: one string of all names and an offset per name.
-class PathTable {
- public:
-  void add(std::string_view path);
-  int64_t size() const { return static_cast<int64_t>(ends_.size()); }
-  std::string_view at(int64_t i) const;
-
- private:
-  std::string chars_;
-  std::vector<uint64_t> ends_;
-};
-
 /// Whether `spec` names a streamed source (a folder of images, a .csv/.tsv list, a tar shard
 /// pattern), as opposed to IDX data or the fashion-mnist alias, which load into memory.
 bool is_streamed_source(const std::string& spec);
