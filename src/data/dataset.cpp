@@ -360,6 +360,8 @@ bool has_part(const std::string& spec, const std::string& part) {
   if (const auto sources = pooled_sources(spec); sources.size() > 1)
     return std::all_of(sources.begin(), sources.end(),
                        [&](const std::string& s) { return has_part(s, part); });
+  // A file list or tar shards: one part, split 8:2.
+  if (!fs::is_directory(spec) && is_streamed_source(spec)) return part == "train";
   fs::path root = resolve_alias(spec);
   if (is_idx_dir(root)) {
     const std::string stem = part == "train" ? "train" : "t10k";

@@ -59,6 +59,8 @@ same_test folder folder0
 
 check "the same photos as a file list" "$KD" train --data list.csv "${S[@]}" --out listed
 same_test folder listed
+check "kd data info on the list" "$KD" data info --data list.csv --size 32
+grep -q "list.csv \[train\]: 120 images (streamed), input 3x32x32" out.txt && echo "ok   info reads the list" || { echo "FAIL info: $(cat out.txt)"; fails=$((fails+1)); }
 check "kd data pack" "$KD" data pack --data photos --out shards --shard-size 1
 grep -q "120 images in 1 shards" out.txt && echo "ok   pack counts 120 images" || { echo "FAIL pack: $(cat out.txt)"; fails=$((fails+1)); }
 check "train on the tar shards" "$KD" train --data 'shards/train-{000000..000000}.tar' "${S[@]}" --out sharded
