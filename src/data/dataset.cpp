@@ -383,16 +383,9 @@ Dataset load_dataset(const std::string& spec, const std::string& part, const Ima
   if (spec == "fashion-mnist" && !fs::exists(root))
     fail("fashion-mnist: {} is missing (apt-get install dataset-fashion-mnist)", root.string());
   if (is_streamed_source(spec)) {
-    SourceListing listing = open_source(spec, part, stream.max_missing);
-    Dataset d;
-    d.labels = listing.labels;
-    d.class_names = listing.class_names;
-    d.source = listing.source;
-    d.files = listing.files;
-    d.ids = torch::arange(d.labels.size(0), torch::kInt64);
-    d.stream = stream;
-    d.stream.geometry = stream_geometry(opts);
-    return d;
+    StreamOptions read_as = stream;
+    read_as.geometry = stream_geometry(opts);
+    return streamed_dataset(open_source(spec, part, stream.max_missing), read_as);
   }
   KD_CHECK(fs::exists(root), "--data {}: no such file or directory", spec);
   KD_CHECK(fs::is_directory(root), "--data {}: not a directory", spec);
@@ -406,18 +399,23 @@ Dataset load_dataset(const std::string& spec, const std::string& part, const Ima
   return d;
 }
 
+Dataset streamed_dataset(SourceListing listing, const StreamOptions& stream) {
+  Dataset d;
+  d.labels = std::move(listing.labels);
+  d.class_names = std::move(listing.class_names);
+  d.source = std::move(listing.source);
+  d.files = std::move(listing.files);
+  d.ids = torch::arange(d.labels.size(0), torch::kInt64);
+  d.stream = stream;
+  return d;
+}
+
 Dataset materialize(const Dataset& data) {
   if (!data.streamed()) return data;
-  BatchPipeline::Options p;
-  p.files = data.files;
-  p.geometry = data.stream.geometry;
-  p.workers = resolve_workers(data.stream.workers);
-  p.strict = data.stream.strict;
-  p.batch_size = std::min<int64_t>(256, std::max<int64_t>(1, data.size()));
-  BatchPipeline pipeline(std::move(p));
+  const int64_t batch = std::min<int64_t>(256, std::max<int64_t>(1, data.size()));
+  BatchPipeline pipeline(pipeline_options(data, batch));
   pipeline.start(data.ids, torch::arange(data.size(), torch::kInt64), 0);
   std::vector<torch::Tensor> pixels, kept;
-  const int64_t batch = std::min<int64_t>(256, std::max<int64_t>(1, data.size()));
   for (int64_t b = 0; b * batch < data.size(); ++b) {
     auto [x, rows] = pipeline.take(b, [](const torch::Tensor& t) { return t.clone(); });
     pixels.push_back(x);

@@ -13,13 +13,7 @@ Dataset load_unlabeled(const std::string& path, const Dataset& like) {
   KD_CHECK(fs::exists(path), "unlabeled data {}: no such file or directory", path);
   const auto shape = like.input_shape();
   if (fs::is_directory(path)) {
-    SourceListing listing = open_unlabeled_folder(path);
-    Dataset d;
-    d.labels = listing.labels;
-    d.source = path;
-    d.files = listing.files;
-    d.ids = torch::arange(d.labels.size(0), torch::kInt64);
-    d.stream = like.stream;
+    Dataset d = streamed_dataset(open_unlabeled_folder(path), like.stream);
     if (!like.streamed()) {
       // Beside in-memory (IDX) images: decoded once at their shape.
       d.stream.geometry = {static_cast<int>(shape[0]), static_cast<int>(shape[1]),

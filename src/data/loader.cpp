@@ -31,18 +31,13 @@ Loader::Loader(const Dataset& data, LoaderOptions opts, torch::Device device)
   KD_CHECK(opts.world_size >= 1 && opts.rank >= 0 && opts.rank < opts.world_size,
            "loader: rank {} of {} is out of range", opts.rank, opts.world_size);
   if (data.streamed()) {
-    BatchPipeline::Options p;
-    p.files = data.files;
-    p.geometry = data.stream.geometry;
+    BatchPipeline::Options p = pipeline_options(data, opts.batch_size);
     // Per image in the workers: the crop and the flip (the batch-level pad-crop is for in-memory
     // data); mixup and cutmix stay batch-level, after.
     p.augment.random_resized_crop = opts.augment.random_resized_crop;
     p.augment.hflip = opts.augment.hflip;
     p.augment.jitter = opts.augment.jitter;
     p.seed = opts.seed;
-    p.workers = resolve_workers(data.stream.workers);
-    p.strict = data.stream.strict;
-    p.batch_size = opts.batch_size;
     p.device = device;
     pipeline_ = std::make_unique<BatchPipeline>(std::move(p));
   }

@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include "kd/core/error.h"
+#include "kd/data/loader.h"
 
 namespace kd {
 namespace {
@@ -12,6 +13,16 @@ namespace {
 constexpr int64_t kDepth = 3;  // batches decoded ahead of the one being trained on
 
 }  // namespace
+
+BatchPipeline::Options pipeline_options(const Dataset& data, int64_t batch_size) {
+  BatchPipeline::Options p;
+  p.files = data.files;
+  p.geometry = data.stream.geometry;
+  p.workers = resolve_workers(data.stream.workers);
+  p.strict = data.stream.strict;
+  p.batch_size = batch_size;
+  return p;
+}
 
 BatchPipeline::BatchPipeline(Options opts) : opts_(std::move(opts)) {
   KD_CHECK(opts_.workers >= 0, "data.workers must be 0 or more, got {}", opts_.workers);

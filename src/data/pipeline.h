@@ -16,6 +16,7 @@
 
 #include <torch/types.h>
 
+#include "kd/data/dataset.h"
 #include "kd/data/source.h"
 #include "kd/data/transform.h"
 
@@ -81,5 +82,9 @@ class BatchPipeline {
   int64_t skipped_ = 0;
   std::vector<std::thread> threads_;
 };
+
+// The options that read `data` (its source, geometry, workers, strictness) in batches of
+// batch_size, without augmentation.
+BatchPipeline::Options pipeline_options(const Dataset& data, int64_t batch_size);
 
 }  // namespace kd

@@ -130,6 +130,13 @@ Stat stat_path(const std::string& path) {
           static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec};
 }
 
+// A file's share of a source's fingerprint: its name, size and modification time.
+void add_file(Fnv& fp, const std::string& path, const Stat& s) {
+  fp.add(path);
+  fp.add(s.size);
+  fp.add(s.mtime_ns);
+}
+
 SourceListing open_folder(const fs::path& dir, const std::string& source) {
   KD_CHECK(fs::is_directory(dir), "{}: not a directory", dir.string());
   std::vector<std::string> classes;
@@ -153,9 +160,7 @@ SourceListing open_folder(const fs::path& dir, const std::string& source) {
     std::sort(in_class.begin(), in_class.end());  // directory order is not stable
     for (const auto& f : in_class) {
       const Stat s = stat_path(f);
-      fp.add(f);
-      fp.add(s.size);
-      fp.add(s.mtime_ns);
+      add_file(fp, f, s);
       paths.add(f);
       labels.push_back(static_cast<int64_t>(c));
     }
@@ -232,9 +237,7 @@ SourceListing open_list(const fs::path& list, double max_missing) {
       continue;
     }
     KD_CHECK(s.regular, "{}:{}: {}: not a regular file", list.string(), line_no, full);
-    fp.add(full);
-    fp.add(s.size);
-    fp.add(s.mtime_ns);
+    add_file(fp, full, s);
     paths.add(full);
     if (label.empty()) {
       labels.push_back(kUnlabeled);
@@ -330,9 +333,7 @@ SourceListing open_shards(const std::string& spec) {
     const Stat st = stat_path(shards[s]);
     KD_CHECK(st.exists, "--data {}: shard {} does not exist", spec, shards[s]);
     KD_CHECK(st.regular, "{}: not a regular file", shards[s]);
-    fp.add(shards[s]);
-    fp.add(st.size);
-    fp.add(st.mtime_ns);
+    add_file(fp, shards[s], st);
     // Members of one sample share a key and follow each other (WebDataset's rule).
     std::string key, label;
     int64_t image_at = -1;
@@ -500,9 +501,7 @@ SourceListing open_unlabeled_folder(const std::string& path) {
   KD_CHECK(!files.empty(), "unlabeled data {}: no PNG/JPEG images in the folder", path);
   for (const auto& f : files) {
     const Stat s = stat_path(f);
-    fp.add(f);
-    fp.add(s.size);
-    fp.add(s.mtime_ns);
+    add_file(fp, f, s);
     paths.add(f);
   }
   const auto n = static_cast<int64_t>(files.size());

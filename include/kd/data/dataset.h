@@ -81,6 +81,8 @@ torch::Tensor resize_images(const torch::Tensor& images, const ImageOptions& opt
 /// sorted; streamed when `like` is, else decoded to its shape) or an IDX images file (resized
 /// and recoloured to its shape).
 Dataset load_unlabeled(const std::string& path, const Dataset& like);
+/// The dataset of a source's listing, read as `stream` says.
+Dataset streamed_dataset(SourceListing listing, const StreamOptions& stream);
 /// A streamed dataset decoded into memory by the eval transform (pooling with IDX data);
 /// images that fail to load are left out with a warning.
 Dataset materialize(const Dataset& streamed);
