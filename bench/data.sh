@@ -5,8 +5,10 @@
 #      RandomResizedCrop 224, flip and normalizing into batches of 128, at 0, 1 and 2 workers;
 #   2. memory: peak RSS of the loader alone and of `kd train` over lists of 10^4, 10^5, 10^6
 #      entries (repeating the photos);
-#   3. training not starved: a 224 px epoch streamed vs the same model on in-memory batches.
-# Usage: bench/data.sh path/to/kd [WORK] [SECTIONS: loader memory epoch]
+#   3. training not starved: a 224 px epoch streamed vs the same model on in-memory batches;
+#   4. detection: peak RSS of `kd train --arch effdet-d0 --size 512` over generated COCO sets of
+#      500 and 4,000 canvases of 512 px (kd data make-detection).
+# Usage: bench/data.sh path/to/kd [WORK] [SECTIONS: loader memory epoch detect]
 set -euo pipefail
 KD=$(realpath "$1")
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -15,7 +17,7 @@ WORK=${2:-$(mktemp -d /tmp/kd-data.XXXXXX)}
 mkdir -p "$WORK" && cd "$WORK"
 [ -d photos ] || /usr/bin/python3 "$HERE/photos.py" photos --images 12000 --size 256
 for n in 10000 100000 1000000; do [ -f "photos-$n.csv" ] || /usr/bin/python3 "$HERE/photos.py" photos --list "$n" >/dev/null; done
-SECTIONS=${3:-loader memory epoch}
+SECTIONS=${3:-loader memory epoch detect}
 get() { /usr/bin/python3 -c "import json,sys; print(json.loads(sys.stdin.read())[sys.argv[1]])" "$1"; }
 
 if [[ " $SECTIONS " == *" loader "* ]]; then
@@ -55,5 +57,20 @@ for arch in fmnist-student fmnist-teacher; do
   m=$(get train_images_per_s < "mem-$arch/summary.json")
   s=$(get train_images_per_s < "str-$arch/summary.json")
   printf "%-16s %14.1f %14.1f %7.3fx\n" "$arch" "$m" "$s" "$(/usr/bin/python3 -c "print($s / $m)")"
+done
+fi
+
+if [[ " $SECTIONS " == *" detect "* ]]; then
+echo "== detection, streamed: peak RSS of kd train (effdet-d0, 512 px, batch 8, --limit 64, 1 epoch) over COCO sets of 512 px canvases"
+echo "   (in memory, the letterboxed images alone were N x 3 x 512 x 512 bytes: 0.39 GB for 500, 3.1 GB for 4,000)"
+printf "%-10s %14s %10s\n" images "kd train MB" "train s"
+for n in 500 4000; do
+  [ -d "det512-$n" ] || "$KD" data make-detection --out "det512-$n" --images "$n" --test-images 100 --canvas 512 \
+    --min-size 48 --max-size 192 --seed 0 >/dev/null 2>&1
+  rm -rf "detmem-$n"
+  /usr/bin/time -o rss.txt -f "%M %e" "$KD" train --arch effdet-d0 --data "det512-$n" --size 512 --batch-size 8 \
+    --limit 64 --epochs 1 --no-latency --out "detmem-$n" >/dev/null 2>&1
+  t=$(tail -1 rss.txt)
+  printf "%-10s %14.0f %10s\n" "$n" "$(/usr/bin/python3 -c "print(${t% *} / 1024)")" "${t#* }"
 done
 fi

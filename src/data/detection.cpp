@@ -19,7 +19,9 @@
 #include "kd/core/fs.h"
 #include "kd/core/json.h"
 #include "kd/data/image.h"
+#include "kd/data/source.h"
 #include "opencv_image.h"
+#include "pipeline.h"
 
 namespace kd {
 
@@ -29,7 +31,7 @@ DetectionDataset DetectionDataset::subset(const torch::Tensor& index) const {
   d.category_ids = category_ids;
   d.source = source;
   auto idx = index.to(torch::kCPU, torch::kLong).contiguous();
-  d.images = images.index_select(0, idx);
+  if (images.streamed()) d.images = images.subset(idx);
   std::set<int64_t> ids;
   for (int64_t i = 0; i < idx.size(0); ++i) {
     const auto k = static_cast<size_t>(idx[i].item<int64_t>());
@@ -52,19 +54,12 @@ std::vector<int64_t> DetectionDataset::image_ids() const {
 
 namespace {
 
-torch::Tensor letterbox(cv::Mat img, int64_t size, double* scale) {
-  const double s =
-      std::min(static_cast<double>(size) / img.cols, static_cast<double>(size) / img.rows);
-  const int w = std::max(1, static_cast<int>(std::lround(img.cols * s)));
-  const int h = std::max(1, static_cast<int>(std::lround(img.rows * s)));
-  if (w != img.cols || h != img.rows)
-    cv::resize(img, img, cv::Size(w, h), 0, 0, s < 1 ? cv::INTER_AREA : cv::INTER_LINEAR);
-  cv::cvtColor(img, img, cv::COLOR_BGR2RGB);
-  auto out = torch::zeros({3, size, size}, torch::kUInt8);
-  auto hwc = torch::from_blob(img.data, {h, w, 3}, {static_cast<int64_t>(img.step[0]), 3, 1},
-                              torch::kUInt8);
-  out.narrow(1, 0, h).narrow(2, 0, w).copy_(hwc.permute({2, 0, 1}));
-  *scale = s;
+torch::Tensor letterbox_tensor(const cv::Mat& img, int64_t size, double* scale, int64_t* width,
+                               int64_t* height) {
+  if (width) *width = img.cols;
+  if (height) *height = img.rows;
+  auto out = torch::empty({3, size, size}, torch::kUInt8);
+  *scale = letterbox_into(img, static_cast<int>(size), out.data_ptr<uint8_t>());
   return out;
 }
 
@@ -72,23 +67,14 @@ torch::Tensor letterbox(cv::Mat img, int64_t size, double* scale) {
 
 torch::Tensor letterbox_image(const std::string& file, int64_t size, double* scale, int64_t* width,
                               int64_t* height) {
-  cv::Mat img = read_image_file(file, cv::IMREAD_COLOR);
-  if (width) *width = img.cols;
-  if (height) *height = img.rows;
-  return letterbox(img, size, scale);
+  return letterbox_tensor(read_image_file(file, kLetterboxDecode), size, scale, width, height);
 }
 
 torch::Tensor letterbox_encoded(std::string_view bytes, int64_t size, int64_t max_pixels,
                                 double* scale, int64_t* width, int64_t* height) {
-  // decode_image checks the header's size against max_pixels before decoding; 3 channels, no
-  // resize.
-  auto rgb = decode_image(bytes, ImageOptions{3, 0, 0}, max_pixels);
-  if (width) *width = rgb.size(2);
-  if (height) *height = rgb.size(1);
-  auto bgr = rgb.flip(0).permute({1, 2, 0}).contiguous();
-  cv::Mat img(static_cast<int>(bgr.size(0)), static_cast<int>(bgr.size(1)), CV_8UC3,
-              bgr.data_ptr<uint8_t>());
-  return letterbox(img, size, scale);
+  // The header's size is checked against max_pixels before decoding; uploads are PNG or JPEG.
+  return letterbox_tensor(decode_checked(bytes, kLetterboxDecode, max_pixels, /*allow_bmp=*/false),
+                          size, scale, width, height);
 }
 
 namespace {
@@ -135,24 +121,34 @@ bool clip_box(RawBox& b, int64_t width, int64_t height) {
   return true;
 }
 
-// Decodes the images and fills the tensors from boxes in original pixels.
+// Reads each image's size from its header and fills the tensors from boxes in original pixels; the
+// pixels are read per batch (size 0: annotations only, no image read).
 DetectionDataset assemble(std::vector<DetectionImage> info,
                           const std::vector<std::vector<RawBox>>& raw,
                           std::vector<std::string> class_names, std::vector<int64_t> category_ids,
-                          const std::string& source, int64_t size) {
+                          const std::string& source, int64_t size, StreamOptions stream) {
   KD_CHECK(!info.empty(), "{}: the dataset has no images", source);
   KD_CHECK(!class_names.empty(), "{}: the dataset has no categories", source);
   DetectionDataset d;
   d.source = source;
   d.class_names = std::move(class_names);
   d.category_ids = std::move(category_ids);
-  d.images = torch::empty({static_cast<int64_t>(info.size()), 3, size, size}, torch::kUInt8);
+  if (size > 0) {
+    std::vector<std::string> files;
+    for (const auto& i : info) files.push_back(i.file);
+    stream.geometry = {3, static_cast<int>(size), static_cast<int>(size), /*letterbox=*/true};
+    d.images = streamed_dataset(open_files(files, source), stream);
+  }
   int64_t outside = 0;
   for (size_t i = 0; i < info.size(); ++i) {
     int64_t w = info[i].width, h = info[i].height;
     if (size > 0) {
-      d.images[static_cast<int64_t>(i)].copy_(
-          letterbox_image(info[i].file, size, &info[i].scale, &w, &h));
+      const ImageSize file = image_file_size(info[i].file);
+      w = file.width;
+      h = file.height;
+      // As letterbox_into scales it.
+      info[i].scale = std::min(static_cast<double>(size) / static_cast<double>(w),
+                               static_cast<double>(size) / static_cast<double>(h));
       if (info[i].width > 0 && info[i].height > 0 && (info[i].width != w || info[i].height != h))
         spdlog::warn("{}: image is {}x{} but the annotations say {}x{}; using the file's size",
                      info[i].file, w, h, info[i].width, info[i].height);
@@ -216,7 +212,8 @@ T field(const nlohmann::json& obj, const char* key, const std::string& where) {
 
 }  // namespace
 
-DetectionDataset load_coco(const std::string& json_path, int64_t size) {
+DetectionDataset load_coco(const std::string& json_path, int64_t size,
+                           const StreamOptions& stream) {
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(read_text(json_path));
@@ -307,10 +304,10 @@ DetectionDataset load_coco(const std::string& json_path, int64_t size) {
     spdlog::warn(
         "{}: skipped {} box(es) with zero area, bad numbers or outside their image (first: {})",
         json_path, skipped, first_skipped);
-  return assemble(std::move(info), raw, names, cat_ids, json_path, size);
+  return assemble(std::move(info), raw, names, cat_ids, json_path, size, stream);
 }
 
-DetectionDataset load_voc(const std::string& root, int64_t size) {
+DetectionDataset load_voc(const std::string& root, int64_t size, const StreamOptions& stream) {
   const fs::path ann_dir = fs::path(root) / "Annotations";
   KD_CHECK(fs::is_directory(ann_dir), "{}: no Annotations/ folder (expected a Pascal VOC layout)",
            root);
@@ -397,7 +394,7 @@ DetectionDataset load_voc(const std::string& root, int64_t size) {
       o.box.class_index = std::find(names.begin(), names.end(), o.name) - names.begin();
       raw[i].push_back(o.box);
     }
-  return assemble(std::move(info), raw, names, ids, root, size);
+  return assemble(std::move(info), raw, names, ids, root, size, stream);
 }
 
 bool is_detection_source(const std::string& source) {
@@ -413,17 +410,19 @@ bool has_detection_part(const std::string& source, const std::string& part) {
   return fs::is_directory(p) && fs::exists(p / (part + ".json"));
 }
 
-DetectionDataset load_detection(const std::string& source, const std::string& part, int64_t size) {
+DetectionDataset load_detection(const std::string& source, const std::string& part, int64_t size,
+                                const StreamOptions& stream) {
   const fs::path p(source);
   KD_CHECK(fs::exists(p), "{}: no such file or directory", source);
   if (fs::is_regular_file(p)) {
     KD_CHECK(part == "train", "{}: a single annotation file has no '{}' part", source, part);
-    return load_coco(source, size);
+    return load_coco(source, size, stream);
   }
-  if (fs::exists(p / (part + ".json"))) return load_coco((p / (part + ".json")).string(), size);
+  if (fs::exists(p / (part + ".json")))
+    return load_coco((p / (part + ".json")).string(), size, stream);
   if (fs::is_directory(p / "Annotations")) {
     KD_CHECK(part == "train", "{}: a VOC folder has no '{}' part here", source, part);
-    return load_voc(source, size);
+    return load_voc(source, size, stream);
   }
   fail(
       "{}: not a detection dataset (expected a COCO .json, a folder with {}.json, or a VOC folder)",
@@ -444,8 +443,16 @@ DetectionLoader::DetectionLoader(const DetectionDataset& data, int64_t batch_siz
       gen_(at::detail::createCPUGenerator(seed)) {
   KD_CHECK(world_size >= 1 && rank >= 0 && rank < world_size,
            "loader: rank {} of {} is out of range", rank, world_size);
+  KD_CHECK(data.images.streamed(), "{}: the annotations were loaded without their images",
+           data.source);
+  auto opts = pipeline_options(data.images, batch_size);
+  opts.seed = seed;
+  opts.device = device;
+  pipeline_ = std::make_unique<BatchPipeline>(std::move(opts));
   start_epoch(0);
 }
+
+DetectionLoader::~DetectionLoader() = default;
 
 void DetectionLoader::start_epoch(int64_t epoch) {
   const uint64_t s = seed_ * 1000003ULL + static_cast<uint64_t>(epoch);
@@ -459,25 +466,33 @@ void DetectionLoader::start_epoch(int64_t epoch) {
     gen_ = at::detail::createCPUGenerator(s * 65537ULL +
                                           static_cast<uint64_t>(rank_));  // own augmentation draws
   }
+  // Letterboxing draws nothing: the pixels do not depend on the epoch's seed.
+  pipeline_->start(data_.images.ids.index_select(0, order_), order_, epoch);
 }
 
 int64_t DetectionLoader::num_batches() const {
   return (order_.size(0) + batch_size_ - 1) / batch_size_;
 }
 
-DetectionBatch DetectionLoader::get(int64_t i) const {
-  const int64_t start = i * batch_size_, n = std::min(batch_size_, order_.size(0) - start);
-  auto idx = order_.narrow(0, start, n);
+int64_t DetectionLoader::skipped() const { return pipeline_->skipped(); }
+
+DetectionBatch DetectionLoader::get(int64_t i) {
+  const int64_t start = i * batch_size_, rows = std::min(batch_size_, order_.size(0) - start);
   DetectionBatch b;
-  b.index = idx;
-  b.x = data_.images.index_select(0, idx).to(torch::kFloat).div_(255.0);
+  auto [x, kept] = pipeline_->take(
+      i, [](const torch::Tensor& pixels) { return pixels.to(torch::kFloat).div_(255.0); });
+  b.x = x;
+  // An image that failed to load leaves the batch with its boxes.
+  b.index = kept.size(0) == rows ? order_.narrow(0, start, rows)
+                                 : order_.narrow(0, start, rows).index_select(0, kept);
+  const int64_t n = b.index.size(0);
+  const int64_t* idx = b.index.data_ptr<int64_t>();
   int64_t g = 1;
-  for (int64_t k = 0; k < n; ++k)
-    g = std::max(g, data_.boxes[static_cast<size_t>(idx[k].item<int64_t>())].size(0));
+  for (int64_t k = 0; k < n; ++k) g = std::max(g, data_.boxes[static_cast<size_t>(idx[k])].size(0));
   b.boxes = torch::zeros({n, g, 4});
   b.labels = torch::full({n, g}, -1, torch::kLong);
   for (int64_t k = 0; k < n; ++k) {
-    const auto j = static_cast<size_t>(idx[k].item<int64_t>());
+    const auto j = static_cast<size_t>(idx[k]);
     const int64_t m = data_.boxes[j].size(0);
     if (m == 0) continue;
     b.boxes[k].narrow(0, 0, m).copy_(data_.boxes[j]);

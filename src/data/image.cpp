@@ -137,6 +137,47 @@ cv::Mat read_image_file(const std::string& path, int flags, int64_t max_pixels) 
   }
 }
 
+ImageSize image_file_size(const std::string& path, int64_t max_pixels) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  KD_CHECK(fs::is_regular_file(path, ec), "{}: not a regular file", path);
+  const auto bytes = fs::file_size(path, ec);
+  KD_CHECK(!ec, "{}: cannot read ({})", path, ec.message());
+  std::ifstream in(path, std::ios::binary);
+  KD_CHECK(in, "{}: cannot read", path);
+  // A JPEG's frame header may follow tens of kilobytes of EXIF data and thumbnails.
+  constexpr uintmax_t kHead = 64 << 10;
+  std::string data(static_cast<size_t>(std::min(bytes, kHead)), '\0');
+  in.read(data.data(), static_cast<std::streamsize>(data.size()));
+  KD_CHECK(in.gcount() == static_cast<std::streamsize>(data.size()), "{}: cannot read", path);
+  auto header = [](std::string_view b) {
+    return b.size() >= 2 && b.substr(0, 2) == "BM" ? bmp_size(b) : encoded_image_size(b);
+  };
+  ImageSize size;
+  try {
+    try {
+      size = header(data);
+    } catch (const Error&) {
+      if (data.size() == bytes) throw;
+      KD_CHECK(bytes <= static_cast<uintmax_t>(kMaxImageFileBytes),
+               "{} bytes, more than an image file may have ({})", bytes, kMaxImageFileBytes);
+      data.resize(static_cast<size_t>(bytes));
+      const auto more = static_cast<std::streamsize>(bytes - kHead);
+      in.read(data.data() + kHead, more);
+      KD_CHECK(in.gcount() == more, "cannot read");
+      size = header(data);
+    }
+    KD_CHECK(size.width > 0 && size.height > 0, "image header says {}x{} pixels", size.width,
+             size.height);
+    KD_CHECK(size.width <= max_pixels / size.height,
+             "image is {}x{} pixels, more than the limit of {}", size.width, size.height,
+             max_pixels);
+  } catch (const Error& e) {
+    fail("{}: {}", path, e.what());
+  }
+  return size;
+}
+
 torch::Tensor decode_image(std::string_view bytes, const ImageOptions& opts, int64_t max_pixels) {
   const int channels = opts.channels > 0 ? opts.channels : 3;
   KD_CHECK(channels == 1 || channels == 3, "image channels must be 1 or 3, got {}", channels);

@@ -487,8 +487,6 @@ SourceListing open_source(const std::string& spec, const std::string& part, doub
 }
 
 SourceListing open_unlabeled_folder(const std::string& path) {
-  PathTable paths;
-  Fnv fp;
   std::vector<std::string> files;
   for (auto it = fs::recursive_directory_iterator(path); it != fs::recursive_directory_iterator();
        ++it) {
@@ -499,16 +497,21 @@ SourceListing open_unlabeled_folder(const std::string& path) {
   }
   std::sort(files.begin(), files.end());
   KD_CHECK(!files.empty(), "unlabeled data {}: no PNG/JPEG images in the folder", path);
+  return open_files(files, path);
+}
+
+SourceListing open_files(const std::vector<std::string>& files, const std::string& source) {
+  PathTable paths;
+  Fnv fp;
   for (const auto& f : files) {
-    const Stat s = stat_path(f);
-    add_file(fp, f, s);
+    add_file(fp, f, stat_path(f));
     paths.add(f);
   }
   const auto n = static_cast<int64_t>(files.size());
   return {std::make_shared<FileSource>(std::move(paths), fp.h),
           torch::full({n}, kUnlabeled, torch::kInt64),
           {},
-          path};
+          source};
 }
 
 }  // namespace kd

@@ -109,9 +109,33 @@ uint64_t sample_seed(uint64_t seed, int64_t epoch, int64_t index) {
   return splitmix(b);
 }
 
+double letterbox_into(cv::Mat img, int size, uint8_t* out) {
+  const double s =
+      std::min(static_cast<double>(size) / img.cols, static_cast<double>(size) / img.rows);
+  const int w = std::max(1, static_cast<int>(std::lround(img.cols * s)));
+  const int h = std::max(1, static_cast<int>(std::lround(img.rows * s)));
+  if (w != img.cols || h != img.rows)
+    cv::resize(img, img, cv::Size(w, h), 0, 0, s < 1 ? cv::INTER_AREA : cv::INTER_LINEAR);
+  const int64_t plane = static_cast<int64_t>(size) * size;
+  std::fill(out, out + 3 * plane, uint8_t{0});
+  for (int y = 0; y < h; ++y) {  // HWC (BGR) -> CHW (RGB)
+    const uint8_t* row = img.ptr<uint8_t>(y);
+    for (int x = 0; x < w; ++x)
+      for (int c = 0; c < 3; ++c)
+        out[c * plane + static_cast<int64_t>(y) * size + x] = row[3 * x + 2 - c];
+  }
+  return s;
+}
+
 void transform_image(std::string_view bytes, const InputGeometry& g, const ImageAugment& aug,
                      uint64_t seed, uint8_t* out, int64_t max_pixels) {
   KD_CHECK(g.channels == 1 || g.channels == 3, "image channels must be 1 or 3, got {}", g.channels);
+  if (g.letterbox) {
+    KD_CHECK(g.channels == 3, "letterboxed images have 3 channels, not {}", g.channels);
+    letterbox_into(decode_checked(bytes, kLetterboxDecode, max_pixels, /*allow_bmp=*/true), g.size,
+                   out);
+    return;
+  }
   const bool bmp = bytes.size() >= 2 && bytes.substr(0, 2) == "BM";
   const bool jpeg = bytes.size() >= 2 && uint8_t(bytes[0]) == 0xFF && uint8_t(bytes[1]) == 0xD8;
   // The region is chosen on the header's size, before decoding, so a JPEG can be decoded at the

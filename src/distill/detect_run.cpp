@@ -37,10 +37,7 @@ std::unique_ptr<Model> build_detector(const RunConfig& cfg, const DetectionDatas
   spec.input_shape = {3, size, size};
   spec.class_names = train.class_names;
   // Normalization from the training pixels (letterbox padding included: it is what the model sees).
-  Dataset pixels;
-  pixels.images = train.images;
-  pixels.labels = torch::zeros({train.images.size(0)}, torch::kInt64);
-  spec.norm = compute_normalization(pixels);
+  spec.norm = compute_normalization(train.images);
   return create_model(spec);
 }
 
@@ -80,7 +77,7 @@ DetectionTask::DetectionTask(const RunConfig& cfg, torch::Device device, Model& 
       loader_(train, rank_batch_size(cfg.train), true, {cfg.train.hflip, cfg.detect.scale_jitter},
               cfg.runtime.seed, device, dist::rank(), dist::world_size()) {
   const auto& k = cfg.detect;
-  const int64_t size = train.images.size(3);
+  const int64_t size = train.image_size();
   student_.to(device_);
   if (teacher_) {
     teacher_->to(device_);

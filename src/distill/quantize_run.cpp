@@ -67,19 +67,17 @@ nlohmann::json quantize_run(const QuantizeRunOptions& o) {
   // part.
   RunData cls;
   DetectionRunData det;
-  torch::Tensor train_images;
-  if (detector) {
+  if (detector)
     det = load_detection_run_data(cfg.data, model->spec().input_shape.at(1));
-    train_images = det.train.images;
-  } else {
+  else
     cls = load_run_data(cfg.data);
-    // Streamed photos: only the calibration images are decoded, in the seeded order.
-    const int64_t n = std::min<int64_t>(o.calibration, cls.train.size());
-    auto gen = at::make_generator<at::CPUGeneratorImpl>(o.seed);
-    auto order = torch::randperm(cls.train.size(), gen, torch::kLong).narrow(0, 0, n);
-    train_images =
-        cls.train.streamed() ? materialize(cls.train.subset(order)).images : cls.train.images;
-  }
+  // Streamed images: only the calibration images are decoded, in the seeded order.
+  const Dataset& train = detector ? det.train.images : cls.train;
+  const int64_t n = std::min<int64_t>(o.calibration, train.size());
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(o.seed);
+  auto order = torch::randperm(train.size(), gen, torch::kLong).narrow(0, 0, n);
+  torch::Tensor train_images =
+      train.streamed() ? materialize(train.subset(order)).images : train.images;
   QuantizedOps ops;
   auto q = quantize_int8(*model, calibration_batches(train_images, o.calibration, o.seed), o.quant,
                          &ops);

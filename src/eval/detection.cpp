@@ -13,19 +13,20 @@ std::vector<DetectionBox> detect_boxes(Model& model, const DetectionDataset& dat
                                        const PostprocessOptions& opts) {
   torch::InferenceMode guard;
   model.train(false);
-  const int64_t size = data.images.size(3);
+  const int64_t size = data.image_size();
   auto anchors = detector_anchors(model, size);
   const int64_t C = model.spec().num_classes();
   KD_CHECK(C == data.num_classes(), "model {} has {} classes but the data has {}",
            model.spec().arch, C, data.num_classes());
   std::vector<DetectionBox> out;
-  batch_size = inference_batch_size(batch_size, data.images);
-  for (int64_t start = 0; start < data.size(); start += batch_size) {
-    const int64_t n = std::min(batch_size, data.size() - start);
-    auto x = data.images.narrow(0, start, n).to(device).to(torch::kFloat).div_(255.0);
-    auto y = model.forward(x).to(torch::kCPU);
-    for (int64_t i = 0; i < n; ++i) {
-      const auto& info = data.info[static_cast<size_t>(start + i)];
+  // An image that fails to load (skipped with a warning) has no detections; its boxes still count.
+  DetectionLoader loader(data, inference_batch_size(batch_size, data.images), /*shuffle=*/false, {},
+                         0, device);
+  for (int64_t b = 0; b < loader.num_batches(); ++b) {
+    DetectionBatch batch = loader.get(b);
+    auto y = model.forward(batch.x).to(torch::kCPU);
+    for (int64_t i = 0; i < y.size(0); ++i) {
+      const auto& info = data.info[static_cast<size_t>(batch.index[i].item<int64_t>())];
       // Boxes are clipped to the letterboxed image, not to the padding.
       for (const auto& d :
            image_detections(y[i], anchors, C, info.width, info.height, info.scale, opts))

@@ -125,14 +125,15 @@ int64_t detection_input_size(const RunConfig& cfg) {
 }
 
 DetectionRunData load_detection_run_data(const DataConfig& cfg, int64_t size) {
-  DetectionDataset full = load_detection(cfg.source, "train", size);
+  const StreamOptions stream{{}, cfg.workers, cfg.strict, cfg.max_missing};
+  DetectionDataset full = load_detection(cfg.source, "train", size, stream);
   // Images, not boxes, are split: one label per image makes the stratified split a plain
   // seeded shuffle, the same manifest format `kd data split` writes.
   Split split = resolve_split(cfg.split, torch::zeros({full.size()}, torch::kLong), cfg.train_ratio,
                               cfg.split_seed, cfg.source);
   DetectionRunData d;
   fill_parts(d, full, split, has_detection_part(cfg.source, "test"),
-             [&] { return load_detection(cfg.source, "test", size); });
+             [&] { return load_detection(cfg.source, "test", size, stream); });
   KD_CHECK(d.test.class_names == d.train.class_names,
            "{}: the test part's categories differ from train's", cfg.source);
   if (cfg.limit > 0) {

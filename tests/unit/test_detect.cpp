@@ -14,6 +14,7 @@
 #include "kd/core/fs.h"
 #include "kd/core/runtime.h"
 #include "kd/data/detection.h"
+#include "kd/data/image.h"
 #include "kd/data/make_detection.h"
 #include "kd/detect/boxes.h"
 #include "kd/detect/loss.h"
@@ -152,6 +153,75 @@ TEST(DetectData, CocoAndVocReadTheSameBoxes) {
   auto big = kd::load_detection(root, "train", 128);
   EXPECT_TRUE(torch::allclose(big.boxes[0], coco.boxes[0] * 2));
   EXPECT_EQ(big.info[0].scale, 2.0);
+}
+
+// Detection images stream: each batch holds the files letterboxed by the workers (at the canvas's
+// own size exactly the decoded file; enlarged, what kd predict's letterbox gives), the same for any
+// number of workers, with each image's boxes.
+TEST(DetectData, StreamedBatchesAreTheLetterboxedFiles) {
+  for (int size : {64, 96}) {
+    std::vector<torch::Tensor> epochs;
+    for (int workers : {0, 2}) {
+      kd::StreamOptions so;
+      so.workers = workers;
+      auto train = kd::load_detection(tiny_dataset(), "train", size, so);
+      ASSERT_FALSE(train.images.images.defined());  // nothing decoded at load
+      kd::DetectionLoader loader(train, 5, /*shuffle=*/true, {}, 7, torch::kCPU);
+      loader.start_epoch(1);
+      std::vector<torch::Tensor> xs;
+      int64_t seen = 0;
+      for (int64_t b = 0; b < loader.num_batches(); ++b) {
+        auto batch = loader.get(b);
+        xs.push_back(batch.x);
+        for (int64_t k = 0; k < batch.x.size(0); ++k) {
+          const auto i = static_cast<size_t>(batch.index[k].item<int64_t>());
+          const std::string bytes = kd::read_text(train.info[i].file);
+          torch::Tensor expect;
+          if (size == 64) {
+            expect = kd::decode_image(bytes, {3, 0, 0}, 1 << 20);  // scale 1: the file itself
+          } else {
+            double scale = 0;
+            expect = kd::letterbox_encoded(bytes, size, 1 << 20, &scale);
+            EXPECT_EQ(scale, train.info[i].scale);
+          }
+          EXPECT_TRUE(torch::equal(batch.x[k], expect.to(torch::kFloat).div(255.0)));
+          const int64_t m = train.boxes[i].size(0);
+          EXPECT_TRUE(torch::equal(batch.boxes[k].narrow(0, 0, m), train.boxes[i]));
+        }
+        seen += batch.x.size(0);
+      }
+      EXPECT_EQ(seen, train.size());
+      epochs.push_back(torch::cat(xs));
+    }
+    EXPECT_TRUE(torch::equal(epochs[0], epochs[1])) << "workers 0 and 2 differ at " << size;
+  }
+}
+
+// An image that cannot be read mid-run leaves its batch with its boxes, counted and named; with
+// strict it is an error.
+TEST(DetectData, AnImageLostMidRunIsSkippedWithItsBoxes) {
+  TempDir d;
+  kd::fs::copy(tiny_dataset(), d / "det", kd::fs::copy_options::recursive);
+  for (bool strict : {false, true}) {
+    kd::StreamOptions so;
+    so.workers = 1;
+    so.strict = strict;
+    auto train = kd::load_detection(d / "det", "train", 64, so);
+    const std::string lost = train.info[3].file;
+    const std::string keep = kd::read_text(lost);
+    kd::write_text_atomically(lost, "no longer an image");
+    kd::DetectionLoader loader(train, 4, /*shuffle=*/false, {}, 0, torch::kCPU);
+    if (strict) {
+      EXPECT_KD_ERROR(loader.get(0), "failing instead of skipping");
+    } else {
+      auto batch = loader.get(0);
+      EXPECT_EQ(ints(batch.index), (std::vector<int64_t>{0, 1, 2}));
+      EXPECT_EQ(batch.boxes.size(0), 3);
+      EXPECT_EQ(loader.skipped(), 1);
+      EXPECT_EQ(loader.get(1).x.size(0), 4);
+    }
+    kd::write_text_atomically(lost, keep);
+  }
 }
 
 TEST(DetectData, MakeDetectionIsSeeded) {

@@ -1,9 +1,11 @@
 #pragma once
 /// @file
-/// Detection datasets: COCO JSON or Pascal VOC XML annotations over image files, decoded with
-/// OpenCV and letterboxed (scaled to fit, top-left, zero padding) to the model's square input.
-/// Images are kept in memory as uint8, boxes in input pixels; each image remembers its scale so
-/// detections map back to the original pixels for COCO evaluation.
+/// Detection datasets: COCO JSON or Pascal VOC XML annotations over image files. Only the
+/// annotations and each image's size (from its header) are held in memory; the images are read
+/// and letterboxed (scaled to fit, top-left, zero padding) to the model's square input per batch
+/// by the loader's worker threads. Boxes are kept in input pixels; each image remembers its scale
+/// so detections map back to the original pixels for COCO evaluation.
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -11,6 +13,7 @@
 #include <torch/types.h>
 
 #include "kd/data/coco_boxes.h"
+#include "kd/data/dataset.h"
 
 namespace kd {
 
@@ -22,7 +25,9 @@ struct DetectionImage {
 };
 
 struct DetectionDataset {
-  torch::Tensor images;               ///< uint8 [N, 3, S, S]
+  /// The images as a streamed dataset (letterboxed to 3 x S x S; its labels unused); empty when
+  /// only the annotations were loaded.
+  Dataset images;
   std::vector<torch::Tensor> boxes;   ///< per image float [n, 4] xyxy, input pixels
   std::vector<torch::Tensor> labels;  ///< per image int64 [n], class index
   std::vector<torch::Tensor>
@@ -36,6 +41,7 @@ struct DetectionDataset {
 
   int64_t size() const { return static_cast<int64_t>(info.size()); }
   int64_t num_classes() const { return static_cast<int64_t>(class_names.size()); }
+  int64_t image_size() const { return images.stream.geometry.size; }  ///< S
   DetectionDataset subset(const torch::Tensor& index) const;
   std::vector<int64_t> image_ids() const;
 };
@@ -43,15 +49,20 @@ struct DetectionDataset {
 /// `source`: a COCO JSON file (image file_name relative to the file's folder or its images/
 /// subfolder), a folder holding train.json (and test.json when it has a test part: what
 /// `kd data make-detection` writes), or a Pascal VOC folder (Annotations/*.xml, JPEGImages/).
-/// `part` is "train" or "test". Images are letterboxed to size x size.
-DetectionDataset load_detection(const std::string& source, const std::string& part, int64_t size);
+/// `part` is "train" or "test". Images are letterboxed to size x size; each image's header is
+/// read now (a file that is missing, not an image or too large is an error naming it), its pixels
+/// when a batch needs them, by `stream.workers` threads (`stream.strict`: an image that fails then
+/// is an error, not a skipped warning).
+DetectionDataset load_detection(const std::string& source, const std::string& part, int64_t size,
+                                const StreamOptions& stream = {});
 bool has_detection_part(const std::string& source, const std::string& part);
 bool is_detection_source(const std::string& source);
 
 /// size 0: the annotations alone (ground truth to score a results file against, as pycocotools
 /// does): images are neither read nor required, boxes are clipped to the sizes the file declares.
-DetectionDataset load_coco(const std::string& json_path, int64_t size);
-DetectionDataset load_voc(const std::string& root, int64_t size);
+DetectionDataset load_coco(const std::string& json_path, int64_t size,
+                           const StreamOptions& stream = {});
+DetectionDataset load_voc(const std::string& root, int64_t size, const StreamOptions& stream = {});
 
 /// Decodes an image file to RGB uint8 [3, size, size] letterboxed; returns the scale.
 torch::Tensor letterbox_image(const std::string& file, int64_t size, double* scale,
@@ -64,8 +75,10 @@ struct DetectionBatch {
   torch::Tensor x;       ///< float [B, 3, S, S] in [0, 1]
   torch::Tensor boxes;   ///< float [B, G, 4] xyxy, padded
   torch::Tensor labels;  ///< int64 [B, G]: class, -1 padding, -2 ignore region
-  torch::Tensor index;   ///< int64 [B]
+  torch::Tensor index;   ///< int64 [B]: the images' positions in the dataset
 };
+
+class BatchPipeline;
 
 struct DetectionAugment {
   bool hflip = false;
@@ -73,15 +86,20 @@ struct DetectionAugment {
   bool enabled() const { return hflip || scale_jitter > 0; }
 };
 
+/// Batches of a detection set: images letterboxed by the worker pool of kd::Loader (the same
+/// --workers, prefetch and skipping of an image that fails to load, whose boxes go with it), boxes
+/// padded per batch, then the batch-level augmentation.
 class DetectionLoader {
  public:
   /// rank / world_size: this process's share of each epoch, as kd::Loader (loader.h) shards it.
   DetectionLoader(const DetectionDataset& data, int64_t batch_size, bool shuffle,
                   DetectionAugment augment, uint64_t seed, torch::Device device, int rank = 0,
                   int world_size = 1);
+  ~DetectionLoader();
   void start_epoch(int64_t epoch);
   int64_t num_batches() const;
-  DetectionBatch get(int64_t i) const;
+  DetectionBatch get(int64_t i);
+  int64_t skipped() const;  ///< images that failed to load so far
 
  private:
   const DetectionDataset& data_;
@@ -92,7 +110,8 @@ class DetectionLoader {
   torch::Device device_;
   int rank_, world_size_;
   torch::Tensor order_;
-  mutable torch::Generator gen_;
+  torch::Generator gen_;
+  std::unique_ptr<BatchPipeline> pipeline_;
 };
 
 /// Box-aware augmentation of a batch: per image, a horizontal flip and a scale about a random

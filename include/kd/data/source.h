@@ -51,6 +51,8 @@ SourceListing open_source(const std::string& spec, const std::string& part,
                           double max_missing = 0.01);
 /// A flat folder of images without labels (semi-supervised pools), every label kUnlabeled.
 SourceListing open_unlabeled_folder(const std::string& path);
+/// Image files in the given order, unlabeled (the images of a detection set's annotations).
+SourceListing open_files(const std::vector<std::string>& paths, const std::string& source);
 /// Two sources as one: samples of `a`, then those of `b`.
 std::shared_ptr<const SampleSource> concat_sources(std::shared_ptr<const SampleSource> a,
                                                    std::shared_ptr<const SampleSource> b);

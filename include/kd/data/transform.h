@@ -15,6 +15,9 @@ struct InputGeometry {
   int channels = 3;
   int size = 224;    ///< the training crop and the eval crop
   int resize = 256;  ///< eval: the shorter side is resized to this, then centre-cropped to size
+  /// Detection: the whole image scaled to fit size x size, top-left, zero padding (3 channels;
+  /// no crop, and the augmentation is left to the batch, where the boxes follow it).
+  bool letterbox = false;
 };
 
 /// The training default for photos, as torchvision trains ImageNet: 224 crop, 256 -> 224 eval.
@@ -34,7 +37,8 @@ struct ImageAugment {
 uint64_t sample_seed(uint64_t seed, int64_t epoch, int64_t index);
 
 /// Decodes `bytes` (PNG, JPEG or BMP; header and pixel limit checked first) and writes the
-/// input into `out`: uint8 [channels, size, size], channels in RGB order. JPEGs are decoded at
+/// input into `out`: uint8 [channels, size, size], channels in RGB order (letterboxed when the
+/// geometry says so). JPEGs are decoded at
 /// 1/2, 1/4 or 1/8 scale when the crop is that much larger than its output (libjpeg's DCT
 /// scaling): the same pixels up to resampling, several times less decode work. kd::Error when
 /// the image does not decode or has more than max_pixels (64 Mpx: as image files are held).
