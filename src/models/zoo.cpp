@@ -7,6 +7,7 @@
 #include "kd/core/error.h"
 #include "kd/models/effdet.h"
 #include "kd/models/registry.h"
+#include "networks.h"
 
 namespace kd {
 namespace {
@@ -128,6 +129,64 @@ Network resnet(const nlohmann::json& o, const ArchContext& c) {
 
 }  // namespace
 
+std::string module_type(const nn::Module& m) {
+  std::string type = m.name();
+  if (const auto colon = type.rfind("::"); colon != std::string::npos)
+    type = type.substr(colon + 2);
+  if (type.size() > 4 && type.compare(type.size() - 4, 4, "Impl") == 0)
+    type.resize(type.size() - 4);
+  return type;
+}
+
+void StagedNetwork::step(std::string name, std::string type, Step fn) {
+  names_.push_back(std::move(name));
+  types_.push_back(std::move(type));
+  steps_.push_back(std::move(fn));
+}
+
+void StagedNetwork::sequential(const std::string& name, nn::Sequential seq) {
+  const auto children = seq->named_children();
+  for (size_t k = 0; k < seq->size(); ++k) {
+    auto layer = *(seq->begin() + static_cast<std::ptrdiff_t>(k));
+    step(name + "." + children[k].key(), module_type(*children[k].value()),
+         [layer](const torch::Tensor& x) mutable { return layer.forward(x); });
+  }
+  aliases_.emplace_back(name, steps_.size() - 1);
+}
+
+Network StagedNetwork::build() {
+  Network net;
+  net.module = root_;
+  auto steps = steps_;
+  net.forward = [steps](const torch::Tensor& x) {
+    auto h = x;
+    for (const auto& s : steps) h = s(h);
+    return h;
+  };
+  // Step i's output is tapped by its own name or by a container's name ending at it.
+  std::vector<std::vector<std::string>> tap_names(steps_.size());
+  for (size_t i = 0; i < steps_.size(); ++i) tap_names[i].push_back(names_[i]);
+  for (const auto& [alias, i] : aliases_) tap_names[i].push_back(alias);
+  net.forward_features = [steps, tap_names](const torch::Tensor& x,
+                                            const std::vector<std::string>& layers) {
+    std::vector<torch::Tensor> taps(layers.size());
+    auto h = x;
+    for (size_t i = 0; i < steps.size(); ++i) {
+      h = steps[i](h);
+      for (size_t k = 0; k < layers.size(); ++k)
+        for (const auto& n : tap_names[i])
+          if (layers[k] == n) taps[k] = h;
+    }
+    return Network::Features{h, taps};
+  };
+  for (size_t i = 0; i < steps_.size(); ++i) {
+    net.layers.emplace_back(names_[i], types_[i]);
+    for (const auto& [alias, last] : aliases_)
+      if (last == i) net.layers.emplace_back(alias, "Sequential");
+  }
+  return net;
+}
+
 Network make_network(nn::Sequential seq) {
   Network net;
   net.module = seq.ptr();
@@ -147,11 +206,7 @@ Network make_network(nn::Sequential seq) {
     return Network::Features{h, taps};
   };
   for (const auto& m : seq->named_children()) {
-    std::string type = m.value()->name();  // "torch::nn::Conv2dImpl" -> "Conv2d"
-    if (type.rfind("torch::nn::", 0) == 0) type = type.substr(11);
-    if (type.size() > 4 && type.compare(type.size() - 4, 4, "Impl") == 0)
-      type.resize(type.size() - 4);
-    net.layers.emplace_back(m.key(), type);
+    net.layers.emplace_back(m.key(), module_type(*m.value()));
   }
   return net;
 }
@@ -189,6 +244,7 @@ std::deque<ArchInfo>& registry() {
          {{"width", 16}, {"blocks", {2, 2, 2}}},
          resnet},
     };
+    for (auto& a : reference_architectures()) v.push_back(a);
     for (auto& d : detector_architectures()) v.push_back(d);
     return v;
   }();
