@@ -9,6 +9,7 @@
 #include "kd/core/version.h"
 #include "kd/models/export.h"
 #include "kd/models/model.h"
+#include "kd/models/weights.h"
 #include "kd/runs/run_dir.h"
 
 namespace kd::cli {
@@ -20,10 +21,35 @@ struct ExportArgs {
   std::string out;
 };
 
+// The weights alone, as PyTorch's state_dict: the same network in torchvision (or the user's own
+// PyTorch module of the same names) takes them with load_state_dict.
+void export_state_dict(const ExportArgs& a) {
+  const std::string out =
+      a.out.empty() ? (fs::path(a.run) / "export" / "state_dict.pt").string() : a.out;
+  if (!a.out.empty())
+    check_output_file(out, "--out", {{"model", a.run}, {"model description", a.run + ".json"}});
+  auto model = load_model(a.run);
+  KD_CHECK(model->spec().precision == "fp32",
+           "{} is {}: PyTorch's networks take the fp32 weights (export the run it was quantized "
+           "from)",
+           a.run, model->spec().precision);
+  const auto state = model->state();
+  fs::create_directories(fs::path(out).parent_path().empty() ? fs::path(".")
+                                                             : fs::path(out).parent_path());
+  write_state_dict(state, out);
+  std::cout << nlohmann::json{{"state_dict", out},
+                              {"tensors", state.size()},
+                              {"arch", model->spec().arch},
+                              {"load_with", "model.load_state_dict(torch.load(PATH))"}}
+                   .dump()
+            << std::endl;
+}
+
 void run(const ExportArgs& a) {
+  if (a.format == "state-dict") return export_state_dict(a);
   const bool onnx = a.format == "onnx";
   if (!onnx && a.format != "torchscript")
-    usage_fail("--format {}: expected torchscript or onnx", a.format);
+    usage_fail("--format {}: expected torchscript, onnx or state-dict", a.format);
   if (onnx && !kWithOnnx)
     usage_fail("--format onnx: this kd was built without ONNX export (KD_WITH_ONNX=OFF)");
   const std::string ext = onnx ? ".onnx" : ".pt";
@@ -71,11 +97,14 @@ void add_export_command(CLI::App& app) {
       "Example: kd export runs/fmnist/distilled-s0 --out student.pt   (writes student.pt and "
       "student.pt.json)\n"
       "         kd export runs/fmnist/distilled-s0 --format onnx --out student.onnx\n"
+      "         kd export runs/r18 --format state-dict --out r18.pt   (torchvision's "
+      "resnet18().load_state_dict(torch.load('r18.pt')))\n"
       "The module takes normalized input: (pixels in [0, 1] - mean) / std, as the JSON says.");
   c->add_option("run", a->run, "run directory (or a TorchScript file with its sidecar)")
       ->required();
-  c->add_option("--format", a->format, "torchscript or onnx")
-      ->check(CLI::IsMember({"torchscript", "onnx"}))
+  c->add_option("--format", a->format,
+                "torchscript, onnx, or state-dict (the weights for PyTorch's load_state_dict)")
+      ->check(CLI::IsMember({"torchscript", "onnx", "state-dict"}))
       ->capture_default_str();
   c->add_option("--out,-o", a->out, "the file to write (default RUN/export/model.pt or .onnx)");
   c->callback([a] { run(*a); });

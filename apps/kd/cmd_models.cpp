@@ -55,11 +55,13 @@ void run(const ModelsArgs& a) {
     return;
   }
   for (const Task task : {Task::classify, Task::detect}) {
-    fmt::print("{}{:<10} {:<16} {:>10} {:>12}  {}\n", task == Task::detect ? "\n" : "", "task",
-               "architecture", "params", "MACs", "description and options");
+    fmt::print("{}{:<10} {:<18} {:<14} {:>10} {:>13}  {}\n", task == Task::detect ? "\n" : "",
+               "task", "architecture", "input/classes", "params", "MACs",
+               "description and options");
     if (task == Task::classify)
-      fmt::print("(classifiers: params and MACs for {}x{}x{} input, {} classes)\n", a.channels,
-                 a.size, a.size, a.classes);
+      fmt::print(
+          "(classifiers: params and MACs at their native input and classes: torchvision's "
+          "ImageNet, RepDistiller's CIFAR-100; kd's own at --channels/--size/--classes)\n");
     else
       fmt::print(
           "(detectors: params and MACs for 3 x image_size x image_size input, {} classes, 9 "
@@ -67,12 +69,18 @@ void run(const ModelsArgs& a) {
           a.classes);
     for (const auto& arch : architectures()) {
       if (arch.task != task) continue;
-      ModelsArgs defaults = a;
-      defaults.arch_options.clear();
-      auto m = build(arch.name, defaults);
-      fmt::print("{:<10} {:<16} {:>10} {:>12}  {}\n{:<52}options: {}\n", task, arch.name,
-                 m->num_parameters(), count_macs(*m, torch::kCPU), arch.description, "",
-                 arch.defaults.dump());
+      ModelsArgs at = a;
+      at.arch_options.clear();
+      if (!arch.native_input.empty()) {
+        at.channels = static_cast<int>(arch.native_input[0]);
+        at.size = static_cast<int>(arch.native_input[1]);
+        at.classes = static_cast<int>(arch.native_classes);
+      }
+      auto m = build(arch.name, at);
+      const auto& in = m->spec().input_shape;
+      fmt::print("{:<10} {:<18} {:<14} {:>10} {:>13}  {}\n{:<69}options: {}\n", task, arch.name,
+                 fmt::format("{}x{}x{}/{}", in[0], in[1], in[2], at.classes), m->num_parameters(),
+                 count_macs(*m, torch::kCPU), arch.description, "", arch.defaults.dump());
     }
   }
 }

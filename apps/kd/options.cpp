@@ -84,6 +84,10 @@ void add_training_options(CLI::App& cmd, RunConfig& c, bool& no_augment) {
                  "run directory to create");  // required unless --resume (checked by the command)
   cmd.add_option("--name", c.name, "label for `kd compare` (default: the run folder's name)");
   cmd.add_option("--arch-opt", c.arch_options, "architecture option KEY=VALUE (see `kd models`)");
+  cmd.add_option("--init-from", c.init_from,
+                 "start the student from these PyTorch weights (torch.save(model.state_dict()) "
+                 "or TorchScript), by parameter name; a classifier head of another class count "
+                 "starts fresh");
   cmd.add_option("--epochs", t.epochs)->capture_default_str();
   cmd.add_option("--batch-size", t.batch_size)->capture_default_str();
   cmd.add_option("--optimizer", t.optim.name, "sgd, adam or adamw")->capture_default_str();

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <ctime>
 #include <optional>
+#include <set>
 
 #include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
@@ -20,6 +21,7 @@
 #include "kd/eval/profile.h"
 #include "kd/models/quantize.h"
 #include "kd/models/registry.h"
+#include "kd/models/weights.h"
 #include "kd/runs/run.h"
 #include "kd/runs/run_dir.h"
 #include "qat.h"
@@ -80,7 +82,23 @@ std::unique_ptr<Model> make_student(const RunConfig& cfg, const Dataset& train) 
   spec.kind = "native";
   spec.arch = cfg.arch;
   spec.options = parse_arch_options(cfg.arch_options);
-  return create_model(spec);
+  auto m = create_model(spec);
+  if (!cfg.init_from.empty()) {
+    // Fine-tuning's usual start: the backbone from the file, the classifier head (the last
+    // layer's weight and bias) fresh when the file has another number of classes.
+    const auto params = m->parameters();
+    std::set<std::string> head;
+    for (const auto& [name, t] : m->state())
+      for (size_t k = params.size() >= 2 ? params.size() - 2 : 0; k < params.size(); ++k)
+        if (t.is_same(params[k])) head.insert(name);
+    const auto fresh =
+        load_state_dict(m->state(), read_state_dict(cfg.init_from), cfg.init_from, head);
+    spdlog::info("student {} starts from {}{}", cfg.arch, cfg.init_from,
+                 fresh.empty() ? ""
+                               : fmt::format(" ({} fresh: the file has another class count)",
+                                             fmt::join(fresh, ", ")));
+  }
+  return m;
 }
 
 DistillOptions distill_options(const RunConfig& cfg) {

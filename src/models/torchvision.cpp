@@ -475,6 +475,7 @@ Network wide_resnet(const nlohmann::json& o, const ArchContext& c, int64_t depth
 
 std::vector<ArchInfo> reference_architectures() {
   const nlohmann::json none = nlohmann::json::object();
+  const std::vector<int64_t> kImageNet = {3, 224, 224}, kCifar = {3, 32, 32};
   auto resnet = [](std::vector<int64_t> blocks, bool bottleneck) {
     return [blocks, bottleneck](const nlohmann::json&, const ArchContext& c) {
       return torchvision_resnet(c, blocks, bottleneck);
@@ -482,51 +483,65 @@ std::vector<ArchInfo> reference_architectures() {
   };
   return {
       {Task::classify, "resnet18", "torchvision ResNet-18 (basic blocks 2-2-2-2)", none,
-       resnet({2, 2, 2, 2}, false)},
+       resnet({2, 2, 2, 2}, false), kImageNet, 1000},
       {Task::classify, "resnet34", "torchvision ResNet-34 (basic blocks 3-4-6-3)", none,
-       resnet({3, 4, 6, 3}, false)},
+       resnet({3, 4, 6, 3}, false), kImageNet, 1000},
       {Task::classify, "resnet50", "torchvision ResNet-50 (bottlenecks 3-4-6-3, v1.5)", none,
-       resnet({3, 4, 6, 3}, true)},
+       resnet({3, 4, 6, 3}, true), kImageNet, 1000},
       {Task::classify,
        "mobilenet_v2",
        "torchvision MobileNetV2 (inverted residuals, ReLU6)",
        {{"width_mult", 1.0}, {"dropout", 0.2}},
-       mobilenet_v2},
+       mobilenet_v2,
+       kImageNet,
+       1000},
       {Task::classify,
        "mobilenet_v3_small",
        "torchvision MobileNetV3-Small (squeeze-excite, hard-swish)",
        {{"dropout", 0.2}},
-       [](const nlohmann::json& o, const ArchContext& c) { return mobilenet_v3(o, c, false); }},
+       [](const nlohmann::json& o, const ArchContext& c) { return mobilenet_v3(o, c, false); },
+       kImageNet,
+       1000},
       {Task::classify,
        "mobilenet_v3_large",
        "torchvision MobileNetV3-Large (squeeze-excite, hard-swish)",
        {{"dropout", 0.2}},
-       [](const nlohmann::json& o, const ArchContext& c) { return mobilenet_v3(o, c, true); }},
+       [](const nlohmann::json& o, const ArchContext& c) { return mobilenet_v3(o, c, true); },
+       kImageNet,
+       1000},
       {Task::classify,
        "efficientnet_b0",
        "torchvision EfficientNet-B0 (MBConv, squeeze-excite, SiLU, stochastic depth)",
        {{"dropout", 0.2}, {"stochastic_depth", 0.2}},
-       efficientnet_b0},
+       efficientnet_b0,
+       kImageNet,
+       1000},
       {Task::classify, "resnet8x4", "RepDistiller CIFAR ResNet-8x4 (32-64-128-256, 1 block each)",
        none,
        [](const nlohmann::json&, const ArchContext& c) {
          return cifar_resnet(c, 8, {32, 64, 128, 256});
-       }},
+       },
+       kCifar, 100},
       {Task::classify, "resnet32x4",
        "RepDistiller CIFAR ResNet-32x4 (32-64-128-256, 5 blocks each)", none,
        [](const nlohmann::json&, const ArchContext& c) {
          return cifar_resnet(c, 32, {32, 64, 128, 256});
-       }},
+       },
+       kCifar, 100},
       {Task::classify,
        "wrn_16_2",
        "RepDistiller wide ResNet 16-2 (pre-activation)",
        {{"dropout", 0.0}},
-       [](const nlohmann::json& o, const ArchContext& c) { return wide_resnet(o, c, 16, 2); }},
+       [](const nlohmann::json& o, const ArchContext& c) { return wide_resnet(o, c, 16, 2); },
+       kCifar,
+       100},
       {Task::classify,
        "wrn_40_2",
        "RepDistiller wide ResNet 40-2 (pre-activation)",
        {{"dropout", 0.0}},
-       [](const nlohmann::json& o, const ArchContext& c) { return wide_resnet(o, c, 40, 2); }},
+       [](const nlohmann::json& o, const ArchContext& c) { return wide_resnet(o, c, 40, 2); },
+       kCifar,
+       100},
   };
 }
 

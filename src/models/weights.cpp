@@ -471,16 +471,20 @@ void write_state_dict(const StateDict& weights, const std::string& path) {
   });
 }
 
-void load_state_dict(const StateDict& into, const StateDict& weights, const std::string& source) {
+std::vector<std::string> load_state_dict(const StateDict& into, const StateDict& weights,
+                                         const std::string& source,
+                                         const std::set<std::string>& may_differ) {
   std::map<std::string, torch::Tensor> have;
   for (const auto& [name, t] : into) have[name] = t;
   std::map<std::string, const torch::Tensor*> given;
   for (const auto& [name, t] : weights) given[name] = &t;
-  std::vector<std::string> missing, unexpected, shapes;
+  std::vector<std::string> missing, unexpected, shapes, fresh;
   for (const auto& [name, t] : have) {
     auto it = given.find(name);
     if (it == given.end())
       missing.push_back(name);
+    else if (it->second->sizes() != t.sizes() && may_differ.count(name))
+      fresh.push_back(name);
     else if (it->second->sizes() != t.sizes())
       shapes.push_back(fmt::format("{} is {} in the file, {} here", name,
                                    c10::str(it->second->sizes()), c10::str(t.sizes())));
@@ -506,11 +510,13 @@ void load_state_dict(const StateDict& into, const StateDict& weights, const std:
   }
   torch::NoGradGuard no_grad;
   for (auto& [name, t] : have) {
+    if (std::find(fresh.begin(), fresh.end(), name) != fresh.end()) continue;
     const torch::Tensor& w = *given.at(name);
     KD_CHECK(w.is_floating_point() == t.is_floating_point(), "{}: {} is {} in the file, {} here",
              source, name, c10::toString(w.scalar_type()), c10::toString(t.scalar_type()));
     t.copy_(w);
   }
+  return fresh;
 }
 
 }  // namespace kd

@@ -91,6 +91,7 @@ Fields fields(RunConfig& c) {
       {"out", field(c.out)},
       {"arch", field(c.arch)},
       {"arch_options", field(c.arch_options)},
+      {"init_from", field(c.init_from)},
       {"measure_latency", field(c.measure_latency)},
       {"data.source", field(c.data.source)},
       {"data.split", field(c.data.split)},

@@ -43,6 +43,10 @@ struct ArchInfo {
   std::string description;
   nlohmann::json defaults;  ///< every option the architecture accepts, with its default
   std::function<Network(const nlohmann::json& opts, const ArchContext& ctx)> build;
+  /// Where the architecture comes from with an input and classes of its own (torchvision's
+  /// 3x224x224 and 1,000 classes, CIFAR's 3x32x32 and 100): what `kd models` counts it at.
+  std::vector<int64_t> native_input = {};
+  int64_t native_classes = 0;
 };
 
 const std::deque<ArchInfo>& architectures();

@@ -5,6 +5,7 @@
 /// parameters and buffers of a TorchScript module, loaded into a kd network whose module names
 /// are the same (torchvision's and RepDistiller's architectures in `kd models`); and kd's weights
 /// written so that `model.load_state_dict(torch.load(path))` takes them in Python.
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -29,7 +30,10 @@ void write_state_dict(const StateDict& weights, const std::string& path);
 
 /// Copies `weights` into `into` (a model's state(): its parameters and buffers by name) by name.
 /// Every missing, unexpected or mis-shaped name is listed in one kd::Error naming `source`;
-/// nothing is changed then.
-void load_state_dict(const StateDict& into, const StateDict& weights, const std::string& source);
+/// nothing is changed then. Names in `may_differ` (a classifier head) that are mis-shaped keep
+/// their values instead, and are returned.
+std::vector<std::string> load_state_dict(const StateDict& into, const StateDict& weights,
+                                         const std::string& source,
+                                         const std::set<std::string>& may_differ = {});
 
 }  // namespace kd

@@ -149,6 +149,9 @@ struct RunConfig {
   std::string out;                        ///< run directory
   std::string arch = "fmnist-student";    ///< registry name or a TorchScript .pt
   std::vector<std::string> arch_options;  ///< key=value
+  /// PyTorch weights the native student starts from (kd/models/weights.h): a state_dict file or
+  /// a TorchScript module, by parameter name.
+  std::string init_from;
   DataConfig data;
   TrainConfig train;
   DistillConfig distill;
