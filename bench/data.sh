@@ -15,9 +15,11 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 BENCH=$(dirname "$KD")/bench/kd_loader_bench
 WORK=${2:-$(mktemp -d /tmp/kd-data.XXXXXX)}
 mkdir -p "$WORK" && cd "$WORK"
-[ -d photos ] || /usr/bin/python3 "$HERE/photos.py" photos --images 12000 --size 256
-for n in 10000 100000 1000000; do [ -f "photos-$n.csv" ] || /usr/bin/python3 "$HERE/photos.py" photos --list "$n" >/dev/null; done
 SECTIONS=${3:-loader memory epoch detect}
+if [[ " $SECTIONS " == *" loader "* || " $SECTIONS " == *" memory "* || " $SECTIONS " == *" epoch "* ]]; then
+  [ -d photos ] || /usr/bin/python3 "$HERE/photos.py" photos --images 12000 --size 256
+  for n in 10000 100000 1000000; do [ -f "photos-$n.csv" ] || /usr/bin/python3 "$HERE/photos.py" photos --list "$n" >/dev/null; done
+fi
 get() { /usr/bin/python3 -c "import json,sys; print(json.loads(sys.stdin.read())[sys.argv[1]])" "$1"; }
 
 if [[ " $SECTIONS " == *" loader "* ]]; then
@@ -63,14 +65,13 @@ fi
 if [[ " $SECTIONS " == *" detect "* ]]; then
 echo "== detection, streamed: peak RSS of kd train (effdet-d0, 512 px, batch 8, --limit 64, 1 epoch) over COCO sets of 512 px canvases"
 echo "   (in memory, the letterboxed images alone were N x 3 x 512 x 512 bytes: 0.39 GB for 500, 3.1 GB for 4,000)"
-printf "%-10s %14s %10s\n" images "kd train MB" "train s"
+printf "%-10s %14s\n" images "kd train MB"
 for n in 500 4000; do
   [ -d "det512-$n" ] || "$KD" data make-detection --out "det512-$n" --images "$n" --test-images 100 --canvas 512 \
     --min-size 48 --max-size 192 --seed 0 >/dev/null 2>&1
   rm -rf "detmem-$n"
-  /usr/bin/time -o rss.txt -f "%M %e" "$KD" train --arch effdet-d0 --data "det512-$n" --size 512 --batch-size 8 \
+  /usr/bin/time -o rss.txt -f "%M" "$KD" train --arch effdet-d0 --data "det512-$n" --size 512 --batch-size 8 \
     --limit 64 --epochs 1 --no-latency --out "detmem-$n" >/dev/null 2>&1
-  t=$(tail -1 rss.txt)
-  printf "%-10s %14.0f %10s\n" "$n" "$(/usr/bin/python3 -c "print(${t% *} / 1024)")" "${t#* }"
+  printf "%-10s %14.0f\n" "$n" "$(/usr/bin/python3 -c "print($(tail -1 rss.txt) / 1024)")"
 done
 fi

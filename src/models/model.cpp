@@ -5,9 +5,13 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <unordered_map>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <torch/csrc/jit/api/function_impl.h>
+#include <torch/csrc/jit/ir/ir.h>
 #include <torch/script.h>
 #include <torch/torch.h>
 
@@ -234,7 +238,10 @@ class ScriptModel final : public Model {
   void save(const std::string& path) override {
     write_serialized(path, [&](std::ostream& out) { module_.save(out); });
   }
-  void load(const std::string& path) override { module_ = load_script_module(path, device()); }
+  void load(const std::string& path) override {
+    module_ = load_script_module(path, device());
+    taps_.clear();
+  }
   std::unique_ptr<Model> clone() const override {
     auto copy = std::make_unique<ScriptModel>(spec_, module_.deepcopy());
     copy->Model::to(device());
@@ -284,18 +291,103 @@ class ScriptModel final : public Model {
     while (!line.empty() && line.front() == ' ') line.erase(0, 1);
     return line.substr(0, 300);
   }
+  // One forward that also returns the taps, when forward's graph calls each tapped module
+  // (tap_function); otherwise each tap runs the layers before it in order, then forward runs.
   std::pair<torch::Tensor, std::vector<torch::Tensor>> forward_features_normalized(
       const torch::Tensor& x, const std::vector<std::string>& layers) override {
-    std::vector<torch::Tensor> taps;
-    for (const auto& name : layers) {
-      check_layer(name);
-      taps.push_back(run_to(module_, name, x));
+    for (const auto& name : layers) check_layer(name);
+    if (torch::jit::Function* f = tap_function(layers)) {
+      c10::IValue out;
+      try {
+        out = torch::jit::Method(module_._ivalue(), f)({x});
+      } catch (const std::exception& e) {
+        fail("TorchScript model {} raised: {}", spec_.arch, last_line(e.what()));
+      }
+      const auto& items = out.toTupleRef().elements();
+      std::vector<torch::Tensor> taps;
+      for (size_t k = 1; k < items.size(); ++k) taps.push_back(items[k].toTensor());
+      return {items[0].toTensor(), taps};
     }
+    std::vector<torch::Tensor> taps;
+    for (const auto& name : layers) taps.push_back(run_to(module_, name, x));
     return {forward_normalized(x), taps};
   }
   void move_to(torch::Device device) override { module_.to(device); }
 
  private:
+  // A copy of forward whose graph returns (output, the taps' outputs): each tap is the output of
+  // the call to the module on its path, found by following prim::GetAttr from self; a call into
+  // a container on the way (features, to tap features.6) is inlined first. Compiled once per
+  // list of layers; null when some tap is not such a call (or forward returns no tensor).
+  torch::jit::Function* tap_function(const std::vector<std::string>& layers) {
+    const std::string key = fmt::format("{}", fmt::join(layers, ","));
+    if (auto it = taps_.find(key); it != taps_.end()) return it->second;
+    torch::jit::Function* fn = nullptr;
+    try {
+      fn = build_tap_function(layers);
+    } catch (const std::exception& e) {
+      spdlog::debug("{}: taps by running layers in order ({})", spec_.arch, e.what());
+    }
+    taps_[key] = fn;
+    return fn;
+  }
+  torch::jit::Function* build_tap_function(const std::vector<std::string>& layers) {
+    using namespace torch::jit;
+    auto graph = toGraphFunction(module_.get_method("forward").function()).graph()->copy();
+    auto paths = [&] {
+      std::unordered_map<Value*, std::string> path{{graph->inputs()[0], ""}};
+      for (Node* n : graph->nodes())
+        if (n->kind() == prim::GetAttr && path.count(n->input(0))) {
+          const std::string& base = path[n->input(0)];
+          path[n->output()] = base.empty() ? n->s(attr::name) : base + "." + n->s(attr::name);
+        }
+      return path;
+    };
+    std::vector<Value*> taps;
+    for (const auto& layer : layers) {
+      Value* tap = nullptr;
+      while (!tap) {
+        auto path = paths();
+        Node* container = nullptr;
+        size_t longest = 0;
+        for (Node* n : graph->nodes()) {
+          if (n->kind() != prim::CallMethod || n->s(attr::name) != "forward") continue;
+          auto it = path.find(n->input(0));
+          if (it == path.end()) continue;
+          if (it->second == layer) {
+            tap = n->output();
+            break;
+          }
+          if (layer.rfind(it->second + ".", 0) == 0 && it->second.size() + 1 > longest) {
+            container = n;
+            longest = it->second.size() + 1;
+          }
+        }
+        if (tap) break;
+        KD_CHECK(container, "forward calls no module on the path to '{}'", layer);
+        Module sub = module_;
+        const std::string prefix = layer.substr(0, longest - 1);
+        for (size_t b = 0, e; b <= prefix.size(); b = e + 1) {
+          e = prefix.find('.', b);
+          if (e == std::string::npos) e = prefix.size();
+          sub = sub.attr(prefix.substr(b, e - b)).toModule();
+        }
+        inlineCallTo(container, &toGraphFunction(sub.get_method("forward").function()));
+      }
+      KD_CHECK(tap->type()->isSubtypeOf(*TensorType::get()), "'{}' returns no tensor", layer);
+      taps.push_back(tap);
+    }
+    Node* ret = graph->return_node();
+    KD_CHECK(ret->input(0)->type()->isSubtypeOf(*TensorType::get()), "forward returns no tensor");
+    std::vector<Value*> outputs{ret->input(0)};
+    outputs.insert(outputs.end(), taps.begin(), taps.end());
+    WithInsertPoint guard(ret);
+    ret->replaceInput(0, graph->insertNode(graph->createTuple(outputs))->output());
+    auto cu = module_._ivalue()->compilation_unit();
+    return cu->create_function(c10::QualifiedName(*module_.type()->name(), "kd_forward_taps"),
+                               graph, /*shouldMangle=*/true);
+  }
+
   // Runs the children of `m` in order on `x` until the one on `path` (dot-separated), descending
   // into the child that contains it.
   torch::Tensor run_to(torch::jit::Module m, const std::string& path, torch::Tensor x) {
@@ -320,6 +412,7 @@ class ScriptModel final : public Model {
   }
 
   torch::jit::Module module_;
+  std::map<std::string, torch::jit::Function*> taps_;  // by list of layers; null: run_to
 };
 
 }  // namespace

@@ -218,6 +218,20 @@ class Translator {
       return;
     }
     if (kind == "aten::sigmoid") return void(add("Sigmoid", {name(n->input(0))}, {out(n)}));
+    // MobileNetV3's and EfficientNet's activations in standard ONNX ops: silu x * Sigmoid(x),
+    // hardsigmoid HardSigmoid(alpha 1/6, beta 1/2), hardswish x * hardsigmoid(x).
+    if (kind == "aten::silu" || kind == "aten::hardswish" || kind == "aten::hardsigmoid") {
+      const std::string gate = kind == "aten::hardsigmoid" ? out(n) : fresh("gate");
+      if (kind == "aten::silu") {
+        add("Sigmoid", {name(n->input(0))}, {gate});
+      } else {
+        auto* h = add("HardSigmoid", {name(n->input(0))}, {gate});
+        attr(h, "alpha", 1.0f / 6.0f);
+        attr(h, "beta", 0.5f);
+      }
+      if (kind != "aten::hardsigmoid") add("Mul", {name(n->input(0)), gate}, {out(n)});
+      return;
+    }
     if (kind == "aten::max_pool2d") {
       const auto pad = ints_of(n->input(3));
       const auto dil = ints_of(n->input(4));

@@ -25,7 +25,7 @@ Tensor activate(const Tensor& x, Act a) {
     case Act::relu:
       return torch::relu(x);
     case Act::relu6:
-      return torch::clamp(x, 0, 6);
+      return torch::relu6(x);
     case Act::silu:
       return torch::silu(x);
     case Act::hardswish:
@@ -198,7 +198,9 @@ Network torchvision_resnet(const ArchContext& c, std::vector<int64_t> blocks, bo
   net.step("conv1", "Conv2d", [conv1](const Tensor& x) mutable { return conv1(x); });
   net.step("bn1", "BatchNorm2d", [bn1](const Tensor& x) mutable { return bn1(x); });
   net.step("relu", "ReLU", [](const Tensor& x) { return torch::relu(x); });
-  net.step("maxpool", "MaxPool2d", [](const Tensor& x) { return torch::max_pool2d(x, 3, 2, 1); });
+  net.step("maxpool", "MaxPool2d", [](const Tensor& x) {
+    return torch::max_pool2d(x, {3, 3}, {2, 2}, {1, 1}, {1, 1});
+  });
   int64_t in = 64;
   for (size_t s = 0; s < blocks.size(); ++s) {
     const int64_t planes = 64 << s;

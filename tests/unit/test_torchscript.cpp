@@ -56,8 +56,11 @@ TEST(TorchScript, HintLayersByModulePath) {
   EXPECT_TRUE(torch::allclose(logits, m->forward(x)));
   EXPECT_EQ(f[0].sizes(), (std::vector<int64_t>{2, 16, 14, 14}));
   EXPECT_EQ(f[1].sizes(), (std::vector<int64_t>{2, 16, 7, 7}));
-  // The classifier follows a flatten inside forward(): not reachable by running layers in order.
-  EXPECT_KD_ERROR(m->forward_with_features(x, {"classifier"}), "cannot reach layer 'classifier'");
+  // Taps come from the one forward (its graph's call of each module), so a layer that follows
+  // other code in forward() (the classifier, after a flatten) is tapped too.
+  auto [logits2, c] = m->forward_with_features(x, {"classifier", "features.3"});
+  EXPECT_TRUE(torch::allclose(c[0], logits2));
+  EXPECT_TRUE(torch::allclose(c[1], f[0]));
   EXPECT_KD_ERROR(m->forward_with_features(x, {"features.9"}), "has no layer 'features.9'");
 }
 
