@@ -338,7 +338,7 @@ class ScriptModel final : public Model {
       std::unordered_map<Value*, std::string> path{{graph->inputs()[0], ""}};
       for (Node* n : graph->nodes())
         if (n->kind() == prim::GetAttr && path.count(n->input(0))) {
-          const std::string& base = path[n->input(0)];
+          const std::string base = path[n->input(0)];  // a copy: the insertion may rehash
           path[n->output()] = base.empty() ? n->s(attr::name) : base + "." + n->s(attr::name);
         }
       return path;
@@ -372,7 +372,9 @@ class ScriptModel final : public Model {
           if (e == std::string::npos) e = prefix.size();
           sub = sub.attr(prefix.substr(b, e - b)).toModule();
         }
-        inlineCallTo(container, &toGraphFunction(sub.get_method("forward").function()));
+        // Its own graph, not the optimized one: that has every call below inlined already.
+        auto& callee = toGraphFunction(sub.get_method("forward").function());
+        inlineCallTo(container, &callee, callee.graph().get());
       }
       KD_CHECK(tap->type()->isSubtypeOf(*TensorType::get()), "'{}' returns no tensor", layer);
       taps.push_back(tap);
