@@ -25,6 +25,8 @@ p.add_argument("--images", type=int, default=512)
 p.add_argument("--batch", type=int, default=64)
 p.add_argument("--threads", type=int, default=2)
 p.add_argument("--int8", action="store_true")
+p.add_argument("--channels-last", action="store_true",
+               help="model and input in torch.channels_last (oneDNN's NHWC kernels, as kd runs)")
 a = p.parse_args()
 torch.set_num_threads(a.threads)
 torch.manual_seed(0)
@@ -46,6 +48,9 @@ x_all = (x_all - mean) / std
 classes = int(y_all.max()) + 1
 
 model = getattr(torchvision.models, a.arch)(num_classes=classes)
+if a.channels_last:
+    model = model.to(memory_format=torch.channels_last)
+    x_all = x_all.contiguous(memory_format=torch.channels_last)
 opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
 loss_fn = nn.CrossEntropyLoss()
 model.train()
@@ -61,7 +66,9 @@ train_s = time.perf_counter() - t0
 
 def speed(m):
     with torch.inference_mode():
-        x1, xb = x_all[:1], x_all[:1].expand(256, -1, -1, -1).contiguous()
+        fmt = torch.channels_last if a.channels_last else torch.contiguous_format
+        x1 = x_all[:1].contiguous(memory_format=fmt)
+        xb = x_all[:1].expand(256, -1, -1, -1).contiguous(memory_format=fmt)
         for _ in range(5):
             m(x1)
         ms = []
@@ -78,23 +85,34 @@ def speed(m):
 
 model.eval()
 b1, tp = speed(model)
-out = {"arch": a.arch, "train_images_per_s": len(x_all) / train_s, "fp32_batch1_ms": b1,
+out = {"arch": a.arch, "channels_last": a.channels_last, "train_images_per_s": len(x_all) / train_s, "fp32_batch1_ms": b1,
        "fp32_batch256_per_s": tp}
 if a.int8:
     import torch.ao.quantization as tq
     import torchvision.models.quantization as qm
-    engines = torch.backends.quantized.supported_engines
-    torch.backends.quantized.engine = "onednn" if "onednn" in engines else "qnnpack"
-    q = getattr(qm, a.arch)(num_classes=classes, quantize=False)
-    q.load_state_dict(model.state_dict())
-    q.eval()
-    q.fuse_model()
-    q.qconfig = tq.get_default_qconfig(torch.backends.quantized.engine)
-    tq.prepare(q, inplace=True)
-    with torch.inference_mode():
-        q(x_all[:64])
-    tq.convert(q, inplace=True)
-    b1, tp = speed(q)
-    out.update({"int8_engine": torch.backends.quantized.engine, "int8_batch1_ms": b1,
-                "int8_batch256_per_s": tp})
+
+    def int8(engine):
+        torch.backends.quantized.engine = engine
+        q = getattr(qm, a.arch)(num_classes=classes, quantize=False)
+        q.load_state_dict(model.state_dict())
+        q.eval()
+        q.fuse_model()
+        q.qconfig = tq.get_default_qconfig(engine)
+        tq.prepare(q, inplace=True)
+        with torch.inference_mode():
+            q(x_all[:64])
+        tq.convert(q, inplace=True)
+        return speed(q)
+
+    # onednn first (kd's engine); Debian's build fails some of its reorders at batch 256.
+    errors = []
+    for engine in [e for e in ("onednn", "qnnpack") if e in torch.backends.quantized.supported_engines]:
+        try:
+            b1, tp = int8(engine)
+            out.update({"int8_engine": engine, "int8_batch1_ms": b1, "int8_batch256_per_s": tp})
+            break
+        except RuntimeError as e:
+            errors.append(f"{engine}: {str(e).splitlines()[0]}")
+    if errors:
+        out["int8_errors"] = errors
 print(json.dumps(out))

@@ -72,6 +72,9 @@ fi
 echo "== streamed data: loader, memory, a 224 px epoch (bench/data.sh)"
 "$HERE/data.sh" "$KD" "$WORK/data"
 
+echo "== torchvision's resnet18 and mobilenet_v2 against PyTorch (bench/arch.sh)"
+"$HERE/arch.sh" "$KD" "$WORK/arch"
+
 echo "== serving: the distilled student above, kd serve vs FastAPI + uvicorn + PyTorch (wrk, 10 s each)"
 "$HERE/serve.sh" "$KD" "$WORK/cached" 10
 
