@@ -85,6 +85,22 @@ int decode_flags(int channels, int reduce) {
                        : cv::IMREAD_COLOR;
 }
 
+// An 8-bit HWC image (BGR or gray) into the top-left of CHW (RGB) planes of side `size` at `out`,
+// mirrored across the image's width when `flip`.
+void to_planes(const cv::Mat& img, int size, bool flip, uint8_t* out) {
+  const int C = img.channels();
+  const int64_t plane = static_cast<int64_t>(size) * size;
+  for (int y = 0; y < img.rows; ++y) {
+    const uint8_t* row = img.ptr<uint8_t>(y);
+    for (int x = 0; x < img.cols; ++x) {
+      const int ox = flip ? img.cols - 1 - x : x;
+      const uint8_t* px = row + static_cast<ptrdiff_t>(x) * C;
+      for (int c = 0; c < C; ++c)
+        out[c * plane + static_cast<int64_t>(y) * size + ox] = px[C == 3 ? 2 - c : 0];
+    }
+  }
+}
+
 }  // namespace
 
 InputGeometry stream_geometry(const ImageOptions& opts) {
@@ -116,14 +132,8 @@ double letterbox_into(cv::Mat img, int size, uint8_t* out) {
   const int h = std::max(1, static_cast<int>(std::lround(img.rows * s)));
   if (w != img.cols || h != img.rows)
     cv::resize(img, img, cv::Size(w, h), 0, 0, s < 1 ? cv::INTER_AREA : cv::INTER_LINEAR);
-  const int64_t plane = static_cast<int64_t>(size) * size;
-  std::fill(out, out + 3 * plane, uint8_t{0});
-  for (int y = 0; y < h; ++y) {  // HWC (BGR) -> CHW (RGB)
-    const uint8_t* row = img.ptr<uint8_t>(y);
-    for (int x = 0; x < w; ++x)
-      for (int c = 0; c < 3; ++c)
-        out[c * plane + static_cast<int64_t>(y) * size + x] = row[3 * x + 2 - c];
-  }
+  std::fill(out, out + int64_t{3} * size * size, uint8_t{0});
+  to_planes(img, size, /*flip=*/false, out);
   return s;
 }
 
@@ -184,7 +194,6 @@ void transform_image(std::string_view bytes, const InputGeometry& g, const Image
     saturation = d.uniform(std::max(0.0, 1 - aug.jitter), 1 + aug.jitter);
   }
   const int S = g.size, C = g.channels;
-  const int64_t plane = static_cast<int64_t>(S) * S;
   if (aug.jitter > 0) {
     // torchvision's order: brightness, contrast (towards the mean grey), saturation (towards
     // each pixel's grey), each clamped to [0, 255].
@@ -208,16 +217,7 @@ void transform_image(std::string_view bytes, const InputGeometry& g, const Image
     }
     f.convertTo(resized, CV_8U);
   }
-  // HWC (BGR) -> CHW (RGB), flipped while copying.
-  for (int y = 0; y < S; ++y) {
-    const uint8_t* row = resized.ptr<uint8_t>(y);
-    for (int x = 0; x < S; ++x) {
-      const int ox = flip ? S - 1 - x : x;
-      const uint8_t* px = row + static_cast<ptrdiff_t>(x) * C;
-      for (int c = 0; c < C; ++c)
-        out[c * plane + static_cast<int64_t>(y) * S + ox] = px[C == 3 ? 2 - c : 0];
-    }
-  }
+  to_planes(resized, S, flip, out);
 }
 
 }  // namespace kd

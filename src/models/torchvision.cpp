@@ -188,38 +188,56 @@ struct ResidualBlockImpl : nn::Module {
 };
 TORCH_MODULE(ResidualBlock);
 
-Network torchvision_resnet(const ArchContext& c, std::vector<int64_t> blocks, bool bottleneck) {
-  auto root = std::make_shared<nn::Module>();
-  auto conv1 = nn::Conv2d(nn::Conv2dOptions(c.channels, 64, 7).stride(2).padding(3).bias(false));
-  root->register_module("conv1", conv1);
-  auto bn1 = batch_norm(64, {});
-  root->register_module("bn1", bn1);
-  StagedNetwork net(root);
-  net.step("conv1", "Conv2d", [conv1](const Tensor& x) mutable { return conv1(x); });
-  net.step("bn1", "BatchNorm2d", [bn1](const Tensor& x) mutable { return bn1(x); });
-  net.step("relu", "ReLU", [](const Tensor& x) { return torch::relu(x); });
-  net.step("maxpool", "MaxPool2d", [](const Tensor& x) {
-    return torch::max_pool2d(x, {3, 3}, {2, 2}, {1, 1}, {1, 1});
-  });
-  int64_t in = 64;
-  for (size_t s = 0; s < blocks.size(); ++s) {
-    const int64_t planes = 64 << s;
-    nn::Sequential layer;
-    for (int64_t b = 0; b < blocks[s]; ++b) {
-      layer->push_back(ResidualBlock(in, planes, b == 0 && s > 0 ? 2 : 1, bottleneck));
-      in = bottleneck ? planes * 4 : planes;
-    }
-    const std::string name = "layer" + std::to_string(s + 1);
-    root->register_module(name, layer);
-    net.step(name, "Sequential", [layer](const Tensor& x) mutable { return layer->forward(x); });
-  }
-  auto fc = nn::Linear(in, c.num_classes);
-  root->register_module("fc", fc);
+// The global average pool every network here ends with, flattened for its classifier.
+void global_pool(StagedNetwork& net) {
   net.step("avgpool", "AdaptiveAvgPool2d", [](const Tensor& x) {
     return torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1);
   });
-  net.step("fc", "Linear", [fc](const Tensor& x) mutable { return fc(x); });
+}
+
+void relu(StagedNetwork& net) {
+  net.step("relu", "ReLU", [](const Tensor& x) { return torch::relu(x); });
+}
+
+// ResNets: torchvision's (a 7x7 stride-2 stem and a max pool, stages 64 to 512 wide, basic or
+// bottleneck blocks) and RepDistiller's CIFAR ones (a 3x3 stem, basic blocks); every stage after
+// the first halves the resolution in its first block. RepDistiller's AvgPool2d(8) is global
+// pooling at 32 px; global at any size here.
+Network residual_network(const ArchContext& c, bool imagenet_stem, int64_t stem_width,
+                         const std::vector<int64_t>& widths, const std::vector<int64_t>& blocks,
+                         bool bottleneck) {
+  auto root = std::make_shared<nn::Module>();
+  StagedNetwork net(root);
+  net.module("conv1", conv(c.channels, stem_width, imagenet_stem ? 7 : 3, imagenet_stem ? 2 : 1));
+  net.module("bn1", batch_norm(stem_width, {}));
+  relu(net);
+  if (imagenet_stem)
+    net.step("maxpool", "MaxPool2d", [](const Tensor& x) {
+      return torch::max_pool2d(x, {3, 3}, {2, 2}, {1, 1}, {1, 1});
+    });
+  int64_t in = stem_width;
+  for (size_t s = 0; s < blocks.size(); ++s) {
+    nn::Sequential layer;
+    for (int64_t b = 0; b < blocks[s]; ++b) {
+      layer->push_back(ResidualBlock(in, widths[s], b == 0 && s > 0 ? 2 : 1, bottleneck));
+      in = bottleneck ? widths[s] * 4 : widths[s];
+    }
+    net.module("layer" + std::to_string(s + 1), layer);
+  }
+  global_pool(net);
+  net.module("fc", nn::Linear(in, c.num_classes));
   init_like_torchvision(*root, LinearInit::pytorch);
+  return net.build();
+}
+
+// torchvision's MobileNet and EfficientNet layout: features, global pool, classifier.
+Network features_classifier(nn::Sequential features, nn::Sequential classifier, LinearInit linear) {
+  auto root = std::make_shared<nn::Module>();
+  StagedNetwork net(root);
+  net.sequential("features", features);
+  global_pool(net);
+  net.module("classifier", classifier);
+  init_like_torchvision(*root, linear);
   return net.build();
 }
 
@@ -228,7 +246,6 @@ Network torchvision_resnet(const ArchContext& c, std::vector<int64_t> blocks, bo
 Network mobilenet_v2(const nlohmann::json& o, const ArchContext& c) {
   const double width = o["width_mult"].get<double>();
   const Norm bn{};
-  auto root = std::make_shared<nn::Module>();
   nn::Sequential features;
   int64_t in = make_divisible(32 * width);
   const int64_t last = make_divisible(1280 * std::max(1.0, width));
@@ -250,19 +267,9 @@ Network mobilenet_v2(const nlohmann::json& o, const ArchContext& c) {
     }
   }
   features->push_back(ConvNormAct(in, last, 1, 1, 1, Act::relu6, bn));
-  root->register_module("features", features);
   nn::Sequential classifier(nn::Dropout(o["dropout"].get<double>()),
                             nn::Linear(last, c.num_classes));
-  root->register_module("classifier", classifier);
-  StagedNetwork net(root);
-  net.sequential("features", features);
-  net.step("avgpool", "AdaptiveAvgPool2d", [](const Tensor& x) {
-    return torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1);
-  });
-  net.step("classifier", "Sequential",
-           [classifier](const Tensor& x) mutable { return classifier->forward(x); });
-  init_like_torchvision(*root, LinearInit::normal);
-  return net.build();
+  return features_classifier(features, classifier, LinearInit::normal);
 }
 
 // ---- MobileNetV3 (torchvision) ----
@@ -290,7 +297,6 @@ Network mobilenet_v3(const nlohmann::json& o, const ArchContext& c, bool large) 
       {5, 672, 160, true, HS, 2}, {5, 960, 160, true, HS, 1}, {5, 960, 160, true, HS, 1}};
   const auto& cfg = large ? large_cfg : small_cfg;
   const int64_t last_channel = large ? 1280 : 1024;
-  auto root = std::make_shared<nn::Module>();
   nn::Sequential features;
   int64_t in = 16;
   features->push_back(ConvNormAct(c.channels, in, 3, 2, 1, HS, bn));
@@ -306,21 +312,11 @@ Network mobilenet_v3(const nlohmann::json& o, const ArchContext& c, bool large) 
     in = b.out;
   }
   features->push_back(ConvNormAct(in, 6 * in, 1, 1, 1, HS, bn));
-  root->register_module("features", features);
   nn::Sequential classifier(nn::Linear(6 * in, last_channel),
                             nn::Functional([](const Tensor& x) { return torch::hardswish(x); }),
                             nn::Dropout(o["dropout"].get<double>()),
                             nn::Linear(last_channel, c.num_classes));
-  root->register_module("classifier", classifier);
-  StagedNetwork net(root);
-  net.sequential("features", features);
-  net.step("avgpool", "AdaptiveAvgPool2d", [](const Tensor& x) {
-    return torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1);
-  });
-  net.step("classifier", "Sequential",
-           [classifier](const Tensor& x) mutable { return classifier->forward(x); });
-  init_like_torchvision(*root, LinearInit::normal);
-  return net.build();
+  return features_classifier(features, classifier, LinearInit::normal);
 }
 
 // ---- EfficientNet-B0 (torchvision) ----
@@ -334,7 +330,6 @@ Network efficientnet_b0(const nlohmann::json& o, const ArchContext& c) {
                              {6, 3, 1, 192, 320, 1}};
   int64_t total = 0;
   for (const auto& row : cfg) total += row[5];
-  auto root = std::make_shared<nn::Module>();
   nn::Sequential features;
   features->push_back(ConvNormAct(c.channels, 32, 3, 2, 1, Act::silu, bn));
   int64_t id = 0;
@@ -355,55 +350,18 @@ Network efficientnet_b0(const nlohmann::json& o, const ArchContext& c) {
     features->push_back(stage);
   }
   features->push_back(ConvNormAct(320, 1280, 1, 1, 1, Act::silu, bn));
-  root->register_module("features", features);
   nn::Sequential classifier(nn::Dropout(o["dropout"].get<double>()),
                             nn::Linear(1280, c.num_classes));
-  root->register_module("classifier", classifier);
-  StagedNetwork net(root);
-  net.sequential("features", features);
-  net.step("avgpool", "AdaptiveAvgPool2d", [](const Tensor& x) {
-    return torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1);
-  });
-  net.step("classifier", "Sequential",
-           [classifier](const Tensor& x) mutable { return classifier->forward(x); });
-  init_like_torchvision(*root, LinearInit::uniform);
-  return net.build();
+  return features_classifier(features, classifier, LinearInit::uniform);
 }
 
 // ---- RepDistiller's CIFAR ResNets (resnet8x4, resnet32x4) ----
 
-Network cifar_resnet(const ArchContext& c, int64_t depth, std::vector<int64_t> filters) {
+Network cifar_resnet(const ArchContext& c, int64_t depth, const std::vector<int64_t>& filters) {
   KD_CHECK((depth - 2) % 6 == 0, "a CIFAR ResNet's depth is 6n + 2, got {}", depth);
   const int64_t n = (depth - 2) / 6;
-  auto root = std::make_shared<nn::Module>();
-  auto conv1 = conv(c.channels, filters[0], 3);
-  root->register_module("conv1", conv1);
-  auto bn1 = batch_norm(filters[0], {});
-  root->register_module("bn1", bn1);
-  StagedNetwork net(root);
-  net.step("conv1", "Conv2d", [conv1](const Tensor& x) mutable { return conv1(x); });
-  net.step("bn1", "BatchNorm2d", [bn1](const Tensor& x) mutable { return bn1(x); });
-  net.step("relu", "ReLU", [](const Tensor& x) { return torch::relu(x); });
-  int64_t in = filters[0];
-  for (int64_t s = 0; s < 3; ++s) {
-    nn::Sequential layer;
-    for (int64_t b = 0; b < n; ++b) {
-      layer->push_back(ResidualBlock(in, filters[s + 1], b == 0 && s > 0 ? 2 : 1, false));
-      in = filters[s + 1];
-    }
-    const std::string name = "layer" + std::to_string(s + 1);
-    root->register_module(name, layer);
-    net.step(name, "Sequential", [layer](const Tensor& x) mutable { return layer->forward(x); });
-  }
-  auto fc = nn::Linear(in, c.num_classes);
-  root->register_module("fc", fc);
-  // RepDistiller's AvgPool2d(8) is global pooling at 32 px; global at any size here.
-  net.step("avgpool", "AdaptiveAvgPool2d", [](const Tensor& x) {
-    return torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1);
-  });
-  net.step("fc", "Linear", [fc](const Tensor& x) mutable { return fc(x); });
-  init_like_torchvision(*root, LinearInit::pytorch);
-  return net.build();
+  return residual_network(c, false, filters[0], {filters[1], filters[2], filters[3]}, {n, n, n},
+                          false);
 }
 
 // ---- RepDistiller's wide ResNets (wrn_16_2, wrn_40_2): pre-activation blocks ----
@@ -445,30 +403,19 @@ Network wide_resnet(const nlohmann::json& o, const ArchContext& c, int64_t depth
   const double drop = o["dropout"].get<double>();
   const int64_t ch[4] = {16, 16 * widen, 32 * widen, 64 * widen};
   auto root = std::make_shared<nn::Module>();
-  auto conv1 = conv(c.channels, ch[0], 3);
-  root->register_module("conv1", conv1);
   StagedNetwork net(root);
-  net.step("conv1", "Conv2d", [conv1](const Tensor& x) mutable { return conv1(x); });
+  net.module("conv1", conv(c.channels, ch[0], 3));
   for (int64_t s = 0; s < 3; ++s) {
     nn::Sequential layer;
     for (int64_t b = 0; b < n; ++b)
       layer->push_back(
           WideBlock(b == 0 ? ch[s] : ch[s + 1], ch[s + 1], b == 0 && s > 0 ? 2 : 1, drop));
-    const std::string name = "block" + std::to_string(s + 1);
-    NetworkBlock block(layer);
-    root->register_module(name, block);
-    net.step(name, "NetworkBlock", [block](const Tensor& x) mutable { return block(x); });
+    net.module("block" + std::to_string(s + 1), NetworkBlock(layer));
   }
-  auto bn1 = batch_norm(ch[3], {});
-  root->register_module("bn1", bn1);
-  auto fc = nn::Linear(ch[3], c.num_classes);
-  root->register_module("fc", fc);
-  net.step("bn1", "BatchNorm2d", [bn1](const Tensor& x) mutable { return bn1(x); });
-  net.step("relu", "ReLU", [](const Tensor& x) { return torch::relu(x); });
-  net.step("avgpool", "AdaptiveAvgPool2d", [](const Tensor& x) {
-    return torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1);
-  });
-  net.step("fc", "Linear", [fc](const Tensor& x) mutable { return fc(x); });
+  net.module("bn1", batch_norm(ch[3], {}));
+  relu(net);
+  global_pool(net);
+  net.module("fc", nn::Linear(ch[3], c.num_classes));
   init_like_torchvision(*root, LinearInit::pytorch);
   return net.build();
 }
@@ -480,7 +427,7 @@ std::vector<ArchInfo> reference_architectures() {
   const std::vector<int64_t> kImageNet = {3, 224, 224}, kCifar = {3, 32, 32};
   auto resnet = [](std::vector<int64_t> blocks, bool bottleneck) {
     return [blocks, bottleneck](const nlohmann::json&, const ArchContext& c) {
-      return torchvision_resnet(c, blocks, bottleneck);
+      return residual_network(c, true, 64, {64, 128, 256, 512}, blocks, bottleneck);
     };
   };
   return {

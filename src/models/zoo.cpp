@@ -145,13 +145,15 @@ void StagedNetwork::step(std::string name, std::string type, Step fn) {
 }
 
 void StagedNetwork::sequential(const std::string& name, nn::Sequential seq) {
+  if (!name.empty()) root_->register_module(name, seq);
   const auto children = seq->named_children();
   for (size_t k = 0; k < seq->size(); ++k) {
     auto layer = *(seq->begin() + static_cast<std::ptrdiff_t>(k));
-    step(name + "." + children[k].key(), module_type(*children[k].value()),
+    const std::string& key = children[k].key();
+    step(name.empty() ? key : name + "." + key, module_type(*children[k].value()),
          [layer](const torch::Tensor& x) mutable { return layer.forward(x); });
   }
-  aliases_.emplace_back(name, steps_.size() - 1);
+  if (!name.empty()) aliases_.emplace_back(name, steps_.size() - 1);
 }
 
 Network StagedNetwork::build() {
@@ -188,27 +190,9 @@ Network StagedNetwork::build() {
 }
 
 Network make_network(nn::Sequential seq) {
-  Network net;
-  net.module = seq.ptr();
-  net.forward = [seq](const torch::Tensor& x) mutable { return seq->forward(x); };
-  net.forward_features = [seq](const torch::Tensor& x,
-                               const std::vector<std::string>& layers) mutable {
-    std::vector<torch::Tensor> taps(layers.size());
-    auto h = x;
-    const auto names = seq->named_children();
-    size_t i = 0;
-    for (auto& layer : *seq) {
-      h = layer.forward(h);
-      for (size_t k = 0; k < layers.size(); ++k)
-        if (layers[k] == names[i].key()) taps[k] = h;
-      ++i;
-    }
-    return Network::Features{h, taps};
-  };
-  for (const auto& m : seq->named_children()) {
-    net.layers.emplace_back(m.key(), module_type(*m.value()));
-  }
-  return net;
+  StagedNetwork net(seq.ptr());
+  net.sequential("", seq);
+  return net.build();
 }
 
 namespace {
